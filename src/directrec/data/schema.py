@@ -1,0 +1,80 @@
+"""The raw tables every loader produces, and the error every loader raises.
+
+Loaders return raw ids (strings) in file order; indexing into contiguous integers happens
+later (`directrec.data.dataset`), so the mapping stays reversible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+# Columns of the interaction frame: user_id, item_id (str), timestamp (Int64, may be null),
+# rating (Float64, may be null), event (str, may be null), line (int: source line or row).
+INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "event", "line"]
+# Columns of the item frame: item_id, title, text (str), categories (list[str]).
+ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
+
+
+class DataError(ValueError):
+    """Bad input: names the file, the line (or row) and the field that is wrong."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message, self.file, self.line, self.field = message, file, line, field
+        where = file or "<input>"
+        if line is not None:
+            where += f":{line}"
+        what = f"field '{field}': " if field else ""
+        super().__init__(f"{where}: {what}{message}")
+
+
+@dataclass
+class RawData:
+    """Interactions (and optionally an item catalogue) as read from files, raw ids."""
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame | None = None
+    source: str = ""
+
+
+def empty_items() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in ITEM_COLUMNS})
+
+
+def make_interactions(
+    user: pd.Series,
+    item: pd.Series,
+    *,
+    timestamp: pd.Series | None = None,
+    rating: pd.Series | None = None,
+    event: pd.Series | None = None,
+    line: pd.Series | None = None,
+) -> pd.DataFrame:
+    """Build a frame with the canonical columns and dtypes."""
+    n = len(user)
+    return pd.DataFrame(
+        {
+            "user_id": user.astype(str).to_numpy(),
+            "item_id": item.astype(str).to_numpy(),
+            "timestamp": (
+                pd.array(timestamp.to_numpy(), dtype="Int64")
+                if timestamp is not None
+                else pd.array([None] * n, dtype="Int64")
+            ),
+            "rating": (
+                pd.array(rating.to_numpy(), dtype="Float64")
+                if rating is not None
+                else pd.array([None] * n, dtype="Float64")
+            ),
+            "event": (event.astype(object).to_numpy() if event is not None else [None] * n),
+            "line": line.to_numpy() if line is not None else range(1, n + 1),
+        }
+    )

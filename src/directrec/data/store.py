@@ -1,0 +1,262 @@
+"""The embedded store: one DuckDB file per project with users, items and interactions.
+
+Writes are all-or-nothing: a new store is built beside its final path and renamed into
+place; an existing store is changed inside one transaction, rolled back on any error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from directrec.data.schema import DataError, RawData
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS users (user_id VARCHAR PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS items (
+    item_id VARCHAR PRIMARY KEY, title VARCHAR, text VARCHAR, categories VARCHAR[]);
+CREATE TABLE IF NOT EXISTS interactions (
+    seq BIGINT NOT NULL, user_id VARCHAR NOT NULL, item_id VARCHAR NOT NULL,
+    ts BIGINT, rating DOUBLE, event VARCHAR);
+CREATE TABLE IF NOT EXISTS item_embeddings (
+    model VARCHAR NOT NULL, item_id VARCHAR NOT NULL, vector BLOB NOT NULL,
+    PRIMARY KEY (model, item_id));
+"""
+
+
+def _run(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> list:
+    """Execute and fetch everything (DuckDB 2 requires results to be consumed)."""
+    cur = con.execute(sql, params) if params is not None else con.execute(sql)
+    return cur.fetchall()
+
+
+def _items_arrow(items: pd.DataFrame) -> pa.Table:
+    return pa.table(
+        {
+            "item_id": pa.array(items["item_id"].astype(str).tolist(), pa.string()),
+            "title": pa.array(items["title"].fillna("").astype(str).tolist(), pa.string()),
+            "text": pa.array(items["text"].fillna("").astype(str).tolist(), pa.string()),
+            "categories": pa.array(
+                [list(c) if c is not None else [] for c in items["categories"]],
+                pa.list_(pa.string()),
+            ),
+        }
+    )
+
+
+class Store:
+    """A DuckDB-backed store. Open read-only for reading (many processes may), read-write
+    for ingest and caches (one process at a time, as DuckDB requires)."""
+
+    def __init__(self, path: str | Path, read_only: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError("store not found; create it with `directrec ingest`",
+                            file=str(self.path))  # fmt: skip
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as e:
+            raise DataError(f"cannot open store ({e})", file=str(self.path)) from e
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reading
+    def interactions(self) -> pd.DataFrame:
+        """All interactions in ingest order, with canonical column names."""
+        return self.con.execute(
+            "SELECT user_id, item_id, ts AS timestamp, rating, event, seq AS line "
+            "FROM interactions ORDER BY seq"
+        ).df()
+
+    def items(self) -> pd.DataFrame:
+        df = self.con.execute(
+            "SELECT item_id, title, text, categories FROM items ORDER BY item_id"
+        ).df()
+        df["categories"] = [list(c) if c is not None else [] for c in df["categories"]]
+        return df
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+
+    def counts(self) -> dict[str, int]:
+        q = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM interactions)"  # noqa: E501
+        u, i, n = self.con.execute(q).fetchall()[0]
+        return {"users": u, "items": i, "interactions": n}
+
+    def embeddings(self, model: str, item_ids: list[str]) -> np.ndarray | None:
+        """Cached embeddings for `item_ids` in that order, or None if any is missing."""
+        rows = self.con.execute(
+            "SELECT item_id, vector FROM item_embeddings WHERE model = ?", [model]
+        ).fetchall()
+        found = {i: v for i, v in rows}
+        if not item_ids or any(i not in found for i in item_ids):
+            return None
+        return np.stack([np.frombuffer(found[i], dtype=np.float32) for i in item_ids])
+
+    def put_embeddings(self, model: str, item_ids: list[str], vectors: np.ndarray) -> None:
+        table = pa.table(
+            {
+                "model": pa.array([model] * len(item_ids)),
+                "item_id": pa.array(item_ids),
+                "vector": pa.array([v.astype(np.float32).tobytes() for v in vectors],
+                                   pa.binary()),
+            }
+        )  # fmt: skip
+        with self.transaction():
+            self.con.register("emb_in", table)
+            _run(self.con, "DELETE FROM item_embeddings WHERE model = ?", [model])
+            _run(self.con, "INSERT INTO item_embeddings SELECT * FROM emb_in")
+            self.con.unregister("emb_in")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        _run(self.con, "BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            _run(self.con, "ROLLBACK")
+            raise
+        _run(self.con, "COMMIT")
+
+
+def ingest(
+    db: str | Path,
+    raw: RawData,
+    *,
+    strict: bool = False,
+    append: bool = False,
+    options: dict | None = None,
+    items_file: str | None = None,
+    interactions_file: str | None = None,
+) -> dict[str, int]:
+    """Write `raw` into the store at `db` in one all-or-nothing step.
+
+    `strict`: an interaction whose item is not in the catalogue is an error (naming the
+    line); otherwise such items are added with empty text. `append` adds to what the store
+    holds; otherwise the store's data is replaced.
+    """
+    inter, items = raw.interactions, raw.items
+    if inter.empty:
+        raise DataError("no interactions to ingest", file=interactions_file)
+    if items is not None and not items.empty:
+        dup = items["item_id"].duplicated()
+        if dup.any():
+            bad = items["item_id"][dup].iloc[0]
+            raise DataError(f"item id {bad!r} appears twice in the catalogue",
+                            file=items_file, field="item_id")  # fmt: skip
+        if strict:
+            known = pd.Index(items["item_id"])
+            missing = ~inter["item_id"].isin(known)
+            if missing.any():
+                row = inter[missing].iloc[0]
+                raise DataError(
+                    f"item {row['item_id']!r} is not in the catalogue (--strict)",
+                    file=interactions_file, line=int(row["line"]), field="item_id",
+                )  # fmt: skip
+    elif strict:
+        raise DataError("--strict needs an item catalogue (--items)", file=interactions_file)
+
+    db = Path(db)
+    new = not db.exists()
+    target = db.with_name(db.name + ".building") if new else db
+    if new:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+    con = duckdb.connect(str(target))
+    try:
+        _run(con, "BEGIN TRANSACTION")
+        _run(con, SCHEMA)
+        if not append:
+            for t in ("interactions", "items", "users", "meta", "item_embeddings"):
+                _run(con, f"DELETE FROM {t}")
+        start = con.execute("SELECT coalesce(max(seq) + 1, 0) FROM interactions").fetchall()[0][0]
+        frame = pa.table(
+            {
+                "seq": pa.array(np.arange(start, start + len(inter), dtype=np.int64)),
+                "user_id": pa.array(inter["user_id"].astype(str).tolist()),
+                "item_id": pa.array(inter["item_id"].astype(str).tolist()),
+                "ts": pa.Array.from_pandas(inter["timestamp"].astype("Int64"), type=pa.int64()),
+                "rating": pa.Array.from_pandas(inter["rating"].astype("Float64"), type=pa.float64()),
+                "event": pa.array(
+                    [None if v is None or v != v else str(v) for v in inter["event"]],
+                    pa.string(),
+                ),
+            }
+        )
+        con.register("inter_in", frame)
+        _run(con, "INSERT INTO interactions SELECT * FROM inter_in")
+        if items is not None and not items.empty:
+            con.register("items_in", _items_arrow(items))
+            # Catalogue rows replace earlier rows of the same id (an update of the text).
+            _run(con, "DELETE FROM items WHERE item_id IN (SELECT item_id FROM items_in)")
+            _run(con, "INSERT INTO items SELECT * FROM items_in")
+            _run(con, "DELETE FROM item_embeddings WHERE item_id IN (SELECT item_id FROM items_in)")
+        _run(
+            con,
+            "INSERT INTO items SELECT DISTINCT item_id, '', '', []::VARCHAR[] FROM interactions "
+            "WHERE item_id NOT IN (SELECT item_id FROM items)",
+        )
+        _run(
+            con,
+            "INSERT INTO users SELECT DISTINCT user_id FROM interactions "
+            "WHERE user_id NOT IN (SELECT user_id FROM users)",
+        )
+        fp = _fingerprint(con)
+        meta = {"source": raw.source, "fingerprint": fp, "options": json.dumps(options or {})}
+        for k, v in meta.items():
+            _run(con, "INSERT OR REPLACE INTO meta VALUES (?, ?)", [k, v])
+        counts = dict(
+            zip(
+                ("users", "items", "interactions"),
+                con.execute(
+                    "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), "
+                    "(SELECT count(*) FROM interactions)"
+                ).fetchall()[0],
+            )
+        )
+        _run(con, "COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            _run(con, "ROLLBACK")
+        con.close()
+        if new:
+            target.unlink(missing_ok=True)
+            Path(str(target) + ".wal").unlink(missing_ok=True)
+        raise
+    _run(con, "CHECKPOINT")
+    con.close()
+    if new:
+        os.replace(target, db)
+    return counts
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """A short content hash of the interactions (order-sensitive) for results and models."""
+    h = hashlib.sha256()
+    rows = con.execute(
+        "SELECT user_id, item_id, coalesce(ts, -1), coalesce(rating, -1) FROM interactions "
+        "ORDER BY seq"
+    ).fetchnumpy()
+    for k in ("user_id", "item_id"):
+        h.update("\x1f".join(rows[k].tolist()).encode())
+    for v in rows.values():
+        if v.dtype != object:
+            h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()[:16]
