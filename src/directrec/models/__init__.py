@@ -1,0 +1,49 @@
+"""The model zoo: one module per model, all sharing `Recommender` (see base.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from directrec.models.als import ALS
+from directrec.models.base import Recommender
+from directrec.models.biasedmf import BiasedMF
+from directrec.models.bpr import BPR
+from directrec.models.cfgan import CFGAN
+from directrec.models.content import ContentBased
+from directrec.models.ease import EASE
+from directrec.models.itemknn import ItemKNN
+from directrec.models.multvae import MultVAE
+from directrec.models.nmf import NMF
+from directrec.models.pop import MostPopular
+from directrec.models.rating import RatingModel
+from directrec.models.svdpp import SVDpp
+from directrec.models.userknn import UserKNN
+
+# Name → class, as used by the CLI (`--models pop,ease,…`). Explicit on purpose.
+MODELS: dict[str, type[Recommender]] = {
+    m.name: m
+    for m in (
+        MostPopular, ItemKNN, UserKNN, ContentBased, EASE, ALS, BPR, MultVAE, CFGAN,
+        BiasedMF, SVDpp, NMF,
+    )
+}  # fmt: skip
+RATING_MODELS = [n for n, m in MODELS.items() if issubclass(m, RatingModel)]
+
+
+def create(name: str, settings: dict | None = None) -> Recommender:
+    """A fresh model by name, with config fields overridden by `settings`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name](**(settings or {}))
+
+
+def load_model(path: str | Path) -> Recommender:
+    """Load any saved model; its config.json says which class it is."""
+    try:
+        name = json.loads((Path(path) / "config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: not a directrec model directory ({e})") from e
+    if name not in MODELS:
+        raise ValueError(f"{path}: unknown model type {name!r}")
+    return MODELS[name].load(path)

@@ -1,0 +1,85 @@
+"""Mult-VAE (Liang et al., WWW 2018): a variational autoencoder over each user's item
+vector with a multinomial likelihood; β is annealed from 0 to `beta_max`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Recommender
+
+
+class VAE(nn.Module):
+    def __init__(self, n_items: int, hidden: int, latent: int, dropout: float) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.enc = nn.Linear(n_items, hidden)
+        self.enc_out = nn.Linear(hidden, 2 * latent)
+        self.dec = nn.Linear(latent, hidden)
+        self.dec_out = nn.Linear(hidden, n_items)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.drop(F.normalize(x, dim=1))
+        mu, logvar = self.enc_out(torch.tanh(self.enc(h))).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if self.training else mu
+        logits = self.dec_out(torch.tanh(self.dec(z)))
+        kl = 0.5 * (-logvar + logvar.exp() + mu**2 - 1).sum(1).mean()
+        return logits, kl
+
+
+class MultVAE(Recommender):
+    name = "multvae"
+
+    @dataclasses.dataclass
+    class Config:
+        hidden: int = 600
+        latent: int = 200
+        dropout: float = 0.5
+        beta_max: float = 0.2
+        anneal_steps: int = 20000
+        epochs: int = 100
+        batch_size: int = 500
+        lr: float = 1e-3
+        seed: int = 42
+        progress: bool = False
+
+    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+        c = self.config
+        self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        users = np.flatnonzero(np.diff(self.seen.indptr) > 0)
+        gen = np.random.default_rng(c.seed)
+        step = 0
+        self.net.train()
+        for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
+            gen.shuffle(users)
+            for b in range(0, len(users), c.batch_size):
+                x = torch.from_numpy(self.seen[users[b : b + c.batch_size]].toarray())
+                logits, kl = self.net(x)
+                nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
+                beta = min(c.beta_max, c.beta_max * step / max(c.anneal_steps, 1))
+                loss = nll + beta * kl
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                step += 1
+        self.net.eval()
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        return self.net(torch.from_numpy(self.seen[users].toarray()))[0]
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.net.state_dict().items()}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        c = self.config
+        self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
+        self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self.net.eval()

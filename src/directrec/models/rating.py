@@ -1,0 +1,86 @@
+"""What the explicit-rating models share: a mini-batch training loop over (user, item,
+rating) triples and `predict`. Each model is its own small `nn.Module` (see biasedmf.py,
+svdpp.py, nmf.py) whose forward maps (users, items) to predicted ratings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Recommender
+
+
+@dataclasses.dataclass
+class RatingConfig:
+    factors: int = 64
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 3e-3
+    reg: float = 0.05  # L2 on the parameters a batch touches
+    seed: int = 42
+    progress: bool = False
+
+
+class RatingModel(Recommender):
+    """A recommender whose scores are predicted ratings (for top-N use, and for RMSE/MAE)."""
+
+    Config = RatingConfig
+    net: nn.Module
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+        if data.rating is None:
+            raise ValueError(f"{self.name} predicts ratings, but this data has none")
+        c = self.config
+        self.global_mean = float(data.rating.mean())
+        self.net = self.build()
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        u = torch.from_numpy(data.user)
+        i = torch.from_numpy(data.item)
+        r = torch.from_numpy(data.rating.astype(np.float32))
+        gen = torch.Generator().manual_seed(c.seed)
+        self.net.train()
+        for _ in tqdm(range(c.epochs), desc=self.name, disable=not c.progress):
+            perm = torch.randperm(len(r), generator=gen)
+            for b in range(0, len(r), c.batch_size):
+                idx = perm[b : b + c.batch_size]
+                pred, penalty = self.net(u[idx], i[idx])
+                loss = ((pred - r[idx]) ** 2).mean() + c.reg * penalty
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                self.after_step()
+        self.net.eval()
+
+    def after_step(self) -> None:
+        """Hook for projections (NMF keeps its factors non-negative)."""
+
+    @torch.no_grad()
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted ratings for (user, item) pairs."""
+        pred, _ = self.net(torch.as_tensor(users), torch.as_tensor(items))
+        return pred.numpy()
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        n = self.n_items
+        uu = torch.from_numpy(np.repeat(users, n))
+        ii = torch.arange(n).repeat(len(users))
+        return self.net(uu, ii)[0].view(len(users), n)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {k: v.detach().numpy() for k, v in self.net.state_dict().items()}
+        return {**state, "global_mean": np.array([self.global_mean], dtype=np.float32)}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.global_mean = float(state.pop("global_mean")[0])
+        self.net = self.build()
+        self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self.net.eval()
