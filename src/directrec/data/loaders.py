@@ -122,7 +122,7 @@ def to_float(s: pd.Series, path: str, field: str) -> pd.Series:
 def to_timestamp(s: pd.Series, path: str, field: str) -> pd.Series:
     """Unix seconds, or ISO-8601 date/times converted to Unix seconds."""
     num = pd.to_numeric(s, errors="coerce")
-    if num.notna().all():
+    if num.notna().any():  # a numeric column: every cell must be an integer
         return to_int(s, path, field)
     parsed = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601")
     bad = parsed.isna()

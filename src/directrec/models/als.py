@@ -6,7 +6,6 @@ Confidence is 1 + alpha·x_ui; scores are user factors · item factors.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import torch
@@ -31,17 +30,17 @@ class ALS(Recommender):
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.config
-        model = AlternatingLeastSquares(
-            factors=c.factors,
-            regularization=c.regularization,
-            alpha=c.alpha,
-            iterations=c.iterations,
-            random_state=c.seed,
-            calculate_training_loss=False,
-        )
-        with threadpool_limits(1, "blas"), warnings.catch_warnings():
-            # implicit parallelises itself and warns when BLAS threads are on (limited here).
-            warnings.filterwarnings("ignore", message="OpenBLAS is configured")
+        # implicit parallelises itself and warns (in its constructor) when BLAS threads are
+        # on: BLAS is limited to one thread for the whole fit.
+        with threadpool_limits(1, "blas"):
+            model = AlternatingLeastSquares(
+                factors=c.factors,
+                regularization=c.regularization,
+                alpha=c.alpha,
+                iterations=c.iterations,
+                random_state=c.seed,
+                calculate_training_loss=False,
+            )
             model.fit(self.seen, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)

@@ -33,7 +33,7 @@ class CFGAN(Recommender):
     @dataclasses.dataclass
     class Config:
         hidden: int = 256
-        epochs: int = 300
+        epochs: int = 100
         batch_size: int = 128
         lr_g: float = 1e-4
         lr_d: float = 1e-4

@@ -1,0 +1,306 @@
+"""The `directrec` command line: ingest, benchmark, train, recommend, info.
+
+Bad input exits non-zero with a message naming the file, line and field; nothing is
+half-written (see data/store.py and models/base.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+app = typer.Typer(
+    help="directrec: generative recommendation, with honest baselines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set key=value` (all models that have the field) or `--set model.key=value`,
+    converted to the type of the model config's field."""
+    from directrec.models import MODELS
+
+    result: dict[str, dict[str, Any]] = {m: {} for m in models}
+    for pair in pairs or []:
+        if "=" not in pair:
+            fail(f"--set {pair!r}: expected key=value or model.key=value")
+        key, raw = pair.split("=", 1)
+        target, _, fld = key.rpartition(".")
+        if target and target not in MODELS:
+            fail(f"--set {pair!r}: unknown model {target!r}")
+        matched = False
+        for m in [target] if target else models:
+            fields = {f.name: f for f in dataclasses.fields(MODELS[m].Config)}
+            if fld not in fields:
+                continue
+            default = fields[fld].default
+            try:
+                if isinstance(default, bool):
+                    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                        raise ValueError(raw)
+                    val: Any = raw.lower() in ("true", "1", "yes")
+                elif isinstance(default, int):
+                    val = int(raw)
+                elif isinstance(default, float):
+                    val = float(raw)
+                else:
+                    val = raw
+            except ValueError:
+                fail(f"--set {pair!r}: {fld} takes a {type(default).__name__}")
+            result.setdefault(m, {})[fld] = val
+            matched = True
+        if not matched:
+            fail(f"--set {pair!r}: no selected model has a setting {fld!r}")
+    return result
+
+
+def _run_guarded(fn, *args, **kwargs):  # noqa: ANN001, ANN202
+    """Turn expected user errors into a clean message and exit code 2."""
+    from directrec.data.schema import DataError
+
+    try:
+        return fn(*args, **kwargs)
+    except DataError as e:
+        fail(str(e))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+# --------------------------------------------------------------------------- ingest
+@app.command()
+def ingest(
+    db: Annotated[Path, typer.Option(help="DuckDB store to create or update")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="movielens | recbole | amazon | sequence | csv | parquet")
+    ] = "csv",
+    interactions: Annotated[Path | None, typer.Option(help="interaction file or directory")] = None,
+    items: Annotated[Path | None, typer.Option(help="optional item catalogue")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="a bundled dataset instead of files: ml-100k")
+    ] = None,
+    columns: Annotated[
+        str | None, typer.Option(help="CSV/Parquet mapping, e.g. user=uid,item=iid,time=ts,rating=r")
+    ] = None,
+    item_columns: Annotated[
+        str | None, typer.Option(help="catalogue mapping, e.g. id=iid,title=name,categories=genres")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="items missing from the catalogue are errors")] = False,
+    append: Annotated[bool, typer.Option(help="add to the store instead of replacing it")] = False,
+    min_rating: Annotated[
+        float | None, typer.Option(help="implicit conversion: keep ratings ≥ this")
+    ] = None,
+    kcore: Annotated[int, typer.Option(help="k-core filter on users and items (0 = off)")] = 0,
+    dedup: Annotated[str, typer.Option(help="repeated (user, item): first | last | none")] = "none",
+) -> None:
+    """Read interactions (and a catalogue) into the store, validated, in one transaction."""
+    from directrec.data import loaders, preprocess
+    from directrec.data.store import ingest as store_ingest
+
+    def run() -> dict[str, int]:
+        nonlocal fmt, interactions, items
+        if dataset:
+            if dataset != "ml-100k":
+                raise ValueError(f"unknown bundled dataset {dataset!r} (have: ml-100k)")
+            interactions, items = loaders.bundled_ml100k()
+            fmt = "recbole"
+        if interactions is None:
+            raise ValueError("give --interactions PATH (or --dataset ml-100k)")
+        raw = loaders.load(fmt, interactions, items, columns, item_columns)
+        n_read = len(raw.interactions)
+        df = preprocess.to_implicit(raw.interactions, min_rating)
+        df = preprocess.dedup(df, dedup)
+        if kcore > 1:
+            df = preprocess.kcore(df, kcore)
+        raw.interactions = df
+        options = {"format": fmt, "min_rating": min_rating, "kcore": kcore, "dedup": dedup,
+                   "interactions": str(interactions), "items": str(items) if items else None}  # fmt: skip
+        counts = store_ingest(db, raw, strict=strict, append=append, options=options,
+                              items_file=str(items) if items else None,
+                              interactions_file=str(interactions))  # fmt: skip
+        counts["read"] = n_read
+        return counts
+
+    counts = _run_guarded(run)
+    out.print(
+        f"ingested into {db}: {counts['interactions']:,} interactions "
+        f"({counts['read']:,} read), {counts['users']:,} users, {counts['items']:,} items"
+    )
+
+
+# --------------------------------------------------------------------------- info
+@app.command()
+def info(db: Annotated[Path, typer.Option(help="DuckDB store")]) -> None:
+    """Counts and provenance of a store."""
+    from directrec.data.store import Store
+
+    def run() -> dict:
+        with Store(db) as s:
+            return {**s.counts(), **s.meta()}
+
+    out.print_json(json.dumps(_run_guarded(run)))
+
+
+# --------------------------------------------------------------------------- benchmark
+@app.command()
+def benchmark(
+    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for results.json/.md/.png")],
+    models: Annotated[str, typer.Option(help="comma-separated model names")] = "pop,itemknn,ease",
+    split: Annotated[str, typer.Option(help="topn: loo | temporal; rating: random | temporal")] = "loo",
+    k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
+    task: Annotated[str, typer.Option(help="topn | rating")] = "topn",
+    max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
+    stage: Annotated[str, typer.Option(help="test (fit train+valid) | valid (fit train)")] = "test",
+    seed: Annotated[int, typer.Option()] = 42,
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="key=value or model.key=value")
+    ] = None,
+    include_seen: Annotated[bool, typer.Option(help="do not exclude seen items")] = False,
+    isolate: Annotated[bool, typer.Option(help="one process per model (honest peak memory)")] = True,
+    progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+) -> None:
+    """Fit and evaluate models on one split; write results.json, results.md, comparison.png."""
+    from directrec.evaluate.benchmark import BenchmarkSpec, run_benchmark, write_results
+
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if task not in ("topn", "rating"):
+        fail("--task must be topn or rating")
+    try:
+        ks = sorted({int(x) for x in k.split(",")})
+    except ValueError:
+        fail(f"--k {k!r}: expected comma-separated integers")
+    if not ks or ks[0] < 1:
+        fail("--k values must be ≥ 1")
+    if split == "loo" and task == "rating":
+        split = "random"
+    spec = BenchmarkSpec(
+        db=str(db), models=names, task=task, split=split, ks=ks, max_history=max_history,
+        seed=seed, stage=stage, settings=parse_settings(settings, names),
+        exclude_seen=not include_seen, progress=progress and sys.stderr.isatty(),
+    )  # fmt: skip
+    doc = _run_guarded(run_benchmark, spec, isolate=isolate, log=lambda m: err.print(m))
+    write_results(doc, out_dir)
+    from directrec.evaluate.report import markdown_table
+
+    sys.stdout.write(markdown_table(doc))
+    out.print(f"results written to {out_dir}/results.json, results.md, comparison.png")
+
+
+# --------------------------------------------------------------------------- train
+@app.command()
+def train(
+    model_name: Annotated[str, typer.Argument(metavar="MODEL", help="e.g. ease, als, multvae")],
+    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],
+    settings: Annotated[
+        list[str] | None, typer.Option("--set", help="config overrides key=value")
+    ] = None,
+    holdout: Annotated[
+        str, typer.Option(help="none: fit on all data | loo: leave each user's last item out")
+    ] = "none",
+    seed: Annotated[int, typer.Option()] = 42,
+) -> None:
+    """Fit one model on the store and save it (safetensors + JSON)."""
+    from directrec.data.dataset import Dataset
+    from directrec.data.split import leave_one_out
+    from directrec.models import MODELS, create
+
+    def run() -> Path:
+        ds = Dataset.from_store(db)
+        over = {"seed": seed, **parse_settings(settings, [model_name]).get(model_name, {})}
+        model = create(model_name, over)
+        if model.needs_text:
+            from directrec.text.encoder import item_embeddings
+
+            ds.catalog.embeddings = item_embeddings(ds, db)
+        data = ds.interactions
+        if holdout == "loo":
+            split = leave_one_out(data)
+            data = type(data).concat(split.train, split.valid)
+        elif holdout != "none":
+            raise ValueError("--holdout must be none or loo")
+        model.fit(data, ds.catalog)
+        model.meta = {
+            "data_fingerprint": ds.fingerprint,
+            "db": str(db),
+            "holdout": holdout,
+            "user_ids": ds.users.ids.tolist(),
+            "item_ids": ds.items.ids.tolist(),
+        }
+        return model.save(out_dir)
+
+    if model_name not in MODELS:
+        fail(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
+    path = _run_guarded(run)
+    out.print(f"saved {model_name} to {path}")
+
+
+# --------------------------------------------------------------------------- recommend
+@app.command()
+def recommend(
+    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by `train`")],
+    user: Annotated[str, typer.Option(help="the user's id as in your data")],
+    db: Annotated[Path | None, typer.Option(help="store, for item titles")] = None,
+    k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    include_seen: Annotated[bool, typer.Option(help="allow items the user has seen")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Top-K recommendations for one user (unknown users get the popularity fallback)."""
+    import numpy as np
+
+    from directrec.data.dataset import IdMap
+    from directrec.models import load_model
+
+    def run() -> dict:
+        model = load_model(model_dir)
+        users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
+        items = model.meta.get("item_ids", [])
+        idx = users.index(user)
+        recs, scores = model.recommend([idx], k, exclude_seen=not include_seen)
+        fallback = bool(model.fallback_users(np.array([idx]))[0])
+        titles: dict[str, str] = {}
+        if db is not None:
+            from directrec.data.store import Store
+
+            with Store(db) as s:
+                t = s.items()
+            titles = dict(zip(t["item_id"].astype(str), t["title"].astype(str)))
+        rows = [
+            {"rank": r + 1, "item_id": str(items[i]), "title": titles.get(str(items[i]), ""),
+             "score": float(sc)}
+            for r, (i, sc) in enumerate(zip(recs[0], scores[0])) if i >= 0
+        ]  # fmt: skip
+        return {"user": user, "model": model.name, "fallback": fallback, "items": rows}
+
+    res = _run_guarded(run)
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    note = " (unknown or empty history: popularity fallback)" if res["fallback"] else ""
+    out.print(f"top-{k} for user {user} from {res['model']}{note}:", highlight=False)
+    for r in res["items"]:
+        out.print(f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
+                  highlight=False, markup=False)  # fmt: skip
+
+
+if __name__ == "__main__":
+    app()

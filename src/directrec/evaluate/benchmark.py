@@ -1,0 +1,243 @@
+"""Benchmark runs: fit and evaluate models on one split of a store, each model in its own
+process (by default) so fit time, evaluation time and peak memory are its own.
+
+Top-N task: leave-one-out or temporal split, full ranking (see protocol.py); the test
+stage fits on train + validation. Rating task: random or temporal hold-out, RMSE and MAE.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from directrec.data.dataset import Dataset, Interactions
+from directrec.data.split import make_split
+from directrec.evaluate.protocol import evaluate
+
+
+@dataclass
+class BenchmarkSpec:
+    """Everything that defines a run; written verbatim into results.json."""
+
+    db: str
+    models: list[str]
+    task: str = "topn"  # or "rating"
+    split: str = "loo"  # topn: loo | temporal; rating: random | temporal
+    ks: list[int] = field(default_factory=lambda: [10, 20])
+    max_history: int | None = None
+    seed: int = 42
+    stage: str = "test"  # topn: evaluate on test (fit train+valid) or valid (fit train)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → overrides
+    batch_size: int = 1024
+    exclude_seen: bool = True
+    progress: bool = False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Linux' VmHWM is reset by exec, unlike getrusage's ru_maxrss, which a spawned worker
+    inherits from its parent; elsewhere ru_maxrss is the best there is."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
+    ds = Dataset.from_store(spec.db)
+    if need_text and ds.catalog.has_text:
+        from directrec.text.encoder import item_embeddings
+
+        ds.catalog.embeddings = item_embeddings(ds, spec.db)
+    return ds
+
+
+def _settings(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
+    from directrec.models import MODELS
+
+    s = {"seed": spec.seed, **spec.settings.get(name, {})}
+    fields = {f.name for f in dataclasses.fields(MODELS[name].Config)}
+    if "progress" in fields:
+        s.setdefault("progress", spec.progress)
+    return s
+
+
+def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
+    """Fit and evaluate one model (runs inside the worker process)."""
+    from directrec.models import create
+
+    ds = load_for_benchmark(spec, need_text=True)
+    split = make_split(ds.interactions, spec.split)
+    fit_data, history, targets = split.stage(spec.stage, spec.max_history)
+    model = create(name, _settings(spec, name))
+    if model.needs_text and ds.catalog.embeddings is None:
+        return {"model": name, "error": "needs item text; this store has none"}
+    t0 = time.perf_counter()
+    model.fit(fit_data, ds.catalog)
+    fit_s = time.perf_counter() - t0
+    feats = ds.catalog.embeddings
+    if feats is None and any(ds.catalog.categories):
+        feats = ds.catalog.category_matrix()
+    result = evaluate(
+        model,
+        history,
+        targets,
+        tuple(spec.ks),
+        exclude_seen=spec.exclude_seen,
+        batch_size=spec.batch_size,
+        item_features=feats,
+        progress=spec.progress,
+    )
+    return {
+        "model": name,
+        "config": dataclasses.asdict(model.config),
+        "fit_seconds": round(fit_s, 3),
+        "eval_seconds": round(result.seconds, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        **result.as_dict(),
+    }
+
+
+def rating_split(data: Interactions, kind: str, seed: int, test: float = 0.1) -> tuple[np.ndarray, np.ndarray]:  # noqa: E501
+    """Boolean train/test masks: `random` holds out a random share, `temporal` the latest."""
+    if data.rating is None:
+        raise ValueError("the rating task needs ratings; this store has none")
+    n = len(data)
+    if kind == "random":
+        test_mask = np.random.default_rng(seed).random(n) < test
+    elif kind == "temporal":
+        if data.timestamp is None:
+            raise ValueError("a temporal rating split needs timestamps")
+        test_mask = data.timestamp > np.quantile(data.timestamp, 1 - test)
+    else:
+        raise ValueError(f"rating split must be random or temporal, not {kind!r}")
+    return ~test_mask, test_mask
+
+
+def run_rating(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
+    from directrec.models import RATING_MODELS, create
+
+    if name not in RATING_MODELS:
+        return {"model": name, "error": f"not a rating model (rating models: {RATING_MODELS})"}
+    ds = load_for_benchmark(spec, need_text=False)
+    train_mask, test_mask = rating_split(ds.interactions, spec.split, spec.seed)
+    train, test = ds.interactions.select(train_mask), ds.interactions.select(test_mask)
+    model = create(name, _settings(spec, name))
+    t0 = time.perf_counter()
+    model.fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pred = np.clip(model.predict(test.user, test.item), ds.interactions.rating.min(),
+                   ds.interactions.rating.max())  # fmt: skip
+    err = pred - test.rating
+    mean_err = test.rating - train.rating.mean()
+    return {
+        "model": name,
+        "config": dataclasses.asdict(model.config),
+        "fit_seconds": round(fit_s, 3),
+        "eval_seconds": round(time.perf_counter() - t0, 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "metrics": {"rmse": float(np.sqrt((err**2).mean())), "mae": float(np.abs(err).mean())},
+        "reference": {"global_mean_rmse": float(np.sqrt((mean_err**2).mean()))},
+        "n_train": len(train),
+        "n_test": len(test),
+    }
+
+
+def _run(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
+    return run_rating(spec, name) if spec.task == "rating" else run_topn(spec, name)
+
+
+def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[str, Any]:  # noqa: ANN001
+    """Run every model of `spec`; returns the results document (see report.py)."""
+    from directrec.models import MODELS
+
+    unknown = [m for m in spec.models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
+    ds = load_for_benchmark(spec, need_text=spec.task == "topn")  # fills the embedding cache
+    split_info: dict[str, Any] = {"kind": spec.split}
+    if spec.task == "topn":
+        split = make_split(ds.interactions, spec.split)
+        _, _, targets = split.stage(spec.stage, spec.max_history)
+        split_info.update(train=len(split.train), valid=len(split.valid), test=len(split.test),
+                          evaluated_users=len(targets))  # fmt: skip
+    results = []
+    for name in spec.models:
+        log(f"[{name}] fitting and evaluating …")
+        t0 = time.perf_counter()
+        if isolate:
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                res = pool.submit(_run, spec, name).result()
+        else:
+            res = _run(spec, name)
+        res["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        results.append(res)
+        if "error" in res:
+            log(f"[{name}] skipped: {res['error']}")
+        else:
+            k0 = min(spec.ks)
+            keys = (f"hr@{k0}", f"ndcg@{k0}", "rmse", "mae")
+            shown = {k: round(v, 4) for k, v in res["metrics"].items() if k in keys}
+            log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s")
+    return {
+        "command": " ".join(sys.argv),
+        "spec": dataclasses.asdict(spec),
+        "dataset": {
+            "db": spec.db,
+            "fingerprint": ds.fingerprint,
+            "users": ds.interactions.n_users,
+            "items": ds.interactions.n_items,
+            "interactions": len(ds.interactions),
+        },
+        "split": split_info,
+        "protocol": (
+            "full ranking over all items; seen items excluded; test stage fits on train + "
+            "validation; ties counted in the target's favour"
+            if spec.task == "topn"
+            else f"{spec.split} hold-out of 10% of ratings; predictions clipped to the rating range"
+        ),
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": _cpus(),
+            "isolated_processes": isolate,
+        },
+        "results": results,
+    }
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def write_results(doc: dict[str, Any], out: str | Path) -> Path:
+    """results.json, results.md and comparison.png in `out`."""
+    import json
+
+    from directrec.evaluate.report import markdown_table, plot_comparison
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(out / "results.json")
+    (out / "results.md").write_text(markdown_table(doc))
+    plot_comparison(doc, out / "comparison.png")
+    return out

@@ -1,0 +1,70 @@
+"""Human-readable reports of a benchmark document: a Markdown table and a comparison plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def markdown_table(doc: dict[str, Any]) -> str:
+    spec, ds = doc["spec"], doc["dataset"]
+    ok = [r for r in doc["results"] if "error" not in r]
+    if spec["task"] == "rating":
+        cols = ["rmse", "mae"]
+    else:
+        cols = [f"{m}@{k}" for k in spec["ks"] for m in ("hr", "ndcg")]
+        cols += [f"{m}@{spec['ks'][0]}" for m in ("recall", "mrr", "coverage", "novelty")]
+        if ok and f"diversity@{spec['ks'][0]}" in ok[0]["metrics"]:
+            cols.append(f"diversity@{spec['ks'][0]}")
+    head = ["model", *cols, "fit s", "eval s", "peak MB"]
+    lines = [
+        f"**{Path(ds['db']).stem}** — {ds['users']:,} users, {ds['items']:,} items, "
+        f"{ds['interactions']:,} interactions; split `{spec['split']}`"
+        + (f", history cap {spec['max_history']}" if spec.get("max_history") else "")
+        + f", stage `{spec['stage']}`, seed {spec['seed']}. {doc['protocol']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+    ]
+    for r in ok:
+        m = r["metrics"]
+        vals = [f"{m[c]:.4f}" if c in m else "—" for c in cols]
+        lines.append(
+            f"| {r['model']} | " + " | ".join(vals)
+            + f" | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
+        )  # fmt: skip
+    for r in doc["results"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | skipped: {r['error']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(doc: dict[str, Any], path: str | Path) -> None:
+    """Bars of the main metrics and fit time per model (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in doc["results"] if "error" not in r]
+    if not ok:
+        return
+    names = [r["model"] for r in ok]
+    if doc["spec"]["task"] == "rating":
+        panels = ["rmse", "mae"]
+    else:
+        k = doc["spec"]["ks"][0]
+        panels = [f"hr@{k}", f"ndcg@{k}", f"coverage@{k}"]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.6))
+    for ax, metric in zip(axes, panels):
+        ax.bar(names, [r["metrics"][metric] for r in ok], color="#4C72B0")
+        ax.set_title(metric)
+        ax.tick_params(axis="x", rotation=60)
+    axes[-1].bar(names, [r["fit_seconds"] for r in ok], color="#DD8452")
+    axes[-1].set_yscale("log")
+    axes[-1].set_title("fit seconds (log)")
+    axes[-1].tick_params(axis="x", rotation=60)
+    fig.suptitle(f"{Path(doc['dataset']['db']).stem}: split {doc['spec']['split']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,154 @@
+"""Every loader reads its format, and bad input names file, line and field."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from directrec.data import loaders
+from directrec.data.schema import DataError
+
+
+def test_csv_with_catalogue(ratings_csv, items_csv):
+    raw = loaders.load("csv", ratings_csv, items_csv, columns="rating=rating")
+    assert len(raw.interactions) == 9
+    assert raw.interactions["timestamp"].tolist()[:2] == [100, 200]
+    assert raw.interactions["rating"].tolist()[0] == 5.0
+    assert raw.items.set_index("item_id").loc["a", "categories"] == ["x", "y"]
+
+
+def test_csv_column_mapping_and_iso_dates(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("uid,iid,when,kind\n1,10,2024-01-02T00:00:00Z,click\n2,11,2024-01-03,view\n")
+    raw = loaders.load("csv", p, columns="user=uid,item=iid,time=when,event=kind")
+    assert raw.interactions["timestamp"].tolist() == [1704153600, 1704240000]
+    assert raw.interactions["event"].tolist() == ["click", "view"]
+
+
+def test_parquet(tmp_path):
+    p = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": [1, 2], "item_id": ["x", "y"], "timestamp": [5, 6]}).to_parquet(p)
+    raw = loaders.load("parquet", p)
+    assert raw.interactions["user_id"].tolist() == ["1", "2"]
+
+
+def test_non_integer_timestamp_names_line_and_field(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("user_id,item_id,timestamp\nu1,a,100\nu1,b,yesterday-ish\n")
+    with pytest.raises(DataError) as e:
+        loaders.load("csv", p)
+    assert e.value.line == 3 and e.value.field == "timestamp"
+    assert str(p) in str(e.value) and "yesterday-ish" in str(e.value)
+
+
+def test_missing_value_and_missing_column(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("user_id,item_id,timestamp\nu1,,100\n")
+    with pytest.raises(DataError, match=r"bad.csv:2: field 'item_id': missing value"):
+        loaders.load("csv", p)
+    q = tmp_path / "cols.csv"
+    q.write_text("user,item\n1,2\n")
+    with pytest.raises(DataError, match="column 'user_id' not found"):
+        loaders.load("csv", q)
+
+
+def test_empty_and_wrong_encoding(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        loaders.load("csv", empty)
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("user_id,item_id\nu1,a\nu2,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        loaders.load("csv", latin)
+    assert e.value.line == 3 and "utf-8" in str(e.value)
+
+
+def test_malformed_row_is_reported(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("user_id,item_id,timestamp\nu1,a,1\nu1,b,2,extra,fields\n")
+    with pytest.raises(DataError, match="malformed row"):
+        loaders.load("csv", p)
+
+
+def test_movielens_100k_and_1m_files(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n2\t10\t3\t881250950\n")
+    genres = "|".join(["0"] * 19)
+    (tmp_path / "u.item").write_bytes(
+        f"10|Caf\xe9 Movie (1995)|01-Jan-1995||http://x|{genres[:-1]}1\n".encode("latin-1")
+    )
+    raw = loaders.load("movielens", tmp_path)
+    assert len(raw.interactions) == 2 and raw.items["title"][0] == "Café Movie (1995)"
+    assert raw.items["categories"][0] == ["Western"]
+    d = tmp_path / "m1"
+    d.mkdir()
+    (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    (d / "movies.dat").write_bytes("1193::One Flew (1975)::Drama\n661::James (1996)::Animation|Musical\n".encode("latin-1"))  # noqa: E501
+    raw = loaders.load("movielens", d / "ratings.dat", d / "movies.dat")
+    assert raw.interactions["item_id"].tolist() == ["1193", "661"]
+    assert raw.items["categories"].tolist()[1] == ["Animation", "Musical"]
+
+
+def test_bundled_ml100k_reads():
+    inter, items = loaders.bundled_ml100k()
+    raw = loaders.load("recbole", inter, items)
+    assert len(raw.interactions) == 100_000 and len(raw.items) == 1682
+    assert raw.items["title"][0] == "Toy Story"
+
+
+def test_recbole_header_checked(tmp_path):
+    p = tmp_path / "x.inter"
+    p.write_text("uid:token\titem_id:token\n1\t2\n")
+    with pytest.raises(DataError, match="user_id"):
+        loaders.load("recbole", p)
+
+
+def test_sequence_format(tmp_path):
+    p = tmp_path / "seq.txt"
+    p.write_text("1 5 6 7\n2 6 8\n\n3 9\n")
+    raw = loaders.load("sequence", p)
+    assert raw.interactions["item_id"].tolist() == ["5", "6", "7", "6", "8", "9"]
+    assert raw.interactions["line"].tolist() == [1, 1, 1, 2, 2, 4]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 5\n2\n")
+    with pytest.raises(DataError, match=r"bad.txt:2"):
+        loaders.load("sequence", bad)
+
+
+def test_amazon_reviews_and_python_literal_metadata(tmp_path):
+    reviews = tmp_path / "reviews.json.gz"
+    lines = [
+        {"reviewerID": "A1", "asin": "B1", "overall": 5.0, "unixReviewTime": 1400000000},
+        {"reviewerID": "A1", "asin": "B2", "overall": 3.0, "unixReviewTime": 1400000100},
+    ]
+    reviews.write_bytes(gzip.compress("\n".join(json.dumps(x) for x in lines).encode()))
+    meta = tmp_path / "meta.json"
+    meta.write_text(
+        "{'asin': 'B1', 'title': 'Lipstick', 'categories': [['Beauty', 'Makeup']], 'brand': 'X'}\n"
+        '{"asin": "B2", "title": "Soap", "category": ["Beauty", "Bath"]}\n'
+    )
+    raw = loaders.load("amazon", reviews, meta)
+    assert raw.interactions["timestamp"].tolist() == [1400000000, 1400000100]
+    assert raw.items["categories"].tolist() == [["Beauty", "Makeup"], ["Beauty", "Bath"]]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"reviewerID": "A", "asin": "B", "unixReviewTime": "soon"}\n')
+    with pytest.raises(DataError) as e:
+        loaders.load("amazon", bad)
+    assert e.value.line == 1 and e.value.field == "unixReviewTime"
+
+
+def test_literal_eval_never_runs_code(tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text("__import__('os').system('echo pwned')\n")
+    reviews = tmp_path / "r.json"
+    reviews.write_text(json.dumps({"reviewerID": "A", "asin": "B", "unixReviewTime": 1}) + "\n")
+    with pytest.raises(DataError, match="not a JSON object"):
+        loaders.load("amazon", reviews, meta)
+
+
+def test_unknown_format():
+    with pytest.raises(DataError, match="unknown format"):
+        loaders.load("xml", "x")
