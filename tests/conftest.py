@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from directrec.data.dataset import Dataset  # noqa: E402
+from directrec.data.dataset import Dataset
 
 TOPICS = [
     "space galaxy rocket alien astronaut planet",
@@ -46,7 +46,11 @@ def planted_frames(
         n = int(rng.integers(*history))
         picks: list[int] = []
         while len(picks) < n:
-            i = int(rng.choice(own)) if rng.random() < in_cluster else int(rng.choice(n_items, p=pop))
+            i = (
+                int(rng.choice(own))
+                if rng.random() < in_cluster
+                else int(rng.choice(n_items, p=pop))
+            )
             if i not in picks:
                 picks.append(i)
         for t, i in enumerate(picks):
@@ -86,7 +90,7 @@ def planted_embedded(planted: Dataset) -> Dataset:
 
 
 @pytest.fixture()
-def ratings_csv(tmp_path):  # noqa: ANN001, ANN201
+def ratings_csv(tmp_path):
     p = tmp_path / "ratings.csv"
     p.write_text(
         "user_id,item_id,timestamp,rating\n"
@@ -98,7 +102,7 @@ def ratings_csv(tmp_path):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture()
-def items_csv(tmp_path):  # noqa: ANN001, ANN201
+def items_csv(tmp_path):
     p = tmp_path / "items.csv"
     p.write_text(
         "item_id,title,text,categories\n"

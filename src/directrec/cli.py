@@ -25,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -73,7 +73,7 @@ def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict
     return result
 
 
-def _run_guarded(fn, *args, **kwargs):  # noqa: ANN001, ANN202
+def _run_guarded(fn, *args, **kwargs):
     """Turn expected user errors into a clean message and exit code 2."""
     from directrec.data.schema import DataError
 
@@ -90,7 +90,8 @@ def _run_guarded(fn, *args, **kwargs):  # noqa: ANN001, ANN202
 def ingest(
     db: Annotated[Path, typer.Option(help="DuckDB store to create or update")],
     fmt: Annotated[
-        str, typer.Option("--format", help="movielens | recbole | amazon | sequence | csv | parquet")
+        str,
+        typer.Option("--format", help="movielens | recbole | amazon | sequence | csv | parquet"),
     ] = "csv",
     interactions: Annotated[Path | None, typer.Option(help="interaction file or directory")] = None,
     items: Annotated[Path | None, typer.Option(help="optional item catalogue")] = None,
@@ -98,12 +99,15 @@ def ingest(
         str | None, typer.Option(help="a bundled dataset instead of files: ml-100k")
     ] = None,
     columns: Annotated[
-        str | None, typer.Option(help="CSV/Parquet mapping, e.g. user=uid,item=iid,time=ts,rating=r")
+        str | None,
+        typer.Option(help="CSV/Parquet mapping, e.g. user=uid,item=iid,time=ts,rating=r"),
     ] = None,
     item_columns: Annotated[
         str | None, typer.Option(help="catalogue mapping, e.g. id=iid,title=name,categories=genres")
     ] = None,
-    strict: Annotated[bool, typer.Option(help="items missing from the catalogue are errors")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="items missing from the catalogue are errors")
+    ] = False,
     append: Annotated[bool, typer.Option(help="add to the store instead of replacing it")] = False,
     min_rating: Annotated[
         float | None, typer.Option(help="implicit conversion: keep ratings ≥ this")
@@ -165,7 +169,9 @@ def benchmark(
     db: Annotated[Path, typer.Option(help="DuckDB store")],
     out_dir: Annotated[Path, typer.Option("--out", help="directory for results.json/.md/.png")],
     models: Annotated[str, typer.Option(help="comma-separated model names")] = "pop,itemknn,ease",
-    split: Annotated[str, typer.Option(help="topn: loo | temporal; rating: random | temporal")] = "loo",
+    split: Annotated[
+        str, typer.Option(help="topn: loo | temporal; rating: random | temporal")
+    ] = "loo",
     k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
     task: Annotated[str, typer.Option(help="topn | rating")] = "topn",
     max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
@@ -175,7 +181,9 @@ def benchmark(
         list[str] | None, typer.Option("--set", help="key=value or model.key=value")
     ] = None,
     include_seen: Annotated[bool, typer.Option(help="do not exclude seen items")] = False,
-    isolate: Annotated[bool, typer.Option(help="one process per model (honest peak memory)")] = True,
+    isolate: Annotated[
+        bool, typer.Option(help="one process per model (honest peak memory)")
+    ] = True,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png."""
@@ -283,11 +291,11 @@ def recommend(
 
             with Store(db) as s:
                 t = s.items()
-            titles = dict(zip(t["item_id"].astype(str), t["title"].astype(str)))
+            titles = dict(zip(t["item_id"].astype(str), t["title"].astype(str), strict=False))
         rows = [
             {"rank": r + 1, "item_id": str(items[i]), "title": titles.get(str(items[i]), ""),
              "score": float(sc)}
-            for r, (i, sc) in enumerate(zip(recs[0], scores[0])) if i >= 0
+            for r, (i, sc) in enumerate(zip(recs[0], scores[0], strict=False)) if i >= 0
         ]  # fmt: skip
         return {"user": user, "model": model.name, "fallback": fallback, "items": rows}
 

@@ -86,7 +86,9 @@ def test_movielens_100k_and_1m_files(tmp_path):
     d = tmp_path / "m1"
     d.mkdir()
     (d / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n")
-    (d / "movies.dat").write_bytes("1193::One Flew (1975)::Drama\n661::James (1996)::Animation|Musical\n".encode("latin-1"))  # noqa: E501
+    (d / "movies.dat").write_bytes(
+        "1193::One Flew (1975)::Drama\n661::James (1996)::Animation|Musical\n".encode("latin-1")
+    )
     raw = loaders.load("movielens", d / "ratings.dat", d / "movies.dat")
     assert raw.interactions["item_id"].tolist() == ["1193", "661"]
     assert raw.items["categories"].tolist()[1] == ["Animation", "Musical"]

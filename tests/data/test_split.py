@@ -29,7 +29,7 @@ def test_leave_one_out_with_ties_broken_by_file_order():
     ids = ds.items.ids
     assert ids[s.test.item].tolist() == ["e"] and ids[s.valid.item].tolist() == ["d"]
     assert sorted(ids[s.train.item].tolist()) == ["a", "a", "b", "b"]
-    fit, seen, targets = s.stage("test")
+    fit, _seen, targets = s.stage("test")
     assert len(fit) == 5 and targets.users.tolist() == [ds.users.index("u1")]
     fit_v, _, targets_v = s.stage("valid")
     assert len(fit_v) == 4 and ids[targets_v.items].tolist() == ["d"]

@@ -39,7 +39,11 @@ def test_save_load_round_trip(name, fitted, tmp_path):
     users = np.arange(1, 30)
     items, scores = model.recommend(users, k=10)
     path = model.save(tmp_path / name)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "ids.json", "weights.safetensors"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "ids.json",
+        "weights.safetensors",
+    ]
     loaded = load_model(path)
     assert type(loaded) is type(model) and loaded.meta["note"] == "kept"
     items2, scores2 = loaded.recommend(users, k=10)
@@ -65,7 +69,7 @@ def test_k_larger_than_catalogue_and_seen_excluded(name, fitted):
     seen = set(model.seen[5].indices)
     real = items[0][items[0] >= 0]
     assert len(real) == n - len(seen) and not seen & set(real)
-    assert (items[0][len(real):] == -1).all() and np.isneginf(scores[0][len(real):]).all()
+    assert (items[0][len(real) :] == -1).all() and np.isneginf(scores[0][len(real) :]).all()
     assert np.all(np.diff(scores[0][: len(real)]) <= 1e-6)  # best first
     with pytest.raises(ValueError):
         model.recommend([5], k=0)

@@ -22,7 +22,7 @@ def _natural_sort(ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=object)
     try:
         as_int = np.array([int(x) for x in ids])
-        if all(str(v) == x for v, x in zip(as_int, ids)):
+        if all(str(v) == x for v, x in zip(as_int, ids, strict=False)):
             return ids[np.argsort(as_int, kind="stable")]
     except ValueError:
         pass

@@ -186,7 +186,7 @@ def _movielens_items(p: Path) -> pd.DataFrame:
     path = str(p)
     if p.suffix == ".csv":
         df, _ = _read_delimited(read_text(p), path, ",", None, header=True)
-        ids, titles, genres = df["movieId"], df["title"], df["genres"].str.split("|")
+        titles, genres = df["title"], df["genres"].str.split("|")
     elif p.name.startswith("u."):
         # u.item: id|title|release|video release|url|19 genre flags (latin-1)
         genre_names = [
@@ -197,13 +197,13 @@ def _movielens_items(p: Path) -> pd.DataFrame:
         names = ["movieId", "title", "release", "video", "url", *genre_names]
         df, _ = _read_delimited(read_text(p, "latin-1"), path, "|", names, header=False)
         flags = df[genre_names].to_numpy() == "1"
-        ids, titles = df["movieId"], df["title"]
-        genres = pd.Series([[g for g, f in zip(genre_names, row) if f] for row in flags])
+        titles = df["title"]
+        genres = pd.Series([[g for g, f in zip(genre_names, row, strict=False) if f] for row in flags])
     else:  # movies.dat: id::title::genres (latin-1)
         df, _ = _read_delimited(
             read_text(p, "latin-1"), path, "::", ["movieId", "title", "genres"], header=False
         )
-        ids, titles, genres = df["movieId"], df["title"], df["genres"].str.split("|")
+        titles, genres = df["title"], df["genres"].str.split("|")
     return pd.DataFrame(
         {
             "item_id": _require(df, "movieId", path).to_numpy(),

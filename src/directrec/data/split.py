@@ -58,7 +58,7 @@ class Split:
 
     def stage(
         self, name: str, max_history: int | None = None
-    ) -> tuple[Interactions, Interactions, Targets]:  # noqa: E501
+    ) -> tuple[Interactions, Interactions, Targets]:
         """(fit data, seen items to exclude, targets) for stage `valid` or `test`.
 
         `max_history` keeps only each user's most recent interactions in the fit data (the

@@ -96,7 +96,7 @@ class Store:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
 
     def counts(self) -> dict[str, int]:
-        q = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM interactions)"  # noqa: E501
+        q = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM interactions)"
         u, i, n = self.con.execute(q).fetchall()[0]
         return {"users": u, "items": i, "interactions": n}
 
@@ -193,7 +193,9 @@ def ingest(
                 "user_id": pa.array(inter["user_id"].astype(str).tolist()),
                 "item_id": pa.array(inter["item_id"].astype(str).tolist()),
                 "ts": pa.Array.from_pandas(inter["timestamp"].astype("Int64"), type=pa.int64()),
-                "rating": pa.Array.from_pandas(inter["rating"].astype("Float64"), type=pa.float64()),
+                "rating": pa.Array.from_pandas(
+                    inter["rating"].astype("Float64"), type=pa.float64()
+                ),
                 "event": pa.array(
                     [None if v is None or v != v else str(v) for v in inter["event"]],
                     pa.string(),
@@ -228,7 +230,7 @@ def ingest(
                 con.execute(
                     "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), "
                     "(SELECT count(*) FROM interactions)"
-                ).fetchall()[0],
+                ).fetchall()[0], strict=False,
             )
         )
         _run(con, "COMMIT")

@@ -112,7 +112,9 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     }
 
 
-def rating_split(data: Interactions, kind: str, seed: int, test: float = 0.1) -> tuple[np.ndarray, np.ndarray]:  # noqa: E501
+def rating_split(
+    data: Interactions, kind: str, seed: int, test: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
     """Boolean train/test masks: `random` holds out a random share, `temporal` the latest."""
     if data.rating is None:
         raise ValueError("the rating task needs ratings; this store has none")
@@ -162,7 +164,7 @@ def _run(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     return run_rating(spec, name) if spec.task == "rating" else run_topn(spec, name)
 
 
-def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[str, Any]:  # noqa: ANN001
+def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[str, Any]:
     """Run every model of `spec`; returns the results document (see report.py)."""
     from directrec.models import MODELS
 

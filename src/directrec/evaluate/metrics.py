@@ -30,7 +30,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.where(valid & torch.isfinite(t_scores), ranks, torch.full_like(ranks, torch.inf))
 
 
-def ranking_metrics(ranks: torch.Tensor, n_targets: torch.Tensor, k: int) -> dict[str, torch.Tensor]:  # noqa: E501
+def ranking_metrics(
+    ranks: torch.Tensor, n_targets: torch.Tensor, k: int
+) -> dict[str, torch.Tensor]:
     """Per-user Recall, HR, NDCG, MRR, Precision and F1 at `k`.
 
     `n_targets` counts each user's relevant items (including any that could not be ranked,
@@ -50,7 +52,9 @@ def ranking_metrics(ranks: torch.Tensor, n_targets: torch.Tensor, k: int) -> dic
     recall = hits / n
     precision = hits / k
     f1 = torch.where(
-        hits > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12), torch.zeros_like(hits)
+        hits > 0,
+        2 * precision * recall / (precision + recall).clamp(min=1e-12),
+        torch.zeros_like(hits),
     )
     return {
         "recall": recall,

@@ -56,7 +56,7 @@ def plot_comparison(doc: dict[str, Any], path: str | Path) -> None:
         k = doc["spec"]["ks"][0]
         panels = [f"hr@{k}", f"ndcg@{k}", f"coverage@{k}"]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.6))
-    for ax, metric in zip(axes, panels):
+    for ax, metric in zip(axes, panels, strict=False):
         ax.bar(names, [r["metrics"][metric] for r in ok], color="#4C72B0")
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=60)

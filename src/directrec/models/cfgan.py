@@ -10,6 +10,7 @@ GANs for top-N recommendation are known to be fragile and often lose to simple b
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from directrec.models.base import Recommender
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-2], sizes[1:-1]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]), out)
 

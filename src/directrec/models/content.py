@@ -41,7 +41,9 @@ class ContentBased(Recommender):
         if self.config.half_life > 0:
             age = data.indptr[data.user + 1] - np.arange(len(data)) - 1
             w = w * np.power(0.5, age / self.config.half_life, dtype=np.float32)
-        self.weights = sp.csr_matrix((w, (data.user, data.item)), shape=(self.n_users, self.n_items))
+        self.weights = sp.csr_matrix(
+            (w, (data.user, data.item)), shape=(self.n_users, self.n_items)
+        )
         self.embeddings = torch.from_numpy(np.asarray(catalog.embeddings, dtype=np.float32))
 
     def score(self, users: np.ndarray) -> torch.Tensor:

@@ -64,6 +64,3 @@ class ItemKNN(Recommender):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.sim = csr_from_state("sim", state)
-
-
-

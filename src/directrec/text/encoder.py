@@ -21,7 +21,7 @@ def model_path() -> Path:
 
 
 @lru_cache(maxsize=1)
-def _model():  # noqa: ANN202 - a SentenceTransformer
+def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
@@ -45,7 +45,9 @@ def encode(texts: list[str], batch_size: int = 128, progress: bool = False) -> n
     return out
 
 
-def item_embeddings(dataset: Dataset, db: str | Path | None = None, progress: bool = False) -> np.ndarray:  # noqa: E501
+def item_embeddings(
+    dataset: Dataset, db: str | Path | None = None, progress: bool = False
+) -> np.ndarray:
     """Embeddings of every item's document (title, categories, text), from the store's
     cache when present; computed and cached otherwise (needs write access to `db`)."""
     from directrec.data.store import Store

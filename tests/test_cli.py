@@ -1,0 +1,96 @@
+"""The CLI end to end on tiny data: ingest → benchmark → train → recommend, and the
+errors a user sees on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from directrec.cli import app
+from tests.conftest import planted_frames
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    inter, items = planted_frames(n_users=120)
+    inter[["user_id", "item_id", "timestamp", "rating"]].to_csv(d / "log.csv", index=False)
+    items.assign(categories=items["categories"].map("|".join)).to_csv(d / "items.csv", index=False)
+    db = d / "s.duckdb"
+    res = run("ingest", "--format", "csv", "--interactions", d / "log.csv", "--items",
+              d / "items.csv", "--columns", "rating=rating", "--db", db)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "120 users" in res.output
+    return d, db
+
+
+def test_benchmark_writes_results(store):
+    d, db = store
+    res = run("benchmark", "--db", db, "--models", "pop,itemknn,ease", "--k", "5,10",
+              "--out", d / "bench", "--no-isolate", "--set", "ease.l2=50")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((d / "bench" / "results.json").read_text())
+    assert [r["model"] for r in doc["results"]] == ["pop", "itemknn", "ease"]
+    ease = doc["results"][2]
+    assert ease["config"]["l2"] == 50.0 and ease["fit_seconds"] >= 0 and ease["peak_rss_mb"] > 0
+    assert {"hr@5", "ndcg@10", "coverage@10", "novelty@5"} <= set(ease["metrics"])
+    assert set(ease["segments"]) == {"<=5", "6-20", ">20"}
+    assert doc["dataset"]["fingerprint"] and doc["spec"]["seed"] == 42
+    assert (d / "bench" / "results.md").read_text().count("| ease |") == 1
+    assert (d / "bench" / "comparison.png").stat().st_size > 1000
+    assert "| itemknn |" in res.output
+
+
+def test_rating_benchmark(store):
+    d, db = store
+    res = run("benchmark", "--db", db, "--task", "rating", "--models", "biasedmf",
+              "--out", d / "rating", "--no-isolate", "--set", "epochs=2")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    r = json.loads((d / "rating" / "results.json").read_text())["results"][0]
+    assert r["metrics"]["rmse"] > 0 and r["reference"]["global_mean_rmse"] > 0
+
+
+def test_train_and_recommend(store):
+    d, db = store
+    res = run("train", "itemknn", "--db", db, "--out", d / "m")
+    assert res.exit_code == 0, res.output
+    res = run("recommend", "--model", d / "m", "--db", db, "--user", "u3", "--k", "5", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["items"]) == 5 and not out["fallback"] and out["items"][0]["title"]
+    res = run("recommend", "--model", d / "m", "--user", "nobody", "--k", "3", "--json")
+    assert json.loads(res.output)["fallback"] is True
+
+
+def test_bad_input_exits_2_naming_file_line_field(store, tmp_path):
+    _, db = store
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,timestamp\nu1,i1,10\nu1,i2,notatime\n")
+    res = run("ingest", "--interactions", bad, "--db", db, "--append")
+    assert res.exit_code == 2
+    assert "bad.csv:3" in res.output and "timestamp" in res.output
+    res = run("info", "--db", db)
+    assert json.loads(res.output)["users"] == 120  # untouched
+
+
+def test_usage_errors(store):
+    d, db = store
+    assert run("benchmark", "--db", db, "--models", "nope", "--out", d / "x").exit_code == 2
+    res = run("benchmark", "--db", db, "--models", "ease", "--set", "ease.l2=abc", "--out", d / "x")
+    assert res.exit_code == 2 and "float" in res.output
+    assert run("train", "nope", "--db", db, "--out", d / "y").exit_code == 2
+    assert run("recommend", "--model", d / "none", "--user", "u1").exit_code == 2
+    assert run("ingest", "--db", d / "z.duckdb").exit_code == 2
+
+
+def test_bundled_dataset_ingest(tmp_path):
+    res = run("ingest", "--dataset", "ml-100k", "--db", tmp_path / "ml.duckdb")
+    assert res.exit_code == 0 and "100,000 interactions" in res.output
