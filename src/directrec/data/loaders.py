@@ -198,7 +198,9 @@ def _movielens_items(p: Path) -> pd.DataFrame:
         df, _ = _read_delimited(read_text(p, "latin-1"), path, "|", names, header=False)
         flags = df[genre_names].to_numpy() == "1"
         titles = df["title"]
-        genres = pd.Series([[g for g, f in zip(genre_names, row, strict=False) if f] for row in flags])
+        genres = pd.Series(
+            [[g for g, f in zip(genre_names, row, strict=False) if f] for row in flags]
+        )
     else:  # movies.dat: id::title::genres (latin-1)
         df, _ = _read_delimited(
             read_text(p, "latin-1"), path, "::", ["movieId", "title", "genres"], header=False

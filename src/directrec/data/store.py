@@ -230,7 +230,8 @@ def ingest(
                 con.execute(
                     "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), "
                     "(SELECT count(*) FROM interactions)"
-                ).fetchall()[0], strict=False,
+                ).fetchall()[0],
+                strict=False,
             )
         )
         _run(con, "COMMIT")

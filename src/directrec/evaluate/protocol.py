@@ -9,6 +9,7 @@ no target are not evaluated. Scoring runs in user batches, so memory is bounded 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,4 +145,26 @@ def evaluate(
     )
 
 
-__all__ = ["METRICS", "EvalResult", "evaluate"]
+def validator(
+    history: Interactions,
+    targets: Targets,
+    metric: str = "ndcg@10",
+    max_users: int | None = None,
+    seed: int = 0,
+) -> Callable[[Recommender], float]:
+    """A callback for early stopping: `metric` on (a fixed sample of) validation targets."""
+    if max_users is not None and len(targets) > max_users:
+        pick = np.sort(np.random.default_rng(seed).choice(len(targets), max_users, replace=False))
+        counts = np.diff(targets.indptr)[pick]
+        items = np.concatenate([targets.items[targets.indptr[j] : targets.indptr[j + 1]]
+                                for j in pick])  # fmt: skip
+        targets = Targets(targets.users[pick], np.concatenate([[0], np.cumsum(counts)]), items)
+    k = int(metric.split("@")[1])
+
+    def run(model: Recommender) -> float:
+        return evaluate(model, history, targets, (k,)).metrics[metric]
+
+    return run
+
+
+__all__ = ["METRICS", "EvalResult", "evaluate", "validator"]

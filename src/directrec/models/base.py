@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -26,6 +27,7 @@ from safetensors.numpy import load_file, save_file
 from directrec.data.dataset import Catalog, Interactions
 
 FORMAT_VERSION = 1
+Validator = Callable[["Recommender"], float]
 ID_KEYS = ("user_ids", "item_ids")  # raw ids by index, kept in ids.json beside the config
 
 
@@ -69,15 +71,41 @@ class Recommender:
         self.meta: dict[str, Any] = {}  # id maps, data fingerprint: set by the caller
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: Interactions, catalog: Catalog | None = None) -> Self:
-        """Learn from `data`; its interactions become each user's history."""
+    def fit(
+        self,
+        data: Interactions,
+        catalog: Catalog | None = None,
+        validator: Validator | None = None,
+    ) -> Self:
+        """Learn from `data`; its interactions become each user's history.
+
+        `validator(model) -> float` (higher is better, e.g. validation NDCG@10) lets models
+        that train iteratively stop early; others ignore it.
+        """
         self.n_users, self.n_items = data.n_users, data.n_items
-        self.seen = data.matrix("binary")
+        self.set_history(data)
         self.popularity = np.asarray(self.seen.sum(0)).ravel().astype(np.float32)
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed)
-        self._fit(data, catalog)
+        self.validator = validator
+        try:
+            self._fit(data, catalog)
+        finally:
+            self.validator = None
         return self
+
+    def set_history(self, data: Interactions) -> Self:
+        """Make `data` each user's history (what is scored from and excluded), without
+        retraining: e.g. the validation item at test time, or feedback while serving."""
+        if data.n_items != self.n_items:
+            raise ValueError(f"history has {data.n_items} items, the model {self.n_items}")
+        self.n_users = data.n_users
+        self.seen = data.matrix("binary")
+        self._on_history(data)
+        return self
+
+    def _on_history(self, data: Interactions) -> None:
+        """Hook: models that keep their own view of histories (sequences) refresh it."""
 
     def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
         raise NotImplementedError

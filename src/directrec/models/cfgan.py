@@ -23,7 +23,7 @@ from directrec.models.base import Recommender
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for a, b in itertools.pairwise(sizes):
+    for a, b in itertools.pairwise(sizes[:-1]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]), out)
 

@@ -35,6 +35,10 @@ class ContentBased(Recommender):
             )
         if not np.abs(catalog.embeddings).sum(1).any():
             raise ValueError("the content model needs item text, but every item's text is empty")
+        self.embeddings = torch.from_numpy(np.asarray(catalog.embeddings, dtype=np.float32))
+
+    def _on_history(self, data: Interactions) -> None:
+        """A user's profile weights come from their current history."""
         w = np.ones(len(data), dtype=np.float32)
         if self.config.use_ratings and data.rating is not None:
             w = np.maximum(data.rating.astype(np.float32), 1e-3)
@@ -44,7 +48,6 @@ class ContentBased(Recommender):
         self.weights = sp.csr_matrix(
             (w, (data.user, data.item)), shape=(self.n_users, self.n_items)
         )
-        self.embeddings = torch.from_numpy(np.asarray(catalog.embeddings, dtype=np.float32))
 
     def score(self, users: np.ndarray) -> torch.Tensor:
         profile = torch_csr(self.weights[users]) @ self.embeddings

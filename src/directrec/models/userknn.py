@@ -30,9 +30,9 @@ class UserKNN(Recommender):
     def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
         if self.config.similarity not in ("cosine", "pearson"):
             raise ValueError("similarity must be 'cosine' or 'pearson'")
-        self._prepare()
 
-    def _prepare(self) -> None:
+    def _on_history(self, data: Interactions | None = None) -> None:
+        """Neighbours come from the current histories: cache their norms."""
         x = self.seen
         self._sum = np.asarray(x.sum(1)).ravel()
         self._sq = np.asarray(x.multiply(x).sum(1)).ravel()
@@ -61,4 +61,4 @@ class UserKNN(Recommender):
         return torch.from_numpy((w @ x).toarray().astype(np.float32))
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self._prepare()
+        self._on_history()
