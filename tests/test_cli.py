@@ -70,6 +70,23 @@ def test_train_and_recommend(store):
     assert json.loads(res.output)["fallback"] is True
 
 
+def test_generative_model_trains_with_early_stopping(store):
+    d, db = store
+    small = ["--set", "max_len=20", "--set", "dim=16", "--set", "epochs=4", "--set", "eval_every=2"]
+    res = run("train", "sasrec-ce", "--db", db, "--out", d / "sas", *small)
+    assert res.exit_code == 0, res.output
+    assert (d / "sas" / "training_curve.png").stat().st_size > 1000
+    cfg = json.loads((d / "sas" / "config.json").read_text())
+    assert cfg["meta"]["best_epoch"] in (2, 4) and len(cfg["meta"]["train_log"]) == 4
+    res = run("recommend", "--model", d / "sas", "--db", db, "--user", "u7", "--json")
+    assert res.exit_code == 0 and len(json.loads(res.output)["items"]) == 10
+    res = run("benchmark", "--db", db, "--models", "sasrec-ce", "--out", d / "sasb",
+              "--no-isolate", *small)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    r = json.loads((d / "sasb" / "results.json").read_text())["results"][0]
+    assert r["best_epoch"] in (2, 4) and (d / "sasb" / "curve-sasrec-ce.png").exists()
+
+
 def test_bad_input_exits_2_naming_file_line_field(store, tmp_path):
     _, db = store
     bad = tmp_path / "bad.csv"

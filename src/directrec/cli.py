@@ -181,6 +181,9 @@ def benchmark(
         list[str] | None, typer.Option("--set", help="key=value or model.key=value")
     ] = None,
     include_seen: Annotated[bool, typer.Option(help="do not exclude seen items")] = False,
+    valid_users: Annotated[
+        int | None, typer.Option(help="early stopping: sample this many validation users")
+    ] = None,
     isolate: Annotated[
         bool, typer.Option(help="one process per model (honest peak memory)")
     ] = True,
@@ -204,6 +207,7 @@ def benchmark(
         db=str(db), models=names, task=task, split=split, ks=ks, max_history=max_history,
         seed=seed, stage=stage, settings=parse_settings(settings, names),
         exclude_seen=not include_seen, progress=progress and sys.stderr.isatty(),
+        valid_users=valid_users,
     )  # fmt: skip
     doc = _run_guarded(run_benchmark, spec, isolate=isolate, log=lambda m: err.print(m))
     write_results(doc, out_dir)
@@ -226,8 +230,12 @@ def train(
         str, typer.Option(help="none: fit on all data | loo: leave each user's last item out")
     ] = "none",
     seed: Annotated[int, typer.Option()] = 42,
+    valid_users: Annotated[
+        int | None, typer.Option(help="early stopping: sample this many validation users")
+    ] = None,
 ) -> None:
-    """Fit one model on the store and save it (safetensors + JSON)."""
+    """Fit one model on the store and save it (safetensors + JSON, plus training_curve.png
+    for models that train by epochs with early stopping)."""
     from directrec.data.dataset import Dataset
     from directrec.data.split import leave_one_out
     from directrec.models import MODELS, create
@@ -246,15 +254,32 @@ def train(
             data = type(data).concat(split.train, split.valid)
         elif holdout != "none":
             raise ValueError("--holdout must be none or loo")
-        model.fit(data, ds.catalog)
-        model.meta = {
-            "data_fingerprint": ds.fingerprint,
-            "db": str(db),
-            "holdout": holdout,
-            "user_ids": ds.users.ids.tolist(),
-            "item_ids": ds.items.ids.tolist(),
-        }
-        return model.save(out_dir)
+        if model.uses_validation:
+            # Train on all but each user's last item, stop early on that item, then take
+            # the full history for recommending.
+            from directrec.evaluate.protocol import validator
+
+            split = leave_one_out(data)
+            fit_data, hist, targets = split.stage("valid")
+            model.fit(
+                fit_data, ds.catalog, validator=validator(hist, targets, max_users=valid_users)
+            )
+            model.set_history(data)
+        else:
+            model.fit(data, ds.catalog)
+        model.meta.update(
+            data_fingerprint=ds.fingerprint,
+            db=str(db),
+            holdout=holdout,
+            user_ids=ds.users.ids.tolist(),
+            item_ids=ds.items.ids.tolist(),
+        )
+        path = model.save(out_dir)
+        if model.meta.get("train_log"):
+            from directrec.evaluate.report import plot_training_curve
+
+            plot_training_curve(model.meta["train_log"], path / "training_curve.png", model_name)
+        return path
 
     if model_name not in MODELS:
         fail(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
-from directrec.evaluate.protocol import evaluate
+from directrec.evaluate.protocol import evaluate, validator
 
 
 @dataclass
@@ -39,6 +39,7 @@ class BenchmarkSpec:
     stage: str = "test"  # topn: evaluate on test (fit train+valid) or valid (fit train)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → overrides
     batch_size: int = 1024
+    valid_users: int | None = None  # sample of validation users for early stopping
     exclude_seen: bool = True
     progress: bool = False
 
@@ -87,7 +88,16 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     if model.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
     t0 = time.perf_counter()
-    model.fit(fit_data, ds.catalog)
+    if model.uses_validation and spec.stage == "test":
+        # Train on train, stop early on validation, then rank test with train + validation
+        # as history (no retraining): the SASRec/TIGER protocol.
+        v_fit, v_hist, v_targets = split.stage("valid", spec.max_history)
+        model.fit(
+            v_fit, ds.catalog, validator=validator(v_hist, v_targets, max_users=spec.valid_users)
+        )
+        model.set_history(fit_data)
+    else:
+        model.fit(fit_data, ds.catalog)
     fit_s = time.perf_counter() - t0
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
@@ -102,9 +112,15 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         item_features=feats,
         progress=spec.progress,
     )
+    extra = {
+        k: model.meta[k]
+        for k in ("best_epoch", "best_valid_ndcg@10", "train_log")
+        if k in model.meta
+    }
     return {
         "model": name,
         "config": dataclasses.asdict(model.config),
+        **extra,
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(result.seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -230,10 +246,11 @@ def _cpus() -> int:
 
 
 def write_results(doc: dict[str, Any], out: str | Path) -> Path:
-    """results.json, results.md and comparison.png in `out`."""
+    """results.json, results.md, comparison.png (and curve-MODEL.png per trained-by-epoch
+    model) in `out`."""
     import json
 
-    from directrec.evaluate.report import markdown_table, plot_comparison
+    from directrec.evaluate.report import markdown_table, plot_comparison, plot_training_curve
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,4 +259,7 @@ def write_results(doc: dict[str, Any], out: str | Path) -> Path:
     tmp.replace(out / "results.json")
     (out / "results.md").write_text(markdown_table(doc))
     plot_comparison(doc, out / "comparison.png")
+    for r in doc["results"]:
+        if r.get("train_log"):
+            plot_training_curve(r["train_log"], out / f"curve-{r['model']}.png", r["model"])
     return out

@@ -68,3 +68,29 @@ def plot_comparison(doc: dict[str, Any], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_training_curve(log: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
+    """Training loss per epoch and validation NDCG@10 where measured (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not log:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], color="#4C72B0")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss", color="#4C72B0")
+    val = [r for r in log if "valid_ndcg@10" in r]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(
+            [r["epoch"] for r in val], [r["valid_ndcg@10"] for r in val], "o-", color="#DD8452"
+        )
+        ax2.set_ylabel("validation NDCG@10", color="#DD8452")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

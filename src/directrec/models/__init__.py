@@ -17,6 +17,7 @@ from directrec.models.multvae import MultVAE
 from directrec.models.nmf import NMF
 from directrec.models.pop import MostPopular
 from directrec.models.rating import RatingModel
+from directrec.models.sasrec import SASRec, SASRecCE
 from directrec.models.svdpp import SVDpp
 from directrec.models.userknn import UserKNN
 
@@ -25,7 +26,7 @@ MODELS: dict[str, type[Recommender]] = {
     m.name: m
     for m in (
         MostPopular, ItemKNN, UserKNN, ContentBased, EASE, ALS, BPR, MultVAE, CFGAN,
-        BiasedMF, SVDpp, NMF,
+        SASRec, SASRecCE, BiasedMF, SVDpp, NMF,
     )
 }  # fmt: skip
 RATING_MODELS = [n for n, m in MODELS.items() if issubclass(m, RatingModel)]

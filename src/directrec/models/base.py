@@ -55,6 +55,9 @@ class Recommender:
 
     name: ClassVar[str] = "base"
     needs_text: ClassVar[bool] = False  # True: fit needs catalog embeddings
+    # True: the model trains on the training part and stops early on validation, then is
+    # evaluated with the validation item added to its history (the SASRec/TIGER protocol).
+    uses_validation: ClassVar[bool] = False
 
     @dataclasses.dataclass
     class Config:

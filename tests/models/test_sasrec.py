@@ -1,0 +1,68 @@
+"""SASRec specifics: early stopping, exact resume from a checkpoint, the three losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from directrec.data.split import leave_one_out
+from directrec.models import create
+from directrec.models.sasrec import last_window
+
+SMALL = {"max_len": 20, "dim": 16, "heads": 2, "layers": 1, "batch_size": 64, "lr": 3e-3}
+
+
+@pytest.fixture(scope="module")
+def train(planted):
+    return leave_one_out(planted.interactions).stage("valid")[0]
+
+
+def test_last_window_left_pads_newest_last(planted):
+    w = last_window(planted.interactions, 5)
+    seq = planted.interactions.sequences()[0]
+    assert w[0].tolist() == (seq[-5:] + 1).tolist()
+    short = last_window(planted.interactions, 100)
+    n = len(seq)
+    assert (short[0, : 100 - n] == 0).all() and short[0, -1] == seq[-1] + 1
+
+
+def test_early_stopping_keeps_the_best_epoch(train):
+    calls = iter([0.3, 0.5, 0.4, 0.2, 0.1, 0.05])
+    model = create("sasrec-ce", {**SMALL, "epochs": 50, "eval_every": 1, "patience": 3})
+    model.fit(train, validator=lambda m: next(calls))
+    assert model.meta["best_epoch"] == 2 and len(model.meta["train_log"]) == 5
+    assert model.meta["best_valid_ndcg@10"] == 0.5
+
+
+def test_resume_is_exact(train, tmp_path):
+    straight = create("sasrec-ce", {**SMALL, "epochs": 4}).fit(train)
+    ckpt = str(tmp_path / "ckpt")
+    create("sasrec-ce", {**SMALL, "epochs": 2, "checkpoint_dir": ckpt}).fit(train)
+    # A longer schedule resumes where the shorter one stopped.
+    resumed = create("sasrec-ce", {**SMALL, "epochs": 4, "checkpoint_dir": ckpt}).fit(train)
+    assert len(resumed.meta["train_log"]) == 4
+    for (k, a), b in zip(
+        straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_resume_refuses_a_foreign_checkpoint(train, tmp_path):
+    ckpt = str(tmp_path / "ckpt")
+    create("sasrec-ce", {**SMALL, "epochs": 1, "checkpoint_dir": ckpt}).fit(train)
+    with pytest.raises(ValueError, match="another config"):
+        create("sasrec-ce", {**SMALL, "epochs": 1, "dim": 8, "checkpoint_dir": ckpt}).fit(train)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
+def test_each_loss_trains(loss, train):
+    model = create("sasrec", {**SMALL, "epochs": 3, "loss": loss, "negatives": 32}).fit(train)
+    losses = [r["loss"] for r in model.meta["train_log"]]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_deterministic_with_a_seed(train):
+    a = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
+    b = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
+    assert torch.equal(a.score(np.arange(5)), b.score(np.arange(5)))
