@@ -66,3 +66,11 @@ def test_deterministic_with_a_seed(train):
     a = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
     b = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
     assert torch.equal(a.score(np.arange(5)), b.score(np.arange(5)))
+
+
+def test_time_budget_stops_and_validates(train):
+    seen = []
+    model = create("sasrec-ce", {**SMALL, "epochs": 10_000, "eval_every": 1000, "max_minutes": 0.02})
+    model.fit(train, validator=lambda m: seen.append(1) or 0.1)
+    assert len(model.meta["train_log"]) < 10_000 and seen  # stopped, and validated first
+    assert "valid_ndcg@10" in model.meta["train_log"][-1]

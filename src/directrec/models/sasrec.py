@@ -129,6 +129,7 @@ class SASRec(Recommender):
         weight_decay: float = 0.0
         eval_every: int = 5  # epochs between validations (early stopping)
         patience: int = 4  # validations without improvement before stopping
+        max_minutes: float = 0.0  # training-time budget (0 = none); validates, then stops
         bf16: bool = False  # bfloat16 autocast for training
         threads: int = 0  # torch intra-op threads (0 = torch's default)
         checkpoint_dir: str = ""  # where to save progress and resume from
@@ -161,16 +162,24 @@ class SASRec(Recommender):
         if state.best_weights is not None:
             best_weights = state.best_weights
         bar = tqdm(range(state.epoch, c.epochs), desc=self.name, disable=not c.progress)
+        started, first = time.perf_counter(), state.epoch
         for epoch in bar:
             t0 = time.perf_counter()
             loss = self._epoch(windows, opt, epoch)
+            spent = time.perf_counter() - started
+            # Stop before an epoch would likely overrun the budget (validate first).
+            out_of_time = (
+                c.max_minutes > 0
+                and spent * (epoch + 2 - first) / (epoch + 1 - first)
+                > 60 * c.max_minutes
+            )
             row = {
                 "epoch": epoch + 1,
                 "loss": round(loss, 5),
                 "seconds": round(time.perf_counter() - t0, 2),
             }
             if self.validator is not None and (
-                (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs
+                (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs or out_of_time
             ):
                 self.net.eval()
                 metric = float(self.validator(self))
@@ -185,7 +194,7 @@ class SASRec(Recommender):
             bar.set_postfix({k: v for k, v in row.items() if k != "epoch"})
             if c.checkpoint_dir:
                 self._checkpoint(opt, data, state, best_weights)
-            if self.validator is not None and state.bad >= c.patience:
+            if (self.validator is not None and state.bad >= c.patience) or out_of_time:
                 break
         if self.validator is not None:
             self.net.load_state_dict(best_weights)
@@ -287,7 +296,8 @@ class SASRec(Recommender):
     def _model_config(self) -> dict:
         """The settings a checkpoint must match to be resumed (the schedule may change:
         resuming with more epochs continues training)."""
-        run_only = ("progress", "checkpoint_dir", "threads", "epochs", "patience", "eval_every")
+        run_only = ("progress", "checkpoint_dir", "threads", "epochs", "patience", "eval_every",
+                    "max_minutes")  # fmt: skip
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in run_only}
 
     def _resume(
