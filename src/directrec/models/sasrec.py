@@ -14,13 +14,11 @@ scores over all items are the recommendation (seen items are masked by `recommen
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Recommender
+from directrec.models.training import LoopState, loop_meta, run_epochs
 
 
 # ----------------------------------------------------------------------------- network
@@ -155,53 +153,24 @@ class SASRec(Recommender):
         windows = windows[(windows > 0).sum(1) >= 2]  # need one input and one target
         target_counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
         self._log_q_pop = torch.from_numpy(np.log(target_counts / target_counts.sum() + 1e-12))
-        state = _TrainState(best=-math.inf, best_epoch=0, epoch=0, bad=0, log=[])
+        state = LoopState()
         if c.checkpoint_dir:
             state = self._resume(opt, data, state)
-        best_weights = copy.deepcopy(self.net.state_dict())
-        if state.best_weights is not None:
-            best_weights = state.best_weights
-        bar = tqdm(range(state.epoch, c.epochs), desc=self.name, disable=not c.progress)
-        started, first = time.perf_counter(), state.epoch
-        for epoch in bar:
-            t0 = time.perf_counter()
-            loss = self._epoch(windows, opt, epoch)
-            spent = time.perf_counter() - started
-            # Stop before an epoch would likely overrun the budget (validate first).
-            out_of_time = (
-                c.max_minutes > 0
-                and spent * (epoch + 2 - first) / (epoch + 1 - first)
-                > 60 * c.max_minutes
-            )
-            row = {
-                "epoch": epoch + 1,
-                "loss": round(loss, 5),
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            if self.validator is not None and (
-                (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs or out_of_time
-            ):
-                self.net.eval()
-                metric = float(self.validator(self))
-                row["valid_ndcg@10"] = round(metric, 5)
-                if metric > state.best:
-                    state.best, state.best_epoch, state.bad = metric, epoch + 1, 0
-                    best_weights = copy.deepcopy(self.net.state_dict())
-                else:
-                    state.bad += 1
-            state.log.append(row)
-            state.epoch = epoch + 1
-            bar.set_postfix({k: v for k, v in row.items() if k != "epoch"})
-            if c.checkpoint_dir:
-                self._checkpoint(opt, data, state, best_weights)
-            if (self.validator is not None and state.bad >= c.patience) or out_of_time:
-                break
-        if self.validator is not None:
-            self.net.load_state_dict(best_weights)
-        self.net.eval()
-        self.meta["train_log"] = state.log
-        self.meta["best_epoch"] = state.best_epoch
-        self.meta["best_valid_ndcg@10"] = state.best if state.best > -math.inf else None
+        validate = None if self.validator is None else (lambda: self.validator(self))
+        state = run_epochs(
+            self.net,
+            lambda epoch: self._epoch(windows, opt, epoch),
+            epochs=c.epochs,
+            validate=validate,
+            eval_every=c.eval_every,
+            patience=c.patience,
+            max_minutes=c.max_minutes,
+            state=state,
+            after_epoch=(lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir else None,
+            desc=self.name,
+            progress=c.progress,
+        )
+        self.meta.update(loop_meta(state))
 
     def _build(self) -> SASRecNet:
         c = self.config
@@ -260,8 +229,7 @@ class SASRec(Recommender):
         return self.net.logits(self.net(seq)[:, -1])
 
     # -------------------------------------------------------------- checkpoints
-    def _checkpoint(self, opt: torch.optim.Optimizer, data: Interactions, state: _TrainState,
-                    best_weights: dict) -> None:  # fmt: skip
+    def _checkpoint(self, opt: torch.optim.Optimizer, data: Interactions, state: LoopState) -> None:
         """Write progress to `checkpoint_dir` atomically (safetensors + JSON)."""
         d = Path(self.config.checkpoint_dir)
         d.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +237,7 @@ class SASRec(Recommender):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         tensors = {f"net.{k}": v.numpy() for k, v in self.net.state_dict().items()}
-        tensors |= {f"best.{k}": v.numpy() for k, v in best_weights.items()}
+        tensors |= {f"best.{k}": v.numpy() for k, v in (state.best_weights or {}).items()}
         opt_state = opt.state_dict()
         for idx, st in opt_state["state"].items():
             for name, v in st.items():
@@ -301,8 +269,8 @@ class SASRec(Recommender):
         return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in run_only}
 
     def _resume(
-        self, opt: torch.optim.Optimizer, data: Interactions, state: _TrainState
-    ) -> _TrainState:
+        self, opt: torch.optim.Optimizer, data: Interactions, state: LoopState
+    ) -> LoopState:
         d = Path(self.config.checkpoint_dir)
         if not (d / "progress.json").exists():
             return state
@@ -326,7 +294,7 @@ class SASRec(Recommender):
                 )
         opt.load_state_dict(opt_state)
         best = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("best.")}
-        return _TrainState(best=info["best"], best_epoch=info["best_epoch"], epoch=info["epoch"],
+        return LoopState(best=info["best"], best_epoch=info["best_epoch"], epoch=info["epoch"],
                            bad=info["bad"], log=info["log"], best_weights=best)  # fmt: skip
 
     # -------------------------------------------------------------- artefacts
@@ -350,16 +318,6 @@ class SASRec(Recommender):
         )
         hist[cols] = torch.from_numpy(state["hist.items"])
         self.hist = hist
-
-
-@dataclasses.dataclass
-class _TrainState:
-    best: float
-    best_epoch: int
-    epoch: int
-    bad: int
-    log: list
-    best_weights: dict | None = None
 
 
 class SASRecCE(SASRec):

@@ -1,0 +1,90 @@
+"""The epoch loop the trained-by-epochs generators share: validation every few epochs,
+early stopping with patience, a wall-clock budget, the best weights kept, a per-epoch log."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclasses.dataclass
+class LoopState:
+    """Progress of a training run (what a checkpoint stores to resume it)."""
+
+    best: float = -math.inf
+    best_epoch: int = 0
+    epoch: int = 0  # epochs completed
+    bad: int = 0  # validations since the last improvement
+    log: list = dataclasses.field(default_factory=list)
+    best_weights: dict | None = None
+
+
+def run_epochs(
+    net: nn.Module,
+    epoch_fn: Callable[[int], float],
+    *,
+    epochs: int,
+    validate: Callable[[], float] | None,
+    eval_every: int,
+    patience: int,
+    max_minutes: float = 0.0,
+    state: LoopState | None = None,
+    after_epoch: Callable[[LoopState], None] | None = None,
+    desc: str = "train",
+    progress: bool = False,
+) -> LoopState:
+    """Run `epoch_fn(epoch) -> mean loss` until `epochs`, patience or the time budget ends
+    it. With `validate`, the best validated weights are loaded into `net` at the end."""
+    state = state or LoopState()
+    best_weights = state.best_weights or copy.deepcopy(net.state_dict())
+    started, first = time.perf_counter(), state.epoch
+    bar = tqdm(range(state.epoch, epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        loss = epoch_fn(epoch)
+        spent = time.perf_counter() - started
+        # Stop before the next epoch would likely overrun the budget (validating first).
+        out_of_time = (
+            max_minutes > 0 and spent * (epoch + 2 - first) / (epoch + 1 - first) > 60 * max_minutes
+        )
+        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(loss, 5),
+                               "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        if validate is not None and (
+            (epoch + 1) % eval_every == 0 or epoch + 1 == epochs or out_of_time
+        ):
+            net.eval()
+            metric = float(validate())
+            row["valid_ndcg@10"] = round(metric, 5)
+            if metric > state.best:
+                state.best, state.best_epoch, state.bad = metric, epoch + 1, 0
+                best_weights = copy.deepcopy(net.state_dict())
+            else:
+                state.bad += 1
+        state.log.append(row)
+        state.epoch = epoch + 1
+        state.best_weights = best_weights
+        bar.set_postfix({k: v for k, v in row.items() if k != "epoch"})
+        if after_epoch is not None:
+            after_epoch(state)
+        if (validate is not None and state.bad >= patience) or out_of_time:
+            break
+    if validate is not None:
+        net.load_state_dict(best_weights)
+    net.eval()
+    return state
+
+
+def loop_meta(state: LoopState) -> dict[str, Any]:
+    """What a model records of its training run in its artefact's meta."""
+    return {
+        "train_log": state.log,
+        "best_epoch": state.best_epoch,
+        "best_valid_ndcg@10": state.best if state.best > -math.inf else None,
+    }
