@@ -92,7 +92,9 @@ def main() -> None:
             parts.append(f"## {title}\n\nNot run yet: `bash bench/zoo.sh {name}`.\n")
             continue
         doc = json.loads(f.read_text())
-        parts.append(f"## {title}\n\nCommand (from `bench/zoo.sh`):\n\n```\n{doc['command']}\n```\n")
+        parts.append(
+            f"## {title}\n\nCommand (from `bench/zoo.sh`):\n\n```\n{doc['command']}\n```\n"
+        )
         parts.append(table(doc) + "\n")
         parts.append(f"![comparison](results/{name}/comparison.png)\n")
     out = ROOT / "docs" / "benchmarks.md"

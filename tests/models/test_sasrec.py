@@ -70,7 +70,9 @@ def test_deterministic_with_a_seed(train):
 
 def test_time_budget_stops_and_validates(train):
     seen = []
-    model = create("sasrec-ce", {**SMALL, "epochs": 10_000, "eval_every": 1000, "max_minutes": 0.02})
+    model = create(
+        "sasrec-ce", {**SMALL, "epochs": 10_000, "eval_every": 1000, "max_minutes": 0.02}
+    )
     model.fit(train, validator=lambda m: seen.append(1) or 0.1)
     assert len(model.meta["train_log"]) < 10_000 and seen  # stopped, and validated first
     assert "valid_ndcg@10" in model.meta["train_log"][-1]

@@ -18,6 +18,7 @@ from directrec.models.nmf import NMF
 from directrec.models.pop import MostPopular
 from directrec.models.rating import RatingModel
 from directrec.models.sasrec import SASRec, SASRecCE
+from directrec.models.semantic import SemanticID
 from directrec.models.svdpp import SVDpp
 from directrec.models.userknn import UserKNN
 
@@ -26,7 +27,7 @@ MODELS: dict[str, type[Recommender]] = {
     m.name: m
     for m in (
         MostPopular, ItemKNN, UserKNN, ContentBased, EASE, ALS, BPR, MultVAE, CFGAN,
-        SASRec, SASRecCE, BiasedMF, SVDpp, NMF,
+        SASRec, SASRecCE, SemanticID, BiasedMF, SVDpp, NMF,
     )
 }  # fmt: skip
 RATING_MODELS = [n for n, m in MODELS.items() if issubclass(m, RatingModel)]

@@ -25,8 +25,8 @@ class RQVAEConfig:
     latent: int = 32
     hidden: int = 256
     epochs: int = 200
-    batch_size: int = 1024
-    lr: float = 1e-3
+    batch_size: int = 128  # small batches: a catalogue is small data, steps matter
+    lr: float = 2e-3
     beta: float = 0.25  # commitment weight
     seed: int = 42
 

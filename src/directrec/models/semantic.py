@@ -1,0 +1,316 @@
+"""Semantic-ID generator (TIGER-style generative retrieval): the model writes the next
+item's semantic ID token by token, and beam search constrained by a prefix trie of the
+catalogue's IDs guarantees every generated item exists and is unseen by the user.
+
+- Item text → all-MiniLM-L6-v2 embeddings → RQ-VAE codes (`text/semantic_ids.py`) + a
+  uniqueness token: item i ↦ (c0, c1, c2, u).
+- Encoder: the user's last `max_len` items, each the sum of its code-token embeddings (so
+  an item never seen in training still has a representation), plus position embeddings.
+- Decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level, tied
+  to that level's input embeddings.
+- Generation: batched beam search over the trie; `temperature` and `sample` (Gumbel top-k,
+  a stochastic beam search) trade accuracy for diversity.
+
+Items with text but no interactions get codes too and can be generated (cold start).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Recommender
+from directrec.models.training import loop_meta, run_epochs
+from directrec.text.semantic_ids import RQVAEConfig, code_report, make_unique, train_rqvae
+
+
+# ----------------------------------------------------------------------------- trie
+class CodeTrie:
+    """Prefix trie of all items' codes as dense child tables: `child[j][node, token]` is the
+    node at depth j+1 (at the last depth: the item index), or -1 if no item has that prefix."""
+
+    def __init__(self, codes: np.ndarray, sizes: list[int]) -> None:
+        n, depth = codes.shape
+        self.child: list[torch.Tensor] = []
+        self.item_node: list[torch.Tensor] = []  # [j]: each item's node at depth j + 1
+        parent = np.zeros(n, dtype=np.int64)  # every item starts at the root (node 0)
+        n_nodes = 1
+        for j in range(depth):
+            table = torch.full((n_nodes, sizes[j]), -1, dtype=torch.long)
+            if j == depth - 1:
+                nxt, n_next = np.arange(n), n
+            else:
+                _, nxt = np.unique(codes[:, : j + 1], axis=0, return_inverse=True)
+                nxt = nxt.ravel()
+                n_next = int(nxt.max()) + 1
+            table[torch.from_numpy(parent), torch.from_numpy(codes[:, j])] = torch.from_numpy(nxt)
+            self.child.append(table)
+            self.item_node.append(torch.from_numpy(nxt))
+            parent, n_nodes = nxt, n_next
+
+    def open_nodes(self, seen: torch.Tensor) -> list[torch.Tensor]:
+        """Per user (rows of a [B, n_items] seen mask) and depth: which nodes still have an
+        unseen item below them. Beams through other nodes could only end on seen items."""
+        out = []
+        for j, nodes in enumerate(self.item_node):
+            n_nodes = len(self.child[j + 1]) if j + 1 < len(self.child) else len(nodes)
+            total = torch.bincount(nodes, minlength=n_nodes)
+            seen_below = torch.zeros(len(seen), n_nodes).index_add_(1, nodes, seen.float())
+            out.append(seen_below < total)
+        return out
+
+
+# ----------------------------------------------------------------------------- network
+class SemanticNet(nn.Module):
+    def __init__(self, sizes: list[int], max_len: int, dim: int, heads: int, enc_layers: int,
+                 dec_layers: int, dropout: float) -> None:  # fmt: skip
+        super().__init__()
+        self.sizes, self.max_len = sizes, max_len
+        self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
+        self.pos = nn.Embedding(max_len, dim)
+        self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
+        self.enc = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
+            enc_layers, enable_nested_tensor=False,
+        )  # fmt: skip
+        self.dec = nn.TransformerDecoder(
+            nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
+            dec_layers,
+        )  # fmt: skip
+        self.ln = nn.LayerNorm(dim)
+        for e in self.tok:
+            nn.init.normal_(e.weight, std=dim**-0.5)
+
+    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
+        return sum(self.tok[j](codes[..., j]) for j in range(len(self.sizes)))
+
+    def encode(self, hist_codes: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → memory [B, S, dim]."""
+        s = hist_codes.shape[1]
+        x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(
+            torch.arange(self.max_len - s, self.max_len)
+        )
+        x = x * (~pad).unsqueeze(-1)
+        return self.enc(x, src_key_padding_mask=pad)
+
+    def decode(self, prefix: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """prefix [B, t] code tokens written so far (t < levels) → hidden [B, t + 1, dim]."""
+        t = prefix.shape[1]
+        x = self.level(torch.zeros(len(prefix), 1, dtype=torch.long))  # BOS
+        if t:
+            toks = torch.stack([self.tok[j](prefix[:, j]) for j in range(t)], 1)
+            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1))], 1)
+        causal = nn.Transformer.generate_square_subsequent_mask(t + 1)
+        return self.ln(self.dec(x, memory, tgt_mask=causal, memory_key_padding_mask=pad))
+
+    def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        return h @ self.tok[level].weight.T
+
+
+# ----------------------------------------------------------------------------- model
+class SemanticID(Recommender):
+    name = "semantic-id"
+    needs_text = True
+    uses_validation = True
+
+    @dataclasses.dataclass
+    class Config:
+        levels: int = 3
+        codebook: int = 256
+        rq_latent: int = 32
+        rq_epochs: int = 200
+        max_len: int = 50
+        dim: int = 128
+        heads: int = 4
+        enc_layers: int = 2
+        dec_layers: int = 2
+        dropout: float = 0.1
+        epochs: int = 100
+        batch_size: int = 256
+        samples_per_user: int = 4  # random history cuts per user per epoch
+        lr: float = 1e-3
+        beam: int = 20  # beams kept per step (≥ the k you evaluate)
+        temperature: float = 1.0
+        sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
+        eval_every: int = 5
+        patience: int = 4
+        max_minutes: float = 0.0
+        seed: int = 42
+        progress: bool = False
+
+    # -------------------------------------------------------------- training
+    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+        c = self.config
+        if catalog is None or catalog.embeddings is None:
+            raise ValueError("the semantic-ID model needs item text embeddings (--items)")
+        rq, rq_log = train_rqvae(
+            catalog.embeddings,
+            RQVAEConfig(levels=c.levels, codebook=c.codebook, latent=c.rq_latent,
+                        epochs=c.rq_epochs, seed=c.seed),
+        )  # fmt: skip
+        raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
+        self.codes = torch.from_numpy(make_unique(raw))
+        self.meta["codes"] = code_report(raw, c.codebook) | {"rqvae_recon": rq_log[-1]["recon"]}
+        self._build_index()
+        self.net = self._build()
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        seqs = (data.indptr, data.item)
+        validate = None if self.validator is None else (lambda: self.validator(self))
+        state = run_epochs(
+            self.net, lambda epoch: self._epoch(seqs, opt, epoch), epochs=c.epochs,
+            validate=validate, eval_every=c.eval_every, patience=c.patience,
+            max_minutes=c.max_minutes, desc=self.name, progress=c.progress,
+        )  # fmt: skip
+        self.meta.update(loop_meta(state))
+
+    def _build_index(self) -> None:
+        codes = self.codes.numpy()
+        self.sizes = [self.config.codebook] * self.config.levels + [int(codes[:, -1].max()) + 1]
+        self.trie = CodeTrie(codes, self.sizes)
+
+    def _build(self) -> SemanticNet:
+        c = self.config
+        return SemanticNet(
+            self.sizes, c.max_len, c.dim, c.heads, c.enc_layers, c.dec_layers, c.dropout
+        )
+
+    def _epoch(
+        self, seqs: tuple[np.ndarray, np.ndarray], opt: torch.optim.Optimizer, epoch: int
+    ) -> float:
+        """Each user contributes `samples_per_user` (history, next item) pairs cut at random
+        positions; deterministic given (seed, epoch)."""
+        c = self.config
+        indptr, items = seqs
+        rng = np.random.default_rng([c.seed, epoch])
+        lengths = np.diff(indptr)
+        users = np.repeat(np.flatnonzero(lengths >= 2), c.samples_per_user)
+        rng.shuffle(users)
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        self.net.train()
+        total = 0.0
+        for b in range(0, len(users), c.batch_size):
+            u = users[b : b + c.batch_size]
+            cut = rng.integers(1, lengths[u])  # target position within the user's sequence
+            target = items[indptr[u] + cut]
+            hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
+            memory = self.net.encode(self.codes[hist], pad)
+            tgt = self.codes[torch.from_numpy(target)]
+            h = self.net.decode(tgt[:, :-1], memory, pad)
+            loss = sum(
+                F.cross_entropy(self.net.level_logits(h[:, j], j), tgt[:, j])
+                for j in range(len(self.sizes))
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(u)
+        return total / max(len(users), 1)
+
+    def _windows(
+        self, start: np.ndarray, end: np.ndarray, items: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item windows items[max(start, end - max_len):end], left-padded (-1 = padding)."""
+        width = int(min(self.config.max_len, max(int((end - start).max()), 1)))
+        pos = end[:, None] - width + np.arange(width)[None, :]
+        valid = pos >= start[:, None]
+        hist = np.where(valid, items[np.clip(pos, 0, len(items) - 1)], -1)
+        return torch.from_numpy(hist), torch.from_numpy(~valid)
+
+    # -------------------------------------------------------------- history
+    def _on_history(self, data: Interactions) -> None:
+        self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
+
+    # -------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self, users: np.ndarray, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
+        log-probabilities, best first. Every item is a catalogue item, unseen if asked."""
+        c, net, trie = self.config, self.net, self.trie
+        users = np.asarray(users)
+        hist, pad = self._windows(
+            self.hist_indptr[users], self.hist_indptr[users + 1], self.hist_items
+        )
+        memory = net.encode(self.codes[hist], pad)
+        b, w = len(users), c.beam
+        gen = torch.Generator().manual_seed(c.seed)
+        node = torch.zeros(b, 1, dtype=torch.long)  # root
+        score = torch.zeros(b, 1)
+        prefix = torch.zeros(b, 1, 0, dtype=torch.long)
+        open_nodes = None
+        if exclude_seen:
+            open_nodes = trie.open_nodes(torch.from_numpy(self.seen[users].toarray() > 0))
+        for j, size in enumerate(self.sizes):
+            k = node.shape[1]
+            mem = memory.repeat_interleave(k, 0)
+            mpad = pad.repeat_interleave(k, 0)
+            h = net.decode(prefix.reshape(b * k, j), mem, mpad)[:, -1]
+            logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1).view(b, k, size)
+            nxt = trie.child[j][node]  # [b, k, size]
+            allowed = nxt >= 0
+            if open_nodes is not None:  # only prefixes that can still end on an unseen item
+                ok = open_nodes[j].gather(1, nxt.clamp(min=0).view(b, -1)).view(b, k, size)
+                allowed &= ok
+            cand = torch.where(allowed, score.unsqueeze(-1) + logp, torch.tensor(-torch.inf)).view(
+                b, -1
+            )
+            rank_by = cand
+            if c.sample:
+                gumbel = -torch.log(
+                    -torch.log(torch.rand(cand.shape, generator=gen).clamp(1e-9, 1 - 1e-9))
+                )
+                rank_by = cand + gumbel
+            top = torch.topk(rank_by, min(w, cand.shape[1]), dim=1).indices
+            score = cand.gather(1, top)
+            beam_idx, tok = top // size, top % size
+            node = nxt.view(b, -1).gather(1, top)
+            prefix = torch.cat(
+                [prefix.gather(1, beam_idx.unsqueeze(-1).expand(-1, -1, j)), tok.unsqueeze(-1)], 2
+            )
+        items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
+        order = score.argsort(1, descending=True)
+        return items.gather(1, order), score.gather(1, order)
+
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As for every model; the beam widens to `k` when more items are asked for."""
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return super().recommend(users, k, exclude_seen)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        """Generated items carry their beam log-probability; everything else -inf."""
+        items, logp = self.generate(users)
+        out = torch.full((len(users), self.n_items), -torch.inf)
+        ok = items >= 0
+        rows = torch.arange(len(users)).unsqueeze(1).expand_as(items)
+        out[rows[ok], items[ok]] = logp[ok]
+        return out
+
+    # -------------------------------------------------------------- artefacts
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v.numpy() for k, v in self.net.state_dict().items()}
+        state["codes"] = self.codes.numpy()
+        state["hist.indptr"], state["hist.items"] = self.hist_indptr, self.hist_items
+        return state
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.codes = torch.from_numpy(state["codes"])
+        self.hist_indptr, self.hist_items = state["hist.indptr"], state["hist.items"]
+        self._build_index()
+        self.net = self._build()
+        self.net.load_state_dict(
+            {k[4:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("net.")}
+        )
+        self.net.eval()
