@@ -209,7 +209,12 @@ def benchmark(
         exclude_seen=not include_seen, progress=progress and sys.stderr.isatty(),
         valid_users=valid_users,
     )  # fmt: skip
-    doc = _run_guarded(run_benchmark, spec, isolate=isolate, log=lambda m: err.print(m))
+    doc = _run_guarded(
+        run_benchmark,
+        spec,
+        isolate=isolate,
+        log=lambda m: err.print(m, markup=False, highlight=False),
+    )
     write_results(doc, out_dir)
     from directrec.evaluate.report import markdown_table
 

@@ -114,7 +114,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     )
     extra = {
         k: model.meta[k]
-        for k in ("best_epoch", "best_valid_ndcg@10", "train_log")
+        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "codes")
         if k in model.meta
     }
     return {

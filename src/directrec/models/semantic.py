@@ -66,6 +66,46 @@ class CodeTrie:
 
 
 # ----------------------------------------------------------------------------- network
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention within each beam, cross-attention to
+    the user's history, MLP. Cross-attention keys/values are computed once per user and
+    shared by all of that user's beams (the beams ride on the query axis)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.cross_proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # [..., n, d] → [..., h, n, d/h]
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(memory).chunk(2, -1)
+        return self.split(k), self.split(v)  # [B, h, S, d/h]
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], pad: torch.Tensor
+    ) -> torch.Tensor:
+        """x [B, W, t, d] (W beams per user); pad [B, S] marks history padding."""
+        b, w, t, d = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = (self.split(z) for z in self.qkv(self.ln1(x)).chunk(3, -1))  # [B, W, h, t, d/h]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        x = x + F.dropout(self.proj(y.transpose(-3, -2).flatten(-2)), p, self.training)
+        q = self.split(self.q(self.ln2(x)).reshape(b, w * t, d))  # [B, h, W·t, d/h]
+        mask = ~pad[:, None, None, :]  # [B, 1, 1, S]
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(b, w, t, d)
+        x = x + F.dropout(self.cross_proj(y), p, self.training)
+        return x + F.dropout(self.mlp(self.ln3(x)), p, self.training)
+
+
 class SemanticNet(nn.Module):
     def __init__(self, sizes: list[int], max_len: int, dim: int, heads: int, enc_layers: int,
                  dec_layers: int, dropout: float) -> None:  # fmt: skip
@@ -78,10 +118,7 @@ class SemanticNet(nn.Module):
             nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
             enc_layers, enable_nested_tensor=False,
         )  # fmt: skip
-        self.dec = nn.TransformerDecoder(
-            nn.TransformerDecoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
-            dec_layers,
-        )  # fmt: skip
+        self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(dec_layers))
         self.ln = nn.LayerNorm(dim)
         for e in self.tok:
             nn.init.normal_(e.weight, std=dim**-0.5)
@@ -90,24 +127,29 @@ class SemanticNet(nn.Module):
         """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
         return sum(self.tok[j](codes[..., j]) for j in range(len(self.sizes)))
 
-    def encode(self, hist_codes: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → memory [B, S, dim]."""
+    def encode(
+        self, hist_codes: torch.Tensor, pad: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → each decoder
+        layer's cross-attention keys and values."""
         s = hist_codes.shape[1]
         x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(
             torch.arange(self.max_len - s, self.max_len)
         )
         x = x * (~pad).unsqueeze(-1)
-        return self.enc(x, src_key_padding_mask=pad)
+        memory = self.enc(x, src_key_padding_mask=pad)
+        return [block.memory_kv(memory) for block in self.dec]
 
-    def decode(self, prefix: torch.Tensor, memory: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """prefix [B, t] code tokens written so far (t < levels) → hidden [B, t + 1, dim]."""
-        t = prefix.shape[1]
-        x = self.level(torch.zeros(len(prefix), 1, dtype=torch.long))  # BOS
+    def decode(self, prefix: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
+        """prefix [B, W, t] code tokens written so far (t < levels) → hidden [B, W, t+1, dim]."""
+        b, w, t = prefix.shape
+        x = self.level(torch.zeros(b, w, 1, dtype=torch.long))  # BOS
         if t:
-            toks = torch.stack([self.tok[j](prefix[:, j]) for j in range(t)], 1)
-            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1))], 1)
-        causal = nn.Transformer.generate_square_subsequent_mask(t + 1)
-        return self.ln(self.dec(x, memory, tgt_mask=causal, memory_key_padding_mask=pad))
+            toks = torch.stack([self.tok[j](prefix[..., j]) for j in range(t)], 2)
+            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1))], 2)
+        for block, kv in zip(self.dec, kvs, strict=True):
+            x = block(x, kv, pad)
+        return self.ln(x)
 
     def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
         return h @ self.tok[level].weight.T
@@ -199,9 +241,9 @@ class SemanticID(Recommender):
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            memory = self.net.encode(self.codes[hist], pad)
+            kvs = self.net.encode(self.codes[hist], pad)
             tgt = self.codes[torch.from_numpy(target)]
-            h = self.net.decode(tgt[:, :-1], memory, pad)
+            h = self.net.decode(tgt[:, None, :-1], kvs, pad)[:, 0]
             loss = sum(
                 F.cross_entropy(self.net.level_logits(h[:, j], j), tgt[:, j])
                 for j in range(len(self.sizes))
@@ -238,7 +280,7 @@ class SemanticID(Recommender):
         hist, pad = self._windows(
             self.hist_indptr[users], self.hist_indptr[users + 1], self.hist_items
         )
-        memory = net.encode(self.codes[hist], pad)
+        kvs = net.encode(self.codes[hist], pad)
         b, w = len(users), c.beam
         gen = torch.Generator().manual_seed(c.seed)
         node = torch.zeros(b, 1, dtype=torch.long)  # root
@@ -249,10 +291,8 @@ class SemanticID(Recommender):
             open_nodes = trie.open_nodes(torch.from_numpy(self.seen[users].toarray() > 0))
         for j, size in enumerate(self.sizes):
             k = node.shape[1]
-            mem = memory.repeat_interleave(k, 0)
-            mpad = pad.repeat_interleave(k, 0)
-            h = net.decode(prefix.reshape(b * k, j), mem, mpad)[:, -1]
-            logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1).view(b, k, size)
+            h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
+            logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1)
             nxt = trie.child[j][node]  # [b, k, size]
             allowed = nxt >= 0
             if open_nodes is not None:  # only prefixes that can still end on an unseen item
