@@ -96,44 +96,32 @@ def _require(df: pd.DataFrame, col: str, path: str) -> pd.Series:
     return s.str.strip()
 
 
-def to_int(s: pd.Series, path: str, field: str) -> pd.Series:
-    """Integers (integral floats such as '881250949.0' accepted); bad cells are reported."""
-    num = pd.to_numeric(s, errors="coerce")
-    bad = num.isna() | ~np.isfinite(num.fillna(0)) | (num.fillna(0) % 1 != 0)
+def _reject_first(bad: pd.Series, s: pd.Series, path: str, field: str, expected: str) -> None:
+    """Raise for the first cell marked `bad`, naming its line and field."""
     if bad.any():
         i = int(bad.to_numpy().argmax())
         raise DataError(
-            f"expected an integer, got {s.iloc[i]!r}", file=path, line=int(s.index[i]), field=field
+            f"expected {expected}, got {s.iloc[i]!r}", file=path, line=int(s.index[i]), field=field
         )
-    return num.astype("int64")
 
 
-def to_float(s: pd.Series, path: str, field: str) -> pd.Series:
+def to_number(s: pd.Series, path: str, field: str, integer: bool = False) -> pd.Series:
+    """Finite numbers; with `integer`, integers (integral floats such as '881250949.0' pass)."""
     num = pd.to_numeric(s, errors="coerce")
     bad = num.isna() | ~np.isfinite(num.fillna(0))
-    if bad.any():
-        i = int(bad.to_numpy().argmax())
-        raise DataError(
-            f"expected a number, got {s.iloc[i]!r}", file=path, line=int(s.index[i]), field=field
-        )
-    return num.astype("float64")
+    if integer:
+        bad |= num.fillna(0) % 1 != 0
+    _reject_first(bad, s, path, field, "an integer" if integer else "a number")
+    return num.astype("int64" if integer else "float64")
 
 
 def to_timestamp(s: pd.Series, path: str, field: str) -> pd.Series:
     """Unix seconds, or ISO-8601 date/times converted to Unix seconds."""
     num = pd.to_numeric(s, errors="coerce")
     if num.notna().any():  # a numeric column: every cell must be an integer
-        return to_int(s, path, field)
+        return to_number(s, path, field, integer=True)
     parsed = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601")
-    bad = parsed.isna()
-    if bad.any():
-        i = int(bad.to_numpy().argmax())
-        raise DataError(
-            f"expected an integer Unix time or an ISO-8601 date, got {s.iloc[i]!r}",
-            file=path,
-            line=int(s.index[i]),
-            field=field,
-        )
+    _reject_first(parsed.isna(), s, path, field, "an integer Unix time or an ISO-8601 date")
     epoch = pd.Timestamp("1970-01-01", tz="UTC")
     return ((parsed - epoch) // pd.Timedelta(seconds=1)).astype("int64")
 
@@ -176,7 +164,7 @@ def load_movielens(interactions: str | Path, items: str | Path | None = None) ->
         _require(df, cols["user"], path),
         _require(df, cols["item"], path),
         timestamp=to_timestamp(_require(df, cols["time"], path), path, "timestamp"),
-        rating=to_float(_require(df, cols["rating"], path), path, "rating"),
+        rating=to_number(_require(df, cols["rating"], path), path, "rating"),
         line=_lines(df[cols["user"]]),
     )
     return RawData(inter, _movielens_items(Path(items)) if items else None, source="movielens")
@@ -244,7 +232,7 @@ def load_recbole(interactions: str | Path, items: str | Path | None = None) -> R
         _require(df, "user_id", path),
         _require(df, "item_id", path),
         timestamp=to_timestamp(_require(df, ts, path), path, ts) if ts else None,
-        rating=to_float(_require(df, rating, path), path, rating) if rating else None,
+        rating=to_number(_require(df, rating, path), path, rating) if rating else None,
         line=_lines(df["user_id"]),
     )
     return RawData(inter, _recbole_items(items) if items else None, source="recbole")
@@ -441,7 +429,7 @@ def load_table(
         _require(df, cols["item"], path),
         timestamp=to_timestamp(_require(df, cols["time"], path), path, cols["time"])
         if has["time"] else None,
-        rating=to_float(_require(df, cols["rating"], path), path, cols["rating"])
+        rating=to_number(_require(df, cols["rating"], path), path, cols["rating"])
         if has["rating"] else None,
         event=df[cols["event"]] if has["event"] else None,
         line=_lines(df[cols["user"]]),

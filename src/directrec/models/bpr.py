@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import torch
 from threadpoolctl import threadpool_limits
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.models.factors import FactorModel
 
 
-class BPR(Recommender):
+class BPR(FactorModel):
     name = "bpr"
 
     @dataclasses.dataclass
@@ -40,12 +39,3 @@ class BPR(Recommender):
         # implicit appends an item-bias column (and a constant 1 to users).
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
-
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.user_factors[users]) @ torch.from_numpy(self.item_factors).T
-
-    def _state(self) -> dict[str, np.ndarray]:
-        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
-
-    def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.user_factors, self.item_factors = state["user_factors"], state["item_factors"]
