@@ -97,6 +97,28 @@ def main() -> None:
         )
         parts.append(table(doc) + "\n")
         parts.append(f"![comparison](results/{name}/comparison.png)\n")
+    rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]
+    if any(f.exists() for f in rating):
+        parts.append("## Rating prediction (MovieLens-100K, explicit ratings)\n")
+        parts.append("| split | model | RMSE | MAE | global-mean RMSE | fit s | peak MB |")
+        parts.append("|---|---|---:|---:|---:|---:|---:|")
+        commands = []
+        for f in rating:
+            if not f.exists():
+                continue
+            doc = json.loads(f.read_text())
+            commands.append(doc["command"])
+            for r in doc["results"]:
+                m = r["metrics"]
+                parts.append(
+                    f"| {doc['spec']['split']} | {r['model']} | {m['rmse']:.4f} | {m['mae']:.4f} "
+                    f"| {r['reference']['global_mean_rmse']:.4f} | {r['fit_seconds']:.1f} "
+                    f"| {r['peak_rss_mb']:.0f} |"
+                )
+        parts.append("\nCommands (`bench/rating.sh`):\n\n```\n" + "\n".join(commands) + "\n```\n")
+    caveats = ROOT / "docs" / "results" / "CAVEATS.md"
+    if caveats.exists():
+        parts.append(caveats.read_text())
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(parts))
     print(f"wrote {out}")
