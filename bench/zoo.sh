@@ -23,7 +23,7 @@ fi
 if run beauty; then
   $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/beauty --no-progress --models $CLASSIC $($PY bench/best_settings.py beauty) \
-    --set cfgan.epochs=10
+    --set cfgan.epochs=10 --set multvae.epochs=10
 fi
 if run ml1m-gen; then
   $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 --out $R/ml1m-gen --no-progress \
@@ -32,5 +32,5 @@ fi
 if run beauty-gen; then
   $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/beauty-gen --no-progress --models sasrec-ce \
-    --set max_len=20 --set batch_size=256 --set max_minutes=12 --set eval_every=2 --valid-users 4000
+    --set max_len=20 --set batch_size=256 --set max_minutes=10 --set eval_every=2 --valid-users 4000
 fi
