@@ -33,8 +33,9 @@ all evaluated users.
 Reference values from `../shared/data/README.md` (computed independently of this project,
 same protocol): ML-1M popularity 0.0392 / 0.0193 and EASE (λ = 500) 0.1108 / 0.0551 HR@10 /
 NDCG@10; Beauty popularity 0.0141 / 0.0063, EASE (λ = 200) 0.0764 / 0.0418. Our evaluator
-reproduces them: ML-1M popularity and EASE λ = 500 exactly (below, and with
-`--set ease.l2=500`), Beauty popularity exactly without the history cap
+reproduces them: ML-1M popularity exactly (table below), ML-1M EASE λ = 500 exactly
+(`directrec benchmark --db out/bench/ml1m.duckdb --models ease --set ease.l2=500 --out
+out/check/ml1m-ease500` → 0.1108 / 0.0551), Beauty popularity exactly without the history cap
 (`directrec benchmark --db out/bench/beauty.duckdb --models pop --out out/check/beauty-pop-nocap`
 → 0.0141 / 0.0063). With the TIGER history cap of 20 (the tables below), popularity counts
 only the capped histories, hence 0.0148 / 0.0065 there.
