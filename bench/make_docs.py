@@ -92,16 +92,24 @@ def _segment_sizes(doc: dict) -> list[tuple[str, int]]:
 def main() -> None:
     parts = [INTRO]
     for name, title in (("ml1m", "MovieLens-1M"), ("beauty", "Amazon Beauty (history ≤ 20)")):
-        f = RESULTS / name / "results.json"
-        if not f.exists():
+        # The zoo and the generative runs of one dataset form one table (same data, split).
+        runs = [RESULTS / d / "results.json" for d in (name, f"{name}-gen", f"{name}-sem")]
+        docs = [json.loads(f.read_text()) for f in runs if f.exists()]
+        if not docs:
             parts.append(f"## {title}\n\nNot run yet: `bash bench/zoo.sh {name}`.\n")
             continue
-        doc = json.loads(f.read_text())
-        parts.append(
-            f"## {title}\n\nCommand (from `bench/zoo.sh`):\n\n```\n{doc['command']}\n```\n"
-        )
-        parts.append(table(doc) + "\n")
-        parts.append(f"![comparison](results/{name}/comparison.png)\n")
+        if len({d["dataset"]["fingerprint"] for d in docs}) != 1:
+            raise SystemExit(f"{name}: results come from different data; rerun bench/zoo.sh")
+        merged = {**docs[0], "results": [r for d in docs for r in d["results"]]}
+        commands = "\n".join(d["command"] for d in docs)
+        parts.append(f"## {title}\n\nCommands (from `bench/zoo.sh`):\n\n```\n{commands}\n```\n")
+        parts.append(table(merged) + "\n")
+        for r in merged["results"]:
+            if r.get("codes"):
+                parts.append(f"Semantic IDs ({r['model']}): {json.dumps(r['codes'])}\n")
+        for d in (name, f"{name}-gen"):
+            for png in sorted((RESULTS / d).glob("*.png")):
+                parts.append(f"![{png.stem}](results/{d}/{png.name})\n")
     rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]
     if any(f.exists() for f in rating):
         parts.append("## Rating prediction (MovieLens-100K, explicit ratings)\n")
