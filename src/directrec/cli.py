@@ -79,9 +79,7 @@ def _run_guarded(fn, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
-    except DataError as e:
-        fail(str(e))
-    except (ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError) as e:  # DataError names file:line:field
         fail(str(e))
 
 

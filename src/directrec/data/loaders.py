@@ -51,8 +51,8 @@ def read_text(path: str | Path, encoding: str = "utf-8") -> str:
 
 def _read_delimited(
     text: str, path: str, sep: str, names: list[str] | None, header: bool
-) -> tuple[pd.DataFrame, int]:
-    """Parse delimited text as strings. Returns the frame and the line number of row 0."""
+) -> pd.DataFrame:
+    """Parse delimited text as strings; the index holds each row's line number."""
     if len(sep) > 1:  # pandas' C parser takes one-character separators only
         text = text.replace(sep, "\x1f")
         sep = "\x1f"
@@ -85,7 +85,7 @@ def _read_delimited(
     lines = np.array([i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip()])
     offset = lines[first_line - 1 :] if len(lines) >= len(df) + first_line - 1 else None
     df.index = offset[: len(df)] if offset is not None else np.arange(len(df)) + first_line
-    return df, first_line
+    return df
 
 
 def _require(df: pd.DataFrame, col: str, path: str) -> pd.Series:
@@ -147,16 +147,13 @@ def load_movielens(interactions: str | Path, items: str | Path | None = None) ->
                 break
         else:
             raise DataError("no u.data, ratings.dat or ratings.csv in directory", file=str(p))
-    path = str(p)
+    path, text = str(p), read_text(p)
+    cols = {"user": "userId", "item": "movieId", "rating": "rating", "time": "timestamp"}
     if p.suffix == ".csv":
-        df, _ = _read_delimited(read_text(p), path, ",", None, header=True)
-        cols = {"user": "userId", "item": "movieId", "rating": "rating", "time": "timestamp"}
+        df = _read_delimited(text, path, ",", None, header=True)
     else:
-        sep = "\t" if p.name.startswith("u.") or "\t" in read_text(p)[:200] else "::"
-        df, _ = _read_delimited(
-            read_text(p), path, sep, ["userId", "movieId", "rating", "timestamp"], header=False
-        )
-        cols = {"user": "userId", "item": "movieId", "rating": "rating", "time": "timestamp"}
+        sep = "\t" if p.name.startswith("u.") or "\t" in text[:200] else "::"
+        df = _read_delimited(text, path, sep, list(cols.values()), header=False)
     for c in cols.values():
         if c not in df.columns:
             raise DataError(f"column {c!r} is missing", file=path, field=c)
@@ -173,7 +170,7 @@ def load_movielens(interactions: str | Path, items: str | Path | None = None) ->
 def _movielens_items(p: Path) -> pd.DataFrame:
     path = str(p)
     if p.suffix == ".csv":
-        df, _ = _read_delimited(read_text(p), path, ",", None, header=True)
+        df = _read_delimited(read_text(p), path, ",", None, header=True)
         titles, genres = df["title"], df["genres"].str.split("|")
     elif p.name.startswith("u."):
         # u.item: id|title|release|video release|url|19 genre flags (latin-1)
@@ -183,14 +180,14 @@ def _movielens_items(p: Path) -> pd.DataFrame:
             "Romance", "Sci-Fi", "Thriller", "War", "Western",
         ]  # fmt: skip
         names = ["movieId", "title", "release", "video", "url", *genre_names]
-        df, _ = _read_delimited(read_text(p, "latin-1"), path, "|", names, header=False)
+        df = _read_delimited(read_text(p, "latin-1"), path, "|", names, header=False)
         flags = df[genre_names].to_numpy() == "1"
         titles = df["title"]
         genres = pd.Series(
             [[g for g, f in zip(genre_names, row, strict=False) if f] for row in flags]
         )
     else:  # movies.dat: id::title::genres (latin-1)
-        df, _ = _read_delimited(
+        df = _read_delimited(
             read_text(p, "latin-1"), path, "::", ["movieId", "title", "genres"], header=False
         )
         titles, genres = df["title"], df["genres"].str.split("|")
@@ -221,7 +218,7 @@ def bundled_ml100k() -> tuple[Path, Path]:
 def load_recbole(interactions: str | Path, items: str | Path | None = None) -> RawData:
     """RecBole atomic files: tab-separated with `name:type` headers (`.inter`, `.item`)."""
     path = str(interactions)
-    df, _ = _read_delimited(read_text(interactions), path, "\t", None, header=True)
+    df = _read_delimited(read_text(interactions), path, "\t", None, header=True)
     df.columns = [c.split(":")[0] for c in df.columns]
     for c in ("user_id", "item_id"):
         if c not in df.columns:
@@ -240,7 +237,7 @@ def load_recbole(interactions: str | Path, items: str | Path | None = None) -> R
 
 def _recbole_items(items: str | Path) -> pd.DataFrame:
     path = str(items)
-    df, _ = _read_delimited(read_text(items), path, "\t", None, header=True)
+    df = _read_delimited(read_text(items), path, "\t", None, header=True)
     types = {c.split(":")[0]: c.split(":")[1] if ":" in c else "token" for c in df.columns}
     df.columns = list(types)
     if "item_id" not in df.columns:
@@ -400,7 +397,7 @@ def _read_table(path: str | Path) -> tuple[pd.DataFrame, str]:
         df.index = np.arange(1, len(df) + 1)  # rows are 1-based in messages
         return df, str(p)
     sep = "\t" if p.suffix in (".tsv", ".tab") else ","
-    df, _ = _read_delimited(read_text(p), str(p), sep, None, header=True)
+    df = _read_delimited(read_text(p), str(p), sep, None, header=True)
     return df, str(p)
 
 

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-# Columns of the interaction frame: user_id, item_id (str), timestamp (Int64, may be null),
-# rating (Float64, may be null), event (str, may be null), line (int: source line or row).
-INTERACTION_COLUMNS = ["user_id", "item_id", "timestamp", "rating", "event", "line"]
+# Interaction frames (see make_interactions): user_id, item_id (str), timestamp (Int64, may
+# be null), rating (Float64, may be null), event (str, may be null), line (source line/row).
 # Columns of the item frame: item_id, title, text (str), categories (list[str]).
 ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
 
