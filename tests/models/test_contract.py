@@ -81,3 +81,36 @@ def test_load_rejects_foreign_or_broken_directories(tmp_path):
     (tmp_path / "config.json").write_text('{"model": "ease", "format_version": 99}')
     with pytest.raises(ValueError, match="format version"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_ad_hoc_histories_match_stored_ones_and_leave_them_alone(name, fitted):
+    """A stored user's own sequence, given as an ad-hoc history, gets the same list; the
+    stored histories are unchanged afterwards; exclusions and empty histories work."""
+    model = fitted(name)
+    if not model.supports_histories:
+        with pytest.raises(ValueError, match="cannot score ad-hoc"):
+            model.recommend_histories([np.array([1, 2])])
+        return
+    users = np.array([3, 7])
+    before, _ = model.recommend(users, k=10)
+    seqs = [model.seen[u].indices for u in users]  # order matters only for sequence models
+    if hasattr(model, "hist_items"):
+        seqs = [model.hist_items[model.hist_indptr[u] : model.hist_indptr[u + 1]] for u in users]
+    elif hasattr(model, "hist"):
+        seqs = [model.hist[u][model.hist[u] > 0].numpy() - 1 for u in users]
+    got, _ = model.recommend_histories(seqs, k=10)
+    if getattr(model.config, "use_ratings", False):  # ad-hoc histories carry no ratings
+        assert all(not set(a) & set(h) and (a >= 0).all() for a, h in zip(got, seqs, strict=True))
+    else:
+        assert np.array_equal(got, before)
+    again, _ = model.recommend(users, k=10)
+    assert np.array_equal(again, before)
+    banned = got[0][:3]
+    ex, _ = model.recommend_histories([seqs[0], np.array([], dtype=np.int64)], k=10,
+                                      exclude=[banned, np.array([], dtype=np.int64)])  # fmt: skip
+    assert not set(banned) & set(ex[0]) and not set(seqs[0]) & set(ex[0])
+    pop_order = np.argsort(-model.popularity, kind="stable")[:10]
+    assert set(ex[1]) == set(pop_order)
+    with pytest.raises(ValueError):
+        model.recommend_histories([np.array([model.n_items])])

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -58,6 +58,9 @@ class Recommender:
     # True: the model trains on the training part and stops early on validation, then is
     # evaluated with the validation item added to its history (the SASRec/TIGER protocol).
     uses_validation: ClassVar[bool] = False
+    # True: any history can be scored without retraining (`recommend_histories`): sessions,
+    # new users, stored users plus live feedback. Per-user factor models cannot.
+    supports_histories: ClassVar[bool] = True
 
     @dataclasses.dataclass
     class Config:
@@ -150,6 +153,50 @@ class Recommender:
         scores = self.full_scores(users)
         if exclude_seen:
             mask_seen(scores, self.seen, users)
+        return self._top(scores, k)
+
+    def recommend_histories(
+        self,
+        histories: Sequence[np.ndarray],
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: Sequence[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` for ad-hoc histories (item indices, oldest first), leaving the model's
+        stored histories untouched; `exclude[i]` lists items row i must not get. Empty
+        histories get the popularity fallback."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if not self.supports_histories:
+            raise ValueError(f"{self.name} cannot score ad-hoc histories (per-user factors)")
+        lengths = [len(h) for h in histories]
+        items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories] or [[]])
+        if len(items) and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError("history items must be indices of the model's catalogue")
+        data = Interactions(
+            np.repeat(np.arange(len(histories)), lengths), items.astype(np.int64),
+            n_users=len(histories), n_items=self.n_items,
+        )  # fmt: skip
+        users = np.arange(len(histories))
+        saved = dict(self.__dict__)
+        try:
+            self.set_history(data)
+            scores = self._scores_for(users, k + max((len(e) for e in exclude or []), default=0))
+        finally:  # restore the stored histories whatever happened
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+        if exclude_seen:
+            mask_seen(scores, data.matrix("binary"), users)
+        for row, ex in enumerate(exclude or []):
+            if len(ex):
+                scores[row, torch.as_tensor(np.asarray(ex, dtype=np.int64))] = -torch.inf
+        return self._top(scores, k)
+
+    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
+        """Scores good for a top-`k` (generators widen their search to `k`)."""
+        return self.full_scores(users)
+
+    def _top(self, scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         kk = min(k, self.n_items)
         top = torch.topk(scores, kk, dim=1)
         items = top.indices.numpy().astype(np.int64)

@@ -10,6 +10,7 @@ from directrec.models.base import Recommender
 
 
 class FactorModel(Recommender):
+    supports_histories = False  # a new history needs new user factors: retrain or fold in
     user_factors: np.ndarray
     item_factors: np.ndarray
 

@@ -30,6 +30,7 @@ class RatingModel(Recommender):
     """A recommender whose scores are predicted ratings (for top-N use, and for RMSE/MAE)."""
 
     Config = RatingConfig
+    supports_histories = False  # per-user factors and biases
     net: nn.Module
 
     def build(self) -> nn.Module:

@@ -4,10 +4,16 @@ catalogue's IDs guarantees every generated item exists and is unseen by the user
 
 - Item text → all-MiniLM-L6-v2 embeddings → RQ-VAE codes (`text/semantic_ids.py`) + a
   uniqueness token: item i ↦ (c0, c1, c2, u).
-- Encoder: the user's last `max_len` items, each the sum of its code-token embeddings (so
-  an item never seen in training still has a representation), plus position embeddings.
-- Decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level, tied
-  to that level's input embeddings.
+- History encoder: the user's last `max_len` items, each the sum of its code-token
+  embeddings (so an item never seen in training still has a representation), plus
+  position embeddings.
+- Code decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level,
+  tied to that level's input embeddings.
+- Two architectures (`arch`), both measured in docs/benchmarks.md:
+  `causal` (default, decoder-only): the history encoder is causal, so every position's
+  state is a context and every next item is a training target in one pass; the code
+  decoder cross-attends to that single state. `encdec` (TIGER): a bidirectional encoder;
+  the decoder cross-attends to the whole history; one (history, target) pair per sample.
 - Generation: batched beam search over the trie; `temperature` and `sample` (Gumbel top-k,
   a stochastic beam search) trade accuracy for diversity.
 
@@ -25,6 +31,7 @@ from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Recommender
+from directrec.models.sasrec import Block, last_window
 from directrec.models.training import loop_meta, run_epochs
 from directrec.text.semantic_ids import RQVAEConfig, code_report, make_unique, train_rqvae
 
@@ -108,16 +115,20 @@ class DecoderBlock(nn.Module):
 
 class SemanticNet(nn.Module):
     def __init__(self, sizes: list[int], max_len: int, dim: int, heads: int, enc_layers: int,
-                 dec_layers: int, dropout: float) -> None:  # fmt: skip
+                 dec_layers: int, dropout: float, causal: bool) -> None:  # fmt: skip
         super().__init__()
-        self.sizes, self.max_len = sizes, max_len
+        self.sizes, self.max_len, self.causal = sizes, max_len, causal
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         self.pos = nn.Embedding(max_len, dim)
         self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
-        self.enc = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
-            enc_layers, enable_nested_tensor=False,
-        )  # fmt: skip
+        if causal:
+            self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(enc_layers))
+            self.enc_ln = nn.LayerNorm(dim)
+        else:
+            self.enc = nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
+                enc_layers, enable_nested_tensor=False,
+            )  # fmt: skip
         self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(dec_layers))
         self.ln = nn.LayerNorm(dim)
         for e in self.tok:
@@ -127,17 +138,25 @@ class SemanticNet(nn.Module):
         """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
         return sum(self.tok[j](codes[..., j]) for j in range(len(self.sizes)))
 
-    def encode(
-        self, hist_codes: torch.Tensor, pad: torch.Tensor
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → each decoder
-        layer's cross-attention keys and values."""
+    def encode(self, hist_codes: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → states [B, S, dim].
+        Causal: position t sees items ≤ t only, so it is the context for item t + 1."""
         s = hist_codes.shape[1]
         x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(
             torch.arange(self.max_len - s, self.max_len)
         )
         x = x * (~pad).unsqueeze(-1)
-        memory = self.enc(x, src_key_padding_mask=pad)
+        if not self.causal:
+            return self.enc(x, src_key_padding_mask=pad)
+        keep = ~pad
+        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        mask = ((causal & keep[:, None, :]) | torch.eye(s, dtype=torch.bool)).unsqueeze(1)
+        for block in self.enc:
+            x = block(x, mask)
+        return self.enc_ln(x)
+
+    def memory_kvs(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values over `memory` [B, S, dim]."""
         return [block.memory_kv(memory) for block in self.dec]
 
     def decode(self, prefix: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
@@ -163,6 +182,7 @@ class SemanticID(Recommender):
 
     @dataclasses.dataclass
     class Config:
+        arch: str = "causal"  # causal (decoder-only history) | encdec (TIGER)
         levels: int = 3
         codebook: int = 256
         rq_latent: int = 32
@@ -175,7 +195,7 @@ class SemanticID(Recommender):
         dropout: float = 0.1
         epochs: int = 100
         batch_size: int = 256
-        samples_per_user: int = 4  # random history cuts per user per epoch
+        samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         lr: float = 1e-3
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
         temperature: float = 1.0
@@ -189,6 +209,8 @@ class SemanticID(Recommender):
     # -------------------------------------------------------------- training
     def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
         c = self.config
+        if c.arch not in ("causal", "encdec"):
+            raise ValueError("arch must be causal or encdec")
         if catalog is None or catalog.embeddings is None:
             raise ValueError("the semantic-ID model needs item text embeddings (--items)")
         rq, rq_log = train_rqvae(
@@ -203,9 +225,13 @@ class SemanticID(Recommender):
         self.net = self._build()
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
+        windows = torch.from_numpy(last_window(data, c.max_len + 1)) - 1  # -1 = padding
+        windows = windows[(windows >= 0).sum(1) >= 2]
+        epoch_fn = (lambda e: self._epoch_causal(windows, opt, e)) if c.arch == "causal" else (
+            lambda e: self._epoch(seqs, opt, e))  # fmt: skip
         validate = None if self.validator is None else (lambda: self.validator(self))
         state = run_epochs(
-            self.net, lambda epoch: self._epoch(seqs, opt, epoch), epochs=c.epochs,
+            self.net, epoch_fn, epochs=c.epochs,
             validate=validate, eval_every=c.eval_every, patience=c.patience,
             max_minutes=c.max_minutes, desc=self.name, progress=c.progress,
         )  # fmt: skip
@@ -219,7 +245,14 @@ class SemanticID(Recommender):
     def _build(self) -> SemanticNet:
         c = self.config
         return SemanticNet(
-            self.sizes, c.max_len, c.dim, c.heads, c.enc_layers, c.dec_layers, c.dropout
+            self.sizes,
+            c.max_len,
+            c.dim,
+            c.heads,
+            c.enc_layers,
+            c.dec_layers,
+            c.dropout,
+            c.arch == "causal",
         )
 
     def _epoch(
@@ -241,18 +274,45 @@ class SemanticID(Recommender):
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            kvs = self.net.encode(self.codes[hist], pad)
-            tgt = self.codes[torch.from_numpy(target)]
-            h = self.net.decode(tgt[:, None, :-1], kvs, pad)[:, 0]
-            loss = sum(
-                F.cross_entropy(self.net.level_logits(h[:, j], j), tgt[:, j])
-                for j in range(len(self.sizes))
-            )
+            kvs = self.net.memory_kvs(self.net.encode(self.codes[hist], pad))
+            loss = self._code_loss(self.codes[torch.from_numpy(target)], kvs, pad)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(u)
         return total / max(len(users), 1)
+
+    def _epoch_causal(self, windows: torch.Tensor, opt: torch.optim.Optimizer, epoch: int) -> float:
+        """One pass over every user's last window; every position's state is the context
+        for the next item, so one forward pass trains on the whole window."""
+        c = self.config
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        self.net.train()
+        order = torch.randperm(len(windows))
+        total, count = 0.0, 0
+        for b in range(0, len(windows), c.batch_size):
+            w = windows[order[b : b + c.batch_size]]
+            w = w[:, (w >= 0).any(0).nonzero().min() :]  # trim all-padding columns
+            inp, tgt = w[:, :-1], w[:, 1:]
+            states = self.net.encode(self.codes[inp.clamp(min=0)], inp < 0)
+            real = (inp >= 0) & (tgt >= 0)
+            ctx = states[real].unsqueeze(1)  # [N, 1, dim]: one context per target
+            no_pad = torch.zeros(len(ctx), 1, dtype=torch.bool)
+            loss = self._code_loss(self.codes[tgt[real]], self.net.memory_kvs(ctx), no_pad)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(ctx)
+            count += len(ctx)
+        return total / max(count, 1)
+
+    def _code_loss(self, tgt: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced cross-entropy of the target codes [N, levels + 1], summed over levels."""
+        h = self.net.decode(tgt[:, None, :-1], kvs, pad)[:, 0]
+        return sum(
+            F.cross_entropy(self.net.level_logits(h[:, j], j), tgt[:, j])
+            for j in range(len(self.sizes))
+        )
 
     def _windows(
         self, start: np.ndarray, end: np.ndarray, items: np.ndarray
@@ -280,7 +340,10 @@ class SemanticID(Recommender):
         hist, pad = self._windows(
             self.hist_indptr[users], self.hist_indptr[users + 1], self.hist_items
         )
-        kvs = net.encode(self.codes[hist], pad)
+        memory = net.encode(self.codes[hist], pad)
+        if net.causal:  # the newest position is the context for the next item
+            memory, pad = memory[:, -1:], torch.zeros(len(users), 1, dtype=torch.bool)
+        kvs = net.memory_kvs(memory)
         b, w = len(users), c.beam
         gen = torch.Generator().manual_seed(c.seed)
         node = torch.zeros(b, 1, dtype=torch.long)  # root
@@ -326,6 +389,14 @@ class SemanticID(Recommender):
         self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
         try:
             return super().recommend(users, k, exclude_seen)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return self.full_scores(users)
         finally:
             self.config = dataclasses.replace(self.config, beam=beam)
 

@@ -19,6 +19,7 @@ from directrec.models.base import Recommender
 
 class UserKNN(Recommender):
     name = "userknn"
+    supports_histories = False  # neighbours are the stored users' histories
 
     @dataclasses.dataclass
     class Config:
