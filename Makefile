@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 DR     := $(VENV)/bin/directrec
 STAMP  := $(VENV)/.setup-done
 DEMO   ?= out/demo
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -14,13 +15,16 @@ setup: $(STAMP)
 
 # Idempotent: re-runs only when pyproject.toml changes. torch is installed first and pinned
 # so pip takes the CPU wheel on disk; recbole is installed without its dependencies because
-# we read only the MovieLens-100K files it ships.
+# we read only the MovieLens-100K files it ships. Chromium (for the web page's browser
+# test) comes from Debian.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
+	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
 	touch $(STAMP)
 
 # The generative ID head (sasrec-ce) trains under a 2-minute budget each time (benchmark and

@@ -1,4 +1,5 @@
-"""The `directrec` command line: ingest, benchmark, train, recommend, info.
+"""The `directrec` command line: ingest, info, benchmark, train, recommend, publish,
+serve, update.
 
 Bad input exits non-zero with a message naming the file, line and field; nothing is
 half-written (see data/store.py and models/base.py).
@@ -293,7 +294,9 @@ def train(
 # --------------------------------------------------------------------------- recommend
 @app.command()
 def recommend(
-    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by `train`")],
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="a directory written by `train`, or a registry")
+    ],
     user: Annotated[str, typer.Option(help="the user's id as in your data")],
     db: Annotated[Path | None, typer.Option(help="store, for item titles")] = None,
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
@@ -307,7 +310,9 @@ def recommend(
     from directrec.models import load_model
 
     def run() -> dict:
-        model = load_model(model_dir)
+        from directrec.serve.registry import resolve
+
+        model = load_model(resolve(model_dir)[0])
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         items = model.meta.get("item_ids", [])
         idx = users.index(user)
@@ -336,6 +341,110 @@ def recommend(
     for r in res["items"]:
         out.print(f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
                   highlight=False, markup=False)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- registry
+@app.command()
+def publish(
+    model_dir: Annotated[Path, typer.Option("--model", help="a directory written by `train`")],
+    registry_dir: Annotated[Path, typer.Option("--registry", help="registry directory")],
+    current: Annotated[bool, typer.Option(help="make it the version to serve")] = True,
+) -> None:
+    """Copy a trained model into a registry as its next version (with a sha256 manifest)."""
+    from directrec.serve.registry import publish as do_publish
+
+    version = _run_guarded(do_publish, model_dir, registry_dir, current)
+    out.print(f"published {model_dir} as {registry_dir}/{version}", highlight=False)
+
+
+@app.command()
+def serve(
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="a registry (hot swaps) or a model directory")
+    ],
+    db: Annotated[Path, typer.Option(help="DuckDB store: histories and the item catalogue")],
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    feedback: Annotated[
+        Path | None, typer.Option(help="feedback log (SQLite); default: beside the store")
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DIRECTREC_ADMIN_TOKEN",
+            help="bearer token for /v1/admin (default: random, printed)",
+        ),
+    ] = None,
+    feedback_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DIRECTREC_FEEDBACK_TOKEN",
+            help="bearer token required for /v1/feedback (default: none)",
+        ),
+    ] = None,
+    max_inflight: Annotated[
+        int, typer.Option(min=1, help="requests in flight before shedding with 503")
+    ] = 64,
+    max_batch: Annotated[int, typer.Option(min=1, help="requests per model call")] = 32,
+    batch_wait_ms: Annotated[
+        float, typer.Option(min=0, help="how long a request waits for others to batch with")
+    ] = 2.0,
+    watch_seconds: Annotated[
+        float, typer.Option(min=0, help="poll the registry for a new CURRENT (0: off)")
+    ] = 2.0,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads (0: torch's default)")] = 0,
+) -> None:
+    """Serve recommendations over HTTP (FastAPI + uvicorn); the web page is at `/`."""
+    import logging
+
+    import uvicorn
+
+    from directrec.serve.app import ServeConfig, create_app
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = ServeConfig(model=model_dir, db=db, feedback=feedback, admin_token=admin_token,
+                      feedback_token=feedback_token, max_inflight=max_inflight,
+                      max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                      watch_seconds=watch_seconds)  # fmt: skip
+    application = _run_guarded(create_app, cfg)
+    if admin_token is None:
+        err.print(f"admin token (set DIRECTREC_ADMIN_TOKEN to choose one): "
+                  f"{application.state.service.admin_token}", highlight=False, markup=False)  # fmt: skip
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def update(
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="the registry (or model) to start from")
+    ],
+    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="registry to publish to (default: --model)")
+    ] = None,
+    feedback: Annotated[
+        Path | None, typer.Option(help="feedback log; default: beside the store")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs (neural models)")] = 3,
+) -> None:
+    """Fine-tune the current model on the store plus feedback received since, and publish
+    it as the registry's next version (a running service swaps to it)."""
+    from directrec.serve.feedback import default_path
+    from directrec.serve.registry import is_registry
+    from directrec.serve.update import update_model
+
+    target = out_dir or model_dir
+    if out_dir is None and not is_registry(model_dir):
+        fail(f"{model_dir} is a model directory, not a registry: give --out REGISTRY")
+    version, facts = _run_guarded(
+        update_model, model_dir, db, feedback or default_path(db), target, epochs
+    )
+    out.print(f"published {target}/{version}: " + ", ".join(f"{k}={v}" for k, v in facts.items()),
+              highlight=False, markup=False)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ class Dataset:
             rating=None if np.isnan(rating).all() else rating[by_user].astype(np.float32),
             timestamp=None if np.isnan(ts).any() else ts[by_user].astype(np.int64),
         )
-        catalog = _catalog(items, item_ids)
+        catalog = catalog_for(items, item_ids)
         return cls(data, users, itemmap, catalog, fingerprint or data.fingerprint(), name)
 
     @classmethod
@@ -229,7 +229,7 @@ class Dataset:
         )
 
 
-def _catalog(items: pd.DataFrame | None, item_ids: np.ndarray) -> Catalog:
+def catalog_for(items: pd.DataFrame | None, item_ids: np.ndarray) -> Catalog:
     n = len(item_ids)
     if items is None or items.empty:
         return Catalog([""] * n, [""] * n, [[] for _ in range(n)])

@@ -100,6 +100,18 @@ class Recommender:
             self.validator = None
         return self
 
+    def update(self, data: Interactions, catalog: Catalog | None = None, epochs: int = 3) -> Self:
+        """A new model of this kind trained on `data`, whose index extends this model's
+        (users/items keep their indices; new ones come after). The default refits from
+        scratch (cheap for the classic models); neural models warm-start and train
+        `epochs` more epochs (see SASRec)."""
+        config = self.config
+        if "epochs" in {f.name for f in dataclasses.fields(config)}:
+            config = dataclasses.replace(config, epochs=epochs)
+        fresh = type(self)(config)
+        fresh.meta = dict(self.meta)
+        return fresh.fit(data, catalog)
+
     def set_history(self, data: Interactions) -> Self:
         """Make `data` each user's history (what is scored from and excluded), without
         retraining: e.g. the validation item at test time, or feedback while serving."""

@@ -148,6 +148,8 @@ class SASRec(Recommender):
         if c.threads > 0:
             torch.set_num_threads(c.threads)
         self.net = self._build()
+        if getattr(self, "_warm_from", None) is not None:
+            self._warm_start(self._warm_from)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         windows = torch.from_numpy(last_window(data, c.max_len + 1))
         windows = windows[(windows > 0).sum(1) >= 2]  # need one input and one target
@@ -171,6 +173,29 @@ class SASRec(Recommender):
             progress=c.progress,
         )
         self.meta.update(loop_meta(state))
+
+    def update(self, data: Interactions, catalog: Catalog | None = None, epochs: int = 3) -> SASRec:
+        """Fine-tune on `data` (this model's index, extended by new users/items): start from
+        these weights, new items' embeddings fresh, and train `epochs` epochs."""
+        if data.n_items < self.n_items:
+            raise ValueError("an update may add items, not remove them")
+        config = dataclasses.replace(self.config, epochs=epochs, checkpoint_dir="", max_minutes=0)
+        new = type(self)(config)
+        new.meta = dict(self.meta)
+        new._warm_from = self.net
+        try:
+            return new.fit(data, catalog)
+        finally:
+            new._warm_from = None
+
+    def _warm_start(self, old: SASRecNet) -> None:
+        state = old.state_dict()
+        with torch.no_grad():
+            for name, p in self.net.state_dict().items():
+                if name == "item.weight":
+                    p[: len(state[name])] = state[name]
+                else:
+                    p.copy_(state[name])
 
     def _build(self) -> SASRecNet:
         c = self.config

@@ -1,0 +1,1 @@
+"""Turning a model's scores into lists: decoding constraints, re-ranking, filters."""

@@ -1,0 +1,194 @@
+"""The service's endpoints against a real server on 127.0.0.1 (see conftest.py)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from directrec.serve.feedback import default_path
+from tests.serve.conftest import TOKEN, Server
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def topic(item_id: str) -> int:
+    return int(item_id[1:]) // 20  # planted data: 20 items per topic cluster
+
+
+def test_health_ready_metrics_and_version_header(server):
+    c = server.client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    ready = c.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_version"].startswith("v")
+    c.get("/v1/users/u1/recommendations")
+    m = c.get("/metrics")
+    assert 'directrec_requests_total{method="GET",route="/v1/users/{id}/recommendations"' in m.text
+    assert (
+        "directrec_request_seconds_bucket" in m.text and "directrec_model_info{version=" in m.text
+    )
+    assert m.headers["X-Model-Version"] == ready.json()["model_version"]
+
+
+def test_user_recommendations_are_real_unseen_items_with_titles(server):
+    c = server.client
+    hist = c.get("/v1/users/u7", params={"limit": 1000}).json()
+    r = c.get("/v1/users/u7/recommendations", params={"k": 15})
+    assert r.status_code == 200
+    body = r.json()
+    ids = [it["item_id"] for it in body["items"]]
+    assert len(ids) == 15 == len(set(ids)) and body["history_used"] == hist["interactions"]
+    assert not {h["item_id"] for h in hist["history"]} & set(ids)
+    assert (
+        all(it["title"] for it in body["items"])
+        and body["model_version"] == r.headers["X-Model-Version"]
+    )
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # the planted signal: most of a user's list comes from their own topic
+    assert sum(topic(i) == 7 % 6 for i in ids[:10]) >= 5
+
+
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/v1/users/nobody/recommendations", 404),
+        ("/v1/users/u1/recommendations?k=0", 422),
+        ("/v1/users/u1/recommendations?k=-1", 422),
+        ("/v1/users/u1/recommendations?k=1000000000", 422),
+        ("/v1/users/u1/recommendations?k=ten", 422),
+        ("/v1/users/u1/recommendations?diversity=nan", 422),
+        ("/v1/users/u1/recommendations?diversity=2", 422),
+        ("/v1/items/nothing-here", 404),
+        ("/v1/items?query=", 422),
+        ("/v1/users/" + "x" * 300, 422),
+    ],
+)
+def test_bad_queries_get_structured_4xx(server, path, status):
+    r = server.client.get(path)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["status"] == status and r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (b'{"history": ["i1", ', 422),  # truncated JSON
+        (b'{"history": "i1"}', 422),  # wrong type
+        (b'{"history": ["i1"], "k": NaN}', 422),
+        (b'{"history": ["i1"], "diversity": NaN}', 422),
+        (b'{"history": ["no-such-item"]}', 422),
+        (b'{"history": ["i1"], "surprise": 1}', 422),
+        (json.dumps({"history": ["i1"] * 1001}).encode(), 422),
+        (b'{"history": ["\\ud800"]}', 422),  # a lone surrogate
+        (b"[]", 422),
+        (b"x" * (2 << 20), 413),
+    ],
+)
+def test_bad_bodies_get_structured_4xx(server, body, status):
+    r = server.client.post("/v1/recommendations", content=body,
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["status"] == status
+
+
+def test_ad_hoc_session_and_new_user_fallback(server):
+    c = server.client
+    space = ["i1", "i3", "i5", "i8"]  # topic 0
+    r = c.post("/v1/recommendations", json={"history": space, "k": 10, "exclude_items": ["i2"]})
+    body = r.json()
+    ids = [it["item_id"] for it in body["items"]]
+    assert r.status_code == 200 and body["user_id"] is None and not body["fallback"]
+    assert not (set(space) | {"i2"}) & set(ids)
+    assert sum(topic(i) == 0 for i in ids) >= 5
+    empty = c.post("/v1/recommendations", json={"history": [], "k": 5}).json()
+    assert empty["fallback"] and len(empty["items"]) == 5
+    no_topic0 = c.post("/v1/recommendations",
+                       json={"history": space, "k": 10, "exclude_categories": ["topic0"]}).json()  # fmt: skip
+    assert all(topic(it["item_id"]) != 0 for it in no_topic0["items"])
+
+
+def test_diversity_knob_spreads_the_list_over_topics(server):
+    c = server.client
+    plain = c.get("/v1/users/u2/recommendations", params={"k": 10}).json()["items"]
+    mixed = c.get("/v1/users/u2/recommendations", params={"k": 10, "diversity": 0.9}).json()[
+        "items"
+    ]
+    assert len({topic(i["item_id"]) for i in mixed}) > len({topic(i["item_id"]) for i in plain})
+
+
+def test_feedback_is_durable_deduplicated_and_used_at_once(server, world):
+    db, _ = world
+    c = server.client
+    before = [it["item_id"] for it in c.get("/v1/users/u3/recommendations").json()["items"]]
+    disliked = before[0]
+    events = [
+        {"user_id": "u3", "item_id": disliked, "type": "dislike", "idempotency_key": "fb-1"},
+        {"user_id": "u3", "item_id": "i60", "type": "click", "idempotency_key": "fb-2",
+         "timestamp": 2_000_000_000},
+        {"user_id": "brand-new", "item_id": "i61", "type": "rating", "value": 5},
+    ]  # fmt: skip
+    r = c.post("/v1/feedback", json={"events": events})
+    assert r.status_code == 200 and r.json()["stored"] == 3
+    again = c.post("/v1/feedback", json={"events": events[:2]}).json()
+    assert again == {"stored": 0, "duplicates": 2, "results": ["duplicate", "duplicate"]}
+    after = [it["item_id"] for it in c.get("/v1/users/u3/recommendations").json()["items"]]
+    assert disliked not in after and "i60" not in after
+    assert c.get("/v1/users/u3").json()["history"][0]["item_id"] == "i60"
+    assert c.get("/v1/users/brand-new/recommendations").status_code == 200
+    with sqlite3.connect(default_path(db)) as con:
+        keys = [r[0] for r in con.execute("SELECT key FROM events WHERE key LIKE 'fb-%'")]
+    assert sorted(keys) == ["fb-1", "fb-2"]
+    bad = c.post(
+        "/v1/feedback", json={"events": [{"user_id": "u3", "item_id": "i1", "type": "hug"}]}
+    )
+    assert bad.status_code == 422
+    unknown = c.post(
+        "/v1/feedback", json={"events": [{"user_id": "u3", "item_id": "zz", "type": "like"}]}
+    )
+    assert unknown.status_code == 422
+
+
+def test_item_lookup_and_text_search(server):
+    c = server.client
+    item = c.get("/v1/items/i3").json()
+    assert item["known_to_model"] and item["categories"] == ["topic0"]
+    hits = c.get("/v1/items", params={"query": "haunted ghost", "k": 5}).json()["items"]
+    assert all(topic(h["item_id"]) == 4 for h in hits)  # the horror cluster
+
+
+def test_page_is_served(server):
+    r = server.client.get("/")
+    assert r.status_code == 200 and "directrec" in r.text and "/v1/feedback" in r.text
+
+
+def test_openapi_lists_the_endpoints(server):
+    paths = server.client.get("/openapi.json").json()["paths"]
+    for p in ("/v1/users/{user_id}/recommendations", "/v1/recommendations", "/v1/feedback",
+              "/v1/items/{item_id}", "/v1/items", "/v1/admin/reload", "/healthz", "/readyz"):  # fmt: skip
+        assert p in paths
+
+
+def test_load_shedding_answers_fast_503_with_retry_after(world):
+    """One request in flight at most, each held ~300 ms by the batching wait: of many
+    concurrent requests some are shed at once, none fails otherwise."""
+    db, reg = world
+    s = Server(reg, db, "--max-inflight", "1", "--batch-wait-ms", "300")
+    try:
+
+        def get(_: int) -> httpx.Response:
+            with httpx.Client(base_url=s.url, timeout=30) as c:
+                return c.get("/v1/users/u1/recommendations")
+
+        with cf.ThreadPoolExecutor(8) as pool:
+            res = list(pool.map(get, range(16)))
+        codes = [r.status_code for r in res]
+        assert set(codes) <= {200, 503} and 200 in codes and 503 in codes
+        shed = [r for r in res if r.status_code == 503]
+        assert all(r.headers["Retry-After"] == "1" for r in shed)
+        assert max(r.elapsed.total_seconds() for r in shed) < 0.3
+    finally:
+        s.stop()
