@@ -68,6 +68,10 @@ def test_train_and_recommend(store):
     assert len(out["items"]) == 5 and not out["fallback"] and out["items"][0]["title"]
     res = run("recommend", "--model", d / "m", "--user", "nobody", "--k", "3", "--json")
     assert json.loads(res.output)["fallback"] is True
+    res = run("recommend", "--model", d / "m", "--db", db, "--user", "u3", "--k", "3",
+              "--explain", "--diversity", "0.5")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Because you" in res.output
 
 
 def test_generative_model_trains_with_early_stopping(store):

@@ -302,6 +302,16 @@ def recommend(
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user has seen")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="cite the history items behind each item (leave-one-out influence)"
+        ),
+    ] = False,
+    diversity: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings (needs --db)"),
+    ] = 0.0,
 ) -> None:
     """Top-K recommendations for one user (unknown users get the popularity fallback)."""
     import numpy as np
@@ -316,20 +326,49 @@ def recommend(
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         items = model.meta.get("item_ids", [])
         idx = users.index(user)
-        recs, scores = model.recommend([idx], k, exclude_seen=not include_seen)
+        pool = k * 3 if diversity > 0 else k
+        recs, scores = model.recommend([idx], pool, exclude_seen=not include_seen)
+        recs, scores = recs[0][recs[0] >= 0], scores[0][recs[0] >= 0]
         fallback = bool(model.fallback_users(np.array([idx]))[0])
         titles: dict[str, str] = {}
+        cats: dict[str, list[str]] = {}
         if db is not None:
             from directrec.data.store import Store
 
             with Store(db) as s:
                 t = s.items()
             titles = dict(zip(t["item_id"].astype(str), t["title"].astype(str), strict=False))
+            cats = dict(zip(t["item_id"].astype(str), t["categories"], strict=False))
+        if diversity > 0:
+            if db is None:
+                raise ValueError("--diversity needs --db (item text embeddings)")
+            from directrec.data.dataset import Dataset
+            from directrec.generate.rerank import mmr
+            from directrec.text.encoder import item_embeddings
+
+            ds = Dataset.from_store(db)
+            vec = item_embeddings(ds, db)
+            pos = ds.items.indices([str(x) for x in items])
+            aligned = np.where((pos >= 0)[:, None], vec[np.maximum(pos, 0)], 0.0)
+            recs, scores = mmr(recs, scores, aligned, k, diversity)
+        recs, scores = recs[:k], scores[:k]
+        reasons = None
+        if explain:
+            from directrec.generate.explain import explain as why
+
+            hist = model.history_of(idx)
+            item_titles = [titles.get(str(x), str(x)) for x in items]
+            item_cats = [list(cats.get(str(x), [])) for x in items]
+            reasons = why(model, hist, recs, item_titles, item_cats) if model.supports_histories \
+                and len(hist) else None  # fmt: skip
         rows = [
             {"rank": r + 1, "item_id": str(items[i]), "title": titles.get(str(items[i]), ""),
              "score": float(sc)}
-            for r, (i, sc) in enumerate(zip(recs[0], scores[0], strict=False)) if i >= 0
+            for r, (i, sc) in enumerate(zip(recs, scores, strict=False))
         ]  # fmt: skip
+        for row, reason in zip(rows, reasons or [], strict=False):
+            row["reason"] = reason.text
+            row["evidence"] = [str(items[e]) for e in reason.evidence]
         return {"user": user, "model": model.name, "fallback": fallback, "items": rows}
 
     res = _run_guarded(run)
@@ -341,6 +380,8 @@ def recommend(
     for r in res["items"]:
         out.print(f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
                   highlight=False, markup=False)  # fmt: skip
+        if r.get("reason"):
+            out.print(f"     {r['reason']}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- registry

@@ -94,11 +94,8 @@ def test_ad_hoc_histories_match_stored_ones_and_leave_them_alone(name, fitted):
         return
     users = np.array([3, 7])
     before, _ = model.recommend(users, k=10)
-    seqs = [model.seen[u].indices for u in users]  # order matters only for sequence models
-    if hasattr(model, "hist_items"):
-        seqs = [model.hist_items[model.hist_indptr[u] : model.hist_indptr[u + 1]] for u in users]
-    elif hasattr(model, "hist"):
-        seqs = [model.hist[u][model.hist[u] > 0].numpy() - 1 for u in users]
+    seqs = [model.history_of(u) for u in users]
+    assert all(set(h) == set(model.seen[u].indices) for h, u in zip(seqs, users, strict=True))
     got, _ = model.recommend_histories(seqs, k=10)
     if getattr(model.config, "use_ratings", False):  # ad-hoc histories carry no ratings
         assert all(not set(a) & set(h) and (a >= 0).all() for a, h in zip(got, seqs, strict=True))

@@ -192,3 +192,15 @@ def test_load_shedding_answers_fast_503_with_retry_after(world):
         assert max(r.elapsed.total_seconds() for r in shed) < 0.3
     finally:
         s.stop()
+
+
+def test_explanations_cite_the_users_own_history(server):
+    c = server.client
+    hist = {h["item_id"] for h in c.get("/v1/users/u8", params={"limit": 1000}).json()["history"]}
+    r = c.get("/v1/users/u8/recommendations", params={"k": 5, "explain": True})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert all(it["reason"] for it in items)
+    cited = [e for it in items for e in it["evidence"]]
+    assert cited and set(cited) <= hist
+    assert any(it["reason"].startswith("Because you liked") for it in items)

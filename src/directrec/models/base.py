@@ -122,6 +122,13 @@ class Recommender:
         self._on_history(data)
         return self
 
+    def history_of(self, user: int) -> np.ndarray:
+        """A stored user's history as item indices (oldest first where the model keeps
+        order; otherwise by index)."""
+        if not 0 <= user < self.n_users:
+            return np.zeros(0, dtype=np.int64)
+        return self.seen[user].indices.astype(np.int64)
+
     def _on_history(self, data: Interactions) -> None:
         """Hook: models that keep their own view of histories (sequences) refresh it."""
 
@@ -179,6 +186,27 @@ class Recommender:
         histories get the popularity fallback."""
         if k < 1:
             raise ValueError("k must be at least 1")
+        extra = max((len(e) for e in exclude or []), default=0)
+        scores, data = self._history_scores(histories, k + extra)
+        users = np.arange(len(histories))
+        if exclude_seen:
+            mask_seen(scores, data.matrix("binary"), users)
+        for row, ex in enumerate(exclude or []):
+            if len(ex):
+                scores[row, torch.as_tensor(np.asarray(ex, dtype=np.int64))] = -torch.inf
+        return self._top(scores, k)
+
+    def score_histories(
+        self, histories: Sequence[np.ndarray], k: int | None = None
+    ) -> torch.Tensor:
+        """Scores [len(histories), n_items] for ad-hoc histories, seen items not masked
+        (for explanations: how does a score change when the history changes?). Generators
+        score only the best `k` they write (others -inf); None: the whole catalogue."""
+        return self._history_scores(histories, k or self.n_items)[0]
+
+    def _history_scores(
+        self, histories: Sequence[np.ndarray], k: int
+    ) -> tuple[torch.Tensor, Interactions]:
         if not self.supports_histories:
             raise ValueError(f"{self.name} cannot score ad-hoc histories (per-user factors)")
         lengths = [len(h) for h in histories]
@@ -189,20 +217,14 @@ class Recommender:
             np.repeat(np.arange(len(histories)), lengths), items.astype(np.int64),
             n_users=len(histories), n_items=self.n_items,
         )  # fmt: skip
-        users = np.arange(len(histories))
         saved = dict(self.__dict__)
         try:
             self.set_history(data)
-            scores = self._scores_for(users, k + max((len(e) for e in exclude or []), default=0))
+            scores = self._scores_for(np.arange(len(histories)), k)
         finally:  # restore the stored histories whatever happened
             self.__dict__.clear()
             self.__dict__.update(saved)
-        if exclude_seen:
-            mask_seen(scores, data.matrix("binary"), users)
-        for row, ex in enumerate(exclude or []):
-            if len(ex):
-                scores[row, torch.as_tensor(np.asarray(ex, dtype=np.int64))] = -torch.inf
-        return self._top(scores, k)
+        return scores, data
 
     def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
         """Scores good for a top-`k` (generators widen their search to `k`)."""

@@ -138,6 +138,12 @@ class SASRec(Recommender):
     def _on_history(self, data: Interactions) -> None:
         self.hist = torch.from_numpy(last_window(data, self.config.max_len))
 
+    def history_of(self, user: int) -> np.ndarray:
+        if not 0 <= user < self.n_users:
+            return np.zeros(0, dtype=np.int64)
+        row = self.hist[user]
+        return (row[row > 0] - 1).numpy()
+
     # -------------------------------------------------------------- training
     def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
         c = self.config

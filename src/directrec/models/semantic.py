@@ -328,6 +328,11 @@ class SemanticID(Recommender):
     def _on_history(self, data: Interactions) -> None:
         self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
 
+    def history_of(self, user: int) -> np.ndarray:
+        if not 0 <= user < self.n_users:
+            return np.zeros(0, dtype=np.int64)
+        return self.hist_items[self.hist_indptr[user] : self.hist_indptr[user + 1]]
+
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from directrec.data.dataset import IdMap
 from directrec.data.preprocess import chronological_order
 from directrec.data.store import Store
+from directrec.generate.explain import explain
 from directrec.generate.rerank import category_filter, mmr
 from directrec.models import load_model
 from directrec.models.base import Recommender
@@ -112,6 +113,7 @@ class AdHocIn(Strict):
         default_factory=list, max_length=100
     )
     diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    explain: bool = False
 
     @field_validator("history", "exclude_items", "exclude_categories")
     @classmethod
@@ -138,6 +140,7 @@ class Loaded:
     users: IdMap
     item_vectors: np.ndarray | None  # text embeddings aligned with the model's items (MMR)
     item_categories: list[list[str]]
+    item_titles: list[str]
 
 
 @dataclass
@@ -149,6 +152,7 @@ class Job:
     exclude: set[str]
     categories: set[str]
     diversity: float
+    explain: bool = False
 
 
 @dataclass
@@ -282,7 +286,8 @@ class Service:
                             vectors[n] = text[pos[str(raw)]]
                 cats = [self.catalogue.categories.get(str(x), []) for x in items.ids]
                 users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-                new = Loaded(model, label, items, users, vectors, cats)
+                titles = [self.catalogue.titles.get(str(x), "") for x in items.ids]
+                new = Loaded(model, label, items, users, vectors, cats, titles)
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
             except Exception:
                 self.metrics.reloads.labels("rejected").inc()
@@ -346,9 +351,14 @@ class Service:
             if j.diversity > 0 and loaded.item_vectors is not None:
                 r, s = mmr(r, s, loaded.item_vectors, j.k, j.diversity)
             r, s = r[: j.k], s[: j.k]
-            out.append({"items": [str(items.ids[i]) for i in r],
-                        "scores": [float(x) if math.isfinite(x) else None for x in s],
-                        "fallback": fallback[n], "history_used": len(hists[n])})  # fmt: skip
+            res = {"items": [str(items.ids[i]) for i in r],
+                   "scores": [float(x) if math.isfinite(x) else None for x in s],
+                   "fallback": fallback[n], "history_used": len(hists[n])}  # fmt: skip
+            if j.explain and model.supports_histories:
+                reasons = explain(model, hists[n], r, loaded.item_titles, loaded.item_categories)
+                res["reasons"] = [{"reason": x.text, "evidence": [str(items.ids[e]) for e in x.evidence],
+                                   "rank_places_lost": x.influence} for x in reasons]  # fmt: skip
+            out.append(res)
         return out
 
     @staticmethod
@@ -536,6 +546,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     def listing(res: dict, user: str | None) -> JSONResponse:
         items = [{"rank": n + 1, **svc.item_view(i), "score": s}
                  for n, (i, s) in enumerate(zip(res["items"], res["scores"], strict=True))]  # fmt: skip
+        for it, why in zip(items, res.get("reasons", []), strict=False):
+            it.update(why)
         body = {"user_id": user, "model_version": res["version"], "fallback": res["fallback"],
                 "history_used": res["history_used"], "items": items}  # fmt: skip
         return JSONResponse(body, headers={"X-Model-Version": res["version"]})
@@ -584,6 +596,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         exclude_seen: bool = True,
         diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
         exclude_categories: Annotated[list[str] | None, Query(max_length=100)] = None,
+        explain: bool = False,
     ) -> JSONResponse:
         check_k(k)
         got = svc.histories.get(_path_text(user_id))
@@ -592,7 +605,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                                      "with a history for new users")  # fmt: skip
         seq, dislikes = got
         exclude = set(seq) | dislikes if exclude_seen else dislikes
-        job = Job(user_id, seq, k, exclude_seen, exclude, set(exclude_categories or []), diversity)
+        job = Job(user_id, seq, k, exclude_seen, exclude, set(exclude_categories or []),
+                  diversity, explain)  # fmt: skip
         return listing(await generate(job), user_id)
 
     @app.post("/v1/recommendations")
@@ -603,7 +617,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
         job = Job(None, body.history, body.k, body.exclude_seen, exclude,
-                  set(body.exclude_categories), body.diversity)  # fmt: skip
+                  set(body.exclude_categories), body.diversity, body.explain)  # fmt: skip
         return listing(await generate(job), None)
 
     @app.post("/v1/feedback", dependencies=[Depends(feedback_auth)])

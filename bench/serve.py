@@ -1,0 +1,471 @@
+"""Service benchmarks on loopback: sustained rate, 10× overload, malformed input, kill -9
+during feedback, model swaps under load. Each writes JSON (command, model, data, figures)
+to --out.
+
+    python bench/serve.py rate     --model REG --db DB --rate 300 --seconds 30
+    python bench/serve.py overload --model REG --db DB --rate 3000 --seconds 60 --baseline-p99 0.05
+    python bench/serve.py fuzz     --model REG --db DB --cases 1000
+    python bench/serve.py kill9    --model REG --db DB --rounds 20
+    python bench/serve.py swaps    --model REG --db DB --swaps 200
+
+The load generator is open-loop (requests leave on a fixed schedule whatever the server
+does; latency counts from the scheduled time, so a slow server cannot hide its queueing)
+and speaks raw HTTP/1.1 over keep-alive connections to keep its own CPU use small: it
+shares the two cores with the server, which this machine cannot avoid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-admin-token"
+
+
+# ----------------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, args: argparse.Namespace, *extra: str, feedback: Path | None = None) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "directrec.cli", "serve", "--model", str(args.model),
+               "--db", str(args.db), "--port", str(self.port), "--admin-token", TOKEN,
+               "--threads", str(args.threads), "--watch-seconds", "0", *extra]  # fmt: skip
+        if feedback is not None:
+            cmd += ["--feedback", str(feedback)]
+        self.log = open(args.out / f"server-{self.port}.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}; see {self.log.name}")
+            try:
+                if http("GET", self.port, "/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server not ready in 300 s")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def http(method: str, port: int, path: str, body: bytes = b"", headers: dict | None = None,
+         timeout: float = 30) -> tuple[int, bytes]:  # fmt: skip
+    import http.client
+
+    con = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        con.request(method, path, body=body or None, headers=headers or {})
+        r = con.getresponse()
+        return r.status, r.read()
+    finally:
+        con.close()
+
+
+# ----------------------------------------------------------------------------- load
+class Conn:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, raw: bytes) -> tuple[int, dict[str, str]]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        assert self.reader is not None
+        self.writer.write(raw)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        await self.reader.readexactly(int(headers.get("content-length", 0)))
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def get_request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+
+
+async def open_loop(port: int, paths: list[str], rate: float, seconds: float,
+                    max_conns: int = 512) -> dict:  # fmt: skip
+    """Send GETs at `rate`/s for `seconds`; returns per-status latencies (from schedule)."""
+    loop = asyncio.get_running_loop()
+    idle: list[Conn] = []
+    results: list[tuple[int, float, float]] = []  # (status, latency, retry-after seen)
+    errors = 0
+    open_conns = 0
+    n = int(rate * seconds)
+    t0 = loop.time() + 0.2
+    tasks = []
+
+    async def one(i: int, at: float) -> None:
+        nonlocal errors, open_conns
+        delay = at - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if idle:
+            c = idle.pop()
+        elif open_conns < max_conns:
+            c = Conn(port)
+            open_conns += 1
+        else:  # client-side cap reached: count as an error of the generator, not the server
+            errors += 1
+            return
+        try:
+            status, headers = await c.request(get_request(paths[i % len(paths)]))
+            results.append((status, loop.time() - at, float(headers.get("retry-after", 0))))
+            idle.append(c)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            c.close()
+            open_conns -= 1
+
+    for i in range(n):
+        tasks.append(asyncio.ensure_future(one(i, t0 + i / rate)))
+    await asyncio.gather(*tasks)
+    for c in idle:
+        c.close()
+    wall = loop.time() - t0
+    return summarise(results, errors, n, wall)
+
+
+def summarise(results: list[tuple[int, float, float]], errors: int, sent: int, wall: float) -> dict:
+    out: dict = {"sent": sent, "wall_seconds": round(wall, 2), "transport_errors": errors}
+    codes: dict[str, int] = {}
+    for s, _, _ in results:
+        codes[str(s)] = codes.get(str(s), 0) + 1
+    out["status_counts"] = codes
+    for label, keep in (("ok", lambda s: s == 200), ("shed", lambda s: s in (429, 503))):
+        lat = np.array([lt for s, lt, _ in results if keep(s)])
+        if len(lat):
+            out[label] = {"count": len(lat), "throughput_per_s": round(len(lat) / wall, 1),
+                          "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
+                          "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2),
+                          "max_ms": round(float(lat.max()) * 1000, 2)}  # fmt: skip
+    return out
+
+
+def user_paths(args: argparse.Namespace, n: int = 2000) -> list[str]:
+    from directrec.data.store import Store
+
+    with Store(args.db) as s:
+        users = [
+            r[0] for r in s.con.execute("SELECT DISTINCT user_id FROM interactions").fetchall()
+        ]
+    rng = random.Random(args.seed)
+    return [f"/v1/users/{rng.choice(users)}/recommendations?k=10" for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------- scenarios
+def rate(args: argparse.Namespace) -> dict:
+    srv = Server(args)
+    try:
+        paths = user_paths(args)
+        asyncio.run(open_loop(srv.port, paths, min(args.rate, 50), 3))  # warm-up
+        res = asyncio.run(open_loop(srv.port, paths, args.rate, args.seconds))
+        res["server_alive"] = srv.alive()
+    finally:
+        srv.stop()
+    return res
+
+
+def overload(args: argparse.Namespace) -> dict:
+    srv = Server(args)
+    try:
+        paths = user_paths(args)
+        asyncio.run(open_loop(srv.port, paths, 50, 3))
+        res = asyncio.run(open_loop(srv.port, paths, args.rate, args.seconds))
+        res["server_alive"] = srv.alive()
+        res["after"] = asyncio.run(open_loop(srv.port, paths, 20, 3))  # still serving?
+    finally:
+        srv.stop()
+    if args.baseline_p99 and "ok" in res:
+        res["admitted_p99_over_baseline"] = round(
+            res["ok"]["p99_ms"] / (args.baseline_p99 * 1000), 2
+        )
+    return res
+
+
+def fuzz(args: argparse.Namespace) -> dict:
+    """schemathesis over the OpenAPI spec, then a hand-written corpus of bad requests."""
+    srv = Server(args)
+    pid = srv.proc.pid
+    try:
+        base = f"http://127.0.0.1:{srv.port}"
+        cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json",
+               "--checks", "not_a_server_error", "--max-examples", str(args.cases),
+               "--header", f"Authorization: Bearer {TOKEN}", "--report", "junit",
+               "--report-dir", str(args.out / "schemathesis"), "--seed", str(args.seed),
+               "--exclude-path", "/v1/admin/update"]  # fmt: skip
+        t = time.time()
+        st = subprocess.run(cmd, capture_output=True, text=True)
+        tail = st.stdout[-3000:]
+        (args.out / "schemathesis.txt").write_text(st.stdout + st.stderr)
+        corpus = hand_corpus()
+        fivexx, statuses = 0, {}
+        for method, path, body, headers in corpus:
+            try:
+                status, _ = http(method, srv.port, path, body, headers)
+            except OSError as e:
+                status = f"transport error: {e}"
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if isinstance(status, int) and status >= 500:
+                fivexx += 1
+        server_5xx = count_5xx(srv.port)
+        return {"schemathesis_exit": st.returncode, "schemathesis_seconds": round(time.time() - t, 1),
+                "schemathesis_tail": tail, "corpus_cases": len(corpus), "corpus_statuses": statuses,
+                "corpus_5xx": fivexx, "server_5xx_total_from_metrics": server_5xx,
+                "server_alive": srv.alive(), "same_pid": srv.proc.pid == pid}  # fmt: skip
+    finally:
+        srv.stop()
+
+
+def count_5xx(port: int) -> int:
+    _, text = http("GET", port, "/metrics")
+    total = 0
+    for line in text.decode().splitlines():
+        if line.startswith("directrec_requests_total{") and 'status="5' in line:
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def hand_corpus() -> list[tuple[str, str, bytes, dict]]:
+    j = {"Content-Type": "application/json"}
+    rec, fb = "/v1/recommendations", "/v1/feedback"
+    bodies = [b"", b"{", b'{"history": [', b"null", b"[]", b"123", b'"x"', b"{}",
+              b'{"history": 5}', b'{"history": [1, 2]}', b'{"history": [null]}',
+              b'{"history": ["1"], "k": 0}', b'{"history": ["1"], "k": -1}',
+              b'{"history": ["1"], "k": 1000000000}', b'{"history": ["1"], "k": NaN}',
+              b'{"history": ["1"], "k": 1e400}', b'{"history": ["1"], "diversity": Infinity}',
+              b'{"history": ["\\ud800"]}', b'{"history": ["\\u0000"]}',
+              '{"history": ["ﬁ𝔘𝔫𝔦𝔠𝔬𝔡𝔢👍🏽\u202e"]}'.encode(),
+              json.dumps({"history": [str(i) for i in range(5000)]}).encode(),
+              json.dumps({"history": ["1"] * 999}).encode(),
+              b'{"history": ["1"], "exclude_categories": [' + b'"a",' * 200 + b'"b"]}',
+              b"\xff\xfe\x00garbage", b"x" * (10 << 20)]  # fmt: skip
+    out = [("POST", rec, b, j) for b in bodies]
+    events = [b'{"events": []}', b'{"events": [{}]}', b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": NaN}]}',
+              b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": -5}]}',
+              b'{"events": [{"user_id": "1", "item_id": "1", "type": "explode"}]}',
+              b'{"events": [{"user_id": "", "item_id": "1", "type": "like"}]}',
+              b'{"events": [{"user_id": "1", "item_id": "no-such-item", "type": "like"}]}',
+              json.dumps({"events": [{"user_id": "1", "item_id": "1", "type": "view"}] * 1001}).encode(),
+              b"x" * (10 << 20)]  # fmt: skip
+    out += [("POST", fb, b, j) for b in events]
+    paths = ["/v1/users/%ED%A0%80/recommendations", "/v1/users/" + "a" * 5000 + "/recommendations",
+             "/v1/users/1/recommendations?k=0", "/v1/users/1/recommendations?k=1000000000",
+             "/v1/users/1/recommendations?k=NaN", "/v1/users/1/recommendations?diversity=nan",
+             "/v1/users/1/recommendations?exclude_categories=" + "&exclude_categories=".join(["x"] * 200),
+             "/v1/users/%00/recommendations", "/v1/users/no-such-user/recommendations",
+             "/v1/items/%F0%9F%92%A9", "/v1/items/no-such", "/v1/items?query=", "/v1/items?query=" + "q" * 600,
+             "/v1/items?query=%ED%A0%80", "/v1/users/1?limit=-3", "/v1/nothing", "/v1/admin/reload"]  # fmt: skip
+    out += [("GET", p, b"", {}) for p in paths]
+    out += [("POST", "/v1/admin/reload", b"{}", j),
+            ("POST", "/v1/admin/reload", b'{"version": "../../etc"}', {**j, "Authorization": f"Bearer {TOKEN}"}),
+            ("POST", "/v1/admin/reload", b'{"version": "v99999"}', {**j, "Authorization": f"Bearer {TOKEN}"}),
+            ("PUT", rec, b"{}", j), ("DELETE", "/v1/feedback", b"", {}),
+            ("POST", rec, b'{"history": ["1"]}', {"Content-Type": "text/plain"})]  # fmt: skip
+    return out
+
+
+def kill9(args: argparse.Namespace) -> dict:
+    """Post feedback from several clients, kill -9 the server at a random moment, restart;
+    every acknowledged event must be stored exactly once, the database intact."""
+    from directrec.data.store import Store
+
+    with Store(args.db) as s:
+        items = [r[0] for r in s.con.execute("SELECT item_id FROM items LIMIT 200").fetchall()]
+    log = args.out / "kill9-feedback.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(log) + suffix).unlink(missing_ok=True)
+    acked: set[str] = set()
+    rng = random.Random(args.seed)
+    rounds = []
+    for rnd in range(args.rounds):
+        got = kill_round(args, log, items, rng, rnd)
+        acked.update(got)
+        rounds.append(len(got))
+    with sqlite3.connect(log) as con:
+        integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
+        keys = [r[0] for r in con.execute("SELECT key FROM events")]
+    stored = set(keys)
+    return {"rounds": args.rounds, "writers": args.writers, "acknowledged": len(acked),
+            "acknowledged_per_round": rounds, "stored": len(keys),
+            "acknowledged_missing": len(acked - stored), "stored_twice": len(keys) - len(stored),
+            "integrity_check": integrity}  # fmt: skip
+
+
+def kill_round(args: argparse.Namespace, log: Path, items: list[str], rng: random.Random,
+               rnd: int) -> list[str]:  # fmt: skip
+    """One server life: writers post until a random moment, then kill -9. Returns the
+    idempotency keys the server acknowledged (HTTP 200)."""
+    srv = Server(args, feedback=log)
+    stop_at = time.time() + rng.uniform(0.5, 2.0)
+    got: list[str] = []
+
+    async def poster(w: int) -> None:
+        c = Conn(srv.port)
+        n = 0
+        while True:
+            keys = [f"r{rnd}-w{w}-{n}-{b}" for b in range(rng.randint(1, 5))]
+            n += 1
+            body = json.dumps({"events": [{"user_id": f"bench{w}", "item_id": rng.choice(items),
+                                           "type": "click", "idempotency_key": k} for k in keys]}).encode()  # fmt: skip
+            raw = (f"POST /v1/feedback HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+            try:
+                status, _ = await c.request(raw)
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                return  # the server died mid-request: not acknowledged
+            if status == 200:
+                got.extend(keys)
+
+    async def run() -> None:
+        tasks = [asyncio.ensure_future(poster(w)) for w in range(args.writers)]
+        await asyncio.sleep(max(0.0, stop_at - time.time()))
+        srv.proc.send_signal(signal.SIGKILL)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    srv.proc.wait()
+    srv.log.close()
+    return got
+
+
+def swaps(args: argparse.Namespace) -> dict:
+    """Reload versions in a loop under steady load: good ones, truncated ones, wrong-hash
+    ones. No request may fail; bad artefacts must be rejected."""
+    from directrec.serve import registry
+
+    reg = Path(args.model)
+    good = registry.versions(reg)
+    if not registry.is_registry(reg) or not good:
+        raise SystemExit("--model must be a registry with at least one version")
+    srv = Server(args)
+    work = args.out / "swap-artefacts"
+    shutil.rmtree(work, ignore_errors=True)
+    bad_versions = []
+    base = reg / registry.current(reg)
+    for kind in ("truncated", "wrong-hash"):
+        v = registry.publish(base, reg, make_current=False)
+        f = reg / v / "weights.safetensors"
+        if kind == "truncated":
+            with open(f, "r+b") as fh:
+                fh.truncate(f.stat().st_size // 2)
+        else:
+            m = json.loads((reg / v / "manifest.json").read_text())
+            m["files"]["config.json"] = "0" * 64
+            (reg / v / "manifest.json").write_text(json.dumps(m))
+        bad_versions.append(v)
+    try:
+        paths = user_paths(args)
+        outcomes = {"ok": 0, "rejected": 0, "unexpected": 0}
+        served: set[str] = set()
+
+        async def main() -> dict:
+            load = asyncio.ensure_future(open_loop(srv.port, paths, args.rate, args.seconds))
+            loop = asyncio.get_running_loop()
+            for i in range(args.swaps):
+                v = bad_versions[i % 2] if i % 3 == 2 else good[i % len(good)]
+                body = json.dumps({"version": v}).encode()
+                status, _ = await loop.run_in_executor(None, lambda b=body: http(
+                    "POST", srv.port, "/v1/admin/reload", b,
+                    {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}))  # fmt: skip
+                expect_ok = v in good
+                if status == 200 and expect_ok:
+                    outcomes["ok"] += 1
+                    served.add(v)
+                elif status == 409 and not expect_ok:
+                    outcomes["rejected"] += 1
+                else:
+                    outcomes["unexpected"] += 1
+            return await load
+
+        res = asyncio.run(main())
+        failed = (
+            sum(v for k, v in res["status_counts"].items() if k != "200") + res["transport_errors"]
+        )
+        return {"swaps": args.swaps, "reload_outcomes": outcomes, "versions_served": sorted(served),
+                "bad_versions": bad_versions, "load": res, "failed_requests": failed,
+                "server_alive": srv.alive()}  # fmt: skip
+    finally:
+        srv.stop()
+        for v in bad_versions:
+            shutil.rmtree(reg / v, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps"])
+    p.add_argument("--model", type=Path, required=True, help="registry or model directory")
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=ROOT / "out" / "bench-serve")
+    p.add_argument("--rate", type=float, default=300)
+    p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--baseline-p99", type=float, default=0.0, help="seconds, from a `rate` run")
+    p.add_argument("--cases", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--writers", type=int, default=8)
+    p.add_argument("--swaps", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1, help="server torch threads")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--tag", default="", help="suffix for the result file")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t = time.time()
+    res = {"scenario": args.scenario, "command": " ".join(["python", *sys.argv]),
+           "model": str(args.model), "db": str(args.db), "seed": args.seed, "cpus": os.cpu_count()}  # fmt: skip
+    res |= globals()[args.scenario](args)
+    res["bench_seconds"] = round(time.time() - t, 1)
+    name = args.scenario + (f"-{args.tag}" if args.tag else "")
+    (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
