@@ -13,6 +13,7 @@ from directrec.models.cfgan import CFGAN
 from directrec.models.content import ContentBased
 from directrec.models.ease import EASE
 from directrec.models.itemknn import ItemKNN
+from directrec.models.llm import LLMRec
 from directrec.models.multvae import MultVAE
 from directrec.models.nmf import NMF
 from directrec.models.pop import MostPopular
@@ -27,7 +28,7 @@ MODELS: dict[str, type[Recommender]] = {
     m.name: m
     for m in (
         MostPopular, ItemKNN, UserKNN, ContentBased, EASE, ALS, BPR, MultVAE, CFGAN,
-        SASRec, SASRecCE, SemanticID, BiasedMF, SVDpp, NMF,
+        SASRec, SASRecCE, SemanticID, LLMRec, BiasedMF, SVDpp, NMF,
     )
 }  # fmt: skip
 RATING_MODELS = [n for n, m in MODELS.items() if issubclass(m, RatingModel)]

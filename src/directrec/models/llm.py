@@ -1,0 +1,433 @@
+"""Language-model backend: a causal LM reads a prompt built from the user's history (item
+titles, optionally a free-text request) and writes the next item's title. Decoding is
+beam search constrained by a prefix trie over the tokenised titles, so every output is a
+real catalogue item the user has not seen; items are ranked by beam log-probability.
+
+- `base_model`: a local Hugging Face causal-LM directory (GPT-2, Llama, Qwen … — nothing is
+  downloaded). Empty: a tiny GPT-2 is built from a config with a word-level tokenizer over
+  the catalogue (random weights, trained fully): for tests and CPU experiments.
+- Fine-tuning: LoRA adapters (`peft`) on (prompt → next title) pairs; `epochs = 0` is
+  zero-shot. Adapters (and, for the built-in model, all weights) live in the model's
+  safetensors file; the base checkpoint is referenced by path, never copied or pickled.
+- `rerank(history, candidates)`: score a candidate list (e.g. the ID head's) by the LM's
+  likelihood of each title.
+
+Generation settings are explicit (`do_sample=False`, fixed beams, no length penalty):
+recent transformers versions may otherwise pick up `do_sample=True` from a checkpoint's
+generation config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Recommender
+from directrec.models.training import loop_meta, run_epochs
+
+PROMPT = "History: {history}. {request}Next:"
+SEP = " ; "
+
+
+# ----------------------------------------------------------------------------- trie
+class TitleTrie:
+    """Prefix trie over item token sequences (each ending in EOS). `allowed(prefix, seen)`
+    lists the tokens that continue `prefix` towards at least one unseen item."""
+
+    def __init__(self, sequences: list[list[int]]) -> None:
+        self.children: list[dict[int, int]] = [{}]
+        self.below: list[list[int]] = [[]]  # items under each node
+        self.leaf_item: dict[int, int] = {}
+        for item, seq in enumerate(sequences):
+            node = 0
+            self.below[0].append(item)
+            for tok in seq:
+                nxt = self.children[node].get(tok)
+                if nxt is None:
+                    nxt = len(self.children)
+                    self.children[node][tok] = nxt
+                    self.children.append({})
+                    self.below.append([])
+                node = nxt
+                self.below[node].append(item)
+            if node in self.leaf_item:
+                raise ValueError(
+                    f"items {self.leaf_item[node]} and {item} have the same title tokens"
+                )
+            self.leaf_item[node] = item
+
+    def walk(self, prefix: Sequence[int]) -> int:
+        node = 0
+        for tok in prefix:
+            node = self.children[node].get(int(tok), -1)
+            if node < 0:
+                return -1
+        return node
+
+    def allowed(self, prefix: Sequence[int], seen: set[int]) -> list[int]:
+        node = self.walk(prefix)
+        if node < 0:
+            return []
+        return [
+            t for t, c in self.children[node].items() if any(i not in seen for i in self.below[c])
+        ]
+
+
+def item_texts(
+    catalog: Catalog | None, n_items: int, ids: Sequence[str] | None = None
+) -> list[str]:
+    """One distinct text per item: its title (id if untitled); duplicates get their id."""
+    titles = [
+        (catalog.titles[i] if catalog is not None else "") or f"item {i}" for i in range(n_items)
+    ]
+    titles = [" ".join(t.split()) for t in titles]
+    counts: dict[str, int] = {}
+    for t in titles:
+        counts[t] = counts.get(t, 0) + 1
+    return [t if counts[t] == 1 else f"{t} #{ids[i] if ids else i}" for i, t in enumerate(titles)]
+
+
+# ----------------------------------------------------------------------------- model
+class LLMRec(Recommender):
+    name = "llm"
+    uses_validation = True
+
+    @dataclasses.dataclass
+    class Config:
+        base_model: str = ""  # local HF causal-LM directory; "" = tiny built-in GPT-2
+        tiny_dim: int = 64  # built-in model size
+        tiny_layers: int = 2
+        tiny_heads: int = 2
+        lora: bool = True  # LoRA adapters (else: train all weights)
+        lora_r: int = 8
+        lora_alpha: int = 16
+        lora_dropout: float = 0.05
+        lora_targets: str = "all-linear"
+        prompt_items: int = 10  # history titles in the prompt (most recent)
+        epochs: int = 3  # 0 = zero-shot
+        samples_per_user: int = 4
+        batch_size: int = 16
+        lr: float = 5e-4
+        beam: int = 20
+        max_title_tokens: int = 32
+        eval_every: int = 1
+        patience: int = 2
+        max_minutes: float = 0.0
+        seed: int = 42
+        progress: bool = False
+
+    # -------------------------------------------------------------- building
+    def _build(self, catalog: Catalog | None, state: dict[str, np.ndarray] | None = None) -> None:
+        """Load or build the LM and tokenizer, wrap LoRA, tokenise titles into the trie."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        c = self.config
+        if state is not None:
+            self.texts = json.loads(bytes(state["texts"]).decode())
+        else:
+            self.texts = item_texts(catalog, self.n_items, self.meta.get("item_ids"))
+        if c.base_model:
+            self.tok = AutoTokenizer.from_pretrained(c.base_model, local_files_only=True)
+            self.lm = AutoModelForCausalLM.from_pretrained(c.base_model, local_files_only=True)
+        else:
+            tok_json = bytes(state["tokenizer"]).decode() if state is not None else None
+            self.tok, self.lm = _tiny(self.texts, c, tok_json)
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.eos = self.tok.eos_token_id
+        if c.lora:
+            from peft import LoraConfig, get_peft_model
+
+            targets = (
+                c.lora_targets if c.lora_targets == "all-linear" else c.lora_targets.split(",")
+            )
+            self.lm = get_peft_model(self.lm, LoraConfig(
+                r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                target_modules=targets, task_type="CAUSAL_LM"))  # fmt: skip
+        self.title_tokens = [
+            self._encode(" " + t)[: c.max_title_tokens] + [self.eos] for t in self.texts
+        ]
+        self.trie = TitleTrie(self.title_tokens)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def prompt(self, history: Sequence[int], request: str = "") -> str:
+        items = [self.texts[i] for i in history[-self.config.prompt_items :]]
+        req = f"Request: {' '.join(request.split())}. " if request else ""
+        return PROMPT.format(history=SEP.join(items) if items else "none", request=req)
+
+    # -------------------------------------------------------------- training
+    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+        c = self.config
+        torch.manual_seed(c.seed)
+        self._build(catalog)
+        self.lm.train()
+        params = [p for p in self.lm.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=c.lr)
+        validate = None if self.validator is None else (lambda: self.validator(self))
+        if c.epochs > 0:
+            state = run_epochs(
+                self.lm, lambda e: self._epoch(data, opt, e), epochs=c.epochs, validate=validate,
+                eval_every=c.eval_every, patience=c.patience, max_minutes=c.max_minutes,
+                desc=self.name, progress=c.progress,
+            )  # fmt: skip
+            self.meta.update(loop_meta(state))
+        self.lm.eval()
+
+    def _pairs(self, data: Interactions, epoch: int) -> list[tuple[list[int], int]]:
+        """(history, next item) pairs: `samples_per_user` random cut points per user."""
+        rng = np.random.default_rng([self.config.seed, epoch])
+        indptr, items = data.indptr, data.item
+        out = []
+        for u in np.flatnonzero(np.diff(indptr) >= 2):
+            lo, hi = indptr[u], indptr[u + 1]
+            for cut in rng.integers(lo + 1, hi, size=self.config.samples_per_user):
+                out.append(
+                    (items[max(lo, cut - self.config.prompt_items) : cut].tolist(), int(items[cut]))
+                )
+        rng.shuffle(out)
+        return out
+
+    def _batch(self, pairs: list[tuple[list[int], int]]) -> tuple[torch.Tensor, ...]:
+        """Right-padded prompt + title tokens; labels only on the title (and its EOS)."""
+        seqs, labels = [], []
+        for hist, target in pairs:
+            p = self._encode(self.prompt(hist))
+            t = self.title_tokens[target]
+            seqs.append(p + t)
+            labels.append([-100] * len(p) + t)
+        n = max(map(len, seqs))
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
+        lab = torch.tensor([s + [-100] * (n - len(s)) for s in labels])
+        att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+        return ids, att, lab
+
+    def _epoch(self, data: Interactions, opt: torch.optim.Optimizer, epoch: int) -> float:
+        c = self.config
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        self.lm.train()
+        pairs = self._pairs(data, epoch)
+        total = 0.0
+        for b in range(0, len(pairs), c.batch_size):
+            ids, att, lab = self._batch(pairs[b : b + c.batch_size])
+            loss = self.lm(input_ids=ids, attention_mask=att, labels=lab).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(ids)
+        self.lm.eval()
+        return total / max(len(pairs), 1)
+
+    def loss_on(self, data: Interactions, epoch: int = 0) -> float:
+        """Mean title loss on `data`'s (history, next item) pairs (no training)."""
+        pairs = self._pairs(data, epoch)
+        ids, att, lab = self._batch(pairs)
+        with torch.no_grad():
+            return float(self.lm(input_ids=ids, attention_mask=att, labels=lab).loss)
+
+    # -------------------------------------------------------------- generation
+    def _on_history(self, data: Interactions) -> None:
+        self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
+
+    def history_of(self, user: int) -> np.ndarray:
+        if not 0 <= user < self.n_users:
+            return np.zeros(0, dtype=np.int64)
+        return self.hist_items[self.hist_indptr[user] : self.hist_indptr[user + 1]]
+
+    @torch.no_grad()
+    def generate_for(
+        self, histories: Sequence[Sequence[int]], beam: int, exclude: Sequence[set[int]] | None = None,
+        request: str = "",
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Constrained beam search: items [B, beam] (-1 where fewer exist) and their title
+        log-probabilities, best first. Every item is real and outside `exclude[b]`."""
+        exclude = exclude or [set(map(int, h)) for h in histories]
+        items = np.full((len(histories), beam), -1, dtype=np.int64)
+        vals = np.full((len(histories), beam), -np.inf, dtype=np.float32)
+        search = []
+        for b, (h, ex) in enumerate(zip(histories, exclude, strict=True)):
+            left = np.setdiff1d(
+                np.arange(self.n_items), np.fromiter(ex, dtype=np.int64, count=len(ex))
+            )
+            if len(left) <= 2 * beam:  # few items left: score them all exactly
+                lp = self.rerank(h, left, request) if len(left) else np.zeros(0, dtype=np.float32)
+                top = np.argsort(-lp, kind="stable")[:beam]
+                items[b, : len(top)], vals[b, : len(top)] = left[top], lp[top]
+            else:
+                search.append(b)
+        if search:
+            found, scores = self._beam_search([histories[b] for b in search], beam,
+                                              [exclude[b] for b in search], request)  # fmt: skip
+            items[search], vals[search] = found, scores
+        return items, vals
+
+    def _beam_search(
+        self,
+        histories: Sequence[Sequence[int]],
+        beam: int,
+        exclude: Sequence[set[int]],
+        request: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """HF beam search with the trie as `prefix_allowed_tokens_fn`; twice the beams are
+        searched so that `beam` distinct finished titles come back."""
+        from transformers import GenerationConfig
+
+        prompts = [self.prompt(list(h), request) for h in histories]
+        self.tok.padding_side = "left"
+        enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        width = enc["input_ids"].shape[1]
+        wide = 2 * beam
+
+        def allowed(b: int, ids: torch.Tensor) -> list[int]:
+            toks = ids[width:].tolist()
+            if toks and toks[-1] == self.eos:
+                return [self.eos]  # finished beams pad with EOS
+            return self.trie.allowed(toks, exclude[b]) or [self.eos]
+
+        gen = GenerationConfig(
+            do_sample=False, num_beams=wide, num_return_sequences=wide, length_penalty=0.0,
+            early_stopping=True, max_new_tokens=max(map(len, self.title_tokens)),
+            pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos,
+            output_scores=True, return_dict_in_generate=True,
+        )  # fmt: skip
+        out = self.lm.generate(**enc, generation_config=gen, prefix_allowed_tokens_fn=allowed)
+        seqs = out.sequences[:, width:].view(len(histories), wide, -1)
+        scores = out.sequences_scores.view(len(histories), wide)
+        items = np.full((len(histories), beam), -1, dtype=np.int64)
+        vals = np.full((len(histories), beam), -np.inf, dtype=np.float32)
+        for b in range(len(histories)):
+            taken: list[tuple[float, int]] = []
+            for j in range(wide):
+                toks = seqs[b, j].tolist()
+                end = toks.index(self.eos) + 1 if self.eos in toks else len(toks)
+                item = self.trie.leaf_item.get(self.trie.walk(toks[:end]), -1)
+                score = float(scores[b, j])
+                if (
+                    item >= 0
+                    and item not in exclude[b]
+                    and score > -1e8
+                    and item not in {i for _, i in taken}
+                ):
+                    taken.append((score, item))  # (HF pads missing hypotheses with -1e9)
+            taken.sort(key=lambda t: -t[0])
+            for j, (score, item) in enumerate(taken[:beam]):
+                items[b, j], vals[b, j] = item, score
+        return items, vals
+
+    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return self.full_scores(users)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return super().recommend(users, k, exclude_seen)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+    def score(self, users: np.ndarray) -> torch.Tensor:
+        """Generated items carry their title log-probability; everything else -inf."""
+        hists = [self.history_of(int(u)) for u in users]
+        seen = [set(self.seen[int(u)].indices.tolist()) for u in users]
+        items, logp = self.generate_for(hists, self.config.beam, seen)
+        out = torch.full((len(users), self.n_items), -torch.inf)
+        for b in range(len(users)):
+            ok = items[b] >= 0
+            out[b, torch.from_numpy(items[b][ok])] = torch.from_numpy(logp[b][ok])
+        return out
+
+    @torch.no_grad()
+    def rerank(
+        self, history: Sequence[int], candidates: Sequence[int], request: str = ""
+    ) -> np.ndarray:
+        """Log-likelihood of each candidate's title after the prompt (higher = better)."""
+        p = self._encode(self.prompt(list(history), request))
+        seqs = [p + self.title_tokens[i] for i in candidates]
+        n = max(map(len, seqs))
+        pad = self.tok.pad_token_id
+        ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
+        att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+        logp = F.log_softmax(self.lm(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
+        tok_lp = logp.gather(2, ids[:, 1:, None])[..., 0]
+        out = np.zeros(len(candidates), dtype=np.float32)
+        for j, s in enumerate(seqs):
+            out[j] = float(tok_lp[j, len(p) - 1 : len(s) - 1].sum())
+        return out
+
+    # -------------------------------------------------------------- artefacts
+    def _state(self) -> dict[str, np.ndarray]:
+        state: dict[str, np.ndarray] = {
+            "texts": np.frombuffer(json.dumps(self.texts).encode(), dtype=np.uint8).copy(),
+            "hist.indptr": self.hist_indptr, "hist.items": self.hist_items,
+        }  # fmt: skip
+        if self.config.lora:
+            from peft import get_peft_model_state_dict
+
+            lora = get_peft_model_state_dict(self.lm)
+            state |= {f"lora.{k}": v.detach().numpy() for k, v in lora.items()}
+        base = self.lm.get_base_model() if self.config.lora else self.lm
+        if not self.config.base_model:  # built-in: its (trained) weights and tokenizer
+            state |= {f"base.{k}": v.detach().numpy() for k, v in base.state_dict().items()
+                      if "lora_" not in k}  # fmt: skip
+            tok_json = self.tok.backend_tokenizer.to_str()
+            state["tokenizer"] = np.frombuffer(tok_json.encode(), dtype=np.uint8).copy()
+        elif not self.config.lora:
+            raise ValueError("saving a fully fine-tuned checkpoint is not supported: use lora")
+        return state
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._build(None, state)
+        if not self.config.base_model:
+            base = self.lm.get_base_model() if self.config.lora else self.lm
+            weights = {
+                k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("base.")
+            }
+            base.load_state_dict(weights, strict=False)
+        if self.config.lora:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(
+                self.lm,
+                {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("lora.")},
+            )
+        self.lm.eval()
+        self.hist_indptr, self.hist_items = state["hist.indptr"], state["hist.items"]
+
+
+def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):
+    """A small GPT-2 with a word-level tokenizer over the prompt words and the titles."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    if tok_json is None:
+        words = {"[PAD]": 0, "[EOS]": 1, "[UNK]": 2}
+        pre = pre_tokenizers.Whitespace()
+        for text in [PROMPT.format(history="none", request="Request: ."), SEP, *texts]:
+            for w, _ in pre.pre_tokenize_str(text):
+                words.setdefault(w, len(words))
+        tk = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
+        tk.pre_tokenizer = pre
+    else:
+        tk = Tokenizer.from_str(tok_json)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", eos_token="[EOS]",
+                                  unk_token="[UNK]")  # fmt: skip
+    cfg = GPT2Config(vocab_size=tk.get_vocab_size(), n_positions=512, n_embd=c.tiny_dim,
+                     n_layer=c.tiny_layers, n_head=c.tiny_heads, bos_token_id=1, eos_token_id=1,
+                     pad_token_id=0)  # fmt: skip
+    torch.manual_seed(c.seed)
+    return tok, GPT2LMHeadModel(cfg)
