@@ -151,7 +151,7 @@ class LLMRec(Recommender):
                 r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
                 target_modules=targets, task_type="CAUSAL_LM"))  # fmt: skip
         self.title_tokens = [
-            self._encode(" " + t)[: c.max_title_tokens] + [self.eos] for t in self.texts
+            [*self._encode(" " + t)[: c.max_title_tokens], self.eos] for t in self.texts
         ]
         self.trie = TitleTrie(self.title_tokens)
 
