@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from directrec.data.dataset import Interactions
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
-from directrec.models import create
+from directrec.models import create, load_model
 from directrec.models.semantic import CodeTrie, SemanticID
 from directrec.text.semantic_ids import make_unique
 from tests.models.settings import TEST_SETTINGS
@@ -105,3 +105,24 @@ def test_invalid_config_rejected(bad, planted_embedded):
         create("semantic-id", {**TEST_SETTINGS["semantic-id"], **bad}).fit(
             planted_embedded.interactions, planted_embedded.catalog
         )
+
+
+def test_new_items_become_generable_without_retraining(planted_embedded, tmp_path):
+    """Items that arrive after training (text only) get codes from the trained RQ-VAE,
+    join the trie and are written by the generator; save/load keeps them."""
+    ds = planted_embedded
+    n_old = ds.interactions.n_items - 10  # the last ten items arrive later
+    data = ds.interactions.select(ds.interactions.item < n_old)
+    data = Interactions(data.user, data.item, n_users=data.n_users, n_items=n_old)
+    old_catalog = type(ds.catalog)(ds.catalog.titles[:n_old], ds.catalog.texts[:n_old],
+                                   ds.catalog.categories[:n_old], ds.catalog.embeddings[:n_old])  # fmt: skip
+    model = create("semantic-id", TEST_SETTINGS["semantic-id"]).fit(data, old_catalog)
+    new = model.add_items(ds.catalog.embeddings[n_old:])
+    assert new.tolist() == list(range(n_old, n_old + 10)) and model.n_items == n_old + 10
+    assert len({tuple(c) for c in model.codes.tolist()}) == model.n_items  # still unique
+    users = np.arange(ds.interactions.n_users)
+    items, _ = model.recommend(users, k=20)
+    assert np.isin(items, new).any()
+    loaded = load_model(model.save(tmp_path / "m"))
+    again, _ = loaded.recommend(users[:30], k=20)
+    assert np.array_equal(again, items[:30])

@@ -204,3 +204,12 @@ def test_explanations_cite_the_users_own_history(server):
     cited = [e for it in items for e in it["evidence"]]
     assert cited and set(cited) <= hist
     assert any(it["reason"].startswith("Because you liked") for it in items)
+
+
+def test_new_user_described_by_a_sentence(server):
+    r = server.client.post("/v1/recommendations",
+                           json={"query": "haunted houses, ghosts and zombies", "k": 10})  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert not body["fallback"] and body["history_used"] == 5
+    assert sum(topic(it["item_id"]) == 4 for it in body["items"]) >= 5  # the horror cluster

@@ -33,7 +33,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Recommender
 from directrec.models.sasrec import Block, last_window
 from directrec.models.training import loop_meta, run_epochs
-from directrec.text.semantic_ids import RQVAEConfig, code_report, make_unique, train_rqvae
+from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
 
 # ----------------------------------------------------------------------------- trie
@@ -218,6 +218,7 @@ class SemanticID(Recommender):
             RQVAEConfig(levels=c.levels, codebook=c.codebook, latent=c.rq_latent,
                         epochs=c.rq_epochs, seed=c.seed),
         )  # fmt: skip
+        self.rq = rq.eval()
         raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
         self.codes = torch.from_numpy(make_unique(raw))
         self.meta["codes"] = code_report(raw, c.codebook) | {"rqvae_recon": rq_log[-1]["recon"]}
@@ -415,13 +416,55 @@ class SemanticID(Recommender):
         return out
 
     # -------------------------------------------------------------- artefacts
+    @torch.no_grad()
+    def add_items(self, embeddings: np.ndarray) -> np.ndarray:
+        """Make new items (text embeddings only, no interactions) generable without
+        retraining: the trained RQ-VAE gives their codes, a uniqueness token follows the
+        items already sharing that code, the trie grows. Returns their new indices."""
+        emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+        if emb.ndim != 2 or len(emb) == 0:
+            raise ValueError("expected a non-empty [n, dim] array of embeddings")
+        raw = self.rq.encode(emb).numpy()
+        existing: dict[tuple, int] = {}
+        for row in self.codes.numpy():
+            key = tuple(row[:-1])
+            existing[key] = max(existing.get(key, 0), int(row[-1]) + 1)
+        new = np.zeros((len(raw), raw.shape[1] + 1), dtype=np.int64)
+        for n, row in enumerate(raw):
+            key = tuple(row)
+            new[n, :-1], new[n, -1] = row, existing.get(key, 0)
+            existing[key] = new[n, -1] + 1
+        first = self.n_items
+        self.codes = torch.cat([self.codes, torch.from_numpy(new)])
+        self.n_items += len(new)
+        self.popularity = np.concatenate([self.popularity, np.zeros(len(new), dtype=np.float32)])
+        self.seen.resize((self.seen.shape[0], self.n_items))
+        old_size = self.sizes[-1]
+        self._build_index()
+        grow = self.sizes[-1] - old_size
+        if grow > 0:  # more uniqueness tokens: new rows start at the mean of the trained ones
+            table = self.net.tok[-1]
+            rows = table.weight.mean(0, keepdim=True).expand(grow, -1)
+            bigger = nn.Embedding(self.sizes[-1], table.weight.shape[1])
+            bigger.weight.copy_(torch.cat([table.weight, rows]))
+            self.net.tok[-1] = bigger
+            self.net.sizes = self.sizes
+        return np.arange(first, self.n_items)
+
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v.numpy() for k, v in self.net.state_dict().items()}
+        state |= {f"rq.{k}": v.detach().numpy() for k, v in self.rq.state_dict().items()}
         state["codes"] = self.codes.numpy()
         state["hist.indptr"], state["hist.items"] = self.hist_indptr, self.hist_items
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        c = self.config
+        rq_state = {k[3:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rq.")}
+        self.rq = RQVAE(int(rq_state["mean"].shape[0]), RQVAEConfig(
+            levels=c.levels, codebook=c.codebook, latent=c.rq_latent, epochs=c.rq_epochs, seed=c.seed))  # fmt: skip
+        self.rq.load_state_dict(rq_state)
+        self.rq.eval()
         self.codes = torch.from_numpy(state["codes"])
         self.hist_indptr, self.hist_items = state["hist.indptr"], state["hist.items"]
         self._build_index()

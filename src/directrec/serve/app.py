@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from directrec.data.dataset import IdMap
 from directrec.data.preprocess import chronological_order
 from directrec.data.store import Store
+from directrec.generate.coldstart import sentence_history
 from directrec.generate.explain import explain
 from directrec.generate.rerank import category_filter, mmr
 from directrec.models import load_model
@@ -106,6 +107,10 @@ class FeedbackIn(Strict):
 
 class AdHocIn(Strict):
     history: list[Id] = Field(default_factory=list, max_length=1000)
+    query: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="a new user's wish in words: its nearest items become the history",
+    )  # fmt: skip
     k: int = Field(10, ge=1)
     exclude_seen: bool = True
     exclude_items: list[Id] = Field(default_factory=list, max_length=1000)
@@ -119,6 +124,11 @@ class AdHocIn(Strict):
     @classmethod
     def _ok_texts(cls, v: list[str]) -> list[str]:
         return [_text(x) for x in v]
+
+    @field_validator("query")
+    @classmethod
+    def _ok_query(cls, v: str | None) -> str | None:
+        return None if v is None else _text(v)
 
 
 class ReloadIn(Strict):
@@ -280,6 +290,12 @@ class Service:
                 text = self.text_vectors()
                 if text is not None:
                     pos = {x: n for n, x in enumerate(self.catalogue.ids)}
+                    cold = [x for x in self.catalogue.ids if items.index(x) < 0]
+                    if cold and hasattr(model, "add_items"):  # new catalogue items, no retraining
+                        model.add_items(text[[pos[x] for x in cold]])
+                        items = IdMap(np.concatenate([items.ids, np.array(cold, dtype=object)]))
+                        model.meta["item_ids"] = items.ids.tolist()
+                        log.info("%d catalogue items new to the model were given codes", len(cold))
                     vectors = np.zeros((model.n_items, text.shape[1]), dtype=np.float32)
                     for n, raw in enumerate(items.ids):
                         if str(raw) in pos:
@@ -384,6 +400,20 @@ class Service:
         for r in results:
             r["version"] = loaded.version
         return results
+
+    def query_history(self, query: str, n: int = 5) -> list[str]:
+        """A sentence → its nearest catalogue items (by text), as a pseudo history."""
+        vectors = self.text_vectors()
+        if vectors is None:
+            raise HTTPException(422, "this catalogue has no text: `query` is unavailable")
+        from directrec.text.encoder import encode
+
+        loaded = self.loaded
+        allowed = None
+        if loaded is not None:
+            allowed = np.array([loaded.items.index(i) >= 0 for i in self.catalogue.ids])
+        idx = sentence_history(encode([query])[0], vectors, n, allowed)
+        return [self.catalogue.ids[i] for i in idx]
 
     def item_view(self, raw: str) -> dict[str, Any]:
         c = self.catalogue
@@ -615,8 +645,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
+        history = list(body.history)
+        if body.query:
+            history = svc.query_history(body.query) + history
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
-        job = Job(None, body.history, body.k, body.exclude_seen, exclude,
+        job = Job(None, history, body.k, body.exclude_seen, exclude,
                   set(body.exclude_categories), body.diversity, body.explain)  # fmt: skip
         return listing(await generate(job), None)
 
