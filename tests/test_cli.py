@@ -47,6 +47,14 @@ def test_benchmark_writes_results(store):
     assert (d / "bench" / "results.md").read_text().count("| ease |") == 1
     assert (d / "bench" / "comparison.png").stat().st_size > 1000
     assert "| itemknn |" in res.output
+    res = run("benchmark", "--db", db, "--models", "ease", "--out", d / "div", "--no-isolate",
+              "--diversity-sweep", "0,0.5,0.9")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    sweep = json.loads((d / "div" / "results.json").read_text())["results"][0]["diversity_sweep"]
+    assert [p["diversity"] for p in sweep] == [0, 0.5, 0.9]
+    assert (d / "div" / "diversity.png").stat().st_size > 1000
+    assert run("benchmark", "--db", db, "--models", "ease", "--out", d / "x",
+               "--diversity-sweep", "2").exit_code == 2  # fmt: skip
 
 
 def test_rating_benchmark(store):

@@ -187,6 +187,12 @@ def benchmark(
         bool, typer.Option(help="one process per model (honest peak memory)")
     ] = True,
     progress: Annotated[bool, typer.Option(help="progress bars")] = True,
+    diversity_sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="MMR knob values, e.g. 0,0.3,0.6,0.9: accuracy–diversity curve (diversity.png)"
+        ),
+    ] = None,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png."""
     from directrec.evaluate.benchmark import BenchmarkSpec, run_benchmark, write_results
@@ -202,11 +208,17 @@ def benchmark(
         fail("--k values must be ≥ 1")
     if split == "loo" and task == "rating":
         split = "random"
+    try:
+        knobs = [float(x) for x in diversity_sweep.split(",")] if diversity_sweep else []
+    except ValueError:
+        fail(f"--diversity-sweep {diversity_sweep!r}: expected numbers like 0,0.5,0.9")
+    if any(not 0 <= x <= 1 for x in knobs):
+        fail("--diversity-sweep values must lie in [0, 1]")
     spec = BenchmarkSpec(
         db=str(db), models=names, task=task, split=split, ks=ks, max_history=max_history,
         seed=seed, stage=stage, settings=parse_settings(settings, names),
         exclude_seen=not include_seen, progress=progress and sys.stderr.isatty(),
-        valid_users=valid_users,
+        valid_users=valid_users, diversity=knobs,
     )  # fmt: skip
     doc = _run_guarded(
         run_benchmark,

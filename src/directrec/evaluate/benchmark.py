@@ -42,6 +42,7 @@ class BenchmarkSpec:
     valid_users: int | None = None  # sample of validation users for early stopping
     exclude_seen: bool = True
     progress: bool = False
+    diversity: list[float] = field(default_factory=list)  # MMR knob values to sweep (k=10)
 
 
 def peak_rss_mb() -> float:
@@ -117,6 +118,12 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "codes")
         if k in model.meta
     }
+    if spec.diversity and feats is not None:
+        from directrec.evaluate.diversity import diversity_sweep
+
+        dense = feats.toarray() if hasattr(feats, "toarray") else feats
+        extra["diversity_sweep"] = diversity_sweep(model, history, targets, dense, spec.diversity,
+                                                   seed=spec.seed)  # fmt: skip
     return {
         "model": name,
         "config": dataclasses.asdict(model.config),
@@ -246,11 +253,16 @@ def _cpus() -> int:
 
 
 def write_results(doc: dict[str, Any], out: str | Path) -> Path:
-    """results.json, results.md, comparison.png (and curve-MODEL.png per trained-by-epoch
-    model) in `out`."""
+    """results.json, results.md, comparison.png (plus curve-MODEL.png per trained-by-epoch
+    model and diversity.png when a diversity sweep ran) in `out`."""
     import json
 
-    from directrec.evaluate.report import markdown_table, plot_comparison, plot_training_curve
+    from directrec.evaluate.report import (
+        markdown_table,
+        plot_comparison,
+        plot_diversity,
+        plot_training_curve,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -259,6 +271,7 @@ def write_results(doc: dict[str, Any], out: str | Path) -> Path:
     tmp.replace(out / "results.json")
     (out / "results.md").write_text(markdown_table(doc))
     plot_comparison(doc, out / "comparison.png")
+    plot_diversity(doc, out / "diversity.png")
     for r in doc["results"]:
         if r.get("train_log"):
             plot_training_curve(r["train_log"], out / f"curve-{r['model']}.png", r["model"])

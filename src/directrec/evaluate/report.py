@@ -94,3 +94,32 @@ def plot_training_curve(log: list[dict[str, Any]], path: str | Path, title: str 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_diversity(doc: dict[str, Any], path: str | Path) -> bool:
+    """NDCG@10 against intra-list diversity, one curve per model over the MMR knob (PNG).
+    Returns False when no model has a sweep."""
+    sweeps = {r["model"]: r["diversity_sweep"] for r in doc["results"] if r.get("diversity_sweep")}
+    if not sweeps:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, sweep in sweeps.items():
+        x = [p["ild@10"] for p in sweep]
+        y = [p["ndcg@10"] for p in sweep]
+        ax.plot(x, y, marker="o", label=name)
+        for p, xi, yi in zip(sweep, x, y, strict=True):
+            ax.annotate(f"{p['diversity']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("intra-list diversity @10 (mean pairwise cosine distance)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title("Accuracy–diversity trade-off (MMR knob annotated)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
