@@ -1,0 +1,182 @@
+"""Cold-start benchmarks, written as JSON with the exact command, data, split and seed.
+
+items — TIGER's protocol: hold 5 % of the items out of training entirely (their
+    interactions are removed); they keep their text. Report Recall@10 / NDCG@10 on the
+    leave-one-out test cases whose target is such an item, for the semantic-ID generator
+    and for a text-similarity baseline (content), full ranking over all items.
+users — hold 10 % of the users out of training; each is shown with only their first 1–2
+    items (or a sentence made from the genres of their first items) and must find their
+    next 10 items. Generator (sasrec-ce) against popularity. The trained model is saved
+    (it also serves the explanation and service benchmarks).
+
+    python bench/coldstart.py items --db out/bench/beauty.duckdb --max-history 20 --minutes 15
+    python bench/coldstart.py users --db out/bench/ml1m.duckdb --minutes 10 --save out/bench/models/ml1m-sasrec-ce
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from directrec.data.dataset import Dataset, Interactions
+from directrec.data.split import Targets, leave_one_out
+from directrec.evaluate.protocol import evaluate, validator
+from directrec.models import create
+
+
+def parse_set(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        k, v = p.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def subset_targets(t: Targets, keep: np.ndarray) -> Targets:
+    """The targets rows (users) where `keep` is true (single-target leave-one-out)."""
+    rows = np.flatnonzero(keep)
+    counts = np.diff(t.indptr)[rows]
+    items = np.concatenate([t.items[t.indptr[r] : t.indptr[r + 1]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
+    return Targets(t.users[rows], np.concatenate([[0], np.cumsum(counts)]), items)
+
+
+def items_protocol(args: argparse.Namespace) -> dict:
+    ds = Dataset.from_store(args.db)
+    from directrec.text.encoder import item_embeddings
+
+    ds.catalog.embeddings = item_embeddings(ds, args.db)
+    rng = np.random.default_rng(args.seed)
+    n = ds.interactions.n_items
+    cold = np.sort(rng.choice(n, int(round(args.holdout * n)), replace=False))
+    split = leave_one_out(ds.interactions)
+    fit, hist, test = split.stage("test", args.max_history)
+    v_fit, v_hist, v_targets = split.stage("valid", args.max_history)
+    warm = lambda d: d.select(~np.isin(d.item, cold))  # noqa: E731
+    first_target = test.items[test.indptr[:-1]]
+    cold_cases = np.isin(first_target, cold) & (np.diff(test.indptr) > 0)
+    res: dict = {"cold_items": len(cold), "test_cases": len(test), "cold_test_cases": int(cold_cases.sum())}
+    runs = {"semantic-id": {"max_len": args.max_history or 50, "max_minutes": args.minutes,
+                            "eval_every": 2, **parse_set(args.set)},
+            "content": {}}  # fmt: skip
+    for name, settings in runs.items():
+        t = time.time()
+        model = create(name, {"seed": args.seed, **settings})
+        if model.uses_validation:
+            warm_valid = v_targets
+            keep = ~np.isin(v_targets.items[v_targets.indptr[:-1]], cold)
+            warm_valid = subset_targets(v_targets, keep & (np.diff(v_targets.indptr) > 0))
+            model.fit(warm(v_fit), ds.catalog, validator=validator(warm(v_hist), warm_valid, max_users=2000))
+        else:
+            model.fit(warm(fit), ds.catalog)
+        model.set_history(warm(hist))
+        fit_s = time.time() - t
+        cold_m = evaluate(model, warm(hist), subset_targets(test, cold_cases), (10, 20)).metrics
+        all_m = evaluate(model, warm(hist), test, (10,)).metrics
+        res[name] = {"settings": settings, "fit_seconds": round(fit_s, 1),
+                     "cold_targets": {k: cold_m[k] for k in ("recall@10", "ndcg@10", "recall@20")},
+                     "all_targets": {k: all_m[k] for k in ("recall@10", "ndcg@10")},
+                     "best_epoch": model.meta.get("best_epoch")}  # fmt: skip
+        if name == "semantic-id":
+            res[name]["codes"] = model.meta.get("codes")
+            # how often does the generator write a cold item at all?
+            items, _ = model.recommend(test.users[:2000], k=10)
+            res[name]["share_of_cold_items_in_top10"] = float(np.isin(items, cold).mean())
+        print(name, json.dumps(res[name]), file=sys.stderr)
+    return res
+
+
+def users_protocol(args: argparse.Namespace) -> dict:
+    ds = Dataset.from_store(args.db)
+    data = ds.interactions
+    rng = np.random.default_rng(args.seed)
+    lengths = data.history_lengths()
+    eligible = np.flatnonzero(lengths >= 12)
+    held = np.sort(rng.choice(eligible, int(round(args.holdout_users * data.n_users)), replace=False))
+    train = data.select(~np.isin(data.user, held))
+    split = leave_one_out(train)
+    v_fit, v_hist, v_targets = split.stage("valid")
+    settings = {"max_len": 200, "loss": "sampled", "negatives": 2048, "bf16": True, "lr": 2e-3,
+                "batch_size": 64, "max_minutes": args.minutes, "eval_every": 2,
+                **parse_set(args.set)}  # fmt: skip
+    t = time.time()
+    model = create("sasrec-ce", {"seed": args.seed, **settings})
+    model.fit(v_fit, validator=validator(v_hist, v_targets, max_users=2000))
+    model.set_history(data)  # every user's full history, held-out users included
+    fit_s = time.time() - t
+    if args.save:
+        model.meta.update(user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(),
+                          data_fingerprint=ds.fingerprint, db=str(args.db),
+                          note="trained without the users in held_out_users")  # fmt: skip
+        model.save(args.save)
+    pop_order = np.argsort(-np.bincount(train.item, minlength=data.n_items), kind="stable")
+    seqs = data.sequences()
+    cats = ds.catalog.categories
+    from directrec.generate.coldstart import sentence_history
+    from directrec.text.encoder import encode, item_embeddings
+
+    ds.catalog.embeddings = item_embeddings(ds, args.db)
+    out: dict = {"held_out_users": len(held), "fit_seconds": round(fit_s, 1), "settings": settings,
+                 "best_epoch": model.meta.get("best_epoch"), "best_valid_ndcg@10": model.meta.get("best_valid_ndcg@10")}  # fmt: skip
+    for shown in (1, 2):
+        hists = [seqs[u][:shown] for u in held]
+        truth = [set(seqs[u][shown : shown + 10].tolist()) for u in held]
+        gen, _ = model.recommend_histories(hists, k=10)
+        pop = [[i for i in pop_order[:10 + shown] if i not in set(h)][:10] for h in hists]
+        out[f"first_{shown}"] = {
+            "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
+            "popularity_recall@10": float(np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])),
+        }  # fmt: skip
+    sentences, hists = [], []
+    for u in held:
+        top = [c for c, _ in Counter(c for i in seqs[u][:5] for c in cats[i]).most_common(2)]
+        sentence = (" and ".join(top) + " movies") if top else "popular movies"
+        sentences.append(sentence)
+        hists.append(sentence_history(encode([sentence])[0], ds.catalog.embeddings, 5))
+    truth = [set(seqs[u][5:15].tolist()) for u in held]
+    gen, _ = model.recommend_histories(hists, k=10)
+    pop = [list(pop_order[:10]) for _ in held]
+    out["sentence"] = {
+        "how": "sentence = the two most frequent genres of the user's first 5 items + ' movies'; "
+               "targets = their items 6-15; the sentence's 5 nearest items (MiniLM) are the history",
+        "examples": sentences[:5],
+        "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
+        "popularity_recall@10": float(np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])),
+    }  # fmt: skip
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("protocol", choices=["items", "users"])
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=Path("docs/results/coldstart"))
+    p.add_argument("--holdout", type=float, default=0.05, help="items: share held out")
+    p.add_argument("--holdout-users", type=float, default=0.10, help="users: share held out")
+    p.add_argument("--max-history", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=15)
+    p.add_argument("--set", action="append", default=[], help="model setting key=value")
+    p.add_argument("--save", type=Path, default=None, help="users: save the trained model here")
+    p.add_argument("--seed", type=int, default=42)
+    args = p.parse_args()
+    t = time.time()
+    res = {"command": " ".join(["python", *sys.argv]), "db": str(args.db), "seed": args.seed,
+           "split": "leave-one-out (items) / held-out users (users); full ranking over all items"}  # fmt: skip
+    res |= items_protocol(args) if args.protocol == "items" else users_protocol(args)
+    res["bench_seconds"] = round(time.time() - t, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.protocol}-{args.db.stem}.json"
+    (args.out / name).write_text(json.dumps(res, indent=1))
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
