@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from directrec.data.dataset import Dataset, Interactions
+from directrec.data.dataset import Dataset
 from directrec.data.split import Targets, leave_one_out
 from directrec.evaluate.protocol import evaluate, validator
 from directrec.models import create
@@ -45,7 +45,11 @@ def subset_targets(t: Targets, keep: np.ndarray) -> Targets:
     """The targets rows (users) where `keep` is true (single-target leave-one-out)."""
     rows = np.flatnonzero(keep)
     counts = np.diff(t.indptr)[rows]
-    items = np.concatenate([t.items[t.indptr[r] : t.indptr[r + 1]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
+    items = (
+        np.concatenate([t.items[t.indptr[r] : t.indptr[r + 1]] for r in rows])
+        if len(rows)
+        else np.zeros(0, np.int64)
+    )
     return Targets(t.users[rows], np.concatenate([[0], np.cumsum(counts)]), items)
 
 
@@ -56,14 +60,18 @@ def items_protocol(args: argparse.Namespace) -> dict:
     ds.catalog.embeddings = item_embeddings(ds, args.db)
     rng = np.random.default_rng(args.seed)
     n = ds.interactions.n_items
-    cold = np.sort(rng.choice(n, int(round(args.holdout * n)), replace=False))
+    cold = np.sort(rng.choice(n, round(args.holdout * n), replace=False))
     split = leave_one_out(ds.interactions)
     fit, hist, test = split.stage("test", args.max_history)
     v_fit, v_hist, v_targets = split.stage("valid", args.max_history)
     warm = lambda d: d.select(~np.isin(d.item, cold))  # noqa: E731
     first_target = test.items[test.indptr[:-1]]
     cold_cases = np.isin(first_target, cold) & (np.diff(test.indptr) > 0)
-    res: dict = {"cold_items": len(cold), "test_cases": len(test), "cold_test_cases": int(cold_cases.sum())}
+    res: dict = {
+        "cold_items": len(cold),
+        "test_cases": len(test),
+        "cold_test_cases": int(cold_cases.sum()),
+    }
     runs = {"semantic-id": {"max_len": args.max_history or 50, "max_minutes": args.minutes,
                             "eval_every": 2, **parse_set(args.set)},
             "content": {}}  # fmt: skip
@@ -74,7 +82,11 @@ def items_protocol(args: argparse.Namespace) -> dict:
             warm_valid = v_targets
             keep = ~np.isin(v_targets.items[v_targets.indptr[:-1]], cold)
             warm_valid = subset_targets(v_targets, keep & (np.diff(v_targets.indptr) > 0))
-            model.fit(warm(v_fit), ds.catalog, validator=validator(warm(v_hist), warm_valid, max_users=2000))
+            model.fit(
+                warm(v_fit),
+                ds.catalog,
+                validator=validator(warm(v_hist), warm_valid, max_users=2000),
+            )
         else:
             model.fit(warm(fit), ds.catalog)
         model.set_history(warm(hist))
@@ -100,7 +112,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     lengths = data.history_lengths()
     eligible = np.flatnonzero(lengths >= 12)
-    held = np.sort(rng.choice(eligible, int(round(args.holdout_users * data.n_users)), replace=False))
+    held = np.sort(rng.choice(eligible, round(args.holdout_users * data.n_users), replace=False))
     train = data.select(~np.isin(data.user, held))
     split = leave_one_out(train)
     v_fit, v_hist, v_targets = split.stage("valid")
@@ -130,7 +142,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
         hists = [seqs[u][:shown] for u in held]
         truth = [set(seqs[u][shown : shown + 10].tolist()) for u in held]
         gen, _ = model.recommend_histories(hists, k=10)
-        pop = [[i for i in pop_order[:10 + shown] if i not in set(h)][:10] for h in hists]
+        pop = [[i for i in pop_order[: 10 + shown] if i not in set(h)][:10] for h in hists]
         out[f"first_{shown}"] = {
             "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
             "popularity_recall@10": float(np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])),
@@ -155,7 +167,9 @@ def users_protocol(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("protocol", choices=["items", "users"])
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--out", type=Path, default=Path("docs/results/coldstart"))

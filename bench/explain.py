@@ -24,7 +24,9 @@ from directrec.models import load_model
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--db", type=Path, required=True)
     p.add_argument("--users", type=int, default=500)
@@ -35,7 +37,9 @@ def main() -> None:
     args = p.parse_args()
     model = load_model(args.model)
     ds = Dataset.from_store(args.db)
-    users = np.sort(np.random.default_rng(args.seed).choice(model.n_users, args.users, replace=False))
+    users = np.sort(
+        np.random.default_rng(args.seed).choice(model.n_users, args.users, replace=False)
+    )
     cases = lowered = prob_lowered = cited = 0
     places: list[int] = []
     t_explain = 0.0

@@ -119,6 +119,7 @@ class LLMRec(Recommender):
         eval_every: int = 1
         patience: int = 2
         max_minutes: float = 0.0
+        device: str = "cpu"  # "cuda" on a GPU machine (the CPU wheel here has none)
         seed: int = 42
         progress: bool = False
 
@@ -150,6 +151,7 @@ class LLMRec(Recommender):
             self.lm = get_peft_model(self.lm, LoraConfig(
                 r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
                 target_modules=targets, task_type="CAUSAL_LM"))  # fmt: skip
+        self.lm.to(c.device)
         self.title_tokens = [
             [*self._encode(" " + t)[: c.max_title_tokens], self.eos] for t in self.texts
         ]
@@ -217,7 +219,7 @@ class LLMRec(Recommender):
         pairs = self._pairs(data, epoch)
         total = 0.0
         for b in range(0, len(pairs), c.batch_size):
-            ids, att, lab = self._batch(pairs[b : b + c.batch_size])
+            ids, att, lab = (t.to(c.device) for t in self._batch(pairs[b : b + c.batch_size]))
             loss = self.lm(input_ids=ids, attention_mask=att, labels=lab).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -229,7 +231,7 @@ class LLMRec(Recommender):
     def loss_on(self, data: Interactions, epoch: int = 0) -> float:
         """Mean title loss on `data`'s (history, next item) pairs (no training)."""
         pairs = self._pairs(data, epoch)
-        ids, att, lab = self._batch(pairs)
+        ids, att, lab = (t.to(self.config.device) for t in self._batch(pairs))
         with torch.no_grad():
             return float(self.lm(input_ids=ids, attention_mask=att, labels=lab).loss)
 
@@ -283,6 +285,7 @@ class LLMRec(Recommender):
         prompts = [self.prompt(list(h), request) for h in histories]
         self.tok.padding_side = "left"
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(self.config.device) for k, v in enc.items()}
         width = enc["input_ids"].shape[1]
         wide = 2 * beam
 
@@ -299,8 +302,8 @@ class LLMRec(Recommender):
             output_scores=True, return_dict_in_generate=True,
         )  # fmt: skip
         out = self.lm.generate(**enc, generation_config=gen, prefix_allowed_tokens_fn=allowed)
-        seqs = out.sequences[:, width:].view(len(histories), wide, -1)
-        scores = out.sequences_scores.view(len(histories), wide)
+        seqs = out.sequences[:, width:].view(len(histories), wide, -1).cpu()
+        scores = out.sequences_scores.view(len(histories), wide).cpu()
         items = np.full((len(histories), beam), -1, dtype=np.int64)
         vals = np.full((len(histories), beam), -np.inf, dtype=np.float32)
         for b in range(len(histories)):
@@ -360,8 +363,9 @@ class LLMRec(Recommender):
         seqs = [p + self.title_tokens[i] for i in candidates]
         n = max(map(len, seqs))
         pad = self.tok.pad_token_id
-        ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs])
-        att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
+        dev = self.config.device
+        ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs], device=dev)
+        att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs], device=dev)
         logp = F.log_softmax(self.lm(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)
         tok_lp = logp.gather(2, ids[:, 1:, None])[..., 0]
         out = np.zeros(len(candidates), dtype=np.float32)
@@ -379,10 +383,10 @@ class LLMRec(Recommender):
             from peft import get_peft_model_state_dict
 
             lora = get_peft_model_state_dict(self.lm)
-            state |= {f"lora.{k}": v.detach().numpy() for k, v in lora.items()}
+            state |= {f"lora.{k}": v.detach().cpu().numpy() for k, v in lora.items()}
         base = self.lm.get_base_model() if self.config.lora else self.lm
         if not self.config.base_model:  # built-in: its (trained) weights and tokenizer
-            state |= {f"base.{k}": v.detach().numpy() for k, v in base.state_dict().items()
+            state |= {f"base.{k}": v.detach().cpu().numpy() for k, v in base.state_dict().items()
                       if "lora_" not in k}  # fmt: skip
             tok_json = self.tok.backend_tokenizer.to_str()
             state["tokenizer"] = np.frombuffer(tok_json.encode(), dtype=np.uint8).copy()
