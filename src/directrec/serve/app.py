@@ -231,6 +231,7 @@ class Service:
         self.loaded: Loaded | None = None
         self.reload_lock = threading.Lock()
         self.ready = False
+        self.encoder_warm = False
         self.catalogue = self._read_catalogue()
         self.histories = self._read_histories()
         self.feedback = FeedbackLog(cfg.feedback or default_path(cfg.db))
@@ -274,6 +275,11 @@ class Service:
             docs = [". ".join(p for p in (c.titles[i], ", ".join(c.categories[i]), c.texts[i])
                               if p) for i in c.ids]  # fmt: skip
             c.vectors = encode(docs)
+        if c.vectors is not None and not self.encoder_warm:  # load the query encoder now,
+            from directrec.text.encoder import encode  # not during the first request
+
+            encode(["warm-up"])
+            self.encoder_warm = True
         return c.vectors
 
     def load(self, version: str | None = None) -> Loaded:

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The benchmark runs behind the generative-engine, serving and explanation figures in
+# docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
+# otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/bench}
+DR=${DR:-.venv/bin/directrec}
+PY=${PY:-.venv/bin/python}
+R=docs/results
+WHAT=${1:-all}
+run() { [ "$WHAT" = all ] || [ "$WHAT" = "$1" ]; }
+
+if run beauty-gen; then  # generative ID head on Beauty (history ≤ 20), 15-minute budget
+  $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/beauty-gen --no-progress --models sasrec-ce --set max_len=20 --set dropout=0.5 \
+    --set lr=2e-3 --set batch_size=128 --set max_minutes=15 --set eval_every=2 --valid-users 4000
+fi
+if run beauty-sem; then  # semantic-ID head on Beauty, 20-minute budget
+  $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/beauty-sem --no-progress --models semantic-id --set max_len=20 --set max_minutes=20 \
+    --set eval_every=2 --set batch_size=256 --valid-users 2000
+fi
+if run users; then  # new users (held out of training); also trains the model served below
+  $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 10 --save $OUT/models/ml1m-sasrec-ce
+fi
+if run explain; then
+  $PY bench/explain.py --model $OUT/models/ml1m-sasrec-ce --db $OUT/ml1m.duckdb --users 500 --window 50
+fi
+if run serve; then
+  rm -rf $OUT/registry-ml1m $OUT/registry-ml100k-sem
+  $DR publish --model $OUT/models/ml1m-sasrec-ce --registry $OUT/registry-ml1m
+  $DR train semantic-id --db $OUT/ml100k.duckdb --out $OUT/models/ml100k-semantic \
+    --set max_minutes=4 --set eval_every=2 --valid-users 500
+  $DR publish --model $OUT/models/ml100k-semantic --registry $OUT/registry-ml100k-sem
+  S="$PY bench/serve.py --out $R/serve"
+  $S rate --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rate 300 --seconds 30 --tag id-ml1m
+  $S rate --model $OUT/registry-ml100k-sem --db $OUT/ml100k.duckdb --rate 50 --seconds 30 --tag semantic-ml100k
+  $S overload --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rate 3000 --seconds 60 \
+    --baseline-p99 "$($PY -c "import json;print(json.load(open('$R/serve/rate-id-ml1m.json'))['ok']['p99_ms']/1000)")"
+  $S fuzz --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --cases 1000
+  $S kill9 --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rounds 20
+  $DR train ease --db $OUT/ml1m.duckdb --out $OUT/models/ml1m-ease --set l2=300
+  $DR publish --model $OUT/models/ml1m-ease --registry $OUT/registry-ml1m --no-current
+  $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --swaps 200 --rate 100 --seconds 60
+fi
+if run items; then  # TIGER cold-start protocol on Beauty
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 15 --set batch_size=256
+fi
+if run llm; then
+  $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 3
+fi
+if run diversity; then
+  $DR benchmark --db $OUT/ml1m.duckdb --split loo --seed 42 --out $R/ml1m-diversity --no-progress \
+    --models ease,itemknn,content --set ease.l2=300 --diversity-sweep 0,0.2,0.4,0.6,0.8,0.95
+fi
