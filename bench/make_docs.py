@@ -58,6 +58,13 @@ def table(doc: dict) -> str:
         if r.get("best_epoch"):
             note = (f"early stopping: best epoch {r['best_epoch']} of "
                     f"{len(r.get('train_log', []))}")  # fmt: skip
+            cfg = r.get("config", {})
+            budget = cfg.get("max_minutes")
+            extras = [f"{budget:g}-min budget" if budget else "",
+                      f"loss={cfg['loss']}" if "loss" in cfg else "",
+                      "bf16" if cfg.get("bf16") else "",
+                      f"arch={cfg['arch']}" if "arch" in cfg else ""]  # fmt: skip
+            note += "; " + ", ".join(e for e in extras if e)
         cells = [m.get(k) for k in ("hr@10", "ndcg@10", "hr@20", "ndcg@20", "mrr@10",
                                     "coverage@10", "novelty@10", "diversity@10")]  # fmt: skip
         rows.append(
@@ -89,11 +96,118 @@ def _segment_sizes(doc: dict) -> list[tuple[str, int]]:
     return [(s, v["users"]) for s, v in first["segments"].items()]
 
 
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def extra_sections() -> list[str]:
+    """Serving, explanations, cold start, LM backend and diversity, from their JSON."""
+    parts: list[str] = []
+    serve = RESULTS / "serve"
+    rows = []
+    for name, label in (("rate-id-ml1m", "ID head (sasrec-ce, ML-1M)"),
+                        ("rate-semantic-ml100k", "semantic-ID head (ML-100K)"),
+                        ("overload", "10× overload (ID head)")):  # fmt: skip
+        d = _load(serve / f"{name}.json")
+        if d and "ok" in d:
+            ok = d["ok"]
+            shed = d.get("shed", {})
+            rows.append(f"| {label} | {d['sent'] / d['wall_seconds']:.0f} | {ok['throughput_per_s']:.0f} "
+                        f"| {ok['p50_ms']:.1f} | {ok['p99_ms']:.1f} | {shed.get('count', 0)} "
+                        f"| {shed.get('p99_ms', '—')} | {d['transport_errors']} | {d['server_alive']} |")  # fmt: skip
+    if rows:
+        parts += ["## Serving (loopback, 2 cores shared by server and load generator)\n",
+                  "Open-loop load (latency counted from each request's scheduled send time); "
+                  "`GET /v1/users/{id}/recommendations?k=10` for random users. Commands in "
+                  "`bench/extras.sh serve`; raw JSON in `docs/results/serve/`.\n",
+                  "| run | offered req/s | served req/s | p50 ms | p99 ms | shed (503) | shed p99 ms "
+                  "| transport errors | server alive |", "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+                  *rows, ""]  # fmt: skip
+        over = _load(serve / "overload.json")
+        if over and "admitted_p99_over_baseline" in over:
+            parts.append(f"Overload: admitted p99 = {over['admitted_p99_over_baseline']}× the "
+                         f"sustained-rate p99; afterwards {over['after'].get('status_counts')}.\n")  # fmt: skip
+    fz = _load(serve / "fuzz.json")
+    if fz:
+        parts.append(f"Malformed input: schemathesis (OpenAPI, {fz['command'].split('--cases ')[-1]} "
+                     f"examples per operation; exit {fz['schemathesis_exit']}) and a hand-written "
+                     f"corpus of {fz['corpus_cases']} requests ({fz['corpus_statuses']}): "
+                     f"{fz['corpus_5xx']} × 5xx in the corpus, {fz['server_5xx_total_from_metrics']} "
+                     f"× 5xx in the server's own metrics over the whole run, same process "
+                     f"throughout: {fz['same_pid']}.\n")  # fmt: skip
+    k9 = _load(serve / "kill9.json")
+    if k9:
+        parts.append(f"kill -9 during feedback: {k9['rounds']} rounds × {k9['writers']} writers; "
+                     f"{k9['acknowledged']} events acknowledged, {k9['acknowledged_missing']} of them "
+                     f"missing after restart, {k9['stored_twice']} stored twice, SQLite integrity "
+                     f"`{k9['integrity_check']}`.\n")  # fmt: skip
+    sw = _load(serve / "swaps.json")
+    if sw:
+        parts.append(f"Model swaps under load: {sw['swaps']} reloads ({sw['reload_outcomes']}; "
+                     f"bad artefacts: truncated weights, wrong hash) while serving "
+                     f"{sw['load']['sent']} requests: {sw['failed_requests']} failed.\n")  # fmt: skip
+    ex = _load(RESULTS / "explain" / "faithfulness-ml1m.json")
+    if ex:
+        parts += ["## Explanations: faithfulness (ML-1M)\n",
+                  f"`{ex['command']}` — {ex['users']} users × top-{ex['k']}; {ex['with_evidence']} "
+                  f"of {ex['recommendations']} items cite evidence. Removing the first cited "
+                  f"history item lowers the item's rank in **{ex['rank_lowered_share']:.1%}** of "
+                  f"cases (median {ex['median_places_lost']:g} places) and its probability in "
+                  f"{ex['probability_lowered_share']:.1%}; explaining costs "
+                  f"{ex['explain_seconds_per_user']:.2f} s per user (10 items).\n"]  # fmt: skip
+    cs = _load(RESULTS / "coldstart" / "items-beauty.json")
+    if cs:
+        parts += ["## Cold start\n", f"New items (TIGER protocol): `{cs['command']}` — "
+                  f"{cs['cold_items']} items ({cs['cold_test_cases']} test cases) held out of training.\n",
+                  "| model | Recall@10 (cold targets) | NDCG@10 (cold) | Recall@20 (cold) | Recall@10 (all targets) | NDCG@10 (all) |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for m in ("semantic-id", "content"):
+            r = cs[m]
+            c, a = r["cold_targets"], r["all_targets"]
+            parts.append(f"| {m} | {c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {c['recall@20']:.4f} "
+                         f"| {a['recall@10']:.4f} | {a['ndcg@10']:.4f} |")  # fmt: skip
+        parts.append("")
+    cu = _load(RESULTS / "coldstart" / "users-ml1m.json")
+    if cu:
+        parts += [f"New users (ML-1M): `{cu['command']}` — {cu['held_out_users']} users held out "
+                  f"of training; their next 10 items after what they showed.\n",
+                  "| shown | generator Recall@10 | popularity Recall@10 |", "|---|---:|---:|"]  # fmt: skip
+        for key, label in (("first_1", "first item"), ("first_2", "first two items"),
+                           ("sentence", "a sentence (genres of the first 5 items)")):  # fmt: skip
+            r = cu[key]
+            parts.append(
+                f"| {label} | {r['generator_recall@10']:.4f} | {r['popularity_recall@10']:.4f} |"
+            )
+        parts.append("")
+    lm = _load(RESULTS / "llm" / "cpu-ml100k.json")
+    if lm:
+        parts += ["## Language-model backend on CPU\n",
+                  f"`{lm['command']}` — {lm['model']}, {lm['parameters']:,} parameters "
+                  f"({lm['trainable_parameters']:,} trained); fit {lm['fit_seconds']} s "
+                  f"({lm['train_samples_per_second']} samples/s); constrained generation "
+                  f"{lm['generation_seconds_per_user']} s per user (beam 20 over all titles); "
+                  f"HR@10 / NDCG@10 on {lm['test_users']} test users {lm['llm']['hr@10']:.4f} / "
+                  f"{lm['llm']['ndcg@10']:.4f} against popularity {lm['popularity_same_users']['hr@10']:.4f} / "
+                  f"{lm['popularity_same_users']['ndcg@10']:.4f}.\n"]  # fmt: skip
+    dv = _load(RESULTS / "ml1m-diversity" / "results.json")
+    if dv:
+        parts += ["## Accuracy–diversity trade-off (ML-1M, MMR over MiniLM text embeddings)\n",
+                  f"`{dv['command']}` — 2,000 seeded test users, full ranking, top-50 re-ranked.\n",
+                  "| model | knob | NDCG@10 | Recall@10 | ILD@10 |", "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for r in dv["results"]:
+            for pnt in r.get("diversity_sweep", []):
+                parts.append(f"| {r['model']} | {pnt['diversity']:g} | {pnt['ndcg@10']:.4f} "
+                             f"| {pnt['recall@10']:.4f} | {pnt['ild@10']:.4f} |")  # fmt: skip
+        parts.append("\n![diversity](results/ml1m-diversity/diversity.png)\n")
+    return parts
+
+
 def main() -> None:
     parts = [INTRO]
     for name, title in (("ml1m", "MovieLens-1M"), ("beauty", "Amazon Beauty (history ≤ 20)")):
         # The zoo and the generative runs of one dataset form one table (same data, split).
-        runs = [RESULTS / d / "results.json" for d in (name, f"{name}-gen", f"{name}-sem")]
+        runs = [RESULTS / d / "results.json"
+                for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-sem")]  # fmt: skip
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]
         if not docs:
             parts.append(f"## {title}\n\nNot run yet: `bash bench/zoo.sh {name}`.\n")
@@ -107,7 +221,7 @@ def main() -> None:
         for r in merged["results"]:
             if r.get("codes"):
                 parts.append(f"Semantic IDs ({r['model']}): {json.dumps(r['codes'])}\n")
-        for d in (name, f"{name}-gen"):
+        for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-sem"):
             for png in sorted((RESULTS / d).glob("*.png")):
                 parts.append(f"![{png.stem}](results/{d}/{png.name})\n")
     rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]
@@ -129,6 +243,7 @@ def main() -> None:
                     f"| {r['peak_rss_mb']:.0f} |"
                 )
         parts.append("\nCommands (`bench/rating.sh`):\n\n```\n" + "\n".join(commands) + "\n```\n")
+    parts += extra_sections()
     caveats = ROOT / "docs" / "results" / "CAVEATS.md"
     if caveats.exists():
         parts.append(caveats.read_text())
