@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|archs|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -54,4 +54,11 @@ fi
 if run diversity; then
   $DR benchmark --db $OUT/ml1m.duckdb --split loo --seed 42 --out $R/ml1m-diversity --no-progress \
     --models ease,itemknn,content --set ease.l2=300 --diversity-sweep 0,0.2,0.4,0.6,0.8,0.95
+fi
+if run archs; then  # semantic-ID head: decoder-only (causal) against TIGER's encoder-decoder
+  for arch in causal encdec; do
+    $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-sem-$arch \
+      --no-progress --models semantic-id --set arch=$arch --set max_minutes=5 --set eval_every=2 \
+      --valid-users 500
+  done
 fi
