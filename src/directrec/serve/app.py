@@ -325,7 +325,7 @@ class Service:
 
     def watch(self) -> None:
         """Poll the registry's CURRENT and swap when it names another version."""
-        if not registry.is_registry(self.cfg.model):
+        if self.cfg.watch_seconds <= 0 or not registry.is_registry(self.cfg.model):
             return
         while not self.watch_stop.wait(self.cfg.watch_seconds):
             try:
