@@ -13,9 +13,7 @@ WHAT=${1:-all}
 run() { [ "$WHAT" = all ] || [ "$WHAT" = "$1" ]; }
 
 if run beauty-gen; then  # generative ID head on Beauty (history ≤ 20), 15-minute budget
-  $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
-    --out $R/beauty-gen --no-progress --models sasrec-ce --set max_len=20 --set dropout=0.5 \
-    --set lr=2e-3 --set batch_size=128 --set max_minutes=15 --set eval_every=2 --valid-users 4000
+  bash bench/zoo.sh beauty-gen
 fi
 if run beauty-sem; then  # semantic-ID head on Beauty, 20-minute budget
   $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
