@@ -44,7 +44,7 @@ if run serve; then
   $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --swaps 200 --rate 100 --seconds 60
 fi
 if run items; then  # TIGER cold-start protocol on Beauty
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 15 --set batch_size=256
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
 fi
 if run llm; then
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 3
@@ -56,7 +56,11 @@ fi
 if run archs; then  # semantic-ID head: decoder-only (causal) against TIGER's encoder-decoder
   for arch in causal encdec; do
     $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-sem-$arch \
-      --no-progress --models semantic-id --set arch=$arch --set max_minutes=5 --set eval_every=2 \
+      --no-progress --models semantic-id --set arch=$arch --set max_minutes=4 --set eval_every=2 \
       --valid-users 500
   done
+  # the original SASRec recipe (BCE, one negative) against the generative ID head's loss
+  $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-sasrec-losses \
+    --no-progress --models sasrec,sasrec-ce --set max_len=100 --set max_minutes=3 --set eval_every=2 \
+    --valid-users 500
 fi
