@@ -100,8 +100,16 @@ def items_protocol(args: argparse.Namespace) -> dict:
         if name == "semantic-id":
             res[name]["codes"] = model.meta.get("codes")
             # how often does the generator write a cold item at all?
-            items, _ = model.recommend(test.users[:2000], k=10)
+            users = test.users[:2000]
+            items, _ = model.recommend(users, k=10)
             res[name]["share_of_cold_items_in_top10"] = float(np.isin(items, cold).mean())
+            seen = warm(hist).matrix("binary")
+            bad = (items < 0) | (items >= model.n_items)
+            rows = np.repeat(np.arange(len(users)), 10)
+            bad |= (
+                np.asarray(seen[users[rows], np.clip(items.ravel(), 0, None)]).ravel() > 0
+            ).reshape(items.shape)
+            res[name]["invalid_or_seen_rate_top10"] = float(bad.mean())
         print(name, json.dumps(res[name]), file=sys.stderr)
     return res
 
