@@ -186,7 +186,10 @@ class Recommender:
         histories get the popularity fallback."""
         if k < 1:
             raise ValueError("k must be at least 1")
-        extra = max((len(e) for e in exclude or []), default=0)
+        # Generators only write their top `k`: widen by the exclusions the history does not
+        # already cover (seen items are never generated in the first place).
+        extra = max((len(np.setdiff1d(e, h) if exclude_seen else e)
+                     for e, h in zip(exclude or [], histories, strict=False)), default=0)  # fmt: skip
         scores, data = self._history_scores(histories, k + extra)
         users = np.arange(len(histories))
         if exclude_seen:
