@@ -106,6 +106,7 @@ def extra_sections() -> list[str]:
     serve = RESULTS / "serve"
     rows = []
     for name, label in (("rate-id-ml1m", "ID head (sasrec-ce, ML-1M)"),
+                        ("rate-id-ml1m-150", "ID head (sasrec-ce, ML-1M), half the rate"),
                         ("rate-semantic-ml100k", "semantic-ID head (ML-100K)"),
                         ("overload", "10× overload (ID head)")):  # fmt: skip
         d = _load(serve / f"{name}.json")
@@ -189,6 +190,17 @@ def extra_sections() -> list[str]:
                   f"HR@10 / NDCG@10 on {lm['test_users']} test users {lm['llm']['hr@10']:.4f} / "
                   f"{lm['llm']['ndcg@10']:.4f} against popularity {lm['popularity_same_users']['hr@10']:.4f} / "
                   f"{lm['popularity_same_users']['ndcg@10']:.4f}.\n"]  # fmt: skip
+    archs = [(a, _load(RESULTS / f"ml100k-sem-{a}" / "results.json")) for a in ("causal", "encdec")]
+    if all(d for _, d in archs):
+        parts += ["## Semantic-ID head: decoder-only (causal) vs encoder–decoder (ML-100K)\n",
+                  "Same data, split, seed and 3-minute budget each; commands below.\n",
+                  "| arch | HR@10 | NDCG@10 | epochs | fit s | eval s | peak MB |", "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for a, d in archs:
+            r = d["results"][0]
+            parts.append(f"| {a} | {r['metrics']['hr@10']:.4f} | {r['metrics']['ndcg@10']:.4f} "
+                         f"| {len(r.get('train_log', []))} | {r['fit_seconds']:.0f} | {r['eval_seconds']:.1f} "
+                         f"| {r['peak_rss_mb']:.0f} |")  # fmt: skip
+        parts.append("\n```\n" + "\n".join(d["command"] for _, d in archs) + "\n```\n")
     dv = _load(RESULTS / "ml1m-diversity" / "results.json")
     if dv:
         parts += ["## Accuracy–diversity trade-off (ML-1M, MMR over MiniLM text embeddings)\n",
