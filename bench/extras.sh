@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|archs|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -56,11 +56,12 @@ fi
 if run archs; then  # semantic-ID head: decoder-only (causal) against TIGER's encoder-decoder
   for arch in causal encdec; do
     $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-sem-$arch \
-      --no-progress --models semantic-id --set arch=$arch --set max_minutes=4 --set eval_every=2 \
+      --no-progress --models semantic-id --set arch=$arch --set max_minutes=3 --set eval_every=2 \
       --valid-users 500
   done
-  # the original SASRec recipe (BCE, one negative) against the generative ID head's loss
-  $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-sasrec-losses \
-    --no-progress --models sasrec,sasrec-ce --set max_len=100 --set max_minutes=3 --set eval_every=2 \
-    --valid-users 500
+fi
+if run rerun-rate; then  # after the beam-widening fix: semantic head again, ID head at half rate
+  S="$PY bench/serve.py --out $R/serve"
+  $S rate --model $OUT/registry-ml100k-sem --db $OUT/ml100k.duckdb --rate 50 --seconds 30 --tag semantic-ml100k
+  $S rate --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rate 150 --seconds 30 --tag id-ml1m-150
 fi
