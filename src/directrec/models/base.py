@@ -310,6 +310,38 @@ class Recommender:
         return model
 
 
+class BeamGenerator(Recommender):
+    """What the generators that write items by beam search share (semantic-id, llm): each
+    user's history kept in order as (indptr, items), and a beam (`config.beam`) that widens
+    to `k` when more items are asked for, since only the items written get a score."""
+
+    def _on_history(self, data: Interactions) -> None:
+        self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
+
+    def history_of(self, user: int) -> np.ndarray:
+        if not 0 <= user < self.n_users:
+            return np.zeros(0, dtype=np.int64)
+        return self.hist_items[self.hist_indptr[user] : self.hist_indptr[user + 1]]
+
+    def recommend(
+        self, users: np.ndarray | list[int], k: int = 10, exclude_seen: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return super().recommend(users, k, exclude_seen)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
+        beam = self.config.beam
+        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
+        try:
+            return self.full_scores(users)
+        finally:
+            self.config = dataclasses.replace(self.config, beam=beam)
+
+
 def torch_csr(m: sp.csr_matrix) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR tensor (for multi-threaded sparse @ dense)."""
     with warnings.catch_warnings():

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.models.base import BeamGenerator
 from directrec.models.training import loop_meta, run_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -94,7 +94,7 @@ def item_texts(
 
 
 # ----------------------------------------------------------------------------- model
-class LLMRec(Recommender):
+class LLMRec(BeamGenerator):
     name = "llm"
     uses_validation = True
 
@@ -236,14 +236,6 @@ class LLMRec(Recommender):
             return float(self.lm(input_ids=ids, attention_mask=att, labels=lab).loss)
 
     # -------------------------------------------------------------- generation
-    def _on_history(self, data: Interactions) -> None:
-        self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
-
-    def history_of(self, user: int) -> np.ndarray:
-        if not 0 <= user < self.n_users:
-            return np.zeros(0, dtype=np.int64)
-        return self.hist_items[self.hist_indptr[user] : self.hist_indptr[user + 1]]
-
     @torch.no_grad()
     def generate_for(
         self, histories: Sequence[Sequence[int]], beam: int, exclude: Sequence[set[int]] | None = None,
@@ -324,24 +316,6 @@ class LLMRec(Recommender):
             for j, (score, item) in enumerate(taken[:beam]):
                 items[b, j], vals[b, j] = item, score
         return items, vals
-
-    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
-        beam = self.config.beam
-        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
-        try:
-            return self.full_scores(users)
-        finally:
-            self.config = dataclasses.replace(self.config, beam=beam)
-
-    def recommend(
-        self, users: np.ndarray | list[int], k: int = 10, exclude_seen: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        beam = self.config.beam
-        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
-        try:
-            return super().recommend(users, k, exclude_seen)
-        finally:
-            self.config = dataclasses.replace(self.config, beam=beam)
 
     def score(self, users: np.ndarray) -> torch.Tensor:
         """Generated items carry their title log-probability; everything else -inf."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.models.base import BeamGenerator
 from directrec.models.sasrec import Block, last_window
 from directrec.models.training import loop_meta, run_epochs
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
@@ -175,7 +175,7 @@ class SemanticNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- model
-class SemanticID(Recommender):
+class SemanticID(BeamGenerator):
     name = "semantic-id"
     needs_text = True
     uses_validation = True
@@ -326,14 +326,6 @@ class SemanticID(Recommender):
         return torch.from_numpy(hist), torch.from_numpy(~valid)
 
     # -------------------------------------------------------------- history
-    def _on_history(self, data: Interactions) -> None:
-        self.hist_indptr, self.hist_items = data.indptr, data.item.copy()
-
-    def history_of(self, user: int) -> np.ndarray:
-        if not 0 <= user < self.n_users:
-            return np.zeros(0, dtype=np.int64)
-        return self.hist_items[self.hist_indptr[user] : self.hist_indptr[user + 1]]
-
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
@@ -386,25 +378,6 @@ class SemanticID(Recommender):
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
         order = score.argsort(1, descending=True)
         return items.gather(1, order), score.gather(1, order)
-
-    def recommend(
-        self, users: np.ndarray | list[int], k: int = 10, exclude_seen: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """As for every model; the beam widens to `k` when more items are asked for."""
-        beam = self.config.beam
-        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
-        try:
-            return super().recommend(users, k, exclude_seen)
-        finally:
-            self.config = dataclasses.replace(self.config, beam=beam)
-
-    def _scores_for(self, users: np.ndarray, k: int) -> torch.Tensor:
-        beam = self.config.beam
-        self.config = dataclasses.replace(self.config, beam=max(beam, min(k, self.n_items)))
-        try:
-            return self.full_scores(users)
-        finally:
-            self.config = dataclasses.replace(self.config, beam=beam)
 
     def score(self, users: np.ndarray) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf."""
