@@ -17,7 +17,7 @@ if run beauty-gen; then  # generative ID head on Beauty (history ≤ 20), 15-min
 fi
 if run beauty-sem; then  # semantic-ID head on Beauty, 20-minute budget
   $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
-    --out $R/beauty-sem --no-progress --models semantic-id --set max_len=20 --set max_minutes=20 \
+    --out $R/beauty-sem --no-progress --models semantic-id --set arch=causal --set max_len=20 --set max_minutes=20 \
     --set eval_every=2 --set batch_size=256 --valid-users 2000
 fi
 if run users; then  # new users (held out of training); also trains the model served below
@@ -30,7 +30,7 @@ if run serve; then
   rm -rf $OUT/registry-ml1m $OUT/registry-ml100k-sem
   $DR publish --model $OUT/models/ml1m-sasrec-ce --registry $OUT/registry-ml1m
   $DR train semantic-id --db $OUT/ml100k.duckdb --out $OUT/models/ml100k-semantic \
-    --set max_minutes=4 --set eval_every=2 --valid-users 500
+    --set arch=causal --set max_minutes=4 --set eval_every=2 --valid-users 500
   $DR publish --model $OUT/models/ml100k-semantic --registry $OUT/registry-ml100k-sem
   S="$PY bench/serve.py --out $R/serve"
   $S rate --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rate 300 --seconds 30 --tag id-ml1m

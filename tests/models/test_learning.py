@@ -36,13 +36,13 @@ def test_topn_model_beats_popularity(name, stage, pop_hr, planted_embedded):
     assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"{name}: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
 
 
-def test_semantic_encoder_decoder_arch_also_learns(stage, pop_hr, planted_embedded):
-    """The TIGER encoder–decoder variant of the semantic-ID head (the default is causal)."""
+def test_semantic_causal_arch_also_learns(stage, pop_hr, planted_embedded):
+    """The decoder-only (causal) variant of the semantic-ID head (the default is encdec)."""
     fit, seen, targets = stage
-    settings = {**TEST_SETTINGS["semantic-id"], "arch": "encdec"}
+    settings = {**TEST_SETTINGS["semantic-id"], "arch": "causal"}
     model = create("semantic-id", settings).fit(fit, planted_embedded.catalog)
     hr = evaluate(model, seen, targets, (10,)).metrics["hr@10"]
-    assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"encdec: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
+    assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"causal: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
 
 
 @pytest.mark.parametrize("name", sorted(RATING_MODELS))

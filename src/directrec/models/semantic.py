@@ -10,10 +10,11 @@ catalogue's IDs guarantees every generated item exists and is unseen by the user
 - Code decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level,
   tied to that level's input embeddings.
 - Two architectures (`arch`), both measured in docs/benchmarks.md:
-  `causal` (default, decoder-only): the history encoder is causal, so every position's
+  `causal` (decoder-only): the history encoder is causal, so every position's
   state is a context and every next item is a training target in one pass; the code
-  decoder cross-attends to that single state. `encdec` (TIGER): a bidirectional encoder;
-  the decoder cross-attends to the whole history; one (history, target) pair per sample.
+  decoder cross-attends to that single state. `encdec` (TIGER, the default: it measured
+  better, docs/benchmarks.md): a bidirectional encoder; the decoder cross-attends to the
+  whole history; one (history, target) pair per sample.
 - Generation: batched beam search over the trie; `temperature` and `sample` (Gumbel top-k,
   a stochastic beam search) trade accuracy for diversity.
 
@@ -182,7 +183,9 @@ class SemanticID(BeamGenerator):
 
     @dataclasses.dataclass
     class Config:
-        arch: str = "causal"  # causal (decoder-only history) | encdec (TIGER)
+        arch: str = (
+            "encdec"  # encdec (TIGER) | causal (decoder-only history); see docs/benchmarks.md
+        )
         levels: int = 3
         codebook: int = 256
         rq_latent: int = 32
