@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from directrec.data.dataset import Dataset
+from directrec.data.histories import Histories
 from directrec.data.split import Targets, leave_one_out
 from directrec.evaluate.protocol import evaluate, validator
+from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import create
 
 
@@ -78,21 +80,21 @@ def items_protocol(args: argparse.Namespace) -> dict:
     for name, settings in runs.items():
         t = time.time()
         model = create(name, {"seed": args.seed, **settings})
-        if model.uses_validation:
+        if model.capabilities.early_stopping:
             warm_valid = v_targets
             keep = ~np.isin(v_targets.items[v_targets.indptr[:-1]], cold)
             warm_valid = subset_targets(v_targets, keep & (np.diff(v_targets.indptr) > 0))
             model.fit(
                 warm(v_fit),
                 ds.catalog,
-                validator=validator(warm(v_hist), warm_valid, max_users=2000),
+                validator=validator(warm(v_fit), warm_valid, seen=warm(v_hist), max_users=2000),
             )
         else:
             model.fit(warm(fit), ds.catalog)
-        model.set_history(warm(hist))
         fit_s = time.time() - t
-        cold_m = evaluate(model, warm(hist), subset_targets(test, cold_cases), (10, 20)).metrics
-        all_m = evaluate(model, warm(hist), test, (10,)).metrics
+        inputs = warm(hist)  # every user's warm history (train + validation) as the input
+        cold_m = evaluate(model, inputs, subset_targets(test, cold_cases), (10, 20)).metrics
+        all_m = evaluate(model, inputs, test, (10,)).metrics
         res[name] = {"settings": settings, "fit_seconds": round(fit_s, 1),
                      "cold_targets": {k: cold_m[k] for k in ("recall@10", "ndcg@10", "recall@20")},
                      "all_targets": {k: all_m[k] for k in ("recall@10", "ndcg@10")},
@@ -101,7 +103,9 @@ def items_protocol(args: argparse.Namespace) -> dict:
             res[name]["codes"] = model.meta.get("codes")
             # how often does the generator write a cold item at all?
             users = test.users[:2000]
-            items, _ = model.recommend(users, k=10)
+            lists = recommend(model, Histories.from_interactions(inputs, users), ListOptions(k=10))
+            items = np.array([np.pad(r.items, (0, 10 - len(r.items)), constant_values=-1)
+                              for r in lists])  # fmt: skip
             res[name]["share_of_cold_items_in_top10"] = float(np.isin(items, cold).mean())
             seen = warm(hist).matrix("binary")
             bad = (items < 0) | (items >= model.n_items)
@@ -129,8 +133,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
                 **parse_set(args.set)}  # fmt: skip
     t = time.time()
     model = create("sasrec-ce", {"seed": args.seed, **settings})
-    model.fit(v_fit, validator=validator(v_hist, v_targets, max_users=2000))
-    model.set_history(data)  # every user's full history, held-out users included
+    model.fit(v_fit, validator=validator(v_fit, v_targets, seen=v_hist, max_users=2000))
     fit_s = time.time() - t
     if args.save:
         model.meta.update(user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(),
@@ -149,7 +152,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
     for shown in (1, 2):
         hists = [seqs[u][:shown] for u in held]
         truth = [set(seqs[u][shown : shown + 10].tolist()) for u in held]
-        gen, _ = model.recommend_histories(hists, k=10)
+        gen = [r.items for r in recommend(model, Histories.from_lists(hists, data.n_items))]
         pop = [[i for i in pop_order[: 10 + shown] if i not in set(h)][:10] for h in hists]
         out[f"first_{shown}"] = {
             "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
@@ -162,7 +165,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
         sentences.append(sentence)
         hists.append(sentence_history(encode([sentence])[0], ds.catalog.embeddings, 5))
     truth = [set(seqs[u][5:15].tolist()) for u in held]
-    gen, _ = model.recommend_histories(hists, k=10)
+    gen = [r.items for r in recommend(model, Histories.from_lists(hists, data.n_items))]
     pop = [list(pop_order[:10]) for _ in held]
     out["sentence"] = {
         "how": "sentence = the two most frequent genres of the user's first 5 items + ' movies'; "

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from directrec.data.dataset import Dataset
+from directrec.data.histories import Histories
+from directrec.data.store import Store
+from directrec.generate.context import ModelContext
 from directrec.generate.explain import explain
+from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import load_model
 
 
@@ -36,20 +39,24 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("docs/results/explain"))
     args = p.parse_args()
     model = load_model(args.model)
-    ds = Dataset.from_store(args.db)
-    users = np.sort(
-        np.random.default_rng(args.seed).choice(model.n_users, args.users, replace=False)
-    )
+    ctx = ModelContext.build(model, args.db)
+    with Store(args.db) as store:
+        raw_users = store.user_ids()
+    users = np.sort(np.random.default_rng(args.seed).choice(len(raw_users), args.users,
+                                                            replace=False))  # fmt: skip
+    with Store(args.db) as store:
+        stored = ctx.histories(store, [raw_users[u] for u in users])
     cases = lowered = prob_lowered = cited = 0
     places: list[int] = []
     t_explain = 0.0
-    for u in users:
-        hist = model.history_of(int(u))
+    for row in range(len(users)):
+        one = stored.take([row])
+        hist = one[0]
         if len(hist) == 0:
             continue
-        recs, _ = model.recommend_histories([hist], k=args.k)
+        recs = recommend(model, one, ListOptions(k=args.k))[0].items
         t = time.perf_counter()
-        reasons = explain(model, hist, recs[0], ds.catalog.titles, ds.catalog.categories,
+        reasons = explain(model, one, recs, ctx.info.titles, ctx.info.categories,
                           window=args.window)  # fmt: skip
         t_explain += time.perf_counter() - t
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
@@ -59,7 +66,8 @@ def main() -> None:
                 continue
             cited += 1
             at = int(np.searchsorted(unseen, r.item))
-            scores = model.score_histories([hist, hist[hist != r.evidence[0]]])[:, unseen]
+            both = Histories.from_lists([hist, hist[hist != r.evidence[0]]], model.n_items)
+            scores = model.score(both)[:, unseen]
             before, after = scores[0], scores[1]
             r0, r1 = int((before > before[at]).sum()), int((after > after[at]).sum())
             lp = torch.log_softmax(scores, dim=1)[:, at]

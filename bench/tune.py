@@ -35,7 +35,7 @@ def main() -> None:
 
     ds = Dataset.from_store(args.db)
     model_cls = create(args.model)
-    if model_cls.needs_text:
+    if model_cls.capabilities.needs_text:
         ds.catalog.embeddings = item_embeddings(ds, args.db)
     fit, seen, targets = leave_one_out(ds.interactions).stage("valid", args.max_history)
     axes = [(g.split("=")[0], g.split("=")[1].split(",")) for g in args.grid]
@@ -46,7 +46,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model = create(args.model, settings).fit(fit, ds.catalog)
         fit_s = time.perf_counter() - t0
-        m = evaluate(model, seen, targets, (10,)).metrics
+        m = evaluate(model, fit, targets, (10,), seen=seen).metrics
         rows.append({"settings": settings, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
                      "fit_seconds": round(fit_s, 2)})  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)

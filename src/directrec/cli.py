@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -254,35 +255,24 @@ def train(
     for models that train by epochs with early stopping)."""
     from directrec.data.dataset import Dataset
     from directrec.data.split import leave_one_out
+    from directrec.evaluate.protocol import fit_model
     from directrec.models import MODELS, create
 
     def run() -> Path:
+        if holdout not in ("none", "loo"):
+            raise ValueError("--holdout must be none or loo")
         ds = Dataset.from_store(db)
         over = {"seed": seed, **parse_settings(settings, [model_name]).get(model_name, {})}
         model = create(model_name, over)
-        if model.needs_text:
+        if model.capabilities.needs_text:
             from directrec.text.encoder import item_embeddings
 
             ds.catalog.embeddings = item_embeddings(ds, db)
-        data = ds.interactions
-        if holdout == "loo":
-            split = leave_one_out(data)
-            data = type(data).concat(split.train, split.valid)
-        elif holdout != "none":
-            raise ValueError("--holdout must be none or loo")
-        if model.uses_validation:
-            # Train on all but each user's last item, stop early on that item, then take
-            # the full history for recommending.
-            from directrec.evaluate.protocol import validator
-
-            split = leave_one_out(data)
-            fit_data, hist, targets = split.stage("valid")
-            model.fit(
-                fit_data, ds.catalog, validator=validator(hist, targets, max_users=valid_users)
-            )
-            model.set_history(data)
-        else:
-            model.fit(data, ds.catalog)
+        # none: deploy on everything (early-stopping models validate on each user's last
+        # item); loo: leave each user's last item out, as the benchmark's test stage does.
+        split = leave_one_out(ds.interactions)
+        fit_model(model, split, "all" if holdout == "none" else "test", ds.catalog,
+                  valid_users=valid_users)  # fmt: skip
         model.meta.update(
             data_fingerprint=ds.fingerprint,
             db=str(db),
@@ -310,7 +300,7 @@ def recommend(
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
     user: Annotated[str, typer.Option(help="the user's id as in your data")],
-    db: Annotated[Path | None, typer.Option(help="store, for item titles")] = None,
+    db: Annotated[Path, typer.Option(help="store: the user's history and item titles")],
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user has seen")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -321,67 +311,35 @@ def recommend(
         ),
     ] = False,
     diversity: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings (needs --db)"),
+        float, typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings")
     ] = 0.0,
 ) -> None:
     """Top-K recommendations for one user (unknown users get the popularity fallback)."""
-    import numpy as np
-
-    from directrec.data.dataset import IdMap
+    from directrec.data.store import Store
+    from directrec.generate.context import ModelContext
+    from directrec.generate.pipeline import ListOptions
+    from directrec.generate.pipeline import recommend as build_lists
     from directrec.models import load_model
 
     def run() -> dict:
         from directrec.serve.registry import resolve
 
         model = load_model(resolve(model_dir)[0])
-        users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-        items = model.meta.get("item_ids", [])
-        idx = users.index(user)
-        pool = k * 3 if diversity > 0 else k
-        recs, scores = model.recommend([idx], pool, exclude_seen=not include_seen)
-        recs, scores = recs[0][recs[0] >= 0], scores[0][recs[0] >= 0]
-        fallback = bool(model.fallback_users(np.array([idx]))[0])
-        titles: dict[str, str] = {}
-        cats: dict[str, list[str]] = {}
-        if db is not None:
-            from directrec.data.store import Store
-
-            with Store(db) as s:
-                t = s.items()
-            titles = dict(zip(t["item_id"].astype(str), t["title"].astype(str), strict=False))
-            cats = dict(zip(t["item_id"].astype(str), t["categories"], strict=False))
-        if diversity > 0:
-            if db is None:
-                raise ValueError("--diversity needs --db (item text embeddings)")
-            from directrec.data.dataset import Dataset
-            from directrec.generate.rerank import mmr
-            from directrec.text.encoder import item_embeddings
-
-            ds = Dataset.from_store(db)
-            vec = item_embeddings(ds, db)
-            pos = ds.items.indices([str(x) for x in items])
-            aligned = np.where((pos >= 0)[:, None], vec[np.maximum(pos, 0)], 0.0)
-            recs, scores = mmr(recs, scores, aligned, k, diversity)
-        recs, scores = recs[:k], scores[:k]
-        reasons = None
-        if explain:
-            from directrec.generate.explain import explain as why
-
-            hist = model.history_of(idx)
-            item_titles = [titles.get(str(x), str(x)) for x in items]
-            item_cats = [list(cats.get(str(x), [])) for x in items]
-            reasons = why(model, hist, recs, item_titles, item_cats) if model.supports_histories \
-                and len(hist) else None  # fmt: skip
+        ctx = ModelContext.build(model, db, vectors=diversity > 0)
+        with Store(db) as store:
+            histories = ctx.histories(store, [user])
+        options = ListOptions(k=k, exclude_seen=not include_seen, diversity=diversity,
+                              explain=explain)  # fmt: skip
+        (rec,) = build_lists(model, histories, options, info=ctx.info)
         rows = [
-            {"rank": r + 1, "item_id": str(items[i]), "title": titles.get(str(items[i]), ""),
+            {"rank": r + 1, "item_id": ctx.raw([i])[0], "title": ctx.info.titles[i],
              "score": float(sc)}
-            for r, (i, sc) in enumerate(zip(recs, scores, strict=False))
+            for r, (i, sc) in enumerate(zip(rec.items, rec.scores, strict=True))
         ]  # fmt: skip
-        for row, reason in zip(rows, reasons or [], strict=False):
+        for row, reason in zip(rows, rec.reasons or [], strict=False):
             row["reason"] = reason.text
-            row["evidence"] = [str(items[e]) for e in reason.evidence]
-        return {"user": user, "model": model.name, "fallback": fallback, "items": rows}
+            row["evidence"] = ctx.raw(np.asarray(reason.evidence, dtype=np.int64))
+        return {"user": user, "model": model.name, "fallback": rec.fallback, "items": rows}
 
     res = _run_guarded(run)
     if as_json:

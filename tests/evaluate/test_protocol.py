@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from directrec.data.dataset import Dataset, Interactions
+from directrec.data.histories import Histories
 from directrec.data.split import Targets, leave_one_out
-from directrec.evaluate.protocol import evaluate
+from directrec.evaluate.protocol import evaluate, fit_model
 from directrec.models import create
-from directrec.models.base import Recommender
+from directrec.models.base import Capabilities, Recommender
 
 
 class FixedScores(Recommender):
@@ -23,11 +24,43 @@ class FixedScores(Recommender):
         super().__init__()
         self.table = scores
 
-    def _fit(self, data, catalog):
+    def _fit(self, data, catalog, validator):
         pass
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.table[users])
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return torch.from_numpy(self.table[histories.users])
+
+
+class Spy(Recommender):
+    """Records what the fit protocol hands it (the generator path of the benchmark)."""
+
+    name = "spy"
+    capabilities = Capabilities(early_stopping=True)
+
+    def _fit(self, data, catalog, validator):
+        self.fit_pairs = set(zip(data.user.tolist(), data.item.tolist(), strict=True))
+        self.valid_score = validator(self) if validator is not None else None
+
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return torch.from_numpy(self.popularity).expand(len(histories), -1)
+
+
+def test_generator_path_fits_on_train_stops_on_valid_and_never_sees_test(planted):
+    """Early-stopping models: fit on train only, validate on the validation item, then
+    score test with train + validation as input; the test item is never in the fit data."""
+    split = leave_one_out(planted.interactions)
+    model = Spy()
+    inputs = fit_model(model, split, "test")
+    test_pairs = set(zip(split.test.user.tolist(), split.test.item.tolist(), strict=True))
+    valid_pairs = set(zip(split.valid.user.tolist(), split.valid.item.tolist(), strict=True))
+    train_pairs = set(zip(split.train.user.tolist(), split.train.item.tolist(), strict=True))
+    assert model.fit_pairs == train_pairs
+    assert not model.fit_pairs & (test_pairs - train_pairs)
+    assert not model.fit_pairs & (valid_pairs - train_pairs)
+    assert model.valid_score is not None and 0 <= model.valid_score <= 1
+    assert len(inputs) == len(split.train) + len(split.valid)  # scored with validation added
+    plain = FixedScores(np.zeros((1, 1), np.float32))
+    assert not plain.capabilities.early_stopping
 
 
 def test_hand_checked_case_with_seen_exclusion():
@@ -58,8 +91,8 @@ def test_batch_size_does_not_change_results(planted):
     split = leave_one_out(planted.interactions)
     fit, seen, targets = split.stage("test")
     model = create("itemknn").fit(fit)
-    a = evaluate(model, seen, targets, ks=(10,), batch_size=7)
-    b = evaluate(model, seen, targets, ks=(10,), batch_size=1000)
+    a = evaluate(model, fit, targets, ks=(10,), seen=seen, batch_size=7)
+    b = evaluate(model, fit, targets, ks=(10,), seen=seen, batch_size=1000)
     assert a.metrics == pytest.approx(b.metrics)
     assert sum(s["users"] for s in a.segments.values()) == a.n_users
 
@@ -72,6 +105,6 @@ def test_segments_by_history_length():
     df["event"], df["line"] = None, np.arange(len(df))
     ds = Dataset.from_frames(df)
     fit, seen, targets = leave_one_out(ds.interactions).stage("test")
-    r = evaluate(create("pop").fit(fit), seen, targets, ks=(5,))
+    r = evaluate(create("pop").fit(fit), fit, targets, ks=(5,), seen=seen)
     assert r.segments["<=5"]["users"] == 1 and r.segments[">20"]["users"] == 1
     assert r.segments["6-20"]["users"] == 0

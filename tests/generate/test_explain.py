@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.generate.explain import explain, sentence
+from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import create
 from tests.models.settings import TEST_SETTINGS
 
@@ -23,9 +25,10 @@ def test_ease_influence_matches_a_hand_computation(fit_data, planted):
     item loses can be computed directly from the weights."""
     model = create("ease", TEST_SETTINGS["ease"]).fit(fit_data)
     hist = fit_data.item[fit_data.user == 3]
-    recs, _ = model.recommend_histories([hist], k=3)
+    one = Histories.from_lists([hist], model.n_items)
+    recs = recommend(model, one, ListOptions(k=3))[0].items
     cats = planted.catalog.categories
-    reasons = explain(model, hist, recs[0], planted.catalog.titles, cats, cite=2, window=len(hist))
+    reasons = explain(model, one, recs, planted.catalog.titles, cats, cite=2, window=len(hist))
     w = model.weights.numpy().astype(np.float64)
     unseen = np.setdiff1d(np.arange(w.shape[0]), hist)
     full = w[np.unique(hist)].sum(0)
@@ -53,14 +56,15 @@ def test_removing_cited_item_lowers_the_generators_rank(fit_data, planted):
     for u in range(0, 60, 3):
         hist = fit_data.item[fit_data.user == u]
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
-        recs, _ = model.recommend_histories([hist], k=5)
-        for r in explain(model, hist, recs[0], planted.catalog.titles, planted.catalog.categories):
+        one = Histories.from_lists([hist], model.n_items)
+        recs = recommend(model, one, ListOptions(k=5))[0].items
+        for r in explain(model, one, recs, planted.catalog.titles, planted.catalog.categories):
             if not r.evidence:
                 continue
             at = int(np.searchsorted(unseen, r.item))
 
             def rank_and_logp(h, r=r, at=at, unseen=unseen):
-                s = model.score_histories([h])[0]
+                s = model.score(Histories.from_lists([h], model.n_items))[0]
                 logp = float(torch.log_softmax(s[unseen], 0)[at])
                 s = s[unseen]
                 return int((s > s[at]).sum()), logp

@@ -1,31 +1,46 @@
-"""The contract every model keeps (after LensKit's): save/load gives identical
-recommendations, unknown users and empty histories are handled, k larger than the
-catalogue is fine, seen items are excluded."""
+"""The contract every model keeps (after LensKit's): save/load gives identical lists,
+unknown users and empty histories fall back to popularity, k larger than the catalogue is
+fine, seen and excluded items never appear, the model holds no user state (ad-hoc
+histories score like stored ones), concurrent calls equal sequential ones, and `update`
+gives a working model of the same kind over the grown index."""
 
 from __future__ import annotations
+
+import dataclasses
+import threading
 
 import numpy as np
 import pytest
 
+from directrec.data.dataset import Interactions
+from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
+from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import MODELS, create, load_model
 from tests.models.settings import TEST_SETTINGS
 
 
 @pytest.fixture(scope="module")
-def fitted(planted_embedded):
-    ds = planted_embedded
-    fit, _, _ = leave_one_out(ds.interactions).stage("test")
-    # Give one indexed user an empty history: drop all of user 0's rows.
-    fit = fit.select(fit.user != 0)
+def fit_data(planted_embedded):
+    fit, _, _ = leave_one_out(planted_embedded.interactions).stage("test")
+    return fit.select(fit.user != 0)  # user 0 keeps its index but has an empty history
+
+
+@pytest.fixture(scope="module")
+def fitted(planted_embedded, fit_data):
     cache = {}
 
     def get(name):
         if name not in cache:
-            cache[name] = create(name, TEST_SETTINGS[name]).fit(fit, ds.catalog)
+            cache[name] = create(name, TEST_SETTINGS[name]).fit(fit_data, planted_embedded.catalog)
         return cache[name]
 
     return get
+
+
+def lists(model, histories, k=10, **kw):
+    recs = recommend(model, histories, ListOptions(k=k, **kw.pop("opts", {})), **kw)
+    return np.array([r.items for r in recs]), np.array([r.scores for r in recs])
 
 
 def test_every_model_is_covered():
@@ -33,46 +48,58 @@ def test_every_model_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_save_load_round_trip(name, fitted, tmp_path):
+def test_save_load_round_trip(name, fitted, fit_data, tmp_path):
     model = fitted(name)
     model.meta = {"user_ids": ["x"], "note": "kept"}
-    users = np.arange(1, 30)
-    items, scores = model.recommend(users, k=10)
+    h = Histories.from_interactions(fit_data, np.arange(1, 30))
+    items, scores = lists(model, h)
     path = model.save(tmp_path / name)
-    assert sorted(p.name for p in path.iterdir()) == [
-        "config.json",
-        "ids.json",
-        "weights.safetensors",
-    ]
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "ids.json",
+                                                       "weights.safetensors"]  # fmt: skip
     loaded = load_model(path)
     assert type(loaded) is type(model) and loaded.meta["note"] == "kept"
-    items2, scores2 = loaded.recommend(users, k=10)
+    items2, scores2 = lists(loaded, h)
     assert np.array_equal(items, items2)
     np.testing.assert_allclose(scores, scores2, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_unknown_and_empty_history_users_get_popularity(name, fitted):
+def test_model_holds_no_user_history(name, fitted, tmp_path):
+    """Nothing the size of the interaction log is saved: only learned parameters."""
+    from safetensors.numpy import load_file
+
     model = fitted(name)
-    items, _ = model.recommend([-1, 0, 10**9], k=5)
-    pop_order = np.argsort(-model.popularity, kind="stable")[:5]
-    for row in items:
-        assert set(row) == set(pop_order)
-    assert model.fallback_users(np.array([-1, 0, 5])).tolist() == [True, True, False]
+    state = load_file(str(model.save(tmp_path / name) / "weights.safetensors"))
+    assert not [k for k in state if "hist" in k or "seen" in k or k.endswith("weights.indptr")]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_k_larger_than_catalogue_and_seen_excluded(name, fitted):
+def test_unknown_and_empty_histories_get_popularity(name, fitted, fit_data):
+    model = fitted(name)
+    per_user = model.capabilities.personalises == "user"
+    h = Histories.from_interactions(fit_data, [-1, 0, 10**9, 5])
+    items, _ = lists(model, h, k=5, opts={"exclude_seen": False})
+    pop_order = set(np.argsort(-model.popularity, kind="stable")[:5])
+    for row in items[:3]:
+        assert set(row) == pop_order
+    assert model.fallback(h).tolist() == [True, True, True, False]
+    anonymous = Histories.from_lists([h[3]], model.n_items)  # a session: no user index
+    assert model.fallback(anonymous).tolist() == [per_user]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_k_larger_than_catalogue_and_seen_excluded(name, fitted, fit_data):
     model = fitted(name)
     n = model.n_items
-    items, scores = model.recommend([5], k=n + 10)
-    seen = set(model.seen[5].indices)
+    h = Histories.from_interactions(fit_data, [5])
+    items, scores = lists(model, h, k=n + 10)
+    seen = set(h[0].tolist())
     real = items[0][items[0] >= 0]
     assert len(real) == n - len(seen) and not seen & set(real)
-    assert (items[0][len(real) :] == -1).all() and np.isneginf(scores[0][len(real) :]).all()
+    assert len(set(real)) == len(real)
     assert np.all(np.diff(scores[0][: len(real)]) <= 1e-6)  # best first
     with pytest.raises(ValueError):
-        model.recommend([5], k=0)
+        lists(model, h, k=0)
 
 
 def test_load_rejects_foreign_or_broken_directories(tmp_path):
@@ -84,30 +111,82 @@ def test_load_rejects_foreign_or_broken_directories(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_ad_hoc_histories_match_stored_ones_and_leave_them_alone(name, fitted):
-    """A stored user's own sequence, given as an ad-hoc history, gets the same list; the
-    stored histories are unchanged afterwards; exclusions and empty histories work."""
+def test_ad_hoc_histories_exclusions_and_bad_items(name, fitted, fit_data):
+    """A user's history given as an anonymous session gets the user's own list (models
+    that personalise by history); exclusions hold; item indices are checked."""
     model = fitted(name)
-    if not model.supports_histories:
-        with pytest.raises(ValueError, match="cannot score ad-hoc"):
-            model.recommend_histories([np.array([1, 2])])
-        return
-    users = np.array([3, 7])
-    before, _ = model.recommend(users, k=10)
-    seqs = [model.history_of(u) for u in users]
-    assert all(set(h) == set(model.seen[u].indices) for h, u in zip(seqs, users, strict=True))
-    got, _ = model.recommend_histories(seqs, k=10)
-    if getattr(model.config, "use_ratings", False):  # ad-hoc histories carry no ratings
-        assert all(not set(a) & set(h) and (a >= 0).all() for a, h in zip(got, seqs, strict=True))
-    else:
+    stored = dataclasses.replace(Histories.from_interactions(fit_data, [3, 7]), ratings=None)
+    before, _ = lists(model, stored)
+    # The same items as a fresh object (users keep their index: a user-neighbour model
+    # must not count a user as their own neighbour).
+    session = Histories.from_lists([stored[0], stored[1]], model.n_items, users=stored.users)
+    got, _ = lists(model, session)
+    if model.capabilities.personalises == "history":
         assert np.array_equal(got, before)
-    again, _ = model.recommend(users, k=10)
-    assert np.array_equal(again, before)
-    banned = got[0][:3]
-    ex, _ = model.recommend_histories([seqs[0], np.array([], dtype=np.int64)], k=10,
-                                      exclude=[banned, np.array([], dtype=np.int64)])  # fmt: skip
-    assert not set(banned) & set(ex[0]) and not set(seqs[0]) & set(ex[0])
-    pop_order = np.argsort(-model.popularity, kind="stable")[:10]
-    assert set(ex[1]) == set(pop_order)
+    banned = before[0][:3]
+    ex, _ = lists(model, stored, exclude=[banned, np.zeros(0, dtype=np.int64)])
+    assert not set(banned) & set(ex[0]) and not set(stored[0]) & set(ex[0])
+    assert (ex >= 0).all()
     with pytest.raises(ValueError):
-        model.recommend_histories([np.array([model.n_items])])
+        Histories.from_lists([[model.n_items]], model.n_items)
+    with pytest.raises(ValueError):
+        model.score(Histories.from_lists([[0]], model.n_items + 1))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_concurrent_calls_equal_sequential_ones(name, fitted, fit_data):
+    """One model object serves several threads: each thread scores its own histories,
+    repeatedly, and gets exactly what a sequential call gets."""
+    model = fitted(name)
+    batches = [Histories.from_interactions(fit_data, np.arange(1 + 7 * t, 8 + 7 * t))
+               for t in range(4)]  # fmt: skip
+    expected = [model.score(b, k=10) for b in batches]
+    results: dict[int, list] = {t: [] for t in range(4)}
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for _ in range(3):
+                results[t].append(model.score(batches[t], k=10))
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for t in range(4):
+        for got in results[t]:
+            assert got.shape == expected[t].shape
+            assert np.array_equal(np.isfinite(got.numpy()), np.isfinite(expected[t].numpy()))
+            fin = np.isfinite(expected[t].numpy())
+            np.testing.assert_allclose(got.numpy()[fin], expected[t].numpy()[fin], rtol=1e-5,
+                                       atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_update_grows_the_index_and_serves_new_users(name, fitted, fit_data, planted_embedded):
+    """`update` on data with a new user keeps the model's kind and index, and the new
+    user (a history model) or every old user (a per-user model) gets a personal list."""
+    model = fitted(name)
+    new_user = fit_data.n_users
+    extra = Interactions(
+        np.full(6, new_user), np.arange(6, dtype=np.int64), n_users=new_user + 1,
+        n_items=fit_data.n_items,
+        rating=None if fit_data.rating is None else np.full(6, 5.0, dtype=np.float32),
+        timestamp=None if fit_data.timestamp is None else np.arange(6) + 10**9,
+    )  # fmt: skip
+    grown = Interactions.concat(
+        Interactions(fit_data.user, fit_data.item, new_user + 1, fit_data.n_items,
+                     fit_data.rating, fit_data.timestamp),
+        extra,
+    )  # fmt: skip
+    new = model.update(grown, planted_embedded.catalog, epochs=1)
+    assert type(new) is type(model) and new is not model
+    assert new.n_items == model.n_items and new.n_users == new_user + 1
+    h = Histories.from_interactions(grown, [new_user])
+    assert not new.fallback(h)[0]
+    items, _ = lists(new, h)
+    assert (items >= 0).all() and not set(items[0]) & set(range(6))

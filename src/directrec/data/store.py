@@ -85,6 +85,30 @@ class Store:
             "FROM interactions ORDER BY seq"
         ).df()
 
+    def histories(self, user_ids: list[str]) -> dict[str, list[str]]:
+        """The given users' item ids, oldest first by the one ordering rule (time, ties in
+        ingest order; see preprocess.chronological_order). Users without interactions are
+        absent. Reads only those users' rows, so a service need not hold every history."""
+        from directrec.data.preprocess import chronological_order
+
+        if not user_ids:
+            return {}
+        rows = self.con.execute(
+            "SELECT user_id, item_id, ts AS timestamp, seq AS line FROM interactions "
+            "WHERE user_id IN (SELECT unnest(?)) ORDER BY seq",
+            [list(map(str, user_ids))],
+        ).df()
+        rows = rows.iloc[chronological_order(rows)]
+        grouped = rows.groupby(rows["user_id"].astype(str), sort=False)["item_id"]
+        return {u: items.astype(str).tolist() for u, items in grouped}
+
+    def user_ids(self, limit: int | None = None) -> list[str]:
+        """Distinct user ids in ingest order of their first interaction."""
+        sql = "SELECT user_id FROM interactions GROUP BY user_id ORDER BY min(seq)"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return [str(r[0]) for r in self.con.execute(sql).fetchall()]
+
     def items(self) -> pd.DataFrame:
         df = self.con.execute(
             "SELECT item_id, title, text, categories FROM items ORDER BY item_id"

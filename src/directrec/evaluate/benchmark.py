@@ -22,7 +22,7 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
-from directrec.evaluate.protocol import evaluate, validator
+from directrec.evaluate.protocol import evaluate, fit_model
 
 
 @dataclass
@@ -84,30 +84,23 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
 
     ds = load_for_benchmark(spec, need_text=True)
     split = make_split(ds.interactions, spec.split)
-    fit_data, history, targets = split.stage(spec.stage, spec.max_history)
+    _, seen, targets = split.stage(spec.stage, spec.max_history)
     model = create(name, _settings(spec, name))
-    if model.needs_text and ds.catalog.embeddings is None:
+    if model.capabilities.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
     t0 = time.perf_counter()
-    if model.uses_validation and spec.stage == "test":
-        # Train on train, stop early on validation, then rank test with train + validation
-        # as history (no retraining): the SASRec/TIGER protocol.
-        v_fit, v_hist, v_targets = split.stage("valid", spec.max_history)
-        model.fit(
-            v_fit, ds.catalog, validator=validator(v_hist, v_targets, max_users=spec.valid_users)
-        )
-        model.set_history(fit_data)
-    else:
-        model.fit(fit_data, ds.catalog)
+    inputs = fit_model(model, split, spec.stage, ds.catalog, max_history=spec.max_history,
+                       valid_users=spec.valid_users)  # fmt: skip
     fit_s = time.perf_counter() - t0
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
         feats = ds.catalog.category_matrix()
     result = evaluate(
         model,
-        history,
+        inputs,
         targets,
         tuple(spec.ks),
+        seen=seen,
         exclude_seen=spec.exclude_seen,
         batch_size=spec.batch_size,
         item_features=feats,
@@ -122,8 +115,9 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         from directrec.evaluate.diversity import diversity_sweep
 
         dense = feats.toarray() if hasattr(feats, "toarray") else feats
-        extra["diversity_sweep"] = diversity_sweep(model, history, targets, dense, spec.diversity,
-                                                   seed=spec.seed)  # fmt: skip
+        extra["diversity_sweep"] = diversity_sweep(
+            model, inputs, seen, targets, dense, spec.diversity, seed=spec.seed
+        )
     return {
         "model": name,
         "config": dataclasses.asdict(model.config),

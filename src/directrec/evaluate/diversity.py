@@ -7,13 +7,16 @@ import numpy as np
 import torch
 
 from directrec.data.dataset import Interactions
+from directrec.data.histories import Histories
 from directrec.data.split import Targets
+from directrec.generate.pipeline import mask_rows, masked_scores
 from directrec.generate.rerank import mmr
-from directrec.models.base import Recommender, mask_seen
+from directrec.models.base import Recommender
 
 
 def diversity_sweep(
     model: Recommender,
+    inputs: Interactions,
     history: Interactions,
     targets: Targets,
     vectors: np.ndarray,
@@ -40,8 +43,8 @@ def diversity_sweep(
     for b in range(0, len(rows), batch_size):
         idx = rows[b : b + batch_size]
         users = targets.users[idx]
-        scores = model.full_scores(users)
-        mask_seen(scores, seen, users)
+        scores = masked_scores(model, Histories.from_interactions(inputs, users), pool)
+        mask_rows(scores, seen[users])
         top = torch.topk(scores, min(pool, model.n_items), dim=1)
         cand, vals = top.indices.numpy(), top.values.numpy()
         for n, row in enumerate(idx):

@@ -1,9 +1,15 @@
-"""Full-ranking evaluation: every user's targets are ranked against all items.
+"""Full-ranking evaluation, and the one fit protocol every caller uses.
 
-Seen items (the user's whole history) are excluded by default. Targets that are excluded
-(an item the user had already consumed) cannot be ranked and are dropped; users left with
-no target are not evaluated. Scoring runs in user batches, so memory is bounded by
-`batch_size × n_items` scores.
+Evaluation: every user's targets are ranked against all items. The model scores from
+`inputs` (each user's history as the model reads it); seen items (`seen`, the user's whole
+history, by default the inputs) are excluded. Targets that are excluded (an item the user
+had already consumed) cannot be ranked and are dropped; users left with no target are not
+evaluated. Scoring runs in user batches through the shared pipeline (generate/pipeline.py),
+so memory is bounded by `batch_size × n_items` scores.
+
+Fit protocol (`fit_model`): models that stop early train on the training part, pick their
+epoch by validation NDCG@10, and then score with the validation item in their history (the
+SASRec/TIGER protocol); the others fit on everything before the stage's targets.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from directrec.data.dataset import Interactions
-from directrec.data.split import Targets
+from directrec.data.dataset import Catalog, Interactions
+from directrec.data.histories import Histories
+from directrec.data.split import Split, Targets
 from directrec.evaluate.metrics import (
     METRICS,
     intra_list_diversity,
@@ -26,7 +33,8 @@ from directrec.evaluate.metrics import (
     ranking_metrics,
     target_ranks,
 )
-from directrec.models.base import Recommender, mask_seen
+from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.models.base import Recommender
 
 SEGMENTS = (("<=5", 0, 5), ("6-20", 6, 20), (">20", 21, np.iinfo(np.int64).max))
 
@@ -53,22 +61,24 @@ class EvalResult:
 
 def evaluate(
     model: Recommender,
-    history: Interactions,
+    inputs: Interactions,
     targets: Targets,
     ks: tuple[int, ...] = (10, 20),
     *,
+    seen: Interactions | None = None,
     exclude_seen: bool = True,
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
     progress: bool = False,
 ) -> EvalResult:
-    """Evaluate `model` on `targets`, excluding items in `history` (when `exclude_seen`).
+    """Evaluate `model` on `targets`, scoring from `inputs` and excluding items in `seen`
+    (default: the inputs) when `exclude_seen`.
 
     `item_features` (dense embeddings or a sparse category matrix) enables intra-list
     diversity; coverage and novelty are always reported.
     """
     start = time.perf_counter()
-    seen = history.matrix("binary")
+    seen = (seen if seen is not None else inputs).matrix("binary")
     hist_len = np.diff(seen.indptr)
     popularity = torch.from_numpy(np.asarray(seen.sum(0)).ravel())
     n_items, max_k = model.n_items, max(ks)
@@ -102,9 +112,10 @@ def evaluate(
         padded = torch.full((len(users), int(counts.max())), -1, dtype=torch.long)
         padded[torch.from_numpy(rows), torch.from_numpy(col)] = torch.from_numpy(items)
 
-        scores = model.full_scores(users)
-        if exclude_seen:
-            mask_seen(scores, seen, users)
+        histories = Histories.from_interactions(inputs, users)
+        scores = masked_scores(model, histories, max_k, exclude_seen=exclude_seen)
+        if exclude_seen:  # the whole history, also what a context cap left out of the inputs
+            mask_rows(scores, seen[users])
         ranks = target_ranks(scores, padded)
         n_t = torch.from_numpy(counts)
         for k in ks:
@@ -146,8 +157,9 @@ def evaluate(
 
 
 def validator(
-    history: Interactions,
+    inputs: Interactions,
     targets: Targets,
+    seen: Interactions | None = None,
     metric: str = "ndcg@10",
     max_users: int | None = None,
     seed: int = 0,
@@ -162,9 +174,45 @@ def validator(
     k = int(metric.split("@")[1])
 
     def run(model: Recommender) -> float:
-        return evaluate(model, history, targets, (k,)).metrics[metric]
+        return evaluate(model, inputs, targets, (k,), seen=seen).metrics[metric]
 
     return run
+
+
+def fit_model(
+    model: Recommender,
+    split: Split,
+    stage: str,
+    catalog: Catalog | None = None,
+    *,
+    max_history: int | None = None,
+    valid_users: int | None = None,
+) -> Interactions:
+    """Fit `model` for `stage` by the protocol (module doc) and return the interactions
+    its histories are read from when scoring that stage's targets.
+
+    Stages: `valid` (fit on train, score validation), `test` (fit on train + validation,
+    or train with early stopping on validation; score test), and `all` (deploy: fit on
+    everything, or everything but each user's last item with early stopping on it)."""
+    if stage == "all":
+        before_last = Interactions.concat(split.train, split.valid)
+        everything = Interactions.concat(before_last, split.test)
+        inputs = everything.last_n(max_history)
+        if model.capabilities.early_stopping:
+            fit = before_last.last_n(max_history)
+            check = validator(fit, split.test_targets, seen=before_last, max_users=valid_users)
+            model.fit(fit, catalog, validator=check)
+        else:
+            model.fit(inputs, catalog)
+        return inputs
+    inputs, _, _ = split.stage(stage, max_history)
+    if model.capabilities.early_stopping and stage == "test":
+        v_fit, v_seen, v_targets = split.stage("valid", max_history)
+        check = validator(v_fit, v_targets, seen=v_seen, max_users=valid_users)
+        model.fit(v_fit, catalog, validator=check)
+    else:
+        model.fit(inputs, catalog)
+    return inputs
 
 
 __all__ = ["METRICS", "EvalResult", "evaluate", "validator"]

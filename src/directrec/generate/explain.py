@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from directrec.data.histories import Histories
 from directrec.models.base import Recommender
 
 
@@ -28,16 +29,19 @@ class Reason:
 
 
 def influence(
-    model: Recommender, history: np.ndarray, items: np.ndarray, window: int = 30, k: int = 100
+    model: Recommender, user: Histories, items: np.ndarray, window: int = 30, k: int = 100
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(history positions tried, rank loss [positions, items], log-probability drop
     [positions, items]) when each history item is removed. Ranks count among the items
     outside the full history (the list the user was shown). Only the last `window`
     positions are tried (the ones a sequence model weighs most)."""
-    history = np.asarray(history, dtype=np.int64)
+    history = user[0]
     pos = np.arange(max(0, len(history) - window), len(history))
-    variants = [history] + [np.delete(history, j) for j in pos]
-    scores = model.score_histories(variants, k=k)
+    variants = Histories.from_lists(
+        [history] + [user.without(0, j) for j in pos], model.n_items,
+        users=np.full(len(pos) + 1, user.users[0]),
+    )  # fmt: skip
+    scores = model.score(variants, k=k)
     finite = torch.isfinite(scores)
     floor = scores[finite].min() - 1.0 if finite.any() else torch.tensor(0.0)
     scores = torch.where(finite, scores, floor)  # generators: "not written" is the lowest score
@@ -51,7 +55,7 @@ def influence(
 
 def explain(
     model: Recommender,
-    history: np.ndarray,
+    user: Histories,
     items: Sequence[int],
     titles: Sequence[str],
     categories: Sequence[Sequence[str]],
@@ -61,12 +65,12 @@ def explain(
 ) -> list[Reason]:
     """A reason per recommended item: up to `cite` history items whose removal costs the
     item rank places (most first; ties broken by the drop in its log-probability, so an
-    item far ahead of the rest still cites what supports it most)."""
-    history = np.asarray(history, dtype=np.int64)
+    item far ahead of the rest still cites what supports it most). `user` holds one row."""
+    history = user[0]
     items = np.asarray(items, dtype=np.int64)
     if len(history) == 0 or len(items) == 0:
         return [Reason(int(i), [], [], [], "Popular with other users.") for i in items]
-    pos, rank_loss, logp_drop = influence(model, history, items, window, k=max(100, 3 * len(items)))
+    pos, rank_loss, logp_drop = influence(model, user, items, window, k=max(100, 3 * len(items)))
     out = []
     for n, item in enumerate(items):
         order = np.lexsort((-logp_drop[:, n], -rank_loss[:, n]))

@@ -17,7 +17,6 @@ from directrec.models.llm import LLMRec
 from directrec.models.multvae import MultVAE
 from directrec.models.nmf import NMF
 from directrec.models.pop import MostPopular
-from directrec.models.rating import RatingModel
 from directrec.models.sasrec import SASRec, SASRecCE
 from directrec.models.semantic import SemanticID
 from directrec.models.svdpp import SVDpp
@@ -31,7 +30,7 @@ MODELS: dict[str, type[Recommender]] = {
         SASRec, SASRecCE, SemanticID, LLMRec, BiasedMF, SVDpp, NMF,
     )
 }  # fmt: skip
-RATING_MODELS = [n for n, m in MODELS.items() if issubclass(m, RatingModel)]
+RATING_MODELS = [n for n, m in MODELS.items() if m.capabilities.rating]
 
 
 def create(name: str, settings: dict | None = None) -> Recommender:

@@ -11,6 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
 
 
@@ -25,7 +26,9 @@ class ALS(FactorModel):
         iterations: int = 15
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.config
@@ -40,6 +43,6 @@ class ALS(FactorModel):
                 random_state=c.seed,
                 calculate_training_loss=False,
             )
-            model.fit(self.seen, show_progress=False)
+            model.fit(data.matrix("binary"), show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)

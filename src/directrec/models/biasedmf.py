@@ -3,6 +3,7 @@ r̂_ui = μ + b_u + b_i + p_u·q_i."""
 
 from __future__ import annotations
 
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -30,5 +31,5 @@ class BiasedMFNet(nn.Module):
 class BiasedMF(RatingModel):
     name = "biasedmf"
 
-    def build(self) -> nn.Module:
+    def build(self, seen: sp.csr_matrix | None) -> nn.Module:
         return BiasedMFNet(self.n_users, self.n_items, self.config.factors, self.global_mean)

@@ -8,6 +8,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from directrec.data.dataset import Catalog, Interactions
+from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
 
 
@@ -23,7 +24,9 @@ class BPR(FactorModel):
         iterations: int = 100
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         c = self.config
@@ -35,7 +38,7 @@ class BPR(FactorModel):
             random_state=c.seed,
         )
         with threadpool_limits(1, "blas"):
-            model.fit(self.seen, show_progress=False)
+            model.fit(data.matrix("binary"), show_progress=False)
         # implicit appends an item-bias column (and a constant 1 to users).
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)

@@ -18,7 +18,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.base import Recommender, Validator
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -44,19 +45,22 @@ class CFGAN(Recommender):
         seed: int = 42
         progress: bool = False
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         c, n = self.config, self.n_items
         self.gen = mlp([n, c.hidden, c.hidden, n], nn.Sigmoid())
         disc = mlp([2 * n, c.hidden, c.hidden, 1], nn.Sigmoid())
         opt_g = torch.optim.Adam(self.gen.parameters(), lr=c.lr_g)
         opt_d = torch.optim.Adam(disc.parameters(), lr=c.lr_d)
         bce = nn.BCELoss()
-        users = np.flatnonzero(np.diff(self.seen.indptr) > 0)
+        x_all = data.matrix("binary")
+        users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         rng = np.random.default_rng(c.seed)
         for _ in tqdm(range(c.epochs), desc="cfgan", disable=not c.progress):
             rng.shuffle(users)
             for b in range(0, len(users), c.batch_size):
-                x = torch.from_numpy(self.seen[users[b : b + c.batch_size]].toarray())
+                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())
                 neg = x == 0
                 pm = (torch.rand_like(x) < c.pm_ratio) & neg
                 zr = (torch.rand_like(x) < c.zr_ratio) & neg
@@ -80,8 +84,8 @@ class CFGAN(Recommender):
         self.gen.eval()
 
     @torch.no_grad()
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return self.gen(torch.from_numpy(self.seen[users].toarray()))
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return self.gen(torch.from_numpy(histories.matrix().toarray()))
 
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self.gen.state_dict().items()}

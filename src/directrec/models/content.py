@@ -14,12 +14,13 @@ import scipy.sparse as sp
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender, csr_from_state, csr_to_state, torch_csr
+from directrec.data.histories import Histories
+from directrec.models.base import Capabilities, Recommender, Validator, torch_csr
 
 
 class ContentBased(Recommender):
     name = "content"
-    needs_text = True
+    capabilities = Capabilities(needs_text=True)
 
     @dataclasses.dataclass
     class Config:
@@ -27,7 +28,9 @@ class ContentBased(Recommender):
         use_ratings: bool = True
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         if catalog is None or catalog.embeddings is None:
             raise ValueError(
                 "the content model needs item text embeddings: ingest an item catalogue "
@@ -37,26 +40,27 @@ class ContentBased(Recommender):
             raise ValueError("the content model needs item text, but every item's text is empty")
         self.embeddings = torch.from_numpy(np.asarray(catalog.embeddings, dtype=np.float32))
 
-    def _on_history(self, data: Interactions) -> None:
-        """A user's profile weights come from their current history."""
-        w = np.ones(len(data), dtype=np.float32)
-        if self.config.use_ratings and data.rating is not None:
-            w = np.maximum(data.rating.astype(np.float32), 1e-3)
+    def profile_weights(self, histories: Histories) -> sp.csr_matrix:
+        """Each history item's weight in the user's profile (rating × recency decay)."""
+        w = np.ones(len(histories.items), dtype=np.float32)
+        if self.config.use_ratings and histories.ratings is not None:
+            w = np.maximum(histories.ratings.astype(np.float32), 1e-3)
         if self.config.half_life > 0:
-            age = data.indptr[data.user + 1] - np.arange(len(data)) - 1
+            row = histories.row_of_items()
+            age = histories.indptr[row + 1] - np.arange(len(histories.items)) - 1
             w = w * np.power(0.5, age / self.config.half_life, dtype=np.float32)
-        self.weights = sp.csr_matrix(
-            (w, (data.user, data.item)), shape=(self.n_users, self.n_items)
+        return sp.csr_matrix(
+            (w, (histories.row_of_items(), histories.items)),
+            shape=(len(histories), self.n_items),
         )
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        profile = torch_csr(self.weights[users]) @ self.embeddings
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        profile = torch_csr(self.profile_weights(histories)) @ self.embeddings
         profile = torch.nn.functional.normalize(profile, dim=1)
         return profile @ self.embeddings.T
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {**csr_to_state("weights", self.weights), "embeddings": self.embeddings.numpy()}
+        return {"embeddings": self.embeddings.numpy()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.weights = csr_from_state("weights", state)
         self.embeddings = torch.from_numpy(state["embeddings"])

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender, torch_csr
+from directrec.data.histories import Histories
+from directrec.models.base import Recommender, Validator, torch_csr
 
 
 class EASE(Recommender):
@@ -23,8 +24,10 @@ class EASE(Recommender):
         l2: float = 500.0  # λ: larger for denser data
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
-        x = self.seen
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
+        x = data.matrix("binary")
         gram = torch.from_numpy((x.T @ x).toarray().astype(np.float64))
         gram.diagonal().add_(self.config.l2)
         p = torch.linalg.inv(gram)
@@ -32,8 +35,8 @@ class EASE(Recommender):
         b.diagonal().zero_()
         self.weights = b.to(torch.float32)
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch_csr(self.seen[users]) @ self.weights
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return torch_csr(histories.matrix()) @ self.weights
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights.numpy()}

@@ -1,21 +1,25 @@
 """What latent-factor models share: scores are user factors · item factors, and the
-factors are the learned state. ALS and BPR (both trained by `implicit`) build on it."""
+factors are the learned state. ALS and BPR (both trained by `implicit`) build on it.
+A user's factors exist only for users the model was fit on: others get the popularity
+fallback until the next `update` refits them."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.base import Capabilities, Recommender
 
 
 class FactorModel(Recommender):
-    supports_histories = False  # a new history needs new user factors: retrain or fold in
+    capabilities = Capabilities(personalises="user")
     user_factors: np.ndarray
     item_factors: np.ndarray
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.user_factors[users]) @ torch.from_numpy(self.item_factors).T
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        users = torch.from_numpy(self.user_factors[histories.users])
+        return users @ torch.from_numpy(self.item_factors).T
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}

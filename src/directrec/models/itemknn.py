@@ -12,7 +12,9 @@ import scipy.sparse as sp
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender, csr_from_state, csr_to_state
+from directrec.data.histories import Histories
+from directrec.models.artifacts import csr_from_state, csr_to_state
+from directrec.models.base import Recommender, Validator
 
 
 def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -44,8 +46,10 @@ class ItemKNN(Recommender):
         shrink: float = 10.0
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
-        x = self.seen
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
+        x = data.matrix("binary")
         co = (x.T @ x).tocoo()
         norms = np.sqrt(np.asarray(x.sum(0)).ravel())
         vals = co.data / (norms[co.row] * norms[co.col] + self.config.shrink)
@@ -56,8 +60,8 @@ class ItemKNN(Recommender):
         # Row i holds item i's neighbours; transpose so that history @ S sums over them.
         self.sim = top_k_per_row(sim, self.config.neighbours).T.tocsr()
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy((self.seen[users] @ self.sim).toarray())
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return torch.from_numpy((histories.matrix() @ self.sim).toarray())
 
     def _state(self) -> dict[str, np.ndarray]:
         return csr_to_state("sim", self.sim)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import BeamGenerator
+from directrec.data.histories import Histories
+from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import loop_meta, run_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -94,9 +96,9 @@ def item_texts(
 
 
 # ----------------------------------------------------------------------------- model
-class LLMRec(BeamGenerator):
+class LLMRec(Recommender):
     name = "llm"
-    uses_validation = True
+    capabilities = Capabilities(early_stopping=True, generator=True)
 
     @dataclasses.dataclass
     class Config:
@@ -122,6 +124,10 @@ class LLMRec(BeamGenerator):
         device: str = "cpu"  # "cuda" on a GPU machine (the CPU wheel here has none)
         seed: int = 42
         progress: bool = False
+
+    def __init__(self, config: LLMRec.Config | None = None, **overrides) -> None:
+        super().__init__(config, **overrides)
+        self._lock = threading.Lock()
 
     # -------------------------------------------------------------- building
     def _build(self, catalog: Catalog | None, state: dict[str, np.ndarray] | None = None) -> None:
@@ -166,14 +172,16 @@ class LLMRec(BeamGenerator):
         return PROMPT.format(history=SEP.join(items) if items else "none", request=req)
 
     # -------------------------------------------------------------- training
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         c = self.config
         torch.manual_seed(c.seed)
         self._build(catalog)
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=c.lr)
-        validate = None if self.validator is None else (lambda: self.validator(self))
+        validate = None if validator is None else (lambda: validator(self))
         if c.epochs > 0:
             state = run_epochs(
                 self.lm, lambda e: self._epoch(data, opt, e), epochs=c.epochs, validate=validate,
@@ -317,13 +325,15 @@ class LLMRec(BeamGenerator):
                 items[b, j], vals[b, j] = item, score
         return items, vals
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their title log-probability; everything else -inf."""
-        hists = [self.history_of(int(u)) for u in users]
-        seen = [set(self.seen[int(u)].indices.tolist()) for u in users]
-        items, logp = self.generate_for(hists, self.config.beam, seen)
-        out = torch.full((len(users), self.n_items), -torch.inf)
-        for b in range(len(users)):
+        hists = [histories[r] for r in range(len(histories))]
+        seen = [set(h.tolist()) for h in hists]
+        beam = beam_width(self.config.beam, k, self.n_items)
+        with self._lock:  # HF tokenizers are not safe to call from two threads at once
+            items, logp = self.generate_for(hists, beam, seen)
+        out = torch.full((len(histories), self.n_items), -torch.inf)
+        for b in range(len(histories)):
             ok = items[b] >= 0
             out[b, torch.from_numpy(items[b][ok])] = torch.from_numpy(logp[b][ok])
         return out
@@ -351,7 +361,6 @@ class LLMRec(BeamGenerator):
     def _state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {
             "texts": np.frombuffer(json.dumps(self.texts).encode(), dtype=np.uint8).copy(),
-            "hist.indptr": self.hist_indptr, "hist.items": self.hist_items,
         }  # fmt: skip
         if self.config.lora:
             from peft import get_peft_model_state_dict
@@ -384,7 +393,6 @@ class LLMRec(BeamGenerator):
                 {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("lora.")},
             )
         self.lm.eval()
-        self.hist_indptr, self.hist_items = state["hist.indptr"], state["hist.items"]
 
 
 def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):

@@ -12,7 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.base import Recommender, Validator
 
 
 class VAE(nn.Module):
@@ -49,18 +50,21 @@ class MultVAE(Recommender):
         seed: int = 42
         progress: bool = False
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         c = self.config
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
-        users = np.flatnonzero(np.diff(self.seen.indptr) > 0)
+        x_all = data.matrix("binary")
+        users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         gen = np.random.default_rng(c.seed)
         step = 0
         self.net.train()
         for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
             gen.shuffle(users)
             for b in range(0, len(users), c.batch_size):
-                x = torch.from_numpy(self.seen[users[b : b + c.batch_size]].toarray())
+                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())
                 logits, kl = self.net(x)
                 nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
                 beta = min(c.beta_max, c.beta_max * step / max(c.anneal_steps, 1))
@@ -72,8 +76,8 @@ class MultVAE(Recommender):
         self.net.eval()
 
     @torch.no_grad()
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return self.net(torch.from_numpy(self.seen[users].toarray()))[0]
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return self.net(torch.from_numpy(histories.matrix().toarray()))[0]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.numpy() for k, v in self.net.state_dict().items()}

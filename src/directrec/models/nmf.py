@@ -3,6 +3,7 @@ factors, kept non-negative by projecting after every optimiser step."""
 
 from __future__ import annotations
 
+import scipy.sparse as sp
 import torch
 from torch import nn
 
@@ -25,7 +26,7 @@ class NMFNet(nn.Module):
 class NMF(RatingModel):
     name = "nmf"
 
-    def build(self) -> nn.Module:
+    def build(self, seen: sp.csr_matrix | None) -> nn.Module:
         return NMFNet(self.n_users, self.n_items, self.config.factors, self.global_mean)
 
     @torch.no_grad()

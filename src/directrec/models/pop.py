@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.base import Recommender, Validator
 
 
 class MostPopular(Recommender):
@@ -20,8 +20,10 @@ class MostPopular(Recommender):
     class Config:
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         pass  # the base class already counts popularity
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.popularity).expand(len(users), -1)
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        return torch.from_numpy(self.popularity).expand(len(histories), -1)

@@ -7,12 +7,14 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.base import Capabilities, Recommender, Validator
 
 
 @dataclasses.dataclass
@@ -30,18 +32,21 @@ class RatingModel(Recommender):
     """A recommender whose scores are predicted ratings (for top-N use, and for RMSE/MAE)."""
 
     Config = RatingConfig
-    supports_histories = False  # per-user factors and biases
+    capabilities = Capabilities(personalises="user", rating=True)  # per-user factors
     net: nn.Module
 
-    def build(self) -> nn.Module:
+    def build(self, seen: sp.csr_matrix) -> nn.Module:
+        """The network; `seen` is the training users' item matrix (SVD++ reads it)."""
         raise NotImplementedError
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         if data.rating is None:
             raise ValueError(f"{self.name} predicts ratings, but this data has none")
         c = self.config
         self.global_mean = float(data.rating.mean())
-        self.net = self.build()
+        self.net = self.build(data.matrix("binary"))
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         u = torch.from_numpy(data.user)
         i = torch.from_numpy(data.item)
@@ -65,13 +70,13 @@ class RatingModel(Recommender):
 
     @torch.no_grad()
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Predicted ratings for (user, item) pairs."""
+        """Predicted ratings for (user, item) pairs of users the model was fit on."""
         pred, _ = self.net(torch.as_tensor(users), torch.as_tensor(items))
         return pred.numpy()
 
     @torch.no_grad()
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        n = self.n_items
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        n, users = self.n_items, histories.users
         uu = torch.from_numpy(np.repeat(users, n))
         ii = torch.arange(n).repeat(len(users))
         return self.net(uu, ii)[0].view(len(users), n)
@@ -82,6 +87,6 @@ class RatingModel(Recommender):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.global_mean = float(state.pop("global_mean")[0])
-        self.net = self.build()
+        self.net = self.build(None)
         self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.net.eval()

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import BeamGenerator
-from directrec.models.sasrec import Block, last_window
+from directrec.data.histories import Histories
+from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import loop_meta, run_epochs
+from directrec.models.transformer import Block, causal_padding_mask
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
 
@@ -149,9 +150,7 @@ class SemanticNet(nn.Module):
         x = x * (~pad).unsqueeze(-1)
         if not self.causal:
             return self.enc(x, src_key_padding_mask=pad)
-        keep = ~pad
-        causal = torch.ones(s, s, dtype=torch.bool).tril()
-        mask = ((causal & keep[:, None, :]) | torch.eye(s, dtype=torch.bool)).unsqueeze(1)
+        mask = causal_padding_mask(~pad)
         for block in self.enc:
             x = block(x, mask)
         return self.enc_ln(x)
@@ -176,10 +175,11 @@ class SemanticNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- model
-class SemanticID(BeamGenerator):
+class SemanticID(Recommender):
     name = "semantic-id"
-    needs_text = True
-    uses_validation = True
+    capabilities = Capabilities(
+        needs_text=True, early_stopping=True, generator=True, cold_items=True
+    )
 
     @dataclasses.dataclass
     class Config:
@@ -210,10 +210,21 @@ class SemanticID(BeamGenerator):
         progress: bool = False
 
     # -------------------------------------------------------------- training
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         c = self.config
-        if c.arch not in ("causal", "encdec"):
-            raise ValueError("arch must be causal or encdec")
+        checks = {
+            "arch": c.arch in ("causal", "encdec"), "levels": c.levels >= 1,
+            "codebook": c.codebook >= 2, "beam": c.beam >= 1, "temperature": c.temperature > 0,
+            "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1, "max_len": c.max_len >= 1,
+        }  # fmt: skip
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(
+                f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
+                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; dim divisible by heads)"
+            )
         if catalog is None or catalog.embeddings is None:
             raise ValueError("the semantic-ID model needs item text embeddings (--items)")
         rq, rq_log = train_rqvae(
@@ -229,11 +240,11 @@ class SemanticID(BeamGenerator):
         self.net = self._build()
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
-        windows = torch.from_numpy(last_window(data, c.max_len + 1)) - 1  # -1 = padding
+        windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
         epoch_fn = (lambda e: self._epoch_causal(windows, opt, e)) if c.arch == "causal" else (
             lambda e: self._epoch(seqs, opt, e))  # fmt: skip
-        validate = None if self.validator is None else (lambda: self.validator(self))
+        validate = None if validator is None else (lambda: validator(self))
         state = run_epochs(
             self.net, epoch_fn, epochs=c.epochs,
             validate=validate, eval_every=c.eval_every, patience=c.patience,
@@ -328,31 +339,27 @@ class SemanticID(BeamGenerator):
         hist = np.where(valid, items[np.clip(pos, 0, len(items) - 1)], -1)
         return torch.from_numpy(hist), torch.from_numpy(~valid)
 
-    # -------------------------------------------------------------- history
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
-        self, users: np.ndarray, exclude_seen: bool = True
+        self, histories: Histories, beam: int | None = None, exclude_seen: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
         log-probabilities, best first. Every item is a catalogue item, unseen if asked."""
         c, net, trie = self.config, self.net, self.trie
-        users = np.asarray(users)
-        hist, pad = self._windows(
-            self.hist_indptr[users], self.hist_indptr[users + 1], self.hist_items
-        )
+        hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
         memory = net.encode(self.codes[hist], pad)
+        b, w = len(histories), beam or c.beam
         if net.causal:  # the newest position is the context for the next item
-            memory, pad = memory[:, -1:], torch.zeros(len(users), 1, dtype=torch.bool)
+            memory, pad = memory[:, -1:], torch.zeros(b, 1, dtype=torch.bool)
         kvs = net.memory_kvs(memory)
-        b, w = len(users), c.beam
         gen = torch.Generator().manual_seed(c.seed)
         node = torch.zeros(b, 1, dtype=torch.long)  # root
         score = torch.zeros(b, 1)
         prefix = torch.zeros(b, 1, 0, dtype=torch.long)
         open_nodes = None
         if exclude_seen:
-            open_nodes = trie.open_nodes(torch.from_numpy(self.seen[users].toarray() > 0))
+            open_nodes = trie.open_nodes(torch.from_numpy(histories.matrix().toarray() > 0))
         for j, size in enumerate(self.sizes):
             k = node.shape[1]
             h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
@@ -382,12 +389,12 @@ class SemanticID(BeamGenerator):
         order = score.argsort(1, descending=True)
         return items.gather(1, order), score.gather(1, order)
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf."""
-        items, logp = self.generate(users)
-        out = torch.full((len(users), self.n_items), -torch.inf)
+        items, logp = self.generate(histories, beam_width(self.config.beam, k, self.n_items))
+        out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
-        rows = torch.arange(len(users)).unsqueeze(1).expand_as(items)
+        rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
         out[rows[ok], items[ok]] = logp[ok]
         return out
 
@@ -414,7 +421,6 @@ class SemanticID(BeamGenerator):
         self.codes = torch.cat([self.codes, torch.from_numpy(new)])
         self.n_items += len(new)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(new), dtype=np.float32)])
-        self.seen.resize((self.seen.shape[0], self.n_items))
         old_size = self.sizes[-1]
         self._build_index()
         grow = self.sizes[-1] - old_size
@@ -431,7 +437,6 @@ class SemanticID(BeamGenerator):
         state = {f"net.{k}": v.numpy() for k, v in self.net.state_dict().items()}
         state |= {f"rq.{k}": v.detach().numpy() for k, v in self.rq.state_dict().items()}
         state["codes"] = self.codes.numpy()
-        state["hist.indptr"], state["hist.items"] = self.hist_indptr, self.hist_items
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -442,7 +447,6 @@ class SemanticID(BeamGenerator):
         self.rq.load_state_dict(rq_state)
         self.rq.eval()
         self.codes = torch.from_numpy(state["codes"])
-        self.hist_indptr, self.hist_items = state["hist.indptr"], state["hist.items"]
         self._build_index()
         self.net = self._build()
         self.net.load_state_dict(

@@ -1,8 +1,9 @@
 """UserKNN: the k most similar training users vote for their items.
 
 Similarity is cosine with shrinkage, or Pearson correlation over full interaction vectors
-(binary for implicit data). Neighbours are found at scoring time in user batches, so memory
-stays at batch × n_users.
+(binary for implicit data). What the model learns is its neighbour pool: the training
+users' item vectors. Any history can be scored against that pool (a stored user is not
+their own neighbour); neighbours are found in batches, so memory stays at batch × users.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import scipy.sparse as sp
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
-from directrec.models.base import Recommender
+from directrec.data.histories import Histories
+from directrec.models.artifacts import csr_from_state, csr_to_state
+from directrec.models.base import Recommender, Validator
 
 
 class UserKNN(Recommender):
     name = "userknn"
-    supports_histories = False  # neighbours are the stored users' histories
 
     @dataclasses.dataclass
     class Config:
@@ -28,38 +30,45 @@ class UserKNN(Recommender):
         similarity: str = "cosine"  # or "pearson"
         seed: int = 42
 
-    def _fit(self, data: Interactions, catalog: Catalog | None) -> None:
+    def _fit(
+        self, data: Interactions, catalog: Catalog | None, validator: Validator | None
+    ) -> None:
         if self.config.similarity not in ("cosine", "pearson"):
             raise ValueError("similarity must be 'cosine' or 'pearson'")
+        self._set_pool(data.matrix("binary"))
 
-    def _on_history(self, data: Interactions | None = None) -> None:
-        """Neighbours come from the current histories: cache their norms."""
-        x = self.seen
-        self._sum = np.asarray(x.sum(1)).ravel()
-        self._sq = np.asarray(x.multiply(x).sum(1)).ravel()
-        self._xt = x.T.tocsr()
+    def _set_pool(self, pool: sp.csr_matrix) -> None:
+        self.pool = pool.tocsr()
+        self._pool_t = self.pool.T.tocsr()
+        self._sum = torch.from_numpy(np.asarray(self.pool.sum(1)).ravel().astype(np.float64))
+        self._sq = self._sum.clone()  # binary vectors: Σx² = Σx
 
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        x, n = self.seen, self.n_items
-        dots = torch.from_numpy((x[users] @ self._xt).toarray())  # [B, U]
-        s_all, q_all = torch.from_numpy(self._sum), torch.from_numpy(self._sq)
-        s_b, q_b = s_all[users][:, None], q_all[users][:, None]
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        x, n = histories.matrix(), self.n_items
+        dots = torch.from_numpy((x @ self._pool_t).toarray().astype(np.float64))  # [B, U]
+        s_b = torch.from_numpy(np.asarray(x.sum(1)).astype(np.float64))  # [B, 1]
+        s_all, q_all = self._sum[None], self._sq[None]
         if self.config.similarity == "cosine":
-            sims = dots / (torch.sqrt(q_b * q_all[None]) + self.config.shrink)
+            sims = dots / (torch.sqrt(s_b * q_all) + self.config.shrink)
         else:
-            cov = dots - s_b * s_all[None] / n
-            sd_b = torch.sqrt((q_b - s_b**2 / n).clamp(min=0))
+            cov = dots - s_b * s_all / n
+            sd_b = torch.sqrt((s_b - s_b**2 / n).clamp(min=0))
             sd_all = torch.sqrt((q_all - s_all**2 / n).clamp(min=0))
-            sims = cov / (sd_b * sd_all[None] + self.config.shrink)
-        sims[torch.arange(len(users)), torch.from_numpy(users)] = 0.0  # not one's own neighbour
-        k = min(self.config.neighbours, self.n_users)
-        top = torch.topk(sims, k, dim=1)
-        rows = np.repeat(np.arange(len(users)), k)
+            sims = cov / (sd_b * sd_all + self.config.shrink)
+        own = (histories.users >= 0) & (histories.users < self.pool.shape[0])
+        rows = np.flatnonzero(own)
+        sims[torch.from_numpy(rows), torch.from_numpy(histories.users[rows])] = 0.0  # not oneself
+        kk = min(self.config.neighbours, self.pool.shape[0])
+        top = torch.topk(sims, kk, dim=1)
         w = sp.csr_matrix(
-            (top.values.clamp(min=0).reshape(-1).numpy(), (rows, top.indices.reshape(-1).numpy())),
-            shape=(len(users), self.n_users),
-        )
-        return torch.from_numpy((w @ x).toarray().astype(np.float32))
+            (top.values.clamp(min=0).reshape(-1).numpy(),
+             (np.repeat(np.arange(len(histories)), kk), top.indices.reshape(-1).numpy())),
+            shape=(len(histories), self.pool.shape[0]),
+        )  # fmt: skip
+        return torch.from_numpy((w @ self.pool).toarray().astype(np.float32))
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return csr_to_state("pool", self.pool)
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self._on_history()
+        self._set_pool(csr_from_state("pool", state))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import threading
 import time
@@ -30,11 +29,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from directrec.data.dataset import IdMap
+from directrec.data.histories import Histories
 from directrec.data.preprocess import chronological_order
 from directrec.data.store import Store
 from directrec.generate.coldstart import sentence_history
-from directrec.generate.explain import explain
-from directrec.generate.rerank import category_filter, mmr
+from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
+from directrec.generate.pipeline import recommend as build_lists
 from directrec.models import load_model
 from directrec.models.base import Recommender
 from directrec.serve import registry
@@ -148,9 +148,7 @@ class Loaded:
     version: str
     items: IdMap
     users: IdMap
-    item_vectors: np.ndarray | None  # text embeddings aligned with the model's items (MMR)
-    item_categories: list[list[str]]
-    item_titles: list[str]
+    info: ItemInfo  # titles, categories, text vectors aligned with the model's items
 
 
 @dataclass
@@ -175,7 +173,7 @@ class Catalogue:
 
 
 @dataclass
-class Histories:
+class UserHistories:
     """Each user's items (raw ids, oldest first) from the store, then positive feedback;
     disliked items are kept apart and never recommended."""
 
@@ -257,11 +255,11 @@ class Service:
             vectors=vectors,
         )
 
-    def _read_histories(self) -> Histories:
+    def _read_histories(self) -> UserHistories:
         with Store(self.cfg.db) as store:
             inter = store.interactions()
         inter = inter.iloc[chronological_order(inter)]
-        h = Histories()
+        h = UserHistories()
         for user, items in inter.groupby(inter["user_id"].astype(str), sort=False)["item_id"]:
             h.seq[user] = items.astype(str).tolist()
         return h
@@ -297,7 +295,7 @@ class Service:
                 if text is not None:
                     pos = {x: n for n, x in enumerate(self.catalogue.ids)}
                     cold = [x for x in self.catalogue.ids if items.index(x) < 0]
-                    if cold and hasattr(model, "add_items"):  # new catalogue items, no retraining
+                    if cold and model.capabilities.cold_items:  # new catalogue items, no retraining
                         model.add_items(text[[pos[x] for x in cold]])
                         items = IdMap(np.concatenate([items.ids, np.array(cold, dtype=object)]))
                         model.meta["item_ids"] = items.ids.tolist()
@@ -309,7 +307,7 @@ class Service:
                 cats = [self.catalogue.categories.get(str(x), []) for x in items.ids]
                 users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
                 titles = [self.catalogue.titles.get(str(x), "") for x in items.ids]
-                new = Loaded(model, label, items, users, vectors, cats, titles)
+                new = Loaded(model, label, items, users, ItemInfo(titles, cats, vectors))
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
             except Exception:
                 self.metrics.reloads.labels("rejected").inc()
@@ -341,63 +339,31 @@ class Service:
 
     # ------------------------------------------------------------------ generation
     def _run_jobs(self, loaded: Loaded, jobs: list[Job]) -> list[dict]:
-        """One model call for a batch of requests (runs on the model thread)."""
-        model, items = loaded.model, loaded.items
-        hists, excludes, fallback = [], [], []
-        for j in jobs:
-            idx = items.indices(j.history[-self.cfg.max_history :]) if j.history else np.zeros(0)
-            idx = idx[idx >= 0].astype(np.int64)  # items newer than the model are skipped
-            hists.append(idx)
-            ex = items.indices(sorted(j.exclude)) if j.exclude else np.zeros(0, dtype=np.int64)
-            excludes.append(ex[ex >= 0])
-            fallback.append(len(idx) == 0)
-        pool = max(j.k * (self.cfg.diversity_pool if (j.diversity or j.categories) else 1)
-                   for j in jobs)  # fmt: skip
-        pool = min(pool, model.n_items)
-        if model.supports_histories:
-            recs, scores = self._recommend(model, hists, pool, jobs, excludes)
-        else:  # per-user factor models: stored users by index (feedback waits for an
-            # update), sessions and new users get popularity
-            idx = np.array([loaded.users.index(j.user) if j.user else -1 for j in jobs])
-            pool = min(pool + max(len(e) for e in excludes), model.n_items)
-            recs, scores = model.recommend(idx, k=pool, exclude_seen=False)
+        """One model call for a batch of requests (runs on the model thread), through the
+        pipeline every other caller uses."""
+        items = loaded.items
+        users = [loaded.users.index(j.user) if j.user else -1 for j in jobs]
+        hists = Histories.from_raw([j.history[-self.cfg.max_history :] for j in jobs], items,
+                                   users)  # fmt: skip
+        excludes = [idx[idx >= 0] for idx in (items.indices(sorted(j.exclude)) for j in jobs)]
+        options = [
+            ListOptions(k=min(j.k, loaded.model.n_items), exclude_seen=j.exclude_seen,
+                        exclude_categories=frozenset(j.categories), diversity=j.diversity,
+                        explain=j.explain, pool_factor=self.cfg.diversity_pool)
+            for j in jobs
+        ]  # fmt: skip
+        lists = build_lists(loaded.model, hists, options, exclude=excludes, info=loaded.info)
         self.metrics.batch.observe(len(jobs))
         out = []
-        for n, j in enumerate(jobs):
-            r, s = recs[n], scores[n]
-            ok = (r >= 0) & ~np.isin(r, excludes[n])
-            r, s = r[ok], s[ok]
-            if j.categories:
-                keep = category_filter(r, loaded.item_categories, j.categories)
-                r, s = r[keep], s[keep]
-            if j.diversity > 0 and loaded.item_vectors is not None:
-                r, s = mmr(r, s, loaded.item_vectors, j.k, j.diversity)
-            r, s = r[: j.k], s[: j.k]
-            res = {"items": [str(items.ids[i]) for i in r],
-                   "scores": [float(x) if math.isfinite(x) else None for x in s],
-                   "fallback": fallback[n], "history_used": len(hists[n])}  # fmt: skip
-            if j.explain and model.supports_histories:
-                reasons = explain(model, hists[n], r, loaded.item_titles, loaded.item_categories)
+        for n, rec in enumerate(lists):
+            res = {"items": [str(items.ids[i]) for i in rec.items],
+                   "scores": [finite_or_none(x) for x in rec.scores],
+                   "fallback": rec.fallback, "history_used": int(hists.lengths()[n])}  # fmt: skip
+            if rec.reasons is not None:
                 res["reasons"] = [{"reason": x.text, "evidence": [str(items.ids[e]) for e in x.evidence],
-                                   "rank_places_lost": x.influence} for x in reasons]  # fmt: skip
+                                   "rank_places_lost": x.influence} for x in rec.reasons]  # fmt: skip
             out.append(res)
         return out
-
-    @staticmethod
-    def _recommend(
-        model: Recommender, hists: list, pool: int, jobs: list[Job], excludes: list
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One call per exclude_seen value present in the batch, rows kept in order."""
-        recs = np.full((len(jobs), pool), -1, dtype=np.int64)
-        scores = np.full((len(jobs), pool), -np.inf, dtype=np.float32)
-        for flag in (True, False):
-            rows = [n for n, j in enumerate(jobs) if j.exclude_seen == flag]
-            if rows:
-                r, s = model.recommend_histories([hists[n] for n in rows], k=pool,
-                                                 exclude_seen=flag,
-                                                 exclude=[excludes[n] for n in rows])  # fmt: skip
-                recs[rows], scores[rows] = r, s
-        return recs, scores
 
     def run_batch(self, jobs: list[Job]) -> list[dict]:
         loaded = self.loaded

@@ -93,7 +93,7 @@ def update_model(
     model = load_model(model_dir)
     ld = loop_data(model, db, feedback)
     catalog = ld.catalog
-    if model.needs_text:
+    if model.capabilities.needs_text:
         from directrec.data.dataset import Dataset
         from directrec.text.encoder import item_embeddings
 

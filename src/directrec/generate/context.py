@@ -1,0 +1,73 @@
+"""A loaded model together with what the pipeline needs from the store, aligned with the
+model's own index: item titles, categories and text vectors, and users' histories read
+on demand. The CLI, batch generation and the service build lists through it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from directrec.data.dataset import IdMap
+from directrec.data.histories import Histories
+from directrec.data.store import Store
+from directrec.generate.pipeline import ItemInfo
+from directrec.models.base import Recommender
+
+
+@dataclass
+class ModelContext:
+    model: Recommender
+    items: IdMap  # the model's item index → raw id
+    users: IdMap  # the users the model was fit on (per-user models personalise only these)
+    info: ItemInfo
+
+    @classmethod
+    def build(
+        cls, model: Recommender, db: str | Path | None, vectors: bool = False
+    ) -> ModelContext:
+        """Align the store's catalogue with the model's items (`vectors`: text embeddings
+        too, from the store's cache or computed, for MMR diversity)."""
+        items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
+        if len(items) != model.n_items:
+            raise ValueError("the model carries no item id map (saved without `train`?)")
+        users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
+        n = model.n_items
+        titles, cats, vecs = [""] * n, [[] for _ in range(n)], None
+        if db is not None:
+            with Store(db) as store:
+                table = store.items()
+            pos = items.indices(table["item_id"].astype(str).tolist())
+            for p, title, c in zip(pos, table["title"].fillna("").astype(str),
+                                   table["categories"], strict=True):  # fmt: skip
+                if p >= 0:
+                    titles[p], cats[p] = title, list(c) if c is not None else []
+            if vectors:
+                vecs = item_vectors(db, items)
+        return cls(model, items, users, ItemInfo(titles, cats, vecs))
+
+    def histories(
+        self, store: Store, raw_users: Sequence[str], extra: Sequence[Sequence[str]] | None = None
+    ) -> Histories:
+        """The users' stored histories (plus `extra` raw items each, e.g. feedback since)
+        in the model's index; users keep their index in the model's user map or -1."""
+        stored = store.histories(list(raw_users))
+        seqs = [stored.get(str(u), []) + list(extra[n] if extra else []) for n, u in
+                enumerate(raw_users)]  # fmt: skip
+        return Histories.from_raw(seqs, self.items, self.users.indices(list(raw_users)))
+
+    def raw(self, items: np.ndarray) -> list[str]:
+        return [str(self.items.ids[i]) for i in items]
+
+
+def item_vectors(db: str | Path, items: IdMap) -> np.ndarray:
+    """Text embeddings aligned with `items` (zero rows for items the store lacks)."""
+    from directrec.data.dataset import Dataset
+    from directrec.text.encoder import item_embeddings
+
+    ds = Dataset.from_store(db, include_catalog_items=True)
+    vec = item_embeddings(ds, db)
+    pos = ds.items.indices([str(x) for x in items.ids])
+    return np.where((pos >= 0)[:, None], vec[np.maximum(pos, 0)], 0.0).astype(np.float32)

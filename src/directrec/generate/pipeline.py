@@ -1,0 +1,180 @@
+"""The one recommendation pipeline: model scores → popularity fallback → masking (seen
+items, explicit exclusions) → top-K pool → category filter → MMR diversity → explanations.
+
+The CLI, the benchmark's evaluator, batch generation and the service all call these
+functions, so a list is built the same way wherever it is asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from directrec.data.histories import Histories
+from directrec.generate.explain import Reason, explain
+from directrec.generate.rerank import category_filter, mmr
+from directrec.models.base import Recommender
+
+Exclusions = Sequence[np.ndarray] | sp.csr_matrix | None
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What the pipeline knows of each item in the model's index (filters, MMR, reasons)."""
+
+    titles: list[str]
+    categories: list[list[str]]
+    vectors: np.ndarray | None = None  # L2-normalised text embeddings, for MMR
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    """How one list is built. Defaults: top-10 of unseen items, the model's order."""
+
+    k: int = 10
+    exclude_seen: bool = True
+    exclude_categories: frozenset[str] = field(default_factory=frozenset)
+    diversity: float = 0.0  # MMR knob: 0 = the model's order
+    explain: bool = False
+    pool_factor: int = 5  # candidates per slot when filtering or diversifying
+
+    def pool(self) -> int:
+        return self.k * (self.pool_factor if self.diversity > 0 or self.exclude_categories else 1)
+
+
+@dataclass
+class RecList:
+    items: np.ndarray  # item indices, best first (never -1)
+    scores: np.ndarray
+    fallback: bool  # the model could not personalise: popularity
+    reasons: list[Reason] | None = None
+
+
+def _exclusion_rows(exclude: Exclusions, n_rows: int) -> list[np.ndarray]:
+    if exclude is None:
+        return [np.zeros(0, dtype=np.int64)] * n_rows
+    if sp.issparse(exclude):
+        m = exclude.tocsr()
+        return [m.indices[m.indptr[r] : m.indptr[r + 1]].astype(np.int64) for r in range(n_rows)]
+    if len(exclude) != n_rows:
+        raise ValueError("exclusions: one array per history row")
+    return [np.asarray(e, dtype=np.int64) for e in exclude]
+
+
+def masked_scores(
+    model: Recommender,
+    histories: Histories,
+    k: int,
+    *,
+    exclude_seen: bool | np.ndarray = True,
+    exclude: Exclusions = None,
+) -> torch.Tensor:
+    """Scores [B, n_items] good for a top-`k`, with -inf on each row's history (where
+    `exclude_seen`, a flag or a per-row mask) and on its `exclude` items. Generators widen
+    their search by the exclusions their history does not already cover."""
+    b = len(histories)
+    seen_rows = np.broadcast_to(np.asarray(exclude_seen, dtype=bool), (b,))
+    extra_rows = _exclusion_rows(exclude, b)
+    widen = 0
+    if model.capabilities.generator and exclude is not None:
+        widen = max(
+            (len(np.setdiff1d(e, histories[r])) if seen_rows[r] else len(e)
+             for r, e in enumerate(extra_rows)),
+            default=0,
+        )  # fmt: skip
+    scores = model.score(histories, k=min(k + widen, model.n_items))
+    rows, cols = [], []
+    if seen_rows.any():
+        r = histories.row_of_items()
+        keep = seen_rows[r]
+        rows.append(r[keep])
+        cols.append(histories.items[keep])
+    lengths = np.array([len(e) for e in extra_rows])
+    if lengths.sum():
+        rows.append(np.repeat(np.arange(b), lengths))
+        cols.append(np.concatenate(extra_rows))
+    if rows:
+        rr, cc = np.concatenate(rows), np.concatenate(cols)
+        ok = (cc >= 0) & (cc < scores.shape[1])
+        scores[torch.from_numpy(rr[ok]), torch.from_numpy(cc[ok])] = -torch.inf
+    return scores
+
+
+def mask_rows(scores: torch.Tensor, items: sp.csr_matrix) -> None:
+    """Set scores[r, i] = -inf for every stored (r, i) of `items` [B, n_items], in place."""
+    items = items.tocsr()
+    r = np.repeat(np.arange(items.shape[0]), np.diff(items.indptr))
+    scores[torch.from_numpy(r), torch.from_numpy(items.indices.astype(np.int64))] = -torch.inf
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` item indices and scores per row, padded with -1 / -inf where fewer than `k`
+    items have a finite score (k larger than what is left of the catalogue)."""
+    kk = min(k, scores.shape[1])
+    top = torch.topk(scores, kk, dim=1)
+    items = top.indices.numpy().astype(np.int64)
+    vals = top.values.numpy().astype(np.float32)
+    items[~np.isfinite(vals)] = -1
+    if kk < k:
+        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return items, vals
+
+
+def recommend(
+    model: Recommender,
+    histories: Histories,
+    options: ListOptions | Sequence[ListOptions] = ListOptions(),
+    *,
+    exclude: Exclusions = None,
+    info: ItemInfo | None = None,
+) -> list[RecList]:
+    """One list per history row (see module doc). `options` is one for all rows or one
+    per row; `info` is needed for category filters, diversity and explanations."""
+    opts = [options] * len(histories) if isinstance(options, ListOptions) else list(options)
+    if len(opts) != len(histories):
+        raise ValueError("options: one per history row")
+    if any(o.k < 1 for o in opts):
+        raise ValueError("k must be at least 1")
+    if len(histories) == 0:
+        return []
+    pool = min(max(o.pool() for o in opts), model.n_items)
+    scores = masked_scores(
+        model, histories, pool,
+        exclude_seen=np.array([o.exclude_seen for o in opts]), exclude=exclude,
+    )  # fmt: skip
+    items, vals = top_k(scores, pool)
+    fallback = model.fallback(histories)
+    out = []
+    for r, o in enumerate(opts):
+        it, sc = items[r], vals[r]
+        keep = it >= 0
+        it, sc = it[keep], sc[keep]
+        if o.exclude_categories:
+            if info is None:
+                raise ValueError("category filters need item categories (ItemInfo)")
+            keep = category_filter(it, info.categories, set(o.exclude_categories))
+            it, sc = it[keep], sc[keep]
+        if o.diversity > 0 and info is not None and info.vectors is not None:
+            it, sc = mmr(it, sc, info.vectors, o.k, o.diversity)
+        it, sc = it[: o.k], sc[: o.k]
+        reasons = None
+        if o.explain and info is not None and explains(model) and not fallback[r]:
+            reasons = explain(model, histories.take([r]), it, info.titles, info.categories)
+        out.append(RecList(it, sc, bool(fallback[r]), reasons))
+    return out
+
+
+def explains(model: Recommender) -> bool:
+    """Leave-one-out influence needs a model whose scores follow the history it is given."""
+    return model.capabilities.personalises == "history"
+
+
+def finite_or_none(x: float) -> float | None:
+    """JSON-safe score: generators give unlisted items -inf."""
+    return float(x) if math.isfinite(x) else None

@@ -1,0 +1,111 @@
+"""Model artefacts on disk: `config.json` (model name, typed config, sizes, meta),
+`ids.json` (raw ids by index) and `weights.safetensors` (numpy arrays). Written into a
+temporary directory and renamed, so a half-written model never appears; nothing is
+pickled, so loading a directory someone hands you runs no code from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+
+FORMAT_VERSION = 2
+ID_KEYS = ("user_ids", "item_ids")  # raw ids by index, kept in ids.json beside the config
+
+
+def csr_to_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    m = m.tocsr()
+    return {
+        f"{prefix}.indptr": m.indptr.astype(np.int64),
+        f"{prefix}.indices": m.indices.astype(np.int64),
+        f"{prefix}.data": m.data.astype(np.float32),
+        f"{prefix}.shape": np.array(m.shape, dtype=np.int64),
+    }
+
+
+def csr_from_state(prefix: str, state: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in state[f"{prefix}.shape"])
+    return sp.csr_matrix(
+        (state[f"{prefix}.data"], state[f"{prefix}.indices"], state[f"{prefix}.indptr"]),
+        shape=shape,
+    )
+
+
+def write_dir(
+    path: str | Path,
+    header: dict[str, Any],
+    meta: dict[str, Any],
+    tensors: dict[str, np.ndarray],
+) -> Path:
+    """Write a model directory atomically: build it beside `path`, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                  str(tmp / "weights.safetensors"))  # fmt: skip
+        config = {"format_version": FORMAT_VERSION, **header,
+                  "meta": {k: v for k, v in meta.items() if k not in ID_KEYS}}  # fmt: skip
+        (tmp / "config.json").write_text(json.dumps(config, indent=1, default=jsonable))
+        ids = {k: meta[k] for k in ID_KEYS if k in meta}
+        (tmp / "ids.json").write_text(json.dumps(ids, default=jsonable))
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_dir(path: str | Path, model_name: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
+    """(config.json, meta incl. ids, tensors) of a model directory holding `model_name`."""
+    path = Path(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a directrec model ({e})") from e
+    if config.get("model") != model_name:
+        raise ValueError(f"{path}: holds a {config.get('model')!r} model, not {model_name!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format version {config.get('format_version')} is not {FORMAT_VERSION} "
+            "(models saved before models stopped holding user histories): train it again"
+        )
+    meta = dict(config.get("meta", {}))
+    if (path / "ids.json").exists():
+        meta.update(json.loads((path / "ids.json").read_text()))
+    try:
+        tensors = load_file(str(path / "weights.safetensors"))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"{path}/weights.safetensors: cannot be read ({e})") from e
+    return config, meta, tensors
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """A config dataclass from saved values (unknown keys from other versions dropped)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in fields})
+
+
+def jsonable(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")
