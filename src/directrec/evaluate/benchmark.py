@@ -108,7 +108,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     )
     extra = {
         k: model.meta[k]
-        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "codes")
+        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "codes", "device")
         if k in model.meta
     }
     if spec.diversity and feats is not None:
@@ -234,10 +234,18 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": _cpus(),
+            "accelerator": _accelerator(),
             "isolated_processes": isolate,
         },
         "results": results,
     }
+
+
+def _accelerator() -> str:
+    """The CUDA device torch sees (name), or 'none'."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 
 
 def _cpus() -> int:
