@@ -273,9 +273,14 @@ def train(
         split = leave_one_out(ds.interactions)
         fit_model(model, split, "all" if holdout == "none" else "test", ds.catalog,
                   valid_users=valid_users)  # fmt: skip
+        from directrec.data.store import Store
+
+        with Store(db) as store:
+            store_seq = store.last_seq()
         model.meta.update(
             data_fingerprint=ds.fingerprint,
             db=str(db),
+            store_seq=store_seq,  # watermark: the update gate validates on newer rows only
             holdout=holdout,
             user_ids=ds.users.ids.tolist(),
             item_ids=ds.items.ids.tolist(),
@@ -291,6 +296,48 @@ def train(
         fail(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
     path = _run_guarded(run)
     out.print(f"saved {model_name} to {path}")
+
+
+# --------------------------------------------------------------------------- evaluate
+@app.command("evaluate")
+def evaluate_cmd(
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="a directory written by `train`, or a registry")
+    ],
+    db: Annotated[Path, typer.Option(help="store to evaluate on")],
+    split: Annotated[str, typer.Option(help="loo | temporal")] = "loo",
+    stage: Annotated[str, typer.Option(help="test | valid")] = "test",
+    k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
+    max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="write results.json/.md here")] = None,
+) -> None:
+    """Evaluate a saved model without refitting it (full ranking, the benchmark's split)."""
+    from directrec.evaluate.report import markdown_table
+    from directrec.evaluate.saved import evaluate_saved
+    from directrec.models import load_model
+
+    def run() -> dict:
+        from directrec.serve.registry import resolve
+
+        try:
+            ks = tuple(sorted({int(x) for x in k.split(",")}))
+        except ValueError:
+            raise ValueError(f"--k {k!r}: expected comma-separated integers") from None
+        if not ks or ks[0] < 1:
+            raise ValueError("--k values must be ≥ 1")
+        model = load_model(resolve(model_dir)[0])
+        return evaluate_saved(model, db, split=split, stage=stage, ks=ks, max_history=max_history)
+
+    doc = _run_guarded(run)
+    for note in doc["notes"]:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / "results.json.tmp"
+        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.replace(out_dir / "results.json")
+        (out_dir / "results.md").write_text(markdown_table(doc))
+    sys.stdout.write(markdown_table(doc))
 
 
 # --------------------------------------------------------------------------- recommend
@@ -440,10 +487,19 @@ def update(
     feedback: Annotated[
         Path | None, typer.Option(help="feedback log; default: beside the store")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="fine-tuning epochs (neural models)")] = 3,
+    epochs: Annotated[int, typer.Option(min=0, help="more epochs (warm-starting models)")] = 3,
+    tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0,
+                     help="publish only if validation NDCG@10 is at most this share below the served version's"),
+    ] = 0.02,
+    min_gate_users: Annotated[
+        int, typer.Option(min=0, help="users with unseen interactions needed to compare")
+    ] = 20,
 ) -> None:
-    """Fine-tune the current model on the store plus feedback received since, and publish
-    it as the registry's next version (a running service swaps to it)."""
+    """Update the current model on the store plus feedback received since; publish it as
+    the registry's next version (a running service swaps to it) if it validates no worse
+    than the served version (within --tolerance), else keep it unpublished and say why."""
     from directrec.serve.feedback import default_path
     from directrec.serve.registry import is_registry
     from directrec.serve.update import update_model
@@ -452,10 +508,15 @@ def update(
     if out_dir is None and not is_registry(model_dir):
         fail(f"{model_dir} is a model directory, not a registry: give --out REGISTRY")
     version, facts = _run_guarded(
-        update_model, model_dir, db, feedback or default_path(db), target, epochs
+        update_model, model_dir, db, feedback or default_path(db), target, epochs, tolerance,
+        min_gate_users,
     )
-    out.print(f"published {target}/{version}: " + ", ".join(f"{k}={v}" for k, v in facts.items()),
-              highlight=False, markup=False)  # fmt: skip
+    shown = ", ".join(f"{k}={v}" for k, v in facts.items() if k not in ("reason", "kept_at"))
+    if version is None:
+        err.print(f"not published: {facts['reason']}; the update is kept at {facts['kept_at']} "
+                  f"({shown})", highlight=False, markup=False)  # fmt: skip
+        raise typer.Exit(1)
+    out.print(f"published {target}/{version}: {shown}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":

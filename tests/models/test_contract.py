@@ -190,3 +190,21 @@ def test_update_grows_the_index_and_serves_new_users(name, fitted, fit_data, pla
     assert not new.fallback(h)[0]
     items, _ = lists(new, h)
     assert (items >= 0).all() and not set(items[0]) & set(range(6))
+
+
+EXACT_REFIT = {"pop", "itemknn", "userknn", "ease", "content"}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_update_warm_starts_or_refits_exactly(name, fitted, fit_data, planted_embedded):
+    """Zero more epochs on the same data: a warm-starting model is exactly the model it
+    started from (it did not start afresh); a closed-form or neighbour model refits to
+    exactly the same model (its normal settings, never a truncated fit)."""
+    model = fitted(name)
+    if not (model.capabilities.warm_start or name in EXACT_REFIT):
+        pytest.skip("refits with its own settings and epochs (a stochastic fit)")
+    new = model.update(fit_data, planted_embedded.catalog, epochs=0)
+    h = Histories.from_interactions(fit_data, np.arange(1, 40))
+    a, b = model.score(h, k=10).numpy(), new.score(h, k=10).numpy()
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-5, atol=1e-5)

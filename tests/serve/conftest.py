@@ -4,6 +4,7 @@ to a registry, and `directrec serve` started as a subprocess."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -91,3 +92,12 @@ def server(world):
     s = Server(reg, db)
     yield s
     s.stop()
+
+
+@pytest.fixture
+def own_world(world, tmp_path):
+    """A private copy of the store and registry (these tests publish versions)."""
+    db, reg = world
+    shutil.copy(db, tmp_path / "store.duckdb")
+    shutil.copytree(reg, tmp_path / "registry")
+    return tmp_path / "store.duckdb", tmp_path / "registry"

@@ -16,15 +16,6 @@ from tests.serve.conftest import TOKEN, Server, train_into
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture
-def own_world(world, tmp_path):
-    """A private copy of the store and registry (these tests publish versions)."""
-    db, reg = world
-    shutil.copy(db, tmp_path / "store.duckdb")
-    shutil.copytree(reg, tmp_path / "registry")
-    return tmp_path / "store.duckdb", tmp_path / "registry"
-
-
 def test_publish_verify_and_reject_tampering(own_world, tmp_path):
     _, reg = own_world
     v = registry.current(reg)

@@ -119,6 +119,11 @@ class Store:
     def meta(self) -> dict[str, str]:
         return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
 
+    def last_seq(self) -> int:
+        """The ingest position of the newest interaction (0 when empty): a watermark of
+        what a model fit on this store has seen."""
+        return int(self.con.execute("SELECT coalesce(max(seq), 0) FROM interactions").fetchone()[0])
+
     def counts(self) -> dict[str, int]:
         q = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items), (SELECT count(*) FROM interactions)"
         u, i, n = self.con.execute(q).fetchall()[0]

@@ -101,6 +101,23 @@ class Recommender:
         fresh.meta = {k: v for k, v in self.meta.items() if k not in ("train_log",)}
         return fresh.fit(data, catalog, validator)
 
+    def _copy(self, **changes: Any) -> Self:
+        """A new object holding a copy of what this model learned (for warm starts), with
+        config fields changed by `changes`."""
+        new = type(self)(dataclasses.replace(self.config, **changes))
+        new.n_users, new.n_items = self.n_users, self.n_items
+        new.popularity = self.popularity.copy()
+        new.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
+        new._load_state({k: np.array(v, copy=True) for k, v in self._state().items()})
+        return new
+
+    def _resize(self, data: Interactions) -> None:
+        """Take `data`'s index sizes and popularity (an update's grown index)."""
+        if data.n_items < self.n_items or data.n_users < self.n_users:
+            raise ValueError("an update may add users and items, not remove them")
+        self.n_users, self.n_items = data.n_users, data.n_items
+        self.popularity = np.asarray(data.matrix("binary").sum(0)).ravel().astype(np.float32)
+
     # ------------------------------------------------------------------ scoring
     def fallback(self, histories: Histories) -> np.ndarray:
         """Rows the model cannot personalise: an empty history, or (per-user models) a

@@ -98,7 +98,7 @@ def item_texts(
 # ----------------------------------------------------------------------------- model
 class LLMRec(Recommender):
     name = "llm"
-    capabilities = Capabilities(early_stopping=True, generator=True)
+    capabilities = Capabilities(early_stopping=True, generator=True, warm_start=True)
 
     @dataclasses.dataclass
     class Config:
@@ -158,6 +158,11 @@ class LLMRec(Recommender):
                 r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
                 target_modules=targets, task_type="CAUSAL_LM"))  # fmt: skip
         self.lm.to(c.device)
+        self._index_titles()
+
+    def _index_titles(self) -> None:
+        """Tokenise every item's title and build the decoding trie over them."""
+        c = self.config
         self.title_tokens = [
             [*self._encode(" " + t)[: c.max_title_tokens], self.eos] for t in self.texts
         ]
@@ -175,9 +180,35 @@ class LLMRec(Recommender):
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
-        c = self.config
-        torch.manual_seed(c.seed)
+        torch.manual_seed(self.config.seed)
         self._build(catalog)
+        self._train(data, validator)
+
+    def update(
+        self,
+        data: Interactions,
+        catalog: Catalog | None = None,
+        epochs: int = 3,
+        validator: Validator | None = None,
+    ) -> LLMRec:
+        """Warm start: the same base checkpoint with these adapters (or, built-in model,
+        these weights); new items' titles join the trie; `epochs` more epochs."""
+        new = self._copy(epochs=epochs, max_minutes=0)
+        if data.n_items > self.n_items:
+            texts = item_texts(catalog, data.n_items, self.meta.get("item_ids"))
+            taken = set(new.texts)
+            for i in range(self.n_items, data.n_items):
+                t = texts[i] if texts[i] not in taken else f"{texts[i]} #{i}"
+                new.texts.append(t)
+                taken.add(t)
+            new._index_titles()
+        new._resize(data)
+        torch.manual_seed(self.config.seed)
+        new._train(data, validator)
+        return new
+
+    def _train(self, data: Interactions, validator: Validator | None) -> None:
+        c = self.config
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=c.lr)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models.base import Recommender, Validator
+from directrec.models.base import Capabilities, Recommender, Validator
 
 
 class VAE(nn.Module):
@@ -36,6 +36,7 @@ class VAE(nn.Module):
 
 class MultVAE(Recommender):
     name = "multvae"
+    capabilities = Capabilities(warm_start=True)
 
     @dataclasses.dataclass
     class Config:
@@ -55,13 +56,44 @@ class MultVAE(Recommender):
     ) -> None:
         c = self.config
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
+        self._train(data, c.epochs, step=0)
+
+    def update(
+        self,
+        data: Interactions,
+        catalog: Catalog | None = None,
+        epochs: int = 3,
+        validator: Validator | None = None,
+    ) -> MultVAE:
+        """Warm start: these weights (new items get fresh input/output rows), β already
+        annealed, `epochs` more epochs on `data`."""
+        new = self._copy(epochs=epochs)
+        old_n = self.n_items
+        new._resize(data)
+        torch.manual_seed(self.config.seed)
+        if new.n_items > old_n:
+            grown = VAE(new.n_items, new.config.hidden, new.config.latent, new.config.dropout)
+            with torch.no_grad():
+                grown.enc.weight.zero_()
+                grown.enc.weight[:, :old_n] = new.net.enc.weight
+                grown.enc.bias.copy_(new.net.enc.bias)
+                grown.dec_out.weight[:old_n] = new.net.dec_out.weight
+                grown.dec_out.bias.fill_(float(new.net.dec_out.bias.min()))
+                grown.dec_out.bias[:old_n] = new.net.dec_out.bias
+                for name in ("enc_out", "dec"):
+                    getattr(grown, name).load_state_dict(getattr(new.net, name).state_dict())
+            new.net = grown
+        new._train(data, epochs, step=self.config.anneal_steps)
+        return new
+
+    def _train(self, data: Interactions, epochs: int, step: int) -> None:
+        c = self.config
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         x_all = data.matrix("binary")
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         gen = np.random.default_rng(c.seed)
-        step = 0
         self.net.train()
-        for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
+        for _ in tqdm(range(epochs), desc="multvae", disable=not c.progress):
             gen.shuffle(users)
             for b in range(0, len(users), c.batch_size):
                 x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())

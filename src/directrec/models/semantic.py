@@ -34,7 +34,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import loop_meta, run_epochs
-from directrec.models.transformer import Block, causal_padding_mask
+from directrec.models.transformer import Block, causal_padding_mask, padding_mask
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
 
@@ -116,25 +116,56 @@ class DecoderBlock(nn.Module):
 
 
 class SemanticNet(nn.Module):
-    def __init__(self, sizes: list[int], max_len: int, dim: int, heads: int, enc_layers: int,
-                 dec_layers: int, dropout: float, causal: bool) -> None:  # fmt: skip
+    """History encoder → code decoder. Both architectures use the same pre-norm `Block`
+    (GELU MLP, final LayerNorm) and differ only where they must: `causal` masks the encoder
+    causally and decodes from each position's own state (every position is a training
+    target); `encdec` encodes bidirectionally and the decoder cross-attends to the whole
+    history (one target per sample)."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        max_len: int,
+        dim: int,
+        heads: int,
+        enc_layers: int,
+        dec_layers: int,
+        dropout: float,
+        causal: bool,
+    ) -> None:
         super().__init__()
         self.sizes, self.max_len, self.causal = sizes, max_len, causal
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         self.pos = nn.Embedding(max_len, dim)
         self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
-        if causal:
-            self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(enc_layers))
-            self.enc_ln = nn.LayerNorm(dim)
-        else:
-            self.enc = nn.TransformerEncoder(
-                nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, batch_first=True, norm_first=True),
-                enc_layers, enable_nested_tensor=False,
-            )  # fmt: skip
+        self.drop = nn.Dropout(dropout)
+        self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(enc_layers))
+        self.enc_ln = nn.LayerNorm(dim)
         self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(dec_layers))
         self.ln = nn.LayerNorm(dim)
         for e in self.tok:
             nn.init.normal_(e.weight, std=dim**-0.5)
+
+    def forward(
+        self, hist_codes: torch.Tensor, pad: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The teacher-forced training pass → summed cross-entropy over the code levels.
+
+        hist_codes [B, S, levels] (left-padded; `pad` [B, S] marks padding). Targets are the
+        next item's full code (levels + uniqueness token): encdec [B, L+1], the item after
+        the whole history; causal [B, S, L+1], the item after each position (-1: none)."""
+        states = self.encode(hist_codes, pad)
+        if self.causal:  # each real position's state is the context for its next item
+            real = (targets[..., 0] >= 0) & ~pad
+            memory, targets = states[real].unsqueeze(1), targets[real]
+            pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=memory.device)
+        else:
+            memory = states
+        h = self.decode(targets[:, None, :-1], self.memory_kvs(memory), pad)[:, 0]
+        return sum(
+            F.cross_entropy(self.level_logits(h[:, j], j), targets[:, j])
+            for j in range(len(self.sizes))
+        )
 
     def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
@@ -144,13 +175,10 @@ class SemanticNet(nn.Module):
         """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → states [B, S, dim].
         Causal: position t sees items ≤ t only, so it is the context for item t + 1."""
         s = hist_codes.shape[1]
-        x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(
-            torch.arange(self.max_len - s, self.max_len)
-        )
-        x = x * (~pad).unsqueeze(-1)
-        if not self.causal:
-            return self.enc(x, src_key_padding_mask=pad)
-        mask = causal_padding_mask(~pad)
+        pos = torch.arange(self.max_len - s, self.max_len, device=hist_codes.device)
+        x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(pos)
+        x = self.drop(x) * (~pad).unsqueeze(-1)
+        mask = causal_padding_mask(~pad) if self.causal else padding_mask(~pad)
         for block in self.enc:
             x = block(x, mask)
         return self.enc_ln(x)
@@ -178,7 +206,7 @@ class SemanticNet(nn.Module):
 class SemanticID(Recommender):
     name = "semantic-id"
     capabilities = Capabilities(
-        needs_text=True, early_stopping=True, generator=True, cold_items=True
+        needs_text=True, early_stopping=True, generator=True, cold_items=True, warm_start=True
     )
 
     @dataclasses.dataclass
@@ -238,6 +266,30 @@ class SemanticID(Recommender):
         self.meta["codes"] = code_report(raw, c.codebook) | {"rqvae_recon": rq_log[-1]["recon"]}
         self._build_index()
         self.net = self._build()
+        self._train(data, validator)
+
+    def update(
+        self,
+        data: Interactions,
+        catalog: Catalog | None = None,
+        epochs: int = 3,
+        validator: Validator | None = None,
+    ) -> SemanticID:
+        """Warm start that keeps the codes: new catalogue items get codes from the trained
+        RQ-VAE (`add_items`), then `epochs` more epochs from these weights."""
+        new = self._copy(epochs=epochs, max_minutes=0)
+        if data.n_items > self.n_items:
+            if catalog is None or catalog.embeddings is None:
+                raise ValueError("semantic-id: new items need text embeddings (a catalogue)")
+            new.add_items(catalog.embeddings[self.n_items : data.n_items])
+        new._resize(data)
+        torch.manual_seed(self.config.seed)
+        new._train(data, validator)
+        return new
+
+    def _train(self, data: Interactions, validator: Validator | None) -> None:
+        """The epoch loop over `data` from the current weights."""
+        c = self.config
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
         windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1)) - 1
@@ -289,8 +341,7 @@ class SemanticID(Recommender):
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            kvs = self.net.memory_kvs(self.net.encode(self.codes[hist], pad))
-            loss = self._code_loss(self.codes[torch.from_numpy(target)], kvs, pad)
+            loss = self.net(self.codes[hist], pad, self.codes[torch.from_numpy(target)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -309,25 +360,15 @@ class SemanticID(Recommender):
             w = windows[order[b : b + c.batch_size]]
             w = w[:, (w >= 0).any(0).nonzero().min() :]  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
-            states = self.net.encode(self.codes[inp.clamp(min=0)], inp < 0)
-            real = (inp >= 0) & (tgt >= 0)
-            ctx = states[real].unsqueeze(1)  # [N, 1, dim]: one context per target
-            no_pad = torch.zeros(len(ctx), 1, dtype=torch.bool)
-            loss = self._code_loss(self.codes[tgt[real]], self.net.memory_kvs(ctx), no_pad)
+            targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
+            loss = self.net(self.codes[inp.clamp(min=0)], inp < 0, targets)
+            n = int(((inp >= 0) & (tgt >= 0)).sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(ctx)
-            count += len(ctx)
+            total += float(loss.detach()) * n
+            count += n
         return total / max(count, 1)
-
-    def _code_loss(self, tgt: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced cross-entropy of the target codes [N, levels + 1], summed over levels."""
-        h = self.net.decode(tgt[:, None, :-1], kvs, pad)[:, 0]
-        return sum(
-            F.cross_entropy(self.net.level_logits(h[:, j], j), tgt[:, j])
-            for j in range(len(self.sizes))
-        )
 
     def _windows(
         self, start: np.ndarray, end: np.ndarray, items: np.ndarray

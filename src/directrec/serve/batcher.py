@@ -1,18 +1,31 @@
 """Micro-batching: concurrent requests wait up to `max_wait` seconds to share one model
-call, run on a single model thread (so the model is never used by two threads at once).
-The queue is bounded: when it is full, `submit` raises `Overloaded` at once instead of
-letting latency grow without limit."""
+call, run on a single model thread. The queue is bounded: when it is full, `submit` raises
+`Overloaded` at once instead of letting latency grow without limit.
+
+The loop is supervised: a failing model call fails only that batch's requests
+(`BatchFailed`), an unexpected error in the loop itself is logged and the loop restarts,
+and a request that waits longer than `timeout` gets `TimeoutError` instead of hanging.
+`alive` tells readiness probes whether the loop is running.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+log = logging.getLogger("directrec.serve")
+
 
 class Overloaded(Exception):
     """The queue is full: shed this request (the caller answers 503 + Retry-After)."""
+
+
+class BatchFailed(Exception):
+    """The model call for this request's batch raised; other batches are unaffected."""
 
 
 class Batcher:
@@ -22,20 +35,31 @@ class Batcher:
         max_batch: int = 32,
         max_wait: float = 0.002,
         max_queue: int = 256,
+        timeout: float = 10.0,
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
+        self.timeout = timeout
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(max_queue)
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")
         self.task: asyncio.Task | None = None
+        self.stopping = False
         self.batches = 0
         self.items = 0
+        self.failures = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.task = asyncio.get_running_loop().create_task(self._supervise())
 
     async def stop(self) -> None:
+        self.stopping = True
         if self.task is not None:
             self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     async def submit(self, job: Any) -> Any:
@@ -44,27 +68,43 @@ class Batcher:
             self.queue.put_nowait((job, fut))
         except asyncio.QueueFull:
             raise Overloaded from None
-        return await fut
+        return await asyncio.wait_for(fut, self.timeout)
+
+    async def _supervise(self) -> None:
+        while not self.stopping:
+            try:
+                await self._loop()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in the loop: log it, keep serving
+                self.failures += 1
+                log.exception("batching loop failed; restarting it")
+                await asyncio.sleep(0.01)
+
+    async def _next_batch(self) -> list[tuple[Any, asyncio.Future]]:
+        loop = asyncio.get_running_loop()
+        batch = [await self.queue.get()]
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except TimeoutError:
+                break
+        return batch
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            deadline = loop.time() + self.max_wait
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self.queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
-                    break
-            live = [(j, f) for j, f in batch if not f.done()]  # skip cancelled clients
+            batch = await self._next_batch()
+            live = [(j, f) for j, f in batch if not f.done()]  # skip cancelled/timed-out clients
             if not live:
                 continue
             self.batches += 1
@@ -72,9 +112,10 @@ class Batcher:
             try:
                 results = await loop.run_in_executor(self.pool, self.run, [j for j, _ in live])
             except Exception as e:
+                log.exception("model call failed for a batch of %d", len(live))
                 for _, f in live:
                     if not f.done():
-                        f.set_exception(e)
+                        f.set_exception(BatchFailed(f"{type(e).__name__}: {e}"))
                 continue
             for (_, f), r in zip(live, results, strict=True):
                 if not f.done():

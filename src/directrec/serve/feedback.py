@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS events (
     value REAL,
     ts REAL NOT NULL,
     received REAL NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
 """
 
 
@@ -61,7 +62,7 @@ class FeedbackLog:
         self._con.execute("PRAGMA journal_mode=WAL")
         self._con.execute("PRAGMA synchronous=FULL")
         self._con.execute("PRAGMA busy_timeout=5000")
-        self._con.execute(_SCHEMA)
+        self._con.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -100,6 +101,16 @@ class FeedbackLog:
                 (after_seq,),
             ).fetchall()
         return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    def events_of(self, user_id: str) -> list[Event]:
+        """One user's events in arrival order (indexed: a service reads them on demand)."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT user_id, item_id, type, ts, value, key FROM events WHERE user_id = ? "
+                "ORDER BY seq",
+                (user_id,),
+            ).fetchall()
+        return [Event(*r) for r in rows]
 
     def last_seq(self) -> int:
         with self._lock:

@@ -1,22 +1,34 @@
 """The closed loop: fold the feedback received since training into the model.
 
 `update_model` reads the store's interactions plus the feedback log, keeps the model's
-user/item indices (new users and catalogue items are appended after them), fine-tunes
-(`Recommender.update`) and publishes the result as the registry's next version, which a
-running service then swaps to.
+user/item indices (new users and catalogue items are appended after them), and calls
+`Recommender.update` on everything but each user's most recent interaction: warm-starting
+models continue from their weights, the others refit with their own settings. That most
+recent interaction is the validation target on which the update and the served version are
+both scored (NDCG@10, full ranking); the update is published as the registry's next version
+(a running service swaps to it) only if it is not worse than the served one by more than
+`tolerance`. Otherwise it is kept unpublished under `<registry>/.rejected/` and the reason
+is returned. (The served version may have trained on some of those targets, which favours
+it: the gate errs towards keeping what serves.)
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from directrec.data.dataset import Catalog, IdMap, Interactions, catalog_for
+from directrec.data.histories import Histories
+from directrec.data.preprocess import chronological_order
+from directrec.data.split import Targets, leave_one_out
 from directrec.data.store import Store
+from directrec.evaluate.protocol import evaluate
 from directrec.models import load_model
 from directrec.models.base import Recommender
 from directrec.serve import registry
@@ -30,6 +42,8 @@ class LoopData:
     items: IdMap
     catalog: Catalog
     feedback_seq: int  # the newest feedback event included
+    store_seq: int  # the newest store row included (ingest order)
+    unseen: np.ndarray  # per row of `interactions`: newer than what the model was fit on
     new_users: int
     new_items: int
 
@@ -40,7 +54,12 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
     with Store(db) as store:
         inter, items = store.interactions(), store.items()
     rows = inter[["user_id", "item_id", "timestamp"]].astype({"user_id": str, "item_id": str})
-    rows = rows.assign(order=np.arange(len(rows)))
+    # What the model was fit on: store rows up to its watermark, feedback up to its own.
+    store_seen = model.meta.get("store_seq")
+    fb_seen = int(model.meta.get("feedback_seq", 0))
+    line = inter["line"].to_numpy(dtype=np.int64)
+    rows = rows.assign(order=np.arange(len(rows)),
+                       unseen=line > store_seen if store_seen is not None else False)  # fmt: skip
     seq = 0
     if feedback is not None and Path(feedback).exists():
         log = FeedbackLog(feedback)
@@ -51,8 +70,8 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
         if events:
             seq = events[-1][0]
             fb = pd.DataFrame(
-                [(e.user_id, e.item_id, e.ts) for _, e in events if e.positive],
-                columns=["user_id", "item_id", "timestamp"],
+                [(e.user_id, e.item_id, e.ts, n > fb_seen) for n, e in events if e.positive],
+                columns=["user_id", "item_id", "timestamp", "unseen"],
             )
             fb = fb.assign(order=np.arange(len(fb)) + len(rows))
             rows = pd.concat([rows, fb], ignore_index=True)
@@ -70,15 +89,49 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
         IdMap(np.array(old_users + new_u, dtype=object)),
         IdMap(np.array(old_items + new_i, dtype=object)),
     )
+    rows = rows.sort_values("order", kind="stable")
+    rows = rows.iloc[chronological_order(rows)]  # the one ordering rule (time, then arrival)
     u = users.indices(rows["user_id"].tolist())
     i = item_map.indices(rows["item_id"].tolist())
     ts = rows["timestamp"].to_numpy(dtype="float64", na_value=0.0)
-    order = np.lexsort((rows["order"].to_numpy(), ts, u))
+    order = np.argsort(u, kind="stable")
     data = Interactions(u[order], i[order], n_users=len(users), n_items=len(item_map),
                         timestamp=ts[order].astype(np.int64))  # fmt: skip
-    return LoopData(
-        data, users, item_map, catalog_for(items, item_map.ids), seq, len(new_u), len(new_i)
-    )
+    unseen = rows["unseen"].to_numpy(dtype=bool)[order]
+    store_seq = int(line.max(initial=0))
+    return LoopData(data, users, item_map, catalog_for(items, item_map.ids), seq, store_seq,
+                    unseen, len(new_u), len(new_i))  # fmt: skip
+
+
+class GrownIndex(Recommender):
+    """A model seen through a larger index: users and items it does not know are treated
+    as unknown (items new to it are never recommended), so it can be scored beside its
+    update on the same validation data."""
+
+    name = "grown-index"
+
+    def __init__(self, inner: Recommender, n_users: int, n_items: int) -> None:
+        super().__init__()
+        self.inner, self.n_users, self.n_items = inner, n_users, n_items
+        self.capabilities = inner.capabilities
+        self.popularity = np.zeros(n_items, dtype=np.float32)
+        self.popularity[: inner.n_items] = inner.popularity
+
+    def fallback(self, histories: Histories) -> np.ndarray:
+        return self.inner.fallback(self._inner_view(histories))
+
+    def _inner_view(self, h: Histories) -> Histories:
+        rows = h.row_of_items()
+        keep = h.items < self.inner.n_items
+        lists = [h.items[keep & (rows == r)] for r in range(len(h))]
+        users = np.where(h.users < self.inner.n_users, h.users, -1)
+        return Histories.from_lists(lists, self.inner.n_items, users)
+
+    def score(self, histories: Histories, k: int | None = None) -> torch.Tensor:
+        inner = self.inner.score(self._inner_view(histories), k)
+        out = torch.full((len(histories), self.n_items), -torch.inf)
+        out[:, : self.inner.n_items] = inner
+        return out
 
 
 def update_model(
@@ -87,28 +140,67 @@ def update_model(
     feedback: str | Path | None,
     out_registry: str | Path,
     epochs: int = 3,
-) -> tuple[str, dict]:
-    """Fine-tune the current model on store + feedback; publish it; returns (version, facts)."""
+    tolerance: float = 0.02,
+    min_gate_users: int = 20,
+) -> tuple[str | None, dict]:
+    """Update the current model on store + feedback, gate it on validation NDCG@10 against
+    the served version, publish it if it passes. Returns (version or None, facts); when
+    not published, facts["reason"] says why and facts["kept_at"] where it is.
+
+    The gate's targets are the users whose most recent interaction the served version has
+    not seen (newer than its watermark: store rows past `store_seq`, feedback past
+    `feedback_seq`); neither model trained on them. With fewer than `min_gate_users` such
+    users there is too little to compare on: the update is published and the facts say
+    the gate was skipped."""
     model_dir, parent = registry.resolve(model_path)
     model = load_model(model_dir)
     ld = loop_data(model, db, feedback)
     catalog = ld.catalog
-    if model.capabilities.needs_text:
+    if model.capabilities.needs_text or model.capabilities.cold_items:
         from directrec.data.dataset import Dataset
         from directrec.text.encoder import item_embeddings
 
         ds = Dataset(ld.interactions, ld.users, ld.items, catalog)
         catalog.embeddings = item_embeddings(ds, None)
-    new = model.update(ld.interactions, catalog, epochs=epochs)
+    split = leave_one_out(ld.interactions)
+    fit = Interactions.concat(split.train, split.valid)  # all but each user's last
+    t0 = time.perf_counter()
+    new = model.update(fit, catalog, epochs=epochs)
+    fit_s = time.perf_counter() - t0
+    targets = split.test_targets
+    last_row = ld.interactions.indptr[targets.users + 1] - 1
+    fresh = ld.unseen[last_row]
+    gate = Targets(targets.users[fresh], np.arange(int(fresh.sum()) + 1),
+                   targets.items[targets.indptr[:-1]][fresh])  # fmt: skip
+    ndcg_new = ndcg_old = None
+    if len(gate) >= max(min_gate_users, 1):
+        ndcg_new = evaluate(new, fit, gate, (10,)).metrics["ndcg@10"]
+        served = GrownIndex(model, ld.interactions.n_users, ld.interactions.n_items)
+        ndcg_old = evaluate(served, fit, gate, (10,)).metrics["ndcg@10"]
     new.meta.update(
         user_ids=ld.users.ids.tolist(), item_ids=ld.items.ids.tolist(), feedback_seq=ld.feedback_seq,
-        parent_version=parent, data_fingerprint=ld.interactions.fingerprint(),
+        store_seq=ld.store_seq, parent_version=parent, data_fingerprint=ld.interactions.fingerprint(),
+        update_valid_ndcg10=ndcg_new, parent_valid_ndcg10=ndcg_old,
     )  # fmt: skip
+    facts: dict = {"parent": parent, "interactions": len(ld.interactions),
+                   "new_users": ld.new_users, "new_items": ld.new_items,
+                   "feedback_seq": ld.feedback_seq, "epochs": epochs,
+                   "warm_start": model.capabilities.warm_start, "fit_seconds": round(fit_s, 2),
+                   "gate_users": len(gate), "valid_ndcg@10": ndcg_new,
+                   "served_valid_ndcg@10": ndcg_old,
+                   "gate": "compared" if ndcg_new is not None else
+                           f"skipped: {len(gate)} users with unseen interactions "
+                           f"(< {min_gate_users})"}  # fmt: skip
     Path(out_registry).mkdir(parents=True, exist_ok=True)
+    if ndcg_new is not None and ndcg_new < ndcg_old * (1 - tolerance):
+        kept = Path(out_registry) / ".rejected" / f"from-{parent or 'model'}-{time.time_ns()}"
+        new.save(kept)
+        facts |= {"published": False, "kept_at": str(kept), "reason": (
+            f"validation NDCG@10 {ndcg_new:.4f} is {100 * (1 - ndcg_new / ndcg_old):.1f}% below "
+            f"the served version's {ndcg_old:.4f} (tolerance {100 * tolerance:g}%)")}  # fmt: skip
+        return None, facts
     with tempfile.TemporaryDirectory(dir=out_registry, prefix=".update.") as tmp:
         new.save(Path(tmp) / "model")
         version = registry.publish(Path(tmp) / "model", out_registry)
-    facts = {"version": version, "parent": parent, "interactions": len(ld.interactions),
-             "new_users": ld.new_users, "new_items": ld.new_items,
-             "feedback_seq": ld.feedback_seq, "epochs": epochs}  # fmt: skip
+    facts |= {"published": True, "version": version}
     return version, facts

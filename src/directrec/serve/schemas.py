@@ -1,0 +1,103 @@
+"""Request bodies and error responses of the HTTP API: bounded sizes, strict fields
+(unknown fields are a 422), text that is valid unicode without NUL characters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from directrec.serve.feedback import EVENT_TYPES
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    """The one error body: {"error": {"status", "message", ...}}."""
+    return JSONResponse({"error": {"status": status, "message": message, **extra}}, status)
+
+
+def _text(v: str) -> str:
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("not valid unicode text") from e
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EventIn(Strict):
+    user_id: Id
+    item_id: Id
+    type: str = Field(description="one of " + ", ".join(EVENT_TYPES))
+    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
+    value: float | None = Field(None, ge=-1e6, le=1e6, allow_inf_nan=False)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=128)
+
+    @field_validator("user_id", "item_id", "idempotency_key")
+    @classmethod
+    def _ok_text(cls, v: str | None) -> str | None:
+        return None if v is None else _text(v)
+
+    @field_validator("type")
+    @classmethod
+    def _ok_type(cls, v: str) -> str:
+        if v not in EVENT_TYPES:
+            raise ValueError("must be one of " + ", ".join(EVENT_TYPES))
+        return v
+
+
+class FeedbackIn(Strict):
+    events: list[EventIn] = Field(min_length=1, max_length=1000)
+
+
+class AdHocIn(Strict):
+    history: list[Id] = Field(default_factory=list, max_length=1000)
+    query: str | None = Field(
+        None, min_length=1, max_length=500,
+        description="a new user's wish in words: its nearest items become the history",
+    )  # fmt: skip
+    k: int = Field(10, ge=1)
+    exclude_seen: bool = True
+    exclude_items: list[Id] = Field(default_factory=list, max_length=1000)
+    exclude_categories: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=100
+    )
+    diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    explain: bool = False
+
+    @field_validator("history", "exclude_items", "exclude_categories")
+    @classmethod
+    def _ok_texts(cls, v: list[str]) -> list[str]:
+        return [_text(x) for x in v]
+
+    @field_validator("query")
+    @classmethod
+    def _ok_query(cls, v: str | None) -> str | None:
+        return None if v is None else _text(v)
+
+
+class ReloadIn(Strict):
+    version: str | None = Field(None, max_length=64)
+
+
+class UpdateIn(Strict):
+    epochs: int = Field(2, ge=0, le=50)
+    tolerance: float = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False)
+    min_gate_users: int = Field(20, ge=0, le=10**9)
+
+
+def path_text(v: str) -> str:
+    """A path or query parameter checked like body text (a 422 if it is not)."""
+    try:
+        return _text(v)
+    except ValueError as e:
+        raise HTTPException(422, str(e)) from e

@@ -1,0 +1,378 @@
+"""The service's state: the served model version (swapped as a whole), the catalogue,
+users' histories (read on demand, bounded cache), the feedback log, metrics, background
+update jobs, and the batch function the micro-batcher runs on the model thread."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from directrec.data.dataset import IdMap
+from directrec.data.histories import Histories
+from directrec.data.store import Store
+from directrec.generate.coldstart import sentence_history
+from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
+from directrec.generate.pipeline import recommend as build_lists
+from directrec.models import load_model
+from directrec.models.base import Recommender
+from directrec.serve import registry
+from directrec.serve.batcher import Batcher
+from directrec.serve.feedback import Event, FeedbackLog, default_path
+
+log = logging.getLogger("directrec.serve")
+
+
+@dataclass
+class ServeConfig:
+    model: Path  # a registry directory or a plain model directory
+    db: Path
+    feedback: Path | None = None  # default: beside the store
+    admin_token: str | None = None  # None: a random one is made and logged
+    feedback_token: str | None = None  # None: feedback needs no token
+    max_k: int = 100
+    max_history: int = 1000  # items accepted in an ad-hoc history
+    max_body: int = 1 << 20  # bytes
+    max_inflight: int = 64  # requests in flight before shedding
+    max_batch: int = 32
+    batch_wait_ms: float = 2.0
+    watch_seconds: float = 2.0  # poll the registry's CURRENT (0: no watching)
+    diversity_pool: int = 3  # candidates fetched per wanted item when re-ranking
+    history_cache: int = 50_000  # users whose histories stay in memory (LRU)
+    request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
+
+
+
+@dataclass
+class Loaded:
+    """One model version, ready to serve. Immutable once built: a swap replaces it."""
+
+    model: Recommender
+    version: str
+    items: IdMap
+    users: IdMap
+    info: ItemInfo  # titles, categories, text vectors aligned with the model's items
+
+
+@dataclass
+class Job:
+    user: str | None  # a stored user, or None for an ad-hoc session
+    history: list[str]
+    k: int
+    exclude_seen: bool
+    exclude: set[str]
+    categories: set[str]
+    diversity: float
+    explain: bool = False
+
+
+@dataclass
+class Catalogue:
+    titles: dict[str, str]
+    categories: dict[str, list[str]]
+    texts: dict[str, str]
+    ids: list[str]
+    vectors: np.ndarray | None = None  # [len(ids)] text embeddings for search, if any
+
+
+class HistoryCache:
+    """Users' histories as raw item ids, read on demand: the store's rows (oldest first,
+    the one ordering rule of Store.histories), then positive feedback in arrival order;
+    disliked items kept apart and never recommended. A bounded LRU holds recent users;
+    feedback for a cached user updates that entry, so nothing grows without limit."""
+
+    def __init__(self, db: Path, feedback: FeedbackLog, size: int = 50_000) -> None:
+        self.store = Store(db)  # read-only; DuckDB connections are not shared across threads
+        self.feedback, self.size = feedback, size
+        self.cache: OrderedDict[str, tuple[list[str], set[str]]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.store_lock = threading.Lock()
+        self.reads = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    def get(self, user: str) -> tuple[list[str], set[str]] | None:
+        """(items oldest first, dislikes), or None for a user with no store row and no
+        feedback. Unknown users are not cached (a flood of them cannot fill memory)."""
+        with self.lock:
+            if user in self.cache:
+                self.cache.move_to_end(user)
+                seq, dislikes = self.cache[user]
+                return list(seq), set(dislikes)
+        with self.store_lock:
+            stored = self.store.histories([user]).get(user)
+            self.reads += 1
+        events = self.feedback.events_of(user)
+        if stored is None and not events:
+            return None
+        seq, dislikes = list(stored or []), set()
+        for e in events:
+            _apply(seq, dislikes, e)
+        with self.lock:
+            self.cache[user] = (seq, dislikes)
+            self.cache.move_to_end(user)
+            while len(self.cache) > self.size:
+                self.cache.popitem(last=False)
+        return list(seq), set(dislikes)
+
+    def add(self, e: Event) -> None:
+        """A stored feedback event: update the user's cached entry, if any (otherwise the
+        next `get` reads it from the log)."""
+        with self.lock:
+            if e.user_id in self.cache:
+                _apply(*self.cache[e.user_id], e)
+
+    def users(self, limit: int) -> list[str]:
+        with self.store_lock:
+            return self.store.user_ids(limit)
+
+
+def _apply(seq: list[str], dislikes: set[str], e: Event) -> None:
+    if e.positive:
+        seq.append(e.item_id)
+        dislikes.discard(e.item_id)
+    else:
+        dislikes.add(e.item_id)
+
+
+class UpdateJobs:
+    """`POST /v1/admin/update` runs here, one job at a time, in a background thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.running: str | None = None
+
+    def start(self, work: Callable[[], dict]) -> str | None:
+        """A new job's id, or None when one is already running."""
+        with self.lock:
+            if self.running is not None:
+                return None
+            job_id = secrets.token_hex(8)
+            self.running = job_id
+            self.jobs[job_id] = {"job_id": job_id, "status": "running", "started": time.time()}
+        threading.Thread(target=self._run, args=(job_id, work), daemon=True,
+                         name=f"update-{job_id}").start()  # fmt: skip
+        return job_id
+
+    def _run(self, job_id: str, work: Callable[[], dict]) -> None:
+        try:
+            outcome = {"status": "done", "outcome": work()}
+        except Exception as e:  # reported in the job, the service keeps serving
+            log.exception("update job %s failed", job_id)
+            outcome = {"status": "failed", "error": str(e)}
+        with self.lock:
+            self.jobs[job_id] |= {**outcome, "finished": time.time()}
+            self.running = None
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            job = self.jobs.get(job_id)
+            return None if job is None else dict(job)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("directrec_requests_total", "HTTP requests",
+                                ["route", "method", "status"], registry=r)  # fmt: skip
+        self.latency = Histogram(
+            "directrec_request_seconds", "Request latency", ["route"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
+        )  # fmt: skip
+        self.shed = Counter("directrec_shed_total", "Requests shed under load", registry=r)
+        self.inflight = Gauge("directrec_inflight", "Requests in flight", registry=r)
+        self.batch = Histogram("directrec_batch_size", "Requests per model call", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
+        self.feedback = Counter("directrec_feedback_events_total", "Feedback events",
+                                ["result"], registry=r)  # fmt: skip
+        self.reloads = Counter("directrec_model_reloads_total", "Model swaps", ["result"],
+                               registry=r)  # fmt: skip
+        self.version = Gauge("directrec_model_info", "Served model version", ["version"],
+                             registry=r)  # fmt: skip
+
+
+class Service:
+    """Everything the endpoints share. The served model is `self.loaded`, replaced as a
+    whole on reload; a batch reads it once, so in-flight work finishes on its version."""
+
+    def __init__(self, cfg: ServeConfig) -> None:
+        self.cfg = cfg
+        self.admin_token = cfg.admin_token or secrets.token_urlsafe(24)
+        self.metrics = Metrics()
+        self.loaded: Loaded | None = None
+        self.reload_lock = threading.Lock()
+        self.ready = False
+        self.encoder_warm = False
+        self.catalogue = self._read_catalogue()
+        self.feedback = FeedbackLog(cfg.feedback or default_path(cfg.db))
+        self.histories = HistoryCache(cfg.db, self.feedback, cfg.history_cache)
+        self.updates = UpdateJobs()
+        self.batcher: Batcher | None = None
+        self.watch_stop = threading.Event()
+        self.watched = ""
+
+    # ------------------------------------------------------------------ loading
+    def _read_catalogue(self) -> Catalogue:
+        with Store(self.cfg.db) as store:
+            items = store.items()
+            from directrec.text.encoder import MODEL_NAME
+
+            ids = items["item_id"].astype(str).tolist()
+            vectors = store.embeddings(MODEL_NAME, ids) if ids else None
+        return Catalogue(
+            titles=dict(zip(ids, items["title"].fillna("").astype(str), strict=True)),
+            categories=dict(zip(ids, items["categories"], strict=True)),
+            texts=dict(zip(ids, items["text"].fillna("").astype(str), strict=True)),
+            ids=ids,
+            vectors=vectors,
+        )
+
+    def text_vectors(self) -> np.ndarray | None:
+        """Catalogue text embeddings (the store's cache, else computed once in memory)."""
+        c = self.catalogue
+        if c.vectors is None and any(c.titles.values()):
+            from directrec.text.encoder import encode
+
+            docs = [". ".join(p for p in (c.titles[i], ", ".join(c.categories[i]), c.texts[i])
+                              if p) for i in c.ids]  # fmt: skip
+            c.vectors = encode(docs)
+        if c.vectors is not None and not self.encoder_warm:  # load the query encoder now,
+            from directrec.text.encoder import encode  # not during the first request
+
+            encode(["warm-up"])
+            self.encoder_warm = True
+        return c.vectors
+
+    def load(self, version: str | None = None) -> Loaded:
+        """Verify, load and warm a version, then swap it in. On any error the current
+        model keeps serving and the error propagates (the caller reports it)."""
+        with self.reload_lock:
+            try:
+                path, label = registry.resolve(self.cfg.model, version)
+                model = load_model(path)
+                items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
+                if len(items) != model.n_items:
+                    raise ValueError(f"{path}: the model carries no item id map")
+                vectors = None
+                text = self.text_vectors()
+                if text is not None:
+                    pos = {x: n for n, x in enumerate(self.catalogue.ids)}
+                    cold = [x for x in self.catalogue.ids if items.index(x) < 0]
+                    if cold and model.capabilities.cold_items:  # new catalogue items, no retraining
+                        model.add_items(text[[pos[x] for x in cold]])
+                        items = IdMap(np.concatenate([items.ids, np.array(cold, dtype=object)]))
+                        model.meta["item_ids"] = items.ids.tolist()
+                        log.info("%d catalogue items new to the model were given codes", len(cold))
+                    vectors = np.zeros((model.n_items, text.shape[1]), dtype=np.float32)
+                    for n, raw in enumerate(items.ids):
+                        if str(raw) in pos:
+                            vectors[n] = text[pos[str(raw)]]
+                cats = [self.catalogue.categories.get(str(x), []) for x in items.ids]
+                users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
+                titles = [self.catalogue.titles.get(str(x), "") for x in items.ids]
+                new = Loaded(model, label, items, users, ItemInfo(titles, cats, vectors))
+                self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
+            except Exception:
+                self.metrics.reloads.labels("rejected").inc()
+                raise
+            old, self.loaded = self.loaded, new
+            if old is not None:
+                self.metrics.version.remove(old.version)
+            self.metrics.version.labels(label).set(1)
+            self.metrics.reloads.labels("ok").inc()
+            self.ready = True
+            log.info("serving model version %s", label)
+            return new
+
+    def watch(self) -> None:
+        """Poll the registry's CURRENT and swap when it names another version."""
+        if self.cfg.watch_seconds <= 0 or not registry.is_registry(self.cfg.model):
+            return
+        while not self.watch_stop.wait(self.cfg.watch_seconds):
+            try:
+                name = registry.current(self.cfg.model)
+            except (OSError, ValueError):
+                continue
+            if self.loaded is not None and name != self.loaded.version and name != self.watched:
+                self.watched = name  # try each new name once; a bad one is not retried
+                try:
+                    self.load(name)
+                except Exception as e:
+                    log.warning("rejected model version %s: %s", name, e)
+
+    # ------------------------------------------------------------------ generation
+    def _run_jobs(self, loaded: Loaded, jobs: list[Job]) -> list[dict]:
+        """One model call for a batch of requests (runs on the model thread), through the
+        pipeline every other caller uses."""
+        items = loaded.items
+        users = [loaded.users.index(j.user) if j.user else -1 for j in jobs]
+        hists = Histories.from_raw([j.history[-self.cfg.max_history :] for j in jobs], items,
+                                   users)  # fmt: skip
+        excludes = [idx[idx >= 0] for idx in (items.indices(sorted(j.exclude)) for j in jobs)]
+        options = [
+            ListOptions(k=min(j.k, loaded.model.n_items), exclude_seen=j.exclude_seen,
+                        exclude_categories=frozenset(j.categories), diversity=j.diversity,
+                        explain=j.explain, pool_factor=self.cfg.diversity_pool)
+            for j in jobs
+        ]  # fmt: skip
+        lists = build_lists(loaded.model, hists, options, exclude=excludes, info=loaded.info)
+        self.metrics.batch.observe(len(jobs))
+        out = []
+        for n, rec in enumerate(lists):
+            res = {"items": [str(items.ids[i]) for i in rec.items],
+                   "scores": [finite_or_none(x) for x in rec.scores],
+                   "fallback": rec.fallback, "history_used": int(hists.lengths()[n])}  # fmt: skip
+            if rec.reasons is not None:
+                res["reasons"] = [{"reason": x.text, "evidence": [str(items.ids[e]) for e in x.evidence],
+                                   "rank_places_lost": x.influence} for x in rec.reasons]  # fmt: skip
+            out.append(res)
+        return out
+
+    def run_batch(self, jobs: list[Job]) -> list[dict]:
+        loaded = self.loaded
+        assert loaded is not None
+        results = self._run_jobs(loaded, jobs)
+        for r in results:
+            r["version"] = loaded.version
+        return results
+
+    def query_history(self, query: str, n: int = 5) -> list[str]:
+        """A sentence → its nearest catalogue items (by text), as a pseudo history."""
+        vectors = self.text_vectors()
+        if vectors is None:
+            raise HTTPException(422, "this catalogue has no text: `query` is unavailable")
+        from directrec.text.encoder import encode
+
+        loaded = self.loaded
+        allowed = None
+        if loaded is not None:
+            allowed = np.array([loaded.items.index(i) >= 0 for i in self.catalogue.ids])
+        idx = sentence_history(encode([query])[0], vectors, n, allowed)
+        return [self.catalogue.ids[i] for i in idx]
+
+    def admin_ok(self, authorization: str | None) -> bool:
+        """Constant-time comparison of the bearer token."""
+        return hmac.compare_digest((authorization or "").encode(),
+                                   f"Bearer {self.admin_token}".encode())  # fmt: skip
+
+    def item_view(self, raw: str) -> dict[str, Any]:
+        c = self.catalogue
+        return {
+            "item_id": raw,
+            "title": c.titles.get(raw, ""),
+            "categories": list(c.categories.get(raw, [])),
+        }

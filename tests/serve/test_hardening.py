@@ -1,0 +1,156 @@
+"""Serving hardening: shedding before any parsing, a supervised batching loop, bounded
+history memory, background update jobs, constant-time admin tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from directrec.serve.batcher import Batcher, BatchFailed
+from directrec.serve.feedback import Event, FeedbackLog
+from directrec.serve.middleware import Admission
+from directrec.serve.service import HistoryCache, Metrics
+from tests.serve.conftest import TOKEN, Server
+
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class _Svc:
+    def __init__(self) -> None:
+        self.metrics, self.loaded = Metrics(), None
+
+
+def test_admission_sheds_before_reading_the_body():
+    """Beyond max_inflight the 503 goes out without calling the app or reading a byte."""
+    called, read = [], []
+
+    async def app(scope, receive, send):  # pragma: no cover - must not run
+        called.append(1)
+
+    async def receive():
+        read.append(1)
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(msg):
+        sent.append(msg)
+
+    gate = Admission(app, _Svc(), max_inflight=2)
+    gate.inflight = 2
+    scope = {"type": "http", "path": "/v1/recommendations", "method": "POST", "headers": []}
+    asyncio.run(gate(scope, receive, send))
+    assert not called and not read
+    assert sent[0]["status"] == 503 and (b"retry-after", b"1") in sent[0]["headers"]
+    gate.inflight = 0  # light paths and an idle gate pass through
+    asyncio.run(gate({**scope, "path": "/healthz", "method": "GET"}, receive, send))
+    assert called == [1]
+
+
+def test_batcher_fails_only_the_bad_batch_and_times_out_waiters():
+    async def scenario():
+        def run(jobs):
+            if "boom" in jobs:
+                raise RuntimeError("model exploded")
+            if "slow" in jobs:
+                time.sleep(0.5)
+            return [f"ok:{j}" for j in jobs]
+
+        b = Batcher(run, max_batch=1, max_wait=0.0, timeout=0.2)
+        b.start()
+        with pytest.raises(BatchFailed, match="model exploded"):
+            await b.submit("boom")
+        assert await b.submit("fine") == "ok:fine" and b.alive  # the loop kept running
+        with pytest.raises(TimeoutError):
+            await b.submit("slow")  # waits no longer than the timeout
+        await asyncio.sleep(0.5)
+        assert await b.submit("again") == "ok:again"
+        await b.stop()
+        assert not b.alive
+
+    asyncio.run(scenario())
+
+
+def test_history_cache_is_bounded_and_follows_feedback(world, tmp_path):
+    db, _ = world
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    cache = HistoryCache(db, log, size=5)
+    try:
+        first = cache.get("u1")
+        assert first is not None and len(first[0]) > 5
+        for n in range(200):  # a flood of unknown users caches nothing
+            assert cache.get(f"nobody-{n}") is None
+        for u in range(2, 20):
+            cache.get(f"u{u}")
+        assert len(cache.cache) == 5
+        ev = Event("u19", "i0", "like", 2e9, key="k1")
+        log.add([ev])
+        cache.add(ev)
+        assert cache.get("u19")[0][-1] == "i0"  # cached entry updated
+        ev2 = Event("u1", "i3", "dislike", 2e9, key="k2")  # u1 was evicted: read from the log
+        log.add([ev2])
+        cache.add(ev2)
+        assert "i3" in cache.get("u1")[1]
+    finally:
+        cache.close()
+        log.close()
+
+
+def test_update_runs_as_one_background_job(own_world):
+    db, reg = own_world
+    s = Server(reg, db)
+    try:
+        c = s.client
+        assert c.post("/v1/admin/update", json={"epochs": 1}).status_code == 401
+        bad = {"Authorization": f"Bearer {TOKEN}x"}
+        assert c.post("/v1/admin/update", json={"epochs": 1}, headers=bad).status_code == 401
+        r = c.post("/v1/admin/update", json={"epochs": 1, "min_gate_users": 0}, headers=ADMIN)
+        assert r.status_code == 202, r.text
+        job = r.json()["job_id"]
+        second = c.post("/v1/admin/update", json={"epochs": 1}, headers=ADMIN)
+        assert second.status_code in (409, 202)  # 409 while the first one runs
+        if second.status_code == 202:  # the first had already finished: wait for this one
+            job = second.json()["job_id"]
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            got = c.get(f"/v1/admin/jobs/{job}", headers=ADMIN).json()
+            if got["status"] != "running":
+                break
+            time.sleep(0.2)
+        assert got["status"] == "done", got
+        outcome = got["outcome"]
+        assert "published" in outcome and "valid_ndcg@10" in outcome
+        if outcome["published"]:
+            assert c.get("/readyz").json()["model_version"] == outcome["model_version"]
+        assert c.get("/v1/admin/jobs/nope", headers=ADMIN).status_code == 404
+    finally:
+        s.stop()
+
+
+def test_page_loads_without_console_errors_and_has_a_favicon(server):
+    import shutil
+
+    from playwright import sync_api
+
+    r = server.client.get("/favicon.ico")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg")
+    errors: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                                    args=["--no-sandbox", "--headless"])  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("response", lambda r: r.status >= 400 and errors.append(f"{r.status} {r.url}"))
+            page.goto(server.url + "/")
+            page.fill("#user", "u4")
+            page.click("#load")
+            page.wait_for_selector("#recs li")
+            labels = page.locator("#recs li button").all_inner_texts()
+            assert labels and all(t.strip() in ("Like", "Dislike") for t in labels), labels
+        finally:
+            browser.close()
+    assert not errors, errors
