@@ -74,9 +74,15 @@ def items_protocol(args: argparse.Namespace) -> dict:
         "test_cases": len(test),
         "cold_test_cases": int(cold_cases.sum()),
     }
-    runs = {"semantic-id": {"max_len": args.max_history or 50, "max_minutes": args.minutes,
-                            "eval_every": 2, **parse_set(args.set)},
-            "content": {}}  # fmt: skip
+    runs = {
+        "semantic-id": {
+            "max_len": args.max_history or 50,
+            "max_minutes": args.minutes,
+            "eval_every": 2,
+            **parse_set(args.set),
+        },
+        "content": {},
+    }
     for name, settings in runs.items():
         t = time.time()
         model = create(name, {"seed": args.seed, **settings})
@@ -95,17 +101,21 @@ def items_protocol(args: argparse.Namespace) -> dict:
         inputs = warm(hist)  # every user's warm history (train + validation) as the input
         cold_m = evaluate(model, inputs, subset_targets(test, cold_cases), (10, 20)).metrics
         all_m = evaluate(model, inputs, test, (10,)).metrics
-        res[name] = {"settings": settings, "fit_seconds": round(fit_s, 1),
-                     "cold_targets": {k: cold_m[k] for k in ("recall@10", "ndcg@10", "recall@20")},
-                     "all_targets": {k: all_m[k] for k in ("recall@10", "ndcg@10")},
-                     "best_epoch": model.meta.get("best_epoch")}  # fmt: skip
+        res[name] = {
+            "settings": settings,
+            "fit_seconds": round(fit_s, 1),
+            "cold_targets": {k: cold_m[k] for k in ("recall@10", "ndcg@10", "recall@20")},
+            "all_targets": {k: all_m[k] for k in ("recall@10", "ndcg@10")},
+            "best_epoch": model.meta.get("best_epoch"),
+        }
         if name == "semantic-id":
             res[name]["codes"] = model.meta.get("codes")
             # how often does the generator write a cold item at all?
             users = test.users[:2000]
             lists = recommend(model, Histories.from_interactions(inputs, users), ListOptions(k=10))
-            items = np.array([np.pad(r.items, (0, 10 - len(r.items)), constant_values=-1)
-                              for r in lists])  # fmt: skip
+            items = np.array(
+                [np.pad(r.items, (0, 10 - len(r.items)), constant_values=-1) for r in lists]
+            )
             res[name]["share_of_cold_items_in_top10"] = float(np.isin(items, cold).mean())
             seen = warm(hist).matrix("binary")
             bad = (items < 0) | (items >= model.n_items)
@@ -128,17 +138,29 @@ def users_protocol(args: argparse.Namespace) -> dict:
     train = data.select(~np.isin(data.user, held))
     split = leave_one_out(train)
     v_fit, v_hist, v_targets = split.stage("valid")
-    settings = {"max_len": 200, "loss": "sampled", "negatives": 2048, "bf16": True, "lr": 2e-3,
-                "batch_size": 64, "max_minutes": args.minutes, "eval_every": 2,
-                **parse_set(args.set)}  # fmt: skip
+    settings = {
+        "max_len": 200,
+        "loss": "sampled",
+        "negatives": 2048,
+        "bf16": True,
+        "lr": 2e-3,
+        "batch_size": 64,
+        "max_minutes": args.minutes,
+        "eval_every": 2,
+        **parse_set(args.set),
+    }
     t = time.time()
     model = create("sasrec-ce", {"seed": args.seed, **settings})
     model.fit(v_fit, validator=validator(v_fit, v_targets, seen=v_hist, max_users=2000))
     fit_s = time.time() - t
     if args.save:
-        model.meta.update(user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(),
-                          data_fingerprint=ds.fingerprint, db=str(args.db),
-                          note="trained without the users in held_out_users")  # fmt: skip
+        model.meta.update(
+            user_ids=ds.users.ids.tolist(),
+            item_ids=ds.items.ids.tolist(),
+            data_fingerprint=ds.fingerprint,
+            db=str(args.db),
+            note="trained without the users in held_out_users",
+        )
         model.save(args.save)
     pop_order = np.argsort(-np.bincount(train.item, minlength=data.n_items), kind="stable")
     seqs = data.sequences()
@@ -147,17 +169,26 @@ def users_protocol(args: argparse.Namespace) -> dict:
     from directrec.text.encoder import encode, item_embeddings
 
     ds.catalog.embeddings = item_embeddings(ds, args.db)
-    out: dict = {"held_out_users": len(held), "fit_seconds": round(fit_s, 1), "settings": settings,
-                 "best_epoch": model.meta.get("best_epoch"), "best_valid_ndcg@10": model.meta.get("best_valid_ndcg@10")}  # fmt: skip
+    out: dict = {
+        "held_out_users": len(held),
+        "fit_seconds": round(fit_s, 1),
+        "settings": settings,
+        "best_epoch": model.meta.get("best_epoch"),
+        "best_valid_ndcg@10": model.meta.get("best_valid_ndcg@10"),
+    }
     for shown in (1, 2):
         hists = [seqs[u][:shown] for u in held]
         truth = [set(seqs[u][shown : shown + 10].tolist()) for u in held]
         gen = [r.items for r in recommend(model, Histories.from_lists(hists, data.n_items))]
         pop = [[i for i in pop_order[: 10 + shown] if i not in set(h)][:10] for h in hists]
         out[f"first_{shown}"] = {
-            "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
-            "popularity_recall@10": float(np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])),
-        }  # fmt: skip
+            "generator_recall@10": float(
+                np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])
+            ),
+            "popularity_recall@10": float(
+                np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])
+            ),
+        }
     sentences, hists = [], []
     for u in held:
         top = [c for c, _ in Counter(c for i in seqs[u][:5] for c in cats[i]).most_common(2)]
@@ -169,11 +200,15 @@ def users_protocol(args: argparse.Namespace) -> dict:
     pop = [list(pop_order[:10]) for _ in held]
     out["sentence"] = {
         "how": "sentence = the two most frequent genres of the user's first 5 items + ' movies'; "
-               "targets = their items 6-15; the sentence's 5 nearest items (MiniLM) are the history",
+        "targets = their items 6-15; the sentence's 5 nearest items (MiniLM) are the history",
         "examples": sentences[:5],
-        "generator_recall@10": float(np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])),
-        "popularity_recall@10": float(np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])),
-    }  # fmt: skip
+        "generator_recall@10": float(
+            np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])
+        ),
+        "popularity_recall@10": float(
+            np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])
+        ),
+    }
     return out
 
 
@@ -193,8 +228,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     args = p.parse_args()
     t = time.time()
-    res = {"command": " ".join(["python", *sys.argv]), "db": str(args.db), "seed": args.seed,
-           "split": "leave-one-out (items) / held-out users (users); full ranking over all items"}  # fmt: skip
+    res = {
+        "command": " ".join(["python", *sys.argv]),
+        "db": str(args.db),
+        "seed": args.seed,
+        "split": "leave-one-out (items) / held-out users (users); full ranking over all items",
+    }
     res |= items_protocol(args) if args.protocol == "items" else users_protocol(args)
     res["bench_seconds"] = round(time.time() - t, 1)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,9 @@ def main() -> None:
     ctx = ModelContext.build(model, args.db)
     with Store(args.db) as store:
         raw_users = store.user_ids()
-    users = np.sort(np.random.default_rng(args.seed).choice(len(raw_users), args.users,
-                                                            replace=False))  # fmt: skip
+    users = np.sort(
+        np.random.default_rng(args.seed).choice(len(raw_users), args.users, replace=False)
+    )
     with Store(args.db) as store:
         stored = ctx.histories(store, [raw_users[u] for u in users])
     cases = lowered = prob_lowered = cited = 0
@@ -56,8 +57,9 @@ def main() -> None:
             continue
         recs = recommend(model, one, ListOptions(k=args.k))[0].items
         t = time.perf_counter()
-        reasons = explain(model, one, recs, ctx.info.titles, ctx.info.categories,
-                          window=args.window)  # fmt: skip
+        reasons = explain(
+            model, one, recs, ctx.info.titles, ctx.info.categories, window=args.window
+        )
         t_explain += time.perf_counter() - t
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
         for r in reasons:
@@ -75,16 +77,22 @@ def main() -> None:
             prob_lowered += bool(lp[1] < lp[0])
             places.append(r1 - r0)
     res = {
-        "command": " ".join(["python", *sys.argv]), "model": str(args.model), "db": str(args.db),
-        "seed": args.seed, "users": len(users), "k": args.k, "window": args.window,
-        "recommendations": cases, "with_evidence": cited,
+        "command": " ".join(["python", *sys.argv]),
+        "model": str(args.model),
+        "db": str(args.db),
+        "seed": args.seed,
+        "users": len(users),
+        "k": args.k,
+        "window": args.window,
+        "recommendations": cases,
+        "with_evidence": cited,
         "rank_lowered_share": lowered / max(cited, 1),
         "probability_lowered_share": prob_lowered / max(cited, 1),
         "median_places_lost": float(np.median(places)) if places else None,
         "mean_places_lost": float(np.mean(places)) if places else None,
         "explain_seconds_per_user": t_explain / len(users),
         "protocol": "cited item = the first evidence item; rank among items outside the full history",
-    }  # fmt: skip
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"faithfulness-{args.db.stem}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))

@@ -39,9 +39,19 @@ def main() -> None:
     args = p.parse_args()
     ds = Dataset.from_store(args.db)
     fit, hist, test = leave_one_out(ds.interactions).stage("test")
-    settings = {"lora": args.lora, "epochs": args.epochs, "tiny_dim": args.dim, "tiny_layers": args.layers,
-                "tiny_heads": 4, "samples_per_user": 8, "batch_size": 64, "lr": 3e-3, "beam": 20,
-                "prompt_items": 10, "seed": args.seed}  # fmt: skip
+    settings = {
+        "lora": args.lora,
+        "epochs": args.epochs,
+        "tiny_dim": args.dim,
+        "tiny_layers": args.layers,
+        "tiny_heads": 4,
+        "samples_per_user": 8,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "beam": 20,
+        "prompt_items": 10,
+        "seed": args.seed,
+    }
     model = create("llm", settings)
     t = time.perf_counter()
     model.fit(fit, ds.catalog)
@@ -57,14 +67,22 @@ def main() -> None:
     gen_s = time.perf_counter() - t
     pop = evaluate(create("pop").fit(fit), hist, sample, (10,)).metrics
     samples = len(model._pairs(fit, 0)) * len(model.meta.get("train_log", []))
-    out = {"command": " ".join(["python", *sys.argv]), "db": str(args.db), "seed": args.seed,
-           "model": "built-in GPT-2 (random init, word-level tokenizer over titles)",
-           "settings": settings, "parameters": n_params, "trainable_parameters": trainable,
-           "fit_seconds": round(fit_s, 1), "train_samples_per_second": round(samples / fit_s, 1),
-           "train_log": model.meta.get("train_log"), "test_users": args.users,
-           "generation_seconds_per_user": round(gen_s / args.users, 3),
-           "llm": {k: res[k] for k in ("hr@10", "ndcg@10")},
-           "popularity_same_users": {k: pop[k] for k in ("hr@10", "ndcg@10")}}  # fmt: skip
+    out = {
+        "command": " ".join(["python", *sys.argv]),
+        "db": str(args.db),
+        "seed": args.seed,
+        "model": "built-in GPT-2 (random init, word-level tokenizer over titles)",
+        "settings": settings,
+        "parameters": n_params,
+        "trainable_parameters": trainable,
+        "fit_seconds": round(fit_s, 1),
+        "train_samples_per_second": round(samples / fit_s, 1),
+        "train_log": model.meta.get("train_log"),
+        "test_users": args.users,
+        "generation_seconds_per_user": round(gen_s / args.users, 3),
+        "llm": {k: res[k] for k in ("hr@10", "ndcg@10")},
+        "popularity_same_users": {k: pop[k] for k in ("hr@10", "ndcg@10")},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"cpu-{args.db.stem}.json").write_text(json.dumps(out, indent=1))
     print(json.dumps(out, indent=1))

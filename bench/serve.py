@@ -46,9 +46,25 @@ def free_port() -> int:
 class Server:
     def __init__(self, args: argparse.Namespace, *extra: str, feedback: Path | None = None) -> None:
         self.port = free_port()
-        cmd = [sys.executable, "-m", "directrec.cli", "serve", "--model", str(args.model),
-               "--db", str(args.db), "--port", str(self.port), "--admin-token", TOKEN,
-               "--threads", str(args.threads), "--watch-seconds", "0", *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "directrec.cli",
+            "serve",
+            "--model",
+            str(args.model),
+            "--db",
+            str(args.db),
+            "--port",
+            str(self.port),
+            "--admin-token",
+            TOKEN,
+            "--threads",
+            str(args.threads),
+            "--watch-seconds",
+            "0",
+            *extra,
+        ]
         if feedback is not None:
             cmd += ["--feedback", str(feedback)]
         self.log = open(args.out / f"server-{self.port}.log", "w")  # noqa: SIM115
@@ -79,8 +95,14 @@ class Server:
         self.log.close()
 
 
-def http(method: str, port: int, path: str, body: bytes = b"", headers: dict | None = None,
-         timeout: float = 30) -> tuple[int, bytes]:  # fmt: skip
+def http(
+    method: str,
+    port: int,
+    path: str,
+    body: bytes = b"",
+    headers: dict | None = None,
+    timeout: float = 30,
+) -> tuple[int, bytes]:
     import http.client
 
     con = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -129,8 +151,9 @@ def get_request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
 
 
-async def open_loop(port: int, paths: list[str], rate: float, seconds: float,
-                    max_conns: int = 512) -> dict:  # fmt: skip
+async def open_loop(
+    port: int, paths: list[str], rate: float, seconds: float, max_conns: int = 512
+) -> dict:
     """Send GETs at `rate`/s for `seconds`; returns per-status latencies (from schedule)."""
     loop = asyncio.get_running_loop()
     idle: list[Conn] = []
@@ -181,10 +204,13 @@ def summarise(results: list[tuple[int, float, float]], errors: int, sent: int, w
     for label, keep in (("ok", lambda s: s == 200), ("shed", lambda s: s in (429, 503))):
         lat = np.array([lt for s, lt, _ in results if keep(s)])
         if len(lat):
-            out[label] = {"count": len(lat), "throughput_per_s": round(len(lat) / wall, 1),
-                          "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
-                          "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2),
-                          "max_ms": round(float(lat.max()) * 1000, 2)}  # fmt: skip
+            out[label] = {
+                "count": len(lat),
+                "throughput_per_s": round(len(lat) / wall, 1),
+                "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
+                "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2),
+                "max_ms": round(float(lat.max()) * 1000, 2),
+            }
     return out
 
 
@@ -235,11 +261,25 @@ def fuzz(args: argparse.Namespace) -> dict:
     pid = srv.proc.pid
     try:
         base = f"http://127.0.0.1:{srv.port}"
-        cmd = [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/openapi.json",
-               "--checks", "not_a_server_error", "--max-examples", str(args.cases),
-               "--header", f"Authorization: Bearer {TOKEN}", "--report", "junit",
-               "--report-dir", str(args.out / "schemathesis"), "--seed", str(args.seed),
-               "--exclude-path", "/v1/admin/update"]  # fmt: skip
+        cmd = [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{base}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            str(args.cases),
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(args.out / "schemathesis"),
+            "--seed",
+            str(args.seed),
+            "--exclude-path",
+            "/v1/admin/update",
+        ]
         t = time.time()
         st = subprocess.run(cmd, capture_output=True, text=True)
         tail = st.stdout[-3000:]
@@ -255,10 +295,17 @@ def fuzz(args: argparse.Namespace) -> dict:
             if isinstance(status, int) and status >= 500:
                 fivexx += 1
         server_5xx = count_5xx(srv.port)
-        return {"schemathesis_exit": st.returncode, "schemathesis_seconds": round(time.time() - t, 1),
-                "schemathesis_tail": tail, "corpus_cases": len(corpus), "corpus_statuses": statuses,
-                "corpus_5xx": fivexx, "server_5xx_total_from_metrics": server_5xx,
-                "server_alive": srv.alive(), "same_pid": srv.proc.pid == pid}  # fmt: skip
+        return {
+            "schemathesis_exit": st.returncode,
+            "schemathesis_seconds": round(time.time() - t, 1),
+            "schemathesis_tail": tail,
+            "corpus_cases": len(corpus),
+            "corpus_statuses": statuses,
+            "corpus_5xx": fivexx,
+            "server_5xx_total_from_metrics": server_5xx,
+            "server_alive": srv.alive(),
+            "same_pid": srv.proc.pid == pid,
+        }
     finally:
         srv.stop()
 
@@ -275,39 +322,85 @@ def count_5xx(port: int) -> int:
 def hand_corpus() -> list[tuple[str, str, bytes, dict]]:
     j = {"Content-Type": "application/json"}
     rec, fb = "/v1/recommendations", "/v1/feedback"
-    bodies = [b"", b"{", b'{"history": [', b"null", b"[]", b"123", b'"x"', b"{}",
-              b'{"history": 5}', b'{"history": [1, 2]}', b'{"history": [null]}',
-              b'{"history": ["1"], "k": 0}', b'{"history": ["1"], "k": -1}',
-              b'{"history": ["1"], "k": 1000000000}', b'{"history": ["1"], "k": NaN}',
-              b'{"history": ["1"], "k": 1e400}', b'{"history": ["1"], "diversity": Infinity}',
-              b'{"history": ["\\ud800"]}', b'{"history": ["\\u0000"]}',
-              '{"history": ["ﬁ𝔘𝔫𝔦𝔠𝔬𝔡𝔢👍🏽\u202e"]}'.encode(),
-              json.dumps({"history": [str(i) for i in range(5000)]}).encode(),
-              json.dumps({"history": ["1"] * 999}).encode(),
-              b'{"history": ["1"], "exclude_categories": [' + b'"a",' * 200 + b'"b"]}',
-              b"\xff\xfe\x00garbage", b"x" * (10 << 20)]  # fmt: skip
+    bodies = [
+        b"",
+        b"{",
+        b'{"history": [',
+        b"null",
+        b"[]",
+        b"123",
+        b'"x"',
+        b"{}",
+        b'{"history": 5}',
+        b'{"history": [1, 2]}',
+        b'{"history": [null]}',
+        b'{"history": ["1"], "k": 0}',
+        b'{"history": ["1"], "k": -1}',
+        b'{"history": ["1"], "k": 1000000000}',
+        b'{"history": ["1"], "k": NaN}',
+        b'{"history": ["1"], "k": 1e400}',
+        b'{"history": ["1"], "diversity": Infinity}',
+        b'{"history": ["\\ud800"]}',
+        b'{"history": ["\\u0000"]}',
+        '{"history": ["ﬁ𝔘𝔫𝔦𝔠𝔬𝔡𝔢👍🏽\u202e"]}'.encode(),
+        json.dumps({"history": [str(i) for i in range(5000)]}).encode(),
+        json.dumps({"history": ["1"] * 999}).encode(),
+        b'{"history": ["1"], "exclude_categories": [' + b'"a",' * 200 + b'"b"]}',
+        b"\xff\xfe\x00garbage",
+        b"x" * (10 << 20),
+    ]
     out = [("POST", rec, b, j) for b in bodies]
-    events = [b'{"events": []}', b'{"events": [{}]}', b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": NaN}]}',
-              b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": -5}]}',
-              b'{"events": [{"user_id": "1", "item_id": "1", "type": "explode"}]}',
-              b'{"events": [{"user_id": "", "item_id": "1", "type": "like"}]}',
-              b'{"events": [{"user_id": "1", "item_id": "no-such-item", "type": "like"}]}',
-              json.dumps({"events": [{"user_id": "1", "item_id": "1", "type": "view"}] * 1001}).encode(),
-              b"x" * (10 << 20)]  # fmt: skip
+    events = [
+        b'{"events": []}',
+        b'{"events": [{}]}',
+        b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": NaN}]}',
+        b'{"events": [{"user_id": "1", "item_id": "1", "type": "like", "timestamp": -5}]}',
+        b'{"events": [{"user_id": "1", "item_id": "1", "type": "explode"}]}',
+        b'{"events": [{"user_id": "", "item_id": "1", "type": "like"}]}',
+        b'{"events": [{"user_id": "1", "item_id": "no-such-item", "type": "like"}]}',
+        json.dumps({"events": [{"user_id": "1", "item_id": "1", "type": "view"}] * 1001}).encode(),
+        b"x" * (10 << 20),
+    ]
     out += [("POST", fb, b, j) for b in events]
-    paths = ["/v1/users/%ED%A0%80/recommendations", "/v1/users/" + "a" * 5000 + "/recommendations",
-             "/v1/users/1/recommendations?k=0", "/v1/users/1/recommendations?k=1000000000",
-             "/v1/users/1/recommendations?k=NaN", "/v1/users/1/recommendations?diversity=nan",
-             "/v1/users/1/recommendations?exclude_categories=" + "&exclude_categories=".join(["x"] * 200),
-             "/v1/users/%00/recommendations", "/v1/users/no-such-user/recommendations",
-             "/v1/items/%F0%9F%92%A9", "/v1/items/no-such", "/v1/items?query=", "/v1/items?query=" + "q" * 600,
-             "/v1/items?query=%ED%A0%80", "/v1/users/1?limit=-3", "/v1/nothing", "/v1/admin/reload"]  # fmt: skip
+    paths = [
+        "/v1/users/%ED%A0%80/recommendations",
+        "/v1/users/" + "a" * 5000 + "/recommendations",
+        "/v1/users/1/recommendations?k=0",
+        "/v1/users/1/recommendations?k=1000000000",
+        "/v1/users/1/recommendations?k=NaN",
+        "/v1/users/1/recommendations?diversity=nan",
+        "/v1/users/1/recommendations?exclude_categories="
+        + "&exclude_categories=".join(["x"] * 200),
+        "/v1/users/%00/recommendations",
+        "/v1/users/no-such-user/recommendations",
+        "/v1/items/%F0%9F%92%A9",
+        "/v1/items/no-such",
+        "/v1/items?query=",
+        "/v1/items?query=" + "q" * 600,
+        "/v1/items?query=%ED%A0%80",
+        "/v1/users/1?limit=-3",
+        "/v1/nothing",
+        "/v1/admin/reload",
+    ]
     out += [("GET", p, b"", {}) for p in paths]
-    out += [("POST", "/v1/admin/reload", b"{}", j),
-            ("POST", "/v1/admin/reload", b'{"version": "../../etc"}', {**j, "Authorization": f"Bearer {TOKEN}"}),
-            ("POST", "/v1/admin/reload", b'{"version": "v99999"}', {**j, "Authorization": f"Bearer {TOKEN}"}),
-            ("PUT", rec, b"{}", j), ("DELETE", "/v1/feedback", b"", {}),
-            ("POST", rec, b'{"history": ["1"]}', {"Content-Type": "text/plain"})]  # fmt: skip
+    out += [
+        ("POST", "/v1/admin/reload", b"{}", j),
+        (
+            "POST",
+            "/v1/admin/reload",
+            b'{"version": "../../etc"}',
+            {**j, "Authorization": f"Bearer {TOKEN}"},
+        ),
+        (
+            "POST",
+            "/v1/admin/reload",
+            b'{"version": "v99999"}',
+            {**j, "Authorization": f"Bearer {TOKEN}"},
+        ),
+        ("PUT", rec, b"{}", j),
+        ("DELETE", "/v1/feedback", b"", {}),
+        ("POST", rec, b'{"history": ["1"]}', {"Content-Type": "text/plain"}),
+    ]
     return out
 
 
@@ -332,14 +425,21 @@ def kill9(args: argparse.Namespace) -> dict:
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
         keys = [r[0] for r in con.execute("SELECT key FROM events")]
     stored = set(keys)
-    return {"rounds": args.rounds, "writers": args.writers, "acknowledged": len(acked),
-            "acknowledged_per_round": rounds, "stored": len(keys),
-            "acknowledged_missing": len(acked - stored), "stored_twice": len(keys) - len(stored),
-            "integrity_check": integrity}  # fmt: skip
+    return {
+        "rounds": args.rounds,
+        "writers": args.writers,
+        "acknowledged": len(acked),
+        "acknowledged_per_round": rounds,
+        "stored": len(keys),
+        "acknowledged_missing": len(acked - stored),
+        "stored_twice": len(keys) - len(stored),
+        "integrity_check": integrity,
+    }
 
 
-def kill_round(args: argparse.Namespace, log: Path, items: list[str], rng: random.Random,
-               rnd: int) -> list[str]:  # fmt: skip
+def kill_round(
+    args: argparse.Namespace, log: Path, items: list[str], rng: random.Random, rnd: int
+) -> list[str]:
     """One server life: writers post until a random moment, then kill -9. Returns the
     idempotency keys the server acknowledged (HTTP 200)."""
     srv = Server(args, feedback=log)
@@ -352,10 +452,23 @@ def kill_round(args: argparse.Namespace, log: Path, items: list[str], rng: rando
         while True:
             keys = [f"r{rnd}-w{w}-{n}-{b}" for b in range(rng.randint(1, 5))]
             n += 1
-            body = json.dumps({"events": [{"user_id": f"bench{w}", "item_id": rng.choice(items),
-                                           "type": "click", "idempotency_key": k} for k in keys]}).encode()  # fmt: skip
-            raw = (f"POST /v1/feedback HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+            body = json.dumps(
+                {
+                    "events": [
+                        {
+                            "user_id": f"bench{w}",
+                            "item_id": rng.choice(items),
+                            "type": "click",
+                            "idempotency_key": k,
+                        }
+                        for k in keys
+                    ]
+                }
+            ).encode()
+            raw = (
+                f"POST /v1/feedback HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
             try:
                 status, _ = await c.request(raw)
             except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -411,9 +524,16 @@ def swaps(args: argparse.Namespace) -> dict:
             for i in range(args.swaps):
                 v = bad_versions[i % 2] if i % 3 == 2 else good[i % len(good)]
                 body = json.dumps({"version": v}).encode()
-                status, _ = await loop.run_in_executor(None, lambda b=body: http(
-                    "POST", srv.port, "/v1/admin/reload", b,
-                    {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}))  # fmt: skip
+                status, _ = await loop.run_in_executor(
+                    None,
+                    lambda b=body: http(
+                        "POST",
+                        srv.port,
+                        "/v1/admin/reload",
+                        b,
+                        {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+                    ),
+                )
                 expect_ok = v in good
                 if status == 200 and expect_ok:
                     outcomes["ok"] += 1
@@ -428,9 +548,15 @@ def swaps(args: argparse.Namespace) -> dict:
         failed = (
             sum(v for k, v in res["status_counts"].items() if k != "200") + res["transport_errors"]
         )
-        return {"swaps": args.swaps, "reload_outcomes": outcomes, "versions_served": sorted(served),
-                "bad_versions": bad_versions, "load": res, "failed_requests": failed,
-                "server_alive": srv.alive()}  # fmt: skip
+        return {
+            "swaps": args.swaps,
+            "reload_outcomes": outcomes,
+            "versions_served": sorted(served),
+            "bad_versions": bad_versions,
+            "load": res,
+            "failed_requests": failed,
+            "server_alive": srv.alive(),
+        }
     finally:
         srv.stop()
         for v in bad_versions:
@@ -458,8 +584,14 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.time()
-    res = {"scenario": args.scenario, "command": " ".join(["python", *sys.argv]),
-           "model": str(args.model), "db": str(args.db), "seed": args.seed, "cpus": os.cpu_count()}  # fmt: skip
+    res = {
+        "scenario": args.scenario,
+        "command": " ".join(["python", *sys.argv]),
+        "model": str(args.model),
+        "db": str(args.db),
+        "seed": args.seed,
+        "cpus": os.cpu_count(),
+    }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)
     name = args.scenario + (f"-{args.tag}" if args.tag else "")

@@ -47,8 +47,14 @@ def main() -> None:
         model = create(args.model, settings).fit(fit, ds.catalog)
         fit_s = time.perf_counter() - t0
         m = evaluate(model, fit, targets, (10,), seen=seen).metrics
-        rows.append({"settings": settings, "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"],
-                     "fit_seconds": round(fit_s, 2)})  # fmt: skip
+        rows.append(
+            {
+                "settings": settings,
+                "hr@10": m["hr@10"],
+                "ndcg@10": m["ndcg@10"],
+                "fit_seconds": round(fit_s, 2),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     best = max(rows, key=lambda r: r["ndcg@10"])
     doc = {

@@ -25,8 +25,19 @@ def store(tmp_path_factory):
     inter[["user_id", "item_id", "timestamp", "rating"]].to_csv(d / "log.csv", index=False)
     items.assign(categories=items["categories"].map("|".join)).to_csv(d / "items.csv", index=False)
     db = d / "s.duckdb"
-    res = run("ingest", "--format", "csv", "--interactions", d / "log.csv", "--items",
-              d / "items.csv", "--columns", "rating=rating", "--db", db)  # fmt: skip
+    res = run(
+        "ingest",
+        "--format",
+        "csv",
+        "--interactions",
+        d / "log.csv",
+        "--items",
+        d / "items.csv",
+        "--columns",
+        "rating=rating",
+        "--db",
+        db,
+    )
     assert res.exit_code == 0, res.output
     assert "120 users" in res.output
     return d, db
@@ -34,8 +45,20 @@ def store(tmp_path_factory):
 
 def test_benchmark_writes_results(store):
     d, db = store
-    res = run("benchmark", "--db", db, "--models", "pop,itemknn,ease", "--k", "5,10",
-              "--out", d / "bench", "--no-isolate", "--set", "ease.l2=50")  # fmt: skip
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--models",
+        "pop,itemknn,ease",
+        "--k",
+        "5,10",
+        "--out",
+        d / "bench",
+        "--no-isolate",
+        "--set",
+        "ease.l2=50",
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((d / "bench" / "results.json").read_text())
     assert [r["model"] for r in doc["results"]] == ["pop", "itemknn", "ease"]
@@ -47,29 +70,62 @@ def test_benchmark_writes_results(store):
     assert (d / "bench" / "results.md").read_text().count("| ease |") == 1
     assert (d / "bench" / "comparison.png").stat().st_size > 1000
     assert "| itemknn |" in res.output
-    res = run("benchmark", "--db", db, "--models", "ease", "--out", d / "div", "--no-isolate",
-              "--diversity-sweep", "0,0.5,0.9")  # fmt: skip
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--models",
+        "ease",
+        "--out",
+        d / "div",
+        "--no-isolate",
+        "--diversity-sweep",
+        "0,0.5,0.9",
+    )
     assert res.exit_code == 0, res.output
     sweep = json.loads((d / "div" / "results.json").read_text())["results"][0]["diversity_sweep"]
     assert [p["diversity"] for p in sweep] == [0, 0.5, 0.9]
     assert (d / "div" / "diversity.png").stat().st_size > 1000
-    assert run("benchmark", "--db", db, "--models", "ease", "--out", d / "x",
-               "--diversity-sweep", "2").exit_code == 2  # fmt: skip
+    assert (
+        run(
+            "benchmark", "--db", db, "--models", "ease", "--out", d / "x", "--diversity-sweep", "2"
+        ).exit_code
+        == 2
+    )
 
 
 def test_rating_benchmark(store):
     d, db = store
-    res = run("benchmark", "--db", db, "--task", "rating", "--models", "biasedmf",
-              "--out", d / "rating", "--no-isolate", "--set", "epochs=30",
-              "--set", "lr=0.01", "--set", "factors=8", "--set", "batch_size=64")  # fmt: skip
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--task",
+        "rating",
+        "--models",
+        "biasedmf",
+        "--out",
+        d / "rating",
+        "--no-isolate",
+        "--set",
+        "epochs=30",
+        "--set",
+        "lr=0.01",
+        "--set",
+        "factors=8",
+        "--set",
+        "batch_size=64",
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((d / "rating" / "results.json").read_text())["results"][0]
     # Planted ratings (5 in the user's cluster, 1-3 elsewhere) are learnable: well below
     # the global-mean predictor, on a 10% random hold-out of every rating.
     assert r["metrics"]["rmse"] < 0.8 * r["reference"]["global_mean_rmse"]
     assert r["metrics"]["mae"] < r["metrics"]["rmse"] + 1e-9
-    assert r["n_train"] + r["n_test"] == json.loads((d / "rating" / "results.json").read_text())[
-        "dataset"]["interactions"]
+    assert (
+        r["n_train"] + r["n_test"]
+        == json.loads((d / "rating" / "results.json").read_text())["dataset"]["interactions"]
+    )
 
 
 def test_train_and_recommend(store):
@@ -80,11 +136,22 @@ def test_train_and_recommend(store):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert len(out["items"]) == 5 and not out["fallback"] and out["items"][0]["title"]
-    res = run("recommend", "--model", d / "m", "--db", db, "--user", "nobody", "--k", "3",
-              "--json")  # fmt: skip
+    res = run("recommend", "--model", d / "m", "--db", db, "--user", "nobody", "--k", "3", "--json")
     assert json.loads(res.output)["fallback"] is True
-    res = run("recommend", "--model", d / "m", "--db", db, "--user", "u3", "--k", "3",
-              "--explain", "--diversity", "0.5")  # fmt: skip
+    res = run(
+        "recommend",
+        "--model",
+        d / "m",
+        "--db",
+        db,
+        "--user",
+        "u3",
+        "--k",
+        "3",
+        "--explain",
+        "--diversity",
+        "0.5",
+    )
     assert res.exit_code == 0, res.output
     assert "Because you" in res.output
 
@@ -103,8 +170,17 @@ def test_generative_model_trains_with_early_stopping(store):
     assert cfg["meta"]["best_valid_ndcg@10"] == pytest.approx(best["valid_ndcg@10"], abs=1e-5)
     res = run("recommend", "--model", d / "sas", "--db", db, "--user", "u7", "--json")
     assert res.exit_code == 0 and len(json.loads(res.output)["items"]) == 10
-    res = run("benchmark", "--db", db, "--models", "sasrec-ce", "--out", d / "sasb",
-              "--no-isolate", *small)  # fmt: skip
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--models",
+        "sasrec-ce",
+        "--out",
+        d / "sasb",
+        "--no-isolate",
+        *small,
+    )
     assert res.exit_code == 0, res.output
     r = json.loads((d / "sasb" / "results.json").read_text())["results"][0]
     assert r["best_epoch"] in (2, 4) and (d / "sasb" / "curve-sasrec-ce.png").exists()

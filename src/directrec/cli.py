@@ -135,11 +135,23 @@ def ingest(
         if kcore > 1:
             df = preprocess.kcore(df, kcore)
         raw.interactions = df
-        options = {"format": fmt, "min_rating": min_rating, "kcore": kcore, "dedup": dedup,
-                   "interactions": str(interactions), "items": str(items) if items else None}  # fmt: skip
-        counts = store_ingest(db, raw, strict=strict, append=append, options=options,
-                              items_file=str(items) if items else None,
-                              interactions_file=str(interactions))  # fmt: skip
+        options = {
+            "format": fmt,
+            "min_rating": min_rating,
+            "kcore": kcore,
+            "dedup": dedup,
+            "interactions": str(interactions),
+            "items": str(items) if items else None,
+        }
+        counts = store_ingest(
+            db,
+            raw,
+            strict=strict,
+            append=append,
+            options=options,
+            items_file=str(items) if items else None,
+            interactions_file=str(interactions),
+        )
         counts["read"] = n_read
         return counts
 
@@ -216,11 +228,20 @@ def benchmark(
     if any(not 0 <= x <= 1 for x in knobs):
         fail("--diversity-sweep values must lie in [0, 1]")
     spec = BenchmarkSpec(
-        db=str(db), models=names, task=task, split=split, ks=ks, max_history=max_history,
-        seed=seed, stage=stage, settings=parse_settings(settings, names),
-        exclude_seen=not include_seen, progress=progress and sys.stderr.isatty(),
-        valid_users=valid_users, diversity=knobs,
-    )  # fmt: skip
+        db=str(db),
+        models=names,
+        task=task,
+        split=split,
+        ks=ks,
+        max_history=max_history,
+        seed=seed,
+        stage=stage,
+        settings=parse_settings(settings, names),
+        exclude_seen=not include_seen,
+        progress=progress and sys.stderr.isatty(),
+        valid_users=valid_users,
+        diversity=knobs,
+    )
     doc = _run_guarded(
         run_benchmark,
         spec,
@@ -271,8 +292,13 @@ def train(
         # none: deploy on everything (early-stopping models validate on each user's last
         # item); loo: leave each user's last item out, as the benchmark's test stage does.
         split = leave_one_out(ds.interactions)
-        fit_model(model, split, "all" if holdout == "none" else "test", ds.catalog,
-                  valid_users=valid_users)  # fmt: skip
+        fit_model(
+            model,
+            split,
+            "all" if holdout == "none" else "test",
+            ds.catalog,
+            valid_users=valid_users,
+        )
         from directrec.data.store import Store
 
         with Store(db) as store:
@@ -309,7 +335,9 @@ def evaluate_cmd(
     stage: Annotated[str, typer.Option(help="test | valid")] = "test",
     k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
     max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="write results.json/.md here")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="write results.json/.md here")
+    ] = None,
 ) -> None:
     """Evaluate a saved model without refitting it (full ranking, the benchmark's split)."""
     from directrec.evaluate.report import markdown_table
@@ -375,14 +403,19 @@ def recommend(
         ctx = ModelContext.build(model, db, vectors=diversity > 0)
         with Store(db) as store:
             histories = ctx.histories(store, [user])
-        options = ListOptions(k=k, exclude_seen=not include_seen, diversity=diversity,
-                              explain=explain)  # fmt: skip
+        options = ListOptions(
+            k=k, exclude_seen=not include_seen, diversity=diversity, explain=explain
+        )
         (rec,) = build_lists(model, histories, options, info=ctx.info)
         rows = [
-            {"rank": r + 1, "item_id": ctx.raw([i])[0], "title": ctx.info.titles[i],
-             "score": float(sc)}
+            {
+                "rank": r + 1,
+                "item_id": ctx.raw([i])[0],
+                "title": ctx.info.titles[i],
+                "score": float(sc),
+            }
             for r, (i, sc) in enumerate(zip(rec.items, rec.scores, strict=True))
-        ]  # fmt: skip
+        ]
         for row, reason in zip(rows, rec.reasons or [], strict=False):
             row["reason"] = reason.text
             row["evidence"] = ctx.raw(np.asarray(reason.evidence, dtype=np.int64))
@@ -395,8 +428,11 @@ def recommend(
     note = " (unknown or empty history: popularity fallback)" if res["fallback"] else ""
     out.print(f"top-{k} for user {user} from {res['model']}{note}:", highlight=False)
     for r in res["items"]:
-        out.print(f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
-                  highlight=False, markup=False)  # fmt: skip
+        out.print(
+            f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
+            highlight=False,
+            markup=False,
+        )
         if r.get("reason"):
             out.print(f"     {r['reason']}", highlight=False, markup=False)
 
@@ -464,14 +500,25 @@ def serve(
 
         torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    cfg = ServeConfig(model=model_dir, db=db, feedback=feedback, admin_token=admin_token,
-                      feedback_token=feedback_token, max_inflight=max_inflight,
-                      max_batch=max_batch, batch_wait_ms=batch_wait_ms,
-                      watch_seconds=watch_seconds)  # fmt: skip
+    cfg = ServeConfig(
+        model=model_dir,
+        db=db,
+        feedback=feedback,
+        admin_token=admin_token,
+        feedback_token=feedback_token,
+        max_inflight=max_inflight,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        watch_seconds=watch_seconds,
+    )
     application = _run_guarded(create_app, cfg)
     if admin_token is None:
-        err.print(f"admin token (set DIRECTREC_ADMIN_TOKEN to choose one): "
-                  f"{application.state.service.admin_token}", highlight=False, markup=False)  # fmt: skip
+        err.print(
+            f"admin token (set DIRECTREC_ADMIN_TOKEN to choose one): "
+            f"{application.state.service.admin_token}",
+            highlight=False,
+            markup=False,
+        )
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
 
 
@@ -490,8 +537,11 @@ def update(
     epochs: Annotated[int, typer.Option(min=0, help="more epochs (warm-starting models)")] = 3,
     tolerance: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0,
-                     help="publish only if validation NDCG@10 is at most this share below the served version's"),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="publish only if validation NDCG@10 is at most this share below the served version's",
+        ),
     ] = 0.02,
     min_gate_users: Annotated[
         int, typer.Option(min=0, help="users with unseen interactions needed to compare")
@@ -508,13 +558,22 @@ def update(
     if out_dir is None and not is_registry(model_dir):
         fail(f"{model_dir} is a model directory, not a registry: give --out REGISTRY")
     version, facts = _run_guarded(
-        update_model, model_dir, db, feedback or default_path(db), target, epochs, tolerance,
+        update_model,
+        model_dir,
+        db,
+        feedback or default_path(db),
+        target,
+        epochs,
+        tolerance,
         min_gate_users,
     )
     shown = ", ".join(f"{k}={v}" for k, v in facts.items() if k not in ("reason", "kept_at"))
     if version is None:
-        err.print(f"not published: {facts['reason']}; the update is kept at {facts['kept_at']} "
-                  f"({shown})", highlight=False, markup=False)  # fmt: skip
+        err.print(
+            f"not published: {facts['reason']}; the update is kept at {facts['kept_at']} ({shown})",
+            highlight=False,
+            markup=False,
+        )
         raise typer.Exit(1)
     out.print(f"published {target}/{version}: {shown}", highlight=False, markup=False)
 

@@ -29,7 +29,17 @@ def test_dedup_first_and_last():
 
 def test_kcore_is_iterative():
     # Removing item c (1 user) drops u3 below 2, which then drops item d.
-    df = frame([("u1", "a", 1, 1), ("u1", "b", 1, 1), ("u2", "a", 1, 1), ("u2", "b", 1, 1),
-                ("u3", "c", 1, 1), ("u3", "d", 1, 1), ("u4", "d", 1, 1), ("u4", "a", 1, 1)])  # fmt: skip
+    df = frame(
+        [
+            ("u1", "a", 1, 1),
+            ("u1", "b", 1, 1),
+            ("u2", "a", 1, 1),
+            ("u2", "b", 1, 1),
+            ("u3", "c", 1, 1),
+            ("u3", "d", 1, 1),
+            ("u4", "d", 1, 1),
+            ("u4", "a", 1, 1),
+        ]
+    )
     out = kcore(df, 2)
     assert set(out["user_id"]) == {"u1", "u2"} and set(out["item_id"]) == {"a", "b"}

@@ -21,10 +21,18 @@ def frame(rows):
 
 def test_leave_one_out_with_ties_broken_by_file_order():
     # u1's last two events share a timestamp: file order decides (d before e).
-    ds = Dataset.from_frames(frame([
-        ("u1", "a", 1), ("u1", "d", 9), ("u1", "e", 9), ("u1", "b", 2),
-        ("u2", "a", 1), ("u2", "b", 2),  # too short: all training
-    ]))  # fmt: skip
+    ds = Dataset.from_frames(
+        frame(
+            [
+                ("u1", "a", 1),
+                ("u1", "d", 9),
+                ("u1", "e", 9),
+                ("u1", "b", 2),
+                ("u2", "a", 1),
+                ("u2", "b", 2),  # too short: all training
+            ]
+        )
+    )
     s = leave_one_out(ds.interactions)
     ids = ds.items.ids
     assert ids[s.test.item].tolist() == ["e"] and ids[s.valid.item].tolist() == ["d"]

@@ -38,8 +38,13 @@ def test_failed_ingest_leaves_existing_store_unchanged(tmp_path, ratings_csv, it
     bad = tmp_path / "more.csv"
     bad.write_text("user_id,item_id,timestamp\nu9,zzz,5\n")
     with pytest.raises(DataError) as e:
-        ingest(db, loaders.load("csv", bad, items_csv), strict=True, append=True,
-               interactions_file=str(bad))  # fmt: skip
+        ingest(
+            db,
+            loaders.load("csv", bad, items_csv),
+            strict=True,
+            append=True,
+            interactions_file=str(bad),
+        )
     assert e.value.line == 2 and e.value.field == "item_id" and "zzz" in str(e.value)
     with Store(db) as s:
         assert s.interactions().equals(before)

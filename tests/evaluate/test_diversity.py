@@ -16,8 +16,9 @@ def test_sweep_matches_plain_metrics_at_zero_and_diversifies(planted_embedded):
     fit, seen, targets = leave_one_out(ds.interactions).stage("test")
     model = create("ease", {"l2": 50.0}).fit(fit)
     plain = evaluate(model, fit, targets, (10,), seen=seen).metrics
-    sweep = diversity_sweep(model, fit, seen, targets, ds.catalog.embeddings, [0.0, 0.5, 0.9],
-                            max_users=None)  # fmt: skip
+    sweep = diversity_sweep(
+        model, fit, seen, targets, ds.catalog.embeddings, [0.0, 0.5, 0.9], max_users=None
+    )
     assert sweep[0]["users"] == len(targets)
     assert np.isclose(sweep[0]["ndcg@10"], plain["ndcg@10"], atol=1e-5)
     assert np.isclose(sweep[0]["recall@10"], plain["recall@10"], atol=1e-5)

@@ -47,8 +47,9 @@ def test_many_targets_path_agrees_with_direct_comparison():
     scores = torch.randn(8, 50, generator=g)
     targets = torch.randint(0, 50, (8, 7), generator=g)
     fast = target_ranks(scores, targets)
-    slow = torch.stack([(scores > scores.gather(1, targets[:, j:j + 1])).sum(1)
-                        for j in range(7)], 1).float()  # fmt: skip
+    slow = torch.stack(
+        [(scores > scores.gather(1, targets[:, j : j + 1])).sum(1) for j in range(7)], 1
+    ).float()
     assert torch.equal(fast, slow)
 
 

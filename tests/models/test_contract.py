@@ -54,8 +54,11 @@ def test_save_load_round_trip(name, fitted, fit_data, tmp_path):
     h = Histories.from_interactions(fit_data, np.arange(1, 30))
     items, scores = lists(model, h)
     path = model.save(tmp_path / name)
-    assert sorted(p.name for p in path.iterdir()) == ["config.json", "ids.json",
-                                                       "weights.safetensors"]  # fmt: skip
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json",
+        "ids.json",
+        "weights.safetensors",
+    ]
     loaded = load_model(path)
     assert type(loaded) is type(model) and loaded.meta["note"] == "kept"
     items2, scores2 = lists(loaded, h)
@@ -138,8 +141,9 @@ def test_concurrent_calls_equal_sequential_ones(name, fitted, fit_data):
     """One model object serves several threads: each thread scores its own histories,
     repeatedly, and gets exactly what a sequential call gets."""
     model = fitted(name)
-    batches = [Histories.from_interactions(fit_data, np.arange(1 + 7 * t, 8 + 7 * t))
-               for t in range(4)]  # fmt: skip
+    batches = [
+        Histories.from_interactions(fit_data, np.arange(1 + 7 * t, 8 + 7 * t)) for t in range(4)
+    ]
     expected = [model.score(b, k=10) for b in batches]
     results: dict[int, list] = {t: [] for t in range(4)}
     errors: list[BaseException] = []
@@ -162,8 +166,9 @@ def test_concurrent_calls_equal_sequential_ones(name, fitted, fit_data):
             assert got.shape == expected[t].shape
             assert np.array_equal(np.isfinite(got.numpy()), np.isfinite(expected[t].numpy()))
             fin = np.isfinite(expected[t].numpy())
-            np.testing.assert_allclose(got.numpy()[fin], expected[t].numpy()[fin], rtol=1e-5,
-                                       atol=1e-5)  # fmt: skip
+            np.testing.assert_allclose(
+                got.numpy()[fin], expected[t].numpy()[fin], rtol=1e-5, atol=1e-5
+            )
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -173,16 +178,24 @@ def test_update_grows_the_index_and_serves_new_users(name, fitted, fit_data, pla
     model = fitted(name)
     new_user = fit_data.n_users
     extra = Interactions(
-        np.full(6, new_user), np.arange(6, dtype=np.int64), n_users=new_user + 1,
+        np.full(6, new_user),
+        np.arange(6, dtype=np.int64),
+        n_users=new_user + 1,
         n_items=fit_data.n_items,
         rating=None if fit_data.rating is None else np.full(6, 5.0, dtype=np.float32),
         timestamp=None if fit_data.timestamp is None else np.arange(6) + 10**9,
-    )  # fmt: skip
+    )
     grown = Interactions.concat(
-        Interactions(fit_data.user, fit_data.item, new_user + 1, fit_data.n_items,
-                     fit_data.rating, fit_data.timestamp),
+        Interactions(
+            fit_data.user,
+            fit_data.item,
+            new_user + 1,
+            fit_data.n_items,
+            fit_data.rating,
+            fit_data.timestamp,
+        ),
         extra,
-    )  # fmt: skip
+    )
     new = model.update(grown, planted_embedded.catalog, epochs=1)
     assert type(new) is type(model) and new is not model
     assert new.n_items == model.n_items and new.n_users == new_user + 1

@@ -22,8 +22,16 @@ def fit_data(planted):
 
 @pytest.fixture(scope="module")
 def lora_model(fit_data, planted):
-    settings = {"lora": True, "lora_r": 4, "epochs": 0, "samples_per_user": 2, "batch_size": 32,
-                "lr": 1e-2, "beam": 8, "prompt_items": 5}  # fmt: skip
+    settings = {
+        "lora": True,
+        "lora_r": 4,
+        "epochs": 0,
+        "samples_per_user": 2,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "beam": 8,
+        "prompt_items": 5,
+    }
     return create("llm", settings).fit(fit_data, planted.catalog)
 
 
@@ -53,8 +61,15 @@ def test_trie_only_allows_continuations_towards_unseen_items():
 
 
 def test_lora_training_lowers_the_loss_and_only_adapters_train(fit_data, planted):
-    settings = {"lora": True, "lora_r": 8, "epochs": 0, "samples_per_user": 2,
-                "batch_size": 32, "lr": 1e-2, "prompt_items": 5}  # fmt: skip
+    settings = {
+        "lora": True,
+        "lora_r": 8,
+        "epochs": 0,
+        "samples_per_user": 2,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "prompt_items": 5,
+    }
     m = create("llm", settings).fit(fit_data, planted.catalog)
     before = m.loss_on(fit_data, epoch=99)
     trainable = {n for n, p in m.lm.named_parameters() if p.requires_grad}

@@ -21,9 +21,19 @@ from tests.models.settings import TEST_SETTINGS
 
 
 def untrained(codes: np.ndarray, history: Interactions, beam: int, seed: int) -> SemanticID:
-    m = SemanticID(SemanticID.Config(dim=16, heads=2, enc_layers=1, dec_layers=1, max_len=8,
-                                     beam=beam, codebook=int(codes[:, :-1].max()) + 1,
-                                     levels=codes.shape[1] - 1, seed=seed))  # fmt: skip
+    m = SemanticID(
+        SemanticID.Config(
+            dim=16,
+            heads=2,
+            enc_layers=1,
+            dec_layers=1,
+            max_len=8,
+            beam=beam,
+            codebook=int(codes[:, :-1].max()) + 1,
+            levels=codes.shape[1] - 1,
+            seed=seed,
+        )
+    )
     torch.manual_seed(seed)
     m.n_items = history.n_items
     m.codes = torch.from_numpy(codes)
@@ -97,7 +107,9 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
     )
     sampled, _ = model.generate(h)
     # Sampling changes most users' top-10, and every list stays unseen items only.
-    changed = sum(set(g[:10].tolist()) != set(s[:10].tolist()) for g, s in zip(greedy, sampled, strict=True))
+    changed = sum(
+        set(g[:10].tolist()) != set(s[:10].tolist()) for g, s in zip(greedy, sampled, strict=True)
+    )
     assert changed >= len(h) // 2
     for r in range(len(h)):
         assert not set(h[r].tolist()) & set(sampled[r].tolist())
@@ -108,9 +120,15 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
 
 @pytest.mark.parametrize(
     ("bad", "field"),
-    [({"levels": 0}, "levels"), ({"codebook": 1}, "codebook"), ({"arch": "rnn"}, "arch"),
-     ({"beam": 0}, "beam"), ({"temperature": 0.0}, "temperature"), ({"heads": 3}, "heads")],
-)  # fmt: skip
+    [
+        ({"levels": 0}, "levels"),
+        ({"codebook": 1}, "codebook"),
+        ({"arch": "rnn"}, "arch"),
+        ({"beam": 0}, "beam"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"heads": 3}, "heads"),
+    ],
+)
 def test_invalid_config_rejected(bad, field, planted_embedded):
     with pytest.raises(ValueError, match=field):
         create("semantic-id", {**TEST_SETTINGS["semantic-id"], **bad}).fit(
@@ -125,14 +143,17 @@ def test_new_items_become_generable_without_retraining(planted_embedded, tmp_pat
     n_old = ds.interactions.n_items - 10  # the last ten items arrive later
     data = ds.interactions.select(ds.interactions.item < n_old)
     data = Interactions(data.user, data.item, n_users=data.n_users, n_items=n_old)
-    old_catalog = type(ds.catalog)(ds.catalog.titles[:n_old], ds.catalog.texts[:n_old],
-                                   ds.catalog.categories[:n_old], ds.catalog.embeddings[:n_old])  # fmt: skip
+    old_catalog = type(ds.catalog)(
+        ds.catalog.titles[:n_old],
+        ds.catalog.texts[:n_old],
+        ds.catalog.categories[:n_old],
+        ds.catalog.embeddings[:n_old],
+    )
     model = create("semantic-id", TEST_SETTINGS["semantic-id"]).fit(data, old_catalog)
     new = model.add_items(ds.catalog.embeddings[n_old:])
     assert new.tolist() == list(range(n_old, n_old + 10)) and model.n_items == n_old + 10
     assert len({tuple(c) for c in model.codes.tolist()}) == model.n_items  # still unique
-    h = Histories.from_interactions(Interactions(data.user, data.item, data.n_users,
-                                                 model.n_items))  # fmt: skip
+    h = Histories.from_interactions(Interactions(data.user, data.item, data.n_users, model.n_items))
     items = np.array([r.items for r in recommend(model, h, ListOptions(k=20))])
     assert np.isin(items, new).any()
     loaded = load_model(model.save(tmp_path / "m"))

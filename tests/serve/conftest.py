@@ -43,11 +43,31 @@ class Server:
     def __init__(self, reg: Path, db: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "directrec.cli", "serve", "--model", str(reg), "--db",
-               str(db), "--port", str(self.port), "--admin-token", TOKEN,
-               "--watch-seconds", "0.5", "--threads", "1", *extra]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "directrec.cli",
+            "serve",
+            "--model",
+            str(reg),
+            "--db",
+            str(db),
+            "--port",
+            str(self.port),
+            "--admin-token",
+            TOKEN,
+            "--watch-seconds",
+            "0.5",
+            "--threads",
+            "1",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
         self.client = httpx.Client(base_url=self.url, timeout=30)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -78,8 +98,9 @@ def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("serve")
     inter, items = planted_frames(n_users=120)
     db = d / "store.duckdb"
-    frame = make_interactions(inter["user_id"], inter["item_id"], timestamp=inter["timestamp"],
-                              rating=inter["rating"])  # fmt: skip
+    frame = make_interactions(
+        inter["user_id"], inter["item_id"], timestamp=inter["timestamp"], rating=inter["rating"]
+    )
     ingest(db, RawData(frame, items))
     reg = d / "registry"
     train_into(db, reg, seed=0)

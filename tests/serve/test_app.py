@@ -89,8 +89,9 @@ def test_bad_queries_get_structured_4xx(server, path, status):
     ],
 )
 def test_bad_bodies_get_structured_4xx(server, body, status):
-    r = server.client.post("/v1/recommendations", content=body,
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+    r = server.client.post(
+        "/v1/recommendations", content=body, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == status, r.text
     assert r.json()["error"]["status"] == status
 
@@ -106,8 +107,9 @@ def test_ad_hoc_session_and_new_user_fallback(server):
     assert sum(topic(i) == 0 for i in ids) >= 5
     empty = c.post("/v1/recommendations", json={"history": [], "k": 5}).json()
     assert empty["fallback"] and len(empty["items"]) == 5
-    no_topic0 = c.post("/v1/recommendations",
-                       json={"history": space, "k": 10, "exclude_categories": ["topic0"]}).json()  # fmt: skip
+    no_topic0 = c.post(
+        "/v1/recommendations", json={"history": space, "k": 10, "exclude_categories": ["topic0"]}
+    ).json()
     assert all(topic(it["item_id"]) != 0 for it in no_topic0["items"])
 
 
@@ -127,10 +129,15 @@ def test_feedback_is_durable_deduplicated_and_used_at_once(server, world):
     disliked = before[0]
     events = [
         {"user_id": "u3", "item_id": disliked, "type": "dislike", "idempotency_key": "fb-1"},
-        {"user_id": "u3", "item_id": "i60", "type": "click", "idempotency_key": "fb-2",
-         "timestamp": 2_000_000_000},
+        {
+            "user_id": "u3",
+            "item_id": "i60",
+            "type": "click",
+            "idempotency_key": "fb-2",
+            "timestamp": 2_000_000_000,
+        },
         {"user_id": "brand-new", "item_id": "i61", "type": "rating", "value": 5},
-    ]  # fmt: skip
+    ]
     r = c.post("/v1/feedback", json={"events": events})
     assert r.status_code == 200 and r.json()["stored"] == 3
     again = c.post("/v1/feedback", json={"events": events[:2]}).json()
@@ -167,8 +174,16 @@ def test_page_is_served(server):
 
 def test_openapi_lists_the_endpoints(server):
     paths = server.client.get("/openapi.json").json()["paths"]
-    for p in ("/v1/users/{user_id}/recommendations", "/v1/recommendations", "/v1/feedback",
-              "/v1/items/{item_id}", "/v1/items", "/v1/admin/reload", "/healthz", "/readyz"):  # fmt: skip
+    for p in (
+        "/v1/users/{user_id}/recommendations",
+        "/v1/recommendations",
+        "/v1/feedback",
+        "/v1/items/{item_id}",
+        "/v1/items",
+        "/v1/admin/reload",
+        "/healthz",
+        "/readyz",
+    ):
         assert p in paths
 
 
@@ -207,8 +222,9 @@ def test_explanations_cite_the_users_own_history(server):
 
 
 def test_new_user_described_by_a_sentence(server):
-    r = server.client.post("/v1/recommendations",
-                           json={"query": "haunted houses, ghosts and zombies", "k": 10})  # fmt: skip
+    r = server.client.post(
+        "/v1/recommendations", json={"query": "haunted houses, ghosts and zombies", "k": 10}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert not body["fallback"] and body["history_used"] == 5

@@ -138,8 +138,10 @@ def test_page_loads_without_console_errors_and_has_a_favicon(server):
     assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg")
     errors: list[str] = []
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                    args=["--no-sandbox", "--headless"])  # fmt: skip
+        browser = p.chromium.launch(
+            executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+            args=["--no-sandbox", "--headless"],
+        )
         try:
             page = browser.new_page()
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))

@@ -40,6 +40,7 @@ def test_page_recommend_like_and_feedback_is_stored(server, world):
         finally:
             browser.close()
     with sqlite3.connect(default_path(db)) as con:
-        rows = con.execute("SELECT type FROM events WHERE user_id = 'u4' AND item_id = ?",
-                           (first,)).fetchall()  # fmt: skip
+        rows = con.execute(
+            "SELECT type FROM events WHERE user_id = 'u4' AND item_id = ?", (first,)
+        ).fetchall()
     assert rows == [("like",)]

@@ -87,12 +87,20 @@ def test_closed_loop_feedback_update_changes_the_served_list(own_world):
         c = s.client
         v1 = c.get("/readyz").json()["model_version"]
         # u0 loved topic 0; now they take to the football cluster (topic 2: i40..i59)
-        events = [{"user_id": "u0", "item_id": f"i{40 + n}", "type": "like",
-                   "timestamp": 2_000_000_000 + n, "idempotency_key": f"loop-{n}"}
-                  for n in range(12)]  # fmt: skip
+        events = [
+            {
+                "user_id": "u0",
+                "item_id": f"i{40 + n}",
+                "type": "like",
+                "timestamp": 2_000_000_000 + n,
+                "idempotency_key": f"loop-{n}",
+            }
+            for n in range(12)
+        ]
         assert c.post("/v1/feedback", json={"events": events}).json()["stored"] == 12
-        res = CliRunner().invoke(app, ["update", "--model", str(reg), "--db", str(db),
-                                       "--epochs", "3"])  # fmt: skip
+        res = CliRunner().invoke(
+            app, ["update", "--model", str(reg), "--db", str(db), "--epochs", "3"]
+        )
         assert res.exit_code == 0, res.output
         v2 = registry.current(reg)
         assert v2 != v1 and "new_users=0" in res.output

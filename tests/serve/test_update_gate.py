@@ -27,20 +27,31 @@ def loop(tmp_path):
     def make(name: str):
         inter, items = planted_frames(n_users=120)
         db = tmp_path / "store.duckdb"
-        ingest(db, RawData(make_interactions(inter["user_id"], inter["item_id"],
-                                             timestamp=inter["timestamp"]), items))  # fmt: skip
+        ingest(
+            db,
+            RawData(
+                make_interactions(inter["user_id"], inter["item_id"], timestamp=inter["timestamp"]),
+                items,
+            ),
+        )
         ds = Dataset.from_store(db)
         model = create(name).fit(ds.interactions)
         with Store(db) as s:
             seq = s.last_seq()
-        model.meta.update(user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(),
-                          store_seq=seq)  # fmt: skip
+        model.meta.update(
+            user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(), store_seq=seq
+        )
         reg = tmp_path / "registry"
         registry.publish(model.save(tmp_path / "m"), reg)
         fb = FeedbackLog(tmp_path / "fb.sqlite")
         # users u0..u29 like two more items of their own cluster (cluster = u % 6, 20 items)
-        fb.add([Event(f"u{u}", f"i{(u % 6) * 20 + j}", "like", 2e9 + 10 * u + j, key=f"{u}-{j}")
-                for u in range(30) for j in (17, 19)])  # fmt: skip
+        fb.add(
+            [
+                Event(f"u{u}", f"i{(u % 6) * 20 + j}", "like", 2e9 + 10 * u + j, key=f"{u}-{j}")
+                for u in range(30)
+                for j in (17, 19)
+            ]
+        )
         fb.close()
         return db, reg, tmp_path / "fb.sqlite"
 
@@ -51,8 +62,11 @@ def test_a_worse_update_is_kept_aside_and_current_stays(loop, monkeypatch):
     db, reg, fb = loop("ease")
     before = registry.current(reg)
     # Make the update deliberately worse: popularity in place of a refit EASE.
-    monkeypatch.setattr(EASE, "update", lambda self, data, catalog=None, epochs=3,
-                        validator=None: MostPopular().fit(data))  # fmt: skip
+    monkeypatch.setattr(
+        EASE,
+        "update",
+        lambda self, data, catalog=None, epochs=3, validator=None: MostPopular().fit(data),
+    )
     version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10)
     assert version is None and not facts["published"]
     assert facts["gate_users"] == 30 and facts["gate"] == "compared"
@@ -64,8 +78,11 @@ def test_a_worse_update_is_kept_aside_and_current_stays(loop, monkeypatch):
 
 def test_a_better_update_is_published(loop, monkeypatch):
     db, reg, fb = loop("pop")
-    monkeypatch.setattr(MostPopular, "update", lambda self, data, catalog=None, epochs=3,
-                        validator=None: create("ease").fit(data))  # fmt: skip
+    monkeypatch.setattr(
+        MostPopular,
+        "update",
+        lambda self, data, catalog=None, epochs=3, validator=None: create("ease").fit(data),
+    )
     version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10)
     assert facts["published"] and version == registry.current(reg)
     assert facts["valid_ndcg@10"] > facts["served_valid_ndcg@10"]

@@ -238,6 +238,7 @@ def catalog_for(items: pd.DataFrame | None, item_ids: np.ndarray) -> Catalog:
     return Catalog(
         titles=table["title"].fillna("").astype(str).tolist(),
         texts=table["text"].fillna("").astype(str).tolist(),
-        categories=[list(c) if isinstance(c, list | np.ndarray) else [] for c in
-                    table["categories"]],
-    )  # fmt: skip
+        categories=[
+            list(c) if isinstance(c, list | np.ndarray) else [] for c in table["categories"]
+        ],
+    )

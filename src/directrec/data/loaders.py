@@ -175,10 +175,26 @@ def _movielens_items(p: Path) -> pd.DataFrame:
     elif p.name.startswith("u."):
         # u.item: id|title|release|video release|url|19 genre flags (latin-1)
         genre_names = [
-            "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-            "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-            "Romance", "Sci-Fi", "Thriller", "War", "Western",
-        ]  # fmt: skip
+            "unknown",
+            "Action",
+            "Adventure",
+            "Animation",
+            "Children's",
+            "Comedy",
+            "Crime",
+            "Documentary",
+            "Drama",
+            "Fantasy",
+            "Film-Noir",
+            "Horror",
+            "Musical",
+            "Mystery",
+            "Romance",
+            "Sci-Fi",
+            "Thriller",
+            "War",
+            "Western",
+        ]
         names = ["movieId", "title", "release", "video", "url", *genre_names]
         df = _read_delimited(read_text(p, "latin-1"), path, "|", names, header=False)
         flags = df[genre_names].to_numpy() == "1"
@@ -324,8 +340,9 @@ def load_amazon(interactions: str | Path, items: str | Path | None = None) -> Ra
                 raise DataError("missing value", file=path, line=n, field=field)
         t = rec.get("unixReviewTime")
         if t is None or isinstance(t, bool) or not str(t).lstrip("-").isdigit():
-            raise DataError(f"expected an integer, got {t!r}", file=path, line=n,
-                            field="unixReviewTime")  # fmt: skip
+            raise DataError(
+                f"expected an integer, got {t!r}", file=path, line=n, field="unixReviewTime"
+            )
         r = rec.get("overall")
         if r is not None and not isinstance(r, int | float):
             raise DataError(f"expected a number, got {r!r}", file=path, line=n, field="overall")
@@ -335,9 +352,12 @@ def load_amazon(interactions: str | Path, items: str | Path | None = None) -> Ra
         ratings.append(r)
         lines.append(n)
     inter = make_interactions(
-        pd.Series(users), pd.Series(its), timestamp=pd.Series(ts),
-        rating=pd.Series(ratings, dtype="float64"), line=pd.Series(lines),
-    )  # fmt: skip
+        pd.Series(users),
+        pd.Series(its),
+        timestamp=pd.Series(ts),
+        rating=pd.Series(ratings, dtype="float64"),
+        line=pd.Series(lines),
+    )
     return RawData(inter, _amazon_items(Path(items)) if items else None, source="amazon")
 
 
@@ -353,9 +373,13 @@ def _amazon_items(path: Path) -> pd.DataFrame:
             desc = " ".join(map(str, desc))
         brand = rec.get("brand") or ""
         rows.append(
-            (str(rec["asin"]), str(rec.get("title") or ""), f"{brand} {desc}".strip(),
-             list(dict.fromkeys(map(str, flat))))
-        )  # fmt: skip
+            (
+                str(rec["asin"]),
+                str(rec.get("title") or ""),
+                f"{brand} {desc}".strip(),
+                list(dict.fromkeys(map(str, flat))),
+            )
+        )
     return pd.DataFrame(rows, columns=["item_id", "title", "text", "categories"])
 
 
@@ -415,8 +439,11 @@ def load_table(
         if cols[key] not in df.columns:
             raise DataError(
                 f"column {cols[key]!r} not found (have {list(df.columns)}); map it with "
-                f"--columns {key}=NAME", file=path, line=1, field=cols[key],
-            )  # fmt: skip
+                f"--columns {key}=NAME",
+                file=path,
+                line=1,
+                field=cols[key],
+            )
     has = {k: cols.get(k) in df.columns for k in ("time", "rating", "event")}
     for k in ("rating", "event"):
         if k in cols and not has[k]:
@@ -425,12 +452,14 @@ def load_table(
         _require(df, cols["user"], path),
         _require(df, cols["item"], path),
         timestamp=to_timestamp(_require(df, cols["time"], path), path, cols["time"])
-        if has["time"] else None,
+        if has["time"]
+        else None,
         rating=to_number(_require(df, cols["rating"], path), path, cols["rating"])
-        if has["rating"] else None,
+        if has["rating"]
+        else None,
         event=df[cols["event"]] if has["event"] else None,
         line=_lines(df[cols["user"]]),
-    )  # fmt: skip
+    )
     return RawData(inter, load_item_table(items, item_columns) if items else None, source="table")
 
 
@@ -445,17 +474,24 @@ def load_item_table(
     cols = parse_mapping(item_columns, DEFAULT_ITEM_COLUMNS)
     df, p = _read_table(path)
     if cols["id"] not in df.columns:
-        raise DataError(f"column {cols['id']!r} not found (have {list(df.columns)})",
-                        file=p, line=1, field=cols["id"])  # fmt: skip
+        raise DataError(
+            f"column {cols['id']!r} not found (have {list(df.columns)})",
+            file=p,
+            line=1,
+            field=cols["id"],
+        )
 
     def col(key: str) -> pd.Series:
         c = cols.get(key)
         return df[c].fillna("") if c in df.columns else pd.Series([""] * len(df), index=df.index)
 
     cats = col("categories").map(
-        lambda v: [str(x) for x in v] if isinstance(v, list | np.ndarray)
-        else [c for c in str(v).split(sep_categories) if c]
-    )  # fmt: skip
+        lambda v: (
+            [str(x) for x in v]
+            if isinstance(v, list | np.ndarray)
+            else [c for c in str(v).split(sep_categories) if c]
+        )
+    )
     return pd.DataFrame(
         {
             "item_id": _require(df.astype({cols["id"]: str}), cols["id"], p).to_numpy(),

@@ -61,8 +61,9 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = True) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise DataError("store not found; create it with `directrec ingest`",
-                            file=str(self.path))  # fmt: skip
+            raise DataError(
+                "store not found; create it with `directrec ingest`", file=str(self.path)
+            )
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as e:
@@ -144,10 +145,9 @@ class Store:
             {
                 "model": pa.array([model] * len(item_ids)),
                 "item_id": pa.array(item_ids),
-                "vector": pa.array([v.astype(np.float32).tobytes() for v in vectors],
-                                   pa.binary()),
+                "vector": pa.array([v.astype(np.float32).tobytes() for v in vectors], pa.binary()),
             }
-        )  # fmt: skip
+        )
         with self.transaction():
             self.con.register("emb_in", table)
             _run(self.con, "DELETE FROM item_embeddings WHERE model = ?", [model])
@@ -188,8 +188,9 @@ def ingest(
         dup = items["item_id"].duplicated()
         if dup.any():
             bad = items["item_id"][dup].iloc[0]
-            raise DataError(f"item id {bad!r} appears twice in the catalogue",
-                            file=items_file, field="item_id")  # fmt: skip
+            raise DataError(
+                f"item id {bad!r} appears twice in the catalogue", file=items_file, field="item_id"
+            )
         if strict:
             known = pd.Index(items["item_id"])
             missing = ~inter["item_id"].isin(known)
@@ -197,8 +198,10 @@ def ingest(
                 row = inter[missing].iloc[0]
                 raise DataError(
                     f"item {row['item_id']!r} is not in the catalogue (--strict)",
-                    file=interactions_file, line=int(row["line"]), field="item_id",
-                )  # fmt: skip
+                    file=interactions_file,
+                    line=int(row["line"]),
+                    field="item_id",
+                )
     elif strict:
         raise DataError("--strict needs an item catalogue (--items)", file=interactions_file)
 

@@ -89,8 +89,14 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     if model.capabilities.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
     t0 = time.perf_counter()
-    inputs = fit_model(model, split, spec.stage, ds.catalog, max_history=spec.max_history,
-                       valid_users=spec.valid_users)  # fmt: skip
+    inputs = fit_model(
+        model,
+        split,
+        spec.stage,
+        ds.catalog,
+        max_history=spec.max_history,
+        valid_users=spec.valid_users,
+    )
     fit_s = time.perf_counter() - t0
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
@@ -160,8 +166,11 @@ def run_rating(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     model.fit(train)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pred = np.clip(model.predict(test.user, test.item), ds.interactions.rating.min(),
-                   ds.interactions.rating.max())  # fmt: skip
+    pred = np.clip(
+        model.predict(test.user, test.item),
+        ds.interactions.rating.min(),
+        ds.interactions.rating.max(),
+    )
     err = pred - test.rating
     mean_err = test.rating - train.rating.mean()
     return {
@@ -193,8 +202,12 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
     if spec.task == "topn":
         split = make_split(ds.interactions, spec.split)
         _, _, targets = split.stage(spec.stage, spec.max_history)
-        split_info.update(train=len(split.train), valid=len(split.valid), test=len(split.test),
-                          evaluated_users=len(targets))  # fmt: skip
+        split_info.update(
+            train=len(split.train),
+            valid=len(split.valid),
+            test=len(split.test),
+            evaluated_users=len(targets),
+        )
     results = []
     for name in spec.models:
         log(f"[{name}] fitting and evaluating …")

@@ -67,6 +67,13 @@ def diversity_sweep(
                     (hit * discount[:m]).sum() / ideal,
                     ild,
                 )
-    return [{"diversity": kn, f"recall@{k}": float(s[0] / max(count, 1)),
-             f"ndcg@{k}": float(s[1] / max(count, 1)), f"ild@{k}": float(s[2] / max(count, 1)),
-             "users": count} for kn, s in sums.items()]  # fmt: skip
+    return [
+        {
+            "diversity": kn,
+            f"recall@{k}": float(s[0] / max(count, 1)),
+            f"ndcg@{k}": float(s[1] / max(count, 1)),
+            f"ild@{k}": float(s[2] / max(count, 1)),
+            "users": count,
+        }
+        for kn, s in sums.items()
+    ]

@@ -168,8 +168,9 @@ def validator(
     if max_users is not None and len(targets) > max_users:
         pick = np.sort(np.random.default_rng(seed).choice(len(targets), max_users, replace=False))
         counts = np.diff(targets.indptr)[pick]
-        items = np.concatenate([targets.items[targets.indptr[j] : targets.indptr[j + 1]]
-                                for j in pick])  # fmt: skip
+        items = np.concatenate(
+            [targets.items[targets.indptr[j] : targets.indptr[j + 1]] for j in pick]
+        )
         targets = Targets(targets.users[pick], np.concatenate([[0], np.cumsum(counts)]), items)
     k = int(metric.split("@")[1])
 

@@ -30,9 +30,10 @@ def markdown_table(doc: dict[str, Any]) -> str:
         m = r["metrics"]
         vals = [f"{m[c]:.4f}" if c in m else "—" for c in cols]
         lines.append(
-            f"| {r['model']} | " + " | ".join(vals)
+            f"| {r['model']} | "
+            + " | ".join(vals)
             + f" | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
-        )  # fmt: skip
+        )
     for r in doc["results"]:
         if "error" in r:
             lines.append(f"| {r['model']} | skipped: {r['error']} |")
@@ -113,8 +114,13 @@ def plot_diversity(doc: dict[str, Any], path: str | Path) -> bool:
         y = [p["ndcg@10"] for p in sweep]
         ax.plot(x, y, marker="o", label=name)
         for p, xi, yi in zip(sweep, x, y, strict=True):
-            ax.annotate(f"{p['diversity']:g}", (xi, yi), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")  # fmt: skip
+            ax.annotate(
+                f"{p['diversity']:g}",
+                (xi, yi),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xlabel("intra-list diversity @10 (mean pairwise cosine distance)")
     ax.set_ylabel("NDCG@10")
     ax.set_title("Accuracy–diversity trade-off (MMR knob annotated)")

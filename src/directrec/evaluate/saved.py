@@ -22,8 +22,9 @@ from directrec.evaluate.protocol import evaluate
 from directrec.models.base import Recommender
 
 
-def remap(data: Interactions, users: np.ndarray, items: np.ndarray, n_users: int,
-          n_items: int) -> Interactions:  # fmt: skip
+def remap(
+    data: Interactions, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+) -> Interactions:
     """`data` on another index: users[u] / items[i] give the new indices (-1 = drop the
     row). Each user's order is kept."""
     u, i = users[data.user], items[data.item]
@@ -31,10 +32,13 @@ def remap(data: Interactions, users: np.ndarray, items: np.ndarray, n_users: int
     order = np.lexsort((np.arange(keep.sum()), u[keep]))  # stable: per-user order kept
     pick = np.flatnonzero(keep)[order]
     return Interactions(
-        users[data.user[pick]], items[data.item[pick]], n_users, n_items,
+        users[data.user[pick]],
+        items[data.item[pick]],
+        n_users,
+        n_items,
         None if data.rating is None else data.rating[pick],
         None if data.timestamp is None else data.timestamp[pick],
-    )  # fmt: skip
+    )
 
 
 def _remap_targets(t: Targets, users: np.ndarray, items: np.ndarray) -> tuple[Targets, int]:
@@ -43,8 +47,9 @@ def _remap_targets(t: Targets, users: np.ndarray, items: np.ndarray) -> tuple[Ta
     keep = new_items >= 0
     counts = np.bincount(rows[keep], minlength=len(t))
     has = counts > 0
-    out = Targets(users[t.users][has], np.concatenate([[0], np.cumsum(counts[has])]),
-                  new_items[keep])  # fmt: skip
+    out = Targets(
+        users[t.users][has], np.concatenate([[0], np.cumsum(counts[has])]), new_items[keep]
+    )
     return out, int((~keep).sum())
 
 
@@ -78,23 +83,47 @@ def evaluate_saved(
     result = evaluate(model, inputs, targets, ks, seen=seen, batch_size=batch_size)
     notes = []
     if model.meta.get("holdout") == "none" and stage == "test":
-        notes.append("the model was trained on every interaction, these test items included: "
-                     "train with --holdout loo for an honest figure")  # fmt: skip
+        notes.append(
+            "the model was trained on every interaction, these test items included: "
+            "train with --holdout loo for an honest figure"
+        )
     if model.meta.get("data_fingerprint") not in (None, ds.fingerprint):
         notes.append("the store differs from the data the model was trained on")
     return {
         "command": " ".join(sys.argv),
-        "spec": {"db": str(db), "models": [model.name], "task": "topn", "split": split,
-                 "ks": list(ks), "max_history": max_history, "seed": None, "stage": stage},
-        "dataset": {"db": str(db), "fingerprint": ds.fingerprint, "users": ds.interactions.n_users,
-                    "items": ds.interactions.n_items, "interactions": len(ds.interactions)},
-        "split": {"kind": split, "evaluated_users": result.n_users,
-                  "targets_unknown_item": dropped},
+        "spec": {
+            "db": str(db),
+            "models": [model.name],
+            "task": "topn",
+            "split": split,
+            "ks": list(ks),
+            "max_history": max_history,
+            "seed": None,
+            "stage": stage,
+        },
+        "dataset": {
+            "db": str(db),
+            "fingerprint": ds.fingerprint,
+            "users": ds.interactions.n_users,
+            "items": ds.interactions.n_items,
+            "interactions": len(ds.interactions),
+        },
+        "split": {
+            "kind": split,
+            "evaluated_users": result.n_users,
+            "targets_unknown_item": dropped,
+        },
         "protocol": "saved model, not refitted; full ranking over the model's items; seen "
-                    "items excluded; ties counted in the target's favour",
+        "items excluded; ties counted in the target's favour",
         "environment": {"python": platform.python_version(), "machine": platform.machine()},
         "notes": notes,
-        "results": [{"model": model.name, "fit_seconds": 0.0,
-                     "eval_seconds": round(time.perf_counter() - t0, 3),
-                     "peak_rss_mb": 0.0, **result.as_dict()}],
-    }  # fmt: skip
+        "results": [
+            {
+                "model": model.name,
+                "fit_seconds": 0.0,
+                "eval_seconds": round(time.perf_counter() - t0, 3),
+                "peak_rss_mb": 0.0,
+                **result.as_dict(),
+            }
+        ],
+    }

@@ -40,8 +40,9 @@ class ModelContext:
             with Store(db) as store:
                 table = store.items()
             pos = items.indices(table["item_id"].astype(str).tolist())
-            for p, title, c in zip(pos, table["title"].fillna("").astype(str),
-                                   table["categories"], strict=True):  # fmt: skip
+            for p, title, c in zip(
+                pos, table["title"].fillna("").astype(str), table["categories"], strict=True
+            ):
                 if p >= 0:
                     titles[p], cats[p] = title, list(c) if c is not None else []
             if vectors:
@@ -54,8 +55,10 @@ class ModelContext:
         """The users' stored histories (plus `extra` raw items each, e.g. feedback since)
         in the model's index; users keep their index in the model's user map or -1."""
         stored = store.histories(list(raw_users))
-        seqs = [stored.get(str(u), []) + list(extra[n] if extra else []) for n, u in
-                enumerate(raw_users)]  # fmt: skip
+        seqs = [
+            stored.get(str(u), []) + list(extra[n] if extra else [])
+            for n, u in enumerate(raw_users)
+        ]
         return Histories.from_raw(seqs, self.items, self.users.indices(list(raw_users)))
 
     def raw(self, items: np.ndarray) -> list[str]:

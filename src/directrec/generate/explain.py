@@ -38,9 +38,10 @@ def influence(
     history = user[0]
     pos = np.arange(max(0, len(history) - window), len(history))
     variants = Histories.from_lists(
-        [history] + [user.without(0, j) for j in pos], model.n_items,
+        [history] + [user.without(0, j) for j in pos],
+        model.n_items,
         users=np.full(len(pos) + 1, user.users[0]),
-    )  # fmt: skip
+    )
     scores = model.score(variants, k=k)
     finite = torch.isfinite(scores)
     floor = scores[finite].min() - 1.0 if finite.any() else torch.tensor(0.0)
@@ -90,8 +91,9 @@ def explain(
     return out
 
 
-def sentence(item: int, evidence: list[int], shared: list[str], titles: Sequence[str],
-             verb: str = "liked") -> str:  # fmt: skip
+def sentence(
+    item: int, evidence: list[int], shared: list[str], titles: Sequence[str], verb: str = "liked"
+) -> str:
     if not evidence:
         return "Fits your history as a whole; no single item stands out."
     names = [titles[e] or f"item {e}" for e in evidence]

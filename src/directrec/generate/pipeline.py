@@ -83,10 +83,12 @@ def masked_scores(
     widen = 0
     if model.capabilities.generator and exclude is not None:
         widen = max(
-            (len(np.setdiff1d(e, histories[r])) if seen_rows[r] else len(e)
-             for r, e in enumerate(extra_rows)),
+            (
+                len(np.setdiff1d(e, histories[r])) if seen_rows[r] else len(e)
+                for r, e in enumerate(extra_rows)
+            ),
             default=0,
-        )  # fmt: skip
+        )
     scores = model.score(histories, k=min(k + widen, model.n_items))
     rows, cols = [], []
     if seen_rows.any():
@@ -145,9 +147,12 @@ def recommend(
         return []
     pool = min(max(o.pool() for o in opts), model.n_items)
     scores = masked_scores(
-        model, histories, pool,
-        exclude_seen=np.array([o.exclude_seen for o in opts]), exclude=exclude,
-    )  # fmt: skip
+        model,
+        histories,
+        pool,
+        exclude_seen=np.array([o.exclude_seen for o in opts]),
+        exclude=exclude,
+    )
     items, vals = top_k(scores, pool)
     fallback = model.fallback(histories)
     out = []

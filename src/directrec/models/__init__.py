@@ -26,10 +26,24 @@ from directrec.models.userknn import UserKNN
 MODELS: dict[str, type[Recommender]] = {
     m.name: m
     for m in (
-        MostPopular, ItemKNN, UserKNN, ContentBased, EASE, ALS, BPR, MultVAE, CFGAN,
-        SASRec, SASRecCE, SemanticID, LLMRec, BiasedMF, SVDpp, NMF,
+        MostPopular,
+        ItemKNN,
+        UserKNN,
+        ContentBased,
+        EASE,
+        ALS,
+        BPR,
+        MultVAE,
+        CFGAN,
+        SASRec,
+        SASRecCE,
+        SemanticID,
+        LLMRec,
+        BiasedMF,
+        SVDpp,
+        NMF,
     )
-}  # fmt: skip
+}
 RATING_MODELS = [n for n, m in MODELS.items() if m.capabilities.rating]
 
 

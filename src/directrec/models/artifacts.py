@@ -50,10 +50,15 @@ def write_dir(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
-                  str(tmp / "weights.safetensors"))  # fmt: skip
-        config = {"format_version": FORMAT_VERSION, **header,
-                  "meta": {k: v for k, v in meta.items() if k not in ID_KEYS}}  # fmt: skip
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in tensors.items()},
+            str(tmp / "weights.safetensors"),
+        )
+        config = {
+            "format_version": FORMAT_VERSION,
+            **header,
+            "meta": {k: v for k, v in meta.items() if k not in ID_KEYS},
+        }
         (tmp / "config.json").write_text(json.dumps(config, indent=1, default=jsonable))
         ids = {k: meta[k] for k in ID_KEYS if k in meta}
         (tmp / "ids.json").write_text(json.dumps(ids, default=jsonable))

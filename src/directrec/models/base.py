@@ -94,12 +94,32 @@ class Recommender:
         validator: Validator | None = None,
     ) -> Self:
         """A new model of this kind fit on `data`, whose index extends this model's (users
-        and items keep their indices; new ones come after). By default a full refit with
-        this model's own settings (exact for the closed-form and neighbour models); models
-        that can warm-start override this and train `epochs` more epochs."""
-        fresh = type(self)(self.config)
-        fresh.meta = {k: v for k, v in self.meta.items() if k not in ("train_log",)}
-        return fresh.fit(data, catalog, validator)
+        and items keep their indices; new ones come after). Warm-starting models copy what
+        they learned, make room for new items (`_grow`) and train `epochs` more epochs
+        (`_train`); the others refit with their own settings (exact for the closed-form and
+        neighbour models, never a truncated fit)."""
+        if not self.capabilities.warm_start:
+            fresh = type(self)(self.config)
+            fresh.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
+            return fresh.fit(data, catalog, validator)
+        fields = {f.name for f in dataclasses.fields(self.config)}
+        run_once = {"max_minutes": 0.0, "checkpoint_dir": ""}  # a budget/checkpoint is per run
+        new = self._copy(epochs=epochs, **{k: v for k, v in run_once.items() if k in fields})
+        new._grow(data, catalog)
+        new._resize(data)
+        torch.manual_seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        new._train(data, validator)
+        return new
+
+    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
+        """Warm start: make room for `data`'s new items (new rows start fresh)."""
+        if data.n_items > self.n_items:
+            raise ValueError(f"{self.name} cannot take new items without a refit")
+
+    def _train(self, data: Interactions, validator: Validator | None) -> None:
+        """Warm start: train `config.epochs` epochs from the current weights."""
+        raise NotImplementedError
 
     def _copy(self, **changes: Any) -> Self:
         """A new object holding a copy of what this model learned (for warm starts), with
@@ -155,8 +175,12 @@ class Recommender:
         """Write config.json + ids.json + weights.safetensors atomically."""
         tensors = {"popularity": self.popularity}
         tensors |= {f"model.{k}": v for k, v in self._state().items()}
-        header = {"model": self.name, "config": dataclasses.asdict(self.config),
-                  "n_users": self.n_users, "n_items": self.n_items}  # fmt: skip
+        header = {
+            "model": self.name,
+            "config": dataclasses.asdict(self.config),
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+        }
         return write_dir(path, header, self.meta, tensors)
 
     @classmethod

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.training import loop_meta, run_epochs
+from directrec.models.training import train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -154,9 +154,16 @@ class LLMRec(Recommender):
             targets = (
                 c.lora_targets if c.lora_targets == "all-linear" else c.lora_targets.split(",")
             )
-            self.lm = get_peft_model(self.lm, LoraConfig(
-                r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                target_modules=targets, task_type="CAUSAL_LM"))  # fmt: skip
+            self.lm = get_peft_model(
+                self.lm,
+                LoraConfig(
+                    r=c.lora_r,
+                    lora_alpha=c.lora_alpha,
+                    lora_dropout=c.lora_dropout,
+                    target_modules=targets,
+                    task_type="CAUSAL_LM",
+                ),
+            )
         self.lm.to(c.device)
         self._index_titles()
 
@@ -184,42 +191,25 @@ class LLMRec(Recommender):
         self._build(catalog)
         self._train(data, validator)
 
-    def update(
-        self,
-        data: Interactions,
-        catalog: Catalog | None = None,
-        epochs: int = 3,
-        validator: Validator | None = None,
-    ) -> LLMRec:
-        """Warm start: the same base checkpoint with these adapters (or, built-in model,
-        these weights); new items' titles join the trie; `epochs` more epochs."""
-        new = self._copy(epochs=epochs, max_minutes=0)
-        if data.n_items > self.n_items:
-            texts = item_texts(catalog, data.n_items, self.meta.get("item_ids"))
-            taken = set(new.texts)
-            for i in range(self.n_items, data.n_items):
-                t = texts[i] if texts[i] not in taken else f"{texts[i]} #{i}"
-                new.texts.append(t)
-                taken.add(t)
-            new._index_titles()
-        new._resize(data)
-        torch.manual_seed(self.config.seed)
-        new._train(data, validator)
-        return new
+    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
+        """The same checkpoint and adapters; new items' titles join the trie."""
+        if data.n_items == self.n_items:
+            return
+        texts = item_texts(catalog, data.n_items, self.meta.get("item_ids"))
+        taken = set(self.texts)
+        for i in range(self.n_items, data.n_items):
+            t = texts[i] if texts[i] not in taken else f"{texts[i]} #{i}"
+            self.texts.append(t)
+            taken.add(t)
+        self._index_titles()
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
         c = self.config
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=c.lr)
-        validate = None if validator is None else (lambda: validator(self))
         if c.epochs > 0:
-            state = run_epochs(
-                self.lm, lambda e: self._epoch(data, opt, e), epochs=c.epochs, validate=validate,
-                eval_every=c.eval_every, patience=c.patience, max_minutes=c.max_minutes,
-                desc=self.name, progress=c.progress,
-            )  # fmt: skip
-            self.meta.update(loop_meta(state))
+            train_by_epochs(self, self.lm, lambda e: self._epoch(data, opt, e), validator)
         self.lm.eval()
 
     def _pairs(self, data: Interactions, epoch: int) -> list[tuple[list[int], int]]:
@@ -277,9 +267,12 @@ class LLMRec(Recommender):
     # -------------------------------------------------------------- generation
     @torch.no_grad()
     def generate_for(
-        self, histories: Sequence[Sequence[int]], beam: int, exclude: Sequence[set[int]] | None = None,
+        self,
+        histories: Sequence[Sequence[int]],
+        beam: int,
+        exclude: Sequence[set[int]] | None = None,
         request: str = "",
-    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Constrained beam search: items [B, beam] (-1 where fewer exist) and their title
         log-probabilities, best first. Every item is real and outside `exclude[b]`."""
         exclude = exclude or [set(map(int, h)) for h in histories]
@@ -297,8 +290,9 @@ class LLMRec(Recommender):
             else:
                 search.append(b)
         if search:
-            found, scores = self._beam_search([histories[b] for b in search], beam,
-                                              [exclude[b] for b in search], request)  # fmt: skip
+            found, scores = self._beam_search(
+                [histories[b] for b in search], beam, [exclude[b] for b in search], request
+            )
             items[search], vals[search] = found, scores
         return items, vals
 
@@ -327,11 +321,17 @@ class LLMRec(Recommender):
             return self.trie.allowed(toks, exclude[b]) or [self.eos]
 
         gen = GenerationConfig(
-            do_sample=False, num_beams=wide, num_return_sequences=wide, length_penalty=0.0,
-            early_stopping=True, max_new_tokens=max(map(len, self.title_tokens)),
-            pad_token_id=self.tok.pad_token_id, eos_token_id=self.eos,
-            output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
+            do_sample=False,
+            num_beams=wide,
+            num_return_sequences=wide,
+            length_penalty=0.0,
+            early_stopping=True,
+            max_new_tokens=max(map(len, self.title_tokens)),
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.eos,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
         out = self.lm.generate(**enc, generation_config=gen, prefix_allowed_tokens_fn=allowed)
         seqs = out.sequences[:, width:].view(len(histories), wide, -1).cpu()
         scores = out.sequences_scores.view(len(histories), wide).cpu()
@@ -392,7 +392,7 @@ class LLMRec(Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         state: dict[str, np.ndarray] = {
             "texts": np.frombuffer(json.dumps(self.texts).encode(), dtype=np.uint8).copy(),
-        }  # fmt: skip
+        }
         if self.config.lora:
             from peft import get_peft_model_state_dict
 
@@ -400,8 +400,11 @@ class LLMRec(Recommender):
             state |= {f"lora.{k}": v.detach().cpu().numpy() for k, v in lora.items()}
         base = self.lm.get_base_model() if self.config.lora else self.lm
         if not self.config.base_model:  # built-in: its (trained) weights and tokenizer
-            state |= {f"base.{k}": v.detach().cpu().numpy() for k, v in base.state_dict().items()
-                      if "lora_" not in k}  # fmt: skip
+            state |= {
+                f"base.{k}": v.detach().cpu().numpy()
+                for k, v in base.state_dict().items()
+                if "lora_" not in k
+            }
             tok_json = self.tok.backend_tokenizer.to_str()
             state["tokenizer"] = np.frombuffer(tok_json.encode(), dtype=np.uint8).copy()
         elif not self.config.lora:
@@ -441,10 +444,18 @@ def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):
         tk.pre_tokenizer = pre
     else:
         tk = Tokenizer.from_str(tok_json)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="[PAD]", eos_token="[EOS]",
-                                  unk_token="[UNK]")  # fmt: skip
-    cfg = GPT2Config(vocab_size=tk.get_vocab_size(), n_positions=512, n_embd=c.tiny_dim,
-                     n_layer=c.tiny_layers, n_head=c.tiny_heads, bos_token_id=1, eos_token_id=1,
-                     pad_token_id=0)  # fmt: skip
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
+    )
+    cfg = GPT2Config(
+        vocab_size=tk.get_vocab_size(),
+        n_positions=512,
+        n_embd=c.tiny_dim,
+        n_layer=c.tiny_layers,
+        n_head=c.tiny_heads,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     torch.manual_seed(c.seed)
     return tok, GPT2LMHeadModel(cfg)

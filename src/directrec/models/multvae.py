@@ -56,44 +56,35 @@ class MultVAE(Recommender):
     ) -> None:
         c = self.config
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
-        self._train(data, c.epochs, step=0)
+        self.step = 0  # β is annealed from 0 over the first `anneal_steps` steps
+        self._train(data, validator)
 
-    def update(
-        self,
-        data: Interactions,
-        catalog: Catalog | None = None,
-        epochs: int = 3,
-        validator: Validator | None = None,
-    ) -> MultVAE:
-        """Warm start: these weights (new items get fresh input/output rows), β already
-        annealed, `epochs` more epochs on `data`."""
-        new = self._copy(epochs=epochs)
+    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
+        """New items get zero input weights and fresh output rows."""
         old_n = self.n_items
-        new._resize(data)
-        torch.manual_seed(self.config.seed)
-        if new.n_items > old_n:
-            grown = VAE(new.n_items, new.config.hidden, new.config.latent, new.config.dropout)
-            with torch.no_grad():
-                grown.enc.weight.zero_()
-                grown.enc.weight[:, :old_n] = new.net.enc.weight
-                grown.enc.bias.copy_(new.net.enc.bias)
-                grown.dec_out.weight[:old_n] = new.net.dec_out.weight
-                grown.dec_out.bias.fill_(float(new.net.dec_out.bias.min()))
-                grown.dec_out.bias[:old_n] = new.net.dec_out.bias
-                for name in ("enc_out", "dec"):
-                    getattr(grown, name).load_state_dict(getattr(new.net, name).state_dict())
-            new.net = grown
-        new._train(data, epochs, step=self.config.anneal_steps)
-        return new
-
-    def _train(self, data: Interactions, epochs: int, step: int) -> None:
+        if data.n_items == old_n:
+            return
         c = self.config
+        grown = VAE(data.n_items, c.hidden, c.latent, c.dropout)
+        with torch.no_grad():
+            grown.enc.weight.zero_()
+            grown.enc.weight[:, :old_n] = self.net.enc.weight
+            grown.enc.bias.copy_(self.net.enc.bias)
+            grown.dec_out.weight[:old_n] = self.net.dec_out.weight
+            grown.dec_out.bias.fill_(float(self.net.dec_out.bias.min()))
+            grown.dec_out.bias[:old_n] = self.net.dec_out.bias
+            for name in ("enc_out", "dec"):
+                getattr(grown, name).load_state_dict(getattr(self.net, name).state_dict())
+        self.net = grown
+
+    def _train(self, data: Interactions, validator: Validator | None) -> None:
+        c, step = self.config, self.step
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         x_all = data.matrix("binary")
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         gen = np.random.default_rng(c.seed)
         self.net.train()
-        for _ in tqdm(range(epochs), desc="multvae", disable=not c.progress):
+        for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
             gen.shuffle(users)
             for b in range(0, len(users), c.batch_size):
                 x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())
@@ -119,3 +110,4 @@ class MultVAE(Recommender):
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
         self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
         self.net.eval()
+        self.step = c.anneal_steps  # a trained model is past β's annealing

@@ -30,7 +30,7 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.training import LoopState, loop_meta, run_epochs
+from directrec.models.training import LoopState, train_by_epochs
 from directrec.models.transformer import (
     Block,
     autocast,
@@ -110,8 +110,16 @@ class SASRec(Recommender):
         checkpoint_dir: str = ""  # where to save progress and resume from
         progress: bool = False
 
-    RUNTIME = ("device", "threads", "checkpoint_dir", "progress", "epochs", "patience",
-               "eval_every", "max_minutes")  # fmt: skip
+    RUNTIME = (
+        "device",
+        "threads",
+        "checkpoint_dir",
+        "progress",
+        "epochs",
+        "patience",
+        "eval_every",
+        "max_minutes",
+    )
 
     @property
     def device(self) -> torch.device:
@@ -121,11 +129,25 @@ class SASRec(Recommender):
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
-        self._train(data, validator, warm_from=None)
+        self.net = self._build().to(self.device)
+        self._train(data, validator)
 
-    def _train(
-        self, data: Interactions, validator: Validator | None, warm_from: SASRecNet | None
-    ) -> None:
+    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
+        """New items get fresh embedding rows; everything else keeps its weights."""
+        if data.n_items == self.n_items:
+            return
+        old = self.net.state_dict()
+        self.n_items = data.n_items
+        self.net = self._build().to(self.device)
+        with torch.no_grad():
+            for name, p in self.net.state_dict().items():
+                src = old[name].to(p.device)
+                if name == "item.weight":
+                    p[: len(src)] = src
+                else:
+                    p.copy_(src)
+
+    def _train(self, data: Interactions, validator: Validator | None) -> None:
         c = self.config
         if c.loss not in ("bce", "ce", "sampled"):
             raise ValueError("loss must be bce, ce or sampled")
@@ -134,9 +156,6 @@ class SASRec(Recommender):
         if c.threads > 0:
             torch.set_num_threads(c.threads)
         dev = self.device
-        self.net = self._build().to(dev)
-        if warm_from is not None:
-            self._warm_start(warm_from)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
@@ -145,51 +164,10 @@ class SASRec(Recommender):
         state = LoopState()
         if c.checkpoint_dir:
             state = self._resume(opt, data, state)
-        state = run_epochs(
-            self.net,
-            lambda epoch: self._epoch(windows, opt, epoch, log_q),
-            epochs=c.epochs,
-            validate=None if validator is None else (lambda: validator(self)),
-            eval_every=c.eval_every,
-            patience=c.patience,
-            max_minutes=c.max_minutes,
-            state=state,
-            after_epoch=(lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir else None,
-            desc=self.name,
-            progress=c.progress,
-        )
-        self.meta.update(loop_meta(state))
+        after = (lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir else None
+        epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q)  # noqa: E731
+        train_by_epochs(self, self.net, epoch_fn, validator, state=state, after_epoch=after)
         self.meta["device"] = str(dev)
-
-    def update(
-        self,
-        data: Interactions,
-        catalog: Catalog | None = None,
-        epochs: int = 3,
-        validator: Validator | None = None,
-    ) -> SASRec:
-        """Fine-tune on `data` (this model's index, extended by new users/items): start from
-        these weights, new items' embeddings fresh, and train `epochs` epochs."""
-        if data.n_items < self.n_items:
-            raise ValueError("an update may add items, not remove them")
-        config = dataclasses.replace(self.config, epochs=epochs, checkpoint_dir="", max_minutes=0)
-        new = type(self)(config)
-        new.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
-        new.n_users, new.n_items = data.n_users, data.n_items
-        new.popularity = np.asarray(data.matrix("binary").sum(0)).ravel().astype(np.float32)
-        torch.manual_seed(config.seed)
-        new._train(data, validator, warm_from=self.net)
-        return new
-
-    def _warm_start(self, old: SASRecNet) -> None:
-        state = old.state_dict()
-        with torch.no_grad():
-            for name, p in self.net.state_dict().items():
-                src = state[name].to(p.device)
-                if name == "item.weight":
-                    p[: len(src)] = src
-                else:
-                    p.copy_(src)
 
     def _build(self) -> SASRecNet:
         c = self.config
@@ -277,9 +255,13 @@ class SASRec(Recommender):
         info = {
             "config": self._model_config(),
             "data": data.fingerprint(),
-            "epoch": state.epoch, "best": state.best, "best_epoch": state.best_epoch,
-            "bad": state.bad, "log": state.log, "param_groups": opt_state["param_groups"],
-        }  # fmt: skip
+            "epoch": state.epoch,
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+            "bad": state.bad,
+            "log": state.log,
+            "param_groups": opt_state["param_groups"],
+        }
         (tmp / "progress.json").write_text(json.dumps(info))
         old = d.with_name(d.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -319,8 +301,14 @@ class SASRec(Recommender):
                 )
         opt.load_state_dict(opt_state)
         best = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("best.")}
-        return LoopState(best=info["best"], best_epoch=info["best_epoch"], epoch=info["epoch"],
-                           bad=info["bad"], log=info["log"], best_weights=best)  # fmt: skip
+        return LoopState(
+            best=info["best"],
+            best_epoch=info["best_epoch"],
+            epoch=info["epoch"],
+            bad=info["bad"],
+            log=info["log"],
+            best_weights=best,
+        )
 
     # -------------------------------------------------------------- artefacts
     def _state(self) -> dict[str, np.ndarray]:

@@ -33,7 +33,7 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.training import loop_meta, run_epochs
+from directrec.models.training import train_by_epochs
 from directrec.models.transformer import Block, causal_padding_mask, padding_mask
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
@@ -243,10 +243,14 @@ class SemanticID(Recommender):
     ) -> None:
         c = self.config
         checks = {
-            "arch": c.arch in ("causal", "encdec"), "levels": c.levels >= 1,
-            "codebook": c.codebook >= 2, "beam": c.beam >= 1, "temperature": c.temperature > 0,
-            "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1, "max_len": c.max_len >= 1,
-        }  # fmt: skip
+            "arch": c.arch in ("causal", "encdec"),
+            "levels": c.levels >= 1,
+            "codebook": c.codebook >= 2,
+            "beam": c.beam >= 1,
+            "temperature": c.temperature > 0,
+            "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
+            "max_len": c.max_len >= 1,
+        }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
@@ -257,9 +261,14 @@ class SemanticID(Recommender):
             raise ValueError("the semantic-ID model needs item text embeddings (--items)")
         rq, rq_log = train_rqvae(
             catalog.embeddings,
-            RQVAEConfig(levels=c.levels, codebook=c.codebook, latent=c.rq_latent,
-                        epochs=c.rq_epochs, seed=c.seed),
-        )  # fmt: skip
+            RQVAEConfig(
+                levels=c.levels,
+                codebook=c.codebook,
+                latent=c.rq_latent,
+                epochs=c.rq_epochs,
+                seed=c.seed,
+            ),
+        )
         self.rq = rq.eval()
         raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
         self.codes = torch.from_numpy(make_unique(raw))
@@ -268,24 +277,12 @@ class SemanticID(Recommender):
         self.net = self._build()
         self._train(data, validator)
 
-    def update(
-        self,
-        data: Interactions,
-        catalog: Catalog | None = None,
-        epochs: int = 3,
-        validator: Validator | None = None,
-    ) -> SemanticID:
-        """Warm start that keeps the codes: new catalogue items get codes from the trained
-        RQ-VAE (`add_items`), then `epochs` more epochs from these weights."""
-        new = self._copy(epochs=epochs, max_minutes=0)
+    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
+        """The codes are kept; new catalogue items get theirs from the trained RQ-VAE."""
         if data.n_items > self.n_items:
             if catalog is None or catalog.embeddings is None:
                 raise ValueError("semantic-id: new items need text embeddings (a catalogue)")
-            new.add_items(catalog.embeddings[self.n_items : data.n_items])
-        new._resize(data)
-        torch.manual_seed(self.config.seed)
-        new._train(data, validator)
-        return new
+            self.add_items(catalog.embeddings[self.n_items : data.n_items])
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
         """The epoch loop over `data` from the current weights."""
@@ -294,15 +291,12 @@ class SemanticID(Recommender):
         seqs = (data.indptr, data.item)
         windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
-        epoch_fn = (lambda e: self._epoch_causal(windows, opt, e)) if c.arch == "causal" else (
-            lambda e: self._epoch(seqs, opt, e))  # fmt: skip
-        validate = None if validator is None else (lambda: validator(self))
-        state = run_epochs(
-            self.net, epoch_fn, epochs=c.epochs,
-            validate=validate, eval_every=c.eval_every, patience=c.patience,
-            max_minutes=c.max_minutes, desc=self.name, progress=c.progress,
-        )  # fmt: skip
-        self.meta.update(loop_meta(state))
+        epoch_fn = (
+            (lambda e: self._epoch_causal(windows, opt, e))
+            if c.arch == "causal"
+            else (lambda e: self._epoch(seqs, opt, e))
+        )
+        train_by_epochs(self, self.net, epoch_fn, validator)
 
     def _build_index(self) -> None:
         codes = self.codes.numpy()
@@ -483,8 +477,16 @@ class SemanticID(Recommender):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         c = self.config
         rq_state = {k[3:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rq.")}
-        self.rq = RQVAE(int(rq_state["mean"].shape[0]), RQVAEConfig(
-            levels=c.levels, codebook=c.codebook, latent=c.rq_latent, epochs=c.rq_epochs, seed=c.seed))  # fmt: skip
+        self.rq = RQVAE(
+            int(rq_state["mean"].shape[0]),
+            RQVAEConfig(
+                levels=c.levels,
+                codebook=c.codebook,
+                latent=c.rq_latent,
+                epochs=c.rq_epochs,
+                seed=c.seed,
+            ),
+        )
         self.rq.load_state_dict(rq_state)
         self.rq.eval()
         self.codes = torch.from_numpy(state["codes"])

@@ -54,8 +54,11 @@ def run_epochs(
         out_of_time = (
             max_minutes > 0 and spent * (epoch + 2 - first) / (epoch + 1 - first) > 60 * max_minutes
         )
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": round(loss, 5),
-                               "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": round(loss, 5),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         if validate is not None and (
             (epoch + 1) % eval_every == 0 or epoch + 1 == epochs or out_of_time
         ):
@@ -88,3 +91,31 @@ def loop_meta(state: LoopState) -> dict[str, Any]:
         "best_epoch": state.best_epoch,
         "best_valid_ndcg@10": state.best if state.best > -math.inf else None,
     }
+
+
+def train_by_epochs(
+    model: Any,
+    net: nn.Module,
+    epoch_fn: Callable[[int], float],
+    validator: Callable[[Any], float] | None,
+    state: LoopState | None = None,
+    after_epoch: Callable[[LoopState], None] | None = None,
+) -> LoopState:
+    """`run_epochs` with the schedule from `model.config` (epochs, eval_every, patience,
+    max_minutes, progress); the run's log lands in `model.meta`."""
+    c = model.config
+    state = run_epochs(
+        net,
+        epoch_fn,
+        epochs=c.epochs,
+        validate=None if validator is None else (lambda: validator(model)),
+        eval_every=c.eval_every,
+        patience=c.patience,
+        max_minutes=c.max_minutes,
+        state=state,
+        after_epoch=after_epoch,
+        desc=model.name,
+        progress=c.progress,
+    )
+    model.meta.update(loop_meta(state))
+    return state

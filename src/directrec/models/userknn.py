@@ -61,10 +61,12 @@ class UserKNN(Recommender):
         kk = min(self.config.neighbours, self.pool.shape[0])
         top = torch.topk(sims, kk, dim=1)
         w = sp.csr_matrix(
-            (top.values.clamp(min=0).reshape(-1).numpy(),
-             (np.repeat(np.arange(len(histories)), kk), top.indices.reshape(-1).numpy())),
+            (
+                top.values.clamp(min=0).reshape(-1).numpy(),
+                (np.repeat(np.arange(len(histories)), kk), top.indices.reshape(-1).numpy()),
+            ),
             shape=(len(histories), self.pool.shape[0]),
-        )  # fmt: skip
+        )
         return torch.from_numpy((w @ self.pool).toarray().astype(np.float32))
 
     def _state(self) -> dict[str, np.ndarray]:

@@ -57,8 +57,13 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        svc.batcher = Batcher(svc.run_batch, cfg.max_batch, cfg.batch_wait_ms / 1000,
-                              max_queue=cfg.max_inflight * 4, timeout=cfg.request_timeout)  # fmt: skip
+        svc.batcher = Batcher(
+            svc.run_batch,
+            cfg.max_batch,
+            cfg.batch_wait_ms / 1000,
+            max_queue=cfg.max_inflight * 4,
+            timeout=cfg.request_timeout,
+        )
         svc.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, svc.load)
         watcher = threading.Thread(target=svc.watch, daemon=True, name="registry-watch")
@@ -69,8 +74,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         svc.histories.close()
         svc.feedback.close()
 
-    app = FastAPI(title="directrec", version="1", lifespan=lifespan,
-                  description="Generated recommendation lists, feedback, items.")  # fmt: skip
+    app = FastAPI(
+        title="directrec",
+        version="1",
+        lifespan=lifespan,
+        description="Generated recommendation lists, feedback, items.",
+    )
     app.state.service = svc
 
     # -------------------------------------------------------------- errors
@@ -83,8 +92,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-                  for e in exc.errors()][:20]  # fmt: skip
+        fields = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ][:20]
         return error_response(422, "invalid request", fields=fields)
 
     @app.exception_handler(Exception)
@@ -95,15 +106,21 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     # -------------------------------------------------------------- helpers
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         if not svc.admin_ok(authorization):
-            raise HTTPException(401, "admin endpoints need Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                401,
+                "admin endpoints need Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def feedback_auth(authorization: Annotated[str | None, Header()] = None) -> None:
         if cfg.feedback_token and not hmac.compare_digest(
             (authorization or "").encode(), f"Bearer {cfg.feedback_token}".encode()
         ):
-            raise HTTPException(401, "feedback needs Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                401,
+                "feedback needs Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     def check_k(k: int) -> None:
         if k > cfg.max_k:
@@ -134,12 +151,19 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(500, f"generation failed for this batch: {e}") from None
 
     def listing(res: dict, user: str | None) -> JSONResponse:
-        items = [{"rank": n + 1, **svc.item_view(i), "score": s}
-                 for n, (i, s) in enumerate(zip(res["items"], res["scores"], strict=True))]  # fmt: skip
+        items = [
+            {"rank": n + 1, **svc.item_view(i), "score": s}
+            for n, (i, s) in enumerate(zip(res["items"], res["scores"], strict=True))
+        ]
         for it, why in zip(items, res.get("reasons", []), strict=False):
             it.update(why)
-        body = {"user_id": user, "model_version": res["version"], "fallback": res["fallback"],
-                "history_used": res["history_used"], "items": items}  # fmt: skip
+        body = {
+            "user_id": user,
+            "model_version": res["version"],
+            "fallback": res["fallback"],
+            "history_used": res["history_used"],
+            "items": items,
+        }
         return JSONResponse(body, headers={"X-Model-Version": res["version"]})
 
     # -------------------------------------------------------------- endpoints
@@ -151,8 +175,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> Response:
-        return Response(FAVICON, media_type="image/svg+xml",
-                        headers={"Cache-Control": "max-age=86400"})  # fmt: skip
+        return Response(
+            FAVICON, media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"}
+        )
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -168,23 +193,29 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(svc.metrics.registry),
-                        media_type="text/plain; version=0.0.4")  # fmt: skip
+        return Response(
+            generate_latest(svc.metrics.registry), media_type="text/plain; version=0.0.4"
+        )
 
     @app.get("/v1/users")
     def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
         return {"users": svc.histories.users(limit)}
 
     @app.get("/v1/users/{user_id}")
-    def user(user_id: Annotated[str, PathParam(max_length=256)],
-             limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> dict:  # fmt: skip
+    def user(
+        user_id: Annotated[str, PathParam(max_length=256)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    ) -> dict:
         got = svc.histories.get(path_text(user_id))
         if got is None:
             raise HTTPException(404, f"unknown user {user_id!r}")
         seq, dislikes = got
-        return {"user_id": user_id, "interactions": len(seq),
-                "history": [svc.item_view(i) for i in reversed(seq[-limit:])],
-                "dislikes": sorted(dislikes)[:limit]}  # fmt: skip
+        return {
+            "user_id": user_id,
+            "interactions": len(seq),
+            "history": [svc.item_view(i) for i in reversed(seq[-limit:])],
+            "dislikes": sorted(dislikes)[:limit],
+        }
 
     @app.get("/v1/users/{user_id}/recommendations")
     async def user_recommendations(
@@ -198,12 +229,22 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         check_k(k)
         got = await asyncio.to_thread(svc.histories.get, path_text(user_id))
         if got is None:
-            raise HTTPException(404, f"unknown user {user_id!r}; POST /v1/recommendations "
-                                     "with a history for new users")  # fmt: skip
+            raise HTTPException(
+                404,
+                f"unknown user {user_id!r}; POST /v1/recommendations with a history for new users",
+            )
         seq, dislikes = got
         exclude = set(seq) | dislikes if exclude_seen else dislikes
-        job = Job(user_id, seq, k, exclude_seen, exclude, set(exclude_categories or []),
-                  diversity, explain)  # fmt: skip
+        job = Job(
+            user_id,
+            seq,
+            k,
+            exclude_seen,
+            exclude,
+            set(exclude_categories or []),
+            diversity,
+            explain,
+        )
         return listing(await generate(job), user_id)
 
     @app.post("/v1/recommendations")
@@ -216,8 +257,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if body.query:  # text encoding is CPU work: off the event loop
             history = await asyncio.to_thread(svc.query_history, body.query) + history
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
-        job = Job(None, history, body.k, body.exclude_seen, exclude,
-                  set(body.exclude_categories), body.diversity, body.explain)  # fmt: skip
+        job = Job(
+            None,
+            history,
+            body.k,
+            body.exclude_seen,
+            exclude,
+            set(body.exclude_categories),
+            body.diversity,
+            body.explain,
+        )
         return listing(await generate(job), None)
 
     @app.post("/v1/feedback", dependencies=[Depends(feedback_auth)])
@@ -226,16 +275,28 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
         now = time.time()
-        events = [Event(e.user_id, e.item_id, e.type, e.timestamp if e.timestamp is not None
-                        else now, e.value, e.idempotency_key or "") for e in body.events]  # fmt: skip
+        events = [
+            Event(
+                e.user_id,
+                e.item_id,
+                e.type,
+                e.timestamp if e.timestamp is not None else now,
+                e.value,
+                e.idempotency_key or "",
+            )
+            for e in body.events
+        ]
         fresh = svc.feedback.add(events)  # returns once durable
         for e, new in zip(events, fresh, strict=True):
             if new:
                 svc.histories.add(e)
         svc.metrics.feedback.labels("stored").inc(sum(fresh))
         svc.metrics.feedback.labels("duplicate").inc(len(fresh) - sum(fresh))
-        return {"stored": sum(fresh), "duplicates": len(fresh) - sum(fresh),
-                "results": ["stored" if f else "duplicate" for f in fresh]}  # fmt: skip
+        return {
+            "stored": sum(fresh),
+            "duplicates": len(fresh) - sum(fresh),
+            "results": ["stored" if f else "duplicate" for f in fresh],
+        }
 
     @app.get("/v1/items/{item_id}")
     def item(item_id: Annotated[str, PathParam(max_length=256)]) -> dict:
@@ -243,8 +304,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if raw not in svc.catalogue.titles:
             raise HTTPException(404, f"unknown item {item_id!r}")
         known = svc.loaded is not None and svc.loaded.items.index(raw) >= 0
-        return {**svc.item_view(raw), "text": svc.catalogue.texts.get(raw, ""),
-                "known_to_model": known}  # fmt: skip
+        return {
+            **svc.item_view(raw),
+            "text": svc.catalogue.texts.get(raw, ""),
+            "known_to_model": known,
+        }
 
     @app.get("/v1/items")
     def items(
@@ -260,16 +324,23 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         q = encode([path_text(query)])[0]
         sims = vectors @ q
         top = np.argsort(-sims, kind="stable")[:k]
-        return {"query": query, "items": [{**svc.item_view(svc.catalogue.ids[i]),
-                                           "score": float(sims[i])} for i in top]}  # fmt: skip
+        return {
+            "query": query,
+            "items": [
+                {**svc.item_view(svc.catalogue.ids[i]), "score": float(sims[i])} for i in top
+            ],
+        }
 
     @app.post("/v1/admin/reload", dependencies=[Depends(admin)])
     def reload(body: ReloadIn | None = None) -> dict:
         try:
             loaded = svc.load(body.version if body else None)
         except Exception as e:
-            raise HTTPException(409, f"reload rejected, still serving "
-                                     f"{svc.loaded.version if svc.loaded else 'nothing'}: {e}") from e  # fmt: skip
+            raise HTTPException(
+                409,
+                f"reload rejected, still serving "
+                f"{svc.loaded.version if svc.loaded else 'nothing'}: {e}",
+            ) from e
         return {"model_version": loaded.version}
 
     @app.post("/v1/admin/update", dependencies=[Depends(admin)], status_code=202)
@@ -283,9 +354,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         body = body or UpdateIn()
 
         def work() -> dict:
-            version, facts = update_model(cfg.model, cfg.db, svc.feedback.path, cfg.model,
-                                          epochs=body.epochs, tolerance=body.tolerance,
-                                          min_gate_users=body.min_gate_users)  # fmt: skip
+            version, facts = update_model(
+                cfg.model,
+                cfg.db,
+                svc.feedback.path,
+                cfg.model,
+                epochs=body.epochs,
+                tolerance=body.tolerance,
+                min_gate_users=body.min_gate_users,
+            )
             if version is not None:
                 svc.load(version)
             return {"model_version": version, **facts}
@@ -293,8 +370,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         job_id = svc.updates.start(work)
         if job_id is None:
             raise HTTPException(409, f"an update job is already running ({svc.updates.running})")
-        return JSONResponse({"job_id": job_id, "status": "running",
-                             "status_url": f"/v1/admin/jobs/{job_id}"}, 202)  # fmt: skip
+        return JSONResponse(
+            {"job_id": job_id, "status": "running", "status_url": f"/v1/admin/jobs/{job_id}"}, 202
+        )
 
     @app.get("/v1/admin/jobs/{job_id}", dependencies=[Depends(admin)])
     def job(job_id: Annotated[str, PathParam(max_length=64)]) -> dict:
@@ -307,5 +385,3 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     app.add_middleware(BodyLimit, limit=cfg.max_body)
     app.add_middleware(Admission, service=svc, max_inflight=cfg.max_inflight)
     return app
-
-

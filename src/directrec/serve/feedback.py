@@ -73,8 +73,10 @@ class FeedbackLog:
         """Store events in one transaction; returns, per event, whether it was new (False:
         its idempotency key was already stored). Returns only once durable."""
         now = time.time()
-        rows = [(e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now)
-                for e in events]  # fmt: skip
+        rows = [
+            (e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now)
+            for e in events
+        ]
         fresh = []
         with self._lock:
             self._con.execute("BEGIN IMMEDIATE")
@@ -94,23 +96,20 @@ class FeedbackLog:
 
     def events(self, after_seq: int = 0) -> list[tuple[int, Event]]:
         """Events stored after `after_seq`, in arrival order."""
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT seq, user_id, item_id, type, ts, value, key FROM events WHERE seq > ? "
-                "ORDER BY seq",
-                (after_seq,),
-            ).fetchall()
-        return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+        return self._select("seq > ?", after_seq)
 
     def events_of(self, user_id: str) -> list[Event]:
         """One user's events in arrival order (indexed: a service reads them on demand)."""
+        return [e for _, e in self._select("user_id = ?", user_id)]
+
+    def _select(self, where: str, param: object) -> list[tuple[int, Event]]:
         with self._lock:
             rows = self._con.execute(
-                "SELECT user_id, item_id, type, ts, value, key FROM events WHERE user_id = ? "
-                "ORDER BY seq",
-                (user_id,),
+                "SELECT seq, user_id, item_id, type, ts, value, key FROM events "
+                f"WHERE {where} ORDER BY seq",
+                (param,),
             ).fetchall()
-        return [Event(*r) for r in rows]
+        return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
 
     def last_seq(self) -> int:
         with self._lock:

@@ -13,17 +13,34 @@ from typing import Any
 
 from directrec.serve.schemas import error_response
 
-ROUTES = {"/", "/healthz", "/readyz", "/metrics", "/favicon.ico", "/v1/users", "/v1/users/{id}",
-          "/v1/users/{id}/recommendations", "/v1/recommendations", "/v1/feedback",
-          "/v1/items/{id}", "/v1/items", "/v1/admin/reload", "/v1/admin/update",
-          "/v1/admin/jobs/{id}"}  # fmt: skip
+ROUTES = {
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/favicon.ico",
+    "/v1/users",
+    "/v1/users/{id}",
+    "/v1/users/{id}/recommendations",
+    "/v1/recommendations",
+    "/v1/feedback",
+    "/v1/items/{id}",
+    "/v1/items",
+    "/v1/admin/reload",
+    "/v1/admin/update",
+    "/v1/admin/jobs/{id}",
+}
 SHED_PATHS = ("/v1/users", "/v1/recommendations", "/v1/feedback", "/v1/items")
 
 
 def route_label(path: str) -> str:
     """A bounded label for metrics (ids collapsed), 'other' for anything unknown."""
     if path.startswith("/v1/users/"):
-        path = "/v1/users/{id}/recommendations" if path.endswith("/recommendations") else "/v1/users/{id}"
+        path = (
+            "/v1/users/{id}/recommendations"
+            if path.endswith("/recommendations")
+            else "/v1/users/{id}"
+        )
     elif path.startswith("/v1/items/"):
         path = "/v1/items/{id}"
     elif path.startswith("/v1/admin/jobs/"):

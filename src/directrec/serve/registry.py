@@ -113,8 +113,12 @@ def publish(model_dir: str | Path, registry: str | Path, make_current: bool = Tr
                 shutil.copyfile(f, tmp / f.name)
                 files[f.name] = sha256(tmp / f.name)
         config = json.loads((tmp / "config.json").read_text())
-        manifest = {"model": config.get("model"), "created": time.time(), "files": files,
-                    "source": str(model_dir)}  # fmt: skip
+        manifest = {
+            "model": config.get("model"),
+            "created": time.time(),
+            "files": files,
+            "source": str(model_dir),
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():  # durable before it becomes visible
             with open(f, "rb") as fh:

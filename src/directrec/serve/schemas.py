@@ -62,9 +62,11 @@ class FeedbackIn(Strict):
 class AdHocIn(Strict):
     history: list[Id] = Field(default_factory=list, max_length=1000)
     query: str | None = Field(
-        None, min_length=1, max_length=500,
+        None,
+        min_length=1,
+        max_length=500,
         description="a new user's wish in words: its nearest items become the history",
-    )  # fmt: skip
+    )
     k: int = Field(10, ge=1)
     exclude_seen: bool = True
     exclude_items: list[Id] = Field(default_factory=list, max_length=1000)

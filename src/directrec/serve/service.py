@@ -53,7 +53,6 @@ class ServeConfig:
     request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
 
 
-
 @dataclass
 class Loaded:
     """One model version, ready to serve. Immutable once built: a swap replaces it."""
@@ -163,8 +162,9 @@ class UpdateJobs:
             job_id = secrets.token_hex(8)
             self.running = job_id
             self.jobs[job_id] = {"job_id": job_id, "status": "running", "started": time.time()}
-        threading.Thread(target=self._run, args=(job_id, work), daemon=True,
-                         name=f"update-{job_id}").start()  # fmt: skip
+        threading.Thread(
+            target=self._run, args=(job_id, work), daemon=True, name=f"update-{job_id}"
+        ).start()
         return job_id
 
     def _run(self, job_id: str, work: Callable[[], dict]) -> None:
@@ -187,22 +187,33 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("directrec_requests_total", "HTTP requests",
-                                ["route", "method", "status"], registry=r)  # fmt: skip
+        self.requests = Counter(
+            "directrec_requests_total", "HTTP requests", ["route", "method", "status"], registry=r
+        )
         self.latency = Histogram(
-            "directrec_request_seconds", "Request latency", ["route"], registry=r,
+            "directrec_request_seconds",
+            "Request latency",
+            ["route"],
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5),
-        )  # fmt: skip
+        )
         self.shed = Counter("directrec_shed_total", "Requests shed under load", registry=r)
         self.inflight = Gauge("directrec_inflight", "Requests in flight", registry=r)
-        self.batch = Histogram("directrec_batch_size", "Requests per model call", registry=r,
-                               buckets=(1, 2, 4, 8, 16, 32, 64))  # fmt: skip
-        self.feedback = Counter("directrec_feedback_events_total", "Feedback events",
-                                ["result"], registry=r)  # fmt: skip
-        self.reloads = Counter("directrec_model_reloads_total", "Model swaps", ["result"],
-                               registry=r)  # fmt: skip
-        self.version = Gauge("directrec_model_info", "Served model version", ["version"],
-                             registry=r)  # fmt: skip
+        self.batch = Histogram(
+            "directrec_batch_size",
+            "Requests per model call",
+            registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+        )
+        self.feedback = Counter(
+            "directrec_feedback_events_total", "Feedback events", ["result"], registry=r
+        )
+        self.reloads = Counter(
+            "directrec_model_reloads_total", "Model swaps", ["result"], registry=r
+        )
+        self.version = Gauge(
+            "directrec_model_info", "Served model version", ["version"], registry=r
+        )
 
 
 class Service:
@@ -247,8 +258,10 @@ class Service:
         if c.vectors is None and any(c.titles.values()):
             from directrec.text.encoder import encode
 
-            docs = [". ".join(p for p in (c.titles[i], ", ".join(c.categories[i]), c.texts[i])
-                              if p) for i in c.ids]  # fmt: skip
+            docs = [
+                ". ".join(p for p in (c.titles[i], ", ".join(c.categories[i]), c.texts[i]) if p)
+                for i in c.ids
+            ]
             c.vectors = encode(docs)
         if c.vectors is not None and not self.encoder_warm:  # load the query encoder now,
             from directrec.text.encoder import encode  # not during the first request
@@ -320,25 +333,38 @@ class Service:
         pipeline every other caller uses."""
         items = loaded.items
         users = [loaded.users.index(j.user) if j.user else -1 for j in jobs]
-        hists = Histories.from_raw([j.history[-self.cfg.max_history :] for j in jobs], items,
-                                   users)  # fmt: skip
+        hists = Histories.from_raw([j.history[-self.cfg.max_history :] for j in jobs], items, users)
         excludes = [idx[idx >= 0] for idx in (items.indices(sorted(j.exclude)) for j in jobs)]
         options = [
-            ListOptions(k=min(j.k, loaded.model.n_items), exclude_seen=j.exclude_seen,
-                        exclude_categories=frozenset(j.categories), diversity=j.diversity,
-                        explain=j.explain, pool_factor=self.cfg.diversity_pool)
+            ListOptions(
+                k=min(j.k, loaded.model.n_items),
+                exclude_seen=j.exclude_seen,
+                exclude_categories=frozenset(j.categories),
+                diversity=j.diversity,
+                explain=j.explain,
+                pool_factor=self.cfg.diversity_pool,
+            )
             for j in jobs
-        ]  # fmt: skip
+        ]
         lists = build_lists(loaded.model, hists, options, exclude=excludes, info=loaded.info)
         self.metrics.batch.observe(len(jobs))
         out = []
         for n, rec in enumerate(lists):
-            res = {"items": [str(items.ids[i]) for i in rec.items],
-                   "scores": [finite_or_none(x) for x in rec.scores],
-                   "fallback": rec.fallback, "history_used": int(hists.lengths()[n])}  # fmt: skip
+            res = {
+                "items": [str(items.ids[i]) for i in rec.items],
+                "scores": [finite_or_none(x) for x in rec.scores],
+                "fallback": rec.fallback,
+                "history_used": int(hists.lengths()[n]),
+            }
             if rec.reasons is not None:
-                res["reasons"] = [{"reason": x.text, "evidence": [str(items.ids[e]) for e in x.evidence],
-                                   "rank_places_lost": x.influence} for x in rec.reasons]  # fmt: skip
+                res["reasons"] = [
+                    {
+                        "reason": x.text,
+                        "evidence": [str(items.ids[e]) for e in x.evidence],
+                        "rank_places_lost": x.influence,
+                    }
+                    for x in rec.reasons
+                ]
             out.append(res)
         return out
 
@@ -366,8 +392,9 @@ class Service:
 
     def admin_ok(self, authorization: str | None) -> bool:
         """Constant-time comparison of the bearer token."""
-        return hmac.compare_digest((authorization or "").encode(),
-                                   f"Bearer {self.admin_token}".encode())  # fmt: skip
+        return hmac.compare_digest(
+            (authorization or "").encode(), f"Bearer {self.admin_token}".encode()
+        )
 
     def item_view(self, raw: str) -> dict[str, Any]:
         c = self.catalogue

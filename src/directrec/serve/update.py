@@ -58,8 +58,9 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
     store_seen = model.meta.get("store_seq")
     fb_seen = int(model.meta.get("feedback_seq", 0))
     line = inter["line"].to_numpy(dtype=np.int64)
-    rows = rows.assign(order=np.arange(len(rows)),
-                       unseen=line > store_seen if store_seen is not None else False)  # fmt: skip
+    rows = rows.assign(
+        order=np.arange(len(rows)), unseen=line > store_seen if store_seen is not None else False
+    )
     seq = 0
     if feedback is not None and Path(feedback).exists():
         log = FeedbackLog(feedback)
@@ -95,12 +96,26 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
     i = item_map.indices(rows["item_id"].tolist())
     ts = rows["timestamp"].to_numpy(dtype="float64", na_value=0.0)
     order = np.argsort(u, kind="stable")
-    data = Interactions(u[order], i[order], n_users=len(users), n_items=len(item_map),
-                        timestamp=ts[order].astype(np.int64))  # fmt: skip
+    data = Interactions(
+        u[order],
+        i[order],
+        n_users=len(users),
+        n_items=len(item_map),
+        timestamp=ts[order].astype(np.int64),
+    )
     unseen = rows["unseen"].to_numpy(dtype=bool)[order]
     store_seq = int(line.max(initial=0))
-    return LoopData(data, users, item_map, catalog_for(items, item_map.ids), seq, store_seq,
-                    unseen, len(new_u), len(new_i))  # fmt: skip
+    return LoopData(
+        data,
+        users,
+        item_map,
+        catalog_for(items, item_map.ids),
+        seq,
+        store_seq,
+        unseen,
+        len(new_u),
+        len(new_i),
+    )
 
 
 class GrownIndex(Recommender):
@@ -170,34 +185,54 @@ def update_model(
     targets = split.test_targets
     last_row = ld.interactions.indptr[targets.users + 1] - 1
     fresh = ld.unseen[last_row]
-    gate = Targets(targets.users[fresh], np.arange(int(fresh.sum()) + 1),
-                   targets.items[targets.indptr[:-1]][fresh])  # fmt: skip
+    gate = Targets(
+        targets.users[fresh],
+        np.arange(int(fresh.sum()) + 1),
+        targets.items[targets.indptr[:-1]][fresh],
+    )
     ndcg_new = ndcg_old = None
     if len(gate) >= max(min_gate_users, 1):
         ndcg_new = evaluate(new, fit, gate, (10,)).metrics["ndcg@10"]
         served = GrownIndex(model, ld.interactions.n_users, ld.interactions.n_items)
         ndcg_old = evaluate(served, fit, gate, (10,)).metrics["ndcg@10"]
     new.meta.update(
-        user_ids=ld.users.ids.tolist(), item_ids=ld.items.ids.tolist(), feedback_seq=ld.feedback_seq,
-        store_seq=ld.store_seq, parent_version=parent, data_fingerprint=ld.interactions.fingerprint(),
-        update_valid_ndcg10=ndcg_new, parent_valid_ndcg10=ndcg_old,
-    )  # fmt: skip
-    facts: dict = {"parent": parent, "interactions": len(ld.interactions),
-                   "new_users": ld.new_users, "new_items": ld.new_items,
-                   "feedback_seq": ld.feedback_seq, "epochs": epochs,
-                   "warm_start": model.capabilities.warm_start, "fit_seconds": round(fit_s, 2),
-                   "gate_users": len(gate), "valid_ndcg@10": ndcg_new,
-                   "served_valid_ndcg@10": ndcg_old,
-                   "gate": "compared" if ndcg_new is not None else
-                           f"skipped: {len(gate)} users with unseen interactions "
-                           f"(< {min_gate_users})"}  # fmt: skip
+        user_ids=ld.users.ids.tolist(),
+        item_ids=ld.items.ids.tolist(),
+        feedback_seq=ld.feedback_seq,
+        store_seq=ld.store_seq,
+        parent_version=parent,
+        data_fingerprint=ld.interactions.fingerprint(),
+        update_valid_ndcg10=ndcg_new,
+        parent_valid_ndcg10=ndcg_old,
+    )
+    facts: dict = {
+        "parent": parent,
+        "interactions": len(ld.interactions),
+        "new_users": ld.new_users,
+        "new_items": ld.new_items,
+        "feedback_seq": ld.feedback_seq,
+        "epochs": epochs,
+        "warm_start": model.capabilities.warm_start,
+        "fit_seconds": round(fit_s, 2),
+        "gate_users": len(gate),
+        "valid_ndcg@10": ndcg_new,
+        "served_valid_ndcg@10": ndcg_old,
+        "gate": "compared"
+        if ndcg_new is not None
+        else f"skipped: {len(gate)} users with unseen interactions (< {min_gate_users})",
+    }
     Path(out_registry).mkdir(parents=True, exist_ok=True)
     if ndcg_new is not None and ndcg_new < ndcg_old * (1 - tolerance):
         kept = Path(out_registry) / ".rejected" / f"from-{parent or 'model'}-{time.time_ns()}"
         new.save(kept)
-        facts |= {"published": False, "kept_at": str(kept), "reason": (
-            f"validation NDCG@10 {ndcg_new:.4f} is {100 * (1 - ndcg_new / ndcg_old):.1f}% below "
-            f"the served version's {ndcg_old:.4f} (tolerance {100 * tolerance:g}%)")}  # fmt: skip
+        facts |= {
+            "published": False,
+            "kept_at": str(kept),
+            "reason": (
+                f"validation NDCG@10 {ndcg_new:.4f} is {100 * (1 - ndcg_new / ndcg_old):.1f}% below "
+                f"the served version's {ndcg_old:.4f} (tolerance {100 * tolerance:g}%)"
+            ),
+        }
         return None, facts
     with tempfile.TemporaryDirectory(dir=out_registry, prefix=".update.") as tmp:
         new.save(Path(tmp) / "model")

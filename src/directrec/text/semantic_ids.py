@@ -133,8 +133,9 @@ def train_rqvae(embeddings: np.ndarray, c: RQVAEConfig) -> tuple[RQVAE, list[dic
                 used[level, codes[:, level]] = True
         if epoch >= 1 and epoch < c.epochs - 1:
             _reset_dead_codes(model, x, used)
-        log.append({"epoch": epoch + 1, "recon": total / len(x),
-                    "usage": used.float().mean(1).tolist()})  # fmt: skip
+        log.append(
+            {"epoch": epoch + 1, "recon": total / len(x), "usage": used.float().mean(1).tolist()}
+        )
     model.eval()
     return model, log
 
