@@ -37,7 +37,9 @@ def main() -> None:
     model_cls = create(args.model)
     if model_cls.capabilities.needs_text:
         ds.catalog.embeddings = item_embeddings(ds, args.db)
-    fit, seen, targets = leave_one_out(ds.interactions).stage("valid", args.max_history)
+    split = leave_one_out(ds.interactions)
+    fit, seen, targets = split.stage("valid", args.max_history)
+    inputs = split.inputs("valid", args.max_history)
     axes = [(g.split("=")[0], g.split("=")[1].split(",")) for g in args.grid]
     rows = []
     for values in itertools.product(*[v for _, v in axes]):
@@ -46,7 +48,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model = create(args.model, settings).fit(fit, ds.catalog)
         fit_s = time.perf_counter() - t0
-        m = evaluate(model, fit, targets, (10,), seen=seen).metrics
+        m = evaluate(model, inputs, targets, (10,), seen=seen).metrics
         rows.append(
             {
                 "settings": settings,

@@ -75,14 +75,34 @@ def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict
     return result
 
 
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """directrec: generative recommendation, with honest baselines."""
+    _DEBUG["on"] = debug
+
+
 def _run_guarded(fn, *args, **kwargs):
-    """Turn expected user errors into a clean message and exit code 2."""
+    """Expected user errors: a clean message and exit code 2. Anything else: one line and
+    exit code 1 (the traceback with --debug), never a bare traceback."""
     from directrec.data.schema import DataError
 
     try:
         return fn(*args, **kwargs)
     except (DataError, ValueError, FileNotFoundError) as e:  # DataError names file:line:field
         fail(str(e))
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if _DEBUG["on"]:
+            raise
+        fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -186,7 +206,12 @@ def benchmark(
     ] = "loo",
     k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
     task: Annotated[str, typer.Option(help="topn | rating")] = "topn",
-    max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
+    max_history: Annotated[
+        int | None, typer.Option(help="models read each user's last N items (input context)")
+    ] = None,
+    cap_training: Annotated[
+        bool, typer.Option(help="old rule: --max-history also deletes older training data")
+    ] = False,
     stage: Annotated[str, typer.Option(help="test (fit train+valid) | valid (fit train)")] = "test",
     seed: Annotated[int, typer.Option()] = 42,
     settings: Annotated[
@@ -234,6 +259,7 @@ def benchmark(
         split=split,
         ks=ks,
         max_history=max_history,
+        cap_training=cap_training,
         seed=seed,
         stage=stage,
         settings=parse_settings(settings, names),

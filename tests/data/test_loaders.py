@@ -154,3 +154,52 @@ def test_literal_eval_never_runs_code(tmp_path):
 def test_unknown_format():
     with pytest.raises(DataError, match="unknown format"):
         loaders.load("xml", "x")
+
+
+def test_explicit_item_mapping_wins_over_a_movielens_file_name(tmp_path):
+    """A catalogue called movies.csv in someone else's layout: with --item-columns it is
+    read by the mapping, and a missing mapped column is a DataError naming file and field."""
+    inter = tmp_path / "log.csv"
+    inter.write_text("uid,iid,ts\nu1,m1,1\nu1,m2,2\n")
+    movies = tmp_path / "movies.csv"
+    movies.write_text("Id,Name,Tags\nm1,Alpha,x|y\nm2,Beta,z\n")
+    raw = loaders.load(
+        "csv", inter, movies, "user=uid,item=iid,time=ts", "id=Id,title=Name,categories=Tags"
+    )
+    assert raw.items["title"].tolist() == ["Alpha", "Beta"]
+    assert raw.items["categories"].tolist() == [["x", "y"], ["z"]]
+    with pytest.raises(DataError, match=r"movies\.csv:1: field 'Nope'"):
+        loaders.load("csv", inter, movies, "user=uid,item=iid,time=ts", "id=Nope,title=Name")
+    # Without a mapping the name still means MovieLens, and its missing columns are named too.
+    with pytest.raises(DataError, match=r"movies\.csv:1: field '(movieId|title)'"):
+        loaders.load("csv", inter, movies, "user=uid,item=iid,time=ts")
+
+
+def test_cli_never_ends_in_a_traceback(tmp_path):
+    """Bad input: exit 2 and one line; --debug is accepted by every command."""
+    from typer.testing import CliRunner
+
+    from directrec.cli import app
+
+    inter = tmp_path / "log.csv"
+    inter.write_text("uid,iid,ts\nu1,m1,1\n")
+    movies = tmp_path / "movies.csv"
+    movies.write_text("Id,Name\nm1,Alpha\n")
+    args = [
+        "ingest",
+        "--format",
+        "csv",
+        "--interactions",
+        str(inter),
+        "--columns",
+        "user=uid,item=iid,time=ts",
+        "--items",
+        str(movies),
+        "--db",
+        str(tmp_path / "s.duckdb"),
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "movies.csv:1: field 'title'" in res.output
+    res = CliRunner().invoke(app, ["--debug", "info", "--db", str(tmp_path / "none.duckdb")])
+    assert res.exit_code == 2 and "Traceback" not in res.output

@@ -43,12 +43,15 @@ def test_leave_one_out_with_ties_broken_by_file_order():
     assert len(fit_v) == 4 and ids[targets_v.items].tolist() == ["d"]
 
 
-def test_history_cap_keeps_most_recent():
+def test_history_cap_limits_the_context_not_the_training_data():
     ds = Dataset.from_frames(frame([("u", c, t) for t, c in enumerate("abcdefg")]))
     s = leave_one_out(ds.interactions)
     fit, seen, _ = s.stage("test", max_history=2)
-    assert ds.items.ids[fit.item].tolist() == ["e", "f"]
-    assert len(seen) == 6  # exclusion still uses the full history
+    assert ds.items.ids[fit.item].tolist() == list("abcdef")  # training keeps everything
+    assert ds.items.ids[s.inputs("test", 2).item].tolist() == ["e", "f"]  # the context is capped
+    assert len(seen) == 6  # exclusion uses the full history
+    old, _, _ = s.stage("test", max_history=2, cap_training=True)  # the old rule, on request
+    assert ds.items.ids[old.item].tolist() == ["e", "f"]
 
 
 def test_temporal_split():

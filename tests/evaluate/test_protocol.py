@@ -108,3 +108,18 @@ def test_segments_by_history_length():
     r = evaluate(create("pop").fit(fit), fit, targets, ks=(5,), seen=seen)
     assert r.segments["<=5"]["users"] == 1 and r.segments[">20"]["users"] == 1
     assert r.segments["6-20"]["users"] == 0
+
+
+def test_history_cap_limits_inputs_not_what_models_learn(planted):
+    """--max-history: early-stopping and plain models learn from every interaction before
+    the targets, and read only the last N as context; --cap-training restores the old rule."""
+    split = leave_one_out(planted.interactions)
+    train_pairs = set(zip(split.train.user.tolist(), split.train.item.tolist(), strict=True))
+    model = Spy()
+    inputs = fit_model(model, split, "test", max_history=3)
+    assert model.fit_pairs == train_pairs
+    assert inputs.history_lengths().max() == 3
+    capped = Spy()
+    fit_model(capped, split, "test", max_history=3, cap_training=True)
+    assert len(capped.fit_pairs) < len(train_pairs)
+    assert max(np.bincount([u for u, _ in capped.fit_pairs])) <= 3

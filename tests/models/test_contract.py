@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from directrec.data.dataset import Interactions
+from directrec.data.dataset import Dataset, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.generate.pipeline import ListOptions, recommend
@@ -221,3 +221,40 @@ def test_update_warm_starts_or_refits_exactly(name, fitted, fit_data, planted_em
     a, b = model.score(h, k=10).numpy(), new.score(h, k=10).numpy()
     assert np.array_equal(np.isfinite(a), np.isfinite(b))
     np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory, planted_embedded):
+    """The planted data as a DuckDB store (same frames, so the same index)."""
+    from directrec.data.schema import RawData, make_interactions
+    from directrec.data.store import ingest
+    from directrec.text.encoder import item_embeddings
+    from tests.conftest import planted_frames
+
+    inter, items = planted_frames()
+    db = tmp_path_factory.mktemp("store") / "planted.duckdb"
+    frame = make_interactions(
+        inter["user_id"], inter["item_id"], timestamp=inter["timestamp"], rating=inter["rating"]
+    )
+    ingest(db, RawData(frame, items))
+    item_embeddings(Dataset.from_store(db), db)  # cache, as `benchmark` would
+    return db
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_saved_model_evaluates_like_the_one_in_memory(name, fitted, planted_store, tmp_path):
+    """`directrec evaluate` (load, map the store onto the model's index, no refit) gives
+    exactly the in-memory evaluation on the same split."""
+    from directrec.evaluate.protocol import evaluate
+    from directrec.evaluate.saved import evaluate_saved
+
+    model = fitted(name)
+    ds = Dataset.from_store(planted_store)
+    model.meta = {"user_ids": ds.users.ids.tolist(), "item_ids": ds.items.ids.tolist()}
+    doc = evaluate_saved(load_model(model.save(tmp_path / name)), planted_store, ks=(10,))
+    inputs, seen, targets = leave_one_out(ds.interactions).stage("test")
+    direct = evaluate(model, inputs, targets, (10,), seen=seen).metrics
+    saved = doc["results"][0]["metrics"]
+    assert saved["hr@10"] == pytest.approx(direct["hr@10"], abs=1e-6)
+    assert saved["ndcg@10"] == pytest.approx(direct["ndcg@10"], abs=1e-5)
+    assert doc["split"]["targets_unknown_item"] == 0

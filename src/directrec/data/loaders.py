@@ -89,6 +89,10 @@ def _read_delimited(
 
 
 def _require(df: pd.DataFrame, col: str, path: str) -> pd.Series:
+    if col not in df.columns:
+        raise DataError(
+            f"column {col!r} not found (have {list(df.columns)})", file=path, line=1, field=col
+        )
     s = df[col]
     bad = s.isna() | (s.str.strip() == "")
     if bad.any():
@@ -171,7 +175,8 @@ def _movielens_items(p: Path) -> pd.DataFrame:
     path = str(p)
     if p.suffix == ".csv":
         df = _read_delimited(read_text(p), path, ",", None, header=True)
-        titles, genres = df["title"], df["genres"].str.split("|")
+        titles = _require(df, "title", path)
+        genres = _require(df, "genres", path).str.split("|")
     elif p.name.startswith("u."):
         # u.item: id|title|release|video release|url|19 genre flags (latin-1)
         genre_names = [
@@ -466,10 +471,12 @@ def load_table(
 def load_item_table(
     path: str | Path, item_columns: str | None = None, sep_categories: str = "|"
 ) -> pd.DataFrame:
-    """An item catalogue as CSV/TSV/Parquet (or RecBole `.item`)."""
-    if str(path).endswith(".item"):
+    """An item catalogue as CSV/TSV/Parquet (or RecBole `.item`). MovieLens catalogues
+    are recognised by their file names only when no column mapping is given: an explicit
+    mapping always wins."""
+    if str(path).endswith(".item") and item_columns is None:
         return _recbole_items(path)
-    if Path(path).name in ("movies.dat", "u.item", "movies.csv"):
+    if Path(path).name in ("movies.dat", "u.item", "movies.csv") and item_columns is None:
         return _movielens_items(Path(path))
     cols = parse_mapping(item_columns, DEFAULT_ITEM_COLUMNS)
     df, p = _read_table(path)

@@ -57,20 +57,30 @@ class Split:
     test_targets: Targets
 
     def stage(
-        self, name: str, max_history: int | None = None
+        self, name: str, max_history: int | None = None, cap_training: bool = False
     ) -> tuple[Interactions, Interactions, Targets]:
         """(fit data, seen items to exclude, targets) for stage `valid` or `test`.
 
-        `max_history` keeps only each user's most recent interactions in the fit data (the
-        Amazon/TIGER protocol caps at 20); seen-item exclusion still uses the full history.
-        """
+        `max_history` caps what a model reads as a user's context (see `inputs`); the fit
+        data keeps every interaction before the targets, as TIGER-style implementations
+        do, unless `cap_training` (the old rule: the fit data is capped too). Seen-item
+        exclusion always uses the full history."""
+        full, targets = self._before(name)
+        return (full.last_n(max_history) if cap_training else full), full, targets
+
+    def inputs(self, name: str, max_history: int | None = None) -> Interactions:
+        """What models read as each user's history when scoring stage `name`: everything
+        before the targets, capped at each user's `max_history` most recent items."""
+        return self._before(name)[0].last_n(max_history)
+
+    def _before(self, name: str) -> tuple[Interactions, Targets]:
         if name == "valid":
             full, targets = self.train, self.valid_targets
         elif name == "test":
             full, targets = Interactions.concat(self.train, self.valid), self.test_targets
         else:
             raise ValueError(f"stage must be 'valid' or 'test', not {name!r}")
-        return full.last_n(max_history), full, targets
+        return full, targets
 
 
 def leave_one_out(data: Interactions, min_length: int = 3) -> Split:

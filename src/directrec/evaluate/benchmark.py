@@ -34,7 +34,8 @@ class BenchmarkSpec:
     task: str = "topn"  # or "rating"
     split: str = "loo"  # topn: loo | temporal; rating: random | temporal
     ks: list[int] = field(default_factory=lambda: [10, 20])
-    max_history: int | None = None
+    max_history: int | None = None  # cap on each user's input context (scoring)
+    cap_training: bool = False  # old rule: the cap also deletes older training interactions
     seed: int = 42
     stage: str = "test"  # topn: evaluate on test (fit train+valid) or valid (fit train)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → overrides
@@ -96,6 +97,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         ds.catalog,
         max_history=spec.max_history,
         valid_users=spec.valid_users,
+        cap_training=spec.cap_training,
     )
     fit_s = time.perf_counter() - t0
     feats = ds.catalog.embeddings

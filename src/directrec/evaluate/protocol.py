@@ -27,7 +27,6 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import Split, Targets
 from directrec.evaluate.metrics import (
-    METRICS,
     intra_list_diversity,
     novelty,
     ranking_metrics,
@@ -188,32 +187,41 @@ def fit_model(
     *,
     max_history: int | None = None,
     valid_users: int | None = None,
+    cap_training: bool = False,
 ) -> Interactions:
     """Fit `model` for `stage` by the protocol (module doc) and return the interactions
     its histories are read from when scoring that stage's targets.
 
     Stages: `valid` (fit on train, score validation), `test` (fit on train + validation,
     or train with early stopping on validation; score test), and `all` (deploy: fit on
-    everything, or everything but each user's last item with early stopping on it)."""
+    everything, or everything but each user's last item with early stopping on it).
+
+    `max_history` caps the context a model reads (its inputs), not what it learns from,
+    unless `cap_training` (the old rule: the fit data is capped too)."""
+
+    def cap(data: Interactions) -> Interactions:
+        return data.last_n(max_history) if cap_training else data
+
     if stage == "all":
         before_last = Interactions.concat(split.train, split.valid)
         everything = Interactions.concat(before_last, split.test)
-        inputs = everything.last_n(max_history)
         if model.capabilities.early_stopping:
-            fit = before_last.last_n(max_history)
-            check = validator(fit, split.test_targets, seen=before_last, max_users=valid_users)
-            model.fit(fit, catalog, validator=check)
+            check = validator(
+                before_last.last_n(max_history),
+                split.test_targets,
+                seen=before_last,
+                max_users=valid_users,
+            )
+            model.fit(cap(before_last), catalog, validator=check)
         else:
-            model.fit(inputs, catalog)
-        return inputs
-    inputs, _, _ = split.stage(stage, max_history)
+            model.fit(cap(everything), catalog)
+        return everything.last_n(max_history)
     if model.capabilities.early_stopping and stage == "test":
-        v_fit, v_seen, v_targets = split.stage("valid", max_history)
-        check = validator(v_fit, v_targets, seen=v_seen, max_users=valid_users)
+        v_fit, v_seen, v_targets = split.stage("valid", max_history, cap_training)
+        check = validator(
+            split.inputs("valid", max_history), v_targets, seen=v_seen, max_users=valid_users
+        )
         model.fit(v_fit, catalog, validator=check)
     else:
-        model.fit(inputs, catalog)
-    return inputs
-
-
-__all__ = ["METRICS", "EvalResult", "evaluate", "validator"]
+        model.fit(split.stage(stage, max_history, cap_training)[0], catalog)
+    return split.inputs(stage, max_history)

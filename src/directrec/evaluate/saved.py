@@ -75,7 +75,8 @@ def evaluate_saved(
     users[unknown] = max(model.n_users, len(model_users)) + np.arange(unknown.sum())
     n_users = int(users.max(initial=-1)) + 1
     sp = make_split(ds.interactions, split)
-    inputs, seen, targets = sp.stage(stage, max_history)
+    _, seen, targets = sp.stage(stage, max_history)
+    inputs = sp.inputs(stage, max_history)
     inputs = remap(inputs, users, items, n_users, model.n_items)
     seen = remap(seen, users, items, n_users, model.n_items)
     targets, dropped = _remap_targets(targets, users, items)

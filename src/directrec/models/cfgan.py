@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
+from directrec.models.transformer import resolve_device
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -43,14 +44,19 @@ class CFGAN(Recommender):
         zr_ratio: float = 0.3  # share of negatives pushed to zero (zero reconstruction)
         zr_weight: float = 0.1
         seed: int = 42
+        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
-        c, n = self.config, self.n_items
-        self.gen = mlp([n, c.hidden, c.hidden, n], nn.Sigmoid())
-        disc = mlp([2 * n, c.hidden, c.hidden, 1], nn.Sigmoid())
+        c, n, dev = self.config, self.n_items, self.device
+        self.gen = mlp([n, c.hidden, c.hidden, n], nn.Sigmoid()).to(dev)
+        disc = mlp([2 * n, c.hidden, c.hidden, 1], nn.Sigmoid()).to(dev)
         opt_g = torch.optim.Adam(self.gen.parameters(), lr=c.lr_g)
         opt_d = torch.optim.Adam(disc.parameters(), lr=c.lr_d)
         bce = nn.BCELoss()
@@ -60,11 +66,11 @@ class CFGAN(Recommender):
         for _ in tqdm(range(c.epochs), desc="cfgan", disable=not c.progress):
             rng.shuffle(users)
             for b in range(0, len(users), c.batch_size):
-                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())
+                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray()).to(dev)
                 neg = x == 0
                 pm = (torch.rand_like(x) < c.pm_ratio) & neg
                 zr = (torch.rand_like(x) < c.zr_ratio) & neg
-                ones, zeros = torch.ones(len(x), 1), torch.zeros(len(x), 1)
+                ones, zeros = torch.ones(len(x), 1, device=dev), torch.zeros(len(x), 1, device=dev)
                 # Discriminator: real vectors vs the generator's (partially masked) output.
                 fake = self.gen(x) * (x + pm)
                 d_loss = bce(disc(torch.cat([x, x], 1)), ones) + bce(
@@ -85,13 +91,13 @@ class CFGAN(Recommender):
 
     @torch.no_grad()
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        return self.gen(torch.from_numpy(histories.matrix().toarray()))
+        return self.gen(torch.from_numpy(histories.matrix().toarray()).to(self.device))
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.gen.state_dict().items()}
+        return {k: v.cpu().numpy() for k, v in self.gen.state_dict().items()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         c, n = self.config, self.n_items
         self.gen = mlp([n, c.hidden, c.hidden, n], nn.Sigmoid())
         self.gen.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-        self.gen.eval()
+        self.gen.to(self.device).eval()

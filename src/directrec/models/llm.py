@@ -32,6 +32,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import train_by_epochs
+from directrec.models.transformer import resolve_device
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -102,6 +103,7 @@ class LLMRec(Recommender):
 
     @dataclasses.dataclass
     class Config:
+        # architecture
         base_model: str = ""  # local HF causal-LM directory; "" = tiny built-in GPT-2
         tiny_dim: int = 64  # built-in model size
         tiny_layers: int = 2
@@ -112,22 +114,28 @@ class LLMRec(Recommender):
         lora_dropout: float = 0.05
         lora_targets: str = "all-linear"
         prompt_items: int = 10  # history titles in the prompt (most recent)
+        # training
         epochs: int = 3  # 0 = zero-shot
         samples_per_user: int = 4
         batch_size: int = 16
         lr: float = 5e-4
-        beam: int = 20
-        max_title_tokens: int = 32
         eval_every: int = 1
         patience: int = 2
         max_minutes: float = 0.0
-        device: str = "cpu"  # "cuda" on a GPU machine (the CPU wheel here has none)
         seed: int = 42
+        # generation and runtime
+        beam: int = 20
+        max_title_tokens: int = 32
+        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
 
     def __init__(self, config: LLMRec.Config | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
         self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
 
     # -------------------------------------------------------------- building
     def _build(self, catalog: Catalog | None, state: dict[str, np.ndarray] | None = None) -> None:
@@ -164,7 +172,7 @@ class LLMRec(Recommender):
                     task_type="CAUSAL_LM",
                 ),
             )
-        self.lm.to(c.device)
+        self.lm.to(self.device)
         self._index_titles()
 
     def _index_titles(self) -> None:
@@ -248,7 +256,7 @@ class LLMRec(Recommender):
         pairs = self._pairs(data, epoch)
         total = 0.0
         for b in range(0, len(pairs), c.batch_size):
-            ids, att, lab = (t.to(c.device) for t in self._batch(pairs[b : b + c.batch_size]))
+            ids, att, lab = (t.to(self.device) for t in self._batch(pairs[b : b + c.batch_size]))
             loss = self.lm(input_ids=ids, attention_mask=att, labels=lab).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,7 +268,7 @@ class LLMRec(Recommender):
     def loss_on(self, data: Interactions, epoch: int = 0) -> float:
         """Mean title loss on `data`'s (history, next item) pairs (no training)."""
         pairs = self._pairs(data, epoch)
-        ids, att, lab = (t.to(self.config.device) for t in self._batch(pairs))
+        ids, att, lab = (t.to(self.device) for t in self._batch(pairs))
         with torch.no_grad():
             return float(self.lm(input_ids=ids, attention_mask=att, labels=lab).loss)
 
@@ -310,7 +318,7 @@ class LLMRec(Recommender):
         prompts = [self.prompt(list(h), request) for h in histories]
         self.tok.padding_side = "left"
         enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.config.device) for k, v in enc.items()}
+        enc = {k: v.to(self.device) for k, v in enc.items()}
         width = enc["input_ids"].shape[1]
         wide = 2 * beam
 
@@ -378,7 +386,7 @@ class LLMRec(Recommender):
         seqs = [p + self.title_tokens[i] for i in candidates]
         n = max(map(len, seqs))
         pad = self.tok.pad_token_id
-        dev = self.config.device
+        dev = self.device
         ids = torch.tensor([s + [pad] * (n - len(s)) for s in seqs], device=dev)
         att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs], device=dev)
         logp = F.log_softmax(self.lm(input_ids=ids, attention_mask=att).logits[:, :-1].float(), -1)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.transformer import resolve_device
 
 
 class VAE(nn.Module):
@@ -49,13 +50,18 @@ class MultVAE(Recommender):
         batch_size: int = 500
         lr: float = 1e-3
         seed: int = 42
+        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
         c = self.config
-        self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
+        self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout).to(self.device)
         self.step = 0  # β is annealed from 0 over the first `anneal_steps` steps
         self._train(data, validator)
 
@@ -65,7 +71,7 @@ class MultVAE(Recommender):
         if data.n_items == old_n:
             return
         c = self.config
-        grown = VAE(data.n_items, c.hidden, c.latent, c.dropout)
+        grown = VAE(data.n_items, c.hidden, c.latent, c.dropout).to(self.device)
         with torch.no_grad():
             grown.enc.weight.zero_()
             grown.enc.weight[:, :old_n] = self.net.enc.weight
@@ -87,7 +93,7 @@ class MultVAE(Recommender):
         for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
             gen.shuffle(users)
             for b in range(0, len(users), c.batch_size):
-                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray())
+                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray()).to(self.device)
                 logits, kl = self.net(x)
                 nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
                 beta = min(c.beta_max, c.beta_max * step / max(c.anneal_steps, 1))
@@ -96,18 +102,19 @@ class MultVAE(Recommender):
                 loss.backward()
                 opt.step()
                 step += 1
+        self.step = step
         self.net.eval()
 
     @torch.no_grad()
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        return self.net(torch.from_numpy(histories.matrix().toarray()))[0]
+        return self.net(torch.from_numpy(histories.matrix().toarray()).to(self.device))[0]
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {k: v.numpy() for k, v in self.net.state_dict().items()}
+        return {k: v.cpu().numpy() for k, v in self.net.state_dict().items()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         c = self.config
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
         self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-        self.net.eval()
+        self.net.to(self.device).eval()
         self.step = c.anneal_steps  # a trained model is past β's annealing

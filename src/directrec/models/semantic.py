@@ -211,30 +211,31 @@ class SemanticID(Recommender):
 
     @dataclasses.dataclass
     class Config:
-        arch: str = (
-            "encdec"  # encdec (TIGER) | causal (decoder-only history); see docs/benchmarks.md
-        )
-        levels: int = 3
+        # architecture
+        arch: str = "encdec"  # encdec (TIGER) | causal (decoder-only); docs/benchmarks.md
+        levels: int = 3  # semantic-ID code levels (+ one uniqueness token)
         codebook: int = 256
         rq_latent: int = 32
-        rq_epochs: int = 200
         max_len: int = 50
         dim: int = 128
         heads: int = 4
         enc_layers: int = 2
         dec_layers: int = 2
         dropout: float = 0.1
+        # training
+        rq_epochs: int = 200
         epochs: int = 100
         batch_size: int = 256
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         lr: float = 1e-3
-        beam: int = 20  # beams kept per step (≥ the k you evaluate)
-        temperature: float = 1.0
-        sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
         eval_every: int = 5
         patience: int = 4
         max_minutes: float = 0.0
         seed: int = 42
+        # generation and runtime
+        beam: int = 20  # beams kept per step (≥ the k you evaluate)
+        temperature: float = 1.0
+        sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
         progress: bool = False
 
     # -------------------------------------------------------------- training
