@@ -186,7 +186,10 @@ class Recommender:
     @classmethod
     def load(cls, path: str | Path) -> Self:
         config, meta, state = read_dir(path, cls.name)
-        model = cls(config_from_dict(cls.Config, config["config"]))
+        values = dict(config["config"])
+        if str(values.get("device", "")).startswith("cuda") and not torch.cuda.is_available():
+            values["device"] = "auto"  # trained on a GPU, loaded without one: artefacts travel
+        model = cls(config_from_dict(cls.Config, values))
         model.n_users, model.n_items = config["n_users"], config["n_items"]
         model.meta = meta
         model.popularity = state["popularity"]

@@ -34,7 +34,12 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import train_by_epochs
-from directrec.models.transformer import Block, causal_padding_mask, padding_mask
+from directrec.models.transformer import (
+    Block,
+    causal_padding_mask,
+    padding_mask,
+    resolve_device,
+)
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
 
@@ -62,6 +67,12 @@ class CodeTrie:
             self.item_node.append(torch.from_numpy(nxt))
             parent, n_nodes = nxt, n_next
 
+    def to(self, device: torch.device) -> CodeTrie:
+        """The same trie with its tables on `device` (beam search runs where the net is)."""
+        self.child = [t.to(device) for t in self.child]
+        self.item_node = [t.to(device) for t in self.item_node]
+        return self
+
     def open_nodes(self, seen: torch.Tensor) -> list[torch.Tensor]:
         """Per user (rows of a [B, n_items] seen mask) and depth: which nodes still have an
         unseen item below them. Beams through other nodes could only end on seen items."""
@@ -69,7 +80,8 @@ class CodeTrie:
         for j, nodes in enumerate(self.item_node):
             n_nodes = len(self.child[j + 1]) if j + 1 < len(self.child) else len(nodes)
             total = torch.bincount(nodes, minlength=n_nodes)
-            seen_below = torch.zeros(len(seen), n_nodes).index_add_(1, nodes, seen.float())
+            seen_below = torch.zeros(len(seen), n_nodes, device=seen.device)
+            seen_below.index_add_(1, nodes, seen.float())
             out.append(seen_below < total)
         return out
 
@@ -236,7 +248,12 @@ class SemanticID(Recommender):
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
         temperature: float = 1.0
         sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
+        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        return resolve_device(self.config.device)
 
     # -------------------------------------------------------------- training
     def _fit(
@@ -272,10 +289,10 @@ class SemanticID(Recommender):
         )
         self.rq = rq.eval()
         raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
-        self.codes = torch.from_numpy(make_unique(raw))
+        self.codes = torch.from_numpy(make_unique(raw)).to(self.device)
         self.meta["codes"] = code_report(raw, c.codebook) | {"rqvae_recon": rq_log[-1]["recon"]}
         self._build_index()
-        self.net = self._build()
+        self.net = self._build().to(self.device)
         self._train(data, validator)
 
     def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
@@ -300,9 +317,9 @@ class SemanticID(Recommender):
         train_by_epochs(self, self.net, epoch_fn, validator)
 
     def _build_index(self) -> None:
-        codes = self.codes.numpy()
+        codes = self.codes.cpu().numpy()
         self.sizes = [self.config.codebook] * self.config.levels + [int(codes[:, -1].max()) + 1]
-        self.trie = CodeTrie(codes, self.sizes)
+        self.trie = CodeTrie(codes, self.sizes).to(self.device)
 
     def _build(self) -> SemanticNet:
         c = self.config
@@ -324,6 +341,7 @@ class SemanticID(Recommender):
         positions; deterministic given (seed, epoch)."""
         c = self.config
         indptr, items = seqs
+        dev = self.device
         rng = np.random.default_rng([c.seed, epoch])
         lengths = np.diff(indptr)
         users = np.repeat(np.flatnonzero(lengths >= 2), c.samples_per_user)
@@ -336,7 +354,7 @@ class SemanticID(Recommender):
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            loss = self.net(self.codes[hist], pad, self.codes[torch.from_numpy(target)])
+            loss = self.net(self.codes[hist], pad.to(dev), self.codes[torch.from_numpy(target)])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -353,7 +371,7 @@ class SemanticID(Recommender):
         total, count = 0.0, 0
         for b in range(0, len(windows), c.batch_size):
             w = windows[order[b : b + c.batch_size]]
-            w = w[:, (w >= 0).any(0).nonzero().min() :]  # trim all-padding columns
+            w = w[:, (w >= 0).any(0).nonzero().min() :].to(self.device)  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
             targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
             loss = self.net(self.codes[inp.clamp(min=0)], inp < 0, targets)
@@ -383,19 +401,22 @@ class SemanticID(Recommender):
         """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
         log-probabilities, best first. Every item is a catalogue item, unseen if asked."""
         c, net, trie = self.config, self.net, self.trie
+        dev = self.device
         hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
+        pad = pad.to(dev)
         memory = net.encode(self.codes[hist], pad)
         b, w = len(histories), beam or c.beam
         if net.causal:  # the newest position is the context for the next item
-            memory, pad = memory[:, -1:], torch.zeros(b, 1, dtype=torch.bool)
+            memory, pad = memory[:, -1:], torch.zeros(b, 1, dtype=torch.bool, device=dev)
         kvs = net.memory_kvs(memory)
         gen = torch.Generator().manual_seed(c.seed)
-        node = torch.zeros(b, 1, dtype=torch.long)  # root
-        score = torch.zeros(b, 1)
-        prefix = torch.zeros(b, 1, 0, dtype=torch.long)
+        node = torch.zeros(b, 1, dtype=torch.long, device=dev)  # root
+        score = torch.zeros(b, 1, device=dev)
+        prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
         open_nodes = None
         if exclude_seen:
-            open_nodes = trie.open_nodes(torch.from_numpy(histories.matrix().toarray() > 0))
+            seen = torch.from_numpy(histories.matrix().toarray() > 0).to(dev)
+            open_nodes = trie.open_nodes(seen)
         for j, size in enumerate(self.sizes):
             k = node.shape[1]
             h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
@@ -405,14 +426,11 @@ class SemanticID(Recommender):
             if open_nodes is not None:  # only prefixes that can still end on an unseen item
                 ok = open_nodes[j].gather(1, nxt.clamp(min=0).view(b, -1)).view(b, k, size)
                 allowed &= ok
-            cand = torch.where(allowed, score.unsqueeze(-1) + logp, torch.tensor(-torch.inf)).view(
-                b, -1
-            )
+            cand = torch.where(allowed, score.unsqueeze(-1) + logp, -torch.inf).view(b, -1)
             rank_by = cand
             if c.sample:
-                gumbel = -torch.log(
-                    -torch.log(torch.rand(cand.shape, generator=gen).clamp(1e-9, 1 - 1e-9))
-                )
+                u = torch.rand(cand.shape, generator=gen).clamp(1e-9, 1 - 1e-9).to(dev)
+                gumbel = -torch.log(-torch.log(u))
                 rank_by = cand + gumbel
             top = torch.topk(rank_by, min(w, cand.shape[1]), dim=1).indices
             score = cand.gather(1, top)
@@ -423,7 +441,7 @@ class SemanticID(Recommender):
             )
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
         order = score.argsort(1, descending=True)
-        return items.gather(1, order), score.gather(1, order)
+        return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf."""
@@ -463,7 +481,7 @@ class SemanticID(Recommender):
         if grow > 0:  # more uniqueness tokens: new rows start at the mean of the trained ones
             table = self.net.tok[-1]
             rows = table.weight.mean(0, keepdim=True).expand(grow, -1)
-            bigger = nn.Embedding(self.sizes[-1], table.weight.shape[1])
+            bigger = nn.Embedding(self.sizes[-1], table.weight.shape[1]).to(table.weight.device)
             bigger.weight.copy_(torch.cat([table.weight, rows]))
             self.net.tok[-1] = bigger
             self.net.sizes = self.sizes
@@ -496,4 +514,4 @@ class SemanticID(Recommender):
         self.net.load_state_dict(
             {k[4:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("net.")}
         )
-        self.net.eval()
+        self.net.to(self.device).eval()

@@ -1,0 +1,96 @@
+"""Any device: torch models train and score on CUDA when asked, and their artefacts load
+on the CPU with the same scores. Skipped without CUDA (CI has none); run on a GPU machine
+with `pytest tests/models/test_device.py`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from directrec.data.histories import Histories
+from directrec.data.split import leave_one_out
+from directrec.models import create, load_model
+from directrec.models.transformer import resolve_device
+from tests.models.settings import TEST_SETTINGS
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def data(planted):
+    """The planted data with synthetic item vectors (cluster one-hot + noise), so these
+    tests need no text encoder (GPU machines may not have its weights)."""
+    n = planted.interactions.n_items
+    rng = np.random.default_rng(0)
+    vec = np.eye(8)[np.arange(n) // 20 % 8] + 0.1 * rng.standard_normal((n, 8))
+    vec = np.hstack([vec, 0.1 * rng.standard_normal((n, 24))]).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    return dataclasses.replace(
+        planted, catalog=dataclasses.replace(planted.catalog, embeddings=vec)
+    )
+
+
+def test_auto_is_cpu_without_cuda_and_cuda_is_refused_there():
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+    else:
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@cuda
+@pytest.mark.parametrize("name", ["sasrec-ce", "sasrec", "multvae", "cfgan", "semantic-id"])
+def test_trained_on_cuda_loads_on_cpu_with_the_same_scores(name, data, tmp_path):
+    fit = leave_one_out(data.interactions).stage("test")[0]
+    settings = {**TEST_SETTINGS[name], "device": "cuda"}
+    model = create(name, settings).fit(fit, data.catalog)
+    h = Histories.from_interactions(fit, np.arange(1, 50))
+    on_gpu = model.score(h)
+    path = model.save(tmp_path / name)
+    config = json.loads((path / "config.json").read_text())
+    config["config"]["device"] = "cpu"  # the same artefact, read on a machine without CUDA
+    (path / "config.json").write_text(json.dumps(config))
+    cpu = load_model(path)
+    assert next(iter(cpu._state().values())) is not None
+    on_cpu = cpu.score(h)
+    assert on_gpu.device.type == "cpu" and on_cpu.device.type == "cpu"  # scores come back
+    fin = np.isfinite(on_gpu.numpy())
+    assert np.array_equal(fin, np.isfinite(on_cpu.numpy()))  # generators: the same items written
+    np.testing.assert_allclose(on_gpu.numpy()[fin], on_cpu.numpy()[fin], rtol=2e-3, atol=2e-3)
+
+
+@cuda
+def test_sasrec_learns_on_cuda_with_bf16(data):
+    split = leave_one_out(data.interactions)
+    fit, seen, targets = split.stage("test")
+    from directrec.evaluate.protocol import evaluate
+
+    model = create("sasrec-ce", {**TEST_SETTINGS["sasrec-ce"], "device": "cuda", "bf16": True})
+    model.fit(fit)
+    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
+    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
+    assert model.meta["device"].startswith("cuda") and hr >= max(2 * pop, pop + 0.2)
+
+
+@pytest.mark.parametrize("name", ["sasrec-ce", "multvae", "cfgan", "semantic-id"])
+def test_an_artefact_saying_cuda_loads_on_a_machine_without_one(name, data, tmp_path):
+    """What a GPU-trained model's config.json says (device: cuda) does not stop it from
+    loading and scoring on a CPU-only machine (here: CI)."""
+    if torch.cuda.is_available():
+        pytest.skip("this checks a machine without CUDA")
+    fit = leave_one_out(data.interactions).stage("test")[0]
+    model = create(name, {**TEST_SETTINGS[name], "epochs": 2}).fit(fit, data.catalog)
+    path = model.save(tmp_path / name)
+    config = json.loads((path / "config.json").read_text())
+    config["config"]["device"] = "cuda:0"
+    (path / "config.json").write_text(json.dumps(config))
+    h = Histories.from_interactions(fit, np.arange(1, 20))
+    a, b = load_model(path).score(h).numpy(), model.score(h).numpy()
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], rtol=1e-5)
