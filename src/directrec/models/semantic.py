@@ -202,10 +202,11 @@ class SemanticNet(nn.Module):
     def decode(self, prefix: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
         """prefix [B, W, t] code tokens written so far (t < levels) → hidden [B, W, t+1, dim]."""
         b, w, t = prefix.shape
-        x = self.level(torch.zeros(b, w, 1, dtype=torch.long))  # BOS
+        dev = prefix.device
+        x = self.level(torch.zeros(b, w, 1, dtype=torch.long, device=dev))  # BOS
         if t:
             toks = torch.stack([self.tok[j](prefix[..., j]) for j in range(t)], 2)
-            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1))], 2)
+            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1, device=dev))], 2)
         for block, kv in zip(self.dec, kvs, strict=True):
             x = block(x, kv, pad)
         return self.ln(x)
