@@ -464,7 +464,7 @@ class SemanticID(Recommender):
             raise ValueError("expected a non-empty [n, dim] array of embeddings")
         raw = self.rq.encode(emb).numpy()
         existing: dict[tuple, int] = {}
-        for row in self.codes.numpy():
+        for row in self.codes.cpu().numpy():
             key = tuple(row[:-1])
             existing[key] = max(existing.get(key, 0), int(row[-1]) + 1)
         new = np.zeros((len(raw), raw.shape[1] + 1), dtype=np.int64)
@@ -473,7 +473,7 @@ class SemanticID(Recommender):
             new[n, :-1], new[n, -1] = row, existing.get(key, 0)
             existing[key] = new[n, -1] + 1
         first = self.n_items
-        self.codes = torch.cat([self.codes, torch.from_numpy(new)])
+        self.codes = torch.cat([self.codes, torch.from_numpy(new).to(self.codes.device)])
         self.n_items += len(new)
         self.popularity = np.concatenate([self.popularity, np.zeros(len(new), dtype=np.float32)])
         old_size = self.sizes[-1]
@@ -489,9 +489,9 @@ class SemanticID(Recommender):
         return np.arange(first, self.n_items)
 
     def _state(self) -> dict[str, np.ndarray]:
-        state = {f"net.{k}": v.numpy() for k, v in self.net.state_dict().items()}
-        state |= {f"rq.{k}": v.detach().numpy() for k, v in self.rq.state_dict().items()}
-        state["codes"] = self.codes.numpy()
+        state = {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
+        state |= {f"rq.{k}": v.detach().cpu().numpy() for k, v in self.rq.state_dict().items()}
+        state["codes"] = self.codes.cpu().numpy()
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -509,7 +509,7 @@ class SemanticID(Recommender):
         )
         self.rq.load_state_dict(rq_state)
         self.rq.eval()
-        self.codes = torch.from_numpy(state["codes"])
+        self.codes = torch.from_numpy(state["codes"]).to(self.device)
         self._build_index()
         self.net = self._build()
         self.net.load_state_dict(
