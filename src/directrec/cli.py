@@ -463,6 +463,40 @@ def recommend(
             out.print(f"     {r['reason']}", highlight=False, markup=False)
 
 
+# --------------------------------------------------------------------------- generate
+@app.command("generate")
+def generate_cmd(
+    model_dir: Annotated[
+        Path, typer.Option("--model", help="a directory written by `train`, or a registry")
+    ],
+    db: Annotated[Path, typer.Option(help="store: the users' histories")],
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write (atomically)")],
+    k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
+    users: Annotated[
+        Path | None, typer.Option(help="file with one user id per line (default: every user)")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="users scored per model call")] = 1024,
+) -> None:
+    """Precompute top-K lists for every (or the listed) user into Parquet, streaming, with
+    scores, model version and data fingerprint. Under `torchrun --nproc_per_node N -m
+    directrec generate …` each process takes a share of the users and rank 0 merges."""
+    from directrec.generate.batch import Shard, generate, read_user_file
+    from directrec.models import load_model
+
+    def run() -> dict:
+        from directrec.serve.registry import resolve
+
+        path, version = resolve(model_dir)
+        model = load_model(path)
+        wanted = read_user_file(users) if users is not None else None
+        return generate(model, version, db, out_file, k, wanted, batch_size)
+
+    facts = _run_guarded(run)
+    if Shard.from_env().rank == 0:
+        out.print(f"wrote {out_file}: " + ", ".join(f"{k}={v}" for k, v in facts.items()),
+                  highlight=False, markup=False)  # fmt: skip
+
+
 # --------------------------------------------------------------------------- registry
 @app.command()
 def publish(

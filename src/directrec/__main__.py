@@ -1,0 +1,5 @@
+"""`python -m directrec …` (and `torchrun -m directrec …`) run the command line."""
+
+from directrec.cli import app
+
+app()
