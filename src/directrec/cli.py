@@ -337,6 +337,10 @@ def train(
             user_ids=ds.users.ids.tolist(),
             item_ids=ds.items.ids.tolist(),
         )
+        from directrec.models import distributed
+
+        if not distributed.current().main:  # under torchrun, rank 0 writes the model
+            return out_dir
         path = model.save(out_dir)
         if model.meta.get("train_log"):
             from directrec.evaluate.report import plot_training_curve
@@ -347,7 +351,8 @@ def train(
     if model_name not in MODELS:
         fail(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
     path = _run_guarded(run)
-    out.print(f"saved {model_name} to {path}")
+    if int(os.environ.get("RANK", 0)) == 0:
+        out.print(f"saved {model_name} to {path}")
 
 
 # --------------------------------------------------------------------------- evaluate

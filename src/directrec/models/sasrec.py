@@ -29,6 +29,7 @@ from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
+from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.training import LoopState, train_by_epochs
 from directrec.models.transformer import (
@@ -164,20 +165,44 @@ class SASRec(Recommender):
         state = LoopState()
         if c.checkpoint_dir:
             state = self._resume(opt, data, state)
-        after = (lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir else None
-        epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q)  # noqa: E731
-        train_by_epochs(self, self.net, epoch_fn, validator, state=state, after_epoch=after)
+        # Under torchrun: every rank takes a share of each global batch, gradients are
+        # averaged by DDP, rank 0 validates and checkpoints, and all ranks follow its
+        # decisions (`agree`), so they stop together with the same weights.
+        d = distributed.current()
+        trainer = self.net
+        if d.active:
+            ids = [dev.index] if dev.type == "cuda" else None
+            trainer = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        after = (
+            (lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir and d.main else None
+        )
+        check = None
+        if validator is not None:
+            check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
+        epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q, trainer, d)  # noqa: E731
+        train_by_epochs(self, self.net, epoch_fn, check, state=state, after_epoch=after,
+                        agree=d.agree)  # fmt: skip
         self.meta["device"] = str(dev)
+        if d.active:
+            self.meta["processes"] = d.world
 
     def _build(self) -> SASRecNet:
         c = self.config
         return SASRecNet(self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout)
 
     def _epoch(
-        self, windows: torch.Tensor, opt: torch.optim.Optimizer, epoch: int, log_q: torch.Tensor
+        self,
+        windows: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        log_q: torch.Tensor,
+        trainer: nn.Module,
+        d: distributed.Dist,
     ) -> float:
         """One pass over every user's last window; deterministic given (seed, epoch), so a
-        resumed run continues exactly where it stopped."""
+        resumed run continues exactly where it stopped. With several ranks, each global
+        batch of `batch_size` windows is split over them and every rank's loss is scaled
+        so the averaged gradient is the global batch's mean (as in one process)."""
         c, dev = self.config, windows.device
         self.net.train()
         torch.manual_seed(c.seed * 100_003 + epoch)
@@ -185,19 +210,23 @@ class SASRec(Recommender):
         total = torch.zeros((), device=dev)
         count = 0
         for b in range(0, len(windows), c.batch_size):
-            w = trim_padding(windows[order[b : b + c.batch_size]])
+            batch = order[b : b + c.batch_size]
+            if len(batch) < d.world:
+                continue  # too small to give every rank a share (all ranks skip it)
+            w = trim_padding(windows[batch[d.rank :: d.world]])
             inp, tgt = w[:, :-1], w[:, 1:]
             mask = (inp > 0) & (tgt > 0)
+            n = int(mask.sum())
+            n_global = d.total(n)
             with autocast(dev, c.bf16):
-                h = self.net(inp)[mask]
+                h = trainer(inp)[mask]
                 loss = self._loss(h.float(), tgt[mask], log_q)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (n * d.world / n_global)).backward()
             opt.step()
-            n = int(mask.sum())
             total += loss.detach() * n
             count += n
-        return float(total) / max(count, 1)
+        return d.total(float(total)) / max(d.total(count), 1)
 
     def _loss(self, h: torch.Tensor, tgt: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """h: hidden states [N, d] at real positions; tgt: their next-item tokens [N]."""

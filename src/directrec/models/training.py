@@ -39,9 +39,14 @@ def run_epochs(
     after_epoch: Callable[[LoopState], None] | None = None,
     desc: str = "train",
     progress: bool = False,
+    agree: Callable[[float], float] | None = None,
 ) -> LoopState:
     """Run `epoch_fn(epoch) -> mean loss` until `epochs`, patience or the time budget ends
-    it. With `validate`, the best validated weights are loaded into `net` at the end."""
+    it. With `validate`, the best validated weights are loaded into `net` at the end.
+
+    `agree(x) -> x` makes processes of a distributed run take one process's value (rank
+    0's: its validation metric and its time-budget decision), so all stop together."""
+    agree = agree or (lambda x: x)
     state = state or LoopState()
     best_weights = state.best_weights or copy.deepcopy(net.state_dict())
     started, first = time.perf_counter(), state.epoch
@@ -51,8 +56,13 @@ def run_epochs(
         loss = epoch_fn(epoch)
         spent = time.perf_counter() - started
         # Stop before the next epoch would likely overrun the budget (validating first).
-        out_of_time = (
-            max_minutes > 0 and spent * (epoch + 2 - first) / (epoch + 1 - first) > 60 * max_minutes
+        out_of_time = bool(
+            agree(
+                float(
+                    max_minutes > 0
+                    and spent * (epoch + 2 - first) / (epoch + 1 - first) > 60 * max_minutes
+                )
+            )
         )
         row: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -63,7 +73,7 @@ def run_epochs(
             (epoch + 1) % eval_every == 0 or epoch + 1 == epochs or out_of_time
         ):
             net.eval()
-            metric = float(validate())
+            metric = float(agree(float(validate())))
             row["valid_ndcg@10"] = round(metric, 5)
             if metric > state.best:
                 state.best, state.best_epoch, state.bad = metric, epoch + 1, 0
@@ -100,6 +110,7 @@ def train_by_epochs(
     validator: Callable[[Any], float] | None,
     state: LoopState | None = None,
     after_epoch: Callable[[LoopState], None] | None = None,
+    agree: Callable[[float], float] | None = None,
 ) -> LoopState:
     """`run_epochs` with the schedule from `model.config` (epochs, eval_every, patience,
     max_minutes, progress); the run's log lands in `model.meta`."""
@@ -116,6 +127,7 @@ def train_by_epochs(
         after_epoch=after_epoch,
         desc=model.name,
         progress=c.progress,
+        agree=agree,
     )
     model.meta.update(loop_meta(state))
     return state

@@ -8,6 +8,7 @@ item is always the last position whatever the batch's padding.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,14 @@ from torch import nn
 
 # ----------------------------------------------------------------------------- devices
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` = the first CUDA device if there is one, else the CPU; also `cpu`, `cuda`,
-    `cuda:N`. A CUDA device asked for on a machine without one is a clear error."""
+    """`auto` = a CUDA device if there is one (under torchrun: the one of this local
+    rank), else the CPU; also `cpu`, `cuda`, `cuda:N`. A CUDA device asked for on a machine
+    without one is a clear error."""
+    local = os.environ.get("LOCAL_RANK")  # under torchrun: one GPU per local process
+    if name in ("", "auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(local) if local is not None else 0)
     if name in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here")
