@@ -498,8 +498,11 @@ def generate_cmd(
 
     facts = _run_guarded(run)
     if Shard.from_env().rank == 0:
-        out.print(f"wrote {out_file}: " + ", ".join(f"{k}={v}" for k, v in facts.items()),
-                  highlight=False, markup=False)  # fmt: skip
+        out.print(
+            f"wrote {out_file}: " + ", ".join(f"{k}={v}" for k, v in facts.items()),
+            highlight=False,
+            markup=False,
+        )
 
 
 # --------------------------------------------------------------------------- registry

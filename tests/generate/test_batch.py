@@ -41,8 +41,9 @@ def read(path):
 def test_every_user_gets_k_unseen_items_with_provenance(world, tmp_path):
     db, model_dir = world
     path, version = resolve(model_dir)
-    facts = batch.generate(load_model(path), version, db, tmp_path / "recs.parquet", 7,
-                           batch_size=16)  # fmt: skip
+    facts = batch.generate(
+        load_model(path), version, db, tmp_path / "recs.parquet", 7, batch_size=16
+    )
     df = read(tmp_path / "recs.parquet")
     with Store(db) as s:
         users, seqs, fingerprint = s.user_ids(), s.histories(s.user_ids()), s.meta()["fingerprint"]
@@ -61,12 +62,16 @@ def test_listed_users_only_and_unknown_ones_fall_back(world, tmp_path):
     path, version = resolve(model_dir)
     users = tmp_path / "users.txt"
     users.write_text("u3\n\n u5 \nnobody\n")
-    batch.generate(load_model(path), version, db, tmp_path / "r.parquet", 5,
-                   batch.read_user_file(users))  # fmt: skip
+    batch.generate(
+        load_model(path), version, db, tmp_path / "r.parquet", 5, batch.read_user_file(users)
+    )
     df = read(tmp_path / "r.parquet")
     assert sorted(set(df["user_id"])) == ["nobody", "u3", "u5"]
-    assert df.groupby("user_id")["fallback"].first().to_dict() == {"nobody": True, "u3": False,
-                                                                  "u5": False}  # fmt: skip
+    assert df.groupby("user_id")["fallback"].first().to_dict() == {
+        "nobody": True,
+        "u3": False,
+        "u5": False,
+    }
 
 
 def test_a_failed_run_leaves_no_output(world, tmp_path, monkeypatch):
@@ -87,16 +92,46 @@ def test_a_failed_run_leaves_no_output(world, tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # neither the output nor a temporary file
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
-                    reason="torchrun not installed beside this Python")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+    reason="torchrun not installed beside this Python",
+)
 def test_two_processes_under_torchrun_write_what_one_writes(world, tmp_path):
     db, model_dir = world
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    one = [sys.executable, "-m", "directrec", "generate", "--model", str(model_dir), "--db",
-           str(db), "--k", "6", "--out", str(tmp_path / "one.parquet")]  # fmt: skip
-    two = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "directrec", "generate",
-           "--model", str(model_dir), "--db", str(db), "--k", "6",
-           "--batch-size", "8", "--out", str(tmp_path / "two.parquet")]  # fmt: skip
+    one = [
+        sys.executable,
+        "-m",
+        "directrec",
+        "generate",
+        "--model",
+        str(model_dir),
+        "--db",
+        str(db),
+        "--k",
+        "6",
+        "--out",
+        str(tmp_path / "one.parquet"),
+    ]
+    two = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "directrec",
+        "generate",
+        "--model",
+        str(model_dir),
+        "--db",
+        str(db),
+        "--k",
+        "6",
+        "--batch-size",
+        "8",
+        "--out",
+        str(tmp_path / "two.parquet"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for cmd in (one, two):
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)

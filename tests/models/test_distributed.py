@@ -25,8 +25,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 def db(tmp_path_factory):
     inter, items = planted_frames()
     path = tmp_path_factory.mktemp("ddp") / "store.duckdb"
-    ingest(path, RawData(make_interactions(inter["user_id"], inter["item_id"],
-                                           timestamp=inter["timestamp"]), items))  # fmt: skip
+    ingest(
+        path,
+        RawData(
+            make_interactions(inter["user_id"], inter["item_id"], timestamp=inter["timestamp"]),
+            items,
+        ),
+    )
     return path
 
 
@@ -73,17 +78,58 @@ def test_two_processes_match_one_with_the_same_global_batch(db, tmp_path):
 
 
 def test_a_two_process_run_learns(db, tmp_path):
-    cmd = [TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "directrec", "train",
-           "sasrec-ce", "--db", str(db), "--out", str(tmp_path / "m"), "--holdout", "loo",
-           *[x for s in (*SMALL, "epochs=20", "batch_size=32", "eval_every=5") for x in ("--set", s)]]  # fmt: skip
+    cmd = [
+        TORCHRUN,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "directrec",
+        "train",
+        "sasrec-ce",
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "m"),
+        "--holdout",
+        "loo",
+        *[x for s in (*SMALL, "epochs=20", "batch_size=32", "eval_every=5") for x in ("--set", s)],
+    ]
     run(cmd)
     got = {}
     for name, path in (("sasrec", tmp_path / "m"), ("pop", tmp_path / "pop")):
         if name == "pop":
-            run([sys.executable, "-m", "directrec", "train", "pop", "--db", str(db), "--out",
-                 str(path), "--holdout", "loo"])  # fmt: skip
-        run([sys.executable, "-m", "directrec", "evaluate", "--model", str(path), "--db",
-             str(db), "--k", "10", "--out", str(tmp_path / f"eval-{name}")])  # fmt: skip
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "directrec",
+                    "train",
+                    "pop",
+                    "--db",
+                    str(db),
+                    "--out",
+                    str(path),
+                    "--holdout",
+                    "loo",
+                ]
+            )
+        run(
+            [
+                sys.executable,
+                "-m",
+                "directrec",
+                "evaluate",
+                "--model",
+                str(path),
+                "--db",
+                str(db),
+                "--k",
+                "10",
+                "--out",
+                str(tmp_path / f"eval-{name}"),
+            ]
+        )
         doc = json.loads((tmp_path / f"eval-{name}" / "results.json").read_text())
         got[name] = doc["results"][0]["metrics"]["hr@10"]
     assert got["sasrec"] >= max(2 * got["pop"], got["pop"] + 0.2), got

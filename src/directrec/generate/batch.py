@@ -13,6 +13,7 @@ output once all ranks are done (a gloo barrier; no cluster engine of our own).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -63,6 +64,20 @@ def read_user_file(path: str | Path) -> list[str]:
     return users
 
 
+@contextlib.contextmanager
+def atomic_parquet(out: Path) -> Iterator[pq.ParquetWriter]:
+    """A Parquet writer on a temporary file that becomes `out` only if the block ends
+    normally; on any error (or a kill) no `out` and no temporary file is left."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            yield writer
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _batches(users: Sequence[str], size: int) -> Iterator[list[str]]:
     for b in range(0, len(users), size):
         yield list(users[b : b + size])
@@ -88,23 +103,20 @@ def write_lists(
     with Store(db) as store:
         fingerprint = store.meta().get("fingerprint", "")
         todo = list(users) if users is not None else store.user_ids()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         rows = 0
-        try:
-            with pq.ParquetWriter(tmp, SCHEMA) as writer:
-                for batch in _batches(todo, batch_size):
-                    h = ctx.histories(store, batch)
-                    lists = recommend(model, h, ListOptions(k=k, exclude_seen=exclude_seen))
-                    writer.write_table(_table(batch, lists, ctx, model.name, version, fingerprint))
-                    rows += sum(len(r.items) for r in lists)
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_parquet(out) as writer:
+            for batch in _batches(todo, batch_size):
+                h = ctx.histories(store, batch)
+                lists = recommend(model, h, ListOptions(k=k, exclude_seen=exclude_seen))
+                writer.write_table(_table(batch, lists, ctx, model.name, version, fingerprint))
+                rows += sum(len(r.items) for r in lists)
     seconds = time.perf_counter() - t0
-    return {"users": len(todo), "rows": rows, "seconds": round(seconds, 3),
-            "users_per_second": round(len(todo) / max(seconds, 1e-9), 1)}  # fmt: skip
+    return {
+        "users": len(todo),
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "users_per_second": round(len(todo) / max(seconds, 1e-9), 1),
+    }
 
 
 def _table(users, lists, ctx, name, version, fingerprint) -> pa.Table:
@@ -160,17 +172,11 @@ def generate(
         parts = [
             out.with_name(f".{out.name}.part-{r}-of-{shard.world}") for r in range(shard.world)
         ]
-        tmp = out.with_name(f".{out.name}.merge.tmp")
-        try:
-            with pq.ParquetWriter(tmp, SCHEMA) as writer:
-                for p in parts:  # streamed, a row group at a time
-                    f = pq.ParquetFile(p)
-                    for g in range(f.num_row_groups):
-                        writer.write_table(f.read_row_group(g))
-            os.replace(tmp, out)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_parquet(out) as writer:
+            for p in parts:  # streamed, a row group at a time
+                f = pq.ParquetFile(p)
+                for g in range(f.num_row_groups):
+                    writer.write_table(f.read_row_group(g))
         for p in parts:
             p.unlink(missing_ok=True)
     dist.barrier()

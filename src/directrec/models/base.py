@@ -24,6 +24,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import config_from_dict, read_dir, write_dir
+from directrec.models.transformer import resolve_device
 
 Validator = Callable[["Recommender"], float]
 
@@ -137,6 +138,12 @@ class Recommender:
             raise ValueError("an update may add users and items, not remove them")
         self.n_users, self.n_items = data.n_users, data.n_items
         self.popularity = np.asarray(data.matrix("binary").sum(0)).ravel().astype(np.float32)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes: its config's `device` (auto | cpu | cuda | cuda:N);
+        the CPU for models without one."""
+        return resolve_device(getattr(self.config, "device", "cpu"))
 
     # ------------------------------------------------------------------ scoring
     def fallback(self, histories: Histories) -> np.ndarray:

@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
-from directrec.models.transformer import resolve_device
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -46,10 +45,6 @@ class CFGAN(Recommender):
         seed: int = 42
         device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
-
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -32,7 +32,6 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import train_by_epochs
-from directrec.models.transformer import resolve_device
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -132,10 +131,6 @@ class LLMRec(Recommender):
     def __init__(self, config: LLMRec.Config | None = None, **overrides) -> None:
         super().__init__(config, **overrides)
         self._lock = threading.Lock()
-
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
 
     # -------------------------------------------------------------- building
     def _build(self, catalog: Catalog | None, state: dict[str, np.ndarray] | None = None) -> None:

@@ -36,7 +36,6 @@ from directrec.models.transformer import (
     Block,
     autocast,
     causal_padding_mask,
-    resolve_device,
     trim_padding,
 )
 
@@ -122,10 +121,6 @@ class SASRec(Recommender):
         "max_minutes",
     )
 
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
-
     # -------------------------------------------------------------- training
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
@@ -180,8 +175,9 @@ class SASRec(Recommender):
         if validator is not None:
             check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
         epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q, trainer, d)  # noqa: E731
-        train_by_epochs(self, self.net, epoch_fn, check, state=state, after_epoch=after,
-                        agree=d.agree)  # fmt: skip
+        train_by_epochs(
+            self, self.net, epoch_fn, check, state=state, after_epoch=after, agree=d.agree
+        )
         self.meta["device"] = str(dev)
         if d.active:
             self.meta["processes"] = d.world

@@ -38,7 +38,6 @@ from directrec.models.transformer import (
     Block,
     causal_padding_mask,
     padding_mask,
-    resolve_device,
 )
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
@@ -252,10 +251,6 @@ class SemanticID(Recommender):
         device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         progress: bool = False
 
-    @property
-    def device(self) -> torch.device:
-        return resolve_device(self.config.device)
-
     # -------------------------------------------------------------- training
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
@@ -278,16 +273,7 @@ class SemanticID(Recommender):
             )
         if catalog is None or catalog.embeddings is None:
             raise ValueError("the semantic-ID model needs item text embeddings (--items)")
-        rq, rq_log = train_rqvae(
-            catalog.embeddings,
-            RQVAEConfig(
-                levels=c.levels,
-                codebook=c.codebook,
-                latent=c.rq_latent,
-                epochs=c.rq_epochs,
-                seed=c.seed,
-            ),
-        )
+        rq, rq_log = train_rqvae(catalog.embeddings, self._rq_config())
         self.rq = rq.eval()
         raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
         self.codes = torch.from_numpy(make_unique(raw)).to(self.device)
@@ -316,6 +302,16 @@ class SemanticID(Recommender):
             else (lambda e: self._epoch(seqs, opt, e))
         )
         train_by_epochs(self, self.net, epoch_fn, validator)
+
+    def _rq_config(self) -> RQVAEConfig:
+        c = self.config
+        return RQVAEConfig(
+            levels=c.levels,
+            codebook=c.codebook,
+            latent=c.rq_latent,
+            epochs=c.rq_epochs,
+            seed=c.seed,
+        )
 
     def _build_index(self) -> None:
         codes = self.codes.cpu().numpy()
@@ -495,18 +491,8 @@ class SemanticID(Recommender):
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        c = self.config
         rq_state = {k[3:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rq.")}
-        self.rq = RQVAE(
-            int(rq_state["mean"].shape[0]),
-            RQVAEConfig(
-                levels=c.levels,
-                codebook=c.codebook,
-                latent=c.rq_latent,
-                epochs=c.rq_epochs,
-                seed=c.seed,
-            ),
-        )
+        self.rq = RQVAE(int(rq_state["mean"].shape[0]), self._rq_config())
         self.rq.load_state_dict(rq_state)
         self.rq.eval()
         self.codes = torch.from_numpy(state["codes"]).to(self.device)
