@@ -55,17 +55,19 @@ def test_batcher_fails_only_the_bad_batch_and_times_out_waiters():
             if "boom" in jobs:
                 raise RuntimeError("model exploded")
             if "slow" in jobs:
-                time.sleep(0.5)
+                time.sleep(3.0)
             return [f"ok:{j}" for j in jobs]
 
-        b = Batcher(run, max_batch=1, max_wait=0.0, timeout=0.2)
+        b = Batcher(run, max_batch=1, max_wait=0.0, timeout=1.0)  # margins for a busy machine
         b.start()
         with pytest.raises(BatchFailed, match="model exploded"):
             await b.submit("boom")
         assert await b.submit("fine") == "ok:fine" and b.alive  # the loop kept running
+        t0 = time.perf_counter()
         with pytest.raises(TimeoutError):
             await b.submit("slow")  # waits no longer than the timeout
-        await asyncio.sleep(0.5)
+        assert time.perf_counter() - t0 < 2.5
+        await asyncio.sleep(2.5)  # the slow batch finishes; the loop takes the next one
         assert await b.submit("again") == "ok:again"
         await b.stop()
         assert not b.alive
