@@ -334,6 +334,54 @@ def extra_sections() -> list[str]:
             "validation NDCG@10 (4 layers, 0.1830) is the one we report for ML-1M: HR@10 "
             "0.3167 (SASRec+ 0.3152: met), NDCG@10 0.1791 (0.1821: missed by 1.6 %).\n"
         )
+    scale = RESULTS / "scale"
+    ingests = sorted(scale.glob("ingest-*.json"), key=lambda f: int(f.stem.split("-")[1]))
+    train = _load(scale / "train.json")
+    gen = _load(scale / "generate.json")
+    if ingests or train or gen:
+        parts += ["## Scale-out on this CPU (bench/scale.py)\n"]
+    if ingests:
+        parts += [
+            "Synthetic interactions (Zipf items, seed 42) ingested from Parquet into DuckDB by "
+            "`directrec ingest` in a child process. Target for 10^7 rows: ≤ 60 s and ≤ 4 GiB.\n",
+            "| rows | users | items | wall s | peak RSS MB |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for f in ingests:
+            d = _load(f)
+            r = d["duckdb_ingest"]
+            parts.append(
+                f"| {d['rows']:,} | {d['users']:,} | {d['items']:,} | {r['wall_seconds']:.1f} "
+                f"| {r['children_peak_rss_mb']:,} |"
+            )
+        parts.append("")
+    if train:
+        parts += [
+            f"Training throughput, {train['model']}, ML-1M, {train['epochs']} epoch(s); 2 "
+            "processes = torchrun DDP (gloo), one thread each, on the same 2 cores:\n",
+            "| processes | epoch s | windows/s | wall s (incl. start-up, validation) |",
+            "|---:|---:|---:|---:|",
+        ]
+        for n in (1, 2):
+            r = train[f"{n}_process"]
+            parts.append(
+                f"| {n} | {', '.join(map(str, r['epoch_seconds']))} | {r['windows_per_second']} "
+                f"| {r['wall_seconds']} |"
+            )
+        parts.append("")
+    if gen:
+        parts += [
+            "Batch generation (`directrec generate`, every ML-1M user, k = 10), whole command "
+            "(start-up, model load, merge):\n",
+            "| run | users | wall s | users/s |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, r in gen.items():
+            if isinstance(r, dict) and "users_per_second" in r:
+                parts.append(
+                    f"| {key} | {r['users']:,} | {r['wall_seconds']} | {r['users_per_second']} |"
+                )
+        parts.append("")
     archs = [(a, _load(RESULTS / f"ml100k-sem-{a}" / "results.json")) for a in ("causal", "encdec")]
     if all(d for _, d in archs):
         parts += [
