@@ -8,7 +8,7 @@ when complete: a killed run leaves no half-written output.
 
 Under `torchrun` (or any launcher that sets RANK and WORLD_SIZE) each rank takes every
 WORLD_SIZE-th user, writes its own part atomically, and rank 0 merges the parts into the
-output once all ranks are done (a gloo barrier; no cluster engine of our own).
+output once all ranks are done (a process-group barrier; no cluster engine of our own).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 from directrec.data.store import Store
 from directrec.generate.context import ModelContext
 from directrec.generate.pipeline import ListOptions, recommend
+from directrec.models import distributed
 from directrec.models.base import Recommender
 
 SCHEMA = pa.schema(
@@ -41,18 +41,6 @@ SCHEMA = pa.schema(
         ("data_fingerprint", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of the users: every `world`-th one starting at `rank`."""
-
-    rank: int = 0
-    world: int = 1
-
-    @classmethod
-    def from_env(cls) -> Shard:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
 
 def read_user_file(path: str | Path) -> list[str]:
@@ -149,17 +137,12 @@ def generate(
     k: int,
     users: Sequence[str] | None = None,
     batch_size: int = 1024,
-    shard: Shard | None = None,
 ) -> dict:
     """`write_lists`, sharded over ranks when launched by torchrun: each rank writes
     `out`'s part for its users, rank 0 merges the parts into `out` (atomically)."""
-    shard = shard or Shard.from_env()
-    if shard.world == 1:
+    shard = distributed.current()
+    if not shard.active:
         return write_lists(model, version, db, out, k, users, batch_size)
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
     if users is None:
         with Store(db) as store:
             users = store.user_ids()
@@ -167,8 +150,8 @@ def generate(
     out = Path(out)
     part = out.with_name(f".{out.name}.part-{shard.rank}-of-{shard.world}")
     facts = write_lists(model, version, db, part, k, mine, batch_size)
-    dist.barrier()  # every part is complete (each was renamed into place)
-    if shard.rank == 0:
+    shard.barrier()  # every part is complete (each was renamed into place)
+    if shard.main:
         parts = [
             out.with_name(f".{out.name}.part-{r}-of-{shard.world}") for r in range(shard.world)
         ]
@@ -179,6 +162,6 @@ def generate(
                     writer.write_table(f.read_row_group(g))
         for p in parts:
             p.unlink(missing_ok=True)
-    dist.barrier()
+    shard.barrier()
     facts |= {"rank": shard.rank, "world": shard.world}
     return facts
