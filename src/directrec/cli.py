@@ -310,6 +310,8 @@ def train(
             raise ValueError("--holdout must be none or loo")
         ds = Dataset.from_store(db)
         over = {"seed": seed, **parse_settings(settings, [model_name]).get(model_name, {})}
+        if "progress" in {f.name for f in dataclasses.fields(MODELS[model_name].Config)}:
+            over.setdefault("progress", sys.stderr.isatty())  # epoch, loss, validation NDCG
         model = create(model_name, over)
         if model.capabilities.needs_text:
             from directrec.text.encoder import item_embeddings
