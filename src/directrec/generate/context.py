@@ -4,6 +4,7 @@ on demand. The CLI, batch generation and the service build lists through it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,20 +35,19 @@ class ModelContext:
         if len(items) != model.n_items:
             raise ValueError("the model carries no item id map (saved without `train`?)")
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-        n = model.n_items
-        titles, cats, vecs = [""] * n, [[] for _ in range(n)], None
+        info = ItemInfo([""] * model.n_items, [[] for _ in range(model.n_items)])
         if db is not None:
             with Store(db) as store:
                 table = store.items()
-            pos = items.indices(table["item_id"].astype(str).tolist())
-            for p, title, c in zip(
-                pos, table["title"].fillna("").astype(str), table["categories"], strict=True
-            ):
-                if p >= 0:
-                    titles[p], cats[p] = title, list(c) if c is not None else []
+            info = item_info(
+                items,
+                table["item_id"].astype(str).tolist(),
+                table["title"].fillna("").astype(str).tolist(),
+                table["categories"].tolist(),
+            )
             if vectors:
-                vecs = item_vectors(db, items)
-        return cls(model, items, users, ItemInfo(titles, cats, vecs))
+                info = dataclasses.replace(info, vectors=item_vectors(db, items))
+        return cls(model, items, users, info)
 
     def histories(
         self, store: Store, raw_users: Sequence[str], extra: Sequence[Sequence[str]] | None = None
@@ -63,6 +63,30 @@ class ModelContext:
 
     def raw(self, items: np.ndarray) -> list[str]:
         return [str(self.items.ids[i]) for i in items]
+
+
+def item_info(
+    items: IdMap,
+    ids: Sequence[str],
+    titles: Sequence[str],
+    categories: Sequence,
+    vectors: np.ndarray | None = None,
+) -> ItemInfo:
+    """A catalogue (row r: `ids[r]`, `titles[r]`, `categories[r]`, `vectors[r]`) aligned
+    with a model's item index: items the catalogue lacks get no title, no categories and
+    a zero vector; catalogue rows the model lacks are left out."""
+    n = len(items)
+    pos = items.indices(list(ids))
+    rows = np.flatnonzero(pos >= 0)
+    out_titles, out_cats = [""] * n, [[] for _ in range(n)]
+    for r in rows:
+        out_titles[pos[r]] = titles[r]
+        out_cats[pos[r]] = list(categories[r]) if categories[r] is not None else []
+    vecs = None
+    if vectors is not None:
+        vecs = np.zeros((n, vectors.shape[1]), dtype=np.float32)
+        vecs[pos[rows]] = vectors[rows]
+    return ItemInfo(out_titles, out_cats, vecs)
 
 
 def item_vectors(db: str | Path, items: IdMap) -> np.ndarray:

@@ -160,8 +160,11 @@ class Recommender:
         give every other item -inf. Seen items are not masked here."""
         if histories.n_items != self.n_items:
             raise ValueError(f"histories index {histories.n_items} items, the model {self.n_items}")
-        out = torch.from_numpy(self.popularity).float().expand(len(histories), -1).clone()
         ok = ~self.fallback(histories)
+        if len(ok) and ok.all():  # the common case: no batch copy, no scatter; one copy of the
+            # scores, since callers mask in place and a model may return its own memory
+            return self._score(histories, k or 0).detach().float().cpu().clone()
+        out = torch.from_numpy(self.popularity).float().expand(len(histories), -1).clone()
         if ok.any():
             part = self._score(histories.take(ok), k or 0)
             out[torch.from_numpy(ok)] = part.detach().float().cpu()

@@ -23,6 +23,7 @@ from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
 from directrec.data.store import Store
 from directrec.generate.coldstart import sentence_history
+from directrec.generate.context import item_info
 from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
 from directrec.models import load_model
@@ -280,24 +281,24 @@ class Service:
                 items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
                 if len(items) != model.n_items:
                     raise ValueError(f"{path}: the model carries no item id map")
-                vectors = None
+                c = self.catalogue
                 text = self.text_vectors()
-                if text is not None:
-                    pos = {x: n for n, x in enumerate(self.catalogue.ids)}
-                    cold = [x for x in self.catalogue.ids if items.index(x) < 0]
-                    if cold and model.capabilities.cold_items:  # new catalogue items, no retraining
-                        model.add_items(text[[pos[x] for x in cold]])
-                        items = IdMap(np.concatenate([items.ids, np.array(cold, dtype=object)]))
-                        model.meta["item_ids"] = items.ids.tolist()
-                        log.info("%d catalogue items new to the model were given codes", len(cold))
-                    vectors = np.zeros((model.n_items, text.shape[1]), dtype=np.float32)
-                    for n, raw in enumerate(items.ids):
-                        if str(raw) in pos:
-                            vectors[n] = text[pos[str(raw)]]
-                cats = [self.catalogue.categories.get(str(x), []) for x in items.ids]
+                cold = [r for r, x in enumerate(c.ids) if items.index(x) < 0]
+                if text is not None and cold and model.capabilities.cold_items:
+                    model.add_items(text[cold])  # new catalogue items, no retraining
+                    new_ids = np.array([c.ids[r] for r in cold], dtype=object)
+                    items = IdMap(np.concatenate([items.ids, new_ids]))
+                    model.meta["item_ids"] = items.ids.tolist()
+                    log.info("%d catalogue items new to the model were given codes", len(cold))
+                info = item_info(
+                    items,
+                    c.ids,
+                    [c.titles[x] for x in c.ids],
+                    [c.categories[x] for x in c.ids],
+                    text,
+                )
                 users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-                titles = [self.catalogue.titles.get(str(x), "") for x in items.ids]
-                new = Loaded(model, label, items, users, ItemInfo(titles, cats, vectors))
+                new = Loaded(model, label, items, users, info)
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
             except Exception:
                 self.metrics.reloads.labels("rejected").inc()
