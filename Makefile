@@ -16,7 +16,8 @@ setup: $(STAMP)
 # Idempotent: re-runs only when pyproject.toml changes. torch is installed first and pinned
 # so pip takes the CPU wheel on disk; recbole is installed without its dependencies because
 # we read only the MovieLens-100K files it ships. Chromium (for the web page's browser
-# test) comes from Debian.
+# test) and PostgreSQL (the store's second backend, tested against a real server) come
+# from Debian.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -25,6 +26,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps recbole==1.2.1
 	command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends chromium \
 	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends postgresql \
+	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends postgresql)
 	touch $(STAMP)
 
 # The generative ID head (sasrec-ce) trains under a 2-minute budget each time (benchmark and

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from directrec.data.histories import Histories
-from directrec.data.store import Store
+from directrec.data.store import open_store
 from directrec.generate.context import ModelContext
 from directrec.generate.explain import explain
 from directrec.generate.pipeline import ListOptions, recommend
@@ -40,12 +40,12 @@ def main() -> None:
     args = p.parse_args()
     model = load_model(args.model)
     ctx = ModelContext.build(model, args.db)
-    with Store(args.db) as store:
+    with open_store(args.db) as store:
         raw_users = store.user_ids()
     users = np.sort(
         np.random.default_rng(args.seed).choice(len(raw_users), args.users, replace=False)
     )
-    with Store(args.db) as store:
+    with open_store(args.db) as store:
         stored = ctx.histories(store, [raw_users[u] for u in users])
     cases = lowered = prob_lowered = cited = 0
     places: list[int] = []

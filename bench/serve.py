@@ -215,9 +215,9 @@ def summarise(results: list[tuple[int, float, float]], errors: int, sent: int, w
 
 
 def user_paths(args: argparse.Namespace, n: int = 2000) -> list[str]:
-    from directrec.data.store import Store
+    from directrec.data.store import open_store
 
-    with Store(args.db) as s:
+    with open_store(args.db) as s:
         users = [
             r[0] for r in s.con.execute("SELECT DISTINCT user_id FROM interactions").fetchall()
         ]
@@ -407,9 +407,9 @@ def hand_corpus() -> list[tuple[str, str, bytes, dict]]:
 def kill9(args: argparse.Namespace) -> dict:
     """Post feedback from several clients, kill -9 the server at a random moment, restart;
     every acknowledged event must be stored exactly once, the database intact."""
-    from directrec.data.store import Store
+    from directrec.data.store import open_store
 
-    with Store(args.db) as s:
+    with open_store(args.db) as s:
         items = [r[0] for r in s.con.execute("SELECT item_id FROM items LIMIT 200").fetchall()]
     log = args.out / "kill9-feedback.sqlite"
     for suffix in ("", "-wal", "-shm"):

@@ -109,3 +109,41 @@ def items_csv(tmp_path):
         "a,Alpha,first item,x|y\nb,Beta,second item,y\nc,Gamma,,z\nd,Delta,fourth,x\n"
     )
     return p
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# One real server per test session (Debian's postgresql, started by the test itself: initdb
+# into a temp dir, pg_ctl on a free loopback port); every test gets its own database.
+_PG_COUNTER = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from directrec.data.pglocal import LocalPostgres, binaries
+
+    if binaries() is None:  # `make setup` installs it; a bare machine says why it skipped
+        pytest.skip("PostgreSQL is not installed (make setup installs Debian's postgresql)")
+    with LocalPostgres(fsync=False) as pg:
+        yield pg
+
+
+@pytest.fixture()
+def pg_url(postgres_server):
+    """A fresh, empty database on the session's server; dropped afterwards."""
+    import psycopg
+
+    name = f"t{os.getpid()}_{next(_PG_COUNTER)}"
+    admin = postgres_server.url
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    yield admin.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(admin, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_at(request, tmp_path):
+    """Where a store goes, on each backend: a DuckDB file or a PostgreSQL URL."""
+    if request.param == "duckdb":
+        return tmp_path / "s.duckdb"
+    return request.getfixturevalue("pg_url")

@@ -105,10 +105,16 @@ def _run_guarded(fn, *args, **kwargs):
         fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
 
 
+# A store: a DuckDB file (the embedded default) or a PostgreSQL URL.
+StoreOpt = Annotated[
+    str, typer.Option(help="store: a DuckDB file or postgresql://user@host:port/db")
+]
+
+
 # --------------------------------------------------------------------------- ingest
 @app.command()
 def ingest(
-    db: Annotated[Path, typer.Option(help="DuckDB store to create or update")],
+    db: StoreOpt,
     fmt: Annotated[
         str,
         typer.Option("--format", help="movielens | recbole | amazon | sequence | csv | parquet"),
@@ -137,6 +143,7 @@ def ingest(
 ) -> None:
     """Read interactions (and a catalogue) into the store, validated, in one transaction."""
     from directrec.data import loaders, preprocess
+    from directrec.data.store import describe
     from directrec.data.store import ingest as store_ingest
 
     def run() -> dict[str, int]:
@@ -177,19 +184,19 @@ def ingest(
 
     counts = _run_guarded(run)
     out.print(
-        f"ingested into {db}: {counts['interactions']:,} interactions "
+        f"ingested into {describe(db)}: {counts['interactions']:,} interactions "
         f"({counts['read']:,} read), {counts['users']:,} users, {counts['items']:,} items"
     )
 
 
 # --------------------------------------------------------------------------- info
 @app.command()
-def info(db: Annotated[Path, typer.Option(help="DuckDB store")]) -> None:
+def info(db: StoreOpt) -> None:
     """Counts and provenance of a store."""
-    from directrec.data.store import Store
+    from directrec.data.store import open_store
 
     def run() -> dict:
-        with Store(db) as s:
+        with open_store(db) as s:
             return {**s.counts(), **s.meta()}
 
     out.print_json(json.dumps(_run_guarded(run)))
@@ -198,7 +205,7 @@ def info(db: Annotated[Path, typer.Option(help="DuckDB store")]) -> None:
 # --------------------------------------------------------------------------- benchmark
 @app.command()
 def benchmark(
-    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    db: StoreOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="directory for results.json/.md/.png")],
     models: Annotated[str, typer.Option(help="comma-separated model names")] = "pop,itemknn,ease",
     split: Annotated[
@@ -285,7 +292,7 @@ def benchmark(
 @app.command()
 def train(
     model_name: Annotated[str, typer.Argument(metavar="MODEL", help="e.g. ease, als, multvae")],
-    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    db: StoreOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="config overrides key=value")
@@ -327,13 +334,13 @@ def train(
             ds.catalog,
             valid_users=valid_users,
         )
-        from directrec.data.store import Store
+        from directrec.data.store import describe, open_store
 
-        with Store(db) as store:
+        with open_store(db) as store:
             store_seq = store.last_seq()
         model.meta.update(
             data_fingerprint=ds.fingerprint,
-            db=str(db),
+            db=describe(db),
             store_seq=store_seq,  # watermark: the update gate validates on newer rows only
             holdout=holdout,
             user_ids=ds.users.ids.tolist(),
@@ -363,7 +370,7 @@ def evaluate_cmd(
     model_dir: Annotated[
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
-    db: Annotated[Path, typer.Option(help="store to evaluate on")],
+    db: StoreOpt,
     split: Annotated[str, typer.Option(help="loo | temporal")] = "loo",
     stage: Annotated[str, typer.Option(help="test | valid")] = "test",
     k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
@@ -408,7 +415,7 @@ def recommend(
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
     user: Annotated[str, typer.Option(help="the user's id as in your data")],
-    db: Annotated[Path, typer.Option(help="store: the user's history and item titles")],
+    db: StoreOpt,
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user has seen")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -423,7 +430,7 @@ def recommend(
     ] = 0.0,
 ) -> None:
     """Top-K recommendations for one user (unknown users get the popularity fallback)."""
-    from directrec.data.store import Store
+    from directrec.data.store import open_store
     from directrec.generate.context import ModelContext
     from directrec.generate.pipeline import ListOptions
     from directrec.generate.pipeline import recommend as build_lists
@@ -434,7 +441,7 @@ def recommend(
 
         model = load_model(resolve(model_dir)[0])
         ctx = ModelContext.build(model, db, vectors=diversity > 0)
-        with Store(db) as store:
+        with open_store(db) as store:
             histories = ctx.histories(store, [user])
         options = ListOptions(
             k=k, exclude_seen=not include_seen, diversity=diversity, explain=explain
@@ -476,7 +483,7 @@ def generate_cmd(
     model_dir: Annotated[
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
-    db: Annotated[Path, typer.Option(help="store: the users' histories")],
+    db: StoreOpt,
     out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write (atomically)")],
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     users: Annotated[
@@ -526,7 +533,7 @@ def serve(
     model_dir: Annotated[
         Path, typer.Option("--model", help="a registry (hot swaps) or a model directory")
     ],
-    db: Annotated[Path, typer.Option(help="DuckDB store: histories and the item catalogue")],
+    db: StoreOpt,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     feedback: Annotated[
@@ -597,7 +604,7 @@ def update(
     model_dir: Annotated[
         Path, typer.Option("--model", help="the registry (or model) to start from")
     ],
-    db: Annotated[Path, typer.Option(help="DuckDB store")],
+    db: StoreOpt,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="registry to publish to (default: --model)")
     ] = None,
@@ -620,7 +627,7 @@ def update(
     """Update the current model on the store plus feedback received since; publish it as
     the registry's next version (a running service swaps to it) if it validates no worse
     than the served version (within --tolerance), else keep it unpublished and say why."""
-    from directrec.serve.feedback import default_path
+    from directrec.serve.feedback import feedback_source
     from directrec.serve.registry import is_registry
     from directrec.serve.update import update_model
 
@@ -631,7 +638,7 @@ def update(
         update_model,
         model_dir,
         db,
-        feedback or default_path(db),
+        feedback_source(db, feedback),
         target,
         epochs,
         tolerance,

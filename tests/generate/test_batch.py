@@ -14,7 +14,7 @@ import pytest
 
 from directrec.data.dataset import Dataset
 from directrec.data.schema import RawData, make_interactions
-from directrec.data.store import Store, ingest
+from directrec.data.store import ingest, open_store
 from directrec.generate import batch
 from directrec.models import create, load_model
 from directrec.serve.registry import resolve
@@ -45,7 +45,7 @@ def test_every_user_gets_k_unseen_items_with_provenance(world, tmp_path):
         load_model(path), version, db, tmp_path / "recs.parquet", 7, batch_size=16
     )
     df = read(tmp_path / "recs.parquet")
-    with Store(db) as s:
+    with open_store(db) as s:
         users, seqs, fingerprint = s.user_ids(), s.histories(s.user_ids()), s.meta()["fingerprint"]
     assert facts["users"] == len(users) == 90 and len(df) == 90 * 7
     assert set(df["model_version"]) == {version} and set(df["model"]) == {"ease"}

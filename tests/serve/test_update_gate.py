@@ -10,7 +10,7 @@ import pytest
 
 from directrec.data.dataset import Dataset
 from directrec.data.schema import RawData, make_interactions
-from directrec.data.store import Store, ingest
+from directrec.data.store import ingest, open_store
 from directrec.models import create
 from directrec.models.ease import EASE
 from directrec.models.pop import MostPopular
@@ -36,7 +36,7 @@ def loop(tmp_path):
         )
         ds = Dataset.from_store(db)
         model = create(name).fit(ds.interactions)
-        with Store(db) as s:
+        with open_store(db) as s:
             seq = s.last_seq()
         model.meta.update(
             user_ids=ds.users.ids.tolist(), item_ids=ds.items.ids.tolist(), store_seq=seq

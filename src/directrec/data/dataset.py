@@ -216,16 +216,16 @@ class Dataset:
 
     @classmethod
     def from_store(cls, db: str | Path, include_catalog_items: bool = False) -> Dataset:
-        from directrec.data.store import Store
+        from directrec.data.store import open_store, store_name
 
-        with Store(db) as store:
+        with open_store(db) as store:
             inter, items, meta = store.interactions(), store.items(), store.meta()
         return cls.from_frames(
             inter,
             items,
             include_catalog_items=include_catalog_items,
             fingerprint=meta.get("fingerprint", ""),
-            name=Path(db).stem,
+            name=store_name(db),
         )
 
 

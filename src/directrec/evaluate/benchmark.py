@@ -22,6 +22,7 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
+from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate, fit_model
 
 
@@ -232,7 +233,7 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
         "command": " ".join(sys.argv),
         "spec": dataclasses.asdict(spec),
         "dataset": {
-            "db": spec.db,
+            "db": describe(spec.db),
             "fingerprint": ds.fingerprint,
             "users": ds.interactions.n_users,
             "items": ds.interactions.n_items,

@@ -18,6 +18,7 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
+from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate
 from directrec.models.base import Recommender
 
@@ -93,7 +94,7 @@ def evaluate_saved(
     return {
         "command": " ".join(sys.argv),
         "spec": {
-            "db": str(db),
+            "db": describe(db),
             "models": [model.name],
             "task": "topn",
             "split": split,
@@ -103,7 +104,7 @@ def evaluate_saved(
             "stage": stage,
         },
         "dataset": {
-            "db": str(db),
+            "db": describe(db),
             "fingerprint": ds.fingerprint,
             "users": ds.interactions.n_users,
             "items": ds.interactions.n_items,

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from directrec.data.store import Store
+from directrec.data.store import open_store
 from directrec.generate.context import ModelContext
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import distributed
@@ -88,7 +88,7 @@ def write_lists(
     out = Path(out)
     ctx = ModelContext.build(model, db)
     t0 = time.perf_counter()
-    with Store(db) as store:
+    with open_store(db) as store:
         fingerprint = store.meta().get("fingerprint", "")
         todo = list(users) if users is not None else store.user_ids()
         rows = 0
@@ -144,7 +144,7 @@ def generate(
     if not shard.active:
         return write_lists(model, version, db, out, k, users, batch_size)
     if users is None:
-        with Store(db) as store:
+        with open_store(db) as store:
             users = store.user_ids()
     mine = list(users)[shard.rank :: shard.world]
     out = Path(out)

@@ -13,7 +13,7 @@ import numpy as np
 
 from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
-from directrec.data.store import Store
+from directrec.data.store import StoreBase, open_store
 from directrec.generate.pipeline import ItemInfo
 from directrec.models.base import Recommender
 
@@ -37,7 +37,7 @@ class ModelContext:
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         info = ItemInfo([""] * model.n_items, [[] for _ in range(model.n_items)])
         if db is not None:
-            with Store(db) as store:
+            with open_store(db) as store:
                 table = store.items()
             info = item_info(
                 items,
@@ -50,7 +50,7 @@ class ModelContext:
         return cls(model, items, users, info)
 
     def histories(
-        self, store: Store, raw_users: Sequence[str], extra: Sequence[Sequence[str]] | None = None
+        self, store: StoreBase, raw_users: Sequence[str], extra: Sequence[Sequence[str]] | None = None
     ) -> Histories:
         """The users' stored histories (plus `extra` raw items each, e.g. feedback since)
         in the model's index; users keep their index in the model's user map or -1."""

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
 
+from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
 from directrec.serve.feedback import Event
@@ -34,6 +36,7 @@ from directrec.serve.middleware import Admission, BodyLimit
 from directrec.serve.schemas import (
     AdHocIn,
     FeedbackIn,
+    ForgetIn,
     ReloadIn,
     UpdateIn,
     error_response,
@@ -150,7 +153,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         except BatchFailed as e:
             raise HTTPException(500, f"generation failed for this batch: {e}") from None
 
-    def listing(res: dict, user: str | None) -> JSONResponse:
+    def listing_body(res: dict, user: str | None) -> bytes:
         items = [
             {"rank": n + 1, **svc.item_view(i), "score": s}
             for n, (i, s) in enumerate(zip(res["items"], res["scores"], strict=True))
@@ -164,7 +167,13 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             "history_used": res["history_used"],
             "items": items,
         }
-        return JSONResponse(body, headers={"X-Model-Version": res["version"]})
+        return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def json_bytes(body: bytes, version: str, cache: str | None = None) -> Response:
+        headers = {"X-Model-Version": version}
+        if cache:
+            headers["X-Cache"] = cache
+        return Response(body, media_type="application/json", headers=headers)
 
     # -------------------------------------------------------------- endpoints
     page_html = PAGE.read_text()
@@ -209,7 +218,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         got = svc.histories.get(path_text(user_id))
         if got is None:
             raise HTTPException(404, f"unknown user {user_id!r}")
-        seq, dislikes = got
+        seq, dislikes = got.items, got.dislikes
         return {
             "user_id": user_id,
             "interactions": len(seq),
@@ -225,7 +234,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
         exclude_categories: Annotated[list[str] | None, Query(max_length=100)] = None,
         explain: bool = False,
-    ) -> JSONResponse:
+    ) -> Response:
         check_k(k)
         got = await asyncio.to_thread(svc.histories.get, path_text(user_id))
         if got is None:
@@ -233,22 +242,25 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 404,
                 f"unknown user {user_id!r}; POST /v1/recommendations with a history for new users",
             )
-        seq, dislikes = got
-        exclude = set(seq) | dislikes if exclude_seen else dislikes
-        job = Job(
-            user_id,
-            seq,
-            k,
-            exclude_seen,
-            exclude,
-            set(exclude_categories or []),
-            diversity,
-            explain,
-        )
-        return listing(await generate(job), user_id)
+        categories = tuple(sorted(set(exclude_categories or [])))
+        loaded = svc.loaded
+        options = (k, exclude_seen, diversity, categories, explain)
+        if loaded is not None:
+            body = svc.lists.get((user_id, loaded.version, got.version, *options))
+            if body is not None:
+                svc.metrics.list_cache.labels("hit").inc()
+                return json_bytes(body, loaded.version, "hit")
+        svc.metrics.list_cache.labels("miss").inc()
+        seq, dislikes = list(got.items), set(got.dislikes)
+        exclude = set(seq) | dislikes if exclude_seen else set(dislikes)
+        job = Job(user_id, seq, k, exclude_seen, exclude, set(categories), diversity, explain)
+        res = await generate(job)
+        body = listing_body(res, user_id)
+        svc.lists.put((user_id, res["version"], got.version, *options), body)
+        return json_bytes(body, res["version"], "miss")
 
     @app.post("/v1/recommendations")
-    async def adhoc(body: AdHocIn) -> JSONResponse:
+    async def adhoc(body: AdHocIn) -> Response:
         check_k(body.k)
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
@@ -267,7 +279,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             body.diversity,
             body.explain,
         )
-        return listing(await generate(job), None)
+        res = await generate(job)
+        return json_bytes(listing_body(res, None), res["version"])
 
     @app.post("/v1/feedback", dependencies=[Depends(feedback_auth)])
     def feedback(body: FeedbackIn) -> dict:
@@ -288,8 +301,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         ]
         fresh = svc.feedback.add(events)  # returns once durable
         for e, new in zip(events, fresh, strict=True):
-            if new:
-                svc.histories.add(e)
+            if new:  # the next read sees the new history version; free the old lists now
+                svc.lists.drop_user(e.user_id)
         svc.metrics.feedback.labels("stored").inc(sum(fresh))
         svc.metrics.feedback.labels("duplicate").inc(len(fresh) - sum(fresh))
         return {
@@ -343,6 +356,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             ) from e
         return {"model_version": loaded.version}
 
+    @app.post("/v1/admin/forget", dependencies=[Depends(admin)])
+    def forget(body: ForgetIn) -> dict:
+        """Delete a user's interactions and feedback from the store and every cache; the
+        next update no longer learns from them."""
+        try:
+            deleted = svc.forget(body.user_id)
+        except DataError as e:
+            raise HTTPException(409, f"could not forget {body.user_id!r}: {e}") from e
+        return {"user_id": body.user_id, "deleted": deleted}
+
     @app.post("/v1/admin/update", dependencies=[Depends(admin)], status_code=202)
     def update(body: UpdateIn | None = None) -> JSONResponse:
         """Start a background update job (one at a time): 202 with its id; 409 while one
@@ -357,7 +380,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             version, facts = update_model(
                 cfg.model,
                 cfg.db,
-                svc.feedback.path,
+                svc.feedback.source,
                 cfg.model,
                 epochs=body.epochs,
                 tolerance=body.tolerance,

@@ -1,9 +1,11 @@
-"""Durable feedback events: the service's write path (SQLite, WAL, synchronous=FULL).
+"""Durable feedback events: the service's write path.
 
-DuckDB allows one writer process and the store is shared with training jobs, so the
-service appends events here instead; `directrec update` reads both. An event is
-acknowledged only after its transaction has committed (fsync'd to the WAL), and an
-idempotency key makes retries harmless: a key seen before is ignored, not stored twice.
+With a DuckDB store (one writer process, shared with training jobs) events go to a SQLite
+log beside it (WAL, synchronous=FULL); with a PostgreSQL store they go to its
+`feedback_events` table, so every service process and machine shares one log. Either way
+an event is acknowledged only after its transaction has committed, and an idempotency key
+makes retries harmless: a key seen before is ignored, not stored twice. `directrec update`
+reads the store and the log.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class FeedbackLog:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.source: str | Path = self.path  # what open_log takes to reopen it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
@@ -98,18 +101,37 @@ class FeedbackLog:
         """Events stored after `after_seq`, in arrival order."""
         return self._select("seq > ?", after_seq)
 
-    def events_of(self, user_id: str) -> list[Event]:
-        """One user's events in arrival order (indexed: a service reads them on demand)."""
-        return [e for _, e in self._select("user_id = ?", user_id)]
+    def events_of(self, user_id: str, after_seq: int = 0) -> list[tuple[int, Event]]:
+        """One user's events after `after_seq` in arrival order (indexed: a service reads
+        them on demand)."""
+        return self._select("user_id = ? AND seq > ?", user_id, after_seq)
 
-    def _select(self, where: str, param: object) -> list[tuple[int, Event]]:
+    def user_seq(self, user_id: str) -> int:
+        """The position of this user's newest event (0: none): the version of their
+        feedback, which the service's caches compare against."""
+        with self._lock:
+            row = self._con.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user_id = ?", (user_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def forget(self, user_id: str) -> int:
+        """Delete every event of this user; how many there were."""
+        with self._lock:
+            return self._con.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+
+    def _select(self, where: str, *params: object) -> list[tuple[int, Event]]:
         with self._lock:
             rows = self._con.execute(
                 "SELECT seq, user_id, item_id, type, ts, value, key FROM events "
                 f"WHERE {where} ORDER BY seq",
-                (param,),
+                params,
             ).fetchall()
         return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def last_seq(self) -> int:
         with self._lock:
@@ -118,6 +140,100 @@ class FeedbackLog:
     def integrity(self) -> str:
         with self._lock:
             return str(self._con.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+class PgFeedbackLog(FeedbackLog):
+    """The same log in a PostgreSQL store's `feedback_events` table: shared by every
+    service process and machine that uses the store."""
+
+    def __init__(self, url: str) -> None:
+        from directrec.data.pgstore import SCHEMA, connect
+        from directrec.data.store import describe
+
+        self.url, self.path, self.source = url, None, url
+        self._location = describe(url)
+        self._con = connect(url)
+        for stmt in SCHEMA.split(";"):
+            if "feedback_events" in stmt:
+                self._con.execute(stmt)
+        self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    def add(self, events: list[Event]) -> list[bool]:
+        now = time.time()
+        fresh = []
+        with self._lock, self._con.transaction():
+            for e in events:
+                cur = self._con.execute(
+                    "INSERT INTO feedback_events (key, user_id, item_id, type, value, ts, "
+                    "received) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now),
+                )
+                fresh.append(cur.rowcount == 1)
+        return fresh
+
+    def user_seq(self, user_id: str) -> int:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM feedback_events WHERE user_id = %s", (user_id,)
+            ).fetchone()
+        return int(row[0])
+
+    def forget(self, user_id: str) -> int:
+        with self._lock:
+            return self._con.execute(
+                "DELETE FROM feedback_events WHERE user_id = %s", (user_id,)
+            ).rowcount
+
+    def _select(self, where: str, *params: object) -> list[tuple[int, Event]]:
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT seq, user_id, item_id, type, ts, value, key FROM feedback_events "
+                f"WHERE {where.replace('?', '%s')} ORDER BY seq",
+                params,
+            ).fetchall()
+        return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._con.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback_events").fetchone()
+        return int(row[0])
+
+    def integrity(self) -> str:
+        return "ok"
+
+
+def open_feedback(db: str | Path, path: str | Path | None = None) -> FeedbackLog:
+    """The feedback log of the store `db`: its own table for PostgreSQL, else the SQLite
+    file `path` (default: beside the store)."""
+    from directrec.data.store import is_url
+
+    source = feedback_source(db, path)
+    return PgFeedbackLog(str(source)) if is_url(source) else FeedbackLog(source)
+
+
+def feedback_source(db: str | Path, path: str | Path | None = None) -> str | Path:
+    """Where the feedback of store `db` lives: `path`, the store itself (PostgreSQL) or
+    a SQLite file beside it."""
+    from directrec.data.store import is_url
+
+    if path is not None:
+        return path
+    return str(db) if is_url(db) else default_path(db)
+
+
+def open_log(source: str | Path) -> FeedbackLog | None:
+    """Open the log at `source` (a PostgreSQL URL or a SQLite file); None when no file
+    exists there yet."""
+    from directrec.data.store import is_url
+
+    if is_url(source):
+        return PgFeedbackLog(str(source))
+    return FeedbackLog(source) if Path(source).exists() else None
 
 
 def default_path(db: str | Path) -> Path:

@@ -91,6 +91,15 @@ class ReloadIn(Strict):
     version: str | None = Field(None, max_length=64)
 
 
+class ForgetIn(Strict):
+    user_id: str = Field(min_length=1, max_length=256)
+
+    @field_validator("user_id")
+    @classmethod
+    def _ok_user(cls, v: str) -> str:
+        return _text(v)
+
+
 class UpdateIn(Strict):
     epochs: int = Field(2, ge=0, le=50)
     tolerance: float = Field(0.02, ge=0.0, le=1.0, allow_inf_nan=False)

@@ -4,6 +4,7 @@ update jobs, and the batch function the micro-batcher runs on the model thread."
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -21,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
-from directrec.data.store import Store
+from directrec.data.store import DuckStore, open_store
 from directrec.generate.coldstart import sentence_history
 from directrec.generate.context import item_info
 from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
@@ -30,7 +31,7 @@ from directrec.models import load_model
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher
-from directrec.serve.feedback import Event, FeedbackLog, default_path
+from directrec.serve.feedback import Event, FeedbackLog, open_feedback
 
 log = logging.getLogger("directrec.serve")
 
@@ -38,8 +39,8 @@ log = logging.getLogger("directrec.serve")
 @dataclass
 class ServeConfig:
     model: Path  # a registry directory or a plain model directory
-    db: Path
-    feedback: Path | None = None  # default: beside the store
+    db: str | Path  # a DuckDB file or a PostgreSQL URL
+    feedback: Path | None = None  # default: beside a DuckDB store, in a PostgreSQL one
     admin_token: str | None = None  # None: a random one is made and logged
     feedback_token: str | None = None  # None: feedback needs no token
     max_k: int = 100
@@ -51,6 +52,7 @@ class ServeConfig:
     watch_seconds: float = 2.0  # poll the registry's CURRENT (0: no watching)
     diversity_pool: int = 3  # candidates fetched per wanted item when re-ranking
     history_cache: int = 50_000  # users whose histories stay in memory (LRU)
+    list_cache: int = 100_000  # finished lists kept (LRU; 0: off)
     request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
 
 
@@ -84,59 +86,168 @@ class Catalogue:
     texts: dict[str, str]
     ids: list[str]
     vectors: np.ndarray | None = None  # [len(ids)] text embeddings for search, if any
+    views: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.views = {
+            i: {"item_id": i, "title": self.titles[i], "categories": list(self.categories[i])}
+            for i in self.ids
+        }
 
 
 class HistoryCache:
     """Users' histories as raw item ids, read on demand: the store's rows (oldest first,
-    the one ordering rule of Store.histories), then positive feedback in arrival order;
-    disliked items kept apart and never recommended. A bounded LRU holds recent users;
-    feedback for a cached user updates that entry, so nothing grows without limit."""
+    the one ordering rule of StoreBase.histories), then positive feedback in arrival order;
+    disliked items kept apart and never recommended. A bounded LRU holds recent users.
 
-    def __init__(self, db: Path, feedback: FeedbackLog, size: int = 50_000) -> None:
-        self.store = Store(db)  # read-only; DuckDB connections are not shared across threads
+    Each entry remembers the newest feedback event it includes; every read compares it
+    with the log (one indexed lookup), so feedback stored by another worker or machine is
+    applied before the history is used, and that number is the history's version."""
+
+    def __init__(self, db: str | Path, feedback: FeedbackLog, size: int = 50_000) -> None:
+        self.db = db
+        self.store = open_store(db)  # DuckDB connections are not shared across threads
         self.feedback, self.size = feedback, size
-        self.cache: OrderedDict[str, tuple[list[str], set[str]]] = OrderedDict()
+        self.cache: OrderedDict[str, History] = OrderedDict()
         self.lock = threading.Lock()
         self.store_lock = threading.Lock()
         self.reads = 0
+        self.epoch = self._epoch()
 
     def close(self) -> None:
         self.store.close()
 
-    def get(self, user: str) -> tuple[list[str], set[str]] | None:
-        """(items oldest first, dislikes), or None for a user with no store row and no
-        feedback. Unknown users are not cached (a flood of them cannot fill memory)."""
-        with self.lock:
-            if user in self.cache:
-                self.cache.move_to_end(user)
-                seq, dislikes = self.cache[user]
-                return list(seq), set(dislikes)
+    def _epoch(self) -> str:
         with self.store_lock:
-            stored = self.store.histories([user]).get(user)
-            self.reads += 1
-        events = self.feedback.events_of(user)
-        if stored is None and not events:
-            return None
-        seq, dislikes = list(stored or []), set()
-        for e in events:
-            _apply(seq, dislikes, e)
+            return self.store.meta().get("forget_epoch", "0")
+
+    def get(self, user: str) -> History | None:
+        """The user's history, or None for a user with no store row and no feedback.
+        Unknown users are not cached (a flood of them cannot fill memory)."""
+        latest = self.feedback.user_seq(user)
         with self.lock:
-            self.cache[user] = (seq, dislikes)
+            got = self.cache.get(user)
+            if got is not None:
+                self.cache.move_to_end(user)
+                if got.version == latest:
+                    return got
+        if got is not None and latest > got.version:  # feedback arrived since: apply it
+            seq, dislikes = list(got.items), set(got.dislikes)
+            events = self.feedback.events_of(user, got.version)
+        else:  # not cached, or its events were forgotten: read everything
+            with self.store_lock:
+                stored = self.store.histories([user]).get(user)
+                self.reads += 1
+            events = self.feedback.events_of(user)
+            if stored is None and not events:
+                self.evict(user)
+                return None
+            seq, dislikes = list(stored or []), set()
+        for _, e in events:
+            _apply(seq, dislikes, e)
+        entry = History(tuple(seq), frozenset(dislikes), events[-1][0] if events else latest)
+        with self.lock:
+            self.cache[user] = entry
             self.cache.move_to_end(user)
             while len(self.cache) > self.size:
                 self.cache.popitem(last=False)
-        return list(seq), set(dislikes)
+        return entry
 
-    def add(self, e: Event) -> None:
-        """A stored feedback event: update the user's cached entry, if any (otherwise the
-        next `get` reads it from the log)."""
+    def evict(self, user: str | None = None) -> None:
+        """Drop one user's entry (None: every entry)."""
         with self.lock:
-            if e.user_id in self.cache:
-                _apply(*self.cache[e.user_id], e)
+            if user is None:
+                self.cache.clear()
+            else:
+                self.cache.pop(user, None)
+
+    def refresh(self) -> bool:
+        """Drop every entry when the store's forget epoch moved (a user was forgotten,
+        possibly by another process); whether it did."""
+        epoch = self._epoch()
+        if epoch == self.epoch:
+            return False
+        self.epoch = epoch
+        self.evict()
+        return True
+
+    def forget(self, user: str) -> dict[str, int]:
+        """Delete the user from the store, then drop what this process cached. A DuckDB
+        store is reopened read-write for it, which fails while another process has it open
+        (use PostgreSQL for several workers)."""
+        with self.store_lock:
+            if isinstance(self.store, DuckStore):
+                self.store.close()
+                try:
+                    with open_store(self.db, read_only=False) as rw:
+                        deleted = rw.forget(user)
+                finally:
+                    self.store = open_store(self.db)
+            else:
+                deleted = self.store.forget(user)
+            self.epoch = self.store.meta().get("forget_epoch", "0")
+        self.evict(user)
+        return deleted
 
     def users(self, limit: int) -> list[str]:
         with self.store_lock:
             return self.store.user_ids(limit)
+
+
+@dataclass(frozen=True)
+class History:
+    items: tuple[str, ...]  # oldest first
+    dislikes: frozenset[str]
+    version: int  # the newest feedback event included (0: none)
+
+
+class ListCache:
+    """Finished responses (JSON bytes) keyed by user, model version, the user's history
+    version and the request's options; a bounded LRU. A user's feedback changes the
+    history version and a swap changes the model version, so a stale list is never found;
+    their old entries are also dropped at once (feedback, forget) or all together (swap)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple, bytes] = OrderedDict()
+        self.by_user: dict[str, set[tuple]] = {}
+        self.lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple) -> bytes | None:
+        with self.lock:
+            body = self.entries.get(key)
+            if body is None:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+            return body
+
+    def put(self, key: tuple, body: bytes) -> None:
+        if self.size <= 0:
+            return
+        with self.lock:
+            self.entries[key] = body
+            self.by_user.setdefault(key[0], set()).add(key)
+            while len(self.entries) > self.size:
+                old, _ = self.entries.popitem(last=False)
+                keys = self.by_user.get(old[0])
+                if keys is not None:
+                    keys.discard(old)
+                    if not keys:
+                        del self.by_user[old[0]]
+
+    def drop_user(self, user: str) -> None:
+        with self.lock:
+            for key in self.by_user.pop(user, ()):
+                self.entries.pop(key, None)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.by_user.clear()
 
 
 def _apply(seq: list[str], dislikes: set[str], e: Event) -> None:
@@ -215,6 +326,12 @@ class Metrics:
         self.version = Gauge(
             "directrec_model_info", "Served model version", ["version"], registry=r
         )
+        self.list_cache = Counter(
+            "directrec_list_cache_total", "List cache lookups", ["result"], registry=r
+        )
+        self.hit_ratio = Gauge(
+            "directrec_list_cache_hit_ratio", "List cache hits / lookups", registry=r
+        )
 
 
 class Service:
@@ -230,8 +347,12 @@ class Service:
         self.ready = False
         self.encoder_warm = False
         self.catalogue = self._read_catalogue()
-        self.feedback = FeedbackLog(cfg.feedback or default_path(cfg.db))
+        self.feedback = open_feedback(cfg.db, cfg.feedback)
         self.histories = HistoryCache(cfg.db, self.feedback, cfg.history_cache)
+        self.lists = ListCache(cfg.list_cache)
+        self.metrics.hit_ratio.set_function(
+            lambda: self.lists.hits / max(1, self.lists.hits + self.lists.misses)
+        )
         self.updates = UpdateJobs()
         self.batcher: Batcher | None = None
         self.watch_stop = threading.Event()
@@ -239,7 +360,7 @@ class Service:
 
     # ------------------------------------------------------------------ loading
     def _read_catalogue(self) -> Catalogue:
-        with Store(self.cfg.db) as store:
+        with open_store(self.cfg.db) as store:
             items = store.items()
             from directrec.text.encoder import MODEL_NAME
 
@@ -304,6 +425,7 @@ class Service:
                 self.metrics.reloads.labels("rejected").inc()
                 raise
             old, self.loaded = self.loaded, new
+            self.lists.clear()  # keyed by version too; this frees the old version's lists
             if old is not None:
                 self.metrics.version.remove(old.version)
             self.metrics.version.labels(label).set(1)
@@ -314,9 +436,17 @@ class Service:
 
     def watch(self) -> None:
         """Poll the registry's CURRENT and swap when it names another version."""
-        if self.cfg.watch_seconds <= 0 or not registry.is_registry(self.cfg.model):
+        if self.cfg.watch_seconds <= 0:
             return
+        watch_registry = registry.is_registry(self.cfg.model)
         while not self.watch_stop.wait(self.cfg.watch_seconds):
+            try:
+                if self.histories.refresh():  # someone forgot a user: drop cached lists
+                    self.lists.clear()
+            except Exception as e:
+                log.warning("could not read the store's forget epoch: %s", e)
+            if not watch_registry:
+                continue
             try:
                 name = registry.current(self.cfg.model)
             except (OSError, ValueError):
@@ -391,6 +521,16 @@ class Service:
         idx = sentence_history(encode([query])[0], vectors, n, allowed)
         return [self.catalogue.ids[i] for i in idx]
 
+    def forget(self, user: str) -> dict[str, int]:
+        """Delete a user from the store and the feedback log, and from every cache of this
+        process (other processes drop theirs when they see the store's forget epoch)."""
+        deleted = self.histories.forget(user)
+        events = self.feedback.forget(user)
+        deleted["feedback_events"] = deleted.get("feedback_events", 0) + events
+        self.histories.evict(user)
+        self.lists.drop_user(user)
+        return deleted
+
     def admin_ok(self, authorization: str | None) -> bool:
         """Constant-time comparison of the bearer token."""
         return hmac.compare_digest(
@@ -398,9 +538,8 @@ class Service:
         )
 
     def item_view(self, raw: str) -> dict[str, Any]:
-        c = self.catalogue
-        return {
-            "item_id": raw,
-            "title": c.titles.get(raw, ""),
-            "categories": list(c.categories.get(raw, [])),
-        }
+        """The item's id, title and categories (built once per item, then shared)."""
+        view = self.catalogue.views.get(raw)
+        if view is None:
+            view = {"item_id": raw, "title": "", "categories": []}
+        return view

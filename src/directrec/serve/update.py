@@ -27,12 +27,12 @@ from directrec.data.dataset import Catalog, IdMap, Interactions, catalog_for
 from directrec.data.histories import Histories
 from directrec.data.preprocess import chronological_order
 from directrec.data.split import Targets, leave_one_out
-from directrec.data.store import Store
+from directrec.data.store import open_store
 from directrec.evaluate.protocol import evaluate
 from directrec.models import load_model
 from directrec.models.base import Recommender
 from directrec.serve import registry
-from directrec.serve.feedback import FeedbackLog
+from directrec.serve.feedback import open_log
 
 
 @dataclass
@@ -51,7 +51,7 @@ class LoopData:
 def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -> LoopData:
     """Store interactions, then positive feedback events, indexed so that every index the
     model knows keeps its meaning."""
-    with Store(db) as store:
+    with open_store(db) as store:
         inter, items = store.interactions(), store.items()
     rows = inter[["user_id", "item_id", "timestamp"]].astype({"user_id": str, "item_id": str})
     # What the model was fit on: store rows up to its watermark, feedback up to its own.
@@ -62,8 +62,8 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
         order=np.arange(len(rows)), unseen=line > store_seen if store_seen is not None else False
     )
     seq = 0
-    if feedback is not None and Path(feedback).exists():
-        log = FeedbackLog(feedback)
+    log = open_log(feedback) if feedback is not None else None
+    if log is not None:
         try:
             events = log.events()
         finally:

@@ -50,11 +50,11 @@ def item_embeddings(
 ) -> np.ndarray:
     """Embeddings of every item's document (title, categories, text), from the store's
     cache when present; computed and cached otherwise (needs write access to `db`)."""
-    from directrec.data.store import Store
+    from directrec.data.store import open_store
 
     ids = [str(x) for x in dataset.items.ids]
     if db is not None:
-        with Store(db) as store:
+        with open_store(db) as store:
             cached = store.embeddings(MODEL_NAME, ids)
         if cached is not None:
             return cached
@@ -66,7 +66,7 @@ def item_embeddings(
         from directrec.data.schema import DataError
 
         try:
-            with Store(db, read_only=False) as store:
+            with open_store(db, read_only=False) as store:
                 store.put_embeddings(MODEL_NAME, ids, vecs)
         except (duckdb.Error, DataError):
             pass  # a store another process holds open just goes without the cache
