@@ -202,6 +202,36 @@ def info(db: StoreOpt) -> None:
     out.print_json(json.dumps(_run_guarded(run)))
 
 
+@app.command()
+def forget(
+    user: Annotated[str, typer.Option(help="the user to delete")],
+    db: StoreOpt,
+    feedback: Annotated[
+        Path | None, typer.Option(help="feedback log (SQLite); default: beside the store")
+    ] = None,
+) -> None:
+    """Delete a user's interactions and feedback from the store and the feedback log; the
+    next `update` no longer learns from them, and a running service drops its caches of
+    them (at once through POST /v1/admin/forget, else within its watch interval)."""
+    from directrec.data.store import open_store
+    from directrec.serve.feedback import feedback_source, open_log
+
+    def run() -> dict[str, int]:
+        with open_store(db, read_only=False) as store:
+            deleted = store.forget(user)
+        log = open_log(feedback_source(db, feedback))
+        if log is not None:
+            try:
+                deleted["feedback_events"] = deleted.get("feedback_events", 0) + log.forget(user)
+            finally:
+                log.close()
+        return deleted
+
+    deleted = _run_guarded(run)
+    shown = ", ".join(f"{n} {table}" for table, n in deleted.items())
+    out.print(f"forgot user {user!r}: deleted {shown}", highlight=False, markup=False)
+
+
 # --------------------------------------------------------------------------- benchmark
 @app.command()
 def benchmark(
@@ -564,6 +594,17 @@ def serve(
         float, typer.Option(min=0, help="poll the registry for a new CURRENT (0: off)")
     ] = 2.0,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0: torch's default)")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="server processes sharing the port, the registry and (with PostgreSQL) the "
+            "store and feedback log",
+        ),
+    ] = 1,
+    list_cache: Annotated[
+        int, typer.Option(min=0, help="finished lists kept per process (0: no list cache)")
+    ] = 100_000,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn); the web page is at `/`."""
     import logging
@@ -587,7 +628,34 @@ def serve(
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,
+        list_cache=list_cache,
     )
+    if workers > 1:
+        # Every worker builds its own service from the same settings (one admin token for
+        # all); uvicorn's supervisor restarts a worker that dies.
+        import os
+        import secrets
+
+        from directrec.serve.app import CONFIG_ENV, config_to_env
+
+        if cfg.admin_token is None:
+            cfg.admin_token = secrets.token_urlsafe(24)
+            err.print(
+                f"admin token (set DIRECTREC_ADMIN_TOKEN to choose one): {cfg.admin_token}",
+                highlight=False,
+                markup=False,
+            )
+        os.environ[CONFIG_ENV] = config_to_env(cfg, threads)
+        uvicorn.run(
+            "directrec.serve.app:app_from_env",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     application = _run_guarded(create_app, cfg)
     if admin_token is None:
         err.print(

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -52,7 +54,29 @@ FAVICON = (
     b'<path d="M4 4h4a4 4 0 0 1 0 8H4z" fill="#fff"/></svg>'
 )
 
-__all__ = ["ServeConfig", "create_app"]
+__all__ = ["ServeConfig", "app_from_env", "create_app"]
+CONFIG_ENV = "DIRECTREC_SERVE_CONFIG"
+
+
+def config_to_env(cfg: ServeConfig, threads: int = 0) -> str:
+    """The settings every worker process of `serve --workers N` starts from."""
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(cfg).items()}
+    return json.dumps({"config": fields, "threads": threads})
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's factory in each worker process: the app from CONFIG_ENV's settings."""
+    spec = json.loads(os.environ[CONFIG_ENV])
+    fields = spec["config"]
+    for k in ("model", "feedback"):
+        if fields.get(k) is not None:
+            fields[k] = Path(fields[k])
+    if spec.get("threads"):
+        import torch
+
+        torch.set_num_threads(int(spec["threads"]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    return create_app(ServeConfig(**fields))
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
@@ -198,7 +222,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             return error_response(503, "not ready")
         if svc.batcher is None or not svc.batcher.alive:
             return error_response(503, "not ready: the batching loop has stopped")
-        return JSONResponse({"status": "ready", "model_version": svc.loaded.version})
+        return JSONResponse(
+            {"status": "ready", "model_version": svc.loaded.version, "worker": os.getpid()}
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -392,7 +418,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
         job_id = svc.updates.start(work)
         if job_id is None:
-            raise HTTPException(409, f"an update job is already running ({svc.updates.running})")
+            raise HTTPException(
+                409, f"an update job is already running ({svc.updates.running_id()})"
+            )
         return JSONResponse(
             {"job_id": job_id, "status": "running", "status_url": f"/v1/admin/jobs/{job_id}"}, 202
         )

@@ -5,8 +5,11 @@ update jobs, and the batch function the micro-batcher runs on the model thread."
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hmac
+import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -259,40 +262,76 @@ def _apply(seq: list[str], dislikes: set[str], e: Event) -> None:
 
 
 class UpdateJobs:
-    """`POST /v1/admin/update` runs here, one job at a time, in a background thread."""
+    """`POST /v1/admin/update` runs here, one job at a time, in a background thread.
 
-    def __init__(self) -> None:
+    With a registry, job records live in `<registry>/.jobs/` and "one at a time" is a file
+    lock there, so every worker process of `serve --workers N` (and every machine sharing
+    the registry's file system) sees the same jobs."""
+
+    def __init__(self, root: Path | None = None) -> None:
         self.lock = threading.Lock()
         self.jobs: dict[str, dict[str, Any]] = {}
         self.running: str | None = None
+        self.dir = root / ".jobs" if root is not None else None
+        if self.dir is not None:
+            self.dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, work: Callable[[], dict]) -> str | None:
-        """A new job's id, or None when one is already running."""
+        """A new job's id, or None when one is already running (in any process)."""
         with self.lock:
             if self.running is not None:
                 return None
+            held = None
+            if self.dir is not None:
+                held = open(self.dir / "lock", "a+")  # noqa: SIM115 - held by the job thread
+                try:
+                    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    held.close()
+                    return None
             job_id = secrets.token_hex(8)
             self.running = job_id
-            self.jobs[job_id] = {"job_id": job_id, "status": "running", "started": time.time()}
+            self._record(job_id, {"job_id": job_id, "status": "running", "started": time.time()})
         threading.Thread(
-            target=self._run, args=(job_id, work), daemon=True, name=f"update-{job_id}"
+            target=self._run, args=(job_id, work, held), daemon=True, name=f"update-{job_id}"
         ).start()
         return job_id
 
-    def _run(self, job_id: str, work: Callable[[], dict]) -> None:
+    def _record(self, job_id: str, job: dict[str, Any]) -> None:
+        self.jobs[job_id] = job
+        if self.dir is not None:
+            tmp = self.dir / f".{job_id}.json.tmp"
+            tmp.write_text(json.dumps(job, default=str))
+            os.replace(tmp, self.dir / f"{job_id}.json")
+            (self.dir / "running").write_text(job_id if job["status"] == "running" else "")
+
+    def _run(self, job_id: str, work: Callable[[], dict], held: Any) -> None:
         try:
             outcome = {"status": "done", "outcome": work()}
         except Exception as e:  # reported in the job, the service keeps serving
             log.exception("update job %s failed", job_id)
             outcome = {"status": "failed", "error": str(e)}
         with self.lock:
-            self.jobs[job_id] |= {**outcome, "finished": time.time()}
+            self._record(job_id, self.jobs[job_id] | {**outcome, "finished": time.time()})
             self.running = None
+            if held is not None:
+                held.close()  # releases the lock
+
+    def running_id(self) -> str | None:
+        if self.running is not None or self.dir is None:
+            return self.running
+        f = self.dir / "running"
+        return (f.read_text().strip() or None) if f.exists() else None
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         with self.lock:
             job = self.jobs.get(job_id)
-            return None if job is None else dict(job)
+            if job is not None:
+                return dict(job)
+        if self.dir is None or not all(c in "0123456789abcdef" for c in job_id):
+            return None
+        f = self.dir / f"{job_id}.json"
+        return json.loads(f.read_text()) if f.exists() else None
 
 
 class Metrics:
@@ -353,7 +392,7 @@ class Service:
         self.metrics.hit_ratio.set_function(
             lambda: self.lists.hits / max(1, self.lists.hits + self.lists.misses)
         )
-        self.updates = UpdateJobs()
+        self.updates = UpdateJobs(cfg.model if registry.is_registry(cfg.model) else None)
         self.batcher: Batcher | None = None
         self.watch_stop = threading.Event()
         self.watched = ""
