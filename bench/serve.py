@@ -7,11 +7,17 @@ to --out.
     python bench/serve.py fuzz     --model REG --db DB --cases 1000
     python bench/serve.py kill9    --model REG --db DB --rounds 20
     python bench/serve.py swaps    --model REG --db DB --swaps 200
+    python bench/serve.py wrk      --model REG --db DB --connections 1,2,4,8 --seconds 15
 
-The load generator is open-loop (requests leave on a fixed schedule whatever the server
-does; latency counts from the scheduled time, so a slow server cannot hide its queueing)
-and speaks raw HTTP/1.1 over keep-alive connections to keep its own CPU use small: it
-shares the two cores with the server, which this machine cannot avoid.
+`--server-core 0 --client-core 1` pins the server (taskset) and the load generator (this
+process, or wrk) to one core each, so neither steals the other's CPU.
+
+Two load generators. `wrk` (Debian's, compiled; closed-loop: N connections each sending
+its next request when the last one returned; a Lua script picks random users) measures
+the highest throughput whose p99 stays under a bound. The others use an open-loop
+generator in this process (requests leave on a fixed schedule whatever the server does;
+latency counts from the scheduled time, so a slow server cannot hide its queueing),
+which also separates the latency of admitted requests from that of 503s.
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ def free_port() -> int:
 class Server:
     def __init__(self, args: argparse.Namespace, *extra: str, feedback: Path | None = None) -> None:
         self.port = free_port()
+        pin = ["taskset", "-c", str(args.server_core)] if args.server_core is not None else []
         cmd = [
+            *pin,
             sys.executable,
             "-m",
             "directrec.cli",
@@ -63,6 +71,10 @@ class Server:
             str(args.threads),
             "--watch-seconds",
             "0",
+            "--list-cache",
+            str(args.list_cache),
+            "--workers",
+            str(args.workers),
             *extra,
         ]
         if feedback is not None:
@@ -218,10 +230,10 @@ def user_paths(args: argparse.Namespace, n: int = 2000) -> list[str]:
     from directrec.data.store import open_store
 
     with open_store(args.db) as s:
-        users = [
-            r[0] for r in s.con.execute("SELECT DISTINCT user_id FROM interactions").fetchall()
-        ]
+        users = s.user_ids()
     rng = random.Random(args.seed)
+    if args.users:  # a fixed set of repeat users (the list cache's case)
+        users = rng.sample(users, min(args.users, len(users)))
     return [f"/v1/users/{rng.choice(users)}/recommendations?k=10" for _ in range(n)]
 
 
@@ -410,7 +422,7 @@ def kill9(args: argparse.Namespace) -> dict:
     from directrec.data.store import open_store
 
     with open_store(args.db) as s:
-        items = [r[0] for r in s.con.execute("SELECT item_id FROM items LIMIT 200").fetchall()]
+        items = s.items()["item_id"].astype(str).tolist()[:200]
     log = args.out / "kill9-feedback.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(str(log) + suffix).unlink(missing_ok=True)
@@ -563,13 +575,104 @@ def swaps(args: argparse.Namespace) -> dict:
             shutil.rmtree(reg / v, ignore_errors=True)
 
 
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
+math.randomseed(tonumber(os.getenv("WRK_SEED")))
+request = function()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "non_2xx": %d, "connect_errors": %d, '
+    .. '"read_errors": %d, "write_errors": %d, "timeouts": %d, "p50_us": %d, "p90_us": %d, '
+    .. '"p99_us": %d, "p999_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
+end
+"""
+
+
+ERROR_KEYS = ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
+
+
+def wrk(args: argparse.Namespace) -> dict:
+    """wrk at each connection count; the highest throughput whose p99 ≤ --p99-ms (and with
+    no errors) is the sustained rate."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    srv = Server(args)
+    script, paths_file = args.out / "wrk.lua", args.out / "wrk-paths.txt"
+    script.write_text(WRK_SCRIPT)
+    paths = user_paths(args, n=20_000)
+    paths_file.write_text("\n".join(paths) + "\n")
+    pin = ["taskset", "-c", str(args.client_core)] if args.client_core is not None else []
+    env = {**os.environ, "WRK_PATHS": str(paths_file), "WRK_SEED": str(args.seed)}
+    url = f"http://127.0.0.1:{srv.port}"
+    runs = []
+
+    def one(conns: int, seconds: float) -> dict:
+        flags = ["-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+        cmd = [*pin, exe, *flags, url]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("WRKJSON "))
+        r = json.loads(line[len("WRKJSON ") :])
+        secs = r["duration_us"] / 1e6
+        return {
+            "connections": conns,
+            "command": " ".join(cmd[len(pin) :]),
+            "requests": r["requests"],
+            "req_per_s": round(r["requests"] / secs, 1),
+            "p50_ms": r["p50_us"] / 1000,
+            "p90_ms": r["p90_us"] / 1000,
+            "p99_ms": r["p99_us"] / 1000,
+            "p999_ms": r["p999_us"] / 1000,
+            "max_ms": r["max_us"] / 1000,
+            "errors": {k: r[k] for k in ERROR_KEYS},
+        }
+
+    try:
+        if args.users:  # fill the list cache with every repeat user's list first
+            for path in sorted(set(paths)):
+                http("GET", srv.port, path)
+        else:
+            one(2, 3)  # warm-up: torch, allocator, history cache of some users
+        for conns in [int(c) for c in args.connections.split(",")]:
+            runs.append(one(conns, args.seconds))
+        _, metrics = http("GET", srv.port, "/metrics")
+        lines = metrics.decode().splitlines()
+        ratio = [x for x in lines if x.startswith("directrec_list_cache_hit_ratio ")]
+        hit_ratio = float(ratio[0].split()[1]) if ratio else None
+        alive = srv.alive()
+    finally:
+        srv.stop()
+    ok = [r for r in runs if r["p99_ms"] <= args.p99_ms and not any(r["errors"].values())]
+    best = max(ok, key=lambda r: r["req_per_s"]) if ok else None
+    return {
+        "load_generator": "wrk 4.1 (Debian), 1 thread, closed loop, random users (Lua)",
+        "pinning": {"server_core": args.server_core, "client_core": args.client_core},
+        "server_workers": args.workers,
+        "list_cache": args.list_cache,
+        "repeat_users": args.users or None,
+        "p99_bound_ms": args.p99_ms,
+        "runs": runs,
+        "sustained_req_per_s": best["req_per_s"] if best else 0.0,
+        "sustained_at": best,
+        "list_cache_hit_ratio": hit_ratio,
+        "server_alive": alive,
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps"])
+    p.add_argument("scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps", "wrk"])
     p.add_argument("--model", type=Path, required=True, help="registry or model directory")
-    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--db", required=True, help="DuckDB file or postgresql:// URL")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench-serve")
     p.add_argument("--rate", type=float, default=300)
     p.add_argument("--seconds", type=float, default=30)
@@ -581,7 +684,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="server torch threads")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--tag", default="", help="suffix for the result file")
+    p.add_argument("--server-core", type=int, default=None, help="pin the server (taskset)")
+    p.add_argument("--client-core", type=int, default=None, help="pin the load generator")
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("--list-cache", type=int, default=0, help="server list cache (0: off)")
+    p.add_argument("--users", type=int, default=0, help="draw from this many repeat users")
+    p.add_argument("--connections", default="1,2,4,8,16", help="wrk: connection counts")
+    p.add_argument("--p99-ms", type=float, default=50.0, help="wrk: the p99 bound")
     args = p.parse_args()
+    if args.client_core is not None:
+        os.sched_setaffinity(0, {args.client_core})
     args.out.mkdir(parents=True, exist_ok=True)
     t = time.time()
     res = {
@@ -591,6 +703,9 @@ def main() -> None:
         "db": str(args.db),
         "seed": args.seed,
         "cpus": os.cpu_count(),
+        "pinning": {"server_core": args.server_core, "client_core": args.client_core},
+        "list_cache": args.list_cache,
+        "workers": args.workers,
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)
