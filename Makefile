@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench-tools clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,11 @@ demo: setup
 
 test: setup
 	$(VENV)/bin/pytest -q
+
+# What the benchmarks need beyond setup: Debian's compiled HTTP load generator (bench/serve.py wrk).
+bench-tools: setup
+	command -v wrk >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends wrk \
+	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends wrk)
 
 lint: setup
 	$(VENV)/bin/ruff check .

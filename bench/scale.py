@@ -1,12 +1,14 @@
 """Scale-out measurements (JSON in docs/results/scale/; each records its exact commands).
 
-    python bench/scale.py ingest   --rows 10000000 --users 1000000 --items 100000
+    python bench/scale.py ingest   --rows 10000000 --users 1000000 --items 100000 [--store postgres]
     python bench/scale.py train    --db out/bench/ml1m.duckdb --epochs 3
     python bench/scale.py generate --db out/bench/ml1m.duckdb --model DIR [--model DIR …]
 
 - ingest: synthetic interactions (Zipf items, seeded) written to Parquet, then
   `directrec ingest --format parquet` into DuckDB in a child process: wall time and the
-  child's peak RSS.
+  child's peak RSS. `--store postgres` ingests into a local PostgreSQL server started for
+  the run (fsync on), and adds the server's peak memory (PSS summed over its processes,
+  sampled every second).
 - train: `directrec train sasrec-ce` with 1 process and with 2 under torchrun (gloo, one
   thread each): training windows per second from the per-epoch log (validation excluded).
 - generate: `directrec generate` for every user with 1 and 2 processes: users per second
@@ -16,12 +18,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -48,8 +53,11 @@ def child(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def machine() -> dict:
-    return {"python": platform.python_version(), "machine": platform.machine(),
-            "cpus": len(os.sched_getaffinity(0))}  # fmt: skip
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
 
 
 def ingest(args: argparse.Namespace) -> dict:
@@ -66,36 +74,130 @@ def ingest(args: argparse.Namespace) -> dict:
     users = rng.integers(0, args.users, args.rows)
     items = np.searchsorted(cdf, rng.random(args.rows))
     ts = 1_500_000_000 + rng.integers(0, 10**8, args.rows)
-    table = pa.table({"user": pa.array(users.astype(str)), "item": pa.array(items.astype(str)),
-                      "ts": pa.array(ts)})  # fmt: skip
+    table = pa.table(
+        {
+            "user": pa.array(users.astype(str)),
+            "item": pa.array(items.astype(str)),
+            "ts": pa.array(ts),
+        }
+    )
     pq.write_table(table, src)
     made = time.perf_counter() - t0
-    db.unlink(missing_ok=True)
-    run = child([str(BIN / "directrec"), "ingest", "--format", "parquet", "--interactions",
-                 str(src), "--columns", "user=user,item=item,time=ts", "--db", str(db)])  # fmt: skip
-    return {"rows": args.rows, "users": args.users, "items": args.items, "seed": args.seed,
-            "synthesis_seconds": round(made, 1), "parquet_mb": round(src.stat().st_size / 2**20),
-            "duckdb_ingest": run, "target": "DuckDB ≤ 60 s and ≤ 4 GiB for 10^7 rows"}  # fmt: skip
+    if args.store == "postgres":
+        from directrec.data.pglocal import LocalPostgres
+
+        shutil.rmtree(work / "pg", ignore_errors=True)
+        with LocalPostgres(work / "pg", fsync=True) as pg:
+            sampler = ServerMemory(pg.data)
+            sampler.start()
+            run = child(ingest_cmd(src, pg.url))
+            sampler.stop()
+            run["server_peak_pss_mb"] = sampler.peak_mb
+            run["command"] = run["command"].replace(
+                pg.url, "postgresql://directrec@127.0.0.1:PORT/directrec"
+            )
+        key, target = "postgres_ingest", "none set (DuckDB: ≤ 60 s and ≤ 4 GiB)"
+    else:
+        db.unlink(missing_ok=True)
+        run = child(ingest_cmd(src, str(db)))
+        key, target = "duckdb_ingest", "DuckDB ≤ 60 s and ≤ 4 GiB for 10^7 rows"
+    return {
+        "rows": args.rows,
+        "users": args.users,
+        "items": args.items,
+        "seed": args.seed,
+        "synthesis_seconds": round(made, 1),
+        "parquet_mb": round(src.stat().st_size / 2**20),
+        key: run,
+        "target": target,
+    }
+
+
+def ingest_cmd(src: Path, db: str) -> list[str]:
+    cols = ["--columns", "user=user,item=item,time=ts"]
+    return [
+        str(BIN / "directrec"),
+        "ingest",
+        "--format",
+        "parquet",
+        "--interactions",
+        str(src),
+        *cols,
+        "--db",
+        db,
+    ]
+
+
+class ServerMemory(threading.Thread):
+    """Peak PSS of a PostgreSQL server (postmaster and its children), sampled each second."""
+
+    def __init__(self, data: Path) -> None:
+        super().__init__(daemon=True)
+        self.pid = int((data / "postmaster.pid").read_text().split()[0])
+        self.peak_mb = 0.0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        root = psutil.Process(self.pid)
+        while not self.halt.wait(1.0):
+            total = 0
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_full_info().pss
+            self.peak_mb = max(self.peak_mb, round(total / 2**20, 1))
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join()
 
 
 def train(args: argparse.Namespace) -> dict:
     out = {}
     for nproc in (1, 2):
         model = ROOT / "out" / "scale" / f"train-{nproc}"
-        base = ["-m", "directrec", "train", "sasrec-ce", "--db", args.db, "--out", str(model),
-                "--set", f"epochs={args.epochs}", "--set", "eval_every=1000", "--set", "max_len=200",
-                "--set", "batch_size=128", "--set", f"threads={2 // nproc}"]  # fmt: skip
-        cmd = [sys.executable, *base] if nproc == 1 else [
-            str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *base]  # fmt: skip
+        base = [
+            "-m",
+            "directrec",
+            "train",
+            "sasrec-ce",
+            "--db",
+            args.db,
+            "--out",
+            str(model),
+            "--set",
+            f"epochs={args.epochs}",
+            "--set",
+            "eval_every=1000",
+            "--set",
+            "max_len=200",
+            "--set",
+            "batch_size=128",
+            "--set",
+            f"threads={2 // nproc}",
+        ]
+        cmd = (
+            [sys.executable, *base]
+            if nproc == 1
+            else [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *base]
+        )
         run = child(cmd, {"OMP_NUM_THREADS": str(2 // nproc)})
         cfg = json.loads((model / "config.json").read_text())
         log = cfg["meta"]["train_log"]
         windows = cfg["n_users"]  # one training window per user with ≥ 2 items (upper bound)
         secs = [r["seconds"] for r in log]
-        out[f"{nproc}_process"] = {**run, "epoch_seconds": secs,
-                                   "windows_per_second": round(windows / np.median(secs), 1)}  # fmt: skip
-    return {"db": args.db, "model": "sasrec-ce (max_len 200, dim 64, 2 layers, batch 128)",
-            "epochs": args.epochs, **out}  # fmt: skip
+        out[f"{nproc}_process"] = {
+            **run,
+            "epoch_seconds": secs,
+            "windows_per_second": round(windows / np.median(secs), 1),
+        }
+    return {
+        "db": args.db,
+        "model": "sasrec-ce (max_len 200, dim 64, 2 layers, batch 128)",
+        "epochs": args.epochs,
+        **out,
+    }
 
 
 def generate(args: argparse.Namespace) -> dict:
@@ -104,16 +206,33 @@ def generate(args: argparse.Namespace) -> dict:
         name = json.loads((Path(model) / "config.json").read_text())["model"]
         for nproc in (1, 2):
             dest = ROOT / "out" / "scale" / f"recs-{name}-{nproc}.parquet"
-            base = ["-m", "directrec", "generate", "--model", model, "--db", args.db, "--k", "10",
-                    "--out", str(dest)]  # fmt: skip
-            cmd = [sys.executable, *base] if nproc == 1 else [
-                str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *base]  # fmt: skip
+            base = [
+                "-m",
+                "directrec",
+                "generate",
+                "--model",
+                model,
+                "--db",
+                args.db,
+                "--k",
+                "10",
+                "--out",
+                str(dest),
+            ]
+            cmd = (
+                [sys.executable, *base]
+                if nproc == 1
+                else [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", *base]
+            )
             run = child(cmd, {"OMP_NUM_THREADS": str(2 // nproc)})
             import pyarrow.parquet as pq
 
             users = pq.read_table(dest, columns=["user_id"]).column(0).unique().__len__()
-            runs[f"{name}-{nproc}_process"] = {**run, "users": users,
-                                               "users_per_second": round(users / run["wall_seconds"], 1)}  # fmt: skip
+            runs[f"{name}-{nproc}_process"] = {
+                **run,
+                "users": users,
+                "users_per_second": round(users / run["wall_seconds"], 1),
+            }
     return {"db": args.db, "k": 10, **runs}
 
 
@@ -129,11 +248,15 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--model", action="append", default=[])
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--store", choices=["duckdb", "postgres"], default="duckdb")
+    p.add_argument("--tag", default="", help="suffix for the result file")
     args = p.parse_args()
     doc = {"bench": " ".join(["python", *sys.argv]), "machine": machine()}
     doc |= {"ingest": ingest, "train": train, "generate": generate}[args.what](args)
     OUT.mkdir(parents=True, exist_ok=True)
     suffix = f"-{args.rows}" if args.what == "ingest" else ""
+    suffix += "-postgres" if args.what == "ingest" and args.store == "postgres" else ""
+    suffix += f"-{args.tag}" if args.tag else ""
     (OUT / f"{args.what}{suffix}.json").write_text(json.dumps(doc, indent=1))
     print(json.dumps(doc, indent=1))
 

@@ -36,8 +36,10 @@ def test_same_data_same_fingerprint_on_both_backends(tmp_path, pg_url, ratings_c
     with open_store(tmp_path / "s.duckdb") as d, open_store(pg_url) as p:
         assert d.meta()["fingerprint"] == p.meta()["fingerprint"] == p.fingerprint()
         a, b = d.interactions(), p.interactions()
-        assert a[["user_id", "item_id", "timestamp", "line"]].astype(str).equals(
-            b[["user_id", "item_id", "timestamp", "line"]].astype(str)
+        assert (
+            a[["user_id", "item_id", "timestamp", "line"]]
+            .astype(str)
+            .equals(b[["user_id", "item_id", "timestamp", "line"]].astype(str))
         )
 
 

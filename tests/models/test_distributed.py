@@ -133,3 +133,19 @@ def test_a_two_process_run_learns(db, tmp_path):
         doc = json.loads((tmp_path / f"eval-{name}" / "results.json").read_text())
         got[name] = doc["results"][0]["metrics"]["hr@10"]
     assert got["sasrec"] >= max(2 * got["pop"], got["pop"] + 0.2), got
+
+
+def test_a_two_process_run_resumes_where_it_stopped(db, tmp_path):
+    """Rank 0 checkpoints; a 2-process run stopped after 2 epochs and resumed to 4 (every
+    rank reads the checkpoint) ends where an uninterrupted 2-process run of 4 epochs ends."""
+    same = (*SMALL, "dropout=0", "batch_size=32", "eval_every=2", "patience=5")
+    train(db, tmp_path / "whole", 2, *same, "epochs=4", f"checkpoint_dir={tmp_path / 'ck1'}")
+    ck = f"checkpoint_dir={tmp_path / 'ck2'}"
+    train(db, tmp_path / "half", 2, *same, "epochs=2", ck)
+    progress = json.loads((tmp_path / "ck2" / "progress.json").read_text())
+    assert progress["epoch"] == 2
+    train(db, tmp_path / "resumed", 2, *same, "epochs=4", ck)
+    a, b = load_model(tmp_path / "whole"), load_model(tmp_path / "resumed")
+    assert [r["epoch"] for r in b.meta["train_log"]] == [r["epoch"] for r in a.meta["train_log"]]
+    for (name, x), y in zip(a.net.state_dict().items(), b.net.state_dict().values(), strict=True):
+        assert (x - y).abs().max() <= 1e-5, (name, (x - y).abs().max())

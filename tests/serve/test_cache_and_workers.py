@@ -62,7 +62,9 @@ def test_list_cache_hits_and_never_serves_a_stale_list(own_world):
         # Forget: gone from the store, the feedback log and every cache.
         r = c.post("/v1/admin/forget", json={"user_id": "u5"}, headers=ADMIN)
         assert r.status_code == 200, r.text
-        assert r.json()["deleted"]["interactions"] > 0 and r.json()["deleted"]["feedback_events"] == 1
+        assert (
+            r.json()["deleted"]["interactions"] > 0 and r.json()["deleted"]["feedback_events"] == 1
+        )
         assert c.get(path).status_code == 404 and c.get("/v1/users/u5").status_code == 404
         assert c.post("/v1/admin/forget", json={"user_id": "u5"}).status_code == 401
     finally:

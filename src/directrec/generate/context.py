@@ -50,7 +50,10 @@ class ModelContext:
         return cls(model, items, users, info)
 
     def histories(
-        self, store: StoreBase, raw_users: Sequence[str], extra: Sequence[Sequence[str]] | None = None
+        self,
+        store: StoreBase,
+        raw_users: Sequence[str],
+        extra: Sequence[Sequence[str]] | None = None,
     ) -> Histories:
         """The users' stored histories (plus `extra` raw items each, e.g. feedback since)
         in the model's index; users keep their index in the model's user map or -1."""
