@@ -1,10 +1,14 @@
 """Explanations computed from the model itself: leave-one-out influence.
 
-For a recommended item r and a user's history h, the evidence for r is the history items
-whose removal costs r the most rank places (ties: the largest drop in r's log-probability),
-one forward pass per removed item, all batched. The sentence cites that evidence and the categories it
-shares with r ("Because you watched X and Y; all three are Sci-Fi."). `bench/explain.py`
-checks faithfulness: removing the cited item must lower r's rank.
+For a recommended item r and a user's history h, each history item j is removed in turn
+(one forward pass per removal, all batched). Evidence for r is only what measurably
+supports it: removing j must cost r rank places. Among those, the most *specific* comes
+first: the drop in r's log-probability minus the mean drop over the whole list. A sequence
+model leans on the newest item for everything; that item moves every recommendation alike
+and so explains none of them in particular, while an older item that lifts r alone does.
+The sentence cites the evidence and the categories it shares with r ("Because you watched
+X and Y; all three are Sci-Fi."). `bench/explain.py` checks faithfulness (removing the
+cited item must lower r's rank) and counts the distinct items a list cites.
 """
 
 from __future__ import annotations
@@ -65,17 +69,19 @@ def explain(
     verb: str = "liked",
 ) -> list[Reason]:
     """A reason per recommended item: up to `cite` history items whose removal costs the
-    item rank places (most first; ties broken by the drop in its log-probability, so an
-    item far ahead of the rest still cites what supports it most). `user` holds one row."""
+    item rank places, the most specific to it first (its log-probability drop beyond the
+    list's mean drop; ties: more places lost). An item no single removal moves cites
+    nothing and says so. `user` holds one row."""
     history = user[0]
     items = np.asarray(items, dtype=np.int64)
     if len(history) == 0 or len(items) == 0:
         return [Reason(int(i), [], [], [], "Popular with other users.") for i in items]
     pos, rank_loss, logp_drop = influence(model, user, items, window, k=max(100, 3 * len(items)))
+    specific = logp_drop - logp_drop.mean(axis=1, keepdims=True)  # [positions, items]
     out = []
     for n, item in enumerate(items):
-        order = np.lexsort((-logp_drop[:, n], -rank_loss[:, n]))
-        best = [int(j) for j in order[:cite] if rank_loss[j, n] > 0 or logp_drop[j, n] > 0]
+        order = np.lexsort((-rank_loss[:, n], -specific[:, n]))
+        best = [int(j) for j in order if rank_loss[j, n] > 0][:cite]
         evidence = list(dict.fromkeys(int(history[pos[j]]) for j in best))
         infl = [float(rank_loss[j, n]) for j in best][: len(evidence)]
         shared = (
