@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=30)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--tag", default="", help="suffix for the result file")
+    p.add_argument("--note", default="", help="which code ran (e.g. PYTHONPATH=<old checkout>)")
     p.add_argument("--out", type=Path, default=Path("docs/results/explain"))
     args = p.parse_args()
     model = load_model(args.model)
@@ -51,6 +52,7 @@ def main() -> None:
     cases = lowered = prob_lowered = cited = 0
     places: list[int] = []
     distinct: list[int] = []  # distinct history items cited per top-k list
+    first: list[int] = []  # distinct first-cited (strongest) items per list
     zero_cited = 0  # evidence cited whose own measured influence is 0 (must stay 0)
     t_explain = 0.0
     for row in range(len(users)):
@@ -66,6 +68,7 @@ def main() -> None:
         t_explain += time.perf_counter() - t
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
         distinct.append(len({e for r in reasons for e in r.evidence}))
+        first.append(len({r.evidence[0] for r in reasons if r.evidence}))
         zero_cited += sum(1 for r in reasons for x in r.influence if x <= 0)
         for r in reasons:
             cases += 1
@@ -98,7 +101,9 @@ def main() -> None:
         "explain_seconds_per_user": t_explain / len(users),
         "distinct_cited_per_list_median": float(np.median(distinct)) if distinct else None,
         "distinct_cited_per_list_mean": float(np.mean(distinct)) if distinct else None,
+        "distinct_first_cited_per_list_median": float(np.median(first)) if first else None,
         "cited_with_zero_influence": zero_cited,
+        "code": args.note or "this checkout",
         "targets": "faithfulness (rank_lowered_share) ≥ 0.90; distinct cited median ≥ 3",
         "protocol": "cited item = the first evidence item; rank among items outside the full history",
     }

@@ -615,9 +615,11 @@ def wrk(args: argparse.Namespace) -> dict:
     runs = []
 
     def one(conns: int, seconds: float) -> dict:
-        flags = ["-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+        flags = ["-t1", f"-c{conns}", f"-d{round(seconds)}s", "--timeout", "10s", "-s", str(script)]
         cmd = [*pin, exe, *flags, url]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(cmd)} failed: {proc.stdout[-1000:]} {proc.stderr[-1000:]}")
         line = next(x for x in proc.stdout.splitlines() if x.startswith("WRKJSON "))
         r = json.loads(line[len("WRKJSON ") :])
         secs = r["duration_us"] / 1e6

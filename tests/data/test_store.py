@@ -20,6 +20,7 @@ def test_ingest_and_read_back(store_at, ratings_csv, items_csv):
         assert s.counts() == counts and s.last_seq() == 8
         assert s.user_ids() == ["u1", "u2", "u3"] and s.user_ids(limit=2) == ["u1", "u2"]
         assert s.histories(["u2", "nobody"]) == {"u2": ["a", "c", "d"]}
+        assert s.history("u2") == ["a", "c", "d"] and s.history("nobody") is None
     assert inter["timestamp"].tolist()[:3] == [100, 200, 300]
     assert inter["rating"].tolist()[:3] == [5.0, 3.0, 4.0] and inter["line"].tolist()[0] == 0
     assert items.set_index("item_id").loc["a", "categories"] == ["x", "y"]

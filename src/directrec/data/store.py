@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,6 +181,15 @@ class StoreBase:
         rows = rows.iloc[chronological_order(rows)]
         grouped = rows.groupby(rows["user_id"].astype(str), sort=False)["item_id"]
         return {u: items.astype(str).tolist() for u, items in grouped}
+
+    def history(self, user_id: str) -> list[str] | None:
+        """One user's item ids in the order of `histories` (None: no interactions). A lean
+        point lookup for the service: no DataFrame, one query."""
+        rows = self._rows("SELECT item_id, ts, seq FROM interactions WHERE user_id = ?", [user_id])
+        if not rows:
+            return None
+        rows.sort(key=lambda r: (-math.inf if r[1] is None else r[1], r[2]))
+        return [str(r[0]) for r in rows]
 
     def user_ids(self, limit: int | None = None) -> list[str]:
         """Distinct user ids in ingest order of their first interaction."""

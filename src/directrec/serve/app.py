@@ -44,7 +44,7 @@ from directrec.serve.schemas import (
     error_response,
     path_text,
 )
-from directrec.serve.service import Job, ServeConfig, Service
+from directrec.serve.service import History, Job, ServeConfig, Service
 
 log = logging.getLogger("directrec.serve")
 PAGE = Path(__file__).with_name("page.html")
@@ -262,7 +262,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         explain: bool = False,
     ) -> Response:
         check_k(k)
-        got = await asyncio.to_thread(svc.histories.get, path_text(user_id))
+        uid = path_text(user_id)
+        got = svc.histories.peek(uid) if svc.histories.inline else None
+        if not isinstance(got, History):  # not cached or stale: read off the event loop
+            got = await asyncio.to_thread(svc.histories.get, uid)
         if got is None:
             raise HTTPException(
                 404,

@@ -34,7 +34,7 @@ from directrec.models import load_model
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher
-from directrec.serve.feedback import Event, FeedbackLog, open_feedback
+from directrec.serve.feedback import Event, FeedbackLog, PgFeedbackLog, open_feedback
 
 log = logging.getLogger("directrec.serve")
 
@@ -116,6 +116,7 @@ class HistoryCache:
         self.store_lock = threading.Lock()
         self.reads = 0
         self.epoch = self._epoch()
+        self.inline = not isinstance(feedback, PgFeedbackLog)  # peek() on the event loop
 
     def close(self) -> None:
         self.store.close()
@@ -127,34 +128,44 @@ class HistoryCache:
     def get(self, user: str) -> History | None:
         """The user's history, or None for a user with no store row and no feedback.
         Unknown users are not cached (a flood of them cannot fill memory)."""
-        latest = self.feedback.user_seq(user)
-        with self.lock:
-            got = self.cache.get(user)
-            if got is not None:
-                self.cache.move_to_end(user)
-                if got.version == latest:
-                    return got
-        if got is not None and latest > got.version:  # feedback arrived since: apply it
-            seq, dislikes = list(got.items), set(got.dislikes)
-            events = self.feedback.events_of(user, got.version)
+        got = self.peek(user)
+        if isinstance(got, History):
+            return got
+        if got is not None and got[1] > got[0].version:  # feedback arrived since: apply it
+            seq, dislikes = list(got[0].items), set(got[0].dislikes)
+            events = self.feedback.events_of(user, got[0].version)
+            version = max([got[1], *(n for n, _ in events)])
         else:  # not cached, or its events were forgotten: read everything
             with self.store_lock:
-                stored = self.store.histories([user]).get(user)
+                stored = self.store.history(user)
                 self.reads += 1
             events = self.feedback.events_of(user)
             if stored is None and not events:
                 self.evict(user)
                 return None
             seq, dislikes = list(stored or []), set()
+            version = events[-1][0] if events else 0
         for _, e in events:
             _apply(seq, dislikes, e)
-        entry = History(tuple(seq), frozenset(dislikes), events[-1][0] if events else latest)
+        entry = History(tuple(seq), frozenset(dislikes), version)
         with self.lock:
             self.cache[user] = entry
             self.cache.move_to_end(user)
             while len(self.cache) > self.size:
                 self.cache.popitem(last=False)
         return entry
+
+    def peek(self, user: str) -> History | tuple[History, int] | None:
+        """The cached entry if it is current (one indexed lookup in the log), else
+        (stale entry, the log's version) or None when not cached. Cheap enough for the
+        event loop when the log is the local SQLite file (`inline`)."""
+        with self.lock:
+            got = self.cache.get(user)
+            if got is None:
+                return None
+            self.cache.move_to_end(user)
+        latest = self.feedback.user_seq(user)
+        return got if latest == got.version else (got, latest)
 
     def evict(self, user: str | None = None) -> None:
         """Drop one user's entry (None: every entry)."""
