@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -42,6 +42,32 @@ if run serve; then
   $DR train ease --db $OUT/ml1m.duckdb --out $OUT/models/ml1m-ease --set l2=300
   $DR publish --model $OUT/models/ml1m-ease --registry $OUT/registry-ml1m --no-current
   $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --swaps 200 --rate 100 --seconds 60
+fi
+if run serve-models; then  # the models served (and explained) since the serving-load issue
+  $DR train sasrec-ce --db $OUT/ml1m.duckdb --out $OUT/models/ml1m-sasrec-ce --set max_len=200 \
+    --set loss=sampled --set negatives=2048 --set lr=2e-3 --set batch_size=64 --set max_minutes=4 --set eval_every=2
+  $DR train semantic-id --db $OUT/ml100k.duckdb --out $OUT/models/ml100k-semantic \
+    --set max_minutes=4 --set eval_every=2 --valid-users 500
+  $PY bench/explain.py --model $OUT/models/ml1m-sasrec-ce --db $OUT/ml1m.duckdb --users 500 --window 50
+fi
+if run serve-pinned; then  # serving targets: server pinned to core 0, load generator to core 1
+  make bench-tools
+  rm -rf $OUT/registry-ml1m $OUT/registry-ml100k-sem
+  $DR publish --model $OUT/models/ml1m-sasrec-ce --registry $OUT/registry-ml1m
+  $DR publish --model $OUT/models/ml100k-semantic --registry $OUT/registry-ml100k-sem
+  P="--server-core 0 --client-core 1"
+  S="$PY bench/serve.py --out $R/serve"
+  $S wrk --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --connections 1,2,4,8,12,16 --seconds 15 --tag id-ml1m
+  $S wrk --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --connections 1,4,8,16,32 --seconds 15 \
+    --users 1000 --list-cache 100000 --tag id-ml1m-cache
+  $S rate --model $OUT/registry-ml100k-sem --db $OUT/ml100k.duckdb $P --rate 50 --seconds 30 --tag semantic-ml100k-pinned
+  $S rate --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --rate 300 --seconds 30 --tag id-ml1m-pinned
+  $S overload --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --rate 3000 --seconds 60 --tag pinned \
+    --baseline-p99 "$($PY -c "import json;print(json.load(open('$R/serve/rate-id-ml1m-pinned.json'))['ok']['p99_ms']/1000)")"
+  $S fuzz --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --cases 1000
+  $DR train ease --db $OUT/ml1m.duckdb --out $OUT/models/ml1m-ease --set l2=300
+  $DR publish --model $OUT/models/ml1m-ease --registry $OUT/registry-ml1m --no-current
+  $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --swaps 200 --rate 100 --seconds 60 --tag pinned
 fi
 if run items; then  # TIGER cold-start protocol on Beauty
   $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256

@@ -464,24 +464,29 @@ def extra_sections() -> list[str]:
             "0.3167 (SASRec+ 0.3152: met), NDCG@10 0.1791 (0.1821: missed by 1.6 %).\n"
         )
     scale = RESULTS / "scale"
-    ingests = sorted(scale.glob("ingest-*.json"), key=lambda f: int(f.stem.split("-")[1]))
+    ingests = sorted(scale.glob("ingest-*.json"), key=lambda f: (int(f.stem.split("-")[1]), f.stem))
     train = _load(scale / "train.json")
-    gen = _load(scale / "generate.json")
-    if ingests or train or gen:
+    gens = [_load(f) for f in sorted(scale.glob("generate*.json"))]
+    workers = [_load(RESULTS / "serve" / f"wrk-workers-{n}.json") for n in (1, 2)]
+    if ingests or train or gens:
         parts += ["## Scale-out on this CPU (bench/scale.py)\n"]
     if ingests:
         parts += [
-            "Synthetic interactions (Zipf items, seed 42) ingested from Parquet into DuckDB by "
-            "`directrec ingest` in a child process. Target for 10^7 rows: ≤ 60 s and ≤ 4 GiB.\n",
-            "| rows | users | items | wall s | peak RSS MB |",
-            "|---:|---:|---:|---:|---:|",
+            "Synthetic interactions (Zipf items, seed 42) ingested from Parquet by `directrec "
+            "ingest` in a child process, into DuckDB or into a local PostgreSQL 15 server "
+            "(fsync on; its memory is the PSS of its processes, sampled each second). Target "
+            "for 10^7 rows into DuckDB: ≤ 60 s and ≤ 4 GiB.\n",
+            "| store | rows | users | items | wall s | client peak RSS MB | server peak PSS MB |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for f in ingests:
             d = _load(f)
-            r = d["duckdb_ingest"]
+            store = "PostgreSQL" if "postgres_ingest" in d else "DuckDB"
+            r = d.get("postgres_ingest") or d["duckdb_ingest"]
             parts.append(
-                f"| {d['rows']:,} | {d['users']:,} | {d['items']:,} | {r['wall_seconds']:.1f} "
-                f"| {r['children_peak_rss_mb']:,} |"
+                f"| {store} | {d['rows']:,} | {d['users']:,} | {d['items']:,} "
+                f"| {r['wall_seconds']:.1f} | {r['children_peak_rss_mb']:,} "
+                f"| {r.get('server_peak_pss_mb', '—')} |"
             )
         parts.append("")
     if train:
@@ -498,18 +503,35 @@ def extra_sections() -> list[str]:
                 f"| {r['wall_seconds']} |"
             )
         parts.append("")
-    if gen:
+    if gens:
         parts += [
-            "Batch generation (`directrec generate`, every ML-1M user, k = 10), whole command "
-            "(start-up, model load, merge):\n",
-            "| run | users | wall s | users/s |",
-            "|---|---:|---:|---:|",
+            "Batch generation (`directrec generate`, every user of the store, k = 10), whole "
+            "command (start-up, model load, merge); 2 processes = torchrun, one thread each:\n",
+            "| store | run | users | wall s | users/s |",
+            "|---|---|---:|---:|---:|",
         ]
-        for key, r in gen.items():
-            if isinstance(r, dict) and "users_per_second" in r:
-                parts.append(
-                    f"| {key} | {r['users']:,} | {r['wall_seconds']} | {r['users_per_second']} |"
-                )
+        for gen in gens:
+            for key, r in gen.items():
+                if isinstance(r, dict) and "users_per_second" in r:
+                    parts.append(
+                        f"| {Path(gen['db']).name} | {key} | {r['users']:,} | {r['wall_seconds']} "
+                        f"| {r['users_per_second']} |"
+                    )
+        parts.append("")
+    if all(workers):
+        parts += [
+            "Service workers (`serve --workers N`, ID head on ML-1M, list cache off, neither "
+            "server nor wrk pinned: the two share both cores): highest wrk throughput whose "
+            "p99 ≤ 100 ms.\n",
+            "| workers | req/s at p99 ≤ 100 ms | at connections | p99 ms |",
+            "|---:|---:|---:|---:|",
+        ]
+        for n, d in zip((1, 2), workers, strict=True):
+            at = d["sustained_at"] or {}
+            parts.append(
+                f"| {n} | {d['sustained_req_per_s']:.0f} | {at.get('connections', '—')} "
+                f"| {at.get('p99_ms', '—')} |"
+            )
         parts.append("")
     archs = [(a, _load(RESULTS / f"ml100k-sem-{a}" / "results.json")) for a in ("causal", "encdec")]
     if all(d for _, d in archs):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from directrec.data.histories import Histories
@@ -74,7 +75,6 @@ def test_lora_training_lowers_the_loss_and_only_adapters_train(fit_data, planted
     before = m.loss_on(fit_data, epoch=99)
     trainable = {n for n, p in m.lm.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    import torch
 
     opt = torch.optim.AdamW([p for p in m.lm.parameters() if p.requires_grad], lr=1e-2)
     for e in range(3):
@@ -102,3 +102,91 @@ def test_rerank_scores_equal_the_generated_title_log_probabilities(lora_model):
     np.testing.assert_allclose(ranked, scores[0], rtol=1e-3, atol=1e-3)
     request = m.generate_for([hist], beam=5, request="something romantic")[0]
     assert (request >= 0).all()
+
+
+def _tiny_checkpoint(kind: str, texts: list[str], where) -> str:
+    """A random tiny Llama- or Qwen2-style checkpoint with a byte-level BPE tokenizer trained
+    here on the catalogue's titles, saved as a Hugging Face directory (nothing downloaded)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<eos>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [*texts, "History: none. Request: something romantic. Next:", " ; "]
+    bpe.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>")
+    common = {
+        "vocab_size": bpe.get_vocab_size(),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "bos_token_id": tok.eos_token_id,
+    }
+    torch.manual_seed(0)
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    path = where / kind
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_llama_and_qwen2_checkpoints_run_the_whole_path(kind, fit_data, planted, tmp_path):
+    """LoRA training, trie-constrained decoding, a request in the prompt, save/load and
+    rerank on a local Llama-/Qwen2-style checkpoint with a BPE tokenizer."""
+    base = _tiny_checkpoint(kind, list(planted.catalog.titles), tmp_path)
+    settings = {
+        "base_model": base,
+        "lora_r": 4,
+        "epochs": 1,
+        "samples_per_user": 1,
+        "batch_size": 32,
+        "lr": 1e-2,
+        "beam": 6,
+        "prompt_items": 4,
+    }
+    m = create("llm", settings).fit(fit_data, planted.catalog)
+    assert m.meta["train_log"] and type(m.lm.get_base_model()).__name__.lower().startswith(kind)
+    hist = fit_data.item[fit_data.user == 2][:6]
+    items, scores = m.generate_for([hist], beam=6)
+    got = items[0][items[0] >= 0]
+    assert len(got) == 6 == len(set(got)) and not set(got) & set(hist)
+    np.testing.assert_allclose(m.rerank(hist, items[0]), scores[0], rtol=1e-3, atol=1e-3)
+    # A request reaches the prompt: the same history with a request decodes differently.
+    h = Histories.from_lists([hist, hist], m.n_items)
+    plain = m.score(h, k=6)
+    asked = m.score(h, k=6, requests=["", "something romantic"])
+    assert torch.equal(plain[0], asked[0]) and not torch.equal(plain[1], asked[1])
+    empty = Histories.from_lists([[]], m.n_items)
+    assert m.fallback(empty).all() and not m.fallback(empty, ["something romantic"]).any()
+    loaded = load_model(m.save(tmp_path / f"{kind}-model"))
+    assert loaded.config.base_model == base
+    a = recommend(m, h, ListOptions(k=5))
+    b = recommend(loaded, h, ListOptions(k=5))
+    for x, y in zip(a, b, strict=True):
+        assert np.array_equal(x.items, y.items)
+
+
+def test_a_base_model_that_is_neither_a_directory_nor_cached_is_a_clear_error(fit_data, planted):
+    with pytest.raises(ValueError, match="neither a model directory nor a hub id"):
+        create("llm", {"base_model": "no-such-org/no-such-model-xyz"}).fit(fit_data, planted.catalog)

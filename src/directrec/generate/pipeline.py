@@ -42,6 +42,7 @@ class ListOptions:
     diversity: float = 0.0  # MMR knob: 0 = the model's order
     explain: bool = False
     pool_factor: int = 5  # candidates per slot when filtering or diversifying
+    request: str = ""  # free text for models that read it (the LM's prompt); others ignore it
 
     def pool(self) -> int:
         return self.k * (self.pool_factor if self.diversity > 0 or self.exclude_categories else 1)
@@ -73,6 +74,7 @@ def masked_scores(
     *,
     exclude_seen: bool | np.ndarray = True,
     exclude: Exclusions = None,
+    requests: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """Scores [B, n_items] good for a top-`k`, with -inf on each row's history (where
     `exclude_seen`, a flag or a per-row mask) and on its `exclude` items. Generators widen
@@ -89,7 +91,7 @@ def masked_scores(
             ),
             default=0,
         )
-    scores = model.score(histories, k=min(k + widen, model.n_items))
+    scores = model.score(histories, k=min(k + widen, model.n_items), requests=requests)
     rows, cols = [], []
     if seen_rows.any():
         r = histories.row_of_items()
@@ -152,9 +154,10 @@ def recommend(
         pool,
         exclude_seen=np.array([o.exclude_seen for o in opts]),
         exclude=exclude,
+        requests=[o.request for o in opts],
     )
     items, vals = top_k(scores, pool)
-    fallback = model.fallback(histories)
+    fallback = model.fallback(histories, [o.request for o in opts])
     out = []
     for r, o in enumerate(opts):
         it, sc = items[r], vals[r]

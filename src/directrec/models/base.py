@@ -13,7 +13,7 @@ Nothing here mutates the model after `fit`, so one model object may serve many t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -44,6 +44,7 @@ class Capabilities:
     generator: bool = False  # writes only its top-k items (the rest score -inf)
     rating: bool = False  # predicts explicit ratings (`predict`, the rating task)
     cold_items: bool = False  # `add_items`: new text-only items become generable, no retraining
+    reads_requests: bool = False  # a free-text request goes into the model itself (LM prompt)
 
 
 class Recommender:
@@ -146,29 +147,54 @@ class Recommender:
         return resolve_device(getattr(self.config, "device", "cpu"))
 
     # ------------------------------------------------------------------ scoring
-    def fallback(self, histories: Histories) -> np.ndarray:
+    def fallback(self, histories: Histories, requests: Sequence[str] | None = None) -> np.ndarray:
         """Rows the model cannot personalise: an empty history, or (per-user models) a
         user index outside the users it was fit on."""
         empty = histories.lengths() == 0
+        if requests is not None and self.capabilities.reads_requests:
+            empty &= ~np.array([bool(r) for r in requests], dtype=bool)  # a request suffices
         if self.capabilities.personalises == "user":
             return empty | ~((histories.users >= 0) & (histories.users < self.n_users))
         return empty
 
-    def score(self, histories: Histories, k: int | None = None) -> torch.Tensor:
+    def score(
+        self,
+        histories: Histories,
+        k: int | None = None,
+        requests: Sequence[str] | None = None,
+    ) -> torch.Tensor:
         """Scores [len(histories), n_items] (float32, CPU; higher = better); fallback rows
         get popularity. Generators write only their best `k` (default: their beam) and
-        give every other item -inf. Seen items are not masked here."""
+        give every other item -inf. Seen items are not masked here. `requests`: a free-text
+        request per row, read by models that can (`reads_requests`), ignored by others."""
         if histories.n_items != self.n_items:
             raise ValueError(f"histories index {histories.n_items} items, the model {self.n_items}")
-        ok = ~self.fallback(histories)
+        reqs = self._requests(requests, len(histories))
+        ok = ~self.fallback(histories, reqs)
+
+        def part(rows: np.ndarray | None) -> torch.Tensor:
+            h = histories if rows is None else histories.take(rows)
+            if reqs is None:
+                return self._score(h, k or 0)
+            return self._score(
+                h, k or 0, requests=reqs if rows is None else [reqs[r] for r in rows]
+            )
+
         if len(ok) and ok.all():  # the common case: no batch copy, no scatter; one copy of the
             # scores, since callers mask in place and a model may return its own memory
-            return self._score(histories, k or 0).detach().float().cpu().clone()
+            return part(None).detach().float().cpu().clone()
         out = torch.from_numpy(self.popularity).float().expand(len(histories), -1).clone()
         if ok.any():
-            part = self._score(histories.take(ok), k or 0)
-            out[torch.from_numpy(ok)] = part.detach().float().cpu()
+            out[torch.from_numpy(ok)] = part(np.flatnonzero(ok)).detach().float().cpu()
         return out
+
+    def _requests(self, requests: Sequence[str] | None, n: int) -> list[str] | None:
+        """The per-row requests this model reads (None: it reads none, or none were given)."""
+        if requests is None or not self.capabilities.reads_requests or not any(requests):
+            return None
+        if len(requests) != n:
+            raise ValueError("requests: one per history row")
+        return [str(r or "") for r in requests]
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Scores for rows that can be personalised; `k` > 0: only the top `k` matter."""

@@ -43,6 +43,14 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item())
 
+    def share(self, t: torch.Tensor) -> torch.Tensor:
+        """Rank 0's tensor on every rank (e.g. item codes every rank must train against)."""
+        if not self.active:
+            return t
+        out = t.detach().to(_comm_device()).contiguous()
+        dist.broadcast(out, 0)
+        return out.to(t.device)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

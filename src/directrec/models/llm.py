@@ -3,8 +3,8 @@ titles, optionally a free-text request) and writes the next item's title. Decodi
 beam search constrained by a prefix trie over the tokenised titles, so every output is a
 real catalogue item the user has not seen; items are ranked by beam log-probability.
 
-- `base_model`: a local Hugging Face causal-LM directory (GPT-2, Llama, Qwen … — nothing is
-  downloaded). Empty: a tiny GPT-2 is built from a config with a word-level tokenizer over
+- `base_model`: a Hugging Face causal-LM checkpoint (GPT-2, Llama, Qwen …): a local
+  directory, or a hub id fetched when online (offline, only the local cache is read). Empty: a tiny GPT-2 is built from a config with a word-level tokenizer over
   the catalogue (random weights, trained fully): for tests and CPU experiments.
 - Fine-tuning: LoRA adapters (`peft`) on (prompt → next title) pairs; `epochs = 0` is
   zero-shot. Adapters (and, for the built-in model, all weights) live in the model's
@@ -23,6 +23,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -98,12 +99,14 @@ def item_texts(
 # ----------------------------------------------------------------------------- model
 class LLMRec(Recommender):
     name = "llm"
-    capabilities = Capabilities(early_stopping=True, generator=True, warm_start=True)
+    capabilities = Capabilities(
+        early_stopping=True, generator=True, warm_start=True, reads_requests=True
+    )
 
     @dataclasses.dataclass
     class Config:
         # architecture
-        base_model: str = ""  # local HF causal-LM directory; "" = tiny built-in GPT-2
+        base_model: str = ""  # HF causal-LM directory or hub id; "" = tiny built-in GPT-2
         tiny_dim: int = 64  # built-in model size
         tiny_layers: int = 2
         tiny_heads: int = 2
@@ -143,8 +146,7 @@ class LLMRec(Recommender):
         else:
             self.texts = item_texts(catalog, self.n_items, self.meta.get("item_ids"))
         if c.base_model:
-            self.tok = AutoTokenizer.from_pretrained(c.base_model, local_files_only=True)
-            self.lm = AutoModelForCausalLM.from_pretrained(c.base_model, local_files_only=True)
+            self.tok, self.lm = load_base(c.base_model, AutoTokenizer, AutoModelForCausalLM)
         else:
             tok_json = bytes(state["tokenizer"]).decode() if state is not None else None
             self.tok, self.lm = _tiny(self.texts, c, tok_json)
@@ -359,17 +361,25 @@ class LLMRec(Recommender):
                 items[b, j], vals[b, j] = item, score
         return items, vals
 
-    def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """Generated items carry their title log-probability; everything else -inf."""
+    def _score(
+        self, histories: Histories, k: int, requests: Sequence[str] | None = None
+    ) -> torch.Tensor:
+        """Generated items carry their title log-probability; everything else -inf. Rows
+        with a request get it in their prompt (rows sharing a request decode together)."""
         hists = [histories[r] for r in range(len(histories))]
         seen = [set(h.tolist()) for h in hists]
         beam = beam_width(self.config.beam, k, self.n_items)
-        with self._lock:  # HF tokenizers are not safe to call from two threads at once
-            items, logp = self.generate_for(hists, beam, seen)
+        reqs = list(requests) if requests is not None else [""] * len(hists)
         out = torch.full((len(histories), self.n_items), -torch.inf)
-        for b in range(len(histories)):
-            ok = items[b] >= 0
-            out[b, torch.from_numpy(items[b][ok])] = torch.from_numpy(logp[b][ok])
+        for request in dict.fromkeys(reqs):
+            rows = [b for b, r in enumerate(reqs) if r == request]
+            with self._lock:  # HF tokenizers are not safe to call from two threads at once
+                items, logp = self.generate_for(
+                    [hists[b] for b in rows], beam, [seen[b] for b in rows], request
+                )
+            for n, b in enumerate(rows):
+                ok = items[n] >= 0
+                out[b, torch.from_numpy(items[n][ok])] = torch.from_numpy(logp[n][ok])
         return out
 
     @torch.no_grad()
@@ -430,6 +440,22 @@ class LLMRec(Recommender):
                 {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("lora.")},
             )
         self.lm.eval()
+
+
+def load_base(name: str, tokenizer_cls: type, model_cls: type) -> tuple:
+    """A checkpoint from a local directory, or by hub id: fetched when online, from the
+    local cache when offline (HF_HUB_OFFLINE=1, as the tests and the demo run)."""
+    local = Path(name).expanduser().is_dir()
+    where = str(Path(name).expanduser()) if local else name
+    try:
+        tok = tokenizer_cls.from_pretrained(where, local_files_only=local)
+        lm = model_cls.from_pretrained(where, local_files_only=local)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"base_model {name!r} is neither a model directory nor a hub id that could be "
+            f"fetched or found in the local cache: {e}"
+        ) from e
+    return tok, lm
 
 
 def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):

@@ -32,6 +32,7 @@ from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
+from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import train_by_epochs
 from directrec.models.transformer import (
@@ -276,7 +277,9 @@ class SemanticID(Recommender):
         rq, rq_log = train_rqvae(catalog.embeddings, self._rq_config())
         self.rq = rq.eval()
         raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
-        self.codes = torch.from_numpy(make_unique(raw)).to(self.device)
+        # Under torchrun every rank trains against rank 0's codes (the RQ-VAE runs on each).
+        codes = distributed.current().share(torch.from_numpy(make_unique(raw)))
+        self.codes = codes.to(self.device)
         self.meta["codes"] = code_report(raw, c.codebook) | {"rqvae_recon": rq_log[-1]["recon"]}
         self._build_index()
         self.net = self._build().to(self.device)
@@ -290,18 +293,30 @@ class SemanticID(Recommender):
             self.add_items(catalog.embeddings[self.n_items : data.n_items])
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
-        """The epoch loop over `data` from the current weights."""
+        """The epoch loop over `data` from the current weights. Under torchrun every rank
+        takes a share of each global batch (DDP averages the gradients), rank 0 validates
+        and all ranks follow its decisions, as for SASRec."""
         c = self.config
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
         windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
+        d = distributed.current()
+        trainer: nn.Module = self.net
+        if d.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            trainer = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         epoch_fn = (
-            (lambda e: self._epoch_causal(windows, opt, e))
+            (lambda e: self._epoch_causal(windows, opt, e, trainer, d))
             if c.arch == "causal"
-            else (lambda e: self._epoch(seqs, opt, e))
+            else (lambda e: self._epoch(seqs, opt, e, trainer, d))
         )
-        train_by_epochs(self, self.net, epoch_fn, validator)
+        check = None
+        if validator is not None:
+            check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
+        train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree)
+        if d.active:
+            self.meta["processes"] = d.world
 
     def _rq_config(self) -> RQVAEConfig:
         c = self.config
@@ -332,10 +347,16 @@ class SemanticID(Recommender):
         )
 
     def _epoch(
-        self, seqs: tuple[np.ndarray, np.ndarray], opt: torch.optim.Optimizer, epoch: int
+        self,
+        seqs: tuple[np.ndarray, np.ndarray],
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        trainer: nn.Module,
+        d: distributed.Dist,
     ) -> float:
         """Each user contributes `samples_per_user` (history, next item) pairs cut at random
-        positions; deterministic given (seed, epoch)."""
+        positions; deterministic given (seed, epoch). With several ranks each global batch
+        is split over them, the loss scaled so the averaged gradient is the batch mean."""
         c = self.config
         indptr, items = seqs
         dev = self.device
@@ -349,36 +370,52 @@ class SemanticID(Recommender):
         for b in range(0, len(users), c.batch_size):
             u = users[b : b + c.batch_size]
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
+            if len(u) < d.world:
+                continue  # too small to give every rank a share (all ranks skip it)
+            u, cut = u[d.rank :: d.world], cut[d.rank :: d.world]
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            loss = self.net(self.codes[hist], pad.to(dev), self.codes[torch.from_numpy(target)])
+            loss = trainer(self.codes[hist], pad.to(dev), self.codes[torch.from_numpy(target)])
+            share = len(u) * d.world / d.total(len(u))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             opt.step()
             total += float(loss.detach()) * len(u)
-        return total / max(len(users), 1)
+        return d.total(total) / max(d.total(len(users)), 1)
 
-    def _epoch_causal(self, windows: torch.Tensor, opt: torch.optim.Optimizer, epoch: int) -> float:
+    def _epoch_causal(
+        self,
+        windows: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        trainer: nn.Module,
+        d: distributed.Dist,
+    ) -> float:
         """One pass over every user's last window; every position's state is the context
-        for the next item, so one forward pass trains on the whole window."""
+        for the next item, so one forward pass trains on the whole window (split over
+        ranks like `_epoch`)."""
         c = self.config
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.net.train()
         order = torch.randperm(len(windows))
         total, count = 0.0, 0
         for b in range(0, len(windows), c.batch_size):
-            w = windows[order[b : b + c.batch_size]]
+            batch = order[b : b + c.batch_size]
+            if len(batch) < d.world:
+                continue
+            w = windows[batch[d.rank :: d.world]]
             w = w[:, (w >= 0).any(0).nonzero().min() :].to(self.device)  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
             targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
-            loss = self.net(self.codes[inp.clamp(min=0)], inp < 0, targets)
+            loss = trainer(self.codes[inp.clamp(min=0)], inp < 0, targets)
             n = int(((inp >= 0) & (tgt >= 0)).sum())
+            share = n * d.world / max(d.total(n), 1)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share).backward()
             opt.step()
             total += float(loss.detach()) * n
             count += n
-        return total / max(count, 1)
+        return d.total(total) / max(d.total(count), 1)
 
     def _windows(
         self, start: np.ndarray, end: np.ndarray, items: np.ndarray

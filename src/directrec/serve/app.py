@@ -294,8 +294,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
-        history = list(body.history)
-        if body.query:  # text encoding is CPU work: off the event loop
+        history, request = list(body.history), ""
+        loaded = svc.loaded
+        if body.query and loaded is not None and loaded.model.capabilities.reads_requests:
+            request = body.query  # the model reads the sentence itself (the LM's prompt)
+        elif body.query:  # else its nearest items lead the history; encoding off the loop
             history = await asyncio.to_thread(svc.query_history, body.query) + history
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
         job = Job(
@@ -307,6 +310,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             set(body.exclude_categories),
             body.diversity,
             body.explain,
+            request,
         )
         res = await generate(job)
         return json_bytes(listing_body(res, None), res["version"])

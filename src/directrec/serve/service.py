@@ -80,6 +80,7 @@ class Job:
     categories: set[str]
     diversity: float
     explain: bool = False
+    request: str = ""  # free text the model reads itself (LM backend); others get none
 
 
 @dataclass
@@ -524,6 +525,7 @@ class Service:
                 diversity=j.diversity,
                 explain=j.explain,
                 pool_factor=self.cfg.diversity_pool,
+                request=j.request,
             )
             for j in jobs
         ]

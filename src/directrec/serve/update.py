@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,8 +133,8 @@ class GrownIndex(Recommender):
         self.popularity = np.zeros(n_items, dtype=np.float32)
         self.popularity[: inner.n_items] = inner.popularity
 
-    def fallback(self, histories: Histories) -> np.ndarray:
-        return self.inner.fallback(self._inner_view(histories))
+    def fallback(self, histories: Histories, requests: Sequence[str] | None = None) -> np.ndarray:
+        return self.inner.fallback(self._inner_view(histories), requests)
 
     def _inner_view(self, h: Histories) -> Histories:
         rows = h.row_of_items()
@@ -142,8 +143,13 @@ class GrownIndex(Recommender):
         users = np.where(h.users < self.inner.n_users, h.users, -1)
         return Histories.from_lists(lists, self.inner.n_items, users)
 
-    def score(self, histories: Histories, k: int | None = None) -> torch.Tensor:
-        inner = self.inner.score(self._inner_view(histories), k)
+    def score(
+        self,
+        histories: Histories,
+        k: int | None = None,
+        requests: Sequence[str] | None = None,
+    ) -> torch.Tensor:
+        inner = self.inner.score(self._inner_view(histories), k, requests)
         out = torch.full((len(histories), self.n_items), -torch.inf)
         out[:, : self.inner.n_items] = inner
         return out
