@@ -161,7 +161,6 @@ def users_protocol(args: argparse.Namespace) -> dict:
             db=str(args.db),
             note="trained without the users in held_out_users",
         )
-        model.save(args.save)
     pop_order = np.argsort(-np.bincount(train.item, minlength=data.n_items), kind="stable")
     seqs = data.sequences()
     cats = ds.catalog.categories
@@ -176,39 +175,55 @@ def users_protocol(args: argparse.Namespace) -> dict:
         "best_epoch": model.meta.get("best_epoch"),
         "best_valid_ndcg@10": model.meta.get("best_valid_ndcg@10"),
     }
-    for shown in (1, 2):
-        hists = [seqs[u][:shown] for u in held]
-        truth = [set(seqs[u][shown : shown + 10].tolist()) for u in held]
-        gen = [r.items for r in recommend(model, Histories.from_lists(hists, data.n_items))]
+    # Half the held-out users tune the popularity blend per history length (validation),
+    # the other half measure it (test); neither half was trained on.
+    from directrec.generate.coldstart import fit_prior_blend
+
+    tune, test = held[::2], held[1::2]
+    out["blend"] = fit_prior_blend(model, [seqs[u] for u in tune])
+    out["tune_users"], out["test_users"] = len(tune), len(test)
+    blend = model.meta["prior_blend"]
+
+    def recall(lists: list, truth: list[set]) -> float:
+        return float(np.mean([len(set(g) & t) / 10 for g, t in zip(lists, truth, strict=True)]))
+
+    def lists(hists: list, blended: bool) -> list:
+        if not blended:
+            model.meta.pop("prior_blend", None)
+        try:
+            h = Histories.from_lists(hists, data.n_items)
+            return [r.items for r in recommend(model, h)]
+        finally:
+            model.meta["prior_blend"] = blend
+
+    out["curve"] = {}
+    for shown in (0, 1, 2, 5):
+        hists = [seqs[u][:shown] for u in test]
+        truth = [set(seqs[u][shown : shown + 10].tolist()) for u in test]
         pop = [[i for i in pop_order[: 10 + shown] if i not in set(h)][:10] for h in hists]
-        out[f"first_{shown}"] = {
-            "generator_recall@10": float(
-                np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])
-            ),
-            "popularity_recall@10": float(
-                np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])
-            ),
+        out["curve"][str(shown)] = {
+            "generator_recall@10": recall(lists(hists, False), truth),
+            "generator_blended_recall@10": recall(lists(hists, True), truth),
+            "popularity_recall@10": recall(pop, truth),
         }
     sentences, hists = [], []
-    for u in held:
+    for u in test:
         top = [c for c, _ in Counter(c for i in seqs[u][:5] for c in cats[i]).most_common(2)]
-        sentence = (" and ".join(top) + " movies") if top else "popular movies"
+        sentence = (" and ".join(top) + f" {args.noun}") if top else f"popular {args.noun}"
         sentences.append(sentence)
         hists.append(sentence_history(encode([sentence])[0], ds.catalog.embeddings, 5))
-    truth = [set(seqs[u][5:15].tolist()) for u in held]
-    gen = [r.items for r in recommend(model, Histories.from_lists(hists, data.n_items))]
-    pop = [list(pop_order[:10]) for _ in held]
+    truth = [set(seqs[u][5:15].tolist()) for u in test]
     out["sentence"] = {
-        "how": "sentence = the two most frequent genres of the user's first 5 items + ' movies'; "
-        "targets = their items 6-15; the sentence's 5 nearest items (MiniLM) are the history",
+        "how": "sentence = the two most frequent categories of the user's first 5 items + "
+        f"' {args.noun}'; targets = their items 6-15; the sentence's 5 nearest items (MiniLM) "
+        "are the history",
         "examples": sentences[:5],
-        "generator_recall@10": float(
-            np.mean([len(set(g) & t) / 10 for g, t in zip(gen, truth, strict=True)])
-        ),
-        "popularity_recall@10": float(
-            np.mean([len(set(p) & t) / 10 for p, t in zip(pop, truth, strict=True)])
-        ),
+        "generator_recall@10": recall(lists(hists, False), truth),
+        "generator_blended_recall@10": recall(lists(hists, True), truth),
+        "popularity_recall@10": recall([list(pop_order[:10]) for _ in test], truth),
     }
+    if args.save:
+        model.save(args.save)  # with the learned blend
     return out
 
 
@@ -226,6 +241,7 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="model setting key=value")
     p.add_argument("--save", type=Path, default=None, help="users: save the trained model here")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--noun", default="movies", help="users: the sentence's noun (products …)")
     args = p.parse_args()
     t = time.time()
     res = {

@@ -16,7 +16,7 @@ DR=${DR:-.venv/bin/directrec}
 R=docs/results/gpu
 WHAT=${1:-all}
 run() { [ "$WHAT" = all ] || [ "$WHAT" = "$1" ]; }
-B="$DR benchmark --split loo --k 10,20 --seed 42 --no-progress --models sasrec-ce --set device=cuda"
+B="$DR benchmark --split loo --k 10,20 --seed 42 --no-progress --models sasrec-ce --set device=cuda --set max_minutes=0"
 ML="$B --db $OUT/ml1m.duckdb --set max_len=200 --set epochs=1000 --set eval_every=5 --set patience=6"
 
 if run ml1m; then

@@ -73,6 +73,8 @@ class Server:
             "0",
             "--list-cache",
             str(args.list_cache),
+            "--max-inflight",
+            str(args.max_inflight),
             "--workers",
             str(args.workers),
             *extra,
@@ -134,6 +136,7 @@ class Conn:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.used = False  # has answered a request (so a failure may be a stale keep-alive)
 
     async def request(self, raw: bytes) -> tuple[int, dict[str, str]]:
         if self.writer is None:
@@ -157,6 +160,7 @@ class Conn:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+        self.used = False
 
 
 def get_request(path: str) -> bytes:
@@ -171,6 +175,7 @@ async def open_loop(
     idle: list[Conn] = []
     results: list[tuple[int, float, float]] = []  # (status, latency, retry-after seen)
     errors = 0
+    stale = [0]  # reused connections found closed (retried once)
     open_conns = 0
     n = int(rate * seconds)
     t0 = loop.time() + 0.2
@@ -189,14 +194,26 @@ async def open_loop(
         else:  # client-side cap reached: count as an error of the generator, not the server
             errors += 1
             return
-        try:
-            status, headers = await c.request(get_request(paths[i % len(paths)]))
-            results.append((status, loop.time() - at, float(headers.get("retry-after", 0))))
-            idle.append(c)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
-            c.close()
-            open_conns -= 1
+        raw = get_request(paths[i % len(paths)])
+        for attempt in (0, 1):
+            try:
+                status, headers = await c.request(raw)
+                c.used = True
+                results.append((status, loop.time() - at, float(headers.get("retry-after", 0))))
+                idle.append(c)
+                return
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                reused = c.used
+                c.close()
+                if attempt == 0 and reused:
+                    # A kept-alive connection the server closed while idle: what every HTTP
+                    # client does, retry once on a new connection (counted, not hidden).
+                    stale[0] += 1
+                    c = Conn(port)
+                    continue
+                errors += 1
+                open_conns -= 1
+                return
 
     for i in range(n):
         tasks.append(asyncio.ensure_future(one(i, t0 + i / rate)))
@@ -204,7 +221,7 @@ async def open_loop(
     for c in idle:
         c.close()
     wall = loop.time() - t0
-    return summarise(results, errors, n, wall)
+    return summarise(results, errors, n, wall) | {"stale_keepalive_retries": stale[0]}
 
 
 def summarise(results: list[tuple[int, float, float]], errors: int, sent: int, wall: float) -> dict:
@@ -268,7 +285,14 @@ def overload(args: argparse.Namespace) -> dict:
 
 
 def fuzz(args: argparse.Namespace) -> dict:
-    """schemathesis over the OpenAPI spec, then a hand-written corpus of bad requests."""
+    """schemathesis over the OpenAPI spec, then a hand-written corpus of bad requests. The
+    server runs on a copy of a DuckDB store: admin endpoints (forget) are fuzzed too."""
+    from directrec.data.store import is_url
+
+    if not is_url(args.db):
+        copy = args.out / "fuzz-store.duckdb"
+        shutil.copy(args.db, copy)
+        args = argparse.Namespace(**{**vars(args), "db": str(copy)})
     srv = Server(args)
     pid = srv.proc.pid
     try:
@@ -595,6 +619,132 @@ end
 """
 
 
+# Paced wrk: one connection per wrk thread, so a thread's request and response alternate
+# and Lua can time each one (LuaJIT FFI clock); `delay()` paces each connection to
+# rate / connections. Latency is per status, written per thread to a file.
+WRK_PACED = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } timespec;
+int clock_gettime(int clk_id, timespec *tp);
+]]
+local ts = ffi.new("timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
+end
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+local paths, out, sent_at, gap_ms = {}, nil, 0, 0
+function init(args)
+  for line in io.lines(os.getenv("WRK_PATHS")) do paths[#paths + 1] = line end
+  math.randomseed(tonumber(os.getenv("WRK_SEED")) + tid)
+  gap_ms = tonumber(os.getenv("WRK_GAP_MS"))
+  out = io.open(os.getenv("WRK_OUT") .. "." .. tid, "w")
+end
+function delay()
+  return gap_ms * (0.5 + math.random())
+end
+function request()
+  sent_at = now_us()
+  return wrk.format("GET", paths[math.random(#paths)])
+end
+function response(status, headers, body)
+  -- stdio buffers the writes; exit() flushes them when wrk ends
+  out:write(status, " ", math.floor(now_us() - sent_at), "\\n")
+end
+function done(summary, latency, requests)
+end
+"""
+
+
+def paced_wrk(
+    args: argparse.Namespace, port: int, rate: float, conns: int, seconds: float, tag: str
+) -> dict:
+    """`conns` connections (one wrk thread each) paced to about `rate` req/s in total;
+    latency percentiles per status from each request's own timing."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
+    script, paths_file = args.out / "wrk-paced.lua", args.out / "wrk-paths.txt"
+    script.write_text(WRK_PACED)
+    if not paths_file.exists():
+        paths_file.write_text("\n".join(user_paths(args, n=20_000)) + "\n")
+    samples = args.out / f".paced-{tag}"
+    for old in args.out.glob(f".paced-{tag}.*"):
+        old.unlink()
+    pin = ["taskset", "-c", str(args.client_core)] if args.client_core is not None else []
+    gap_ms = max(conns / rate * 1000.0, 0.0)
+    env = {
+        **os.environ,
+        "WRK_PATHS": str(paths_file),
+        "WRK_SEED": str(args.seed),
+        "WRK_GAP_MS": str(gap_ms),
+        "WRK_OUT": str(samples),
+    }
+    flags = [f"-t{conns}", f"-c{conns}", f"-d{round(seconds)}s", "--timeout", "10s"]
+    cmd = [*pin, exe, *flags, "-s", str(script), f"http://127.0.0.1:{port}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+    by_status: dict[str, list[float]] = {}
+    for f in args.out.glob(f".paced-{tag}.*"):
+        for line in f.read_text().splitlines():
+            st, us = line.split()
+            by_status.setdefault(st, []).append(int(us) / 1000)
+        f.unlink()
+    total = sum(len(v) for v in by_status.values())
+    res: dict = {
+        "command": " ".join(cmd[len(pin) :]),
+        "target_rate": rate,
+        "connections": conns,
+        "pacing": f"each connection waits U(0.5, 1.5) × {gap_ms:.1f} ms after a response",
+        "responses_timed": total,
+        "achieved_rate": round(total / seconds, 1),
+        "status_counts": {k: len(v) for k, v in by_status.items()},
+        "wrk_stdout_tail": proc.stdout[-600:],
+    }
+    for label, keep in (("ok", "200"), ("shed", "503")):
+        lat = np.array(by_status.get(keep, []))
+        if len(lat):
+            res[label] = {
+                "count": len(lat),
+                "p50_ms": round(float(np.percentile(lat, 50)), 3),
+                "p99_ms": round(float(np.percentile(lat, 99)), 3),
+                "max_ms": round(float(lat.max()), 3),
+            }
+    return res
+
+
+def overload_wrk(args: argparse.Namespace) -> dict:
+    """Baseline at --baseline-rate, then --rate (10×) for --seconds, with paced wrk; then
+    the server must still answer normally."""
+    srv = Server(args)
+    try:
+        paced_wrk(args, srv.port, args.baseline_rate, 16, 5, "warm")
+        base = paced_wrk(args, srv.port, args.baseline_rate, 16, args.seconds, "baseline")
+        over = paced_wrk(args, srv.port, args.rate, args.connections_over, args.seconds, "over")
+        after = paced_wrk(args, srv.port, 20, 4, 3, "after")
+        alive = srv.alive()
+    finally:
+        srv.stop()
+    ratio = None
+    if "ok" in over and "ok" in base:
+        ratio = round(over["ok"]["p99_ms"] / base["ok"]["p99_ms"], 2)
+    return {
+        "load_generator": "wrk 4.1 (Debian) with a pacing Lua script (one connection per thread)",
+        "pinning": {"server_core": args.server_core, "client_core": args.client_core},
+        "baseline": base,
+        "overload": over,
+        "after": after,
+        "admitted_p99_over_baseline": ratio,
+        "server_alive": alive,
+    }
+
+
 ERROR_KEYS = ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
 
 
@@ -672,7 +822,9 @@ def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps", "wrk"])
+    p.add_argument(
+        "scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps", "wrk", "overload_wrk"]
+    )
     p.add_argument("--model", type=Path, required=True, help="registry or model directory")
     p.add_argument("--db", required=True, help="DuckDB file or postgresql:// URL")
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench-serve")
@@ -693,6 +845,9 @@ def main() -> None:
     p.add_argument("--users", type=int, default=0, help="draw from this many repeat users")
     p.add_argument("--connections", default="1,2,4,8,16", help="wrk: connection counts")
     p.add_argument("--p99-ms", type=float, default=50.0, help="wrk: the p99 bound")
+    p.add_argument("--baseline-rate", type=float, default=300, help="overload_wrk: normal load")
+    p.add_argument("--connections-over", type=int, default=256, help="overload_wrk: connections")
+    p.add_argument("--max-inflight", type=int, default=64, help="server admission bound")
     args = p.parse_args()
     if args.client_core is not None:
         os.sched_setaffinity(0, {args.client_core})
@@ -708,6 +863,7 @@ def main() -> None:
         "pinning": {"server_core": args.server_core, "client_core": args.client_core},
         "list_cache": args.list_cache,
         "workers": args.workers,
+        "max_inflight": args.max_inflight,
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)

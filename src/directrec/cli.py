@@ -392,6 +392,16 @@ def train(
     path = _run_guarded(run)
     if int(os.environ.get("RANK", 0)) == 0:
         out.print(f"saved {model_name} to {path}")
+        meta = json.loads((Path(path) / "config.json").read_text()).get("meta", {})
+        if meta.get("stopped_by") == "time budget":
+            budget = json.loads((Path(path) / "config.json").read_text())["config"]["max_minutes"]
+            out.print(
+                f"training stopped at its {budget:g}-minute budget after epoch "
+                f"{len(meta.get('train_log', []))} (best validated epoch {meta.get('best_epoch')}); "
+                "--set max_minutes=N trains longer, 0 until early stopping",
+                highlight=False,
+                markup=False,
+            )
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -605,6 +615,14 @@ def serve(
     list_cache: Annotated[
         int, typer.Option(min=0, help="finished lists kept per process (0: no list cache)")
     ] = 100_000,
+    keep_alive: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="seconds an idle keep-alive connection stays open (longer than clients' "
+            "pools keep them, so a reused connection is not closed under a request)",
+        ),
+    ] = 75.0,
 ) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn); the web page is at `/`."""
     import logging
@@ -654,6 +672,7 @@ def serve(
             port=port,
             log_level="warning",
             access_log=False,
+            timeout_keep_alive=keep_alive,
         )
         return
     application = _run_guarded(create_app, cfg)
@@ -664,7 +683,14 @@ def serve(
             highlight=False,
             markup=False,
         )
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=keep_alive,
+    )
 
 
 @app.command()

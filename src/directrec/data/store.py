@@ -251,6 +251,8 @@ class StoreBase:
                 t: self._exec(f"DELETE FROM {t} WHERE user_id = ?", [user_id])
                 for t in self.USER_TABLES
             }
+            if not any(deleted.values()):
+                return deleted  # nothing of this user here: the data did not change
             self._set_meta("fingerprint", self.fingerprint())
             # Services poll this to drop what they cached of users (other processes too).
             self._set_meta("forget_epoch", str(int(self.meta().get("forget_epoch", 0)) + 1))

@@ -243,7 +243,7 @@ class SemanticID(Recommender):
         lr: float = 1e-3
         eval_every: int = 5
         patience: int = 4
-        max_minutes: float = 0.0
+        max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
         seed: int = 42
         # generation and runtime
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
@@ -366,7 +366,7 @@ class SemanticID(Recommender):
         rng.shuffle(users)
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.net.train()
-        total = 0.0
+        total, count = 0.0, 0
         for b in range(0, len(users), c.batch_size):
             u = users[b : b + c.batch_size]
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
@@ -381,7 +381,8 @@ class SemanticID(Recommender):
             (loss * share).backward()
             opt.step()
             total += float(loss.detach()) * len(u)
-        return d.total(total) / max(d.total(len(users)), 1)
+            count += len(u)
+        return d.total(total) / max(d.total(count), 1)
 
     def _epoch_causal(
         self,

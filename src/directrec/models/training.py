@@ -24,6 +24,7 @@ class LoopState:
     bad: int = 0  # validations since the last improvement
     log: list = dataclasses.field(default_factory=list)
     best_weights: dict | None = None
+    stopped: str = ""  # what ended the run: epochs | patience | time budget
 
 
 def run_epochs(
@@ -73,8 +74,10 @@ def run_epochs(
             (epoch + 1) % eval_every == 0 or epoch + 1 == epochs or out_of_time
         ):
             net.eval()
+            tv = time.perf_counter()
             metric = float(agree(float(validate())))
             row["valid_ndcg@10"] = round(metric, 5)
+            row["valid_seconds"] = round(time.perf_counter() - tv, 2)
             if metric > state.best:
                 state.best, state.best_epoch, state.bad = metric, epoch + 1, 0
                 best_weights = copy.deepcopy(net.state_dict())
@@ -87,7 +90,10 @@ def run_epochs(
         if after_epoch is not None:
             after_epoch(state)
         if (validate is not None and state.bad >= patience) or out_of_time:
+            state.stopped = "time budget" if out_of_time else "patience"
             break
+    else:
+        state.stopped = state.stopped or "epochs"
     if validate is not None:
         net.load_state_dict(best_weights)
     net.eval()
@@ -99,6 +105,7 @@ def loop_meta(state: LoopState) -> dict[str, Any]:
     return {
         "train_log": state.log,
         "best_epoch": state.best_epoch,
+        "stopped_by": state.stopped,
         "best_valid_ndcg@10": state.best if state.best > -math.inf else None,
     }
 

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -81,6 +82,9 @@ def app_from_env() -> FastAPI:
 
 def create_app(cfg: ServeConfig) -> FastAPI:
     svc = Service(cfg)
+    # The model thread runs Python between torch calls; with the default 5 ms GIL switch
+    # interval, the event loop (which admits and sheds) could wait that long for the GIL.
+    sys.setswitchinterval(cfg.gil_switch_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -29,6 +29,7 @@ ROUTES = {
     "/v1/admin/reload",
     "/v1/admin/update",
     "/v1/admin/jobs/{id}",
+    "/v1/admin/forget",
 }
 SHED_PATHS = ("/v1/users", "/v1/recommendations", "/v1/feedback", "/v1/items")
 
@@ -56,8 +57,16 @@ class Admission:
     def __init__(self, app: Any, service: Any, max_inflight: int) -> None:
         self.app, self.svc, self.max_inflight = app, service, max_inflight
         self.inflight = 0
-        self._shed = error_response(503, "overloaded; retry shortly")
-        self._shed.headers["Retry-After"] = "1"
+        shed = error_response(503, "overloaded; retry shortly")
+        shed.headers["Retry-After"] = "1"
+        # The 503 is sent as two pre-built ASGI messages: no response object per request.
+        self._shed_start = {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": list(shed.raw_headers),
+        }
+        self._shed_body = {"type": "http.response.body", "body": bytes(shed.body)}
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -68,8 +77,9 @@ class Admission:
         heavy = path.startswith(SHED_PATHS)
         if heavy and self.inflight >= self.max_inflight:
             metrics.shed.inc()
-            await self._shed(scope, receive, send)
-            metrics.requests.labels(route_label(path), scope["method"], "503").inc()
+            await send(self._shed_start)
+            await send(self._shed_body)
+            self._count(route_label(path), scope["method"], "503")
             return
         loaded = self.svc.loaded
 
@@ -93,8 +103,16 @@ class Admission:
                 self.inflight -= 1
                 metrics.inflight.set(self.inflight)
             label = route_label(path)
-            metrics.requests.labels(label, scope["method"], str(status)).inc()
+            self._count(label, scope["method"], str(status))
             metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    def _count(self, route: str, method: str, status: str) -> None:
+        """Count a response (bound metric children cached: no label lookup per request)."""
+        key = (route, method[:16], status)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.svc.metrics.requests.labels(*key)
+        child.inc()
 
 
 class BodyLimit:

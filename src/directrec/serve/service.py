@@ -56,6 +56,7 @@ class ServeConfig:
     diversity_pool: int = 3  # candidates fetched per wanted item when re-ranking
     history_cache: int = 50_000  # users whose histories stay in memory (LRU)
     list_cache: int = 100_000  # finished lists kept (LRU; 0: off)
+    gil_switch_ms: float = 0.5  # GIL switch interval: how long the event loop may wait
     request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
 
 
