@@ -108,7 +108,9 @@ def main() -> None:
         "protocol": "cited item = the first evidence item; rank among items outside the full history",
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"faithfulness-{store_name(args.db)}{args.tag}.json").write_text(json.dumps(res, indent=1))
+    (args.out / f"faithfulness-{store_name(args.db)}{args.tag}.json").write_text(
+        json.dumps(res, indent=1)
+    )
     print(json.dumps(res, indent=1))
 
 

@@ -22,7 +22,9 @@ def test_prior_weights_take_the_longest_tabled_length_not_above():
 def test_blend_is_learned_on_held_out_users_and_applied_as_stated(planted, tmp_path):
     data = planted.interactions
     held = np.arange(0, data.n_users, 5)  # every fifth user is a "new user" for tuning
-    model = create("sasrec-ce", TEST_SETTINGS["sasrec-ce"]).fit(data.select(~np.isin(data.user, held)))
+    model = create("sasrec-ce", TEST_SETTINGS["sasrec-ce"]).fit(
+        data.select(~np.isin(data.user, held))
+    )
     seqs = data.sequences()
     table = fit_prior_blend(model, [seqs[u] for u in held], lengths=(1, 2, 5))
     assert table["lengths"] == [1, 2, 5]
@@ -41,4 +43,3 @@ def test_blend_is_learned_on_held_out_users_and_applied_as_stated(planted, tmp_p
         torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
     loaded = load_model(model.save(tmp_path / "m"))  # the table travels with the artefact
     torch.testing.assert_close(loaded.score(h), got, rtol=1e-4, atol=1e-5)
-

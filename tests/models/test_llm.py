@@ -189,4 +189,6 @@ def test_llama_and_qwen2_checkpoints_run_the_whole_path(kind, fit_data, planted,
 
 def test_a_base_model_that_is_neither_a_directory_nor_cached_is_a_clear_error(fit_data, planted):
     with pytest.raises(ValueError, match="neither a model directory nor a hub id"):
-        create("llm", {"base_model": "no-such-org/no-such-model-xyz"}).fit(fit_data, planted.catalog)
+        create("llm", {"base_model": "no-such-org/no-such-model-xyz"}).fit(
+            fit_data, planted.catalog
+        )
