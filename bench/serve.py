@@ -867,7 +867,7 @@ def main() -> None:
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)
-    name = args.scenario + (f"-{args.tag}" if args.tag else "")
+    name = args.scenario.replace("_wrk", "") + (f"-{args.tag}" if args.tag else "")
     (args.out / f"{name}.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 

@@ -186,3 +186,20 @@ def test_semantic_id_two_processes_match_one(db, tmp_path, arch):
     overlap = np.mean([len(set(x) & set(y)) / 10 for x, y in pairs])
     assert overlap >= 0.9, overlap
     assert (va[:, 0] - vb[:, 0]).abs().mean() <= 0.02
+
+
+def test_llm_two_processes_match_one(db, tmp_path):
+    """The LM backend (built-in GPT-2, LoRA) under DDP: the same global batch and seed give
+    one process's per-epoch losses."""
+    same = ("tiny_dim=32", "lora_r=4", "epochs=2", "samples_per_user=2", "batch_size=32")
+    same += ("lr=1e-2", "eval_every=2", "patience=1", "beam=5", "prompt_items=4")
+    base = ["-m", "directrec", "train", "llm", "--db", str(db)]
+    sets = [x for s in same for x in ("--set", s)]
+    run([sys.executable, *base, "--out", str(tmp_path / "one"), *sets])
+    two = [TORCHRUN, "--standalone", "--nproc_per_node", "2"]
+    run([*two, *base, "--out", str(tmp_path / "two"), *sets])
+    a, b = load_model(tmp_path / "one"), load_model(tmp_path / "two")
+    assert b.meta["processes"] == 2 and "processes" not in a.meta
+    la = [r["loss"] for r in a.meta["train_log"]]
+    lb = [r["loss"] for r in b.meta["train_log"]]
+    assert len(la) == 2 and la == pytest.approx(lb, rel=2e-3)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
+from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.training import train_by_epochs
 
@@ -209,12 +210,25 @@ class LLMRec(Recommender):
         self._index_titles()
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
+        """Epochs of (prompt → next title) pairs. Under torchrun every rank takes a share
+        of each global batch (DDP averages the adapters' gradients), rank 0 validates and
+        all ranks follow its decisions, as for the other generators."""
         c = self.config
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=c.lr)
+        d = distributed.current()
+        trainer: torch.nn.Module = self.lm
+        if d.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            trainer = torch.nn.parallel.DistributedDataParallel(self.lm, device_ids=ids)
+        check = validator if validator is None or d.main else (lambda model: 0.0)
         if c.epochs > 0:
-            train_by_epochs(self, self.lm, lambda e: self._epoch(data, opt, e), validator)
+            train_by_epochs(
+                self, self.lm, lambda e: self._epoch(data, opt, e, trainer, d), check, agree=d.agree
+            )
+        if d.active:
+            self.meta["processes"] = d.world
         self.lm.eval()
 
     def _pairs(self, data: Interactions, epoch: int) -> list[tuple[list[int], int]]:
@@ -246,21 +260,36 @@ class LLMRec(Recommender):
         att = torch.tensor([[1] * len(s) + [0] * (n - len(s)) for s in seqs])
         return ids, att, lab
 
-    def _epoch(self, data: Interactions, opt: torch.optim.Optimizer, epoch: int) -> float:
+    def _epoch(
+        self,
+        data: Interactions,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        trainer: torch.nn.Module | None = None,
+        d: distributed.Dist | None = None,
+    ) -> float:
+        """One pass over this epoch's pairs; with several ranks each batch is split over
+        them and the loss scaled so the averaged gradient is the batch's token mean."""
         c = self.config
+        trainer, d = trainer or self.lm, d or distributed.Dist()
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.lm.train()
         pairs = self._pairs(data, epoch)
-        total = 0.0
+        total, count = 0.0, 0
         for b in range(0, len(pairs), c.batch_size):
-            ids, att, lab = (t.to(self.device) for t in self._batch(pairs[b : b + c.batch_size]))
-            loss = self.lm(input_ids=ids, attention_mask=att, labels=lab).loss
+            batch = pairs[b : b + c.batch_size]
+            if len(batch) < d.world:
+                continue  # too small to give every rank a share (all ranks skip it)
+            ids, att, lab = (t.to(self.device) for t in self._batch(batch[d.rank :: d.world]))
+            n = int((lab[:, 1:] != -100).sum())  # the tokens this rank's loss averages over
+            loss = trainer(input_ids=ids, attention_mask=att, labels=lab).loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (n * d.world / max(d.total(n), 1))).backward()
             opt.step()
             total += float(loss.detach()) * len(ids)
+            count += len(ids)
         self.lm.eval()
-        return total / max(len(pairs), 1)
+        return d.total(total) / max(d.total(count), 1)
 
     def loss_on(self, data: Interactions, epoch: int = 0) -> float:
         """Mean title loss on `data`'s (history, next item) pairs (no training)."""

@@ -12,6 +12,7 @@ list at once; `directrec update` folds the feedback into the weights.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -97,6 +98,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         )
         svc.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, svc.load)
+        # Everything loaded so far (torch, transformers, the model) lives for the process:
+        # out of the collector's sight, a full collection no longer pauses the event loop
+        # for the time it takes to walk millions of long-lived objects.
+        gc.collect()
+        gc.freeze()
         watcher = threading.Thread(target=svc.watch, daemon=True, name="registry-watch")
         watcher.start()
         yield
