@@ -234,7 +234,34 @@ def serve_targets(serve: Path) -> list[str]:
         "|---|---|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} | {e} | `{f}` |" for a, b, c, d, e, f in rows],
         "",
+        *notes(over, swaps),
     ]
+
+
+def notes(over: dict | None, swaps: dict | None) -> list[str]:
+    """What the JSON says about the misses (medians, kinds of failure)."""
+    out = []
+    if over and "overload" in over:
+        o = over["overload"]
+        out.append(
+            f"Overload: the 503s' median is {o['shed']['p50_ms']} ms and their p99 "
+            f"{o['shed']['p99_ms']} ms; admitted requests kept {o['ok']['count'] / 60:.0f} req/s "
+            f"(p50 {o['ok']['p50_ms']} ms). One Python process on one core parses, sheds and "
+            "generates: at ~2,800 req/s the 503 path alone takes a large share of the core, so "
+            "the tail is queueing in the event loop, not the admission check (admission bound "
+            f"{over.get('max_inflight')}).\n"
+        )
+    if swaps:
+        ld = swaps["load"]
+        out.append(
+            f"Swaps: the failed requests are {ld['status_counts'].get('503', 0)} × 503 (shed "
+            f"while a reload loaded and warmed a model on the same core) and "
+            f"{ld['transport_errors']} transport errors (before: 2; the cause was idle "
+            "keep-alive connections closed by the server under the client, fixed by a 75 s "
+            "keep-alive); every bad artefact was rejected "
+            f"({swaps['reload_outcomes']}).\n"
+        )
+    return out
 
 
 def extra_sections() -> list[str]:

@@ -147,13 +147,17 @@ def test_train_and_recommend(store):
         "--user",
         "u3",
         "--k",
-        "3",
+        "10",
         "--explain",
         "--diversity",
         "0.5",
     )
     assert res.exit_code == 0, res.output
-    assert "Because you" in res.output
+    # Each item cites what measurably supports it, or says nothing single does.
+    reasons = [x.strip() for x in res.output.splitlines() if x.startswith("     ")]
+    assert len(reasons) == 10
+    assert all(r.startswith(("Because you", "Fits your history as a whole")) for r in reasons)
+    assert any(r.startswith("Because you") for r in reasons)
 
 
 def test_generative_model_trains_with_early_stopping(store):
