@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -70,6 +70,20 @@ if run serve-pinned; then  # serving targets: server pinned to core 0, load gene
   $DR publish --model $OUT/models/ml1m-ease --registry $OUT/registry-ml1m --no-current
   $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --swaps 200 --rate 100 --seconds 60 \
     --max-inflight 16 --tag pinned
+fi
+if run scale-out; then  # PostgreSQL ingest, semantic-ID generation 1 vs 2 processes, service workers
+  $PY bench/scale.py ingest --store postgres
+  $PY bench/scale.py generate --db $OUT/ml100k.duckdb --model $OUT/models/ml100k-semantic --tag semantic-ml100k
+  for n in 1 2; do
+    $PY bench/serve.py --out $R/serve wrk --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --workers $n \
+      --connections 2,4,8,16,32 --seconds 15 --p99-ms 100 --tag workers-$n
+  done
+fi
+if run new-users; then  # popularity blend by history length, learned on held-out validation users
+  $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 4
+fi
+if run defaults; then  # the generators with default settings on MovieLens-100K (target ≤ 5 min)
+  $PY bench/defaults.py --db $OUT/ml100k.duckdb
 fi
 if run items; then  # TIGER cold-start protocol on Beauty
   $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
