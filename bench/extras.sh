@@ -70,6 +70,7 @@ if run serve-pinned; then  # serving targets: server pinned to core 0, load gene
   $DR publish --model $OUT/models/ml1m-ease --registry $OUT/registry-ml1m --no-current
   $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --swaps 200 --rate 100 --seconds 60 \
     --max-inflight 16 --tag pinned
+  $S swaps --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb $P --swaps 200 --rate 100 --seconds 60 --tag pinned-bound64
 fi
 if run scale-out; then  # PostgreSQL ingest, semantic-ID generation 1 vs 2 processes, service workers
   $PY bench/scale.py ingest --store postgres

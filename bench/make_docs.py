@@ -202,13 +202,27 @@ def serve_targets(serve: Path) -> list[str]:
         v = swaps["failed_requests"]
         rows.append(
             (
-                f"{swaps['swaps']} swaps (incl. {sum(1 for i in range(swaps['swaps']) if i % 3 == 2)} "
+                f"{swaps['swaps']} swaps, admission bound 16 (incl. {sum(1 for i in range(swaps['swaps']) if i % 3 == 2)} "
                 "bad artefacts) under 100 req/s",
                 "2 of 6,000 failed",
                 "0 failed",
                 f"{v} of {swaps['load']['sent']:,} failed",
                 verdict(v == 0),
                 "swaps-pinned.json",
+            )
+        )
+    sw64 = _load(serve / "swaps-pinned-bound64.json")
+    if sw64:
+        v = sw64["failed_requests"]
+        rows.append(
+            (
+                "same, default admission bound (64)",
+                "2 of 6,000 failed",
+                "0 failed",
+                f"{v} of {sw64['load']['sent']:,} failed ({sw64['load']['transport_errors']} "
+                f"transport errors; p99 {sw64['load']['ok']['p99_ms']:.1f} ms)",
+                verdict(v == 0),
+                "swaps-pinned-bound64.json",
             )
         )
     if fz:
@@ -235,7 +249,27 @@ def serve_targets(serve: Path) -> list[str]:
         *[f"| {a} | {b} | {c} | {d} | {e} | `{f}` |" for a, b, c, d, e, f in rows],
         "",
         *notes(over, swaps),
+        *profiles(serve),
     ]
+
+
+def profiles(serve: Path) -> list[str]:
+    """Where a request's time goes, before and after the hot-path changes (py-spy)."""
+    keys = {
+        "HistoryCache.get": "history lookup",
+        "StoreBase.histories": "store read (DataFrame)",
+        "StoreBase.history": "store read (point query)",
+        "FeedbackLog._select": "feedback log query",
+        "SASRec._score": "model forward",
+    }
+    out = []
+    for name in ("before", "after"):
+        d = _load(serve / f"profile-{name}.json")
+        if d:
+            share = d["inclusive_share"]
+            got = ", ".join(f"{v} {share[k]:.0%}" for k, v in keys.items() if k in share)
+            out.append(f"Profile {name} (py-spy, share of samples, all threads): {got}.\n")
+    return out
 
 
 def notes(over: dict | None, swaps: dict | None) -> list[str]:
@@ -369,22 +403,28 @@ def extra_sections() -> list[str]:
             )
         parts.append("")
     cu = _load(RESULTS / "coldstart" / "users-ml1m.json")
-    if cu:
+    if cu and "curve" in cu:
         parts += [
             f"New users (ML-1M): `{cu['command']}` — {cu['held_out_users']} users held out "
-            f"of training; their next 10 items after what they showed.\n",
-            "| shown | generator Recall@10 | popularity Recall@10 |",
-            "|---|---:|---:|",
+            f"of training; {cu['tune_users']} of them tune the popularity blend per history "
+            f"length (validation), the other {cu['test_users']} measure it (test): their next "
+            "10 items after what they showed. Length 0 is popularity by definition.\n",
+            "| shown | generator | generator + learned blend | popularity | blend weight |",
+            "|---|---:|---:|---:|---:|",
         ]
-        for key, label in (
-            ("first_1", "first item"),
-            ("first_2", "first two items"),
-            ("sentence", "a sentence (genres of the first 5 items)"),
-        ):
-            r = cu[key]
+        table = dict(zip(cu["blend"]["lengths"], cu["blend"]["alpha"], strict=True))
+        for key, r in cu["curve"].items():
+            weight = table.get(int(key), "—") if key != "0" else "—"
             parts.append(
-                f"| {label} | {r['generator_recall@10']:.4f} | {r['popularity_recall@10']:.4f} |"
+                f"| first {key} item(s) | {r['generator_recall@10']:.4f} "
+                f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} "
+                f"| {weight} |"
             )
+        r = cu["sentence"]
+        parts.append(
+            f"| a sentence (categories of the first 5 items) | {r['generator_recall@10']:.4f} "
+            f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
+        )
         parts.append("")
     lm = _load(RESULTS / "llm" / "cpu-ml100k.json")
     if lm:
@@ -591,6 +631,24 @@ def extra_sections() -> list[str]:
                     f"| {pnt['recall@10']:.4f} | {pnt['ild@10']:.4f} |"
                 )
         parts.append("\n![diversity](results/ml1m-diversity/diversity.png)\n")
+    df = _load(RESULTS / "defaults" / "ml100k.json")
+    if df:
+        parts += [
+            "## Generators with default settings (MovieLens-100K, this 2-core CPU)\n",
+            f"`{df['bench']}` — the whole `directrec train` command as a new user runs it; "
+            "target ≤ 300 s.\n",
+            "| model | wall s | epochs | stopped by | s / epoch | validation s (share) "
+            "| best valid NDCG@10 |",
+            "|---|---:|---:|---|---:|---:|---:|",
+        ]
+        for name, r in df["runs"].items():
+            ndcg = r["best_valid_ndcg@10"]
+            parts.append(
+                f"| {name} | {r['wall_seconds']} | {r['epochs']} | {r['stopped_by']} "
+                f"| {r['seconds_per_epoch']} | {r['validation_seconds']} "
+                f"({r['validation_share_of_wall']:.0%}) | {ndcg if ndcg is None else round(ndcg, 4)} |"
+            )
+        parts.append("")
     return parts
 
 

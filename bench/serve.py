@@ -745,6 +745,80 @@ def overload_wrk(args: argparse.Namespace) -> dict:
     }
 
 
+def profile(args: argparse.Namespace) -> dict:
+    """Where a request's time goes: py-spy samples the pinned server for --seconds while
+    wrk (8 connections, random users) loads it; inclusive share per function."""
+    spy = Path(sys.executable).with_name("py-spy")
+    exe = shutil.which("wrk")
+    if exe is None or not spy.exists():
+        raise SystemExit("needs wrk (make bench-tools) and py-spy (pip install py-spy)")
+    srv = Server(args)
+    script, paths_file = args.out / "wrk.lua", args.out / "wrk-paths.txt"
+    script.write_text(WRK_SCRIPT)
+    paths_file.write_text("\n".join(user_paths(args, n=20_000)) + "\n")
+    pin = ["taskset", "-c", str(args.client_core)] if args.client_core is not None else []
+    env = {**os.environ, "WRK_PATHS": str(paths_file), "WRK_SEED": str(args.seed)}
+    raw = args.out / "profile.raw.txt"
+    secs = round(args.seconds)
+    try:
+        load = subprocess.Popen(
+            [
+                *pin,
+                exe,
+                "-t1",
+                "-c8",
+                f"-d{secs + 6}s",
+                "-s",
+                str(script),
+                f"http://127.0.0.1:{srv.port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        time.sleep(3)
+        pid = srv.proc.pid  # taskset execs the server: same pid
+        subprocess.run(
+            [
+                *pin,
+                str(spy),
+                "record",
+                "-p",
+                str(pid),
+                "-d",
+                str(secs),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--nonblocking",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        load.wait()
+    finally:
+        srv.stop()
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(n)
+        for f in {x.split(" (")[0] for x in stack.split(";")[1:]}:
+            incl[f] = incl.get(f, 0) + int(n)
+    raw.unlink()
+    top = sorted(incl.items(), key=lambda kv: -kv[1])[:40]
+    return {
+        "how": "py-spy 200 Hz on the server for --seconds under wrk -c8; share of samples "
+        "(all threads, idle excluded) whose stack contains the function",
+        "samples": total,
+        "inclusive_share": {f: round(n / total, 3) for f, n in top},
+    }
+
+
 ERROR_KEYS = ("non_2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
 
 
@@ -823,7 +897,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "scenario", choices=["rate", "overload", "fuzz", "kill9", "swaps", "wrk", "overload_wrk"]
+        "scenario",
+        choices=["rate", "overload", "fuzz", "kill9", "swaps", "wrk", "overload_wrk", "profile"],
     )
     p.add_argument("--model", type=Path, required=True, help="registry or model directory")
     p.add_argument("--db", required=True, help="DuckDB file or postgresql:// URL")
