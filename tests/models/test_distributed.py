@@ -42,8 +42,8 @@ def run(cmd: list[str]) -> str:
     return res.stdout
 
 
-def train(db, out, nproc: int, *settings: str) -> None:
-    base = ["-m", "directrec", "train", "sasrec-ce", "--db", str(db), "--out", str(out)]
+def train(db, out, nproc: int, *settings: str, model: str = "sasrec-ce") -> None:
+    base = ["-m", "directrec", "train", model, "--db", str(db), "--out", str(out)]
     sets = [x for s in settings for x in ("--set", s)]
     if nproc == 1:
         run([sys.executable, *base, *sets])
@@ -163,17 +163,8 @@ def test_semantic_id_two_processes_match_one(db, tmp_path, arch):
     same = (f"arch={arch}", "codebook=8", "rq_epochs=40", "max_len=20", "dim=32", "heads=2")
     same += ("enc_layers=1", "dec_layers=1", "dropout=0", "batch_size=32", "lr=3e-3")
     same += ("epochs=3", "eval_every=3", "patience=1")
-    base = ["-m", "directrec", "train", "semantic-id", "--db", str(db)]
-    sets = [x for s in same for x in ("--set", s)]
-    run([sys.executable, *base, "--out", str(tmp_path / "one"), *sets])
-    two = [TORCHRUN, "--standalone", "--nproc_per_node", "2"]
-    run([*two, *base, "--out", str(tmp_path / "two"), *sets])
-    a, b = load_model(tmp_path / "one"), load_model(tmp_path / "two")
-    assert b.meta["processes"] == 2 and "processes" not in a.meta
+    a, b = one_and_two(db, tmp_path, "semantic-id", same)
     assert (a.codes == b.codes).all()
-    la = [r["loss"] for r in a.meta["train_log"]]
-    lb = [r["loss"] for r in b.meta["train_log"]]
-    assert la == pytest.approx(lb, rel=2e-3)
     # Weights agree to a few Adam steps (reduction order differs; key biases, to which
     # softmax is blind, drift most); what the models generate agrees closely.
     from directrec.data.dataset import Dataset
@@ -193,13 +184,18 @@ def test_llm_two_processes_match_one(db, tmp_path):
     one process's per-epoch losses."""
     same = ("tiny_dim=32", "lora_r=4", "epochs=2", "samples_per_user=2", "batch_size=32")
     same += ("lr=1e-2", "eval_every=2", "patience=1", "beam=5", "prompt_items=4")
-    base = ["-m", "directrec", "train", "llm", "--db", str(db)]
-    sets = [x for s in same for x in ("--set", s)]
-    run([sys.executable, *base, "--out", str(tmp_path / "one"), *sets])
-    two = [TORCHRUN, "--standalone", "--nproc_per_node", "2"]
-    run([*two, *base, "--out", str(tmp_path / "two"), *sets])
+    a, _ = one_and_two(db, tmp_path, "llm", same)
+    assert len(a.meta["train_log"]) == 2
+
+
+def one_and_two(db, tmp_path, model: str, settings: tuple[str, ...]):
+    """The same training with 1 and with 2 processes; both models, after checking that
+    the 2-process run was one and that the per-epoch losses agree."""
+    train(db, tmp_path / "one", 1, *settings, model=model)
+    train(db, tmp_path / "two", 2, *settings, model=model)
     a, b = load_model(tmp_path / "one"), load_model(tmp_path / "two")
     assert b.meta["processes"] == 2 and "processes" not in a.meta
     la = [r["loss"] for r in a.meta["train_log"]]
     lb = [r["loss"] for r in b.meta["train_log"]]
-    assert len(la) == 2 and la == pytest.approx(lb, rel=2e-3)
+    assert la == pytest.approx(lb, rel=2e-3)
+    return a, b
