@@ -392,9 +392,10 @@ def train(
     path = _run_guarded(run)
     if int(os.environ.get("RANK", 0)) == 0:
         out.print(f"saved {model_name} to {path}")
-        meta = json.loads((Path(path) / "config.json").read_text()).get("meta", {})
+        saved = json.loads((Path(path) / "config.json").read_text())
+        meta = saved.get("meta", {})
         if meta.get("stopped_by") == "time budget":
-            budget = json.loads((Path(path) / "config.json").read_text())["config"]["max_minutes"]
+            budget = saved["config"]["max_minutes"]
             out.print(
                 f"training stopped at its {budget:g}-minute budget after epoch "
                 f"{len(meta.get('train_log', []))} (best validated epoch {meta.get('best_epoch')}); "

@@ -275,7 +275,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         uid = path_text(user_id)
         got = svc.histories.peek(uid) if svc.histories.inline else None
         if not isinstance(got, History):  # not cached or stale: read off the event loop
-            got = await asyncio.to_thread(svc.histories.get, uid)
+            got = await asyncio.to_thread(svc.histories.get, uid, got)
         if got is None:
             raise HTTPException(
                 404,

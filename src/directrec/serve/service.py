@@ -127,10 +127,11 @@ class HistoryCache:
         with self.store_lock:
             return self.store.meta().get("forget_epoch", "0")
 
-    def get(self, user: str) -> History | None:
+    def get(self, user: str, peeked: object = None) -> History | None:
         """The user's history, or None for a user with no store row and no feedback.
-        Unknown users are not cached (a flood of them cannot fill memory)."""
-        got = self.peek(user)
+        Unknown users are not cached (a flood of them cannot fill memory). `peeked`: what
+        the caller's own `peek` returned, so the log is not asked twice."""
+        got = peeked if peeked is not None else self.peek(user)
         if isinstance(got, History):
             return got
         if got is not None and got[1] > got[0].version:  # feedback arrived since: apply it
@@ -580,7 +581,7 @@ class Service:
         deleted = self.histories.forget(user)
         events = self.feedback.forget(user)
         deleted["feedback_events"] = deleted.get("feedback_events", 0) + events
-        self.histories.evict(user)
+        self.histories.evict(user)  # again: an entry read between the two deletions
         self.lists.drop_user(user)
         return deleted
 
