@@ -190,6 +190,21 @@ def test_generative_model_trains_with_early_stopping(store):
     assert r["best_epoch"] in (2, 4) and (d / "sasb" / "curve-sasrec-ce.png").exists()
 
 
+def test_train_learns_the_new_user_blend_on_held_out_users(store):
+    """--blend-users: those users are left out of the fit; the popularity blend by history
+    length is learned on them, saved, and applied to a one-item history."""
+    d, db = store
+    small = ["--set", "max_len=20", "--set", "dim=16", "--set", "epochs=3", "--set", "eval_every=3"]
+    res = run("train", "sasrec-ce", "--db", db, "--out", d / "blend", "--blend-users", 30, *small)
+    assert res.exit_code == 0, res.output
+    assert "new-user blend" in res.output
+    meta = json.loads((d / "blend" / "config.json").read_text())["meta"]
+    fit = meta["prior_blend_fit"]
+    assert fit["held_out_users"] == 30 and fit["lengths"][0] == 1
+    assert meta["prior_blend"] == {"lengths": fit["lengths"], "alpha": fit["alpha"]}
+    assert all(b >= m for b, m in zip(fit["recall_blend"], fit["recall_model"], strict=True))
+
+
 def test_bad_input_exits_2_naming_file_line_field(store, tmp_path):
     _, db = store
     bad = tmp_path / "bad.csv"

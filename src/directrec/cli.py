@@ -334,6 +334,13 @@ def train(
     valid_users: Annotated[
         int | None, typer.Option(help="early stopping: sample this many validation users")
     ] = None,
+    blend_users: Annotated[
+        int,
+        typer.Option(
+            help="new users: hold this many users (≥ 12 items each) out of the fit and learn "
+            "on them how much popularity to blend into lists from 1, 2, 3, 5 and 10 items"
+        ),
+    ] = 0,
 ) -> None:
     """Fit one model on the store and save it (safetensors + JSON, plus training_curve.png
     for models that train by epochs with early stopping)."""
@@ -356,7 +363,15 @@ def train(
             ds.catalog.embeddings = item_embeddings(ds, db)
         # none: deploy on everything (early-stopping models validate on each user's last
         # item); loo: leave each user's last item out, as the benchmark's test stage does.
-        split = leave_one_out(ds.interactions)
+        data, held = ds.interactions, np.zeros(0, dtype=np.int64)
+        if blend_users > 0:  # users the model never trains on, to learn the new-user blend
+            eligible = np.flatnonzero(data.history_lengths() >= 12)
+            if len(eligible) < 20:
+                raise ValueError("--blend-users: fewer than 20 users have 12 or more items")
+            n = min(blend_users, len(eligible) // 2)
+            held = np.sort(np.random.default_rng(seed).choice(eligible, n, replace=False))
+            data = data.select(~np.isin(data.user, held))
+        split = leave_one_out(data)
         fit_model(
             model,
             split,
@@ -364,6 +379,20 @@ def train(
             ds.catalog,
             valid_users=valid_users,
         )
+        if len(held):
+            from directrec.generate.coldstart import fit_prior_blend
+
+            seqs = ds.interactions.sequences()
+            table = fit_prior_blend(model, [seqs[u] for u in held])
+            model.meta["prior_blend_fit"] = table | {"held_out_users": len(held)}
+            out.print(
+                "new-user blend (popularity weight by history length): "
+                + ", ".join(
+                    f"{n}: {a:g}" for n, a in zip(table["lengths"], table["alpha"], strict=True)
+                ),
+                highlight=False,
+                markup=False,
+            )
         from directrec.data.store import describe, open_store
 
         with open_store(db) as store:

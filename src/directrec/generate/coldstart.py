@@ -82,3 +82,96 @@ def fit_prior_blend(
     if table["lengths"]:
         model.meta["prior_blend"] = {"lengths": table["lengths"], "alpha": table["alpha"]}
     return table
+
+
+def fit_cold_gate(
+    model: Recommender,
+    histories: Histories,
+    targets: np.ndarray,
+    k: int = 10,
+    min_warm: float = 0.95,
+    mixes: Sequence[float] = (0.0, 0.5, 1.0),
+    scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
+    biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
+) -> dict:
+    """Learn, on validation cases (one target item per history row), how cold items enter
+    a semantic-ID model's lists: a cold item scores `bias + scale * cos(...)` against the
+    beam's log-probabilities (`SemanticID.cold_similarity` with `mix`). The gate kept is the
+    one with the best Recall@k on cold-target cases whose warm-case NDCG@k stays at least
+    `min_warm` of the model's without the gate (ties: the better NDCG@k over all cases).
+    Stored in `model.meta["cold_gate"]`; returns the chosen gate and its validation figures."""
+    cold = model.cold_items()
+    saved = model.meta.pop("cold_gate", None)
+    try:
+        beam = max(int(model.config.beam), k)
+        items, logp = model.generate(histories, beam)
+    finally:
+        if saved is not None:
+            model.meta["cold_gate"] = saved
+    items, logp = items.numpy(), logp.numpy()
+    targets = np.asarray(targets)
+    is_cold = np.isin(targets, cold)
+    gain = lambda r: np.where(r < k, 1.0 / np.log2(np.minimum(r, k) + 2.0), 0.0)  # noqa: E731
+    # Without the gate: the target's place in the generated list (k or more if absent).
+    hit = items == targets[:, None]
+    base_rank = np.where(hit.any(1), hit.argmax(1), k)
+    warm_rows = np.flatnonzero(~is_cold)
+    base_warm = float(gain(base_rank[warm_rows]).mean()) if len(warm_rows) else 0.0
+    # With the gate, generated cold items are replaced by the gated cold scores: warm
+    # targets move down by the cold items that overtake them.
+    warm_beam = np.where(np.isin(items, cold) | (items < 0), -np.inf, logp)
+    order = np.argsort(-warm_beam, axis=1, kind="stable")
+    warm_sorted = np.take_along_axis(warm_beam, order, 1)
+    warm_items = np.take_along_axis(items, order, 1)
+    w_hit = warm_items == targets[:, None]
+    w_pos = np.where(w_hit.any(1), w_hit.argmax(1), k)
+    t_logp = np.where(
+        w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
+    )
+    cold_index = {int(c): j for j, c in enumerate(cold)}
+    t_cold = np.array([cold_index.get(int(t), -1) for t in targets])
+    best: dict = {}
+    for mix in mixes:
+        sims = model.cold_similarity(
+            histories, torch.from_numpy(items), torch.from_numpy(logp), mix
+        ).numpy()
+        top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
+        c_rows = np.flatnonzero(t_cold >= 0)
+        s_t = sims[c_rows, t_cold[c_rows]]
+        above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
+        for scale in scales:
+            for bias in biases:
+                warm_rank = w_pos + (bias + scale * top > t_logp[:, None]).sum(1)
+                warm_rank = np.where(w_hit.any(1), warm_rank, k)
+                c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
+                g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
+                retention = g_warm / base_warm if base_warm > 0 else 1.0
+                if retention < min_warm:
+                    continue
+                recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
+                overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
+                key = (recall, overall)
+                if not best or key > best["key"]:
+                    best = {
+                        "key": key,
+                        "gate": {"mix": float(mix), "scale": float(scale), "bias": float(bias)},
+                        "valid_cold_recall": recall,
+                        "valid_warm_retention": float(retention),
+                        "valid_ndcg": float(overall),
+                    }
+    table = {
+        "cases": len(targets),
+        "cold_cases": int(is_cold.sum()),
+        "cold_items": len(cold),
+        "valid_cold_recall_without": float((base_rank[is_cold] < k).mean())
+        if is_cold.any()
+        else 0.0,
+        "valid_warm_ndcg_without": base_warm,
+    }
+    if best and best["valid_cold_recall"] > table["valid_cold_recall_without"]:
+        model.meta["cold_gate"] = best["gate"]
+        table |= {k2: v for k2, v in best.items() if k2 != "key"}
+    else:
+        model.meta.pop("cold_gate", None)
+        table["gate"] = None
+    return table

@@ -46,14 +46,21 @@ class SASRecNet(nn.Module):
     is token i + 1. Sequences are left-padded so the newest item is always last."""
 
     def __init__(
-        self, n_items: int, max_len: int, dim: int, heads: int, layers: int, dropout: float
+        self,
+        n_items: int,
+        max_len: int,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        attn_dropout: float | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.max_len = dim, max_len
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout, attn_dropout) for _ in range(layers))
         self.ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item.weight, std=dim**-0.5)
         nn.init.normal_(self.pos.weight, std=dim**-0.5)
@@ -79,6 +86,27 @@ class SASRecNet(nn.Module):
         return h @ self.item.weight[1:].T
 
 
+def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Tensor]:
+    """Row indices of each batch of one epoch, drawn from torch's global generator. With
+    `by_length`, rows are shuffled, cut into pools of 50 batches, sorted by length within a
+    pool, cut into batches, and the batches shuffled: similar lengths share a batch (so
+    `trim_padding` removes most padding) while every epoch still mixes users at random."""
+    order = torch.randperm(len(windows))
+    if by_length:
+        lengths = (windows > 0).sum(1).cpu()[order]
+        pool = 50 * size
+        order = torch.cat(
+            [
+                order[i : i + pool][torch.argsort(lengths[i : i + pool], stable=True)]
+                for i in range(0, len(order), pool)
+            ]
+        )
+    cut = list(order.split(size))
+    if by_length:
+        cut = [cut[i] for i in torch.randperm(len(cut)).tolist()]
+    return [b.to(windows.device) for b in cut]
+
+
 # ----------------------------------------------------------------------------- model
 class SASRec(Recommender):
     name = "sasrec"
@@ -92,11 +120,15 @@ class SASRec(Recommender):
         heads: int = 2
         layers: int = 2
         dropout: float = 0.2
+        attn_dropout: float = -1.0  # dropout on attention weights; < 0 = the same as dropout
         # training
         loss: str = "bce"  # bce | ce | sampled
         negatives: int = 512  # uniform negatives for `sampled`
         epochs: int = 200
         batch_size: int = 128
+        # Padding-aware batching: each batch holds windows of similar length (shuffled
+        # within 50-batch pools, batches in random order), so little compute goes to padding.
+        length_batches: bool = True
         lr: float = 1e-3
         weight_decay: float = 0.0
         eval_every: int = 5  # epochs between validations (early stopping)
@@ -187,7 +219,8 @@ class SASRec(Recommender):
 
     def _build(self) -> SASRecNet:
         c = self.config
-        return SASRecNet(self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout)
+        attn = None if c.attn_dropout < 0 else c.attn_dropout
+        return SASRecNet(self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout, attn)
 
     def _epoch(
         self,
@@ -205,11 +238,9 @@ class SASRec(Recommender):
         c, dev = self.config, windows.device
         self.net.train()
         torch.manual_seed(c.seed * 100_003 + epoch)
-        order = torch.randperm(len(windows)).to(dev)
         total = torch.zeros((), device=dev)
         count = 0
-        for b in range(0, len(windows), c.batch_size):
-            batch = order[b : b + c.batch_size]
+        for batch in batches(windows, c.batch_size, c.length_batches):
             if len(batch) < d.world:
                 continue  # too small to give every rank a share (all ranks skip it)
             w = trim_padding(windows[batch[d.rank :: d.world]])

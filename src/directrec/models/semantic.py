@@ -332,6 +332,7 @@ class SemanticID(Recommender):
         codes = self.codes.cpu().numpy()
         self.sizes = [self.config.codebook] * self.config.levels + [int(codes[:, -1].max()) + 1]
         self.trie = CodeTrie(codes, self.sizes).to(self.device)
+        self._latent = None  # item_latent() is recomputed for the new codes
 
     def _build(self) -> SemanticNet:
         c = self.config
@@ -479,13 +480,57 @@ class SemanticID(Recommender):
         return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """Generated items carry their beam log-probability; everything else -inf."""
+        """Generated items carry their beam log-probability; everything else -inf. With a
+        learned cold gate (`meta["cold_gate"]`), items the generator never trained on also
+        get a score from where the generated list points (see `cold_scores`)."""
         items, logp = self.generate(histories, beam_width(self.config.beam, k, self.n_items))
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
         rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
         out[rows[ok], items[ok]] = logp[ok]
+        gate = self.meta.get("cold_gate")
+        cold = self.cold_items()
+        if gate and len(cold):
+            sims = self.cold_similarity(histories, items, logp, float(gate["mix"]))
+            scores = float(gate["bias"]) + float(gate["scale"]) * sims
+            idx = torch.from_numpy(cold)
+            out[:, idx] = torch.maximum(out[:, idx], scores)
         return out
+
+    # -------------------------------------------------------------- cold items
+    def cold_items(self) -> np.ndarray:
+        """Items the generator never saw a user take (no training interactions): TIGER's
+        beam almost never writes them, since their codes were never a target."""
+        return np.flatnonzero(self.popularity[: self.n_items] <= 0)
+
+    def item_latent(self) -> torch.Tensor:
+        """Each item's point in the RQ-VAE's quantised latent space (the sum of its code
+        vectors), L2-normalised: the model's own dense view of what an item is about."""
+        if getattr(self, "_latent", None) is None or len(self._latent) != self.n_items:
+            books = self.rq.codebooks.detach().cpu()
+            codes = self.codes.cpu()
+            z = sum(books[j][codes[:, j]] for j in range(books.shape[0]))
+            self._latent = F.normalize(z, dim=1)
+        return self._latent
+
+    @torch.no_grad()
+    def cold_similarity(
+        self, histories: Histories, items: torch.Tensor, logp: torch.Tensor, mix: float
+    ) -> torch.Tensor:
+        """[B, n_cold] cosine between each cold item and where the user is heading: the
+        generated list's latent centroid (items weighted by their beam probability), mixed
+        with weight `mix` with the centroid of the user's last 3 items. So cold items come
+        in through the same generation step, LIGER-style dense scoring of the beam."""
+        z = self.item_latent()
+        ok = items >= 0
+        w = torch.softmax(torch.where(ok, logp, -torch.inf), dim=1).nan_to_num(0.0)
+        beam = F.normalize((w.unsqueeze(-1) * z[items.clamp(min=0)]).sum(1), dim=1)
+        start = np.maximum(histories.indptr[1:] - 3, histories.indptr[:-1])
+        hist, pad = self._windows(start, histories.indptr[1:], histories.items)
+        keep = (~pad).float().unsqueeze(-1)
+        recent = F.normalize((z[hist.clamp(min=0)] * keep).sum(1), dim=1)
+        v = F.normalize((1 - mix) * beam + mix * recent, dim=1)
+        return v @ z[torch.from_numpy(self.cold_items())].T
 
     # -------------------------------------------------------------- artefacts
     @torch.no_grad()

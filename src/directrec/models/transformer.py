@@ -65,11 +65,16 @@ def padding_mask(keep: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- blocks
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x)); the attention
-    pattern (causal or bidirectional) is the mask the caller passes."""
+    pattern (causal or bidirectional) is the mask the caller passes. `attn_dropout` (default:
+    `dropout`) drops attention weights; on a CPU it costs about as much as the rest of the
+    block (one random draw per query-key pair), so a CPU recipe may turn it off."""
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, dropout: float, attn_dropout: float | None = None
+    ) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
+        self.attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -82,7 +87,8 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
         q, k, v = (t.view(b, n, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        pa = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=pa)
         y = y.transpose(1, 2).reshape(b, n, d)
         x = x + F.dropout(self.proj(y), p, self.training)
         return x + self.mlp(self.ln2(x))
