@@ -84,3 +84,35 @@ def test_time_budget_stops_and_validates(train):
     model.fit(train, validator=lambda m: seen.append(1) or 0.1)
     assert len(model.meta["train_log"]) < 10_000 and seen  # stopped, and validated first
     assert "valid_ndcg@10" in model.meta["train_log"][-1]
+
+
+def test_length_batches_cover_every_window_once_and_cut_padding():
+    """Padding-aware batching: each epoch still visits every window exactly once, in an
+    order that changes with the seed, and the batches hold far less padding."""
+    from directrec.models.sasrec import batches
+
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, 101, (2000,), generator=g)
+    windows = (torch.arange(100)[None, :] >= 100 - lengths[:, None]).long()  # left-padded
+    torch.manual_seed(1)
+    plain = batches(windows, 32, by_length=False)
+    torch.manual_seed(1)
+    bucketed = batches(windows, 32, by_length=True)
+    for cut in (plain, bucketed):
+        assert sorted(torch.cat(cut).tolist()) == list(range(2000))
+
+    def width(cut):  # columns kept after trimming all-padding columns, summed over batches
+        return sum(int(lengths[b].max()) * len(b) for b in cut)
+
+    assert width(bucketed) < 0.7 * width(plain)
+    torch.manual_seed(2)
+    assert torch.cat(batches(windows, 32, by_length=True)).tolist() != torch.cat(bucketed).tolist()
+
+
+def test_attention_dropout_can_be_switched_off_alone():
+    """attn_dropout < 0 (the default) follows dropout; 0 turns off only the attention's."""
+    for settings, attn in (({"attn_dropout": 0.0}, 0.0), ({}, 0.3)):
+        m = create("sasrec-ce", SMALL | {"dropout": 0.3} | settings)
+        m.n_items = 10
+        blocks = m._build().blocks
+        assert all(b.attn_dropout == attn and b.dropout == 0.3 for b in blocks)
