@@ -4,6 +4,12 @@ HR/NDCG@10 on a seeded sample of leave-one-out test users (full catalogue: the b
 searches over every title), against popularity on the same users.
 
     python bench/llm.py --db out/bench/ml100k.duckdb --users 300 --epochs 3
+    python bench/llm.py --db out/bench/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
+        --valid-users 200 --eval-every 3 --tag 15min
+
+With --minutes the epoch loop (validation included) stops at that budget and keeps the
+best epoch by NDCG@10 on a sample of validation users (each user's second-to-last item);
+the test users never take part in a choice.
 """
 
 from __future__ import annotations
@@ -34,11 +40,16 @@ def main() -> None:
     p.add_argument(
         "--lora", action="store_true", help="LoRA on the random base (else full training)"
     )
+    p.add_argument("--minutes", type=float, default=0.0, help="training budget (0 = none)")
+    p.add_argument("--valid-users", type=int, default=0, help="early stopping on validation")
+    p.add_argument("--eval-every", type=int, default=3)
+    p.add_argument("--tag", default="", help="suffix of the output file name")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=Path("docs/results/llm"))
     args = p.parse_args()
     ds = Dataset.from_store(args.db)
-    fit, hist, test = leave_one_out(ds.interactions).stage("test")
+    split = leave_one_out(ds.interactions)
+    fit, hist, test = split.stage("test")
     settings = {
         "lora": args.lora,
         "epochs": args.epochs,
@@ -51,10 +62,17 @@ def main() -> None:
         "beam": 20,
         "prompt_items": 10,
         "seed": args.seed,
+        "max_minutes": args.minutes,
+        "eval_every": args.eval_every,
     }
     model = create("llm", settings)
     t = time.perf_counter()
-    model.fit(fit, ds.catalog)
+    if args.valid_users:  # fit on train, validate on a sample of second-to-last items
+        from directrec.evaluate.protocol import fit_model
+
+        fit_model(model, split, "test", ds.catalog, valid_users=args.valid_users)
+    else:
+        model.fit(fit, ds.catalog)
     fit_s = time.perf_counter() - t
     n_params = sum(p.numel() for p in model.lm.parameters())
     trainable = sum(p.numel() for p in model.lm.parameters() if p.requires_grad)
@@ -78,13 +96,18 @@ def main() -> None:
         "fit_seconds": round(fit_s, 1),
         "train_samples_per_second": round(samples / fit_s, 1),
         "train_log": model.meta.get("train_log"),
+        "best_epoch": model.meta.get("best_epoch"),
+        "stopped_by": model.meta.get("stopped_by"),
+        "valid_users": args.valid_users,
         "test_users": args.users,
         "generation_seconds_per_user": round(gen_s / args.users, 3),
         "llm": {k: res[k] for k in ("hr@10", "ndcg@10")},
         "popularity_same_users": {k: pop[k] for k in ("hr@10", "ndcg@10")},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"cpu-{args.db.stem}.json").write_text(json.dumps(out, indent=1))
+    (args.out / f"cpu-{args.db.stem}{'-' + args.tag if args.tag else ''}.json").write_text(
+        json.dumps(out, indent=1)
+    )
     print(json.dumps(out, indent=1))
 
 

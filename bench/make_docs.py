@@ -64,6 +64,8 @@ def table(doc: dict) -> str:
                 f"loss={cfg['loss']}" if "loss" in cfg else "",
                 "bf16" if cfg.get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
+                "no attention dropout" if cfg.get("attn_dropout") == 0 else "",
+                f"{r['stopped_by']}" if r.get("stopped_by") else "",
             ]
             note += "; " + ", ".join(e for e in extras if e)
         cells = [
@@ -391,17 +393,37 @@ def extra_sections() -> list[str]:
             "## Cold start\n",
             f"New items (TIGER protocol): `{cs['command']}` — "
             f"{cs['cold_items']} items ({cs['cold_test_cases']} test cases) held out of training.\n",
-            "| model | Recall@10 (cold targets) | NDCG@10 (cold) | Recall@20 (cold) | Recall@10 (all targets) | NDCG@10 (all) |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| model | Recall@10 (cold targets) | NDCG@10 (cold) | Recall@20 (cold) | Recall@10 (all targets) | NDCG@10 (all) | NDCG@10 (warm targets) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for m in ("semantic-id", "content"):
-            r = cs[m]
+        rows = []
+        sem = cs["semantic-id"]
+        if "without_gate" in sem:
+            rows.append(("semantic-id, beam only", sem["without_gate"]))
+            rows.append(("semantic-id + cold gate", sem))
+        else:
+            rows.append(("semantic-id", sem))
+        rows.append(("content", cs["content"]))
+        for m, r in rows:
             c, a = r["cold_targets"], r["all_targets"]
+            warm = r.get("warm_targets", {}).get("ndcg@10")
             parts.append(
                 f"| {m} | {c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {c['recall@20']:.4f} "
                 f"| {a['recall@10']:.4f} | {a['ndcg@10']:.4f} |"
+                + (f" {warm:.4f} |" if warm is not None else " — |")
             )
         parts.append("")
+        if "cold_gate" in sem:
+            g = sem["cold_gate"]
+            parts.append(
+                f"The cold gate was learned on {g['cases']:,} validation cases ({g['cold_cases']} "
+                f"with a cold target): {json.dumps(g.get('gate'))}; validation cold Recall@10 "
+                f"{g.get('valid_cold_recall', 0):.4f} (beam only: {g['valid_cold_recall_without']:.4f}), "
+                f"warm NDCG@10 kept {g.get('valid_warm_retention', 1):.1%}. On test, warm-case "
+                f"NDCG@10 is {sem['warm_ndcg_retention']:.1%} of the beam-only model's "
+                f"(target ≥ 95 %); {sem['share_of_cold_items_in_top10']:.1%} of the top-10 "
+                "slots hold a cold item.\n"
+            )
     cu = _load(RESULTS / "coldstart" / "users-ml1m.json")
     if cu and "curve" in cu:
         parts += [
@@ -426,12 +448,21 @@ def extra_sections() -> list[str]:
             f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
         )
         parts.append("")
-    lm = _load(RESULTS / "llm" / "cpu-ml100k.json")
-    if lm:
+    lms = [_load(RESULTS / "llm" / f) for f in ("cpu-ml100k.json", "cpu-ml100k-15min.json")]
+    if any(lms):
+        parts.append("## Language-model backend on CPU\n")
+    for lm in lms:
+        if not lm:
+            continue
+        budget = ""
+        if lm.get("stopped_by") or lm.get("best_epoch"):
+            budget = (
+                f"{len(lm['train_log'])} epochs, best validated epoch {lm['best_epoch']} "
+                f"({lm['valid_users']} validation users), stopped by {lm['stopped_by'] or 'its epochs'}; "
+            )
         parts += [
-            "## Language-model backend on CPU\n",
             f"`{lm['command']}` — {lm['model']}, {lm['parameters']:,} parameters "
-            f"({lm['trainable_parameters']:,} trained); fit {lm['fit_seconds']} s "
+            f"({lm['trainable_parameters']:,} trained); {budget}fit {lm['fit_seconds']} s "
             f"({lm['train_samples_per_second']} samples/s); constrained generation "
             f"{lm['generation_seconds_per_user']} s per user (beam 20 over all titles); "
             f"HR@10 / NDCG@10 on {lm['test_users']} test users {lm['llm']['hr@10']:.4f} / "
@@ -658,7 +689,7 @@ def main() -> None:
         # The zoo and the generative runs of one dataset form one table (same data, split).
         runs = [
             RESULTS / d / "results.json"
-            for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-sem")
+            for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-gen-60", f"{name}-sem")
         ]
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]
         if not docs:
@@ -673,7 +704,7 @@ def main() -> None:
         for r in merged["results"]:
             if r.get("codes"):
                 parts.append(f"Semantic IDs ({r['model']}): {json.dumps(r['codes'])}\n")
-        for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-sem"):
+        for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-gen-60", f"{name}-sem"):
             for png in sorted((RESULTS / d).glob("*.png")):
                 parts.append(f"![{png.stem}](results/{d}/{png.name})\n")
     rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]

@@ -117,7 +117,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     )
     extra = {
         k: model.meta[k]
-        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "codes", "device")
+        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "stopped_by", "codes", "device")
         if k in model.meta
     }
     if spec.diversity and feats is not None:
