@@ -102,9 +102,14 @@ def items_protocol(args: argparse.Namespace) -> dict:
         warm_cases = ~cold_cases & (np.diff(test.indptr) > 0)
 
         def measure(model=model, inputs=inputs, warm_cases=warm_cases) -> dict:
-            cold_m = evaluate(model, inputs, subset_targets(test, cold_cases), (10, 20)).metrics
-            warm_m = evaluate(model, inputs, subset_targets(test, warm_cases), (10,)).metrics
-            all_m = evaluate(model, inputs, test, (10,)).metrics
+            cold_r = evaluate(model, inputs, subset_targets(test, cold_cases), (10, 20))
+            warm_r = evaluate(model, inputs, subset_targets(test, warm_cases), (10,))
+            cold_m, warm_m = cold_r.metrics, warm_r.metrics
+            n_c, n_w = cold_r.n_users, warm_r.n_users  # the two partition the test cases
+            all_m = {
+                k: (cold_m[k] * n_c + warm_m[k] * n_w) / max(n_c + n_w, 1)
+                for k in ("recall@10", "ndcg@10")
+            }
             return {
                 "cold_targets": {k: cold_m[k] for k in ("recall@10", "ndcg@10", "recall@20")},
                 "warm_targets": {k: warm_m[k] for k in ("recall@10", "ndcg@10")},
