@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|llm-15min|new-users-beauty|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -86,7 +86,7 @@ fi
 if run defaults; then  # the generators with default settings on MovieLens-100K (target ≤ 5 min)
   $PY bench/defaults.py --db $OUT/ml100k.duckdb
 fi
-if run items; then  # TIGER cold-start protocol on Beauty
+if run items; then  # TIGER cold-start protocol on Beauty (since session 5 it also learns the cold gate)
   $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
 fi
 if run llm; then
@@ -107,4 +107,20 @@ if run rerun-rate; then  # after the beam-widening fix: semantic head again, ID 
   S="$PY bench/serve.py --out $R/serve"
   $S rate --model $OUT/registry-ml100k-sem --db $OUT/ml100k.duckdb --rate 50 --seconds 30 --tag semantic-ml100k
   $S rate --model $OUT/registry-ml1m --db $OUT/ml1m.duckdb --rate 150 --seconds 30 --tag id-ml1m-150
+fi
+# Session 5, one after another on a quiet machine.
+if run ml1m-60; then  # ID head on ML-1M, SASRec+ recipe within 60 CPU minutes
+  bash bench/zoo.sh ml1m-gen-60
+fi
+if run cold-gate; then  # cold items: the semantic-ID model with its cold gate (Beauty)
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
+fi
+if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
+  $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
+    --valid-users 200 --eval-every 3 --tag 15min
+fi
+if run new-users-beauty; then  # the new-user curve on Beauty (ID head with its Beauty settings)
+  $PY bench/coldstart.py users --db $OUT/beauty.duckdb --minutes 6 --noun products \
+    --set max_len=50 --set loss=ce --set dropout=0.5 --set bf16=false --set lr=2e-3 \
+    --set batch_size=128
 fi

@@ -300,6 +300,36 @@ def notes(over: dict | None, swaps: dict | None) -> list[str]:
     return out
 
 
+def new_users(cu: dict | None, title: str) -> list[str]:
+    """The new-user curve of one `bench/coldstart.py users` run."""
+    if not cu or "curve" not in cu:
+        return []
+    parts: list[str] = []
+    parts += [
+        f"New users ({title}): `{cu['command']}` — {cu['held_out_users']} users held out "
+        f"of training; {cu['tune_users']} of them tune the popularity blend per history "
+        f"length (validation), the other {cu['test_users']} measure it (test): their next "
+        "10 items after what they showed. Length 0 is popularity by definition.\n",
+        "| shown | generator | generator + learned blend | popularity | blend weight |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    table = dict(zip(cu["blend"]["lengths"], cu["blend"]["alpha"], strict=True))
+    for key, r in cu["curve"].items():
+        weight = table.get(int(key), "—") if key != "0" else "—"
+        parts.append(
+            f"| first {key} item(s) | {r['generator_recall@10']:.4f} "
+            f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} "
+            f"| {weight} |"
+        )
+    r = cu["sentence"]
+    parts.append(
+        f"| a sentence (categories of the first 5 items) | {r['generator_recall@10']:.4f} "
+        f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
+    )
+    parts.append("")
+    return parts
+
+
 def extra_sections() -> list[str]:
     """Serving, explanations, cold start, LM backend and diversity, from their JSON."""
     parts: list[str] = []
@@ -424,30 +454,8 @@ def extra_sections() -> list[str]:
                 f"(target ≥ 95 %); {sem['share_of_cold_items_in_top10']:.1%} of the top-10 "
                 "slots hold a cold item.\n"
             )
-    cu = _load(RESULTS / "coldstart" / "users-ml1m.json")
-    if cu and "curve" in cu:
-        parts += [
-            f"New users (ML-1M): `{cu['command']}` — {cu['held_out_users']} users held out "
-            f"of training; {cu['tune_users']} of them tune the popularity blend per history "
-            f"length (validation), the other {cu['test_users']} measure it (test): their next "
-            "10 items after what they showed. Length 0 is popularity by definition.\n",
-            "| shown | generator | generator + learned blend | popularity | blend weight |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        table = dict(zip(cu["blend"]["lengths"], cu["blend"]["alpha"], strict=True))
-        for key, r in cu["curve"].items():
-            weight = table.get(int(key), "—") if key != "0" else "—"
-            parts.append(
-                f"| first {key} item(s) | {r['generator_recall@10']:.4f} "
-                f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} "
-                f"| {weight} |"
-            )
-        r = cu["sentence"]
-        parts.append(
-            f"| a sentence (categories of the first 5 items) | {r['generator_recall@10']:.4f} "
-            f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
-        )
-        parts.append("")
+    for data_name, title in (("ml1m", "ML-1M"), ("beauty", "Amazon Beauty")):
+        parts += new_users(_load(RESULTS / "coldstart" / f"users-{data_name}.json"), title)
     lms = [_load(RESULTS / "llm" / f) for f in ("cpu-ml100k.json", "cpu-ml100k-15min.json")]
     if any(lms):
         parts.append("## Language-model backend on CPU\n")
