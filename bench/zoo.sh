@@ -8,7 +8,7 @@
 #   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|beauty-gen|all]
 # `beauty` ran under the old history-cap rule (cap on training too); `beauty-context` caps
 # only the input context (the default now).
-# (ml1m-gen-sampled and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
+# (ml1m-gen-sampled, ml1m-gen-60 and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
