@@ -110,7 +110,10 @@ def fit_cold_gate(
             model.meta["cold_gate"] = saved
     items, logp = items.numpy(), logp.numpy()
     targets = np.asarray(targets)
-    is_cold = np.isin(targets, cold)
+    cold_index = {int(c): j for j, c in enumerate(cold)}
+    t_cold = np.array([cold_index.get(int(t), -1) for t in targets])  # column in `sims`
+    is_cold = t_cold >= 0
+    c_rows = np.flatnonzero(is_cold)
     gain = lambda r: np.where(r < k, 1.0 / np.log2(np.minimum(r, k) + 2.0), 0.0)  # noqa: E731
     # Without the gate: the target's place in the generated list (k or more if absent).
     hit = items == targets[:, None]
@@ -128,15 +131,12 @@ def fit_cold_gate(
     t_logp = np.where(
         w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
     )
-    cold_index = {int(c): j for j, c in enumerate(cold)}
-    t_cold = np.array([cold_index.get(int(t), -1) for t in targets])
     best: dict = {}
     for mix in mixes:
         sims = model.cold_similarity(
             histories, torch.from_numpy(items), torch.from_numpy(logp), mix
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
-        c_rows = np.flatnonzero(t_cold >= 0)
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
         for scale in scales:

@@ -482,15 +482,14 @@ class SemanticID(Recommender):
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf. With a
         learned cold gate (`meta["cold_gate"]`), items the generator never trained on also
-        get a score from where the generated list points (see `cold_scores`)."""
+        get a score from where the generated list points (see `cold_similarity`)."""
         items, logp = self.generate(histories, beam_width(self.config.beam, k, self.n_items))
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
         rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
         out[rows[ok], items[ok]] = logp[ok]
         gate = self.meta.get("cold_gate")
-        cold = self.cold_items()
-        if gate and len(cold):
+        if gate and len(cold := self.cold_items()):  # no work on this path without a gate
             sims = self.cold_similarity(histories, items, logp, float(gate["mix"]))
             scores = float(gate["bias"]) + float(gate["scale"]) * sims
             idx = torch.from_numpy(cold)
