@@ -1,0 +1,105 @@
+"""Where one SASRec training step spends its time on this machine, and how much padding
+an epoch carries with random and with length-grouped batches (issue 11 §4). Written as
+JSON with the exact command.
+
+    python bench/epoch_cost.py --db out/bench/ml1m.duckdb
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from directrec.data.dataset import Dataset
+from directrec.data.histories import Histories
+from directrec.data.split import leave_one_out
+from directrec.models.sasrec import SASRecNet, batches
+from directrec.models.transformer import causal_padding_mask, trim_padding
+
+
+def timed(fn, repeats: int = 5) -> float:
+    """Mean seconds of `fn()` after one warm-up call."""
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return round((time.perf_counter() - t) / repeats, 4)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", type=Path, default=Path("docs/results/epoch-cost"))
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    ds = Dataset.from_store(args.db)
+    fit = leave_one_out(ds.interactions).stage("valid")[0]
+    windows = torch.from_numpy(Histories.from_interactions(fit).windows(args.max_len + 1))
+    n_items, b, n, d = fit.n_items, args.batch_size, args.max_len, 64
+
+    def padded(by_length: bool) -> int:  # positions the network computes in one epoch
+        torch.manual_seed(args.seed)
+        cut = batches(windows, b, by_length)
+        return sum((trim_padding(windows[c]).shape[1] - 1) * len(c) for c in cut)
+
+    seq = torch.randint(1, n_items, (b, n))
+    step: dict = {}
+    for attn in (0.2, 0.0):
+        net = SASRecNet(n_items, n, d, 2, 2, 0.2, attn).train()
+        step[f"blocks_fwd_bwd_attn_dropout_{attn}"] = timed(
+            lambda net=net: net(seq).sum().backward()
+        )
+    h = torch.randn(b * n, d, requires_grad=True)
+    emb = torch.randn(n_items, d, requires_grad=True)
+    y = torch.randint(0, n_items, (b * n,))
+    step["full_softmax_fwd_bwd_fp32"] = timed(lambda: F.cross_entropy(h @ emb.T, y).backward())
+
+    def bf16() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = h @ emb.T
+        F.cross_entropy(logits.float(), y).backward()
+
+    step["full_softmax_fwd_bwd_bf16_autocast"] = timed(bf16)
+    q = torch.randn(b, 2, n, d // 2, requires_grad=True)
+    mask = causal_padding_mask(seq > 0)
+    for p_drop in (0.2, 0.0):
+        step[f"attention_only_dropout_{p_drop}"] = timed(
+            lambda p_drop=p_drop: (
+                F.scaled_dot_product_attention(q, q, q, attn_mask=mask, dropout_p=p_drop)
+                .sum()
+                .backward()
+            )
+        )
+    out = {
+        "command": " ".join(["python", *sys.argv]),
+        "db": str(args.db),
+        "seed": args.seed,
+        "threads": torch.get_num_threads(),
+        "batch": [b, n],
+        "items": n_items,
+        "windows": len(windows),
+        "step_seconds": step,
+        "positions_per_epoch": {
+            "random_batches": padded(False),
+            "length_batches": padded(True),
+            "real_positions": int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum()),
+        },
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.db.stem}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
