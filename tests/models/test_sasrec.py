@@ -116,3 +116,12 @@ def test_attention_dropout_can_be_switched_off_alone():
         m.n_items = 10
         blocks = m._build().blocks
         assert all(b.attn_dropout == attn and b.dropout == 0.3 for b in blocks)
+
+
+def test_mlp_ratio_sets_the_feed_forward_width():
+    """mlp_ratio=1 is the original SASRec's feed-forward (dim → dim → dim); 4 is the default."""
+    for ratio in (1, 4):
+        m = create("sasrec-ce", SMALL | {"mlp_ratio": ratio})
+        m.n_items = 10
+        net = m._build()
+        assert all(b.mlp[0].out_features == ratio * net.dim for b in net.blocks)

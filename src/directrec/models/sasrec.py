@@ -54,13 +54,16 @@ class SASRecNet(nn.Module):
         layers: int,
         dropout: float,
         attn_dropout: float | None = None,
+        mlp_ratio: int = 4,
     ) -> None:
         super().__init__()
         self.dim, self.max_len = dim, max_len
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(dim, heads, dropout, attn_dropout) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, dropout, attn_dropout, mlp_ratio) for _ in range(layers)
+        )
         self.ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item.weight, std=dim**-0.5)
         nn.init.normal_(self.pos.weight, std=dim**-0.5)
@@ -121,6 +124,7 @@ class SASRec(Recommender):
         layers: int = 2
         dropout: float = 0.2
         attn_dropout: float = -1.0  # dropout on attention weights; < 0 = the same as dropout
+        mlp_ratio: int = 4  # MLP width / dim (1 = the original SASRec's feed-forward)
         # training
         loss: str = "bce"  # bce | ce | sampled
         negatives: int = 512  # uniform negatives for `sampled`
@@ -220,7 +224,9 @@ class SASRec(Recommender):
     def _build(self) -> SASRecNet:
         c = self.config
         attn = None if c.attn_dropout < 0 else c.attn_dropout
-        return SASRecNet(self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout, attn)
+        return SASRecNet(
+            self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout, attn, c.mlp_ratio
+        )
 
     def _epoch(
         self,

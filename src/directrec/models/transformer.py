@@ -67,10 +67,16 @@ class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x)); the attention
     pattern (causal or bidirectional) is the mask the caller passes. `attn_dropout` (default:
     `dropout`) drops attention weights; on a CPU it costs about as much as the rest of the
-    block (one random draw per query-key pair), so a CPU recipe may turn it off."""
+    block (one random draw per query-key pair), so a CPU recipe may turn it off. `mlp_ratio`
+    sets the MLP's width (4 × dim as in GPT; 1 is the original SASRec's feed-forward)."""
 
     def __init__(
-        self, dim: int, heads: int, dropout: float, attn_dropout: float | None = None
+        self,
+        dim: int,
+        heads: int,
+        dropout: float,
+        attn_dropout: float | None = None,
+        mlp_ratio: int = 4,
     ) -> None:
         super().__init__()
         self.heads, self.dropout = heads, dropout
@@ -79,7 +85,10 @@ class Block(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim), nn.Dropout(dropout)
+            nn.Linear(dim, mlp_ratio * dim),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * dim, dim),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
