@@ -566,6 +566,7 @@ def extra_sections() -> list[str]:
             "validation NDCG@10 (4 layers, 0.1830) is the one we report for ML-1M: HR@10 "
             "0.3167 (SASRec+ 0.3152: met), NDCG@10 0.1791 (0.1821: missed by 1.6 %).\n"
         )
+    parts += gpu_session6()
     scale = RESULTS / "scale"
     ingests = sorted(scale.glob("ingest-*.json"), key=lambda f: (int(f.stem.split("-")[1]), f.stem))
     train = _load(scale / "train.json")
@@ -686,6 +687,84 @@ def extra_sections() -> list[str]:
                 f"| {name} | {r['wall_seconds']} | {r['epochs']} | {r['stopped_by']} "
                 f"| {r['seconds_per_epoch']} | {r['validation_seconds']} "
                 f"({r['validation_share_of_wall']:.0%}) | {ndcg if ndcg is None else round(ndcg, 4)} |"
+            )
+        parts.append("")
+    return parts
+
+
+def _valid_at(r: dict, epochs: tuple[int, ...]) -> list[str]:
+    """Validation NDCG@10 at (or just before) each epoch of `epochs`, '—' past the run."""
+    curve = [(e["epoch"], e["valid_ndcg@10"]) for e in r["train_log"] if "valid_ndcg@10" in e]
+    out = []
+    for ep in epochs:
+        seen = [v for e, v in curve if e <= ep]
+        out.append(f"{seen[-1]:.4f}" if seen and curve[-1][0] >= ep else "—")
+    return out
+
+
+def gpu_session6() -> list[str]:
+    """Session 6's H100 runs: ML-1M recipes read at the epoch counts a 2-core CPU affords,
+    and the semantic-ID head on Beauty to convergence (bench/gpu.sh)."""
+    parts: list[str] = []
+    recipes = sorted((RESULTS / "gpu" / "ml1m-cpu-recipes").glob("*/results.json"))
+    if recipes:
+        epochs = (40, 60, 80, 110)
+        parts += [
+            "## ML-1M recipes for the CPU budget, compared on an H100 (session 6)\n",
+            "`bash bench/gpu.sh cpu-recipes` and `ml1m-batches`: `sasrec-ce`, max_len 200, "
+            "batch 128, validation on 2,000 users every 2 epochs, at most 120 epochs. Runs "
+            "shared the GPU, so their times are not speed figures. A 2-core CPU affords about "
+            "110 epochs of the 2-layer recipe without attention dropout and length batches in "
+            "57 minutes, and about half as many with random batches or attention dropout "
+            "(docs/results/epoch-cost). Validation NDCG@10 at those epochs:\n",
+            "| variant | settings | "
+            + " | ".join(f"valid @{e}" for e in epochs)
+            + " | best valid (epoch) | HR@10 | NDCG@10 |",
+            "|---|---|" + "---:|" * (len(epochs) + 3),
+        ]
+        for f in recipes:
+            d = _load(f)
+            r = d["results"][0]
+            c = r["config"]
+            setting = (
+                f"layers {c['layers']}, lr {c['lr']}, dropout {c['dropout']}, attn "
+                f"{c['attn_dropout'] if c['attn_dropout'] >= 0 else c['dropout']}, "
+                f"{'length' if c.get('length_batches', True) else 'random'} batches"
+                + (f", mlp ×{c['mlp_ratio']}" if c.get("mlp_ratio", 4) != 4 else "")
+            )
+            parts.append(
+                f"| {f.parent.name} | {setting} | "
+                + " | ".join(_valid_at(r, epochs))
+                + f" | {r['best_valid_ndcg@10']:.4f} ({r['best_epoch']}) "
+                f"| {r['metrics']['hr@10']:.4f} | {r['metrics']['ndcg@10']:.4f} |"
+            )
+        parts.append("")
+    sem = sorted((RESULTS / "gpu" / "beauty-sem").glob("*/results.json"))
+    if sem:
+        parts += [
+            "## Semantic-ID head on Beauty to convergence, on an H100 (session 6)\n",
+            "`bash bench/gpu.sh beauty-sem` and `beauty-sem2`: leave-one-out, full ranking, "
+            "history ≤ 20 (input-context cap), validation on 2,000 users every 2 epochs, "
+            "patience 5, each run stopped at 5–7 minutes (runs shared the GPU). The variant "
+            "with the best validation NDCG@10 is the one we report. Anchors (Recall@10 / "
+            "NDCG@10): TIGER 0.0648 / 0.0384, ActionPiece 0.0775 / 0.0424, RPG 0.0809 / "
+            "0.0464.\n",
+            "| variant | settings | best valid (epoch) | epochs run | Recall@10 | NDCG@10 "
+            "| Recall@20 |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for f in sem:
+            r = _load(f)["results"][0]
+            c = r["config"]
+            setting = (
+                f"{c['arch']}, dim {c['dim']}, enc layers {c['enc_layers']}, dropout "
+                f"{c['dropout']}, lr {c['lr']}, batch {c['batch_size']}"
+            )
+            m = r["metrics"]
+            parts.append(
+                f"| {f.parent.name} | {setting} | {r['best_valid_ndcg@10']:.4f} "
+                f"({r['best_epoch']}) | {len(r['train_log'])} | {m['recall@10']:.4f} "
+                f"| {m['ndcg@10']:.4f} | {m['recall@20']:.4f} |"
             )
         parts.append("")
     return parts
