@@ -772,26 +772,48 @@ def gpu_session6() -> list[str]:
 
 def main() -> None:
     parts = [INTRO]
-    for name, title in (("ml1m", "MovieLens-1M"), ("beauty", "Amazon Beauty (history ≤ 20)")):
+    sets = (
+        ("ml1m", "MovieLens-1M"),
+        ("beauty", "Amazon Beauty (history ≤ 20)"),
+        ("sports", "Amazon Sports (history ≤ 20; item text = anonymous attribute ids)"),
+    )
+    for name, title in sets:
         # The zoo and the generative runs of one dataset form one table (same data, split).
         runs = [
             RESULTS / d / "results.json"
-            for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-gen-60", f"{name}-sem")
+            for d in (
+                name,
+                f"{name}-gen",
+                f"{name}-gen-sampled",
+                f"{name}-gen-60",
+                f"{name}-gen-l3",
+                f"{name}-sem",
+            )
         ]
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]
         if not docs:
-            parts.append(f"## {title}\n\nNot run yet: `bash bench/zoo.sh {name}`.\n")
+            how = "bench/extras.sh sports-sem" if name == "sports" else f"bench/zoo.sh {name}"
+            parts.append(f"## {title}\n\nNot run yet: `bash {how}`.\n")
             continue
         if len({d["dataset"]["fingerprint"] for d in docs}) != 1:
             raise SystemExit(f"{name}: results come from different data; rerun bench/zoo.sh")
         merged = {**docs[0], "results": [r for d in docs for r in d["results"]]}
         commands = "\n".join(d["command"] for d in docs)
-        parts.append(f"## {title}\n\nCommands (from `bench/zoo.sh`):\n\n```\n{commands}\n```\n")
+        parts.append(
+            f"## {title}\n\nCommands (from `bench/zoo.sh` and `bench/extras.sh`):\n\n```\n{commands}\n```\n"
+        )
         parts.append(table(merged) + "\n")
         for r in merged["results"]:
             if r.get("codes"):
                 parts.append(f"Semantic IDs ({r['model']}): {json.dumps(r['codes'])}\n")
-        for d in (name, f"{name}-gen", f"{name}-gen-sampled", f"{name}-gen-60", f"{name}-sem"):
+        for d in (
+            name,
+            f"{name}-gen",
+            f"{name}-gen-sampled",
+            f"{name}-gen-60",
+            f"{name}-gen-l3",
+            f"{name}-sem",
+        ):
             for png in sorted((RESULTS / d).glob("*.png")):
                 parts.append(f"![{png.stem}](results/{d}/{png.name})\n")
     rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]
