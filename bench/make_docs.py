@@ -779,17 +779,10 @@ def main() -> None:
     )
     for name, title in sets:
         # The zoo and the generative runs of one dataset form one table (same data, split).
-        runs = [
-            RESULTS / d / "results.json"
-            for d in (
-                name,
-                f"{name}-gen",
-                f"{name}-gen-sampled",
-                f"{name}-gen-60",
-                f"{name}-gen-l3",
-                f"{name}-sem",
-            )
+        dirs = [name] + [
+            f"{name}-{run}" for run in ("gen", "gen-sampled", "gen-60", "gen-l3", "sem")
         ]
+        runs = [RESULTS / d / "results.json" for d in dirs]
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]
         if not docs:
             how = "bench/extras.sh sports-sem" if name == "sports" else f"bench/zoo.sh {name}"
@@ -806,14 +799,7 @@ def main() -> None:
         for r in merged["results"]:
             if r.get("codes"):
                 parts.append(f"Semantic IDs ({r['model']}): {json.dumps(r['codes'])}\n")
-        for d in (
-            name,
-            f"{name}-gen",
-            f"{name}-gen-sampled",
-            f"{name}-gen-60",
-            f"{name}-gen-l3",
-            f"{name}-sem",
-        ):
+        for d in dirs:
             for png in sorted((RESULTS / d).glob("*.png")):
                 parts.append(f"![{png.stem}](results/{d}/{png.name})\n")
     rating = [RESULTS / f"rating-ml100k-{k}" / "results.json" for k in ("random", "temporal")]
