@@ -21,10 +21,10 @@ if run beauty-sem; then  # semantic-ID head on Beauty, 20-minute budget
     --set eval_every=2 --set batch_size=256 --valid-users 2000
 fi
 if run sports-sem; then  # semantic-ID head on Sports (attribute tokens as text), the recipe
-  # chosen on Beauty's validation (docs/results/gpu/beauty-sem), 12-minute CPU budget
+  # chosen on Beauty's validation (docs/results/gpu/beauty-sem), 10-minute CPU budget
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem --no-progress --models semantic-id --set arch=causal --set max_len=20 \
-    --set lr=2e-3 --set batch_size=128 --set max_minutes=12 --set eval_every=2 --valid-users 2000
+    --set lr=2e-3 --set batch_size=128 --set max_minutes=10 --set eval_every=2 --valid-users 2000
 fi
 if run users; then  # new users (held out of training); also trains the model served below
   $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 10 --save $OUT/models/ml1m-sasrec-ce

@@ -4,7 +4,8 @@
 #   Beauty: S3-Rec/P5 Beauty.txt (22,363 users, 12,101 items), titles + brand/category attributes.
 #   Sports: S3-Rec Sports_and_Outdoors.txt (35,598 users, 18,357 items). Its copy has no
 #     titles, only anonymous attribute ids (brand + categories), so an item's text is its
-#     attribute tokens ("a12|a2|…"): the text encoder sees which items share attributes.
+#     attribute tokens ("a12, a2, …") and the words "Sports and Outdoors product": the
+#     text encoder sees which items share attributes.
 #   bash bench/prepare.sh [ml1m|beauty|sports|all]   (rebuilds only the store named)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,9 +35,9 @@ import csv, json, sys
 attrs = json.load(open(sys.argv[1]))
 with open(sys.argv[2], "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["item_id", "attributes"])
+    w.writerow(["item_id", "text", "attributes"])
     for item in sorted(attrs, key=int):
-        w.writerow([item, "|".join(f"a{a}" for a in attrs[item])])
+        w.writerow([item, "Sports and Outdoors product", "|".join(f"a{a}" for a in attrs[item])])
 PY
   $DR ingest --format sequence --interactions "$DATA/amazon-sports/Sports_and_Outdoors.txt" \
       --items "$OUT/sports-items.csv" --item-columns categories=attributes \
