@@ -48,38 +48,36 @@ fi
 
 # Session 6. Runs in parallel on the one GPU (each capped by epochs/minutes), so their wall
 # times are not speed figures; only the validation curves and the test metrics are read.
-par() {  # par DIR "name setting ..." ...: one benchmark per variant, all at once
-  local dir=$1; shift; mkdir -p $dir
+par() {  # par DIR "command" "name setting ..." ...: one benchmark per variant, all at once
+  local dir=$1 cmd=$2; shift 2; mkdir -p $dir
   for v in "$@"; do
     set -- $v; local name=$1; shift
-    OMP_NUM_THREADS=1 $VAR --out $dir/$name $(printf -- '--set %s ' "$@") > $dir/$name.log 2>&1 &
+    OMP_NUM_THREADS=1 $cmd --out $dir/$name $(printf -- '--set %s ' "$@") > $dir/$name.log 2>&1 &
   done
   wait
 }
+REC="$ML --valid-users 2000 --set eval_every=2 --set patience=15 --set epochs=120"
+SEM="$DR benchmark --split loo --k 10,20 --seed 42 --no-progress --models semantic-id \
+  --db $STORES/beauty.duckdb --max-history 20 --valid-users 2000 --set device=cuda \
+  --set max_len=20 --set eval_every=2 --set patience=5"
 if run cpu-recipes; then  # ML-1M recipes for the 60-minute CPU budget, chosen on the
   # validation curve at the epoch count the CPU affords (docs/results/epoch-cost)
-  VAR="$ML --valid-users 2000 --set eval_every=2 --set patience=15 --set epochs=120 --set max_minutes=5"
-  par $R/ml1m-cpu-recipes "a0 attn_dropout=0" "base seed=42" "lr2 lr=2e-3" "lr3 lr=3e-3" \
-    "a0d4 attn_dropout=0 dropout=0.4" "a0d4lr2 attn_dropout=0 dropout=0.4 lr=2e-3" \
-    "mlp1 mlp_ratio=1" "l3lr2 layers=3 lr=2e-3"
+  par $R/ml1m-cpu-recipes "$REC --set max_minutes=5" "a0 attn_dropout=0" "base seed=42" \
+    "lr2 lr=2e-3" "lr3 lr=3e-3" "a0d4 attn_dropout=0 dropout=0.4" \
+    "a0d4lr2 attn_dropout=0 dropout=0.4 lr=2e-3" "mlp1 mlp_ratio=1" "l3lr2 layers=3 lr=2e-3"
 fi
 if run beauty-sem; then  # semantic-ID head on Beauty to convergence: variants chosen on validation
-  VAR="$DR benchmark --split loo --k 10,20 --seed 42 --no-progress --models semantic-id \
-    --db $STORES/beauty.duckdb --max-history 20 --valid-users 2000 --set device=cuda \
-    --set max_len=20 --set epochs=200 --set eval_every=2 --set patience=5 --set max_minutes=5"
-  par $R/beauty-sem "causal arch=causal" "causal-d3 arch=causal dropout=0.3" \
-    "encdec arch=encdec" "causal-d3-l4 arch=causal dropout=0.3 enc_layers=4"
+  par $R/beauty-sem "$SEM --set epochs=200 --set max_minutes=5" "causal arch=causal" \
+    "causal-d3 arch=causal dropout=0.3" "encdec arch=encdec" \
+    "causal-d3-l4 arch=causal dropout=0.3 enc_layers=4"
 fi
 if run ml1m-batches; then  # random vs length-grouped batches, per epoch (same recipes as above)
-  VAR="$ML --valid-users 2000 --set eval_every=2 --set patience=15 --set epochs=120 --set max_minutes=6.5"
-  par $R/ml1m-cpu-recipes "rb-a0 attn_dropout=0 length_batches=false" \
+  par $R/ml1m-cpu-recipes "$REC --set max_minutes=6.5" "rb-a0 attn_dropout=0 length_batches=false" \
     "rb-base length_batches=false" "rb-lr2 lr=2e-3 length_batches=false" \
     "rb-l3lr2 layers=3 lr=2e-3 length_batches=false" "l3lr2a0 layers=3 lr=2e-3 attn_dropout=0"
 fi
 if run beauty-sem2; then  # the causal semantic-ID head: faster schedules, chosen on validation
-  VAR="$DR benchmark --split loo --k 10,20 --seed 42 --no-progress --models semantic-id \
-    --db $STORES/beauty.duckdb --max-history 20 --valid-users 2000 --set device=cuda \
-    --set max_len=20 --set epochs=300 --set eval_every=2 --set patience=5 --set max_minutes=7"
-  par $R/beauty-sem "causal-lr2 arch=causal lr=2e-3" "causal-lr2-d05 arch=causal lr=2e-3 dropout=0.05" \
+  par $R/beauty-sem "$SEM --set epochs=300 --set max_minutes=7" "causal-lr2 arch=causal lr=2e-3" \
+    "causal-lr2-d05 arch=causal lr=2e-3 dropout=0.05" \
     "causal-lr2-b128 arch=causal lr=2e-3 batch_size=128" "causal-lr3 arch=causal lr=3e-3"
 fi
