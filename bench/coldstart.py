@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +200,7 @@ def users_protocol(args: argparse.Namespace) -> dict:
     pop_order = np.argsort(-np.bincount(train.item, minlength=data.n_items), kind="stable")
     seqs = data.sequences()
     cats = ds.catalog.categories
-    from directrec.generate.coldstart import sentence_history
-    from directrec.text.encoder import encode, item_embeddings
+    from directrec.text.encoder import item_embeddings
 
     ds.catalog.embeddings = item_embeddings(ds, args.db)
     out: dict = {
@@ -243,20 +241,29 @@ def users_protocol(args: argparse.Namespace) -> dict:
             "generator_blended_recall@10": recall(lists(hists, True), truth),
             "popularity_recall@10": recall(pop, truth),
         }
-    sentences, hists = [], []
-    for u in test:
-        top = [c for c, _ in Counter(c for i in seqs[u][:5] for c in cats[i]).most_common(2)]
-        sentence = (" and ".join(top) + f" {args.noun}") if top else f"popular {args.noun}"
-        sentences.append(sentence)
-        hists.append(sentence_history(encode([sentence])[0], ds.catalog.embeddings, 5))
-    truth = [set(seqs[u][5:15].tolist()) for u in test]
+    # A sentence (the categories of the user's first 5 items): its 5 nearest items are the
+    # pseudo history; the query prior's weight and temperature are learned on the tune half.
+    from directrec.generate.coldstart import fit_query_blend, sentence_cases
+
+    vecs = ds.catalog.embeddings
+    _, t_hists, t_sims, t_truth = sentence_cases([seqs[u] for u in tune], cats, vecs, args.noun)
+    out["query_blend"] = fit_query_blend(model, t_hists, t_sims, t_truth)
+    sentences, hists, sims, truth = sentence_cases([seqs[u] for u in test], cats, vecs, args.noun)
+
+    def query_lists(hists: list, sims: np.ndarray) -> list:
+        h = Histories.from_lists(hists, data.n_items)
+        opts = [ListOptions(query_sims=q) for q in sims]
+        return [r.items for r in recommend(model, h, opts)]
+
     out["sentence"] = {
         "how": "sentence = the two most frequent categories of the user's first 5 items + "
         f"' {args.noun}'; targets = their items 6-15; the sentence's 5 nearest items (MiniLM) "
-        "are the history",
+        "are the history; the query prior (alpha, t) is learned on the tune half",
         "examples": sentences[:5],
         "generator_recall@10": recall(lists(hists, False), truth),
         "generator_blended_recall@10": recall(lists(hists, True), truth),
+        "generator_query_prior_recall@10": recall(query_lists(hists, sims), truth),
+        "query_blend": model.meta["query_blend"],
         "popularity_recall@10": recall([list(pop_order[:10]) for _ in test], truth),
     }
     if args.save:

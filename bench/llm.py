@@ -43,6 +43,9 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=0.0, help="training budget (0 = none)")
     p.add_argument("--valid-users", type=int, default=0, help="early stopping on validation")
     p.add_argument("--eval-every", type=int, default=3)
+    p.add_argument("--dropout", type=float, default=0.1, help="built-in model's dropout")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--samples-per-user", type=int, default=8)
     p.add_argument("--tag", default="", help="suffix of the output file name")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=Path("docs/results/llm"))
@@ -56,7 +59,9 @@ def main() -> None:
         "tiny_dim": args.dim,
         "tiny_layers": args.layers,
         "tiny_heads": 4,
-        "samples_per_user": 8,
+        "samples_per_user": args.samples_per_user,
+        "tiny_dropout": args.dropout,
+        "weight_decay": args.weight_decay,
         "batch_size": 64,
         "lr": 3e-3,
         "beam": 20,

@@ -203,6 +203,11 @@ def test_train_learns_the_new_user_blend_on_held_out_users(store):
     assert fit["held_out_users"] == 30 and fit["lengths"][0] == 1
     assert meta["prior_blend"] == {"lengths": fit["lengths"], "alpha": fit["alpha"]}
     assert all(b >= m for b, m in zip(fit["recall_blend"], fit["recall_model"], strict=True))
+    # the planted items have categories and titles: the sentence-request prior is learned too
+    q = meta["query_blend_fit"]
+    assert "sentence-request prior" in res.output and q["cases"] == 30
+    assert meta["query_blend"] == {"alpha": q["alpha"], "t": q["t"]}
+    assert q["recall_blend"] >= max(q["recall_model"], q["recall_popularity"])
 
 
 def test_bad_input_exits_2_naming_file_line_field(store, tmp_path):

@@ -81,3 +81,52 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     assert in_cold.any(1).mean() > 0.3  # cold items are written, for many users
     own = item_topic[top] == user_topic[:, None]
     assert (own & in_cold).sum() / in_cold.sum() > 0.8
+
+
+def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted_embedded):
+    """A model that ignores the request (popularity) gets a text-tilted prior: learned on
+    half of the users' sentences, it lifts the other half's recall far above popularity,
+    and the pipeline applies exactly the learned mixture to rows that carry a query."""
+    from directrec.generate.coldstart import (
+        _mix,
+        category_sentence,
+        fit_query_blend,
+        query_log_prior,
+        sentence_cases,
+    )
+    from directrec.generate.pipeline import ListOptions, masked_scores, recommend
+    from tests.conftest import TOPICS
+
+    ds = planted_embedded
+    # The sentence a user would type: the words of the topic of their first items.
+    topic_words = [[TOPICS[int(c[0].removeprefix("topic"))]] for c in ds.catalog.categories]
+    assert category_sentence([0, 1], topic_words, "") == TOPICS[0]
+    model = create("pop").fit(ds.interactions)
+    seqs = ds.interactions.sequences()
+    vecs = ds.catalog.embeddings
+    tune, test = seqs[::2], seqs[1::2]
+    _, hists, sims, truth = sentence_cases(tune, topic_words, vecs)
+    table = fit_query_blend(model, hists, sims, truth)
+    assert table["alpha"] > 0 and table["t"] > 0
+    assert table["recall_blend"] >= max(table["recall_model"], table["recall_popularity"])
+    _, hists, sims, truth = sentence_cases(test, topic_words, vecs)
+    h = Histories.from_lists(hists, model.n_items)
+
+    def recall(lists):
+        return np.mean(
+            [len(set(r.items.tolist()) & t) / 10 for r, t in zip(lists, truth, strict=True)]
+        )
+
+    plain = recall(recommend(model, h))
+    prior = recall(recommend(model, h, [ListOptions(query_sims=s) for s in sims]))
+    assert prior > 2 * plain, (prior, plain, table)
+    # Exactly the learned mixture, seen (pseudo-history) items masked afterwards.
+    got = masked_scores(model, h.take([0]), 10, query_sims=[sims[0]])
+    blend = model.meta["query_blend"]
+    want = _mix(
+        torch.log_softmax(model.score(h.take([0])), 1),
+        query_log_prior(torch.from_numpy(sims[:1]), model.popularity, blend["t"]),
+        blend["alpha"],
+    )
+    want[0, torch.from_numpy(hists[0])] = -torch.inf
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

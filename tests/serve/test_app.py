@@ -229,3 +229,42 @@ def test_new_user_described_by_a_sentence(server):
     body = r.json()
     assert not body["fallback"] and body["history_used"] == 5
     assert sum(topic(it["item_id"]) == 4 for it in body["items"]) >= 5  # the horror cluster
+
+
+def test_a_sentence_only_request_gets_the_models_learned_query_prior(own_world, tmp_path):
+    """A model whose learned query prior is all popularity (alpha 1, t 0) lists exactly the
+    most popular items outside the sentence's pseudo history; a request that also names a
+    history is left to the model (the prior was learned on sentence-only requests)."""
+    import numpy as np
+
+    from directrec.models import load_model
+    from directrec.serve import registry
+
+    db, reg = own_world
+    model = load_model(registry.resolve(reg)[0])
+    model.meta["query_blend"] = {"alpha": 1.0, "t": 0.0}
+    registry.publish(model.save(tmp_path / "with-prior"), reg)
+    s = Server(reg, db)
+    try:
+        sentence = {"query": "haunted houses, ghosts and zombies", "k": 10}
+        body = s.client.post("/v1/recommendations", json=sentence).json()
+        ids = [it["item_id"] for it in body["items"]]
+        # the pseudo history the service built from the sentence: its five nearest items
+        pseudo = {
+            it["item_id"]
+            for it in s.client.get("/v1/items", params={"query": sentence["query"], "k": 5}).json()[
+                "items"
+            ]
+        }
+        order = np.argsort(-model.popularity, kind="stable")
+        items = model.meta["item_ids"]
+        want = [items[i] for i in order if items[i] not in pseudo][:10]
+        pop = dict(zip(items, model.popularity.tolist(), strict=True))
+        assert not set(ids) & pseudo
+        assert [pop[i] for i in ids] == [pop[i] for i in want]  # equal up to ties
+        mixed = s.client.post(
+            "/v1/recommendations", json={**sentence, "history": ["i80", "i81"]}
+        ).json()
+        assert [it["item_id"] for it in mixed["items"]] != want
+    finally:
+        s.stop()

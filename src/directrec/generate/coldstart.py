@@ -5,7 +5,12 @@ history, most similar last (the position a sequence model weighs most).
 
 A history of one or two items says little, and a sequence model trained on long histories
 over-reads it; `fit_prior_blend` learns, on validation users, how much popularity to mix
-into the model's distribution at each short length (Recommender.score applies it)."""
+into the model's distribution at each short length (Recommender.score applies it).
+
+A pseudo history made from a sentence is not what the user watched: its items are the
+sentence's nearest texts, often obscure. `fit_query_blend` learns how much of a
+text-tilted popularity prior (p_i ∝ (pop_i + 1) · exp(t · cos(query, item_i))) to mix into
+those rows' lists; the pipeline applies it to every row that carries query similarities."""
 
 from __future__ import annotations
 
@@ -34,6 +39,92 @@ def sentence_history(
     top = np.argsort(-sims, kind="stable")[:n]
     top = top[np.isfinite(sims[top])]
     return top[::-1].astype(np.int64)
+
+
+def category_sentence(items: Sequence[int], categories: Sequence[Sequence[str]], noun: str) -> str:
+    """A request like a new user would type: the two most frequent categories of `items`
+    ("Drama and Comedy movies"); "popular <noun>" when they have none."""
+    counts: dict[str, int] = {}
+    for i in items:
+        for c in categories[int(i)]:
+            counts[c] = counts.get(c, 0) + 1
+    top = sorted(counts, key=lambda c: -counts[c])[:2]  # stable: first seen wins ties
+    return " ".join([" and ".join(top) if top else "popular", noun]).strip()
+
+
+def query_log_prior(sims: torch.Tensor, popularity: np.ndarray, temperature: float) -> torch.Tensor:
+    """log p_i ∝ log(pop_i + 1) + t · cos(query, item_i), per row of `sims` [R, n_items]."""
+    logits = torch.log1p(torch.from_numpy(popularity).float())[None, :] + temperature * sims
+    return torch.log_softmax(logits, dim=1)
+
+
+def _mix(log_p: torch.Tensor, log_prior: torch.Tensor, alpha: float) -> torch.Tensor:
+    """log((1 - a) p + a prior), stable in log space (a = 0 or 1 exactly: one side)."""
+    if alpha <= 0.0:
+        return log_p
+    if alpha >= 1.0:
+        return log_prior
+    return torch.logaddexp(log_p + float(np.log1p(-alpha)), log_prior + float(np.log(alpha)))
+
+
+def blend_query(
+    scores: torch.Tensor, rows: np.ndarray, sims: np.ndarray, popularity: np.ndarray, blend: dict
+) -> None:
+    """Mix the learned query prior into `scores[rows]` (in place); `sims` [len(rows),
+    n_items] are the cosines of the items to each row's query. No-op without a blend."""
+    if not blend or not len(rows) or blend.get("alpha", 0.0) <= 0.0:
+        return
+    r = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    log_p = torch.log_softmax(scores[r].float(), dim=1)
+    prior = query_log_prior(torch.as_tensor(sims, dtype=torch.float32), popularity, blend["t"])
+    scores[r] = _mix(log_p, prior, float(blend["alpha"]))
+
+
+def fit_query_blend(
+    model: Recommender,
+    histories: Sequence[np.ndarray],
+    sims: np.ndarray,
+    truths: Sequence[set[int]],
+    k: int = 10,
+    alphas: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
+    temperatures: Sequence[float] = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0),
+) -> dict:
+    """Learn (alpha, t) of the query prior on validation requests: each row is a pseudo
+    history made from a sentence (`sentence_history`), its item cosines to the sentence and
+    the user's true next items. The pair with the best Recall@k wins (ties: the smaller
+    alpha, then t). Stored in `model.meta["query_blend"]`; returns the choice and the
+    recall of the model alone, of popularity (alpha 1, t 0) and of the blend."""
+    model.meta.pop("query_blend", None)
+    hist = Histories.from_lists(list(histories), model.n_items)
+    log_p = torch.log_softmax(model.score(hist).float(), dim=1)
+    seen = torch.from_numpy(hist.matrix("binary").toarray() > 0)
+    sims_t = torch.as_tensor(sims, dtype=torch.float32)
+
+    def recall(scores: torch.Tensor) -> float:
+        top = torch.topk(scores.masked_fill(seen, -torch.inf), k, dim=1).indices.numpy()
+        return float(
+            np.mean([len(t & set(r.tolist())) / k for r, t in zip(top, truths, strict=True)])
+        )
+
+    best = {"alpha": 0.0, "t": 0.0, "recall": recall(log_p)}
+    table = {"recall_model": best["recall"]}
+    for t in temperatures:
+        prior = query_log_prior(sims_t, model.popularity, t)
+        for a in alphas:
+            if a <= 0.0:
+                continue
+            rec = recall(_mix(log_p, prior, float(a)))
+            if t == 0.0 and a >= 1.0:
+                table["recall_popularity"] = rec
+            if rec > best["recall"] + 1e-12:
+                best = {"alpha": float(a), "t": float(t), "recall": rec}
+    model.meta["query_blend"] = {"alpha": best["alpha"], "t": best["t"]}
+    return table | {
+        "alpha": best["alpha"],
+        "t": best["t"],
+        "recall_blend": best["recall"],
+        "cases": len(truths),
+    }
 
 
 def fit_prior_blend(
@@ -175,3 +266,26 @@ def fit_cold_gate(
         model.meta.pop("cold_gate", None)
         table["gate"] = None
     return table
+
+
+def sentence_cases(
+    sequences: Sequence[np.ndarray],
+    categories: Sequence[Sequence[str]],
+    item_vectors: np.ndarray,
+    noun: str = "",
+    shown: int = 5,
+    k: int = 10,
+) -> tuple[list[str], list[np.ndarray], np.ndarray, list[set[int]]]:
+    """Requests as new users would type them, from held-out users' sequences: the sentence
+    names the categories of their first `shown` items, its `shown` nearest items are the
+    pseudo history, and their next `k` items are the truth. Returns (sentences, pseudo
+    histories, item cosines [R, n_items], truths); `item_vectors` are L2-normalised."""
+    from directrec.text.encoder import encode
+
+    rows = [s for s in sequences if len(s) > shown]
+    sentences = [category_sentence(s[:shown], categories, noun) for s in rows]
+    q = encode(sentences) if sentences else np.zeros((0, item_vectors.shape[1]), np.float32)
+    sims = (q @ item_vectors.T).astype(np.float32)
+    hists = [sentence_history(v, item_vectors, shown) for v in q]
+    truths = [set(s[shown : shown + k].tolist()) for s in rows]
+    return sentences, hists, sims, truths

@@ -1,5 +1,6 @@
-"""The one recommendation pipeline: model scores → popularity fallback → masking (seen
-items, explicit exclusions) → top-K pool → category filter → MMR diversity → explanations.
+"""The one recommendation pipeline: model scores → popularity fallback → query prior →
+masking (seen items, explicit exclusions) → top-K pool → category filter → MMR diversity →
+explanations.
 
 The CLI, the benchmark's evaluator, batch generation and the service all call these
 functions, so a list is built the same way wherever it is asked for.
@@ -16,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from directrec.data.histories import Histories
+from directrec.generate.coldstart import blend_query
 from directrec.generate.explain import Reason, explain
 from directrec.generate.rerank import category_filter, mmr
 from directrec.models.base import Recommender
@@ -43,6 +45,9 @@ class ListOptions:
     explain: bool = False
     pool_factor: int = 5  # candidates per slot when filtering or diversifying
     request: str = ""  # free text for models that read it (the LM's prompt); others ignore it
+    # A sentence-only request: each item's cosine to the sentence [n_items]. The model's
+    # learned query prior (generate/coldstart.fit_query_blend) is mixed into this row.
+    query_sims: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def pool(self) -> int:
         return self.k * (self.pool_factor if self.diversity > 0 or self.exclude_categories else 1)
@@ -75,10 +80,12 @@ def masked_scores(
     exclude_seen: bool | np.ndarray = True,
     exclude: Exclusions = None,
     requests: Sequence[str] | None = None,
+    query_sims: Sequence[np.ndarray | None] | None = None,
 ) -> torch.Tensor:
     """Scores [B, n_items] good for a top-`k`, with -inf on each row's history (where
     `exclude_seen`, a flag or a per-row mask) and on its `exclude` items. Generators widen
-    their search by the exclusions their history does not already cover."""
+    their search by the exclusions their history does not already cover. Rows with
+    `query_sims` get the model's learned query prior mixed in before masking."""
     b = len(histories)
     seen_rows = np.broadcast_to(np.asarray(exclude_seen, dtype=bool), (b,))
     extra_rows = _exclusion_rows(exclude, b)
@@ -92,6 +99,15 @@ def masked_scores(
             default=0,
         )
     scores = model.score(histories, k=min(k + widen, model.n_items), requests=requests)
+    q_rows = [r for r, q in enumerate(query_sims or []) if q is not None]
+    if q_rows and model.meta.get("query_blend"):
+        blend_query(
+            scores,
+            np.array(q_rows),
+            np.stack([query_sims[r] for r in q_rows]),  # type: ignore[index]
+            model.popularity,
+            model.meta["query_blend"],
+        )
     rows, cols = [], []
     if seen_rows.any():
         r = histories.row_of_items()
@@ -155,6 +171,7 @@ def recommend(
         exclude_seen=np.array([o.exclude_seen for o in opts]),
         exclude=exclude,
         requests=[o.request for o in opts],
+        query_sims=[o.query_sims for o in opts],
     )
     items, vals = top_k(scores, pool)
     fallback = model.fallback(histories, [o.request for o in opts])

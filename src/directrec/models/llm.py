@@ -111,6 +111,7 @@ class LLMRec(Recommender):
         tiny_dim: int = 64  # built-in model size
         tiny_layers: int = 2
         tiny_heads: int = 2
+        tiny_dropout: float = 0.1  # built-in model: residual, embedding and attention dropout
         lora: bool = True  # LoRA adapters (else: train all weights)
         lora_r: int = 8
         lora_alpha: int = 16
@@ -122,6 +123,7 @@ class LLMRec(Recommender):
         samples_per_user: int = 4
         batch_size: int = 16
         lr: float = 5e-4
+        weight_decay: float = 0.01  # AdamW, on the trained weights
         eval_every: int = 1
         patience: int = 2
         max_minutes: float = 0.0
@@ -216,7 +218,7 @@ class LLMRec(Recommender):
         c = self.config
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=c.lr)
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         d = distributed.current()
         trainer: torch.nn.Module = self.lm
         if d.active:
@@ -511,6 +513,9 @@ def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):
         n_embd=c.tiny_dim,
         n_layer=c.tiny_layers,
         n_head=c.tiny_heads,
+        resid_pdrop=c.tiny_dropout,
+        embd_pdrop=c.tiny_dropout,
+        attn_pdrop=c.tiny_dropout,
         bos_token_id=1,
         eos_token_id=1,
         pad_token_id=0,

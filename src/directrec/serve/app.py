@@ -304,12 +304,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
-        history, request = list(body.history), ""
+        history, request, sims = list(body.history), "", None
         loaded = svc.loaded
         if body.query and loaded is not None and loaded.model.capabilities.reads_requests:
             request = body.query  # the model reads the sentence itself (the LM's prompt)
         elif body.query:  # else its nearest items lead the history; encoding off the loop
-            history = await asyncio.to_thread(svc.query_history, body.query) + history
+            pseudo, sims = await asyncio.to_thread(svc.query_history, body.query)
+            history = pseudo + history
+            if body.history:  # the query prior was learned on sentence-only requests
+                sims = None
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
         job = Job(
             None,
@@ -321,6 +324,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             body.diversity,
             body.explain,
             request,
+            sims,
         )
         res = await generate(job)
         return json_bytes(listing_body(res, None), res["version"])

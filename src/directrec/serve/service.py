@@ -82,6 +82,7 @@ class Job:
     diversity: float
     explain: bool = False
     request: str = ""  # free text the model reads itself (LM backend); others get none
+    query_sims: np.ndarray | None = None  # sentence-only request: item cosines (model index)
 
 
 @dataclass
@@ -528,6 +529,9 @@ class Service:
                 explain=j.explain,
                 pool_factor=self.cfg.diversity_pool,
                 request=j.request,
+                query_sims=j.query_sims
+                if j.query_sims is not None and len(j.query_sims) == loaded.model.n_items
+                else None,
             )
             for j in jobs
         ]
@@ -561,19 +565,26 @@ class Service:
             r["version"] = loaded.version
         return results
 
-    def query_history(self, query: str, n: int = 5) -> list[str]:
-        """A sentence → its nearest catalogue items (by text), as a pseudo history."""
+    def query_history(self, query: str, n: int = 5) -> tuple[list[str], np.ndarray | None]:
+        """A sentence → its nearest catalogue items (by text), as a pseudo history, and
+        every model item's cosine to the sentence (for the model's learned query prior;
+        None without a loaded model or where an item has no text)."""
         vectors = self.text_vectors()
         if vectors is None:
             raise HTTPException(422, "this catalogue has no text: `query` is unavailable")
         from directrec.text.encoder import encode
 
         loaded = self.loaded
-        allowed = None
+        allowed, sims = None, None
+        q = encode([query])[0]
         if loaded is not None:
-            allowed = np.array([loaded.items.index(i) >= 0 for i in self.catalogue.ids])
-        idx = sentence_history(encode([query])[0], vectors, n, allowed)
-        return [self.catalogue.ids[i] for i in idx]
+            col = np.array([loaded.items.index(i) for i in self.catalogue.ids])
+            allowed = col >= 0
+            if np.unique(col[allowed]).size == loaded.model.n_items:  # every item has text
+                sims = np.zeros(loaded.model.n_items, dtype=np.float32)
+                sims[col[allowed]] = vectors[allowed] @ q
+        idx = sentence_history(q, vectors, n, allowed)
+        return [self.catalogue.ids[i] for i in idx], sims
 
     def forget(self, user: str) -> dict[str, int]:
         """Delete a user from the store and the feedback log, and from every cache of this
