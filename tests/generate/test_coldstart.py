@@ -81,6 +81,14 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     assert in_cold.any(1).mean() > 0.3  # cold items are written, for many users
     own = item_topic[top] == user_topic[:, None]
     assert (own & in_cold).sum() / in_cold.sum() > 0.8
+    # The dense head alone (trained on warm items only, saved with the model) points at
+    # the cold items of the user's own topic: it learned the latent space, not the items.
+    assert model.head is not None and model.meta["cold_head"]["pairs"] > 0
+    hist = Histories.from_interactions(warm(v_hist), users)
+    items, logp = model.generate(hist, 10)
+    sims = model.cold_similarity(hist, items, logp, mix=0.0, head=1.0).numpy()
+    best = cold[sims.argmax(1)]
+    assert (item_topic[best] == user_topic).mean() > 0.8
 
 
 def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted_embedded):

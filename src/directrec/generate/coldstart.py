@@ -182,12 +182,13 @@ def fit_cold_gate(
     k: int = 10,
     min_warm: float = 0.95,
     mixes: Sequence[float] = (0.0, 0.5, 1.0),
+    heads: Sequence[float] = (0.0, 0.5, 0.8, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
 ) -> dict:
     """Learn, on validation cases (one target item per history row), how cold items enter
     a semantic-ID model's lists: a cold item scores `bias + scale * cos(...)` against the
-    beam's log-probabilities (`SemanticID.cold_similarity` with `mix`). The gate kept is the
+    beam's log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`). The gate kept is the
     one with the best Recall@k on cold-target cases whose warm-case NDCG@k stays at least
     `min_warm` of the model's without the gate (ties: the better NDCG@k over all cases).
     Stored in `model.meta["cold_gate"]`; returns the chosen gate and its validation figures."""
@@ -223,9 +224,11 @@ def fit_cold_gate(
         w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
     )
     best: dict = {}
-    for mix in mixes:
+    if getattr(model, "head", None) is None:
+        heads = (0.0,)
+    for mix, head in ((m, h) for m in mixes for h in heads):
         sims = model.cold_similarity(
-            histories, torch.from_numpy(items), torch.from_numpy(logp), mix
+            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]
@@ -245,7 +248,12 @@ def fit_cold_gate(
                 if not best or key > best["key"]:
                     best = {
                         "key": key,
-                        "gate": {"mix": float(mix), "scale": float(scale), "bias": float(bias)},
+                        "gate": {
+                            "mix": float(mix),
+                            "head": float(head),
+                            "scale": float(scale),
+                            "bias": float(bias),
+                        },
                         "valid_cold_recall": recall,
                         "valid_warm_retention": float(retention),
                         "valid_ndcg": float(overall),

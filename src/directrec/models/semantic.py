@@ -24,6 +24,7 @@ Items with text but no interactions get codes too and can be generated (cold sta
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import torch
@@ -244,6 +245,9 @@ class SemanticID(Recommender):
         eval_every: int = 5
         patience: int = 4
         max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
+        # cold items: a dense head maps the decoder's first state into the RQ-VAE latent,
+        # trained after the generator with a softmax over warm items (0 epochs = no head)
+        cold_head_epochs: int = 10
         seed: int = 42
         # generation and runtime
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
@@ -276,7 +280,10 @@ class SemanticID(Recommender):
             raise ValueError("the semantic-ID model needs item text embeddings (--items)")
         rq, rq_log = train_rqvae(catalog.embeddings, self._rq_config())
         self.rq = rq.eval()
-        raw = rq.encode(torch.as_tensor(catalog.embeddings, dtype=torch.float32)).numpy()
+        emb = torch.as_tensor(catalog.embeddings, dtype=torch.float32)
+        raw = rq.encode(emb).numpy()
+        with torch.no_grad():  # the exact (unquantised) latent: cold items' dense view
+            self.latent = F.normalize(rq.latent(emb), dim=1)
         # Under torchrun every rank trains against rank 0's codes (the RQ-VAE runs on each).
         codes = distributed.current().share(torch.from_numpy(make_unique(raw)))
         self.codes = codes.to(self.device)
@@ -317,6 +324,8 @@ class SemanticID(Recommender):
         train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree)
         if d.active:
             self.meta["processes"] = d.world
+        # the dense head reads the final decoder states, so it is (re)fit after every run
+        self.head = self._train_cold_head(data) if c.cold_head_epochs > 0 else None
 
     def _rq_config(self) -> RQVAEConfig:
         c = self.config
@@ -490,7 +499,8 @@ class SemanticID(Recommender):
         out[rows[ok], items[ok]] = logp[ok]
         gate = self.meta.get("cold_gate")
         if gate and len(cold := self.cold_items()):  # no work on this path without a gate
-            sims = self.cold_similarity(histories, items, logp, float(gate["mix"]))
+            mix, head = float(gate["mix"]), float(gate.get("head", 0.0))
+            sims = self.cold_similarity(histories, items, logp, mix, head)
             scores = float(gate["bias"]) + float(gate["scale"]) * sims
             idx = torch.from_numpy(cold)
             out[:, idx] = torch.maximum(out[:, idx], scores)
@@ -503,8 +513,12 @@ class SemanticID(Recommender):
         return np.flatnonzero(self.popularity[: self.n_items] <= 0)
 
     def item_latent(self) -> torch.Tensor:
-        """Each item's point in the RQ-VAE's quantised latent space (the sum of its code
-        vectors), L2-normalised: the model's own dense view of what an item is about."""
+        """Each item's point in the RQ-VAE's latent space, L2-normalised: the model's own
+        dense view of what an item is about. The exact encoder output where the model kept
+        it (fitted since session 7), else the sum of the item's code vectors."""
+        latent = getattr(self, "latent", None)
+        if latent is not None and len(latent) == self.n_items:
+            return latent
         if getattr(self, "_latent", None) is None or len(self._latent) != self.n_items:
             books = self.rq.codebooks.detach().cpu()
             codes = self.codes.cpu()
@@ -514,12 +528,18 @@ class SemanticID(Recommender):
 
     @torch.no_grad()
     def cold_similarity(
-        self, histories: Histories, items: torch.Tensor, logp: torch.Tensor, mix: float
+        self,
+        histories: Histories,
+        items: torch.Tensor,
+        logp: torch.Tensor,
+        mix: float,
+        head: float = 0.0,
     ) -> torch.Tensor:
         """[B, n_cold] cosine between each cold item and where the user is heading: the
         generated list's latent centroid (items weighted by their beam probability), mixed
-        with weight `mix` with the centroid of the user's last 3 items. So cold items come
-        in through the same generation step, LIGER-style dense scoring of the beam."""
+        with weight `mix` with the centroid of the user's last 3 items, and with weight
+        `head` with the dense head's prediction from the decoder's first state. So cold
+        items come in through the same generation step, LIGER-style dense scoring."""
         z = self.item_latent()
         ok = items >= 0
         w = torch.softmax(torch.where(ok, logp, -torch.inf), dim=1).nan_to_num(0.0)
@@ -529,7 +549,74 @@ class SemanticID(Recommender):
         keep = (~pad).float().unsqueeze(-1)
         recent = F.normalize((z[hist.clamp(min=0)] * keep).sum(1), dim=1)
         v = F.normalize((1 - mix) * beam + mix * recent, dim=1)
+        if head > 0 and getattr(self, "head", None) is not None:
+            h = self.head_vectors(histories.indptr[:-1], histories.indptr[1:], histories.items)
+            v = F.normalize((1 - head) * v + head * h, dim=1)
         return v @ z[torch.from_numpy(self.cold_items())].T
+
+    @torch.no_grad()
+    def user_states(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        """[B, dim] the decoder's first hidden state after each history items[start:end]
+        (what the first code is predicted from), in batches, on the CPU."""
+        self.net.eval()
+        out = []
+        for b in range(0, len(start), 1024):
+            hist, pad = self._windows(start[b : b + 1024], end[b : b + 1024], items)
+            pad = pad.to(self.device)
+            memory = self.net.encode(self.codes[hist.to(self.device)], pad)
+            if self.net.causal:
+                memory = memory[:, -1:]
+                pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=self.device)
+            prefix = torch.zeros(len(memory), 1, 0, dtype=torch.long, device=self.device)
+            out.append(self.net.decode(prefix, self.net.memory_kvs(memory), pad)[:, 0, 0].cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.config.dim)
+
+    def head_vectors(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        """[B, rq_latent] the dense head's unit prediction of the next item's latent."""
+        with torch.no_grad():
+            return F.normalize(self.head(self.user_states(start, end, items)), dim=1)
+
+    def _train_cold_head(self, data: Interactions) -> nn.Linear:
+        """Fit the dense head on frozen decoder states: `samples_per_user` random cut
+        points per user, cross-entropy of the true next item among all warm items, scored
+        by cosine in the latent space (a learned temperature). Cold items never act as
+        negatives, so the head does not learn to avoid what it has never seen."""
+        c, t0 = self.config, time.time()
+        rng = np.random.default_rng([c.seed, 7])
+        indptr, items = data.indptr, data.item
+        users = np.flatnonzero(np.diff(indptr) >= 2)
+        lo = np.repeat(indptr[users], c.samples_per_user)
+        hi = np.repeat(indptr[users + 1], c.samples_per_user)
+        cut = lo + 1 + (rng.random(len(lo)) * (hi - lo - 1)).astype(np.int64)
+        states = self.user_states(lo, cut, items)
+        target = torch.from_numpy(items[cut])
+        warm = torch.from_numpy(np.flatnonzero(self.popularity > 0))
+        col = torch.full((self.n_items,), -1, dtype=torch.long)
+        col[warm] = torch.arange(len(warm))
+        z = self.item_latent()[warm].cpu()
+        g = torch.Generator().manual_seed(c.seed)
+        head = nn.Linear(states.shape[1], z.shape[1])
+        log_t = nn.Parameter(torch.tensor(np.log(20.0), dtype=torch.float32))
+        opt = torch.optim.Adam([*head.parameters(), log_t], lr=5e-3)
+        log = []
+        for _ in range(c.cold_head_epochs):
+            order, total = torch.randperm(len(states), generator=g), 0.0
+            for b in range(0, len(order), 1024):
+                i = order[b : b + 1024]
+                logits = log_t.exp() * F.normalize(head(states[i]), dim=1) @ z.T
+                loss = F.cross_entropy(logits, col[target[i]])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(i)
+            log.append(round(total / max(len(order), 1), 4))
+        self.meta["cold_head"] = {
+            "pairs": len(states),
+            "loss": log,
+            "temperature": round(float(log_t.detach().exp()), 3),
+            "seconds": round(time.time() - t0, 1),
+        }
+        return head.eval()  # on the CPU, where the gate scores cold items
 
     # -------------------------------------------------------------- artefacts
     @torch.no_grad()
@@ -541,6 +628,8 @@ class SemanticID(Recommender):
         if emb.ndim != 2 or len(emb) == 0:
             raise ValueError("expected a non-empty [n, dim] array of embeddings")
         raw = self.rq.encode(emb).numpy()
+        if getattr(self, "latent", None) is not None:
+            self.latent = torch.cat([self.latent, F.normalize(self.rq.latent(emb), dim=1)])
         existing: dict[tuple, int] = {}
         for row in self.codes.cpu().numpy():
             key = tuple(row[:-1])
@@ -570,6 +659,10 @@ class SemanticID(Recommender):
         state = {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
         state |= {f"rq.{k}": v.detach().cpu().numpy() for k, v in self.rq.state_dict().items()}
         state["codes"] = self.codes.cpu().numpy()
+        if getattr(self, "latent", None) is not None:
+            state["latent"] = self.latent.cpu().numpy()
+        if getattr(self, "head", None) is not None:
+            state |= {f"head.{k}": v.cpu().numpy() for k, v in self.head.state_dict().items()}
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -578,6 +671,13 @@ class SemanticID(Recommender):
         self.rq.load_state_dict(rq_state)
         self.rq.eval()
         self.codes = torch.from_numpy(state["codes"]).to(self.device)
+        self.latent = torch.from_numpy(state["latent"]) if "latent" in state else None
+        self.head = None
+        if "head.weight" in state:  # models saved before session 7 have no dense head
+            w = torch.from_numpy(state["head.weight"])
+            self.head = nn.Linear(w.shape[1], w.shape[0])
+            self.head.load_state_dict({"weight": w, "bias": torch.from_numpy(state["head.bias"])})
+            self.head.eval()
         self._build_index()
         self.net = self._build()
         self.net.load_state_dict(

@@ -104,7 +104,11 @@ class RQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantise(self.encoder((x - self.mean) / self.std))[0]
+        return self.quantise(self.latent(x))[0]
+
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's continuous latent (before quantisation) of embeddings `x`."""
+        return self.encoder((x - self.mean) / self.std)
 
 
 def train_rqvae(embeddings: np.ndarray, c: RQVAEConfig) -> tuple[RQVAE, list[dict]]:
