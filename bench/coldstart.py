@@ -146,6 +146,7 @@ def items_protocol(args: argparse.Namespace) -> dict:
                 res[name]["warm_targets"]["ndcg@10"] / w0 if w0 else None
             )
             res[name]["codes"] = model.meta.get("codes")
+            res[name]["cold_head"] = model.meta.get("cold_head")
             # how often does the generator write a cold item at all?
             users = test.users[:2000]
             lists = recommend(model, Histories.from_interactions(inputs, users), ListOptions(k=10))

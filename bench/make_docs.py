@@ -327,6 +327,17 @@ def new_users(cu: dict | None, title: str) -> list[str]:
         f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
     )
     parts.append("")
+    if "generator_query_prior_recall@10" in r:
+        q = cu["query_blend"]
+        parts.append(
+            "From a sentence with the learned query prior (sentence-only requests get "
+            "log((1 − a) p_model + a p_prior), p_prior ∝ (popularity + 1) · exp(t · cos(sentence, "
+            f"item)); a and t chosen on the tune half, {q['cases']} requests): a = {q['alpha']:g}, "
+            f"t = {q['t']:g}; validation Recall@10 {q['recall_model']:.4f} (model) / "
+            f"{q.get('recall_popularity', float('nan')):.4f} (popularity) → {q['recall_blend']:.4f}. "
+            f"**Test: {r['generator_query_prior_recall@10']:.4f}** against popularity "
+            f"{r['popularity_recall@10']:.4f}.\n"
+        )
     return parts
 
 
@@ -454,9 +465,21 @@ def extra_sections() -> list[str]:
                 f"(target ≥ 95 %); {sem['share_of_cold_items_in_top10']:.1%} of the top-10 "
                 "slots hold a cold item.\n"
             )
+        if sem.get("cold_head"):
+            h = sem["cold_head"]
+            parts.append(
+                f"Dense head (decoder's first state → the item's RQ-VAE latent, a softmax over "
+                f"warm items, trained after the generator on frozen states): {h['pairs']:,} "
+                f"(history, next item) pairs, {len(h['loss'])} epochs, loss {h['loss'][0]} → "
+                f"{h['loss'][-1]}, {h['seconds']} s. The gate's `head` is its weight in the "
+                "direction cold items are scored against (0 = the beam/recent centroid only).\n"
+            )
     for data_name, title in (("ml1m", "ML-1M"), ("beauty", "Amazon Beauty")):
         parts += new_users(_load(RESULTS / "coldstart" / f"users-{data_name}.json"), title)
-    lms = [_load(RESULTS / "llm" / f) for f in ("cpu-ml100k.json", "cpu-ml100k-15min.json")]
+    lms = [
+        _load(RESULTS / "llm" / f)
+        for f in ("cpu-ml100k.json", "cpu-ml100k-15min.json", "cpu-ml100k-15min-reg.json")
+    ]
     if any(lms):
         parts.append("## Language-model backend on CPU\n")
     for lm in lms:
@@ -469,7 +492,14 @@ def extra_sections() -> list[str]:
                 f"({lm['valid_users']} validation users), stopped by {lm['stopped_by'] or 'its epochs'}; "
             )
         parts += [
-            f"`{lm['command']}` — {lm['model']}, {lm['parameters']:,} parameters "
+            f"`{lm['command']}` — {lm['model']}"
+            + (
+                f" (dropout {lm['settings']['tiny_dropout']:g}, weight decay "
+                f"{lm['settings']['weight_decay']:g})"
+                if "tiny_dropout" in lm["settings"]
+                else ""
+            )
+            + f", {lm['parameters']:,} parameters "
             f"({lm['trainable_parameters']:,} trained); {budget}fit {lm['fit_seconds']} s "
             f"({lm['train_samples_per_second']} samples/s); constrained generation "
             f"{lm['generation_seconds_per_user']} s per user (beam 20 over all titles); "

@@ -182,7 +182,7 @@ def fit_cold_gate(
     k: int = 10,
     min_warm: float = 0.95,
     mixes: Sequence[float] = (0.0, 0.5, 1.0),
-    heads: Sequence[float] = (0.0, 0.5, 0.8, 1.0),
+    heads: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
 ) -> dict:
