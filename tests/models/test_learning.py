@@ -36,13 +36,17 @@ def test_topn_model_beats_popularity(name, stage, pop_hr, planted_embedded):
     assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"{name}: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
 
 
-def test_semantic_causal_arch_also_learns(stage, pop_hr, planted_embedded):
-    """The decoder-only (causal) variant of the semantic-ID head (the default is encdec)."""
+@pytest.mark.parametrize(
+    "variant", [{"arch": "causal"}, {"arch": "causal", "item_embedding": True}], ids=str
+)
+def test_semantic_variants_also_learn(variant, stage, pop_hr, planted_embedded):
+    """The decoder-only (causal) variant of the semantic-ID head (the default is encdec),
+    alone and with the ID + semantic item embedding on its input."""
     fit, seen, targets = stage
-    settings = {**TEST_SETTINGS["semantic-id"], "arch": "causal"}
+    settings = {**TEST_SETTINGS["semantic-id"], **variant}
     model = create("semantic-id", settings).fit(fit, planted_embedded.catalog)
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"causal: HR@10 {hr:.3f} vs popularity {pop_hr:.3f}"
+    assert hr >= max(2 * pop_hr, pop_hr + 0.2), f"{variant}: HR@10 {hr:.3f} vs pop {pop_hr:.3f}"
 
 
 @pytest.mark.parametrize("name", sorted(RATING_MODELS))

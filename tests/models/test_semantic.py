@@ -136,9 +136,11 @@ def test_invalid_config_rejected(bad, field, planted_embedded):
         )
 
 
-def test_new_items_become_generable_without_retraining(planted_embedded, tmp_path):
+@pytest.mark.parametrize("item_embedding", [False, True])
+def test_new_items_become_generable_without_retraining(item_embedding, planted_embedded, tmp_path):
     """Items that arrive after training (text only) get codes from the trained RQ-VAE,
-    join the trie and are written by the generator; save/load keeps them."""
+    join the trie and are written by the generator; save/load keeps them. With the item
+    embedding, new items get zero rows: they read as their codes alone."""
     ds = planted_embedded
     n_old = ds.interactions.n_items - 10  # the last ten items arrive later
     data = ds.interactions.select(ds.interactions.item < n_old)
@@ -149,8 +151,12 @@ def test_new_items_become_generable_without_retraining(planted_embedded, tmp_pat
         ds.catalog.categories[:n_old],
         ds.catalog.embeddings[:n_old],
     )
-    model = create("semantic-id", TEST_SETTINGS["semantic-id"]).fit(data, old_catalog)
+    settings = TEST_SETTINGS["semantic-id"] | {"item_embedding": item_embedding}
+    model = create("semantic-id", settings).fit(data, old_catalog)
     new = model.add_items(ds.catalog.embeddings[n_old:])
+    if item_embedding:
+        rows = model.net.item_emb.weight
+        assert rows.shape[0] == model.n_items and not rows[new].any() and rows[:n_old].any()
     assert new.tolist() == list(range(n_old, n_old + 10)) and model.n_items == n_old + 10
     assert len({tuple(c) for c in model.codes.tolist()}) == model.n_items  # still unique
     h = Histories.from_interactions(Interactions(data.user, data.item, data.n_users, model.n_items))

@@ -145,10 +145,16 @@ class SemanticNet(nn.Module):
         dec_layers: int,
         dropout: float,
         causal: bool,
+        n_items: int = 0,
     ) -> None:
         super().__init__()
         self.sizes, self.max_len, self.causal = sizes, max_len, causal
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
+        # ID + semantic hybrid: a per-item input embedding added to the code embeddings
+        # (zero at start, so an item the model never trained on reads as its codes alone)
+        self.item_emb = nn.Embedding(n_items, dim) if n_items > 0 else None
+        if self.item_emb is not None:
+            nn.init.zeros_(self.item_emb.weight)
         self.pos = nn.Embedding(max_len, dim)
         self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
         self.drop = nn.Dropout(dropout)
@@ -185,11 +191,14 @@ class SemanticNet(nn.Module):
         return sum(self.tok[j](codes[..., j]) for j in range(len(self.sizes)))
 
     def encode(self, hist_codes: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-        """hist_codes [B, S, levels] (left-padded, `pad` marks padding) → states [B, S, dim].
+        """hist_codes [B, S, levels + 1] (left-padded, `pad` marks padding; with the item
+        embedding, one more column: the item index) → states [B, S, dim].
         Causal: position t sees items ≤ t only, so it is the context for item t + 1."""
         s = hist_codes.shape[1]
         pos = torch.arange(self.max_len - s, self.max_len, device=hist_codes.device)
         x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(pos)
+        if self.item_emb is not None:
+            x = x + self.item_emb(hist_codes[..., len(self.sizes)].clamp(min=0))
         x = self.drop(x) * (~pad).unsqueeze(-1)
         mask = causal_padding_mask(~pad) if self.causal else padding_mask(~pad)
         for block in self.enc:
@@ -248,6 +257,7 @@ class SemanticID(Recommender):
         # cold items: a dense head maps the decoder's first state into the RQ-VAE latent,
         # trained after the generator with a softmax over warm items (0 epochs = no head)
         cold_head_epochs: int = 10
+        item_embedding: bool = False  # ID + semantic hybrid: a learned input vector per item
         seed: int = 42
         # generation and runtime
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
@@ -354,6 +364,7 @@ class SemanticID(Recommender):
             c.dec_layers,
             c.dropout,
             c.arch == "causal",
+            self.n_items if c.item_embedding else 0,
         )
 
     def _epoch(
@@ -385,7 +396,7 @@ class SemanticID(Recommender):
             u, cut = u[d.rank :: d.world], cut[d.rank :: d.world]
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            loss = trainer(self.codes[hist], pad.to(dev), self.codes[torch.from_numpy(target)])
+            loss = trainer(self._inputs(hist), pad.to(dev), self.codes[torch.from_numpy(target)])
             share = len(u) * d.world / d.total(len(u))
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()
@@ -418,7 +429,7 @@ class SemanticID(Recommender):
             w = w[:, (w >= 0).any(0).nonzero().min() :].to(self.device)  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
             targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
-            loss = trainer(self.codes[inp.clamp(min=0)], inp < 0, targets)
+            loss = trainer(self._inputs(inp.clamp(min=0)), inp < 0, targets)
             n = int(((inp >= 0) & (tgt >= 0)).sum())
             share = n * d.world / max(d.total(n), 1)
             opt.zero_grad(set_to_none=True)
@@ -427,6 +438,15 @@ class SemanticID(Recommender):
             total += float(loss.detach()) * n
             count += n
         return d.total(total) / max(d.total(count), 1)
+
+    def _inputs(self, hist: torch.Tensor) -> torch.Tensor:
+        """The encoder's input per history position: the item's codes, plus its index when
+        the model has the ID + semantic item embedding (padding -1 is masked later)."""
+        hist = hist.to(self.codes.device)
+        codes = self.codes[hist]
+        if self.net.item_emb is None:
+            return codes
+        return torch.cat([codes, hist.clamp(min=0).unsqueeze(-1)], -1)
 
     def _windows(
         self, start: np.ndarray, end: np.ndarray, items: np.ndarray
@@ -449,7 +469,7 @@ class SemanticID(Recommender):
         dev = self.device
         hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
         pad = pad.to(dev)
-        memory = net.encode(self.codes[hist], pad)
+        memory = net.encode(self._inputs(hist), pad)
         b, w = len(histories), beam or c.beam
         if net.causal:  # the newest position is the context for the next item
             memory, pad = memory[:, -1:], torch.zeros(b, 1, dtype=torch.bool, device=dev)
@@ -563,7 +583,7 @@ class SemanticID(Recommender):
         for b in range(0, len(start), 1024):
             hist, pad = self._windows(start[b : b + 1024], end[b : b + 1024], items)
             pad = pad.to(self.device)
-            memory = self.net.encode(self.codes[hist.to(self.device)], pad)
+            memory = self.net.encode(self._inputs(hist.to(self.device)), pad)
             if self.net.causal:
                 memory = memory[:, -1:]
                 pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=self.device)
@@ -653,6 +673,12 @@ class SemanticID(Recommender):
             bigger.weight.copy_(torch.cat([table.weight, rows]))
             self.net.tok[-1] = bigger
             self.net.sizes = self.sizes
+        if self.net.item_emb is not None:  # new items read as their codes alone (zero rows)
+            old = self.net.item_emb.weight
+            grown = nn.Embedding(self.n_items, old.shape[1]).to(old.device)
+            grown.weight.zero_()
+            grown.weight[: len(old)] = old
+            self.net.item_emb = grown
         return np.arange(first, self.n_items)
 
     def _state(self) -> dict[str, np.ndarray]:
