@@ -192,3 +192,19 @@ def test_a_base_model_that_is_neither_a_directory_nor_cached_is_a_clear_error(fi
         create("llm", {"base_model": "no-such-org/no-such-model-xyz"}).fit(
             fit_data, planted.catalog
         )
+
+
+def test_regularisation_settings_reach_the_model_and_optimiser(fit_data, planted):
+    """`tiny_dropout` sets the built-in GPT-2's dropouts, and `weight_decay` the AdamW
+    decay: one epoch with decay shrinks the weights more than one without."""
+    base = {"lora": False, "epochs": 1, "samples_per_user": 1, "batch_size": 32, "lr": 1e-2}
+    m = create("llm", base | {"tiny_dropout": 0.3, "weight_decay": 0.0}).fit(
+        fit_data, planted.catalog
+    )
+    cfg = m.lm.config
+    assert cfg.resid_pdrop == cfg.embd_pdrop == cfg.attn_pdrop == 0.3
+    d = create("llm", base | {"tiny_dropout": 0.3, "weight_decay": 50.0}).fit(
+        fit_data, planted.catalog
+    )
+    norm = lambda x: sum(float(p.norm()) for p in x.lm.parameters())  # noqa: E731
+    assert norm(d) < norm(m)
