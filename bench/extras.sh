@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|llm-15min|new-users-beauty|sports-sem|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -131,6 +131,12 @@ fi
 if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
     --valid-users 200 --eval-every 3 --tag 15min
+fi
+if run llm-15min-fast; then  # the same budget, more (shorter) pairs per minute: batch 128,
+  # 5 titles in the prompt, 16 pairs per user per epoch, patience 4 validations
+  $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
+    --valid-users 200 --eval-every 3 --batch-size 128 --lr 5e-3 --prompt-items 5 \
+    --samples-per-user 16 --patience 4 --tag 15min-fast
 fi
 if run new-users-beauty; then  # the new-user curve on Beauty (ID head with its Beauty settings)
   $PY bench/coldstart.py users --db $OUT/beauty.duckdb --minutes 6 --noun products \

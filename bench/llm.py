@@ -46,6 +46,10 @@ def main() -> None:
     p.add_argument("--dropout", type=float, default=0.1, help="built-in model's dropout")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--samples-per-user", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--prompt-items", type=int, default=10)
+    p.add_argument("--patience", type=int, default=2, help="validations without improvement")
     p.add_argument("--tag", default="", help="suffix of the output file name")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", type=Path, default=Path("docs/results/llm"))
@@ -62,10 +66,11 @@ def main() -> None:
         "samples_per_user": args.samples_per_user,
         "tiny_dropout": args.dropout,
         "weight_decay": args.weight_decay,
-        "batch_size": 64,
-        "lr": 3e-3,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patience": args.patience,
         "beam": 20,
-        "prompt_items": 10,
+        "prompt_items": args.prompt_items,
         "seed": args.seed,
         "max_minutes": args.minutes,
         "eval_every": args.eval_every,

@@ -478,7 +478,12 @@ def extra_sections() -> list[str]:
         parts += new_users(_load(RESULTS / "coldstart" / f"users-{data_name}.json"), title)
     lms = [
         _load(RESULTS / "llm" / f)
-        for f in ("cpu-ml100k.json", "cpu-ml100k-15min.json", "cpu-ml100k-15min-reg.json")
+        for f in (
+            "cpu-ml100k.json",
+            "cpu-ml100k-15min.json",
+            "cpu-ml100k-15min-reg.json",
+            "cpu-ml100k-15min-fast.json",
+        )
     ]
     if any(lms):
         parts.append("## Language-model backend on CPU\n")
