@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -32,6 +32,13 @@ if run sports-sem; then  # semantic-ID head on Sports (attribute tokens as text)
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=10 --set eval_every=2 --valid-users 2000
+fi
+if run sports-sem-both; then  # the same, codes from text and collaborative vectors side by side
+  # (this copy's item text is anonymous attribute tokens: 82 % of text codes collide)
+  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/sports-sem-both --no-progress --models semantic-id --set arch=causal --set max_len=20 \
+    --set lr=2e-3 --set batch_size=128 --set max_minutes=10 --set eval_every=2 \
+    --set codes_from=both --valid-users 2000
 fi
 if run users; then  # new users (held out of training); also trains the model served below
   $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 10 --save $OUT/models/ml1m-sasrec-ce

@@ -37,11 +37,18 @@ def test_topn_model_beats_popularity(name, stage, pop_hr, planted_embedded):
 
 
 @pytest.mark.parametrize(
-    "variant", [{"arch": "causal"}, {"arch": "causal", "item_embedding": True}], ids=str
+    "variant",
+    [
+        {"arch": "causal"},
+        {"arch": "causal", "item_embedding": True},
+        {"codes_from": "interactions", "svd_dim": 16},
+    ],
+    ids=str,
 )
 def test_semantic_variants_also_learn(variant, stage, pop_hr, planted_embedded):
     """The decoder-only (causal) variant of the semantic-ID head (the default is encdec),
-    alone and with the ID + semantic item embedding on its input."""
+    alone and with the ID + semantic item embedding on its input; and codes quantised from
+    collaborative vectors (truncated SVD of the training interactions) instead of text."""
     fit, seen, targets = stage
     settings = {**TEST_SETTINGS["semantic-id"], **variant}
     model = create("semantic-id", settings).fit(fit, planted_embedded.catalog)

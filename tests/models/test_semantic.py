@@ -165,3 +165,24 @@ def test_new_items_become_generable_without_retraining(item_embedding, planted_e
     loaded = load_model(model.save(tmp_path / "m"))
     again = np.array([r.items for r in recommend(loaded, h.take(np.arange(30)), ListOptions(k=20))])
     assert np.array_equal(again, items[:30])
+
+
+def test_codes_from_interactions_or_both(planted_embedded):
+    """Collaborative codes: items that co-occur share code prefixes more than chance; a
+    text-only item has no such vector (a clear error), while `both` codes it from its text
+    with a zero collaborative part."""
+    ds = planted_embedded
+    topic = np.array([int(i[1:]) // 20 for i in ds.items.ids])
+    settings = TEST_SETTINGS["semantic-id"] | {"epochs": 1, "svd_dim": 8}
+    m = create("semantic-id", settings | {"codes_from": "interactions"}).fit(
+        ds.interactions, ds.catalog
+    )
+    first = m.codes[:, 0].numpy()
+    same_code = first[:, None] == first[None, :]
+    same_topic = topic[:, None] == topic[None, :]
+    assert same_code[same_topic].mean() > 2 * same_code[~same_topic].mean()
+    with pytest.raises(ValueError, match="codes_from=interactions"):
+        m.add_items(ds.catalog.embeddings[:2])
+    b = create("semantic-id", settings | {"codes_from": "both"}).fit(ds.interactions, ds.catalog)
+    new = b.add_items(ds.catalog.embeddings[:2])
+    assert len(new) == 2 and b.codes.shape[0] == ds.interactions.n_items + 2

@@ -258,6 +258,11 @@ class SemanticID(Recommender):
         # trained after the generator with a softmax over warm items (0 epochs = no head)
         cold_head_epochs: int = 10
         item_embedding: bool = False  # ID + semantic hybrid: a learned input vector per item
+        # what the codes quantise: item text embeddings, the items' collaborative vectors
+        # (truncated SVD of the training interactions: for catalogues without useful text),
+        # or both side by side
+        codes_from: str = "text"
+        svd_dim: int = 64
         seed: int = 42
         # generation and runtime
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
@@ -273,6 +278,7 @@ class SemanticID(Recommender):
         c = self.config
         checks = {
             "arch": c.arch in ("causal", "encdec"),
+            "codes_from": c.codes_from in ("text", "interactions", "both"),
             "levels": c.levels >= 1,
             "codebook": c.codebook >= 2,
             "beam": c.beam >= 1,
@@ -284,13 +290,13 @@ class SemanticID(Recommender):
         if bad:
             raise ValueError(
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
+                "codes_from: text | interactions | both; "
                 "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; dim divisible by heads)"
             )
-        if catalog is None or catalog.embeddings is None:
-            raise ValueError("the semantic-ID model needs item text embeddings (--items)")
-        rq, rq_log = train_rqvae(catalog.embeddings, self._rq_config())
+        vectors = self._code_vectors(data, catalog)
+        rq, rq_log = train_rqvae(vectors, self._rq_config())
         self.rq = rq.eval()
-        emb = torch.as_tensor(catalog.embeddings, dtype=torch.float32)
+        emb = torch.as_tensor(vectors, dtype=torch.float32)
         raw = rq.encode(emb).numpy()
         with torch.no_grad():  # the exact (unquantised) latent: cold items' dense view
             self.latent = F.normalize(rq.latent(emb), dim=1)
@@ -301,6 +307,31 @@ class SemanticID(Recommender):
         self._build_index()
         self.net = self._build().to(self.device)
         self._train(data, validator)
+
+    def _code_vectors(self, data: Interactions, catalog: Catalog | None) -> np.ndarray:
+        """[n_items, d] what the RQ-VAE quantises (see `codes_from`); each part L2-normalised
+        (items without interactions get a zero collaborative part)."""
+        c = self.config
+        text = None
+        if c.codes_from in ("text", "both"):
+            if catalog is None or catalog.embeddings is None:
+                raise ValueError("the semantic-ID model needs item text embeddings (--items)")
+            text = np.asarray(catalog.embeddings, dtype=np.float32)[: data.n_items]
+            if c.codes_from == "text":
+                return text
+        from scipy.sparse.linalg import svds
+
+        m = data.matrix("binary").T.tocsr().astype(np.float64)  # items × users
+        k = max(1, min(c.svd_dim, min(m.shape) - 1))
+        u, sv, _ = svds(m, k=k, random_state=c.seed)
+        collab = (u * np.sqrt(sv)).astype(np.float32)
+        norms = np.linalg.norm(collab, axis=1, keepdims=True)
+        collab = np.divide(collab, norms, out=np.zeros_like(collab), where=norms > 0)
+        self.meta["svd_dim"] = k
+        if text is None:
+            return collab
+        text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
+        return np.concatenate([text, collab], axis=1) / np.sqrt(2.0)
 
     def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
         """The codes are kept; new catalogue items get theirs from the trained RQ-VAE."""
@@ -647,6 +678,14 @@ class SemanticID(Recommender):
         emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
         if emb.ndim != 2 or len(emb) == 0:
             raise ValueError("expected a non-empty [n, dim] array of embeddings")
+        if self.config.codes_from == "interactions":
+            raise ValueError(
+                "semantic-id: codes_from=interactions has no codes for text-only items; "
+                "refit with the new items' interactions, or use codes_from=text or both"
+            )
+        if self.config.codes_from == "both":  # text now, no interactions yet: a zero part
+            emb = F.normalize(emb, dim=1)
+            emb = torch.cat([emb, torch.zeros(len(emb), int(self.meta["svd_dim"]))], 1) / 2**0.5
         raw = self.rq.encode(emb).numpy()
         if getattr(self, "latent", None) is not None:
             self.latent = torch.cat([self.latent, F.normalize(self.rq.latent(emb), dim=1)])
