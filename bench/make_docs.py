@@ -64,6 +64,10 @@ def table(doc: dict) -> str:
                 f"loss={cfg['loss']}" if "loss" in cfg else "",
                 "bf16" if cfg.get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
+                "item embedding" if cfg.get("item_embedding") else "",
+                f"codes from {cfg['codes_from']}"
+                if cfg.get("codes_from", "text") != "text"
+                else "",
                 "no attention dropout" if cfg.get("attn_dropout") == 0 else "",
                 f"{r['stopped_by']}" if r.get("stopped_by") else "",
             ]
@@ -815,7 +819,8 @@ def main() -> None:
     for name, title in sets:
         # The zoo and the generative runs of one dataset form one table (same data, split).
         dirs = [name] + [
-            f"{name}-{run}" for run in ("gen", "gen-sampled", "gen-60", "gen-l3", "sem")
+            f"{name}-{run}"
+            for run in ("gen", "gen-sampled", "gen-60", "gen-l3", "sem", "sem-hybrid", "sem-both")
         ]
         runs = [RESULTS / d / "results.json" for d in dirs]
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]
