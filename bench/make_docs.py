@@ -480,6 +480,10 @@ def extra_sections() -> list[str]:
             )
     for data_name, title in (("ml1m", "ML-1M"), ("beauty", "Amazon Beauty")):
         parts += new_users(_load(RESULTS / "coldstart" / f"users-{data_name}.json"), title)
+    parts += new_users(
+        _load(RESULTS / "coldstart-20pct" / "users-ml1m.json"),
+        "ML-1M, 20 % of users held out: twice the tune and test users",
+    )
     lms = [
         _load(RESULTS / "llm" / f)
         for f in (
