@@ -61,7 +61,11 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     split = leave_one_out(data)
     v_fit, v_hist, v_t = split.stage("valid")
     warm = lambda d: d.select(~np.isin(d.item, cold))  # noqa: E731
-    settings = TEST_SETTINGS["semantic-id"] | {"epochs": 30, "eval_every": 5}
+    settings = TEST_SETTINGS["semantic-id"] | {
+        "epochs": 30,
+        "eval_every": 5,
+        "cold_head_epochs": 10,
+    }
     model = create("semantic-id", settings).fit(
         warm(v_fit), ds.catalog, validator=validator(warm(v_fit), v_t, seen=warm(v_hist))
     )

@@ -255,8 +255,9 @@ class SemanticID(Recommender):
         patience: int = 4
         max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
         # cold items: a dense head maps the decoder's first state into the RQ-VAE latent,
-        # trained after the generator with a softmax over warm items (0 epochs = no head)
-        cold_head_epochs: int = 10
+        # trained after the generator with a softmax over warm items (0 epochs = no head;
+        # off by default: it costs a minute per fit on Beauty and did not help there)
+        cold_head_epochs: int = 0
         item_embedding: bool = False  # ID + semantic hybrid: a learned input vector per item
         # what the codes quantise: item text embeddings, the items' collaborative vectors
         # (truncated SVD of the training interactions: for catalogues without useful text),
