@@ -824,7 +824,16 @@ def main() -> None:
         # The zoo and the generative runs of one dataset form one table (same data, split).
         dirs = [name] + [
             f"{name}-{run}"
-            for run in ("gen", "gen-sampled", "gen-60", "gen-l3", "sem", "sem-hybrid", "sem-both")
+            for run in (
+                "gen",
+                "gen-sampled",
+                "gen-60",
+                "gen-l3",
+                "sem",
+                "sem-hybrid",
+                "sem-idhead",
+                "sem-both",
+            )
         ]
         runs = [RESULTS / d / "results.json" for d in dirs]
         docs = [json.loads(f.read_text()) for f in runs if f.exists()]

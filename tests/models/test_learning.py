@@ -41,13 +41,15 @@ def test_topn_model_beats_popularity(name, stage, pop_hr, planted_embedded):
     [
         {"arch": "causal"},
         {"arch": "causal", "item_embedding": True},
+        {"arch": "causal", "item_embedding": True, "id_loss": 1.0},
         {"codes_from": "interactions", "svd_dim": 16},
     ],
     ids=str,
 )
 def test_semantic_variants_also_learn(variant, stage, pop_hr, planted_embedded):
     """The decoder-only (causal) variant of the semantic-ID head (the default is encdec),
-    alone and with the ID + semantic item embedding on its input; and codes quantised from
+    alone, with the ID + semantic item embedding on its input, and with the ID head on its
+    output (the beam rescored by it); and codes quantised from
     collaborative vectors (truncated SVD of the training interactions) instead of text."""
     fit, seen, targets = stage
     settings = {**TEST_SETTINGS["semantic-id"], **variant}

@@ -136,11 +136,15 @@ def test_invalid_config_rejected(bad, field, planted_embedded):
         )
 
 
+@pytest.mark.parametrize("id_loss", [0.0, 1.0])
 @pytest.mark.parametrize("item_embedding", [False, True])
-def test_new_items_become_generable_without_retraining(item_embedding, planted_embedded, tmp_path):
+def test_new_items_become_generable_without_retraining(
+    item_embedding, id_loss, planted_embedded, tmp_path
+):
     """Items that arrive after training (text only) get codes from the trained RQ-VAE,
     join the trie and are written by the generator; save/load keeps them. With the item
-    embedding, new items get zero rows: they read as their codes alone."""
+    embedding, new items get zero rows: they read as their codes alone (also to the ID
+    head, which scores them by their codes)."""
     ds = planted_embedded
     n_old = ds.interactions.n_items - 10  # the last ten items arrive later
     data = ds.interactions.select(ds.interactions.item < n_old)
@@ -151,7 +155,7 @@ def test_new_items_become_generable_without_retraining(item_embedding, planted_e
         ds.catalog.categories[:n_old],
         ds.catalog.embeddings[:n_old],
     )
-    settings = TEST_SETTINGS["semantic-id"] | {"item_embedding": item_embedding}
+    settings = TEST_SETTINGS["semantic-id"] | {"item_embedding": item_embedding, "id_loss": id_loss}
     model = create("semantic-id", settings).fit(data, old_catalog)
     new = model.add_items(ds.catalog.embeddings[n_old:])
     if item_embedding:
@@ -165,6 +169,49 @@ def test_new_items_become_generable_without_retraining(item_embedding, planted_e
     loaded = load_model(model.save(tmp_path / "m"))
     again = np.array([r.items for r in recommend(loaded, h.take(np.arange(30)), ListOptions(k=20))])
     assert np.array_equal(again, items[:30])
+
+
+def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_embedded, tmp_path):
+    """The ID + semantic hybrid's output side: the beam's items (still generated through
+    the trie) are re-ranked by beam log-prob + w · the ID head's log-softmax, exactly, and
+    w is the validation-best of the grid; the choice travels with the saved model."""
+    from torch.nn import functional as F
+
+    from directrec.evaluate.protocol import validator
+
+    ds = planted_embedded
+    fit, seen, targets = leave_one_out(ds.interactions).stage("valid")
+    settings = TEST_SETTINGS["semantic-id"] | {
+        "arch": "causal",
+        "item_embedding": True,
+        "id_loss": 1.0,
+    }
+    model = create("semantic-id", settings).fit(
+        fit, ds.catalog, validator=validator(fit, targets, seen=seen)
+    )
+    table = {float(w): v for w, v in model.meta["id_blend_valid"].items()}
+    assert set(table) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0}
+    assert table[model.meta["id_blend"]] == max(table.values())
+    h = Histories.from_interactions(fit, range(40))
+    w = 2.0
+    model.meta["id_blend"] = 0.0
+    items0, logp0 = model.generate(h, 10)
+    model.meta["id_blend"] = w
+    items1, logp1 = model.generate(h, 10)
+    hist, pad = model._windows(h.indptr[:-1], h.indptr[1:], h.items)
+    with torch.no_grad():
+        state = model.net.encode(model._inputs(hist), pad)[:, -1]
+        id_logp = F.log_softmax(model.net.id_logits(state), -1)
+    for r in range(len(h)):
+        assert set(items0[r].tolist()) == set(items1[r].tolist())  # the same generated items
+        want = logp0[r] + w * id_logp[r, items0[r]]
+        got = dict(zip(items1[r].tolist(), logp1[r].tolist(), strict=True))
+        torch.testing.assert_close(torch.tensor([got[i] for i in items0[r].tolist()]), want)
+        assert (logp1[r][:-1] >= logp1[r][1:]).all()  # best first
+    model.meta["id_blend"] = w
+    loaded = load_model(model.save(tmp_path / "m"))
+    assert loaded.meta["id_blend"] == w
+    torch.testing.assert_close(loaded.generate(h, 10)[1], logp1)
 
 
 def test_codes_from_interactions_or_both(planted_embedded):

@@ -226,9 +226,12 @@ def fit_cold_gate(
     best: dict = {}
     if getattr(model, "head", None) is None:
         heads = (0.0,)
-    for mix, head in ((m, h) for m in mixes for h in heads):
+    grid = [("latent", m, h) for m in mixes for h in heads]
+    if getattr(model, "text_vectors", None) is not None:  # the dense head is latent-only
+        grid += [("text", m, 0.0) for m in mixes]
+    for view, mix, head in grid:
         sims = model.cold_similarity(
-            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head
+            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]
@@ -249,6 +252,7 @@ def fit_cold_gate(
                     best = {
                         "key": key,
                         "gate": {
+                            "view": view,
                             "mix": float(mix),
                             "head": float(head),
                             "scale": float(scale),

@@ -146,9 +146,14 @@ class SemanticNet(nn.Module):
         dropout: float,
         causal: bool,
         n_items: int = 0,
+        id_loss: float = 0.0,
+        codes: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.sizes, self.max_len, self.causal = sizes, max_len, causal
+        self.id_loss = id_loss
+        # every item's full code (levels + uniqueness), for the ID head's output vectors
+        self.register_buffer("all_codes", codes if codes is not None else torch.zeros(0, 1), False)
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -166,25 +171,45 @@ class SemanticNet(nn.Module):
             nn.init.normal_(e.weight, std=dim**-0.5)
 
     def forward(
-        self, hist_codes: torch.Tensor, pad: torch.Tensor, targets: torch.Tensor
+        self,
+        hist_codes: torch.Tensor,
+        pad: torch.Tensor,
+        targets: torch.Tensor,
+        next_items: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The teacher-forced training pass → summed cross-entropy over the code levels.
+        """The teacher-forced training pass → summed cross-entropy over the code levels
+        (+ `id_loss` × the ID head's cross-entropy over all items, given `next_items`).
 
         hist_codes [B, S, levels] (left-padded; `pad` [B, S] marks padding). Targets are the
         next item's full code (levels + uniqueness token): encdec [B, L+1], the item after
-        the whole history; causal [B, S, L+1], the item after each position (-1: none)."""
+        the whole history; causal [B, S, L+1], the item after each position (-1: none);
+        `next_items` the same items as indices (encdec [B], causal [B, S])."""
         states = self.encode(hist_codes, pad)
         if self.causal:  # each real position's state is the context for its next item
             real = (targets[..., 0] >= 0) & ~pad
             memory, targets = states[real].unsqueeze(1), targets[real]
+            if next_items is not None:
+                next_items = next_items[real]
             pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=memory.device)
         else:
             memory = states
         h = self.decode(targets[:, None, :-1], self.memory_kvs(memory), pad)[:, 0]
-        return sum(
+        loss = sum(
             F.cross_entropy(self.level_logits(h[:, j], j), targets[:, j])
             for j in range(len(self.sizes))
         )
+        if self.id_loss > 0 and next_items is not None:
+            logits = self.id_logits(memory[:, -1])
+            loss = loss + self.id_loss * F.cross_entropy(logits, next_items)
+        return loss
+
+    def id_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """[B, dim] encoder states → [B, n_items] ID-head logits: the dot product with each
+        item's input vector (its code embeddings + its own embedding, when it has one)."""
+        out = self.item_vectors(self.all_codes)
+        if self.item_emb is not None:
+            out = out + self.item_emb.weight
+        return state @ out.T
 
     def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
@@ -258,7 +283,16 @@ class SemanticID(Recommender):
         # trained after the generator with a softmax over warm items (0 epochs = no head;
         # off by default: it costs a minute per fit on Beauty and did not help there)
         cold_head_epochs: int = 0
+        # cold items are scored against the items' own text vectors (kept as float16:
+        # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
+        # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
+        cold_text: bool = True
         item_embedding: bool = False  # ID + semantic hybrid: a learned input vector per item
+        # ID + semantic hybrid, output side: the encoder state also scores every item
+        # (full softmax over the items' input vectors, as SASRec ties them), trained with
+        # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
+        # that log-softmax, w chosen on validation after training (0 = no ID head)
+        id_loss: float = 0.0
         # what the codes quantise: item text embeddings, the items' collaborative vectors
         # (truncated SVD of the training interactions: for catalogues without useful text),
         # or both side by side
@@ -295,6 +329,10 @@ class SemanticID(Recommender):
                 "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)
+        self.text_vectors = None
+        if c.cold_text and c.codes_from != "interactions":
+            text = torch.as_tensor(np.asarray(catalog.embeddings[: data.n_items]))  # type: ignore[union-attr]
+            self.text_vectors = F.normalize(text.float(), dim=1).half()
         rq, rq_log = train_rqvae(vectors, self._rq_config())
         self.rq = rq.eval()
         emb = torch.as_tensor(vectors, dtype=torch.float32)
@@ -363,11 +401,27 @@ class SemanticID(Recommender):
         check = None
         if validator is not None:
             check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
+        if c.id_loss > 0:  # validation during training sees the hybrid at weight 1
+            self.meta.setdefault("id_blend", 1.0)
         train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree)
+        if c.id_loss > 0 and check is not None:
+            self._choose_id_blend(check, d)
         if d.active:
             self.meta["processes"] = d.world
         # the dense head reads the final decoder states, so it is (re)fit after every run
         self.head = self._train_cold_head(data) if c.cold_head_epochs > 0 else None
+
+    def _choose_id_blend(self, check: Validator, d: distributed.Dist) -> None:
+        """The ID head's weight in the beam's score, chosen on the validator after training
+        (0 = the code beam alone); rank 0 decides under torchrun."""
+        grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+        table = {}
+        for w in grid:
+            self.meta["id_blend"] = w
+            table[w] = float(check(self))
+        best = max(grid, key=lambda w: (table[w], -w))
+        self.meta["id_blend"] = float(d.agree(best)) if d.active else best
+        self.meta["id_blend_valid"] = {str(w): round(v, 5) for w, v in table.items()}
 
     def _rq_config(self) -> RQVAEConfig:
         c = self.config
@@ -397,6 +451,8 @@ class SemanticID(Recommender):
             c.dropout,
             c.arch == "causal",
             self.n_items if c.item_embedding else 0,
+            c.id_loss,
+            self.codes,
         )
 
     def _epoch(
@@ -428,7 +484,8 @@ class SemanticID(Recommender):
             u, cut = u[d.rank :: d.world], cut[d.rank :: d.world]
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
-            loss = trainer(self._inputs(hist), pad.to(dev), self.codes[torch.from_numpy(target)])
+            t = torch.from_numpy(target).to(dev)
+            loss = trainer(self._inputs(hist), pad.to(dev), self.codes[t], t)
             share = len(u) * d.world / d.total(len(u))
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()
@@ -461,7 +518,7 @@ class SemanticID(Recommender):
             w = w[:, (w >= 0).any(0).nonzero().min() :].to(self.device)  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
             targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
-            loss = trainer(self._inputs(inp.clamp(min=0)), inp < 0, targets)
+            loss = trainer(self._inputs(inp.clamp(min=0)), inp < 0, targets, tgt)
             n = int(((inp >= 0) & (tgt >= 0)).sum())
             share = n * d.world / max(d.total(n), 1)
             opt.zero_grad(set_to_none=True)
@@ -537,6 +594,10 @@ class SemanticID(Recommender):
                 [prefix.gather(1, beam_idx.unsqueeze(-1).expand(-1, -1, j)), tok.unsqueeze(-1)], 2
             )
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
+        blend = float(self.meta.get("id_blend", 0.0))
+        if blend > 0 and net.id_loss > 0:  # ID + semantic hybrid: rescore the beam
+            id_logp = F.log_softmax(net.id_logits(memory[:, -1]), -1)  # newest position
+            score = score + blend * id_logp.gather(1, items.clamp(min=0))
         order = score.argsort(1, descending=True)
         return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
@@ -552,7 +613,9 @@ class SemanticID(Recommender):
         gate = self.meta.get("cold_gate")
         if gate and len(cold := self.cold_items()):  # no work on this path without a gate
             mix, head = float(gate["mix"]), float(gate.get("head", 0.0))
-            sims = self.cold_similarity(histories, items, logp, mix, head)
+            sims = self.cold_similarity(
+                histories, items, logp, mix, head, gate.get("view", "latent")
+            )
             scores = float(gate["bias"]) + float(gate["scale"]) * sims
             idx = torch.from_numpy(cold)
             out[:, idx] = torch.maximum(out[:, idx], scores)
@@ -586,16 +649,37 @@ class SemanticID(Recommender):
         logp: torch.Tensor,
         mix: float,
         head: float = 0.0,
+        view: str = "latent",
     ) -> torch.Tensor:
-        """[B, n_cold] cosine between each cold item and where the user is heading: the
-        generated list's latent centroid (items weighted by their beam probability), mixed
-        with weight `mix` with the centroid of the user's last 3 items, and with weight
-        `head` with the dense head's prediction from the decoder's first state. So cold
-        items come in through the same generation step, LIGER-style dense scoring."""
-        z = self.item_latent()
+        """[B, n_cold] cosine between each cold item and where the user is heading.
+
+        `view="latent"` (RQ-VAE latent): the generated list's centroid (items weighted by
+        their beam probability), mixed with weight `mix` with the centroid of the user's
+        last 3 items, and with weight `head` with the dense head's prediction.
+        `view="text"` (the items' text vectors): (1 − mix) · the best match among the last
+        3 items (0.05 less per step back) + mix · the cosine to the beam's centroid.
+        Either way cold items come in through the same generation step, LIGER-style dense
+        scoring of the beam."""
+        text = view == "text"
+        if text and getattr(self, "text_vectors", None) is None:
+            raise ValueError("semantic-id: this model kept no text vectors for cold items")
+        z = self.text_vectors.float() if text else self.item_latent()
         ok = items >= 0
         w = torch.softmax(torch.where(ok, logp, -torch.inf), dim=1).nan_to_num(0.0)
         beam = F.normalize((w.unsqueeze(-1) * z[items.clamp(min=0)]).sum(1), dim=1)
+        zc = z[torch.from_numpy(self.cold_items())]
+        if text:
+            best = torch.full((len(histories), len(zc)), -2.0)
+            lo, hi = histories.indptr[:-1], histories.indptr[1:]
+            seq = histories.items if len(histories.items) else np.zeros(1, np.int64)
+            for back in range(3):
+                pos = hi - 1 - back
+                has = torch.from_numpy(pos >= lo)
+                at = torch.from_numpy(seq[np.clip(pos, 0, len(seq) - 1)])
+                s = z[at] @ zc.T - 0.05 * back
+                best = torch.where(has.unsqueeze(1), torch.maximum(best, s), best)
+            best = torch.where(best > -2.0, best, beam @ zc.T)  # no history: the beam alone
+            return (1 - mix) * best + mix * (beam @ zc.T)
         start = np.maximum(histories.indptr[1:] - 3, histories.indptr[:-1])
         hist, pad = self._windows(start, histories.indptr[1:], histories.items)
         keep = (~pad).float().unsqueeze(-1)
@@ -604,7 +688,7 @@ class SemanticID(Recommender):
         if head > 0 and getattr(self, "head", None) is not None:
             h = self.head_vectors(histories.indptr[:-1], histories.indptr[1:], histories.items)
             v = F.normalize((1 - head) * v + head * h, dim=1)
-        return v @ z[torch.from_numpy(self.cold_items())].T
+        return v @ zc.T
 
     @torch.no_grad()
     def user_states(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
@@ -687,6 +771,9 @@ class SemanticID(Recommender):
         if self.config.codes_from == "both":  # text now, no interactions yet: a zero part
             emb = F.normalize(emb, dim=1)
             emb = torch.cat([emb, torch.zeros(len(emb), int(self.meta["svd_dim"]))], 1) / 2**0.5
+        if getattr(self, "text_vectors", None) is not None:
+            text = F.normalize(torch.as_tensor(np.asarray(embeddings)).float(), dim=1)
+            self.text_vectors = torch.cat([self.text_vectors, text.half()])
         raw = self.rq.encode(emb).numpy()
         if getattr(self, "latent", None) is not None:
             self.latent = torch.cat([self.latent, F.normalize(self.rq.latent(emb), dim=1)])
@@ -713,6 +800,7 @@ class SemanticID(Recommender):
             bigger.weight.copy_(torch.cat([table.weight, rows]))
             self.net.tok[-1] = bigger
             self.net.sizes = self.sizes
+        self.net.all_codes = self.codes  # the ID head scores new items by their codes
         if self.net.item_emb is not None:  # new items read as their codes alone (zero rows)
             old = self.net.item_emb.weight
             grown = nn.Embedding(self.n_items, old.shape[1]).to(old.device)
@@ -727,6 +815,8 @@ class SemanticID(Recommender):
         state["codes"] = self.codes.cpu().numpy()
         if getattr(self, "latent", None) is not None:
             state["latent"] = self.latent.cpu().numpy()
+        if getattr(self, "text_vectors", None) is not None:
+            state["text_vectors"] = self.text_vectors.cpu().numpy()
         if getattr(self, "head", None) is not None:
             state |= {f"head.{k}": v.cpu().numpy() for k, v in self.head.state_dict().items()}
         return state
@@ -738,6 +828,8 @@ class SemanticID(Recommender):
         self.rq.eval()
         self.codes = torch.from_numpy(state["codes"]).to(self.device)
         self.latent = torch.from_numpy(state["latent"]) if "latent" in state else None
+        tv = state.get("text_vectors")  # kept since session 8
+        self.text_vectors = torch.from_numpy(tv) if tv is not None else None
         self.head = None
         if "head.weight" in state:  # models saved before session 7 have no dense head
             w = torch.from_numpy(state["head.weight"])
