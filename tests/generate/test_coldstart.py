@@ -84,6 +84,7 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     top = torch.topk(scores, 10, dim=1).indices.numpy()
     in_cold = np.isin(top, cold)
     assert in_cold.any(1).mean() > 0.3  # cold items are written, for many users
+    assert in_cold.sum(1).max() <= table["gate"]["slots"]  # never more than the gate allows
     own = item_topic[top] == user_topic[:, None]
     first = in_cold.argmax(1)[in_cold.any(1)]  # each list's best-placed cold item
     assert own[in_cold.any(1), first].mean() > 0.8

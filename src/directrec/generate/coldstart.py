@@ -14,6 +14,7 @@ those rows' lists; the pipeline applies it to every row that carries query simil
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -185,10 +186,13 @@ def fit_cold_gate(
     heads: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
+    slots: Sequence[int] = (1, 2, 3),
 ) -> dict:
     """Learn, on validation cases (one target item per history row), how cold items enter
     a semantic-ID model's lists: a cold item scores `bias + scale * cos(...)` against the
-    beam's log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`). The gate kept is the
+    beam's log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), and at
+    most `slots` cold items (a user's best-matching ones) may enter a list, so the gate
+    can be generous to the best match without flooding lists. The gate kept is the
     one with the best Recall@k on cold-target cases whose warm-case NDCG@k stays at least
     `min_warm` of the model's without the gate (ties: the better NDCG@k over all cases).
     Stored in `model.meta["cold_gate"]`; returns the chosen gate and its validation figures."""
@@ -236,32 +240,34 @@ def fit_cold_gate(
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
-        for scale in scales:
-            for bias in biases:
-                warm_rank = w_pos + (bias + scale * top > t_logp[:, None]).sum(1)
-                warm_rank = np.where(w_hit.any(1), warm_rank, k)
-                c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
-                g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
-                retention = g_warm / base_warm if base_warm > 0 else 1.0
-                if retention < min_warm:
-                    continue
-                recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
-                overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
-                key = (recall, overall)
-                if not best or key > best["key"]:
-                    best = {
-                        "key": key,
-                        "gate": {
-                            "view": view,
-                            "mix": float(mix),
-                            "head": float(head),
-                            "scale": float(scale),
-                            "bias": float(bias),
-                        },
-                        "valid_cold_recall": recall,
-                        "valid_warm_retention": float(retention),
-                        "valid_ndcg": float(overall),
-                    }
+        caps = sorted({min(int(m), k) for m in slots} | {k})  # k: no cap
+        for scale, bias, m in itertools.product(scales, biases, caps):
+            warm_rank = w_pos + (bias + scale * top[:, :m] > t_logp[:, None]).sum(1)
+            warm_rank = np.where(w_hit.any(1), warm_rank, k)
+            c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
+            c_rank = np.where(above < m, c_rank, k)  # only the best m cold items enter
+            g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
+            retention = g_warm / base_warm if base_warm > 0 else 1.0
+            if retention < min_warm:
+                continue
+            recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
+            overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
+            key = (recall, overall)
+            if not best or key > best["key"]:
+                best = {
+                    "key": key,
+                    "gate": {
+                        "view": view,
+                        "mix": float(mix),
+                        "head": float(head),
+                        "scale": float(scale),
+                        "bias": float(bias),
+                        "slots": int(m),
+                    },
+                    "valid_cold_recall": recall,
+                    "valid_warm_retention": float(retention),
+                    "valid_ndcg": float(overall),
+                }
     table = {
         "cases": len(targets),
         "cold_cases": int(is_cold.sum()),

@@ -617,6 +617,11 @@ class SemanticID(Recommender):
                 histories, items, logp, mix, head, gate.get("view", "latent")
             )
             scores = float(gate["bias"]) + float(gate["scale"]) * sims
+            slots = int(gate.get("slots", len(cold)))  # gates before session 8: no cap
+            if slots < len(cold):  # only each user's best-matching cold items enter
+                keep = torch.topk(sims, slots, dim=1).indices
+                capped = torch.full_like(scores, -torch.inf)
+                scores = capped.scatter(1, keep, scores.gather(1, keep))
             idx = torch.from_numpy(cold)
             out[:, idx] = torch.maximum(out[:, idx], scores)
         return out
