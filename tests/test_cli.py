@@ -58,9 +58,14 @@ def test_benchmark_writes_results(store):
         "--no-isolate",
         "--set",
         "ease.l2=50",
+        "--save-models",
+        d / "models",
     )
     assert res.exit_code == 0, res.output
     doc = json.loads((d / "bench" / "results.json").read_text())
+    from directrec.models import load_model
+
+    assert load_model(d / "models" / "ease").config.l2 == 50.0  # the fitted model is kept
     assert [r["model"] for r in doc["results"]] == ["pop", "itemknn", "ease"]
     ease = doc["results"][2]
     assert ease["config"]["l2"] == 50.0 and ease["fit_seconds"] >= 0 and ease["peak_rss_mb"] > 0

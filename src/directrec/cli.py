@@ -268,6 +268,9 @@ def benchmark(
             help="MMR knob values, e.g. 0,0.3,0.6,0.9: accuracy–diversity curve (diversity.png)"
         ),
     ] = None,
+    save_models: Annotated[
+        Path | None, typer.Option(help="also save each fitted model under DIR/<model>")
+    ] = None,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png."""
     from directrec.evaluate.benchmark import BenchmarkSpec, run_benchmark, write_results
@@ -304,6 +307,7 @@ def benchmark(
         progress=progress and sys.stderr.isatty(),
         valid_users=valid_users,
         diversity=knobs,
+        save_dir=str(save_models) if save_models else None,
     )
     doc = _run_guarded(
         run_benchmark,

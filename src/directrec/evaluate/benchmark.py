@@ -45,6 +45,7 @@ class BenchmarkSpec:
     exclude_seen: bool = True
     progress: bool = False
     diversity: list[float] = field(default_factory=list)  # MMR knob values to sweep (k=10)
+    save_dir: str | None = None  # keep each fitted model as <save_dir>/<model> (safetensors)
 
 
 def peak_rss_mb() -> float:
@@ -101,6 +102,8 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         cap_training=spec.cap_training,
     )
     fit_s = time.perf_counter() - t0
+    if spec.save_dir:  # for later looks (other beams, gates) without refitting
+        model.save(Path(spec.save_dir) / name)
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
         feats = ds.catalog.category_matrix()
@@ -117,7 +120,16 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     )
     extra = {
         k: model.meta[k]
-        for k in ("best_epoch", "best_valid_ndcg@10", "train_log", "stopped_by", "codes", "device")
+        for k in (
+            "best_epoch",
+            "best_valid_ndcg@10",
+            "train_log",
+            "stopped_by",
+            "codes",
+            "device",
+            "id_blend",
+            "id_blend_valid",
+        )
         if k in model.meta
     }
     if spec.diversity and feats is not None:
