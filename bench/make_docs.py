@@ -65,6 +65,10 @@ def table(doc: dict) -> str:
                 "bf16" if cfg.get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
                 "item embedding" if cfg.get("item_embedding") else "",
+                f"ID head (loss {cfg['id_loss']:g}, blend {r.get('id_blend', 'not recorded')})"
+                if cfg.get("id_loss")
+                else "",
+                f"beam {cfg['beam']}" if r["model"] == "semantic-id" and "beam" in cfg else "",
                 f"codes from {cfg['codes_from']}"
                 if cfg.get("codes_from", "text") != "text"
                 else "",
@@ -832,6 +836,7 @@ def main() -> None:
                 "sem",
                 "sem-hybrid",
                 "sem-idhead",
+                "sem-idhead-b50",
                 "sem-both",
             )
         ]
