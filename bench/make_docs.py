@@ -482,6 +482,25 @@ def extra_sections() -> list[str]:
                 f"{h['loss'][-1]}, {h['seconds']} s. The gate's `head` is its weight in the "
                 "direction cold items are scored against (0 = the beam/recent centroid only).\n"
             )
+    views = _load(RESULTS / "coldstart" / "views-beauty.json")
+    if views:
+        parts += [
+            f"How well text alone ranks cold items (`{views['command']}`; the same cold split, "
+            f"{views['cold_cases']} cold cases, ranked among the {views['cold_items']} held-out "
+            "items only): the share whose target is in the top 1, 2, 3, 5, 10 — what a gate "
+            "with that many cold slots could reach at best.\n",
+            "| view | history | top 1 | top 2 | top 3 | top 5 | top 10 |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for v, per in views.items():
+            if isinstance(per, dict) and v.startswith("text"):
+                parts += [
+                    f"| {v} | {h} | "
+                    + " | ".join(f"{x[f'top{k}']:.3f}" for k in (1, 2, 3, 5, 10))
+                    + " |"
+                    for h, x in per.items()
+                ]
+        parts.append("")
     for data_name, title in (("ml1m", "ML-1M"), ("beauty", "Amazon Beauty")):
         parts += new_users(_load(RESULTS / "coldstart" / f"users-{data_name}.json"), title)
     parts += new_users(
