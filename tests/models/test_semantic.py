@@ -126,6 +126,7 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
         ({"arch": "rnn"}, "arch"),
         ({"beam": 0}, "beam"),
         ({"temperature": 0.0}, "temperature"),
+        ({"id_loss": -1.0}, "id_loss"),
         ({"heads": 3}, "heads"),
     ],
 )
@@ -190,7 +191,7 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_em
         fit, ds.catalog, validator=validator(fit, targets, seen=seen)
     )
     table = {float(w): v for w, v in model.meta["id_blend_valid"].items()}
-    assert set(table) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0}
+    assert set(table) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0}
     assert table[model.meta["id_blend"]] == max(table.values())
     h = Histories.from_interactions(fit, range(40))
     w = 2.0

@@ -320,13 +320,14 @@ class SemanticID(Recommender):
             "temperature": c.temperature > 0,
             "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
             "max_len": c.max_len >= 1,
+            "id_loss": c.id_loss >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
-                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; dim divisible by heads)"
+                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; id_loss ≥ 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)
         self.text_vectors = None
@@ -414,7 +415,7 @@ class SemanticID(Recommender):
     def _choose_id_blend(self, check: Validator, d: distributed.Dist) -> None:
         """The ID head's weight in the beam's score, chosen on the validator after training
         (0 = the code beam alone); rank 0 decides under torchrun."""
-        grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+        grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
         table = {}
         for w in grid:
             self.meta["id_blend"] = w
