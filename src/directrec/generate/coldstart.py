@@ -228,11 +228,14 @@ def fit_cold_gate(
         w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
     )
     best: dict = {}
+    by_view: dict[str, float] = {}  # each view's best valid cold recall within the warm rule
     if getattr(model, "head", None) is None:
         heads = (0.0,)
     grid = [("latent", m, h) for m in mixes for h in heads]
     if getattr(model, "text_vectors", None) is not None:  # the dense head is latent-only
         grid += [("text", m, 0.0) for m in mixes]
+    if getattr(getattr(model, "net", None), "id_loss", 0.0) > 0:  # the ID head's own view
+        grid += [("id", m, 0.0) for m in (0.0, 0.25, 0.5, 0.75)]
     for view, mix, head in grid:
         sims = model.cold_similarity(
             histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view
@@ -253,6 +256,8 @@ def fit_cold_gate(
             recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
             overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
             key = (recall, overall)
+            name = f"{view} mix={mix:g}" + (f" head={head:g}" if head else "")
+            by_view[name] = max(by_view.get(name, 0.0), recall)
             if not best or key > best["key"]:
                 best = {
                     "key": key,
@@ -276,6 +281,7 @@ def fit_cold_gate(
         if is_cold.any()
         else 0.0,
         "valid_warm_ndcg_without": base_warm,
+        "valid_cold_recall_by_view": {v: round(r, 4) for v, r in by_view.items()},
     }
     if best and best["valid_cold_recall"] > table["valid_cold_recall_without"]:
         model.meta["cold_gate"] = best["gate"]

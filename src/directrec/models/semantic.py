@@ -154,6 +154,9 @@ class SemanticNet(nn.Module):
         self.id_loss = id_loss
         # every item's full code (levels + uniqueness), for the ID head's output vectors
         self.register_buffer("all_codes", codes if codes is not None else torch.zeros(0, 1), False)
+        # items the ID head may be trained on (None: all): items with no training
+        # interactions are never negatives, so cold items keep their codes' score
+        self.id_allowed: torch.Tensor | None = None
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -200,6 +203,8 @@ class SemanticNet(nn.Module):
         )
         if self.id_loss > 0 and next_items is not None:
             logits = self.id_logits(memory[:, -1])
+            if self.id_allowed is not None:
+                logits = logits.masked_fill(~self.id_allowed, -torch.inf)
             loss = loss + self.id_loss * F.cross_entropy(logits, next_items)
         return loss
 
@@ -404,6 +409,10 @@ class SemanticID(Recommender):
             check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
         if c.id_loss > 0:  # validation during training sees the hybrid at weight 1
             self.meta.setdefault("id_blend", 1.0)
+            # items without training interactions (cold) are no negatives of the ID head:
+            # their item row stays zero and they keep what their codes say
+            allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
+            self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
         train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree)
         if c.id_loss > 0 and check is not None:
             self._choose_id_blend(check, d)
@@ -664,8 +673,19 @@ class SemanticID(Recommender):
         last 3 items, and with weight `head` with the dense head's prediction.
         `view="text"` (the items' text vectors): (1 − mix) · the best match among the last
         3 items (0.05 less per step back) + mix · the cosine to the beam's centroid.
+        `view="id"` (models with an ID head): (1 − mix) · the head's log-probability / 10
+        + mix · the text view's score; cold items were never the head's negatives, so it
+        reads them through their codes.
         Either way cold items come in through the same generation step, LIGER-style dense
         scoring of the beam."""
+        if view == "id":  # the ID head's own log-probability of each cold item (/10)
+            if self.net.id_loss <= 0:
+                raise ValueError("semantic-id: the `id` view needs a model with an ID head")
+            ids = self._id_logp(histories)[:, torch.from_numpy(self.cold_items())] / 10.0
+            if mix > 0 and getattr(self, "text_vectors", None) is not None:
+                text = self.cold_similarity(histories, items, logp, 0.0, 0.0, "text")
+                return (1 - mix) * ids + mix * text
+            return ids
         text = view == "text"
         if text and getattr(self, "text_vectors", None) is None:
             raise ValueError("semantic-id: this model kept no text vectors for cold items")
@@ -695,6 +715,18 @@ class SemanticID(Recommender):
             h = self.head_vectors(histories.indptr[:-1], histories.indptr[1:], histories.items)
             v = F.normalize((1 - head) * v + head * h, dim=1)
         return v @ zc.T
+
+    @torch.no_grad()
+    def _id_logp(self, histories: Histories) -> torch.Tensor:
+        """[B, n_items] the ID head's log-softmax after each history (CPU), in batches."""
+        out, indptr = [], histories.indptr
+        self.net.eval()
+        for b in range(0, len(histories), 1024):
+            lo, hi = indptr[:-1][b : b + 1024], indptr[1:][b : b + 1024]
+            hist, pad = self._windows(lo, hi, histories.items)
+            memory = self.net.encode(self._inputs(hist), pad.to(self.device))
+            out.append(F.log_softmax(self.net.id_logits(memory[:, -1]).float(), -1).cpu())
+        return torch.cat(out) if out else torch.zeros(0, self.n_items)
 
     @torch.no_grad()
     def user_states(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
