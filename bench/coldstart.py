@@ -75,6 +75,28 @@ def warm_ndcg_without_cold(model, inputs, targets: Targets, cold: np.ndarray, k:
     return float(torch.cat(gains).mean()) if gains else 0.0
 
 
+def rank_among_cold(model, hist: Histories, targets: np.ndarray, cold: np.ndarray) -> dict:
+    """Diagnostic (reported, never used to choose): on the cold test cases, the share whose
+    target is in the top 1, 2, 3, 5, 10 of the held-out items alone, by each cold view."""
+    import torch
+
+    items, logp = model.generate(hist)
+    col = torch.from_numpy(np.searchsorted(cold, targets))
+    views = [("latent", 0.0), ("text", 0.0)]
+    if getattr(model.net, "id_loss", 0.0) > 0:
+        views += [("id", 0.0), ("id", 0.5)]
+    out = {}
+    for view, mix in views:
+        if view == "text" and getattr(model, "text_vectors", None) is None:
+            continue
+        sims = model.cold_similarity(hist, items, logp, mix, 0.0, view)
+        rank = (sims > sims.gather(1, col.unsqueeze(1))).sum(1)
+        out[f"{view} mix={mix:g}"] = {
+            f"top{k}": round(float((rank < k).float().mean()), 4) for k in (1, 2, 3, 5, 10)
+        }
+    return out
+
+
 def items_protocol(args: argparse.Namespace) -> dict:
     ds = Dataset.from_store(args.db)
     from directrec.text.encoder import item_embeddings
@@ -173,6 +195,12 @@ def items_protocol(args: argparse.Namespace) -> dict:
             wb = res[name]["warm_ndcg_cold_banned"]
             res[name]["warm_ndcg_retention_vs_banned"] = (
                 res[name]["warm_targets"]["ndcg@10"] / wb if wb else None
+            )
+            res[name]["cold_rank_among_cold"] = rank_among_cold(
+                model,
+                Histories.from_interactions(inputs, test.users[cold_cases]),
+                first_target[cold_cases],
+                cold,
             )
             res[name]["codes"] = model.meta.get("codes")
             res[name]["cold_head"] = model.meta.get("cold_head")
