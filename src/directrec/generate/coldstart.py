@@ -200,7 +200,16 @@ def fit_cold_gate(
     saved = model.meta.pop("cold_gate", None)
     try:
         beam = max(int(model.config.beam), k)
-        items, logp = model.generate(histories, beam)
+        parts = [  # in batches: a wide beam over every validation user at once is GBs
+            model.generate(histories.take(np.arange(b, min(b + 2048, len(histories)))), beam)
+            for b in range(0, len(histories), 2048)
+        ]
+        items = torch.cat(
+            [torch.nn.functional.pad(i, (0, beam - i.shape[1]), value=-1) for i, _ in parts]
+        )
+        logp = torch.cat(
+            [torch.nn.functional.pad(p, (0, beam - p.shape[1]), value=-torch.inf) for _, p in parts]
+        )
     finally:
         if saved is not None:
             model.meta["cold_gate"] = saved
