@@ -75,13 +75,17 @@ def warm_ndcg_without_cold(model, inputs, targets: Targets, cold: np.ndarray, k:
     return float(torch.cat(gains).mean()) if gains else 0.0
 
 
-def rank_among_cold(model, hist: Histories, targets: np.ndarray, cold: np.ndarray) -> dict:
+def rank_among_cold(model, hist: Histories, targets: np.ndarray) -> dict:
     """Diagnostic (reported, never used to choose): on the cold test cases, the share whose
-    target is in the top 1, 2, 3, 5, 10 of the held-out items alone, by each cold view."""
+    target is in the top 1, 2, 3, 5, 10 of the model's cold items alone, by each view."""
     import torch
 
     items, logp = model.generate(hist)
-    col = torch.from_numpy(np.searchsorted(cold, targets))
+    # columns of `cold_similarity` follow the model's own cold items (every item without
+    # training interactions: the held-out ones and any seen only as a target)
+    model_cold = model.cold_items()
+    assert np.isin(targets, model_cold).all(), "a held-out target the model trained on"
+    col = torch.from_numpy(np.searchsorted(model_cold, targets))
     views = [("latent", 0.0), ("text", 0.0)]
     if getattr(model.net, "id_loss", 0.0) > 0:
         views += [("id", 0.0), ("id", 0.5)]
@@ -200,7 +204,6 @@ def items_protocol(args: argparse.Namespace) -> dict:
                 model,
                 Histories.from_interactions(inputs, test.users[cold_cases]),
                 first_target[cold_cases],
-                cold,
             )
             res[name]["codes"] = model.meta.get("codes")
             res[name]["cold_head"] = model.meta.get("cold_head")

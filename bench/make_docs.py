@@ -831,7 +831,7 @@ def cold_items(cs: dict | None, header: str) -> list[str]:
             f"with a cold target): {json.dumps(g.get('gate'))}; validation cold Recall@10 "
             f"{g.get('valid_cold_recall', 0):.4f} (beam only: {g['valid_cold_recall_without']:.4f}), "
             f"warm NDCG@10 kept {g.get('valid_warm_retention', 1):.1%}. On test, warm-case "
-            f"NDCG@10 is {sem['warm_ndcg_retention']:.1%} of the beam-only model's "
+            f"NDCG@10 is {sem['warm_ndcg_retention']:.2%} of the beam-only model's "
             f"(target ≥ 95 %); {sem['share_of_cold_items_in_top10']:.1%} of the top-10 "
             "slots hold a cold item.\n"
         )
@@ -839,7 +839,7 @@ def cold_items(cs: dict | None, header: str) -> list[str]:
             parts.append(
                 f"Against the same model barred from writing any cold item (warm NDCG@10 "
                 f"{sem['warm_ndcg_cold_banned']:.4f}), the gated model keeps "
-                f"{sem['warm_ndcg_retention_vs_banned']:.1%}.\n"
+                f"{sem['warm_ndcg_retention_vs_banned']:.2%}.\n"
             )
         if g.get("valid_cold_recall_by_view"):
             parts.append(
