@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -54,6 +54,12 @@ if run sports-sem-idhead-45; then  # the same Sports hybrid with a 45-minute bud
     --out $R/sports-sem-idhead-45 --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=45 --set eval_every=2 \
     --set codes_from=both --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000
+fi
+if run sports-gen; then  # the ID head (sasrec-ce) on Sports with its Beauty settings: our own
+  # SASRec baseline on the split the semantic-ID runs use
+  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/sports-gen --no-progress --models sasrec-ce --set max_len=20 --set dropout=0.5 \
+    --set lr=2e-3 --set batch_size=128 --set max_minutes=15 --set eval_every=2 --valid-users 4000
 fi
 if run sports-sem; then  # semantic-ID head on Sports (attribute tokens as text), the recipe
   # chosen on Beauty's validation (docs/results/gpu/beauty-sem), 10-minute CPU budget
