@@ -59,20 +59,19 @@ def warm_ndcg_without_cold(model, inputs, targets: Targets, cold: np.ndarray, k:
     scores set to -inf): the same weights without any way for cold items into a list."""
     import torch
 
+    from directrec.evaluate.metrics import ranking_metrics, target_ranks
     from directrec.generate.pipeline import mask_rows, masked_scores
 
-    seen, gains = inputs.matrix("binary"), []
+    seen, ndcg = inputs.matrix("binary"), []
     for b in range(0, len(targets), 1024):
         users = targets.users[b : b + 1024]
-        t = torch.from_numpy(targets.items[targets.indptr[:-1][b : b + 1024]])
+        t = torch.from_numpy(targets.items[targets.indptr[:-1][b : b + 1024]]).unsqueeze(1)
         scores = masked_scores(model, Histories.from_interactions(inputs, users), k)
         mask_rows(scores, seen[users])
         scores[:, torch.from_numpy(cold)] = -torch.inf
-        s_t = scores.gather(1, t.unsqueeze(1))
-        rank = (scores > s_t).sum(1).float()
-        hit = torch.isfinite(s_t.squeeze(1)) & (rank < k)
-        gains.append(torch.where(hit, 1.0 / torch.log2(rank + 2.0), 0.0))
-    return float(torch.cat(gains).mean()) if gains else 0.0
+        ranks = target_ranks(scores, t)
+        ndcg.append(ranking_metrics(ranks, torch.ones(len(t)), k)["ndcg"])
+    return float(torch.cat(ndcg).mean()) if ndcg else 0.0
 
 
 def rank_among_cold(model, hist: Histories, targets: np.ndarray) -> dict:

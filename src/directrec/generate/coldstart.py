@@ -203,13 +203,8 @@ def fit_cold_gate(
         parts = [  # in batches: a wide beam over every validation user at once is GBs
             model.generate(histories.take(np.arange(b, min(b + 2048, len(histories)))), beam)
             for b in range(0, len(histories), 2048)
-        ]
-        items = torch.cat(
-            [torch.nn.functional.pad(i, (0, beam - i.shape[1]), value=-1) for i, _ in parts]
-        )
-        logp = torch.cat(
-            [torch.nn.functional.pad(p, (0, beam - p.shape[1]), value=-torch.inf) for _, p in parts]
-        )
+        ]  # every batch has the same width (the beam, or what the trie allows)
+        items, logp = (torch.cat(x) for x in zip(*parts, strict=True))
     finally:
         if saved is not None:
             model.meta["cold_gate"] = saved
