@@ -28,7 +28,7 @@ from directrec.data.histories import Histories
 from directrec.data.split import Targets, leave_one_out
 from directrec.evaluate.protocol import evaluate, validator
 from directrec.generate.pipeline import ListOptions, recommend
-from directrec.models import create
+from directrec.models import create, load_model
 
 
 def parse_set(pairs: list[str]) -> dict:
@@ -131,7 +131,12 @@ def items_protocol(args: argparse.Namespace) -> dict:
     for name, settings in runs.items():
         t = time.time()
         model = create(name, {"seed": args.seed, **settings})
-        if model.capabilities.early_stopping:
+        if name == "semantic-id" and args.load:  # trained by an earlier --save run
+            model = load_model(args.load)
+            model.meta.pop("cold_gate", None)
+            res["loaded_from"] = str(args.load)
+            settings = {k: getattr(model.config, k) for k in settings}
+        elif model.capabilities.early_stopping:
             warm_valid = v_targets
             keep = ~np.isin(v_targets.items[v_targets.indptr[:-1]], cold)
             warm_valid = subset_targets(v_targets, keep & (np.diff(v_targets.indptr) > 0))
@@ -143,6 +148,8 @@ def items_protocol(args: argparse.Namespace) -> dict:
         else:
             model.fit(warm(fit), ds.catalog)
         fit_s = time.time() - t
+        if name == "semantic-id" and args.save and not args.load:
+            model.save(args.save)
         inputs = warm(hist)  # every user's warm history (train + validation) as the input
         warm_cases = ~cold_cases & (np.diff(test.indptr) > 0)
 
@@ -343,7 +350,16 @@ def main() -> None:
     p.add_argument("--max-history", type=int, default=None)
     p.add_argument("--minutes", type=float, default=15)
     p.add_argument("--set", action="append", default=[], help="model setting key=value")
-    p.add_argument("--save", type=Path, default=None, help="users: save the trained model here")
+    p.add_argument(
+        "--save", type=Path, default=None, help="save the trained model here (items: before its gate)"
+    )
+    p.add_argument(
+        "--load",
+        type=Path,
+        default=None,
+        help="items: read the semantic-ID model a --save run trained (same db, seed, holdout) "
+        "instead of training it again; its gate is learned afresh",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
         "--min-warm",

@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -53,6 +53,13 @@ if run sports-sem-idhead-45; then  # the same Sports hybrid with a 45-minute bud
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem-idhead-45 --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=45 --set eval_every=2 \
+    --set codes_from=both --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000
+fi
+if run sports-sem-idhead-reg; then  # the Sports hybrid regularised: the 45-minute run peaked at
+  # epoch 14 while its training loss kept falling (overfitting), so dropout 0.3, 30 minutes
+  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/sports-sem-idhead-reg --no-progress --models semantic-id --set arch=causal --set max_len=20 \
+    --set lr=2e-3 --set batch_size=128 --set max_minutes=30 --set eval_every=2 --set dropout=0.3 \
     --set codes_from=both --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000
 fi
 if run sports-gen; then  # the ID head (sasrec-ce) on Sports with its Beauty settings: our own
@@ -176,6 +183,12 @@ if run cold-gate-hybrid; then  # cold items with the ID + semantic hybrid (the B
   $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 20 --set arch=causal \
     --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
     --tag hybrid
+fi
+if run cold-gate-place; then  # the same hybrid with the gate's second family, reserved slots at
+  # a learned rank (bench/coldstart.py --load out/bench/models/beauty-cold-hybrid refits gates only)
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 20 --set arch=causal \
+    --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
+    --save $OUT/models/beauty-cold-hybrid --tag place
 fi
 if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \

@@ -441,6 +441,10 @@ def extra_sections() -> list[str]:
         _load(RESULTS / "coldstart" / "items-beauty-hybrid.json"),
         "### Cold items with the ID + semantic hybrid\n",
     )
+    parts += cold_items(
+        _load(RESULTS / "coldstart" / "items-beauty-place.json"),
+        "### Cold items: the hybrid with reserved slots in the gate's grid\n",
+    )
     views = _load(RESULTS / "coldstart" / "views-beauty.json")
     if views:
         parts += [

@@ -201,3 +201,26 @@ def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded):
     table = fit_cold_gate(model, h, v_t.items[v_t.indptr[:-1]], k=10)
     assert {"id mix=0", "id mix=0.5", "text mix=0"} <= set(table["valid_cold_recall_by_view"])
     assert table["valid_cold_recall"] > table["valid_cold_recall_without"]
+    # The validation estimate is what scoring does: for each gate family, the gate's
+    # validation cold recall and warm retention are the ones its lists really get.
+    targets = v_t.items[v_t.indptr[:-1]]
+    is_cold = np.isin(targets, model.cold_items())
+    model.meta.pop("cold_gate", None)
+    ndcg = lambda top: np.where(  # noqa: E731
+        (hit := top == targets[:, None]).any(1), 1.0 / np.log2(hit.argmax(1) + 2.0), 0.0
+    )
+    base = ndcg(torch.topk(model.score(h, k=10), 10, dim=1).indices.numpy())[~is_cold].mean()
+    for mode in ("score", "place"):
+        table = fit_cold_gate(model, h, targets, k=10, modes=(mode,))
+        assert table["gate"] is not None and table["gate"]["mode"] == mode
+        top = torch.topk(model.score(h, k=10), 10, dim=1).indices.numpy()
+        recall = (top[is_cold] == targets[is_cold, None]).any(1).mean()
+        assert abs(recall - table["valid_cold_recall"]) < 0.03, (mode, recall, table)
+        retention = ndcg(top)[~is_cold].mean() / base
+        assert abs(retention - table["valid_warm_retention"]) < 0.02, (mode, retention, table)
+        assert retention >= 0.94
+        if mode == "place":  # admitted cold items sit at the gate's rank and below it
+            in_cold = np.isin(top, model.cold_items())
+            pos = np.nonzero(in_cold)[1]
+            assert len(pos) and pos.min() >= table["gate"]["rank"]
+            assert in_cold.sum(1).max() <= table["gate"]["slots"]

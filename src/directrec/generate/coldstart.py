@@ -187,15 +187,26 @@ def fit_cold_gate(
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
     slots: Sequence[int] = (1, 2, 3),
+    admit: Sequence[float] = tuple(np.linspace(0.0, 0.9, 10)),
+    modes: Sequence[str] = ("score", "place"),
 ) -> dict:
     """Learn, on validation cases (one target item per history row), how cold items enter
-    a semantic-ID model's lists: a cold item scores `bias + scale * cos(...)` against the
-    beam's log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), and at
-    most `slots` cold items (a user's best-matching ones) may enter a list, so the gate
-    can be generous to the best match without flooding lists. The gate kept is the
-    one with the best Recall@k on cold-target cases whose warm-case NDCG@k stays at least
-    `min_warm` of the model's without the gate (ties: the better NDCG@k over all cases).
-    Stored in `model.meta["cold_gate"]`; returns the chosen gate and its validation figures."""
+    a semantic-ID model's lists. Two gate families, one grid:
+
+    - `score`: a cold item scores `bias + scale * cos(...)` against the beam's
+      log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), so it enters
+      high where the beam is unsure and low where it is confident;
+    - `place`: reserved slots. A user's best-matching cold items whose similarity clears
+      `threshold` enter the generated list at rank `rank` (0-based), pushing the warm items
+      from there down; the threshold is a quantile (`admit`) of validation users' best
+      cold similarity, so the gate can learn to reserve a slot only when a match is good.
+
+    Either way at most `slots` cold items (a user's best-matching ones) may enter a list;
+    `modes` names the families searched.
+    The gate kept is the one with the best Recall@k on cold-target cases whose warm-case
+    NDCG@k stays at least `min_warm` of the model's without the gate (ties: the better
+    NDCG@k over all cases). Stored in `model.meta["cold_gate"]`; returns the chosen gate
+    and its validation figures."""
     cold = model.cold_items()
     saved = model.meta.pop("cold_gate", None)
     try:
@@ -228,6 +239,7 @@ def fit_cold_gate(
     warm_items = np.take_along_axis(items, order, 1)
     w_hit = warm_items == targets[:, None]
     w_pos = np.where(w_hit.any(1), w_hit.argmax(1), k)
+    n_warm = np.isfinite(warm_sorted).sum(1)  # generated warm items per row
     t_logp = np.where(
         w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
     )
@@ -248,7 +260,7 @@ def fit_cold_gate(
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
         caps = sorted({min(int(m), k) for m in slots} | {k})  # k: no cap
-        for scale, bias, m in itertools.product(scales, biases, caps):
+        for scale, bias, m in itertools.product(scales, biases, caps if "score" in modes else ()):
             warm_rank = w_pos + (bias + scale * top[:, :m] > t_logp[:, None]).sum(1)
             warm_rank = np.where(w_hit.any(1), warm_rank, k)
             c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
@@ -266,11 +278,46 @@ def fit_cold_gate(
                 best = {
                     "key": key,
                     "gate": {
+                        "mode": "score",
                         "view": view,
                         "mix": float(mix),
                         "head": float(head),
                         "scale": float(scale),
                         "bias": float(bias),
+                        "slots": int(m),
+                    },
+                    "valid_cold_recall": recall,
+                    "valid_warm_retention": float(retention),
+                    "valid_ndcg": float(overall),
+                }
+        # Reserved slots: admitted cold items take ranks rank, rank + 1, … of the list.
+        use = "place" in modes and len(top)
+        taus = sorted({float(t) for t in np.quantile(top[:, 0], admit)}) if use else []
+        for m, tau, place in itertools.product(caps, taus, range(k)):
+            admitted = (top[:, :m] >= tau).sum(1)
+            warm_rank = np.where(w_pos >= place, w_pos + admitted, w_pos)
+            warm_rank = np.where(w_hit.any(1), warm_rank, k)
+            c_rank = np.minimum(place, n_warm[c_rows]) + above
+            c_rank = np.where((above < m) & (s_t >= tau), c_rank, k)
+            g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
+            retention = g_warm / base_warm if base_warm > 0 else 1.0
+            if retention < min_warm:
+                continue
+            recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
+            overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
+            key = (recall, overall)
+            name = f"{view} mix={mix:g}" + (f" head={head:g}" if head else "") + " place"
+            by_view[name] = max(by_view.get(name, 0.0), recall)
+            if not best or key > best["key"]:
+                best = {
+                    "key": key,
+                    "gate": {
+                        "mode": "place",
+                        "view": view,
+                        "mix": float(mix),
+                        "head": float(head),
+                        "threshold": tau,
+                        "rank": int(place),
                         "slots": int(m),
                     },
                     "valid_cold_recall": recall,

@@ -614,7 +614,8 @@ class SemanticID(Recommender):
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf. With a
         learned cold gate (`meta["cold_gate"]`), items the generator never trained on also
-        get a score from where the generated list points (see `cold_similarity`)."""
+        get a score from where the generated list points (see `cold_similarity`); the gate
+        then decides every cold item's score (one the beam wrote too), as it was fitted."""
         items, logp = self.generate(histories, beam_width(self.config.beam, k, self.n_items))
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
@@ -626,15 +627,46 @@ class SemanticID(Recommender):
             sims = self.cold_similarity(
                 histories, items, logp, mix, head, gate.get("view", "latent")
             )
-            scores = float(gate["bias"]) + float(gate["scale"]) * sims
-            slots = int(gate.get("slots", len(cold)))  # gates before session 8: no cap
+            slots = min(int(gate.get("slots", len(cold))), len(cold))  # before session 8: all
+            if gate.get("mode", "score") == "place":
+                scores = self._placed(items, logp, cold, sims, gate, slots)
+            else:
+                scores = float(gate["bias"]) + float(gate["scale"]) * sims
             if slots < len(cold):  # only each user's best-matching cold items enter
                 keep = torch.topk(sims, slots, dim=1).indices
                 capped = torch.full_like(scores, -torch.inf)
                 scores = capped.scatter(1, keep, scores.gather(1, keep))
             idx = torch.from_numpy(cold)
-            out[:, idx] = torch.maximum(out[:, idx], scores)
+            out[:, idx] = scores  # with a gate, cold items enter through it alone
         return out
+
+    @staticmethod
+    def _placed(
+        items: torch.Tensor,
+        logp: torch.Tensor,
+        cold: np.ndarray,
+        sims: torch.Tensor,
+        gate: dict,
+        slots: int,
+    ) -> torch.Tensor:
+        """Scores [B, n_cold] that put a user's best `slots` cold items with similarity ≥
+        the gate's threshold at ranks rank, rank + 1, … of the generated list: between the
+        warm items generated at ranks rank − 1 and rank, best match first (-inf if not
+        admitted). The "place" gate of `fit_cold_gate`."""
+        place = int(gate["rank"])
+        warm = (items >= 0) & ~torch.from_numpy(np.isin(items.numpy(), cold))
+        ranked = torch.where(warm, logp, -torch.inf).sort(1, descending=True).values
+        width = ranked.shape[1]
+        lo = ranked[:, place] if place < width else torch.full((len(items),), -torch.inf)
+        hi = ranked[:, place - 1] if 0 < place <= width else lo + 1.0
+        hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi))  # no warm items
+        lo = torch.where(torch.isfinite(lo), lo, hi - 1.0)  # fewer warm items than `rank`
+        # the j-th best admitted cold item sits at (slots - j) / (slots + 1) of the gap
+        order = sims.argsort(1, descending=True).argsort(1).float()  # 0 = the best match
+        frac = ((slots - order) / (slots + 1)).clamp(min=0.0)
+        scores = lo[:, None] + (hi - lo)[:, None] * frac
+        admitted = (sims >= float(gate["threshold"])) & (order < slots)
+        return torch.where(admitted, scores, -torch.inf)
 
     # -------------------------------------------------------------- cold items
     def cold_items(self) -> np.ndarray:
