@@ -351,7 +351,10 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=15)
     p.add_argument("--set", action="append", default=[], help="model setting key=value")
     p.add_argument(
-        "--save", type=Path, default=None, help="save the trained model here (items: before its gate)"
+        "--save",
+        type=Path,
+        default=None,
+        help="save the trained model here (items: before its gate)",
     )
     p.add_argument(
         "--load",

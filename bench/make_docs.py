@@ -73,6 +73,9 @@ def table(doc: dict) -> str:
                 if cfg.get("codes_from", "text") != "text"
                 else "",
                 "no attention dropout" if cfg.get("attn_dropout") == 0 else "",
+                f"dropout {cfg['dropout']:g}"
+                if r["model"] == "semantic-id" and cfg.get("dropout", 0.1) != 0.1
+                else "",
                 f"{r['stopped_by']}" if r.get("stopped_by") else "",
             ]
             note += "; " + ", ".join(e for e in extras if e)
@@ -885,6 +888,7 @@ def main() -> None:
                 "sem-idhead",
                 "sem-idhead-b50",
                 "sem-idhead-45",
+                "sem-idhead-reg",
                 "sem-both",
             )
         ]
