@@ -170,7 +170,7 @@ def items_protocol(args: argparse.Namespace) -> dict:
 
         res[name] = {
             "settings": settings,
-            "fit_seconds": round(fit_s, 1),
+            "fit_seconds": None if name == "semantic-id" and args.load else round(fit_s, 1),
             **measure(),
             "best_epoch": model.meta.get("best_epoch"),
         }

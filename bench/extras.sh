@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -189,6 +189,12 @@ if run cold-gate-place; then  # the same hybrid with the gate's second family, r
   $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 20 --set arch=causal \
     --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
     --save $OUT/models/beauty-cold-hybrid --tag place
+fi
+if run cold-gate-place-regate; then  # the model cold-gate-place trained and saved, its gate refitted
+  # with the score family's bias grid reaching below every list's 10th log-probability
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --set arch=causal \
+    --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
+    --load $OUT/models/beauty-cold-hybrid --tag place-regate
 fi
 if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \

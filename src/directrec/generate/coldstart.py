@@ -185,7 +185,7 @@ def fit_cold_gate(
     mixes: Sequence[float] = (0.0, 0.5, 1.0),
     heads: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
-    biases: Sequence[float] = tuple(np.arange(-30.0, 5.01, 0.5)),
+    biases: Sequence[float] | None = None,
     slots: Sequence[int] = (1, 2, 3),
     admit: Sequence[float] = tuple(np.linspace(0.0, 0.9, 10)),
     modes: Sequence[str] = ("score", "place"),
@@ -195,7 +195,8 @@ def fit_cold_gate(
 
     - `score`: a cold item scores `bias + scale * cos(...)` against the beam's
       log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), so it enters
-      high where the beam is unsure and low where it is confident;
+      high where the beam is unsure and low where it is confident (`biases` by default
+      reach 10 below the 1st percentile of the lists' k-th log-probability);
     - `place`: reserved slots. A user's best-matching cold items whose similarity clears
       `threshold` enter the generated list at rank `rank` (0-based), pushing the warm items
       from there down; the threshold is a quantile (`admit`) of validation users' best
@@ -240,6 +241,12 @@ def fit_cold_gate(
     w_hit = warm_items == targets[:, None]
     w_pos = np.where(w_hit.any(1), w_hit.argmax(1), k)
     n_warm = np.isfinite(warm_sorted).sum(1)  # generated warm items per row
+    if biases is None:  # down to below (nearly) every list's k-th log-probability: a
+        # confident model (or a large ID-head blend) puts it far under -30
+        kth = warm_sorted[:, min(k, warm_sorted.shape[1]) - 1]
+        kth = kth[np.isfinite(kth)]
+        low = np.floor(np.percentile(kth, 1)) - 10.0 if len(kth) else -30.0
+        biases = tuple(np.arange(min(low, -30.0), 5.01, 0.5))
     t_logp = np.where(
         w_hit.any(1), warm_sorted[np.arange(len(items)), w_pos.clip(max=beam - 1)], -np.inf
     )
