@@ -448,6 +448,10 @@ def extra_sections() -> list[str]:
         _load(RESULTS / "coldstart" / "items-beauty-place.json"),
         "### Cold items: the hybrid with reserved slots in the gate's grid\n",
     )
+    parts += cold_items(
+        _load(RESULTS / "coldstart" / "items-beauty-place-regate.json"),
+        "### Cold items: the same model, its gate refitted with the wider bias grid\n",
+    )
     views = _load(RESULTS / "coldstart" / "views-beauty.json")
     if views:
         parts += [
@@ -810,7 +814,13 @@ def cold_items(cs: dict | None, header: str) -> list[str]:
     parts = [
         header,
         f"New items (TIGER protocol): `{cs['command']}` — "
-        f"{cs['cold_items']} items ({cs['cold_test_cases']} test cases) held out of training.\n",
+        f"{cs['cold_items']} items ({cs['cold_test_cases']} test cases) held out of training"
+        + (
+            f"; the semantic-ID model is the one saved at `{cs['loaded_from']}` (not retrained)"
+            if cs.get("loaded_from")
+            else ""
+        )
+        + ".\n",
         "| model | Recall@10 (cold targets) | NDCG@10 (cold) | Recall@20 (cold) | Recall@10 (all targets) | NDCG@10 (all) | NDCG@10 (warm targets) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
