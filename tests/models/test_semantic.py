@@ -234,3 +234,32 @@ def test_codes_from_interactions_or_both(planted_embedded):
     b = create("semantic-id", settings | {"codes_from": "both"}).fit(ds.interactions, ds.catalog)
     new = b.add_items(ds.catalog.embeddings[:2])
     assert len(new) == 2 and b.codes.shape[0] == ds.interactions.n_items + 2
+
+
+def test_placed_cold_items_take_the_gate_rank_or_follow_a_short_list():
+    """The reserved-slot gate: admitted cold items (similarity ≥ threshold, best first)
+    go between the warm items at ranks rank − 1 and rank; a row with fewer warm items
+    than `rank` gets them after its last warm item, and a beam-written cold item does
+    not count as warm."""
+    cold = np.array([100, 101, 102])
+    items = torch.tensor([[5, 6, 7, 8], [5, 100, 6, -1], [-1, -1, -1, -1]])
+    logp = torch.tensor(
+        [[-1.0, -2.0, -3.0, -4.0], [-1.0, -1.5, -2.0, -torch.inf], [-torch.inf] * 4]
+    )
+    sims = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.9, 0.95], [0.5, 0.6, 0.7]])
+    gate = {"rank": 2, "threshold": 0.5}
+    scores = SemanticID._placed(items, logp, cold, sims, gate, slots=2)
+    out = torch.full((3, 103), -torch.inf)
+    out[torch.arange(3)[:, None], items.clamp(min=0)] = torch.where(items >= 0, logp, -torch.inf)
+    out[:, torch.from_numpy(cold)] = scores
+    ranked = [
+        [
+            i
+            for i in torch.argsort(row, descending=True, stable=True).tolist()
+            if torch.isfinite(row[i])
+        ]
+        for row in out
+    ]
+    assert ranked[0] == [5, 6, 100, 102, 7, 8]  # 0.9 before 0.8; 101 is below the threshold
+    assert ranked[1] == [5, 6, 102, 101]  # two warm items only: the cold ones follow them
+    assert ranked[2] == [102, 101]  # no warm item: the best two admitted, best first

@@ -655,12 +655,15 @@ class SemanticID(Recommender):
         admitted). The "place" gate of `fit_cold_gate`."""
         place = int(gate["rank"])
         warm = (items >= 0) & ~torch.from_numpy(np.isin(items.numpy(), cold))
-        ranked = torch.where(warm, logp, -torch.inf).sort(1, descending=True).values
-        width = ranked.shape[1]
-        lo = ranked[:, place] if place < width else torch.full((len(items),), -torch.inf)
-        hi = ranked[:, place - 1] if 0 < place <= width else lo + 1.0
-        hi = torch.where(torch.isfinite(hi), hi, torch.zeros_like(hi))  # no warm items
-        lo = torch.where(torch.isfinite(lo), lo, hi - 1.0)  # fewer warm items than `rank`
+        ranked = torch.where(warm, logp.float(), -torch.inf).sort(1, descending=True).values
+        pad = torch.full((len(items), place + 1), -torch.inf)  # every row has column `place`
+        ranked = torch.cat([ranked, pad], 1)
+        n = warm.sum(1)  # a row with fewer warm items than `rank` gets its cold ones last
+        lo = ranked[:, place]  # the warm item the slot goes above (-inf: none)
+        above = (torch.clamp(n, max=place) - 1).clamp(min=0)  # the warm item it goes below
+        hi = lo + 1.0 if place == 0 else ranked.gather(1, above[:, None]).squeeze(1)
+        hi = torch.where(n > 0, hi, torch.zeros_like(hi))  # no warm items at all
+        lo = torch.where(torch.isfinite(lo), lo, hi - 1.0)
         # the j-th best admitted cold item sits at (slots - j) / (slots + 1) of the gap
         order = sims.argsort(1, descending=True).argsort(1).float()  # 0 = the best match
         frac = ((slots - order) / (slots + 1)).clamp(min=0.0)
