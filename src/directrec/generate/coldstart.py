@@ -259,6 +259,32 @@ def fit_cold_gate(
         grid += [("text", m, 0.0) for m in mixes]
     if getattr(getattr(model, "net", None), "id_loss", 0.0) > 0:  # the ID head's own view
         grid += [("id", m, 0.0) for m in (0.0, 0.25, 0.5, 0.75)]
+
+    def consider(gate: dict, warm_rank: np.ndarray, c_rank: np.ndarray) -> None:
+        """Score one candidate gate from the ranks it gives warm and cold targets (k or
+        more: out of the list); keep it if it beats the best within the warm rule."""
+        nonlocal best
+        warm_rank = np.where(w_hit.any(1), warm_rank, k)
+        g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
+        retention = g_warm / base_warm if base_warm > 0 else 1.0
+        if retention < min_warm:
+            return
+        recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
+        overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
+        name = f"{gate['view']} mix={gate['mix']:g}"
+        name += (f" head={gate['head']:g}" if gate["head"] else "") + (
+            " place" if gate["mode"] == "place" else ""
+        )
+        by_view[name] = max(by_view.get(name, 0.0), recall)
+        if not best or (recall, overall) > best["key"]:
+            best = {
+                "key": (recall, overall),
+                "gate": gate,
+                "valid_cold_recall": recall,
+                "valid_warm_retention": float(retention),
+                "valid_ndcg": float(overall),
+            }
+
     for view, mix, head in grid:
         sims = model.cold_similarity(
             histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view
@@ -267,70 +293,31 @@ def fit_cold_gate(
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
         caps = sorted({min(int(m), k) for m in slots} | {k})  # k: no cap
+        view_of = {"view": view, "mix": float(mix), "head": float(head)}
         for scale, bias, m in itertools.product(scales, biases, caps if "score" in modes else ()):
-            warm_rank = w_pos + (bias + scale * top[:, :m] > t_logp[:, None]).sum(1)
-            warm_rank = np.where(w_hit.any(1), warm_rank, k)
             c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
-            c_rank = np.where(above < m, c_rank, k)  # only the best m cold items enter
-            g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
-            retention = g_warm / base_warm if base_warm > 0 else 1.0
-            if retention < min_warm:
-                continue
-            recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
-            overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
-            key = (recall, overall)
-            name = f"{view} mix={mix:g}" + (f" head={head:g}" if head else "")
-            by_view[name] = max(by_view.get(name, 0.0), recall)
-            if not best or key > best["key"]:
-                best = {
-                    "key": key,
-                    "gate": {
-                        "mode": "score",
-                        "view": view,
-                        "mix": float(mix),
-                        "head": float(head),
-                        "scale": float(scale),
-                        "bias": float(bias),
-                        "slots": int(m),
-                    },
-                    "valid_cold_recall": recall,
-                    "valid_warm_retention": float(retention),
-                    "valid_ndcg": float(overall),
-                }
+            consider(
+                {
+                    "mode": "score",
+                    **view_of,
+                    "scale": float(scale),
+                    "bias": float(bias),
+                    "slots": m,
+                },
+                w_pos + (bias + scale * top[:, :m] > t_logp[:, None]).sum(1),
+                np.where(above < m, c_rank, k),  # only the best m cold items enter
+            )
         # Reserved slots: admitted cold items take ranks rank, rank + 1, … of the list.
         use = "place" in modes and len(top)
         taus = sorted({float(t) for t in np.quantile(top[:, 0], admit)}) if use else []
         for m, tau, place in itertools.product(caps, taus, range(k)):
             admitted = (top[:, :m] >= tau).sum(1)
-            warm_rank = np.where(w_pos >= place, w_pos + admitted, w_pos)
-            warm_rank = np.where(w_hit.any(1), warm_rank, k)
             c_rank = np.minimum(place, n_warm[c_rows]) + above
-            c_rank = np.where((above < m) & (s_t >= tau), c_rank, k)
-            g_warm = gain(warm_rank[warm_rows]).mean() if len(warm_rows) else 0.0
-            retention = g_warm / base_warm if base_warm > 0 else 1.0
-            if retention < min_warm:
-                continue
-            recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
-            overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
-            key = (recall, overall)
-            name = f"{view} mix={mix:g}" + (f" head={head:g}" if head else "") + " place"
-            by_view[name] = max(by_view.get(name, 0.0), recall)
-            if not best or key > best["key"]:
-                best = {
-                    "key": key,
-                    "gate": {
-                        "mode": "place",
-                        "view": view,
-                        "mix": float(mix),
-                        "head": float(head),
-                        "threshold": tau,
-                        "rank": int(place),
-                        "slots": int(m),
-                    },
-                    "valid_cold_recall": recall,
-                    "valid_warm_retention": float(retention),
-                    "valid_ndcg": float(overall),
-                }
+            consider(
+                {"mode": "place", **view_of, "threshold": tau, "rank": place, "slots": m},
+                np.where(w_pos >= place, w_pos + admitted, w_pos),
+                np.where((above < m) & (s_t >= tau), c_rank, k),
+            )
     table = {
         "cases": len(targets),
         "cold_cases": int(is_cold.sum()),
