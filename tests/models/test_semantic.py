@@ -248,7 +248,8 @@ def test_placed_cold_items_take_the_gate_rank_or_follow_a_short_list():
     )
     sims = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.9, 0.95], [0.5, 0.6, 0.7]])
     gate = {"rank": 2, "threshold": 0.5}
-    scores = SemanticID._placed(items, logp, cold, sims, gate, slots=2)
+    keep = torch.topk(sims, 2, dim=1).indices  # each row's two best matches, best first
+    scores = SemanticID._placed(items, logp, cold, sims, keep, gate)
     out = torch.full((3, 103), -torch.inf)
     out[torch.arange(3)[:, None], items.clamp(min=0)] = torch.where(items >= 0, logp, -torch.inf)
     out[:, torch.from_numpy(cold)] = scores

@@ -628,14 +628,16 @@ class SemanticID(Recommender):
                 histories, items, logp, mix, head, gate.get("view", "latent")
             )
             slots = min(int(gate.get("slots", len(cold))), len(cold))  # before session 8: all
-            if gate.get("mode", "score") == "place":
-                scores = self._placed(items, logp, cold, sims, gate, slots)
+            place = gate.get("mode", "score") == "place"
+            # each user's best-matching cold items, best first: only they may enter
+            keep = torch.topk(sims, slots, dim=1).indices if place or slots < len(cold) else None
+            if place:
+                scores = self._placed(items, logp, cold, sims, keep, gate)
             else:
                 scores = float(gate["bias"]) + float(gate["scale"]) * sims
-            if slots < len(cold):  # only each user's best-matching cold items enter
-                keep = torch.topk(sims, slots, dim=1).indices
-                capped = torch.full_like(scores, -torch.inf)
-                scores = capped.scatter(1, keep, scores.gather(1, keep))
+                if keep is not None:
+                    capped = torch.full_like(scores, -torch.inf)
+                    scores = capped.scatter(1, keep, scores.gather(1, keep))
             idx = torch.from_numpy(cold)
             out[:, idx] = scores  # with a gate, cold items enter through it alone
         return out
@@ -646,14 +648,14 @@ class SemanticID(Recommender):
         logp: torch.Tensor,
         cold: np.ndarray,
         sims: torch.Tensor,
+        keep: torch.Tensor,
         gate: dict,
-        slots: int,
     ) -> torch.Tensor:
-        """Scores [B, n_cold] that put a user's best `slots` cold items with similarity ≥
-        the gate's threshold at ranks rank, rank + 1, … of the generated list: between the
-        warm items generated at ranks rank − 1 and rank, best match first (-inf if not
-        admitted). The "place" gate of `fit_cold_gate`."""
-        place = int(gate["rank"])
+        """Scores [B, n_cold] that put a user's best cold items (`keep`, best first) with
+        similarity ≥ the gate's threshold at ranks rank, rank + 1, … of the generated list:
+        between the warm items generated at ranks rank − 1 and rank (-inf if not admitted).
+        The "place" gate of `fit_cold_gate`."""
+        place, slots = int(gate["rank"]), keep.shape[1]
         warm = (items >= 0) & ~torch.from_numpy(np.isin(items.numpy(), cold))
         ranked = torch.where(warm, logp.float(), -torch.inf).sort(1, descending=True).values
         pad = torch.full((len(items), place + 1), -torch.inf)  # every row has column `place`
@@ -665,11 +667,10 @@ class SemanticID(Recommender):
         hi = torch.where(n > 0, hi, torch.zeros_like(hi))  # no warm items at all
         lo = torch.where(torch.isfinite(lo), lo, hi - 1.0)
         # the j-th best admitted cold item sits at (slots - j) / (slots + 1) of the gap
-        order = sims.argsort(1, descending=True).argsort(1).float()  # 0 = the best match
-        frac = ((slots - order) / (slots + 1)).clamp(min=0.0)
-        scores = lo[:, None] + (hi - lo)[:, None] * frac
-        admitted = (sims >= float(gate["threshold"])) & (order < slots)
-        return torch.where(admitted, scores, -torch.inf)
+        frac = (slots - torch.arange(slots)) / (slots + 1)
+        placed = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+        placed = torch.where(sims.gather(1, keep) >= float(gate["threshold"]), placed, -torch.inf)
+        return torch.full_like(sims, -torch.inf).scatter(1, keep, placed)
 
     # -------------------------------------------------------------- cold items
     def cold_items(self) -> np.ndarray:
