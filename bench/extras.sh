@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-gen|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-gen|sports-gen-ss|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -67,6 +67,15 @@ if run sports-gen; then  # the ID head (sasrec-ce) on Sports with its Beauty set
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-gen --no-progress --models sasrec-ce --set max_len=20 --set dropout=0.5 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=15 --set eval_every=2 --valid-users 4000
+fi
+if run sports-gen-ss; then  # the ID head on Sports with the recipe eSASRec's repository lists
+  # for its SASRec-SS row on this dataset (configs/paper/loo/s3_vanilla.yaml: 256 factors,
+  # 1 block, 1 head, dropout 0.2, sampled softmax over 256 uniform negatives)
+  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/sports-gen-ss --no-progress --models sasrec-ce --set max_len=20 --set dim=256 \
+    --set layers=1 --set heads=1 --set dropout=0.2 --set loss=sampled --set negatives=256 \
+    --set lr=1e-3 --set batch_size=128 --set max_minutes=25 --set eval_every=2 --set patience=5 \
+    --valid-users 4000
 fi
 if run sports-sem; then  # semantic-ID head on Sports (attribute tokens as text), the recipe
   # chosen on Beauty's validation (docs/results/gpu/beauty-sem), 10-minute CPU budget

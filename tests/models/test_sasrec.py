@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -67,6 +69,64 @@ def test_each_loss_learns_to_rank(loss, planted):
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"{loss}: HR@10 {hr:.3f} vs popularity {pop:.3f}"
+
+
+def test_cosine_decay_sets_each_epochs_rate_and_resumes_exactly(train, tmp_path, monkeypatch):
+    """`lr_decay=cosine`: epoch e trains at lr · (1 + cos(π e / epochs)) / 2, a function of
+    the epoch alone, so a run resumed from a checkpoint ends on the same weights."""
+    cfg = {**SMALL, "epochs": 4, "lr_decay": "cosine"}
+    model, rates = create("sasrec-ce", cfg), []
+    real = model._epoch
+
+    def spy(windows, opt, epoch, *rest):
+        rates.append(opt.param_groups[0]["lr"])
+        return real(windows, opt, epoch, *rest)
+
+    monkeypatch.setattr(model, "_epoch", spy)
+    straight = model.fit(train)
+    lr = SMALL["lr"]
+    assert rates == pytest.approx([lr * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    # interrupted after its 2nd epoch (checkpoint written), then resumed by a fresh process
+    ckpt = str(tmp_path / "ckpt")
+    cut = create("sasrec-ce", {**cfg, "checkpoint_dir": ckpt})
+    write = cut._checkpoint
+
+    def crash_after_two(opt, data, state):
+        write(opt, data, state)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cut, "_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit(train)
+    resumed = create("sasrec-ce", {**cfg, "checkpoint_dir": ckpt}).fit(train)
+    assert len(resumed.meta["train_log"]) == 4
+    for (k, a), b in zip(
+        straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_constant_rate_by_default_and_a_bad_decay_is_refused(train, monkeypatch):
+    model, rates = create("sasrec-ce", {**SMALL, "epochs": 3}), []
+    real = model._epoch
+    monkeypatch.setattr(
+        model,
+        "_epoch",
+        lambda w, opt, e, *r: rates.append(opt.param_groups[0]["lr"]) or real(w, opt, e, *r),
+    )
+    model.fit(train)
+    assert rates == [SMALL["lr"]] * 3
+    with pytest.raises(ValueError, match="lr_decay"):
+        create("sasrec-ce", {**SMALL, "epochs": 1, "lr_decay": "linear"}).fit(train)
+
+
+def test_cosine_decay_still_learns(planted):
+    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
+    model = create("sasrec-ce", {**SMALL, "epochs": 40, "lr_decay": "cosine"}).fit(fit)
+    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
+    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
+    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
 
 
 def test_deterministic_with_a_seed(train):

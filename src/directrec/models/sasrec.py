@@ -134,6 +134,9 @@ class SASRec(Recommender):
         # within 50-batch pools, batches in random order), so little compute goes to padding.
         length_batches: bool = True
         lr: float = 1e-3
+        # none | cosine: a half cosine from `lr` towards 0 over `epochs` (set `epochs` to
+        # what the time budget affords; validation still picks the best epoch)
+        lr_decay: str = "none"
         weight_decay: float = 0.0
         eval_every: int = 5  # epochs between validations (early stopping)
         patience: int = 4  # validations without improvement before stopping
@@ -215,7 +218,7 @@ class SASRec(Recommender):
             check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
         epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q, trainer, d)  # noqa: E731
         train_by_epochs(
-            self, self.net, epoch_fn, check, state=state, after_epoch=after, agree=d.agree
+            self, self.net, epoch_fn, check, state=state, after_epoch=after, agree=d.agree, opt=opt
         )
         self.meta["device"] = str(dev)
         if d.active:

@@ -281,6 +281,7 @@ class SemanticID(Recommender):
         batch_size: int = 256
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         lr: float = 1e-3
+        lr_decay: str = "none"  # none | cosine (towards 0 over `epochs`), as for SASRec
         eval_every: int = 5
         patience: int = 4
         max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
@@ -413,7 +414,7 @@ class SemanticID(Recommender):
             # their item row stays zero and they keep what their codes say
             allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
             self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
-        train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree)
+        train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree, opt=opt)
         if c.id_loss > 0 and check is not None:
             self._choose_id_blend(check, d)
         if d.active:

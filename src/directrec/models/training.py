@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -110,6 +111,20 @@ def loop_meta(state: LoopState) -> dict[str, Any]:
     }
 
 
+LR_DECAYS = ("none", "cosine")
+
+
+def epoch_lr(base: float, epoch: int, epochs: int, decay: str) -> float:
+    """The learning rate of 0-based `epoch`: `base` throughout (`none`), or a half cosine
+    from `base` at the first epoch towards 0 after the last (`cosine`, horizon `epochs`).
+    A function of the epoch alone, so a resumed or distributed run follows the same curve."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, not {decay!r}")
+    if decay == "none" or epochs <= 0:
+        return base
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
+
+
 def train_by_epochs(
     model: Any,
     net: nn.Module,
@@ -118,13 +133,24 @@ def train_by_epochs(
     state: LoopState | None = None,
     after_epoch: Callable[[LoopState], None] | None = None,
     agree: Callable[[float], float] | None = None,
+    opt: torch.optim.Optimizer | None = None,
 ) -> LoopState:
     """`run_epochs` with the schedule from `model.config` (epochs, eval_every, patience,
-    max_minutes, progress); the run's log lands in `model.meta`."""
+    max_minutes, progress; with `opt`, also the learning rate `lr` under `lr_decay`);
+    the run's log lands in `model.meta`."""
     c = model.config
+    decay = getattr(c, "lr_decay", "none")
+    if opt is not None:
+        epoch_lr(c.lr, 0, c.epochs, decay)  # a bad setting fails before any training
+
+        def scheduled(epoch: int) -> float:
+            for group in opt.param_groups:
+                group["lr"] = epoch_lr(c.lr, epoch, c.epochs, decay)
+            return epoch_fn(epoch)
+
     state = run_epochs(
         net,
-        epoch_fn,
+        epoch_fn if opt is None else scheduled,
         epochs=c.epochs,
         validate=None if validator is None else (lambda: validator(model)),
         eval_every=c.eval_every,
