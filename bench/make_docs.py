@@ -62,6 +62,17 @@ def table(doc: dict) -> str:
             extras = [
                 f"{budget:g}-min budget" if budget else "",
                 f"loss={cfg['loss']}" if "loss" in cfg else "",
+                f"{cfg['negatives']} negatives" if cfg.get("loss") == "sampled" else "",
+                f"dim {cfg['dim']}, {cfg['layers']} layer(s), {cfg['heads']} head(s)"
+                if r["model"].startswith("sasrec")
+                and (cfg.get("dim"), cfg.get("layers")) != (64, 2)
+                else "",
+                f"dropout {cfg['dropout']:g}"
+                if r["model"].startswith("sasrec") and "dropout" in cfg
+                else "",
+                f"lr {cfg['lr']:g} on a half cosine over {cfg['epochs']} epochs"
+                if cfg.get("lr_decay", "none") != "none"
+                else "",
                 "bf16" if cfg.get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
                 "item embedding" if cfg.get("item_embedding") else "",
@@ -893,12 +904,15 @@ def main() -> None:
                 "gen-sampled",
                 "gen-60",
                 "gen-l3",
+                "gen-cos",
+                "gen-ss",
                 "sem",
                 "sem-hybrid",
                 "sem-idhead",
                 "sem-idhead-b50",
                 "sem-idhead-45",
                 "sem-idhead-reg",
+                "sem-idhead-cos",
                 "sem-both",
             )
         ]

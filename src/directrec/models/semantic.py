@@ -35,7 +35,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.training import train_by_epochs
+from directrec.models.training import LR_DECAYS, train_by_epochs
 from directrec.models.transformer import (
     Block,
     causal_padding_mask,
@@ -327,13 +327,15 @@ class SemanticID(Recommender):
             "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
             "max_len": c.max_len >= 1,
             "id_loss": c.id_loss >= 0,
+            "lr_decay": c.lr_decay in LR_DECAYS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
-                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; id_loss ≥ 0; dim divisible by heads)"
+                "lr_decay: none | cosine; levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
+                "id_loss ≥ 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)
         self.text_vectors = None
