@@ -161,7 +161,7 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded):
+def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded, monkeypatch):
     """The ID + semantic hybrid with cold items held out: they are never the ID head's
     negatives (their item rows stay exactly zero), so the head scores them by their codes
     alone, and its best cold item is mostly from the user's own topic. The gate grid
@@ -224,3 +224,16 @@ def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded):
             pos = np.nonzero(in_cold)[1]
             assert len(pos) and pos.min() >= table["gate"]["rank"]
             assert in_cold.sum(1).max() <= table["gate"]["slots"]
+    # Scoring with an id-view gate reads the ID head from the beam's own encoder pass: the
+    # same log-probabilities as a separate pass, and no second pass.
+    cold_t = torch.from_numpy(model.cold_items())
+    gate = {"mode": "score", "view": "id", "mix": 0.0, "head": 0.0, "bias": -5.0, "scale": 1.0}
+    model.meta["cold_gate"] = gate | {"slots": len(cold_t)}
+    expected = -5.0 + model.cold_id_logp(h) / 10.0
+
+    def second_pass(histories):
+        raise AssertionError("the ID head ran a second encoder pass")
+
+    monkeypatch.setattr(model, "cold_id_logp", second_pass)
+    scores = model.score(h, k=10)[:, cold_t]
+    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)

@@ -285,9 +285,11 @@ def fit_cold_gate(
                 "valid_ndcg": float(overall),
             }
 
+    # the ID head's view of the cold items is one encoder pass, shared by its grid points
+    id_cold = model.cold_id_logp(histories) if any(g[0] == "id" for g in grid) else None
     for view, mix, head in grid:
         sims = model.cold_similarity(
-            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view
+            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view, id_cold
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]

@@ -567,6 +567,19 @@ class SemanticID(Recommender):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
         log-probabilities, best first. Every item is a catalogue item, unseen if asked."""
+        items, score, _ = self._generate(histories, beam, exclude_seen)
+        return items, score
+
+    def _generate(
+        self,
+        histories: Histories,
+        beam: int | None = None,
+        exclude_seen: bool = True,
+        id_head: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`generate`, plus the ID head's log-softmax over all items [B, n_items] from the
+        same encoder pass when the model has that head and it is used (the beam's rescoring,
+        or `id_head`); else None."""
         c, net, trie = self.config, self.net, self.trie
         dev = self.device
         hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
@@ -608,28 +621,32 @@ class SemanticID(Recommender):
             )
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
         blend = float(self.meta.get("id_blend", 0.0))
-        if blend > 0 and net.id_loss > 0:  # ID + semantic hybrid: rescore the beam
-            id_logp = F.log_softmax(net.id_logits(memory[:, -1]), -1)  # newest position
+        id_logp = None
+        if net.id_loss > 0 and (blend > 0 or id_head):  # newest position
+            id_logp = F.log_softmax(net.id_logits(memory[:, -1]).float(), -1)
+        if blend > 0 and id_logp is not None:  # ID + semantic hybrid: rescore the beam
             score = score + blend * id_logp.gather(1, items.clamp(min=0))
         order = score.argsort(1, descending=True)
-        return items.gather(1, order).cpu(), score.gather(1, order).cpu()
+        ids = None if id_logp is None else id_logp.cpu()
+        return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf. With a
         learned cold gate (`meta["cold_gate"]`), items the generator never trained on also
         get a score from where the generated list points (see `cold_similarity`); the gate
         then decides every cold item's score (one the beam wrote too), as it was fitted."""
-        items, logp = self.generate(histories, beam_width(self.config.beam, k, self.n_items))
+        gate = self.meta.get("cold_gate")
+        view = gate.get("view", "latent") if gate else ""
+        width = beam_width(self.config.beam, k, self.n_items)
+        items, logp, id_logp = self._generate(histories, width, id_head=view == "id")
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
         rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
         out[rows[ok], items[ok]] = logp[ok]
-        gate = self.meta.get("cold_gate")
         if gate and len(cold := self.cold_items()):  # no work on this path without a gate
             mix, head = float(gate["mix"]), float(gate.get("head", 0.0))
-            sims = self.cold_similarity(
-                histories, items, logp, mix, head, gate.get("view", "latent")
-            )
+            id_cold = None if id_logp is None else id_logp[:, torch.from_numpy(cold)]
+            sims = self.cold_similarity(histories, items, logp, mix, head, view, id_cold)
             slots = min(int(gate.get("slots", len(cold))), len(cold))  # before session 8: all
             place = gate.get("mode", "score") == "place"
             # each user's best-matching cold items, best first: only they may enter
@@ -704,6 +721,7 @@ class SemanticID(Recommender):
         mix: float,
         head: float = 0.0,
         view: str = "latent",
+        id_cold: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """[B, n_cold] cosine between each cold item and where the user is heading.
 
@@ -714,13 +732,12 @@ class SemanticID(Recommender):
         3 items (0.05 less per step back) + mix · the cosine to the beam's centroid.
         `view="id"` (models with an ID head): (1 − mix) · the head's log-probability / 10
         + mix · the text view's score; cold items were never the head's negatives, so it
-        reads them through their codes.
+        reads them through their codes (`id_cold`: those log-probabilities [B, n_cold]
+        when the caller already has them, e.g. `cold_id_logp`, else they are computed).
         Either way cold items come in through the same generation step, LIGER-style dense
         scoring of the beam."""
         if view == "id":  # the ID head's own log-probability of each cold item (/10)
-            if self.net.id_loss <= 0:
-                raise ValueError("semantic-id: the `id` view needs a model with an ID head")
-            ids = self._id_logp(histories)[:, torch.from_numpy(self.cold_items())] / 10.0
+            ids = (self.cold_id_logp(histories) if id_cold is None else id_cold) / 10.0
             if mix > 0 and getattr(self, "text_vectors", None) is not None:
                 text = self.cold_similarity(histories, items, logp, 0.0, 0.0, "text")
                 return (1 - mix) * ids + mix * text
@@ -756,16 +773,22 @@ class SemanticID(Recommender):
         return v @ zc.T
 
     @torch.no_grad()
-    def _id_logp(self, histories: Histories) -> torch.Tensor:
-        """[B, n_items] the ID head's log-softmax after each history (CPU), in batches."""
+    def cold_id_logp(self, histories: Histories) -> torch.Tensor:
+        """[B, n_cold] the ID head's log-softmax of each cold item after each history (CPU),
+        in batches (only the cold columns are kept: the full matrix of a validation set is
+        GBs)."""
+        if self.net.id_loss <= 0:
+            raise ValueError("semantic-id: the `id` view needs a model with an ID head")
+        cold = torch.from_numpy(self.cold_items())
         out, indptr = [], histories.indptr
         self.net.eval()
         for b in range(0, len(histories), 1024):
             lo, hi = indptr[:-1][b : b + 1024], indptr[1:][b : b + 1024]
             hist, pad = self._windows(lo, hi, histories.items)
             memory = self.net.encode(self._inputs(hist), pad.to(self.device))
-            out.append(F.log_softmax(self.net.id_logits(memory[:, -1]).float(), -1).cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.n_items)
+            logp = F.log_softmax(self.net.id_logits(memory[:, -1]).float(), -1)
+            out.append(logp.cpu()[:, cold])
+        return torch.cat(out) if out else torch.zeros(0, len(cold))
 
     @torch.no_grad()
     def user_states(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
