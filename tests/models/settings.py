@@ -1,4 +1,7 @@
-"""Small, fast configurations for tests (the defaults are sized for real data)."""
+"""Small, fast configurations for tests (the defaults are sized for real data), and a spy
+on the learning rate each training epoch runs at."""
+
+import math
 
 TEST_SETTINGS: dict[str, dict] = {
     "pop": {},
@@ -37,3 +40,22 @@ TEST_SETTINGS: dict[str, dict] = {
     "svdpp": {"factors": 8, "epochs": 30, "batch_size": 64, "lr": 1e-2},
     "nmf": {"factors": 8, "epochs": 30, "batch_size": 64, "lr": 1e-2},
 }
+
+
+def record_rates(monkeypatch, model, epoch_method: str) -> list[float]:
+    """Spy on `model.<epoch_method>(data, opt, epoch, ...)`: the returned list gets the
+    optimizer's learning rate as each epoch starts."""
+    rates: list[float] = []
+    real = getattr(model, epoch_method)
+
+    def spy(data, opt, epoch, *rest):
+        rates.append(opt.param_groups[0]["lr"])
+        return real(data, opt, epoch, *rest)
+
+    monkeypatch.setattr(model, epoch_method, spy)
+    return rates
+
+
+def cosine_rates(lr: float, epochs: int) -> list[float]:
+    """A half cosine from `lr` towards 0 over `epochs`, by hand: lr · (1 + cos(π e / n)) / 2."""
+    return [lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]

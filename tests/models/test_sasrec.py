@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +10,7 @@ from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
 from directrec.models import create
+from tests.models.settings import cosine_rates, record_rates
 
 SMALL = {"max_len": 20, "dim": 16, "heads": 2, "layers": 1, "batch_size": 64, "lr": 3e-3}
 
@@ -75,17 +74,10 @@ def test_cosine_decay_sets_each_epochs_rate_and_resumes_exactly(train, tmp_path,
     """`lr_decay=cosine`: epoch e trains at lr · (1 + cos(π e / epochs)) / 2, a function of
     the epoch alone, so a run resumed from a checkpoint ends on the same weights."""
     cfg = {**SMALL, "epochs": 4, "lr_decay": "cosine"}
-    model, rates = create("sasrec-ce", cfg), []
-    real = model._epoch
-
-    def spy(windows, opt, epoch, *rest):
-        rates.append(opt.param_groups[0]["lr"])
-        return real(windows, opt, epoch, *rest)
-
-    monkeypatch.setattr(model, "_epoch", spy)
+    model = create("sasrec-ce", cfg)
+    rates = record_rates(monkeypatch, model, "_epoch")
     straight = model.fit(train)
-    lr = SMALL["lr"]
-    assert rates == pytest.approx([lr * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+    assert rates == pytest.approx(cosine_rates(SMALL["lr"], 4))
     # interrupted after its 2nd epoch (checkpoint written), then resumed by a fresh process
     ckpt = str(tmp_path / "ckpt")
     cut = create("sasrec-ce", {**cfg, "checkpoint_dir": ckpt})
@@ -108,13 +100,8 @@ def test_cosine_decay_sets_each_epochs_rate_and_resumes_exactly(train, tmp_path,
 
 
 def test_constant_rate_by_default_and_a_bad_decay_is_refused(train, monkeypatch):
-    model, rates = create("sasrec-ce", {**SMALL, "epochs": 3}), []
-    real = model._epoch
-    monkeypatch.setattr(
-        model,
-        "_epoch",
-        lambda w, opt, e, *r: rates.append(opt.param_groups[0]["lr"]) or real(w, opt, e, *r),
-    )
+    model = create("sasrec-ce", {**SMALL, "epochs": 3})
+    rates = record_rates(monkeypatch, model, "_epoch")
     model.fit(train)
     assert rates == [SMALL["lr"]] * 3
     with pytest.raises(ValueError, match="lr_decay"):

@@ -3,8 +3,6 @@ histories, every generated item exists, is unseen by the user and appears once."
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,7 @@ from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import create, load_model
 from directrec.models.semantic import CodeTrie, SemanticID
 from directrec.text.semantic_ids import make_unique
-from tests.models.settings import TEST_SETTINGS
+from tests.models.settings import TEST_SETTINGS, cosine_rates, record_rates
 
 
 def untrained(codes: np.ndarray, history: Interactions, beam: int, seed: int) -> SemanticID:
@@ -146,17 +144,10 @@ def test_cosine_decay_sets_each_epochs_rate_and_still_learns(planted_embedded, m
     ds = planted_embedded
     fit, seen, targets = leave_one_out(ds.interactions).stage("valid")
     cfg = {**TEST_SETTINGS["semantic-id"], "arch": "causal", "lr_decay": "cosine"}
-    model, rates = create("semantic-id", cfg), []
-    real = model._epoch_causal
-
-    def spy(windows, opt, epoch, *rest):
-        rates.append(opt.param_groups[0]["lr"])
-        return real(windows, opt, epoch, *rest)
-
-    monkeypatch.setattr(model, "_epoch_causal", spy)
+    model = create("semantic-id", cfg)
+    rates = record_rates(monkeypatch, model, "_epoch_causal")
     model.fit(fit, ds.catalog)
-    n, lr = cfg["epochs"], cfg["lr"]
-    assert rates == pytest.approx([lr * (1 + math.cos(math.pi * e / n)) / 2 for e in range(n)])
+    assert rates == pytest.approx(cosine_rates(cfg["lr"], cfg["epochs"]))
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
