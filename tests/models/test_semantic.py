@@ -226,6 +226,9 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_em
         torch.testing.assert_close(torch.tensor([got[i] for i in items0[r].tolist()]), want)
         assert (logp1[r][:-1] >= logp1[r][1:]).all()  # best first
     model.meta["id_blend"] = w
+    # scoring is inference: no autograd graph through the beam (one kept per batch cost a
+    # Beauty evaluation 4× the memory)
+    assert not model._score(h, 10).requires_grad
     loaded = load_model(model.save(tmp_path / "m"))
     assert loaded.meta["id_blend"] == w
     torch.testing.assert_close(loaded.generate(h, 10)[1], logp1)

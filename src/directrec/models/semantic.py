@@ -561,7 +561,6 @@ class SemanticID(Recommender):
         return torch.from_numpy(hist), torch.from_numpy(~valid)
 
     # -------------------------------------------------------------- generation
-    @torch.no_grad()
     def generate(
         self, histories: Histories, beam: int | None = None, exclude_seen: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -570,6 +569,7 @@ class SemanticID(Recommender):
         items, score, _ = self._generate(histories, beam, exclude_seen)
         return items, score
 
+    @torch.no_grad()  # every caller (`generate`, `_score`) is inference
     def _generate(
         self,
         histories: Histories,
