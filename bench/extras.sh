@@ -64,7 +64,8 @@ if run sports-sem-idhead-reg; then  # the Sports hybrid regularised: the 45-minu
 fi
 if run sports-sem-idhead-cos; then  # the Sports hybrid with the learning rate on a half
   # cosine over 20 epochs: the constant-rate 45-minute run peaked at epoch 14 and then
-  # oscillated (0.032-0.036) while its training loss kept falling
+  # oscillated (0.032-0.036) while its training loss kept falling. (Its recorded eval time,
+  # validation time and peak memory carry a scoring bug fixed after it ran: CAVEATS.md.)
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem-idhead-cos --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set lr_decay=cosine --set epochs=20 --set batch_size=128 --set max_minutes=40 \
