@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-gen|sports-gen-ss|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -86,6 +86,13 @@ if run sports-gen-ss; then  # the ID head on Sports with the recipe eSASRec's re
     --set layers=1 --set heads=1 --set dropout=0.2 --set loss=sampled --set negatives=256 \
     --set lr=1e-3 --set batch_size=128 --set max_minutes=25 --set eval_every=2 --set patience=5 \
     --valid-users 4000
+fi
+if run sports-gen-cos; then  # the Sports ID head (sasrec-ce, its Beauty settings) with the learning
+  # rate on a half cosine over the 30 epochs its 15-minute budget affords (~28 s each)
+  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+    --out $R/sports-gen-cos --no-progress --models sasrec-ce --set max_len=20 --set dropout=0.5 \
+    --set lr=2e-3 --set lr_decay=cosine --set epochs=30 --set batch_size=128 --set max_minutes=16 \
+    --set eval_every=2 --set patience=15 --valid-users 4000
 fi
 if run sports-sem; then  # semantic-ID head on Sports (attribute tokens as text), the recipe
   # chosen on Beauty's validation (docs/results/gpu/beauty-sem), 10-minute CPU budget
