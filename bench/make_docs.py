@@ -913,6 +913,7 @@ def main() -> None:
                 "sem-idhead-45",
                 "sem-idhead-reg",
                 "sem-idhead-cos",
+                "sem-idhead-cos28",
                 "sem-both",
             )
         ]
