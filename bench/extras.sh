@@ -64,13 +64,13 @@ if run sports-sem-idhead-reg; then  # the Sports hybrid regularised: the 45-minu
 fi
 if run sports-sem-idhead-cos; then  # the Sports hybrid with the learning rate on a half
   # cosine over 20 epochs: the constant-rate 45-minute run peaked at epoch 14 and then
-  # oscillated (0.032-0.036) while its training loss kept falling. (Its recorded eval time,
-  # validation time and peak memory carry a scoring bug fixed after it ran: CAVEATS.md.)
+  # oscillated (0.032-0.036) while its training loss kept falling. The model is saved (fit on
+  # train only) for bench/beam_blend.py's later looks at the beam width and the ID weight.
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem-idhead-cos --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set lr_decay=cosine --set epochs=20 --set batch_size=128 --set max_minutes=40 \
     --set eval_every=2 --set patience=20 --set codes_from=both --set item_embedding=true \
-    --set id_loss=1.0 --set beam=50 --valid-users 2000
+    --set id_loss=1.0 --set beam=50 --valid-users 2000 --save-models $OUT/models/sports-idhead-cos
 fi
 if run sports-sem-idhead-cos28; then  # the same over 28 epochs: at 20 the validation NDCG was
   # still rising (best at epoch 18, 0.0383) when the rate reached zero
