@@ -427,6 +427,24 @@ def extra_sections() -> list[str]:
             f"bad artefacts: truncated weights, wrong hash) while serving "
             f"{sw['load']['sent']} requests: {sw['failed_requests']} failed.\n"
         )
+    for bb in sorted(RESULTS.glob("*/beam-blend.json")):
+        d = _load(bb)
+        rows = [
+            f"| {r['beam']} | {r['id_blend']:g} | {r['valid_ndcg@10']:.4f} | {r['seconds']} |"
+            for r in d["grid"]
+        ]
+        t = d["test"]
+        parts += [
+            f"## Beam width and ID weight after training ({bb.parent.name})\n",
+            f"`{d['command']}` — {d['protocol']}. Saved settings {d['saved_settings']}.\n",
+            "| beam | ID weight | valid NDCG@10 | s |",
+            "|---:|---:|---:|---:|",
+            *rows,
+            "",
+            f"Chosen {d['chosen']}: test Recall@10 {t['recall@10']:.4f}, NDCG@10 "
+            f"{t['ndcg@10']:.4f}, Recall@20 {t['recall@20']:.4f} ({d['test_users']:,} users, "
+            f"{d['test_seconds']} s).\n",
+        ]
     ex = _load(RESULTS / "explain" / "faithfulness-ml1m.json")
     prev = _load(RESULTS / "explain" / "faithfulness-ml1m-previous-rule.json")
     if ex:
