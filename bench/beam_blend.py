@@ -25,10 +25,6 @@ from directrec.evaluate.protocol import evaluate, validator
 from directrec.models import load_model
 
 
-def floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",")]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -38,8 +34,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--split", default="loo")
     p.add_argument("--max-history", type=int, default=20)
-    p.add_argument("--beams", default="50,100")
-    p.add_argument("--weights", default="2,4,8,16")
+    p.add_argument("--beams", type=lambda t: [int(x) for x in t.split(",")], default=[50, 100])
+    p.add_argument(
+        "--weights", type=lambda t: [float(x) for x in t.split(",")], default=[2.0, 4.0, 8.0, 16.0]
+    )
     p.add_argument("--valid-users", type=int, default=6000)
     p.add_argument("--sample-seed", type=int, default=1, help="the fit's validation used 0")
     args = p.parse_args()
@@ -58,8 +56,8 @@ def main() -> None:
     )
     saved = {"beam": model.config.beam, "id_blend": model.meta["id_blend"]}
     grid = []
-    for beam in (int(b) for b in floats(args.beams)):
-        for w in floats(args.weights):
+    for beam in args.beams:
+        for w in args.weights:
             model.config.beam, model.meta["id_blend"] = beam, w
             t = time.perf_counter()
             grid.append({"beam": beam, "id_blend": w, "valid_ndcg@10": round(check(model), 5)})
