@@ -188,12 +188,10 @@ def test_new_items_become_generable_without_retraining(
     assert np.array_equal(again, items[:30])
 
 
-def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_embedded, tmp_path):
-    """The ID + semantic hybrid's output side: the beam's items (still generated through
-    the trie) are re-ranked by beam log-prob + w · the ID head's log-softmax, exactly, and
-    w is the validation-best of the grid; the choice travels with the saved model."""
-    from torch.nn import functional as F
-
+@pytest.fixture(scope="module")
+def hybrid(planted_embedded) -> tuple[SemanticID, Interactions]:
+    """The causal ID + semantic hybrid fit on the planted data's training part, with its
+    ID weight chosen on validation; and that training part."""
     from directrec.evaluate.protocol import validator
 
     ds = planted_embedded
@@ -206,6 +204,16 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_em
     model = create("semantic-id", settings).fit(
         fit, ds.catalog, validator=validator(fit, targets, seen=seen)
     )
+    return model, fit
+
+
+def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(hybrid, tmp_path):
+    """The ID + semantic hybrid's output side: the beam's items (still generated through
+    the trie) are re-ranked by beam log-prob + w · the ID head's log-softmax, exactly, and
+    w is the validation-best of the grid; the choice travels with the saved model."""
+    from torch.nn import functional as F
+
+    model, fit = hybrid
     table = {float(w): v for w, v in model.meta["id_blend_valid"].items()}
     assert set(table) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0}
     assert table[model.meta["id_blend"]] == max(table.values())
@@ -232,6 +240,49 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(planted_em
     loaded = load_model(model.save(tmp_path / "m"))
     assert loaded.meta["id_blend"] == w
     torch.testing.assert_close(loaded.generate(h, 10)[1], logp1)
+
+
+def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_path):
+    """`id_candidates`: the ID head's best unseen items that the beam missed join its list,
+    each with the code log-prob an exhaustive beam gives it (+ the same w · ID term); the
+    beam's own items keep their scores; the setting travels with the saved model."""
+    from torch.nn import functional as F
+
+    model, fit = hybrid
+    h = Histories.from_interactions(fit, range(40))
+    w, n, beam = 2.0, 6, 5
+    chosen = model.meta["id_blend"]
+    try:
+        model.meta["id_blend"] = 0.0
+        full_items, full_logp = model.generate(h, model.n_items)  # every unseen item, exact
+        model.meta["id_blend"] = w
+        beam_items, beam_logp = model.generate(h, beam)
+        model.config.id_candidates = n
+        items, logp = model.generate(h, beam)
+        loaded = load_model(model.save(tmp_path / "m"))
+    finally:
+        model.config.id_candidates, model.meta["id_blend"] = 0, chosen
+    assert loaded.config.id_candidates == n
+    torch.testing.assert_close(loaded.generate(h, beam)[1], logp)
+    assert items.shape == (len(h), beam + n)
+    hist, pad = model._windows(h.indptr[:-1], h.indptr[1:], h.items)
+    with torch.no_grad():
+        state = model.net.encode(model._inputs(hist), pad)[:, -1]
+        id_logp = F.log_softmax(model.net.id_logits(state), -1)
+    for r in range(len(h)):
+        seen = set(h[r].tolist())
+        ranked = [i for i in id_logp[r].argsort(descending=True).tolist() if i not in seen]
+        beam_set = set(beam_items[r].tolist())
+        got = dict(zip(items[r].tolist(), logp[r].tolist(), strict=True))
+        got.pop(-1, None)  # proposals the beam already wrote
+        assert set(got) == beam_set | set(ranked[:n]) and not seen & set(got)
+        for i, v in zip(beam_items[r].tolist(), beam_logp[r].tolist(), strict=True):
+            assert got[i] == pytest.approx(v, abs=1e-4)
+        exact = dict(zip(full_items[r].tolist(), full_logp[r].tolist(), strict=True))
+        for i in set(ranked[:n]) - beam_set:
+            want = exact[i] + w * float(id_logp[r, i])
+            assert got[i] == pytest.approx(want, abs=1e-4)
+        assert (logp[r][torch.isfinite(logp[r])].diff() <= 0).all()  # best first
 
 
 def test_codes_from_interactions_or_both(planted_embedded):

@@ -307,6 +307,10 @@ class SemanticID(Recommender):
         seed: int = 42
         # generation and runtime
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
+        # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
+        # each scored like a beam item (its code log-prob, teacher-forced through the same
+        # decoder, + w · the ID head's); 0 = the beam's items alone
+        id_candidates: int = 0
         temperature: float = 1.0
         sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
         device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
@@ -323,6 +327,7 @@ class SemanticID(Recommender):
             "levels": c.levels >= 1,
             "codebook": c.codebook >= 2,
             "beam": c.beam >= 1,
+            "id_candidates": c.id_candidates >= 0,
             "temperature": c.temperature > 0,
             "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
             "max_len": c.max_len >= 1,
@@ -335,7 +340,7 @@ class SemanticID(Recommender):
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
                 "lr_decay: none | cosine; levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
-                "id_loss ≥ 0; dim divisible by heads)"
+                "id_loss, id_candidates ≥ 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)
         self.text_vectors = None
@@ -565,7 +570,8 @@ class SemanticID(Recommender):
         self, histories: Histories, beam: int | None = None, exclude_seen: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
-        log-probabilities, best first. Every item is a catalogue item, unseen if asked."""
+        log-probabilities, best first. Every item is a catalogue item, unseen if asked.
+        With `id_candidates` N, the ID head's proposals widen it to [B, beam + N]."""
         items, score, _ = self._generate(histories, beam, exclude_seen)
         return items, score
 
@@ -579,7 +585,25 @@ class SemanticID(Recommender):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """`generate`, plus the ID head's log-softmax over all items [B, n_items] from the
         same encoder pass when the model has that head and it is used (the beam's rescoring,
-        or `id_head`); else None."""
+        its proposals, or `id_head`); else None."""
+        blend = float(self.meta.get("id_blend", 0.0))
+        items, score, id_logp = self._candidates(
+            histories, beam, exclude_seen, id_head or blend > 0
+        )
+        if blend > 0 and id_logp is not None:  # ID + semantic hybrid: rescore the candidates
+            score = score + blend * id_logp.gather(1, items.clamp(min=0))
+        order = score.argsort(1, descending=True)
+        ids = None if id_logp is None else id_logp.cpu()
+        return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
+
+    @torch.no_grad()
+    def _candidates(
+        self, histories: Histories, beam: int | None, exclude_seen: bool, id_head: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The trie beam's items [B, W] (-1: none) and their code log-probs, unsorted and
+        unblended, widened by the ID head's proposals (`id_candidates`); and the ID head's
+        log-softmax [B, n_items] when the model has that head and `id_head` or proposals
+        ask for it, else None."""
         c, net, trie = self.config, self.net, self.trie
         dev = self.device
         hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
@@ -593,7 +617,7 @@ class SemanticID(Recommender):
         node = torch.zeros(b, 1, dtype=torch.long, device=dev)  # root
         score = torch.zeros(b, 1, device=dev)
         prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
-        open_nodes = None
+        open_nodes, seen = None, None
         if exclude_seen:
             seen = torch.from_numpy(histories.matrix().toarray() > 0).to(dev)
             open_nodes = trie.open_nodes(seen)
@@ -620,15 +644,44 @@ class SemanticID(Recommender):
                 [prefix.gather(1, beam_idx.unsqueeze(-1).expand(-1, -1, j)), tok.unsqueeze(-1)], 2
             )
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
-        blend = float(self.meta.get("id_blend", 0.0))
+        extra = c.id_candidates if net.id_loss > 0 else 0
         id_logp = None
-        if net.id_loss > 0 and (blend > 0 or id_head):  # newest position
+        if net.id_loss > 0 and (id_head or extra > 0):  # newest position
             id_logp = F.log_softmax(net.id_logits(memory[:, -1]).float(), -1)
-        if blend > 0 and id_logp is not None:  # ID + semantic hybrid: rescore the beam
-            score = score + blend * id_logp.gather(1, items.clamp(min=0))
-        order = score.argsort(1, descending=True)
-        ids = None if id_logp is None else id_logp.cpu()
-        return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
+        if extra > 0 and id_logp is not None:
+            items, score = self._add_id_candidates(items, score, id_logp, kvs, pad, extra, seen)
+        return items, score, id_logp
+
+    def _add_id_candidates(
+        self,
+        items: torch.Tensor,
+        score: torch.Tensor,
+        id_logp: torch.Tensor,
+        kvs: list,
+        pad: torch.Tensor,
+        n: int,
+        seen: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The beam's items [B, W] and code log-probs, widened by the ID head's best `n`
+        unseen items that the beam did not write ([B, W + n]; -1 / -inf where a proposal
+        duplicates a beam item). A proposal's code log-prob is what the beam would have
+        given it: the sum of its code tokens' log-softmax, teacher-forced."""
+        net, c = self.net, self.config
+        ranked = id_logp if seen is None else id_logp.masked_fill(seen, -torch.inf)
+        top = torch.topk(ranked, min(n, ranked.shape[1]), dim=1)
+        prop = top.indices
+        dup = (prop.unsqueeze(-1) == items.unsqueeze(1)).any(-1) | ~torch.isfinite(top.values)
+        codes = net.all_codes[prop]  # [B, n, levels + 1]
+        h = net.decode(codes[..., :-1], kvs, pad)  # [B, n, levels + 1, dim]
+        logp = sum(
+            F.log_softmax(net.level_logits(h[:, :, j], j) / c.temperature, -1)
+            .gather(-1, codes[..., j : j + 1])
+            .squeeze(-1)
+            for j in range(len(self.sizes))
+        )
+        logp = torch.where(dup, -torch.inf, logp)
+        prop = torch.where(dup, -1, prop)
+        return torch.cat([items, prop], 1), torch.cat([score, logp], 1)
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf. With a
