@@ -429,16 +429,19 @@ def extra_sections() -> list[str]:
         )
     for bb in sorted(RESULTS.glob("*/beam-blend.json")):
         d = _load(bb)
-        rows = [
-            f"| {r['beam']} | {r['id_blend']:g} | {r['valid_ndcg@10']:.4f} | {r['seconds']} |"
+        rows = [  # files before session 13 have no ID-head proposals and no beam share
+            f"| {r['beam']} | {r.get('id_candidates', 0)} | {r['id_blend']:g} | "
+            f"{r['valid_ndcg@10']:.4f} | {r.get('beam_share@10', 1.0):.3f} | {r['seconds']} |"
             for r in d["grid"]
         ]
         t = d["test"]
         parts += [
-            f"## Beam width and ID weight after training ({bb.parent.name})\n",
-            f"`{d['command']}` — {d['protocol']}. Saved settings {d['saved_settings']}.\n",
-            "| beam | ID weight | valid NDCG@10 | s |",
-            "|---:|---:|---:|---:|",
+            f"## Beam width, ID-head proposals and ID weight after training ({bb.parent.name})\n",
+            f"`{d['command']}` — {d['protocol']}. Saved settings {d['saved_settings']}. "
+            "Beam share: the part of the validation top-10 written by the trie beam (the rest "
+            "are the ID head's proposals, scored the same way).\n",
+            "| beam | ID proposals | ID weight | valid NDCG@10 | beam share@10 | s |",
+            "|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
             f"Chosen {d['chosen']}: test Recall@10 {t['recall@10']:.4f}, NDCG@10 "
