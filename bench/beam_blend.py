@@ -13,7 +13,9 @@ The beam search does not depend on the weight, so during the sweep it runs once 
 (beam, id_candidates) and each weight re-blends its cached candidates: the same scores as
 a fresh search, at a fraction of the cost. `beam_share@10` is the share of the top-10
 items that the trie beam wrote (the rest are the ID head's proposals), measured on the
-validation sample before the masking of history older than the context cap.
+validation sample before the masking of history older than the context cap. With
+`--save DIR` the model is saved again with the chosen settings, so `directrec evaluate
+--model DIR` scores it as chosen.
 
     python bench/beam_blend.py --model out/bench/models/sports-idhead-cos/semantic-id \
         --db out/bench/sports.duckdb --out docs/results/sports-sem-idhead-cos/beam-blend.json
@@ -33,6 +35,7 @@ import torch
 from directrec.data.dataset import Dataset
 from directrec.data.split import make_split
 from directrec.evaluate.protocol import evaluate, validator
+from directrec.evaluate.saved import stamp
 from directrec.models import load_model
 
 
@@ -84,12 +87,19 @@ def main() -> None:
     )
     p.add_argument("--valid-users", type=int, default=6000)
     p.add_argument("--sample-seed", type=int, default=1, help="the fit's validation used 0")
+    p.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="also save the model with the chosen settings here (for `directrec evaluate`)",
+    )
     args = p.parse_args()
 
     model = load_model(args.model)
     if "id_blend" not in model.meta:
         raise SystemExit(f"{args.model}: not a semantic-ID model with an ID head (no id_blend)")
-    split = make_split(Dataset.from_store(args.db).interactions, args.split)
+    ds = Dataset.from_store(args.db)
+    split = make_split(ds.interactions, args.split)
     _, v_seen, v_targets = split.stage("valid", args.max_history)
     check = validator(
         split.inputs("valid", args.max_history),
@@ -146,6 +156,11 @@ def main() -> None:
         "test_users": res.n_users,
         "test_seconds": round(time.perf_counter() - t, 1),
     }
+    if args.save is not None:
+        if "item_ids" not in model.meta:  # kept by a benchmark before session 13
+            stamp(model, ds, args.db)
+        model.meta["tuned_by"] = doc["command"]
+        doc["saved_to"] = str(model.save(args.save))
     print(json.dumps(doc, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -68,6 +68,11 @@ def test_benchmark_writes_results(store):
     assert load_model(d / "models" / "ease").config.l2 == 50.0  # the fitted model is kept
     assert [r["model"] for r in doc["results"]] == ["pop", "itemknn", "ease"]
     ease = doc["results"][2]
+    # a kept model carries its id map, so `evaluate` scores it again without refitting
+    ev = run("evaluate", "--model", d / "models" / "ease", "--db", db, "--k", "5,10")
+    assert ev.exit_code == 0, ev.output
+    assert f"| ease | {ease['metrics']['hr@5']:.4f} |" in ev.output
+    assert f"{ease['metrics']['ndcg@10']:.4f}" in ev.output
     assert ease["config"]["l2"] == 50.0 and ease["fit_seconds"] >= 0 and ease["peak_rss_mb"] > 0
     assert {"hr@5", "ndcg@10", "coverage@10", "novelty@5"} <= set(ease["metrics"])
     assert set(ease["segments"]) == {"<=5", "6-20", ">20"}

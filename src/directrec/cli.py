@@ -416,18 +416,14 @@ def train(
                     highlight=False,
                     markup=False,
                 )
-        from directrec.data.store import describe, open_store
+        from directrec.data.store import open_store
+        from directrec.evaluate.saved import stamp
 
         with open_store(db) as store:
             store_seq = store.last_seq()
-        model.meta.update(
-            data_fingerprint=ds.fingerprint,
-            db=describe(db),
-            store_seq=store_seq,  # watermark: the update gate validates on newer rows only
-            holdout=holdout,
-            user_ids=ds.users.ids.tolist(),
-            item_ids=ds.items.ids.tolist(),
-        )
+        stamp(model, ds, db)
+        # watermark: the update gate validates on newer rows only
+        model.meta.update(store_seq=store_seq, holdout=holdout)
         from directrec.models import distributed
 
         if not distributed.current().main:  # under torchrun, rank 0 writes the model

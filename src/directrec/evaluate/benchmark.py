@@ -102,7 +102,11 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         cap_training=spec.cap_training,
     )
     fit_s = time.perf_counter() - t0
-    if spec.save_dir:  # for later looks (other beams, gates) without refitting
+    if spec.save_dir:  # for later looks (other beams, gates) without refitting, and
+        # for `directrec evaluate` / `recommend`, which read it against the store by raw id
+        from directrec.evaluate.saved import stamp
+
+        stamp(model, ds, spec.db)
         model.save(Path(spec.save_dir) / name)
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):

@@ -23,6 +23,17 @@ from directrec.evaluate.protocol import evaluate
 from directrec.models.base import Recommender
 
 
+def stamp(model: Recommender, ds: Dataset, db: str | Path) -> None:
+    """Record in `model.meta` what reading it against a store later needs: the raw user
+    and item ids behind its indices, the data's fingerprint and where it came from."""
+    model.meta.update(
+        data_fingerprint=ds.fingerprint,
+        db=describe(db),
+        user_ids=ds.users.ids.tolist(),
+        item_ids=ds.items.ids.tolist(),
+    )
+
+
 def remap(
     data: Interactions, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
 ) -> Interactions:
