@@ -13,7 +13,8 @@ The beam search does not depend on the weight, so during the sweep it runs once 
 (beam, id_candidates) and each weight re-blends its cached candidates: the same scores as
 a fresh search, at a fraction of the cost. `beam_share@10` is the share of the top-10
 items that the trie beam wrote (the rest are the ID head's proposals), measured on the
-validation sample before the masking of history older than the context cap. With
+validation sample before the masking of history older than the context cap. For
+reference (never chosen), the ID head's own ranking is scored on the same users. With
 `--save DIR` the model is saved again with the chosen settings, so `directrec evaluate
 --model DIR` scores it as chosen.
 
@@ -131,6 +132,11 @@ def main() -> None:
                 )
                 print(json.dumps(grid[-1]), flush=True)
             del model._candidates, memo
+    # reference, not a candidate for the choice: the ID head's own top-10 (its best 100
+    # unseen items join a 10-wide beam, and a weight of 1e6 leaves the code term as a tie-break)
+    c.beam, c.id_candidates, model.meta["id_blend"] = 10, 100, 1e6
+    id_alone = round(check(model), 5)
+    print(json.dumps({"id_head_alone_valid_ndcg@10": id_alone}), flush=True)
     best = max(
         grid,
         key=lambda r: (r["valid_ndcg@10"], -r["beam"], -r["id_candidates"], -r["id_blend"]),
@@ -151,6 +157,7 @@ def main() -> None:
         "evaluated once, at the chosen setting, without the sweep's candidate cache",
         "saved_settings": saved,
         "grid": grid,
+        "id_head_alone_valid_ndcg@10": id_alone,
         "chosen": {k: best[k] for k in ("beam", "id_candidates", "id_blend")},
         "test": {k: round(v, 4) for k, v in res.metrics.items()},
         "test_users": res.n_users,

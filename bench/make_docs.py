@@ -444,6 +444,14 @@ def extra_sections() -> list[str]:
             "|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
+            *(
+                [
+                    "For reference (not eligible): the ID head's own top-10 on the same users, "
+                    f"validation NDCG@10 {d['id_head_alone_valid_ndcg@10']:.4f}.\n"
+                ]
+                if "id_head_alone_valid_ndcg@10" in d
+                else []
+            ),
             f"Chosen {d['chosen']}: test Recall@10 {t['recall@10']:.4f}, NDCG@10 "
             f"{t['ndcg@10']:.4f}, Recall@20 {t['recall@20']:.4f} ({d['test_users']:,} users, "
             f"{d['test_seconds']} s).\n",
