@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -76,6 +76,15 @@ if run sports-beam-blend; then  # the saved cosine hybrid: beam width and ID wei
   # training on 6,000 validation users (the fit chose its weight on 2,000, at beam 50 only)
   $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
     --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-blend.json
+fi
+if run sports-beam-proposals; then  # the same saved model, with the ID head's best unseen
+  # items joining the beam's candidates (id_candidates), scored as the beam would score
+  # them; beam × proposals × weight chosen on the same 6,000 validation users. --save keeps
+  # the tuned copy, which `directrec evaluate --model $OUT/models/sports-idhead-tuned` reads
+  $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
+    --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-proposals.json \
+    --beams 50,100,200 --candidates 0,100,200 --weights 2,4,8,16,32,64 \
+    --save $OUT/models/sports-idhead-tuned
 fi
 if run sports-sem-idhead-cos28; then  # the same over 28 epochs: at 20 the validation NDCG was
   # still rising (best at epoch 18, 0.0383) when the rate reached zero

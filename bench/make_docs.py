@@ -427,7 +427,7 @@ def extra_sections() -> list[str]:
             f"bad artefacts: truncated weights, wrong hash) while serving "
             f"{sw['load']['sent']} requests: {sw['failed_requests']} failed.\n"
         )
-    for bb in sorted(RESULTS.glob("*/beam-blend.json")):
+    for bb in sorted(RESULTS.glob("*/beam-*.json")):
         d = _load(bb)
         rows = [  # files before session 13 have no ID-head proposals and no beam share
             f"| {r['beam']} | {r.get('id_candidates', 0)} | {r['id_blend']:g} | "
