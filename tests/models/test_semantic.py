@@ -127,6 +127,8 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
         ({"beam": 0}, "beam"),
         ({"temperature": 0.0}, "temperature"),
         ({"id_loss": -1.0}, "id_loss"),
+        ({"id_candidates": -1, "id_loss": 1.0}, "id_candidates"),
+        ({"id_candidates": 10}, "id_candidates"),  # proposals need the ID head
         ({"heads": 3}, "heads"),
         ({"lr_decay": "step"}, "lr_decay"),
     ],

@@ -327,7 +327,7 @@ class SemanticID(Recommender):
             "levels": c.levels >= 1,
             "codebook": c.codebook >= 2,
             "beam": c.beam >= 1,
-            "id_candidates": c.id_candidates >= 0,
+            "id_candidates": c.id_candidates >= 0 and (c.id_candidates == 0 or c.id_loss > 0),
             "temperature": c.temperature > 0,
             "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
             "max_len": c.max_len >= 1,
@@ -340,7 +340,7 @@ class SemanticID(Recommender):
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
                 "lr_decay: none | cosine; levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
-                "id_loss, id_candidates ≥ 0; dim divisible by heads)"
+                "id_loss, id_candidates ≥ 0; id_candidates needs id_loss > 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)
         self.text_vectors = None
