@@ -83,7 +83,7 @@ if run sports-beam-proposals; then  # the same saved model, with the ID head's b
   # the tuned copy, which `directrec evaluate --model $OUT/models/sports-idhead-tuned` reads
   $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
     --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-proposals.json \
-    --beams 50,100,200 --candidates 0,100,200 --weights 2,4,8,16,32,64 \
+    --beams 50,100 --candidates 0,100,200 --weights 0.5,1,2,4,8,16,32 \
     --save $OUT/models/sports-idhead-tuned
 fi
 if run sports-sem-idhead-cos28; then  # the same over 28 epochs: at 20 the validation NDCG was
