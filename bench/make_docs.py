@@ -427,8 +427,15 @@ def extra_sections() -> list[str]:
             f"bad artefacts: truncated weights, wrong hash) while serving "
             f"{sw['load']['sent']} requests: {sw['failed_requests']} failed.\n"
         )
+    # which fit each look read: extras.sh keeps one model path, so a rerun replaces it
+    fits = {
+        "sports-sem-idhead-cos/beam-blend.json": "session 12's fit (results.json beside it)",
+        "sports-sem-idhead-cos/beam-proposals.json": "session 13's rerun of the same command "
+        "on a fresh machine (docs/results/sports-sem-idhead-cos-rerun)",
+    }
     for bb in sorted(RESULTS.glob("*/beam-*.json")):
         d = _load(bb)
+        fit = fits.get(f"{bb.parent.name}/{bb.name}", "")
         rows = [  # files before session 13 have no ID-head proposals and no beam share
             f"| {r['beam']} | {r.get('id_candidates', 0)} | {r['id_blend']:g} | "
             f"{r['valid_ndcg@10']:.4f} | {r.get('beam_share@10', 1.0):.3f} | {r['seconds']} |"
@@ -437,7 +444,9 @@ def extra_sections() -> list[str]:
         t = d["test"]
         parts += [
             f"## Beam width, ID-head proposals and ID weight after training ({bb.parent.name})\n",
-            f"`{d['command']}` — {d['protocol']}. Saved settings {d['saved_settings']}. "
+            f"`{d['command']}` — {d['protocol']}. "
+            + (f"The model: {fit}. " if fit else "")
+            + f"Saved settings {d['saved_settings']}. "
             "Beam share: the part of the validation top-10 written by the trie beam (the rest "
             "are the ID head's proposals, scored the same way).\n",
             "| beam | ID proposals | ID weight | valid NDCG@10 | beam share@10 | s |",
@@ -943,6 +952,7 @@ def main() -> None:
                 "sem-idhead-reg",
                 "sem-idhead-cos",
                 "sem-idhead-cos28",
+                "sem-idhead-cos-rerun",
                 "sem-both",
             )
         ]
