@@ -25,7 +25,6 @@ reference (never chosen), the ID head's own ranking is scored on the same users.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -38,33 +37,20 @@ from directrec.data.split import make_split
 from directrec.evaluate.protocol import evaluate, validator
 from directrec.evaluate.saved import stamp
 from directrec.models import load_model
+from directrec.models.semantic import blended
 
 
-class CandidateMemo:
-    """Stands in for `model._candidates` during the sweep: the first call per batch of
-    histories (and beam, proposals) searches, later calls return the same tensors."""
-
-    def __init__(self, model) -> None:
-        self.model, self.search, self.store = model, model._candidates, {}
-
-    def __call__(self, histories, beam, exclude_seen, id_head):
-        digest = hashlib.sha1(histories.indptr.tobytes() + histories.items.tobytes()).hexdigest()
-        key = (digest, beam, exclude_seen, id_head, self.model.config.id_candidates)
-        if key not in self.store:
-            self.store[key] = self.search(histories, beam, exclude_seen, id_head)
-        return self.store[key]
-
-    def beam_share(self, width: int, weight: float, k: int = 10) -> float:
-        """Share of the cached lists' top-`k` items written by the beam (the first `width`
-        candidate columns) under `weight`."""
-        from_beam = total = 0
-        for items, score, id_logp in self.store.values():
-            s = score + weight * id_logp.gather(1, items.clamp(min=0)) if weight > 0 else score
-            top = torch.topk(s, min(k, s.shape[1]), dim=1)
-            ok = torch.isfinite(top.values)
-            from_beam += int(((top.indices < width) & ok).sum())
-            total += int(ok.sum())
-        return from_beam / max(total, 1)
+def beam_share(cache: dict, width: int, weight: float, k: int = 10) -> float:
+    """Share of the cached lists' top-`k` items (under `weight`) written by the beam: the
+    first `width` candidate columns; the rest are the ID head's proposals."""
+    from_beam = total = 0
+    for _items, score, id_at in cache.values():
+        s = blended(score, id_at, weight)
+        top = torch.topk(s, min(k, s.shape[1]), dim=1)
+        ok = torch.isfinite(top.values)
+        from_beam += int(((top.indices < width) & ok).sum())
+        total += int(ok.sum())
+    return from_beam / max(total, 1)
 
 
 def main() -> None:
@@ -115,23 +101,21 @@ def main() -> None:
     for beam in args.beams:
         for n in args.candidates:
             c.beam, c.id_candidates = beam, n
-            memo = CandidateMemo(model)
-            model._candidates = memo  # instance attribute: shadows the method for the sweep
-            for w in args.weights:
-                model.meta["id_blend"] = w
-                t = time.perf_counter()
-                grid.append(
-                    {
-                        "beam": beam,
-                        "id_candidates": n,
-                        "id_blend": w,
-                        "valid_ndcg@10": round(check(model), 5),
-                        "seconds": round(time.perf_counter() - t, 1),
-                        "beam_share@10": round(memo.beam_share(beam, w), 4),
-                    }
-                )
-                print(json.dumps(grid[-1]), flush=True)
-            del model._candidates, memo
+            with model.reusing_candidates() as cache:
+                for w in args.weights:
+                    model.meta["id_blend"] = w
+                    t = time.perf_counter()
+                    grid.append(
+                        {
+                            "beam": beam,
+                            "id_candidates": n,
+                            "id_blend": w,
+                            "valid_ndcg@10": round(check(model), 5),
+                            "seconds": round(time.perf_counter() - t, 1),
+                            "beam_share@10": round(beam_share(cache, beam, w), 4),
+                        }
+                    )
+                    print(json.dumps(grid[-1]), flush=True)
     # reference, not a candidate for the choice: the ID head's own top-10 (its best 100
     # unseen items join a 10-wide beam, and a weight of 1e6 leaves the code term as a tie-break)
     c.beam, c.id_candidates, model.meta["id_blend"] = 10, 100, 1e6

@@ -244,6 +244,31 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(hybrid, tm
     torch.testing.assert_close(loaded.generate(h, 10)[1], logp1)
 
 
+def test_weight_sweep_reuses_each_batchs_candidates_with_the_same_scores(hybrid):
+    """`reusing_candidates`: scoring the same histories again at another ID weight re-blends
+    the cached beam (one entry per batch and setting) and gives exactly the fresh scores."""
+    model, fit = hybrid
+    h = Histories.from_interactions(fit, range(40))
+    chosen = model.meta["id_blend"]
+    try:
+        fresh = {}
+        for n in (0, 4):
+            model.config.id_candidates = n
+            for w in (0.5, 2.0, 8.0):
+                model.meta["id_blend"] = w
+                fresh[n, w] = model._score(h, 10)
+        with model.reusing_candidates() as cache:
+            for n in (0, 4):
+                model.config.id_candidates = n
+                for w in (0.5, 2.0, 8.0):
+                    model.meta["id_blend"] = w
+                    torch.testing.assert_close(model._score(h, 10), fresh[n, w])
+            assert len(cache) == 2  # one search per setting, not per weight
+        assert model._candidate_cache is None
+    finally:
+        model.meta["id_blend"], model.config.id_candidates = chosen, 0
+
+
 def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_path):
     """`id_candidates`: the ID head's best unseen items that the beam missed join its list,
     each with the code log-prob an exhaustive beam gives it (+ the same w · ID term); the

@@ -23,8 +23,11 @@ Items with text but no interactions get codes too and can be generated (cold sta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -255,6 +258,19 @@ class SemanticNet(nn.Module):
         return h @ self.tok[level].weight.T
 
 
+def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The hybrid's score of each candidate: its code log-prob + `weight` · the ID head's
+    log-softmax at it (`id_at`, [B, candidates]; the code score alone without either)."""
+    return score if weight <= 0 or id_at is None else score + weight * id_at
+
+
+def _at_items(
+    items: torch.Tensor, score: torch.Tensor, id_logp: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(items, score, the ID log-softmax [B, n_items] gathered at the items, or None)."""
+    return items, score, None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
+
+
 # ----------------------------------------------------------------------------- model
 class SemanticID(Recommender):
     name = "semantic-id"
@@ -431,12 +447,14 @@ class SemanticID(Recommender):
 
     def _choose_id_blend(self, check: Validator, d: distributed.Dist) -> None:
         """The ID head's weight in the beam's score, chosen on the validator after training
-        (0 = the code beam alone); rank 0 decides under torchrun."""
+        (0 = the code beam alone); rank 0 decides under torchrun. The beam is searched once
+        per validation batch and re-blended for each weight."""
         grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
         table = {}
-        for w in grid:
-            self.meta["id_blend"] = w
-            table[w] = float(check(self))
+        with self.reusing_candidates():
+            for w in grid:
+                self.meta["id_blend"] = w
+                table[w] = float(check(self))
         best = max(grid, key=lambda w: (table[w], -w))
         self.meta["id_blend"] = float(d.agree(best)) if d.active else best
         self.meta["id_blend_valid"] = {str(w): round(v, 5) for w, v in table.items()}
@@ -587,14 +605,38 @@ class SemanticID(Recommender):
         same encoder pass when the model has that head and it is used (the beam's rescoring,
         its proposals, or `id_head`); else None."""
         blend = float(self.meta.get("id_blend", 0.0))
-        items, score, id_logp = self._candidates(
-            histories, beam, exclude_seen, id_head or blend > 0
-        )
-        if blend > 0 and id_logp is not None:  # ID + semantic hybrid: rescore the candidates
-            score = score + blend * id_logp.gather(1, items.clamp(min=0))
+        cache = getattr(self, "_candidate_cache", None)
+        if cache is not None and not id_head:  # a weight sweep: search each batch once
+            c = self.config
+            digest = hashlib.sha1(histories.indptr.tobytes() + histories.items.tobytes())
+            key = (digest.digest(), beam, exclude_seen, blend > 0)
+            key += (c.id_candidates, c.temperature, c.sample)
+            if key not in cache:
+                cache[key] = _at_items(*self._candidates(histories, beam, exclude_seen, blend > 0))
+            items, score, id_at = cache[key]
+            id_logp = None
+        else:
+            items, score, id_logp = self._candidates(
+                histories, beam, exclude_seen, id_head or blend > 0
+            )
+            id_at = _at_items(items, score, id_logp)[2]
+        score = blended(score, id_at, blend)
         order = score.argsort(1, descending=True)
         ids = None if id_logp is None else id_logp.cpu()
         return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
+
+    @contextlib.contextmanager
+    def reusing_candidates(self) -> Iterator[dict]:
+        """Within the block each batch's candidates (beam search and ID proposals) are
+        searched once and reused by later scoring of the same histories with the same
+        beam and proposals, so a sweep over the ID weight re-blends instead of searching
+        again (same scores). Yields the cache: {key: (items, code log-probs, the ID head's
+        log-softmax at those items or None)}, [B, candidates] each. Not for serving threads."""
+        self._candidate_cache: dict | None = {}
+        try:
+            yield self._candidate_cache
+        finally:
+            self._candidate_cache = None
 
     @torch.no_grad()
     def _candidates(
