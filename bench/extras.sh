@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -76,6 +76,13 @@ if run sports-beam-blend; then  # the saved cosine hybrid: beam width and ID wei
   # training on 6,000 validation users (the fit chose its weight on 2,000, at beam 50 only)
   $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
     --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-blend.json
+fi
+if run beauty-beam-proposals; then  # the kept Beauty hybrid (beauty-sem-idhead-b50), with
+  # the ID head's proposals; session 13 refit that model on a fresh machine with the same
+  # command, written to $R/beauty-sem-idhead-b50-rerun, which this look belongs to
+  $PY bench/beam_blend.py --model $OUT/models/beauty-idhead-b50/semantic-id \
+    --db $OUT/beauty.duckdb --out $R/beauty-sem-idhead-b50-rerun/beam-proposals.json \
+    --beams 50 --candidates 0,100 --weights 0.5,1,2,4,8,16 --save $OUT/models/beauty-idhead-tuned
 fi
 if run sports-beam-proposals; then  # the same saved model, with the ID head's best unseen
   # items joining the beam's candidates (id_candidates), scored as the beam would score

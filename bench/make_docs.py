@@ -432,6 +432,8 @@ def extra_sections() -> list[str]:
         "sports-sem-idhead-cos/beam-blend.json": "session 12's fit (results.json beside it)",
         "sports-sem-idhead-cos/beam-proposals.json": "session 13's rerun of the same command "
         "on a fresh machine (docs/results/sports-sem-idhead-cos-rerun)",
+        "beauty-sem-idhead-b50-rerun/beam-proposals.json": "session 13's rerun of "
+        "beauty-sem-idhead-b50 on a fresh machine (results.json beside it)",
     }
     for bb in sorted(RESULTS.glob("*/beam-*.json")):
         d = _load(bb)
@@ -948,6 +950,7 @@ def main() -> None:
                 "sem-hybrid",
                 "sem-idhead",
                 "sem-idhead-b50",
+                "sem-idhead-b50-rerun",
                 "sem-idhead-45",
                 "sem-idhead-reg",
                 "sem-idhead-cos",
