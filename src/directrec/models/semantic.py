@@ -264,11 +264,9 @@ def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> t
     return score if weight <= 0 or id_at is None else score + weight * id_at
 
 
-def _at_items(
-    items: torch.Tensor, score: torch.Tensor, id_logp: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(items, score, the ID log-softmax [B, n_items] gathered at the items, or None)."""
-    return items, score, None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
+def _id_at(items: torch.Tensor, id_logp: torch.Tensor | None) -> torch.Tensor | None:
+    """The ID log-softmax [B, n_items] at the candidate items [B, C] (-1: any), or None."""
+    return None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
 
 
 # ----------------------------------------------------------------------------- model
@@ -612,14 +610,15 @@ class SemanticID(Recommender):
             key = (digest.digest(), beam, exclude_seen, blend > 0)
             key += (c.id_candidates, c.temperature, c.sample)
             if key not in cache:
-                cache[key] = _at_items(*self._candidates(histories, beam, exclude_seen, blend > 0))
+                items, score, id_logp = self._candidates(histories, beam, exclude_seen, blend > 0)
+                cache[key] = (items, score, _id_at(items, id_logp))
             items, score, id_at = cache[key]
             id_logp = None
         else:
             items, score, id_logp = self._candidates(
                 histories, beam, exclude_seen, id_head or blend > 0
             )
-            id_at = _at_items(items, score, id_logp)[2]
+            id_at = _id_at(items, id_logp)
         score = blended(score, id_at, blend)
         order = score.argsort(1, descending=True)
         ids = None if id_logp is None else id_logp.cpu()
