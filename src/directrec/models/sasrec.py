@@ -36,6 +36,9 @@ from directrec.models.transformer import (
     Block,
     autocast,
     causal_padding_mask,
+    full_softmax_ce,
+    pack,
+    segment_causal_mask,
     trim_padding,
 )
 
@@ -70,16 +73,25 @@ class SASRecNet(nn.Module):
         with torch.no_grad():
             self.item.weight[0].zero_()
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """seq [B, n] tokens (left-padded) → hidden states [B, n, dim]."""
+    def forward(
+        self, seq: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """seq [B, n] tokens (left-padded) → hidden states [B, n, dim]. With `packed` =
+        (segments, positions) from `transformer.pack`, a row holds several windows and each
+        token attends only within its own."""
         n = seq.shape[1]
-        keep = seq > 0
-        # Positions are right-aligned: the newest item is always position max_len - 1,
-        # however much left padding a batch has trimmed.
-        pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)
+        if packed is None:
+            keep = seq > 0
+            # Positions are right-aligned: the newest item is always position max_len - 1,
+            # however much left padding a batch has trimmed.
+            pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)
+            mask = causal_padding_mask(keep)
+        else:
+            segments, pos = packed
+            keep = segments >= 0
+            mask = segment_causal_mask(segments)
         x = self.item(seq) * math.sqrt(self.dim) + self.pos(pos)
         x = self.drop(x) * keep.unsqueeze(-1)
-        mask = causal_padding_mask(keep)
         for block in self.blocks:
             x = block(x, mask)
         return self.ln(x)
@@ -133,6 +145,10 @@ class SASRec(Recommender):
         # Padding-aware batching: each batch holds windows of similar length (shuffled
         # within 50-batch pools, batches in random order), so little compute goes to padding.
         length_batches: bool = True
+        # Random batches (length_batches is then ignored) whose windows are packed side by
+        # side into rows (attention stays within each window): random batches' learning at
+        # about the compute of their real tokens.
+        pack: bool = False
         lr: float = 1e-3
         # none | cosine: a half cosine from `lr` towards 0 over `epochs` (set `epochs` to
         # what the time budget affords; validation still picks the best epoch)
@@ -249,16 +265,23 @@ class SASRec(Recommender):
         torch.manual_seed(c.seed * 100_003 + epoch)
         total = torch.zeros((), device=dev)
         count = 0
-        for batch in batches(windows, c.batch_size, c.length_batches):
+        for batch in batches(windows, c.batch_size, c.length_batches and not c.pack):
             if len(batch) < d.world:
                 continue  # too small to give every rank a share (all ranks skip it)
-            w = trim_padding(windows[batch[d.rank :: d.world]])
-            inp, tgt = w[:, :-1], w[:, 1:]
-            mask = (inp > 0) & (tgt > 0)
+            share = windows[batch[d.rank :: d.world]]
+            if c.pack:
+                w, seg, pos = pack(share)
+                inp, tgt = w[:, :-1], w[:, 1:]
+                mask = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
+                packed = (seg[:, :-1], pos[:, :-1])
+            else:
+                w, packed = trim_padding(share), None
+                inp, tgt = w[:, :-1], w[:, 1:]
+                mask = (inp > 0) & (tgt > 0)
             n = int(mask.sum())
             n_global = d.total(n)
             with autocast(dev, c.bf16):
-                h = trainer(inp)[mask]
+                h = trainer(inp, packed)[mask]
                 loss = self._loss(h.float(), tgt[mask], log_q)
             opt.zero_grad(set_to_none=True)
             (loss * (n * d.world / n_global)).backward()
@@ -271,7 +294,7 @@ class SASRec(Recommender):
         """h: hidden states [N, d] at real positions; tgt: their next-item tokens [N]."""
         c, emb, dev = self.config, self.net.item.weight, h.device
         if c.loss == "ce":
-            return F.cross_entropy(self.net.logits(h), tgt - 1)
+            return full_softmax_ce(h, emb[1:], tgt - 1)
         if c.loss == "bce":
             neg = torch.randint(1, self.n_items + 1, tgt.shape).to(dev)
             pos_l = (h * emb[tgt]).sum(-1)

@@ -62,6 +62,48 @@ def padding_mask(keep: torch.Tensor) -> torch.Tensor:
     return (keep[:, None, :] | eye).unsqueeze(1)
 
 
+def pack(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded windows [B, n] → packed rows (tokens, segments, positions), each [R, n]:
+    the windows' real tokens laid side by side (first-fit, longest first), so a batch of
+    random users costs about its real tokens instead of B × n. `segments` numbers each
+    window's tokens (-1 = padding); `positions` count back from each window's end as in
+    the window (its last token gets n - 1, capped at n - 2 so a packed row's inputs use the
+    same table as the unpacked window's)."""
+    n = windows.shape[1]
+    lengths = (windows > 0).sum(1).tolist()
+    room: list[int] = []  # free columns per row
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    at = [(0, 0)] * len(lengths)
+    for i in order:
+        m = lengths[i]
+        r = next((j for j, free in enumerate(room) if free >= m), len(room))
+        if r == len(room):
+            room.append(n)
+        at[i] = (r, n - room[r])
+        room[r] -= m
+    tokens = torch.zeros(len(room), n, dtype=windows.dtype)
+    segments = torch.full((len(room), n), -1, dtype=torch.long)
+    positions = torch.zeros(len(room), n, dtype=torch.long)
+    src = windows.cpu()
+    for i, (r, o) in enumerate(at):
+        m = lengths[i]
+        tokens[r, o : o + m] = src[i, n - m :]
+        segments[r, o : o + m] = i
+        positions[r, o : o + m] = torch.arange(n - m, n).clamp(max=n - 2)
+    dev = windows.device
+    return tokens.to(dev), segments.to(dev), positions.to(dev)
+
+
+def segment_causal_mask(segments: torch.Tensor) -> torch.Tensor:
+    """[B, 1, n, n] mask for packed rows: each token sees earlier tokens of its own segment
+    and itself (padding sees only itself, so no row is fully masked)."""
+    n = segments.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+    eye = torch.eye(n, dtype=torch.bool, device=segments.device)
+    same = (segments[:, :, None] == segments[:, None, :]) & (segments >= 0)[:, None, :]
+    return ((same & causal) | eye).unsqueeze(1)
+
+
 # ----------------------------------------------------------------------------- blocks
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x)); the attention
@@ -101,3 +143,47 @@ class Block(nn.Module):
         y = y.transpose(1, 2).reshape(b, n, d)
         x = x + F.dropout(self.proj(y), p, self.training)
         return x + self.mlp(self.ln2(x))
+
+
+# ----------------------------------------------------------------------------- losses
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """Mean cross-entropy of `h @ weight.T` against `target`, with both gradients computed
+    chunk by chunk in the forward pass (the loss is the graph's end, so they are final up to
+    the incoming scale). The [N, items] logits never exist whole: each chunk's fit in cache,
+    and the CPU no longer maps and zeroes hundreds of MB per step."""
+
+    @staticmethod
+    def forward(ctx, h, weight, target, chunk):  # type: ignore[override]
+        n = len(h)
+        grad_h, grad_w = torch.empty_like(h), torch.zeros_like(weight)
+        total = h.new_zeros((), dtype=torch.float64)
+        for s in range(0, n, chunk):
+            hc, tc = h[s : s + chunk], target[s : s + chunk]
+            logits = hc @ weight.T
+            lse = torch.logsumexp(logits, 1)
+            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum().double()
+            p = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            p[torch.arange(len(tc), device=p.device), tc] -= 1.0
+            p.div_(n)
+            grad_h[s : s + chunk] = p @ weight
+            grad_w.addmm_(p.T, hc)
+        ctx.save_for_backward(grad_h, grad_w)
+        return (total / n).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad, grad_w * grad, None, None
+
+
+def full_softmax_ce(
+    h: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, chunk: int = 2048
+) -> torch.Tensor:
+    """Mean full-softmax cross-entropy of scores `h @ weight.T` [N, V] against `target`
+    (indices into V's rows); equal to `F.cross_entropy(h @ weight.T, target)` with its
+    gradients, in about 60 % of the time and a chunk's memory on a 2-core CPU
+    (bench/epoch_cost.py). Only first-order gradients."""
+    if len(h) == 0:
+        return (h.sum() + weight.sum()) * 0.0
+    with torch.autocast(h.device.type, enabled=False):  # float32 logits, as F.cross_entropy
+        return _ChunkedSoftmaxCE.apply(h.float(), weight.float(), target, chunk)

@@ -1,0 +1,73 @@
+"""Shared Transformer pieces: the chunked full-softmax loss equals the plain one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from directrec.models.transformer import full_softmax_ce
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+def test_chunked_softmax_ce_matches_cross_entropy_and_its_gradients(chunk):
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(150, 8, generator=g, requires_grad=True)
+    table = torch.randn(41, 8, generator=g, requires_grad=True)  # row 0 = padding, as tied
+    target = torch.randint(0, 40, (150,), generator=g)
+    (F.cross_entropy(h @ table[1:].T, target) * 2.5).backward()
+    want = (h.grad.clone(), table.grad.clone())
+    h.grad = table.grad = None
+    loss = full_softmax_ce(h, table[1:], target, chunk=chunk)
+    (loss * 2.5).backward()  # a scale after the loss (as DDP's rank weighting) reaches both
+    assert loss.item() == pytest.approx(F.cross_entropy(h @ table[1:].T, target).item(), 1e-5)
+    torch.testing.assert_close(h.grad, want[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(table.grad, want[1], rtol=1e-5, atol=1e-7)
+    assert table.grad[0].abs().sum() == 0  # the padding row gets nothing
+
+
+def test_chunked_softmax_ce_stays_float32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(30, 8, generator=g)
+    table = torch.randn(20, 8, generator=g)
+    target = torch.randint(0, 20, (30,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = full_softmax_ce(h, table, target)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(F.cross_entropy(h @ table.T, target).item(), 1e-6)
+
+
+def test_chunked_softmax_ce_of_no_positions_is_zero_with_zero_gradients():
+    h = torch.zeros(0, 8, requires_grad=True)
+    table = torch.randn(20, 8, requires_grad=True)
+    loss = full_softmax_ce(h, table, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0 and table.grad.abs().sum() == 0
+
+
+def test_pack_lays_each_window_once_and_a_packed_row_computes_each_window_as_alone():
+    """Packed rows hold every window's real tokens exactly once, in order, with the
+    positions the window has on its own; in eval mode the network's outputs at each
+    window's tokens equal those of the window run alone (attention never crosses)."""
+    from directrec.models.sasrec import SASRecNet
+    from directrec.models.transformer import pack, trim_padding
+
+    g = torch.Generator().manual_seed(5)
+    n, lengths = 13, [13, 3, 5, 2, 13, 7, 9, 4, 2, 6, 1]
+    windows = torch.zeros(len(lengths), n, dtype=torch.long)
+    for i, m in enumerate(lengths):
+        windows[i, n - m :] = torch.randint(1, 51, (m,), generator=g)
+    tokens, segments, positions = pack(windows)
+    assert len(tokens) < len(lengths) and tokens.shape[1] == n
+    torch.manual_seed(0)
+    net = SASRecNet(50, n - 1, 16, 2, 2, 0.1).eval()
+    with torch.no_grad():
+        packed = net(tokens[:, :-1], (segments[:, :-1], positions[:, :-1]))
+        alone = net(trim_padding(windows)[:, :-1])
+    for i, m in enumerate(lengths):
+        where = (segments == i).nonzero()
+        assert len(where) == m and (where[:, 0] == where[0, 0]).all()
+        r, c = where[0].tolist()
+        assert tokens[r, c : c + m].tolist() == windows[i, n - m :].tolist()
+        if m > 1:
+            torch.testing.assert_close(packed[r, c : c + m - 1], alone[i, n - m : n - 1])
