@@ -20,7 +20,12 @@ from directrec.data.dataset import Dataset
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.models.sasrec import SASRecNet, batches
-from directrec.models.transformer import causal_padding_mask, trim_padding
+from directrec.models.transformer import (
+    causal_padding_mask,
+    full_softmax_ce,
+    pack,
+    trim_padding,
+)
 
 
 def timed(fn, repeats: int = 5) -> float:
@@ -53,6 +58,10 @@ def main() -> None:
         cut = batches(windows, b, by_length)
         return sum((trim_padding(windows[c]).shape[1] - 1) * len(c) for c in cut)
 
+    def packed() -> int:  # the same for random batches packed into shared rows (`pack`)
+        torch.manual_seed(args.seed)
+        return sum(len(pack(windows[c])[0]) * n for c in batches(windows, b, False))
+
     seq = torch.randint(1, n_items, (b, n))
     step: dict = {}
     for attn in (0.2, 0.0):
@@ -71,6 +80,13 @@ def main() -> None:
         F.cross_entropy(logits.float(), y).backward()
 
     step["full_softmax_fwd_bwd_bf16_autocast"] = timed(bf16)
+    # what `loss=ce` runs since session 14: the same loss and gradients, chunk by chunk
+    step["full_softmax_fwd_bwd_chunked"] = timed(lambda: full_softmax_ce(h, emb, y).backward())
+    for heads, ratio in ((1, 1), (2, 4)):  # SASRec+'s block (1 head, narrow MLP) vs ours
+        net = SASRecNet(n_items, n, d, heads, 2, 0.1, 0.1, ratio).train()
+        step[f"blocks_fwd_bwd_heads_{heads}_mlp_{ratio}_dropout_0.1"] = timed(
+            lambda net=net: net(seq).sum().backward()
+        )
     q = torch.randn(b, 2, n, d // 2, requires_grad=True)
     mask = causal_padding_mask(seq > 0)
     for p_drop in (0.2, 0.0):
@@ -93,6 +109,7 @@ def main() -> None:
         "positions_per_epoch": {
             "random_batches": padded(False),
             "length_batches": padded(True),
+            "packed_random_batches": packed(),
             "real_positions": int(((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum()),
         },
     }

@@ -945,6 +945,7 @@ def main() -> None:
                 "gen-60",
                 "gen-l3",
                 "gen-cos",
+                "gen-plus",
                 "gen-ss",
                 "sem",
                 "sem-hybrid",
