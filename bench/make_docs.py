@@ -84,6 +84,19 @@ def table(doc: dict) -> str:
                 if cfg.get("codes_from", "text") != "text"
                 else "",
                 "no attention dropout" if cfg.get("attn_dropout") == 0 else "",
+                f"{cfg['heads']} head(s), MLP × {cfg['mlp_ratio']}"
+                if r["model"].startswith("sasrec") and cfg.get("mlp_ratio", 4) != 4
+                else "",
+                f"lr {cfg['lr']:g}"
+                if r["model"].startswith("sasrec")
+                and cfg.get("lr_decay", "none") == "none"
+                and "lr" in cfg
+                else "",
+                "packed random batches"
+                if cfg.get("pack")
+                else "random batches"
+                if cfg.get("length_batches") is False
+                else "",
                 f"dropout {cfg['dropout']:g}"
                 if r["model"] == "semantic-id" and cfg.get("dropout", 0.1) != 0.1
                 else "",
@@ -946,6 +959,7 @@ def main() -> None:
                 "gen-l3",
                 "gen-cos",
                 "gen-plus",
+                "gen-pack",
                 "gen-ss",
                 "sem",
                 "sem-hybrid",
