@@ -271,13 +271,12 @@ class SASRec(Recommender):
             share = windows[batch[d.rank :: d.world]]
             if c.pack:
                 w, seg, pos = pack(share)
-                inp, tgt = w[:, :-1], w[:, 1:]
                 mask = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
                 packed = (seg[:, :-1], pos[:, :-1])
             else:
                 w, packed = trim_padding(share), None
-                inp, tgt = w[:, :-1], w[:, 1:]
-                mask = (inp > 0) & (tgt > 0)
+                mask = (w[:, :-1] > 0) & (w[:, 1:] > 0)
+            inp, tgt = w[:, :-1], w[:, 1:]
             n = int(mask.sum())
             n_global = d.total(n)
             with autocast(dev, c.bf16):

@@ -97,11 +97,8 @@ def pack(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def segment_causal_mask(segments: torch.Tensor) -> torch.Tensor:
     """[B, 1, n, n] mask for packed rows: each token sees earlier tokens of its own segment
     and itself (padding sees only itself, so no row is fully masked)."""
-    n = segments.shape[1]
-    causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
-    eye = torch.eye(n, dtype=torch.bool, device=segments.device)
-    same = (segments[:, :, None] == segments[:, None, :]) & (segments >= 0)[:, None, :]
-    return ((same & causal) | eye).unsqueeze(1)
+    same = (segments[:, :, None] == segments[:, None, :]).unsqueeze(1)
+    return causal_padding_mask(segments >= 0) & same
 
 
 # ----------------------------------------------------------------------------- blocks
