@@ -309,27 +309,42 @@ def users_protocol(args: argparse.Namespace) -> dict:
             "popularity_recall@10": recall(pop, truth),
         }
     # A sentence (the categories of the user's first 5 items): its 5 nearest items are the
-    # pseudo history; the query prior's weight and temperature are learned on the tune half.
-    from directrec.generate.coldstart import fit_query_blend, sentence_cases
+    # pseudo history; the query prior's weight, temperature and category share are learned
+    # on the tune half (first on text cosines alone, as before session 15, then with the
+    # category names as a second view).
+    from directrec.generate.coldstart import fit_query_blend, sentence_cases, with_categories
 
     vecs = ds.catalog.embeddings
-    _, t_hists, t_sims, t_truth = sentence_cases([seqs[u] for u in tune], cats, vecs, args.noun)
-    out["query_blend"] = fit_query_blend(model, t_hists, t_sims, t_truth)
-    sentences, hists, sims, truth = sentence_cases([seqs[u] for u in test], cats, vecs, args.noun)
+    _, t_hists, t_sims, t_cat, t_truth = sentence_cases(
+        [seqs[u] for u in tune], cats, vecs, args.noun
+    )
+    sentences, hists, sims, by_cat, truth = sentence_cases(
+        [seqs[u] for u in test], cats, vecs, args.noun
+    )
 
     def query_lists(hists: list, sims: np.ndarray) -> list:
         h = Histories.from_lists(hists, data.n_items)
         opts = [ListOptions(query_sims=q) for q in sims]
         return [r.items for r in recommend(model, h, opts)]
 
+    out["query_blend_text"] = fit_query_blend(model, t_hists, t_sims, t_truth)
+    text_only = recall(query_lists(hists, sims), truth)
+    text_blend = model.meta["query_blend"]
+    out["query_blend"] = fit_query_blend(model, t_hists, t_sims, t_truth, category_sims=t_cat)
+    w = model.meta["query_blend"]["w"]
     out["sentence"] = {
         "how": "sentence = the two most frequent categories of the user's first 5 items + "
         f"' {args.noun}'; targets = their items 6-15; the sentence's 5 nearest items (MiniLM) "
-        "are the history; the query prior (alpha, t) is learned on the tune half",
+        "are the history; the query prior (alpha, t, category share w) is learned on the "
+        "tune half",
         "examples": sentences[:5],
         "generator_recall@10": recall(lists(hists, False), truth),
         "generator_blended_recall@10": recall(lists(hists, True), truth),
-        "generator_query_prior_recall@10": recall(query_lists(hists, sims), truth),
+        "generator_query_prior_text_recall@10": text_only,
+        "query_blend_text": text_blend,
+        "generator_query_prior_recall@10": recall(
+            query_lists(hists, with_categories(sims, by_cat, w)), truth
+        ),
         "query_blend": model.meta["query_blend"],
         "popularity_recall@10": recall([list(pop_order[:10]) for _ in test], truth),
     }

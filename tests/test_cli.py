@@ -216,7 +216,7 @@ def test_train_learns_the_new_user_blend_on_held_out_users(store):
     # the planted items have categories and titles: the sentence-request prior is learned too
     q = meta["query_blend_fit"]
     assert "sentence-request prior" in res.output and q["cases"] == 30
-    assert meta["query_blend"] == {"alpha": q["alpha"], "t": q["t"]}
+    assert meta["query_blend"] == {"alpha": q["alpha"], "t": q["t"], "w": q["w"]}
     assert q["recall_blend"] >= max(q["recall_model"], q["recall_popularity"])
 
 

@@ -405,13 +405,14 @@ def train(
                 vecs = ds.catalog.embeddings
                 if vecs is None:
                     vecs = item_embeddings(ds, db)
-                _, hists, sims, truth = sentence_cases(
+                _, hists, sims, by_category, truth = sentence_cases(
                     [seqs[u] for u in held], ds.catalog.categories, vecs
                 )
-                q = fit_query_blend(model, hists, sims, truth)
+                q = fit_query_blend(model, hists, sims, truth, category_sims=by_category)
                 model.meta["query_blend_fit"] = q
                 out.print(
-                    f"sentence-request prior: alpha {q['alpha']:g}, t {q['t']:g} (Recall@10 "
+                    f"sentence-request prior: alpha {q['alpha']:g}, t {q['t']:g}, category "
+                    f"weight {q['w']:g} (Recall@10 "
                     f"{q['recall_model']:.4f} → {q['recall_blend']:.4f} on {q['cases']} requests)",
                     highlight=False,
                     markup=False,

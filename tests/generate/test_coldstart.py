@@ -134,11 +134,11 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     seqs = ds.interactions.sequences()
     vecs = ds.catalog.embeddings
     tune, test = seqs[::2], seqs[1::2]
-    _, hists, sims, truth = sentence_cases(tune, topic_words, vecs)
+    _, hists, sims, _, truth = sentence_cases(tune, topic_words, vecs)
     table = fit_query_blend(model, hists, sims, truth)
     assert table["alpha"] > 0 and table["t"] > 0
     assert table["recall_blend"] >= max(table["recall_model"], table["recall_popularity"])
-    _, hists, sims, truth = sentence_cases(test, topic_words, vecs)
+    _, hists, sims, _, truth = sentence_cases(test, topic_words, vecs)
     h = Histories.from_lists(hists, model.n_items)
 
     def recall(lists):
@@ -159,6 +159,66 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     )
     want[0, torch.from_numpy(hists[0])] = -torch.inf
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_category_cosines_take_each_items_closest_category_name():
+    """By hand: names a, b, c are unit axes; an item scores its best name, an item with no
+    category has none (NaN), and the mixed view falls back to its text there."""
+    from directrec.generate.coldstart import CategoryIndex, query_similarities
+
+    axes = {"a": [1.0, 0.0, 0.0], "b": [0.0, 1.0, 0.0], "c": [0.0, 0.0, 1.0]}
+    index = CategoryIndex.build(
+        [["a"], ["b", "a"], [], ["c"]], lambda names: np.array([axes[n] for n in names])
+    )
+    q = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
+    got = index.cosines(q)[0]
+    np.testing.assert_allclose(got[[0, 1, 3]], [0.6, 0.8, 0.0], atol=1e-6)
+    assert np.isnan(got[2])
+    items = np.array([[0, 0, 1], [0, 0, 1], [1, 0, 0], [0, 1, 0]], dtype=np.float32)
+    mixed = query_similarities(q, items, index, 0.25)[0]
+    np.testing.assert_allclose(mixed, [0.15, 0.2, 0.6, 0.6], atol=1e-6)  # .75 text + .25 cat
+    np.testing.assert_allclose(query_similarities(q, items)[0], [0.0, 0.0, 0.6, 0.8])
+
+
+def test_query_prior_learns_to_read_category_names_when_titles_say_nothing(planted):
+    """Titles of random words from every topic (like film titles, they say nothing about
+    the genre); the category names are the topics. On text alone the prior cannot find
+    the user's topic; given the category view it learns to use it (w > 0) and the other
+    half's recall rises well above both."""
+    from directrec.generate.coldstart import fit_query_blend, sentence_cases, with_categories
+    from directrec.generate.pipeline import ListOptions, recommend
+    from directrec.text.encoder import encode
+    from tests.conftest import TOPICS
+
+    rng = np.random.default_rng(0)
+    words = " ".join(TOPICS).split()
+    n = planted.interactions.n_items
+    vecs = encode([" ".join(rng.choice(words, 3, replace=False)) for _ in range(n)])
+    names = [
+        [TOPICS[int(c[0].removeprefix("topic"))].split()[0]] for c in planted.catalog.categories
+    ]
+    model = create("pop").fit(planted.interactions)
+    seqs = planted.interactions.sequences()
+    _, hists, sims, cat, truth = sentence_cases(seqs[::2], names, vecs)
+    text = fit_query_blend(model, hists, sims, truth)
+    both = fit_query_blend(model, hists, sims, truth, category_sims=cat)
+    assert both["w"] > 0 and both["alpha"] > 0 and both["t"] > 0, both
+    assert both["recall_blend"] > text["recall_blend"] + 0.05, (both, text)
+    _, hists, sims, cat, truth = sentence_cases(seqs[1::2], names, vecs)
+    h = Histories.from_lists(hists, model.n_items)
+
+    def recall(s: np.ndarray) -> float:
+        lists = recommend(model, h, [ListOptions(query_sims=row) for row in s])
+        return float(
+            np.mean(
+                [len(set(r.items.tolist()) & t) / 10 for r, t in zip(lists, truth, strict=True)]
+            )
+        )
+
+    with_cat = recall(with_categories(sims, cat, both["w"]))
+    model.meta["query_blend"] = {k: text[k] for k in ("alpha", "t", "w")}
+    text_only = recall(sims)
+    assert with_cat > 1.5 * max(text_only, text["recall_popularity"]), (with_cat, text_only, text)
 
 
 def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded, monkeypatch):

@@ -268,3 +268,43 @@ def test_a_sentence_only_request_gets_the_models_learned_query_prior(own_world, 
         assert [it["item_id"] for it in mixed["items"]] != want
     finally:
         s.stop()
+
+
+def test_a_sentence_only_request_reads_category_names_as_the_model_learned(own_world, tmp_path):
+    """A learned prior with a category share (w = 1, alpha 1, t 40): the service scores
+    items by popularity tilted towards their category names' cosine to the sentence, the
+    same computation `fit_query_blend` learned it on, which puts the named topic first."""
+    import numpy as np
+
+    from directrec.generate.coldstart import CategoryIndex
+    from directrec.models import load_model
+    from directrec.serve import registry
+    from directrec.text.encoder import encode
+
+    db, reg = own_world
+    model = load_model(registry.resolve(reg)[0])
+    model.meta["query_blend"] = {"alpha": 1.0, "t": 40.0, "w": 1.0}
+    registry.publish(model.save(tmp_path / "with-categories"), reg)
+    items = model.meta["item_ids"]
+    s = Server(reg, db)
+    try:
+        sentence = {"query": "topic4", "k": 10}
+        ids = [
+            it["item_id"]
+            for it in s.client.post("/v1/recommendations", json=sentence).json()["items"]
+        ]
+        pseudo = {
+            it["item_id"]
+            for it in s.client.get("/v1/items", params={"query": "topic4", "k": 5}).json()["items"]
+        }
+        cats = CategoryIndex.build([[f"topic{topic(i)}"] for i in items]).cosines(
+            encode(["topic4"])
+        )
+        score = np.log1p(model.popularity) + 40.0 * cats[0]
+        want = [items[i] for i in np.argsort(-score, kind="stable") if items[i] not in pseudo][:10]
+        at = {it: score[j] for j, it in enumerate(items)}
+        np.testing.assert_allclose([at[i] for i in ids], [at[i] for i in want], rtol=1e-5)
+        assert not set(ids) & pseudo  # (equal up to ties in popularity)
+        assert sum(topic(i) == 4 for i in ids) >= 8
+    finally:
+        s.stop()

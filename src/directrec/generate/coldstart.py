@@ -9,13 +9,18 @@ into the model's distribution at each short length (Recommender.score applies it
 
 A pseudo history made from a sentence is not what the user watched: its items are the
 sentence's nearest texts, often obscure. `fit_query_blend` learns how much of a
-text-tilted popularity prior (p_i ∝ (pop_i + 1) · exp(t · cos(query, item_i))) to mix into
-those rows' lists; the pipeline applies it to every row that carries query similarities."""
+text-tilted popularity prior (p_i ∝ (pop_i + 1) · exp(t · s_i)) to mix into those rows'
+lists; the pipeline applies it to every row that carries query similarities s.
+
+s is the cosine of the sentence to the item's text, or (a learned share w of it) to the
+closest of the item's category names: a film's text is mostly its title, which says
+little about a request like "comedies and romances", while its genre names do."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -51,6 +56,65 @@ def category_sentence(items: Sequence[int], categories: Sequence[Sequence[str]],
             counts[c] = counts.get(c, 0) + 1
     top = sorted(counts, key=lambda c: -counts[c])[:2]  # stable: first seen wins ties
     return " ".join([" and ".join(top) if top else "popular", noun]).strip()
+
+
+@dataclass
+class CategoryIndex:
+    """The catalogue's category names as text vectors and each item's categories, so a
+    sentence can be compared with what an item *is* rather than with its title."""
+
+    vectors: np.ndarray  # [C, d] L2-normalised name embeddings
+    slots: np.ndarray  # [n_items, m] each item's category numbers, -1 = none
+
+    @classmethod
+    def build(
+        cls,
+        categories: Sequence[Sequence[str]],
+        encode: Callable[[list[str]], np.ndarray] | None = None,
+    ) -> CategoryIndex:
+        """`categories[i]`: item i's names; `encode` defaults to the item text encoder."""
+        if encode is None:
+            from directrec.text.encoder import encode
+        names = sorted({c for cats in categories for c in cats})
+        number = {c: j for j, c in enumerate(names)}
+        m = max((len(c) for c in categories), default=0)
+        slots = np.full((len(categories), max(m, 1)), -1, dtype=np.int64)
+        for i, cats in enumerate(categories):
+            slots[i, : len(cats)] = [number[c] for c in cats]
+        vectors = encode(names) if names else np.zeros((0, 1), np.float32)
+        return cls(np.asarray(vectors, dtype=np.float32), slots)
+
+    def cosines(self, query_vectors: np.ndarray) -> np.ndarray:
+        """[R, n_items]: each item's best cosine over its category names (NaN: none)."""
+        q = np.atleast_2d(np.asarray(query_vectors, dtype=np.float32))
+        out = np.full((len(q), len(self.slots)), -np.inf, dtype=np.float32)
+        if len(self.vectors):
+            by_name = q @ self.vectors.T  # [R, C]
+            for j in range(self.slots.shape[1]):  # one [R, n_items] slice per slot
+                has = self.slots[:, j] >= 0
+                out[:, has] = np.maximum(out[:, has], by_name[:, self.slots[has, j]])
+        out[np.isneginf(out)] = np.nan
+        return out
+
+
+def query_similarities(
+    query_vectors: np.ndarray,
+    item_vectors: np.ndarray,
+    categories: CategoryIndex | None = None,
+    category_weight: float = 0.0,
+) -> np.ndarray:
+    """s [R, n_items] = (1 - w) · cos(query, item text) + w · cos(query, the item's closest
+    category name); items without categories keep their text cosine."""
+    text = (np.atleast_2d(query_vectors) @ item_vectors.T).astype(np.float32)
+    if categories is None or category_weight <= 0.0:
+        return text
+    return with_categories(text, categories.cosines(query_vectors), category_weight)
+
+
+def with_categories(text: np.ndarray, by_category: np.ndarray, w: float) -> np.ndarray:
+    """(1 - w) · text cosines + w · category cosines (NaN, no category: the text's)."""
+    cat = np.where(np.isnan(by_category), text, by_category)
+    return ((1.0 - w) * text + w * cat).astype(np.float32)
 
 
 def query_log_prior(sims: torch.Tensor, popularity: np.ndarray, temperature: float) -> torch.Tensor:
@@ -89,17 +153,21 @@ def fit_query_blend(
     k: int = 10,
     alphas: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
     temperatures: Sequence[float] = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0),
+    category_sims: np.ndarray | None = None,
+    category_weights: Sequence[float] = (0.0, 0.5, 1.0),
 ) -> dict:
-    """Learn (alpha, t) of the query prior on validation requests: each row is a pseudo
-    history made from a sentence (`sentence_history`), its item cosines to the sentence and
-    the user's true next items. The pair with the best Recall@k wins (ties: the smaller
-    alpha, then t). Stored in `model.meta["query_blend"]`; returns the choice and the
-    recall of the model alone, of popularity (alpha 1, t 0) and of the blend."""
+    """Learn (alpha, t, w) of the query prior on validation requests: each row is a pseudo
+    history made from a sentence (`sentence_history`), its item text cosines to the
+    sentence, optionally its category cosines (`CategoryIndex.cosines`, mixed in with
+    weight w by `query_similarities`), and the user's true next items. The best Recall@k
+    wins (ties: the smaller t, then w, then alpha). Stored in `model.meta["query_blend"]`;
+    returns the choice and the recall of the model alone, of popularity (alpha 1, t 0) and
+    of the blend."""
     model.meta.pop("query_blend", None)
     hist = Histories.from_lists(list(histories), model.n_items)
     log_p = torch.log_softmax(model.score(hist).float(), dim=1)
     seen = torch.from_numpy(hist.matrix("binary").toarray() > 0)
-    sims_t = torch.as_tensor(sims, dtype=torch.float32)
+    weights = (0.0,) if category_sims is None else tuple(category_weights)
 
     def recall(scores: torch.Tensor) -> float:
         top = torch.topk(scores.masked_fill(seen, -torch.inf), k, dim=1).indices.numpy()
@@ -107,10 +175,13 @@ def fit_query_blend(
             np.mean([len(t & set(r.tolist())) / k for r, t in zip(top, truths, strict=True)])
         )
 
-    best = {"alpha": 0.0, "t": 0.0, "recall": recall(log_p)}
+    best = {"alpha": 0.0, "t": 0.0, "w": 0.0, "recall": recall(log_p)}
     table = {"recall_model": best["recall"]}
-    for t in temperatures:
-        prior = query_log_prior(sims_t, model.popularity, t)
+    for t, w in itertools.product(temperatures, weights):
+        if t == 0.0 and w > 0.0:
+            continue  # without a tilt the similarities do not matter
+        s = sims if w <= 0.0 else with_categories(sims, category_sims, w)  # type: ignore[arg-type]
+        prior = query_log_prior(torch.as_tensor(s, dtype=torch.float32), model.popularity, t)
         for a in alphas:
             if a <= 0.0:
                 continue
@@ -118,11 +189,12 @@ def fit_query_blend(
             if t == 0.0 and a >= 1.0:
                 table["recall_popularity"] = rec
             if rec > best["recall"] + 1e-12:
-                best = {"alpha": float(a), "t": float(t), "recall": rec}
-    model.meta["query_blend"] = {"alpha": best["alpha"], "t": best["t"]}
+                best = {"alpha": float(a), "t": float(t), "w": float(w), "recall": rec}
+    model.meta["query_blend"] = {"alpha": best["alpha"], "t": best["t"], "w": best["w"]}
     return table | {
         "alpha": best["alpha"],
         "t": best["t"],
+        "w": best["w"],
         "recall_blend": best["recall"],
         "cases": len(truths),
     }
@@ -346,17 +418,19 @@ def sentence_cases(
     noun: str = "",
     shown: int = 5,
     k: int = 10,
-) -> tuple[list[str], list[np.ndarray], np.ndarray, list[set[int]]]:
+) -> tuple[list[str], list[np.ndarray], np.ndarray, np.ndarray, list[set[int]]]:
     """Requests as new users would type them, from held-out users' sequences: the sentence
     names the categories of their first `shown` items, its `shown` nearest items are the
     pseudo history, and their next `k` items are the truth. Returns (sentences, pseudo
-    histories, item cosines [R, n_items], truths); `item_vectors` are L2-normalised."""
+    histories, item text cosines [R, n_items], item category cosines [R, n_items] (NaN:
+    no category), truths); `item_vectors` are L2-normalised."""
     from directrec.text.encoder import encode
 
     rows = [s for s in sequences if len(s) > shown]
     sentences = [category_sentence(s[:shown], categories, noun) for s in rows]
     q = encode(sentences) if sentences else np.zeros((0, item_vectors.shape[1]), np.float32)
-    sims = (q @ item_vectors.T).astype(np.float32)
+    sims = query_similarities(q, item_vectors)
+    by_category = CategoryIndex.build(categories, encode).cosines(q)
     hists = [sentence_history(v, item_vectors, shown) for v in q]
     truths = [set(s[shown : shown + k].tolist()) for s in rows]
-    return sentences, hists, sims, truths
+    return sentences, hists, sims, by_category, truths

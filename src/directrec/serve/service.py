@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
 from directrec.data.store import DuckStore, open_store
-from directrec.generate.coldstart import sentence_history
+from directrec.generate.coldstart import CategoryIndex, query_similarities, sentence_history
 from directrec.generate.context import item_info
 from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
@@ -93,12 +93,19 @@ class Catalogue:
     ids: list[str]
     vectors: np.ndarray | None = None  # [len(ids)] text embeddings for search, if any
     views: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    category_index: CategoryIndex | None = None  # built on the first sentence that needs it
 
     def __post_init__(self) -> None:
         self.views = {
             i: {"item_id": i, "title": self.titles[i], "categories": list(self.categories[i])}
             for i in self.ids
         }
+
+    def categories_as_text(self) -> CategoryIndex:
+        """The category names as text vectors, in `ids` order (encoded once)."""
+        if self.category_index is None:
+            self.category_index = CategoryIndex.build([self.categories[i] for i in self.ids])
+        return self.category_index
 
 
 class HistoryCache:
@@ -567,8 +574,9 @@ class Service:
 
     def query_history(self, query: str, n: int = 5) -> tuple[list[str], np.ndarray | None]:
         """A sentence → its nearest catalogue items (by text), as a pseudo history, and
-        every model item's cosine to the sentence (for the model's learned query prior;
-        None without a loaded model or where an item has no text)."""
+        every model item's similarity to the sentence (for the model's learned query prior:
+        text and category cosines mixed as it learned; None without a loaded model or
+        where an item has no text)."""
         vectors = self.text_vectors()
         if vectors is None:
             raise HTTPException(422, "this catalogue has no text: `query` is unavailable")
@@ -581,8 +589,10 @@ class Service:
             col = np.array([loaded.items.index(i) for i in self.catalogue.ids])
             allowed = col >= 0
             if np.unique(col[allowed]).size == loaded.model.n_items:  # every item has text
+                w = float(loaded.model.meta.get("query_blend", {}).get("w", 0.0))
+                index = self.catalogue.categories_as_text() if w > 0 else None
                 sims = np.zeros(loaded.model.n_items, dtype=np.float32)
-                sims[col[allowed]] = vectors[allowed] @ q
+                sims[col[allowed]] = query_similarities(q, vectors, index, w)[0][allowed]
         idx = sentence_history(q, vectors, n, allowed)
         return [self.catalogue.ids[i] for i in idx], sims
 
