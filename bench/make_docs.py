@@ -362,7 +362,23 @@ def new_users(cu: dict | None, title: str) -> list[str]:
         f"| {r['generator_blended_recall@10']:.4f} | {r['popularity_recall@10']:.4f} | (5 items) |"
     )
     parts.append("")
-    if "generator_query_prior_recall@10" in r:
+    if "generator_query_prior_text_recall@10" in r:  # since session 15: two views
+        qt, q = cu["query_blend_text"], cu["query_blend"]
+        parts.append(
+            "From a sentence with the learned query prior (sentence-only requests get "
+            "log((1 − a) p_model + a p_prior), p_prior ∝ (popularity + 1) · exp(t · s); a, t "
+            f"and w chosen on the tune half, {q['cases']} requests). On the text view alone "
+            "(s = cos(sentence, item text)): "
+            f"a = {qt['alpha']:g}, t = {qt['t']:g}, validation {qt['recall_blend']:.4f}, "
+            f"test {r['generator_query_prior_text_recall@10']:.4f}. With the category view "
+            "(s = (1 − w) · cos(sentence, item text) + w · cos(sentence, the item's closest "
+            f"category name)): a = {q['alpha']:g}, t = {q['t']:g}, w = {q['w']:g}; validation "
+            f"Recall@10 {q['recall_model']:.4f} (model) / "
+            f"{q.get('recall_popularity', float('nan')):.4f} (popularity) → {q['recall_blend']:.4f}. "
+            f"**Test: {r['generator_query_prior_recall@10']:.4f}** against popularity "
+            f"{r['popularity_recall@10']:.4f}.\n"
+        )
+    elif "generator_query_prior_recall@10" in r:
         q = cu["query_blend"]
         parts.append(
             "From a sentence with the learned query prior (sentence-only requests get "
