@@ -322,9 +322,9 @@ def users_protocol(args: argparse.Namespace) -> dict:
         [seqs[u] for u in test], cats, vecs, args.noun
     )
 
-    def query_lists(hists: list, sims: np.ndarray) -> list:
-        h = Histories.from_lists(hists, data.n_items)
-        opts = [ListOptions(query_sims=q) for q in sims]
+    def query_lists(hists: list, sims: np.ndarray) -> list:  # as the service builds them:
+        h = Histories.from_lists(hists, data.n_items)  # the pseudo history is not excluded
+        opts = [ListOptions(query_sims=q, exclude_seen=False) for q in sims]
         return [r.items for r in recommend(model, h, opts)]
 
     out["query_blend_text"] = fit_query_blend(model, t_hists, t_sims, t_truth)

@@ -147,7 +147,8 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
         )
 
     plain = recall(recommend(model, h))
-    prior = recall(recommend(model, h, [ListOptions(query_sims=s) for s in sims]))
+    opts = [ListOptions(query_sims=s, exclude_seen=False) for s in sims]  # as the service
+    prior = recall(recommend(model, h, opts))
     assert prior > 2 * plain, (prior, plain, table)
     # Exactly the learned mixture, seen (pseudo-history) items masked afterwards.
     got = masked_scores(model, h.take([0]), 10, query_sims=[sims[0]])
@@ -208,7 +209,7 @@ def test_query_prior_learns_to_read_category_names_when_titles_say_nothing(plant
     h = Histories.from_lists(hists, model.n_items)
 
     def recall(s: np.ndarray) -> float:
-        lists = recommend(model, h, [ListOptions(query_sims=row) for row in s])
+        lists = recommend(model, h, [ListOptions(query_sims=row, exclude_seen=False) for row in s])
         return float(
             np.mean(
                 [len(set(r.items.tolist()) & t) / 10 for r, t in zip(lists, truth, strict=True)]

@@ -162,15 +162,15 @@ def fit_query_blend(
     weight w by `query_similarities`), and the user's true next items. The best Recall@k
     wins (ties: the smaller t, then w, then alpha). Stored in `model.meta["query_blend"]`;
     returns the choice and the recall of the model alone, of popularity (alpha 1, t 0) and
-    of the blend."""
+    of the blend. The pseudo history's items stay eligible: the user never saw them (the
+    service does not exclude them from sentence-only lists either)."""
     model.meta.pop("query_blend", None)
     hist = Histories.from_lists(list(histories), model.n_items)
     log_p = torch.log_softmax(model.score(hist).float(), dim=1)
-    seen = torch.from_numpy(hist.matrix("binary").toarray() > 0)
     weights = (0.0,) if category_sims is None else tuple(category_weights)
 
     def recall(scores: torch.Tensor) -> float:
-        top = torch.topk(scores.masked_fill(seen, -torch.inf), k, dim=1).indices.numpy()
+        top = torch.topk(scores, k, dim=1).indices.numpy()
         return float(
             np.mean([len(t & set(r.tolist())) / k for r, t in zip(top, truths, strict=True)])
         )

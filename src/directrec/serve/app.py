@@ -304,7 +304,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
-        history, request, sims = list(body.history), "", None
+        history, request, sims, pseudo = list(body.history), "", None, []
         loaded = svc.loaded
         if body.query and loaded is not None and loaded.model.capabilities.reads_requests:
             request = body.query  # the model reads the sentence itself (the LM's prompt)
@@ -313,12 +313,13 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             history = pseudo + history
             if body.history:  # the query prior was learned on sentence-only requests
                 sims = None
+        # Only what the user named is "seen": a sentence's pseudo history stays eligible.
         exclude = set(body.exclude_items) | (set(body.history) if body.exclude_seen else set())
         job = Job(
             None,
             history,
             body.k,
-            body.exclude_seen,
+            body.exclude_seen and not pseudo,
             exclude,
             set(body.exclude_categories),
             body.diversity,
