@@ -976,6 +976,8 @@ def main() -> None:
                 "gen-cos",
                 "gen-plus",
                 "gen-pack",
+                "gen-pack-cos",
+                "gen-length",
                 "gen-ss",
                 "sem",
                 "sem-hybrid",
