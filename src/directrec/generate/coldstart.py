@@ -118,7 +118,7 @@ def with_categories(text: np.ndarray, by_category: np.ndarray, w: float) -> np.n
 
 
 def query_log_prior(sims: torch.Tensor, popularity: np.ndarray, temperature: float) -> torch.Tensor:
-    """log p_i ∝ log(pop_i + 1) + t · cos(query, item_i), per row of `sims` [R, n_items]."""
+    """log p_i ∝ log(pop_i + 1) + t · s_i, per row of `sims` [R, n_items] (`query_similarities`)."""
     logits = torch.log1p(torch.from_numpy(popularity).float())[None, :] + temperature * sims
     return torch.log_softmax(logits, dim=1)
 

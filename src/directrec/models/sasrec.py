@@ -142,13 +142,15 @@ class SASRec(Recommender):
         negatives: int = 512  # uniform negatives for `sampled`
         epochs: int = 200
         batch_size: int = 128
-        # Padding-aware batching: each batch holds windows of similar length (shuffled
-        # within 50-batch pools, batches in random order), so little compute goes to padding.
+        # Random batches whose windows are packed side by side into rows (attention stays
+        # within each window): random batches' learning at about the compute of their real
+        # tokens. The default since it tested better at the same cost per epoch on
+        # MovieLens-100K, Amazon Beauty and ML-1M (docs/results/CAVEATS.md, session 15).
+        pack: bool = True
+        # With pack=false: padding-aware batching (each batch holds windows of similar
+        # length, shuffled within 50-batch pools, batches in random order) if true, else
+        # plain random batches (a GPU's choice: padding costs little there).
         length_batches: bool = True
-        # Random batches (length_batches is then ignored) whose windows are packed side by
-        # side into rows (attention stays within each window): random batches' learning at
-        # about the compute of their real tokens.
-        pack: bool = False
         lr: float = 1e-3
         # none | cosine: a half cosine from `lr` towards 0 over `epochs` (set `epochs` to
         # what the time budget affords; validation still picks the best epoch)
