@@ -167,7 +167,10 @@ def fit_query_blend(
     model.meta.pop("query_blend", None)
     hist = Histories.from_lists(list(histories), model.n_items)
     log_p = torch.log_softmax(model.score(hist).float(), dim=1)
-    weights = (0.0,) if category_sims is None else tuple(category_weights)
+    views = {0.0: sims}  # each category share's similarities, mixed once
+    for w in category_weights if category_sims is not None else ():
+        if w > 0.0:
+            views[float(w)] = with_categories(sims, category_sims, float(w))
 
     def recall(scores: torch.Tensor) -> float:
         top = torch.topk(scores, k, dim=1).indices.numpy()
@@ -177,10 +180,9 @@ def fit_query_blend(
 
     best = {"alpha": 0.0, "t": 0.0, "w": 0.0, "recall": recall(log_p)}
     table = {"recall_model": best["recall"]}
-    for t, w in itertools.product(temperatures, weights):
+    for t, (w, s) in itertools.product(temperatures, views.items()):
         if t == 0.0 and w > 0.0:
             continue  # without a tilt the similarities do not matter
-        s = sims if w <= 0.0 else with_categories(sims, category_sims, w)  # type: ignore[arg-type]
         prior = query_log_prior(torch.as_tensor(s, dtype=torch.float32), model.popularity, t)
         for a in alphas:
             if a <= 0.0:
