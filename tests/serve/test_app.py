@@ -267,7 +267,8 @@ def test_a_sentence_only_request_gets_the_models_learned_query_prior(own_world, 
 def test_a_sentence_only_request_reads_category_names_as_the_model_learned(own_world, tmp_path):
     """A learned prior with a category share (w = 1, alpha 1, t 40): the service scores
     items by popularity tilted towards their category names' cosine to the sentence, the
-    same computation `fit_query_blend` learned it on, which puts the named topic first."""
+    same computation `fit_query_blend` learned it on, which puts the named topic first,
+    the sentence's own nearest items included."""
     import numpy as np
 
     from directrec.generate.coldstart import CategoryIndex
@@ -295,5 +296,12 @@ def test_a_sentence_only_request_reads_category_names_as_the_model_learned(own_w
         at = {it: score[j] for j, it in enumerate(items)}  # equal up to ties in popularity:
         np.testing.assert_allclose([at[i] for i in ids], [at[i] for i in want], rtol=1e-5)
         assert sum(topic(i) == 4 for i in ids) >= 8
+        # The sentence's pseudo history (its nearest items by text) is not "seen": those
+        # of its items that score into the top 10 are listed.
+        pseudo = {
+            it["item_id"]
+            for it in s.client.get("/v1/items", params={"query": "topic4", "k": 5}).json()["items"]
+        }
+        assert pseudo & set(ids), (pseudo, ids)
     finally:
         s.stop()
