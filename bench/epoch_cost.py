@@ -23,6 +23,7 @@ from directrec.models.sasrec import SASRecNet, batches
 from directrec.models.transformer import (
     causal_padding_mask,
     full_softmax_ce,
+    key_keep_mask,
     pack,
     trim_padding,
 )
@@ -69,6 +70,9 @@ def main() -> None:
         step[f"blocks_fwd_bwd_attn_dropout_{attn}"] = timed(
             lambda net=net: net(seq).sum().backward()
         )
+    # the same dropout rate as DropKey (`drop_keys`): pairs masked before the fused kernel
+    net = SASRecNet(n_items, n, d, 2, 2, 0.2, 0.2, drop_keys=True).train()
+    step["blocks_fwd_bwd_drop_keys_0.2"] = timed(lambda: net(seq).sum().backward())
     h = torch.randn(b * n, d, requires_grad=True)
     emb = torch.randn(n_items, d, requires_grad=True)
     y = torch.randint(0, n_items, (b * n,))
@@ -97,6 +101,12 @@ def main() -> None:
                 .backward()
             )
         )
+
+    def drop_keys() -> None:
+        kept = key_keep_mask((b, 2, n, n), 0.2, q.device) | torch.eye(n, dtype=torch.bool)
+        F.scaled_dot_product_attention(q, q, q, attn_mask=kept & mask).sum().backward()
+
+    step["attention_only_drop_keys_0.2"] = timed(drop_keys)
     out = {
         "command": " ".join(["python", *sys.argv]),
         "db": str(args.db),

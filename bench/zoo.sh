@@ -5,7 +5,7 @@
 # CFGAN use published defaults (CFGAN runs 10 epochs on Beauty, where an epoch is slow on
 # two cores). The generative ID head (sasrec-ce) and the SASRec BCE baseline train with
 # early stopping on validation under a wall-clock budget.
-#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml100k-pack|beauty-gen-pack|beauty-gen|all]
+#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml100k-pack|beauty-gen-pack|beauty-gen|all]
 # `beauty` ran under the old history-cap rule (cap on training too); `beauty-context` caps
 # only the input context (the default now).
 # (ml1m-gen-sampled, ml1m-gen-60 and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
@@ -91,6 +91,14 @@ if run ml1m-gen-pack-cos; then  # ml1m-gen-pack was still rising when its budget
     --no-progress --models sasrec-ce --set max_len=200 --set layers=3 --set lr=2e-3 \
     --set pack=true --set lr_decay=cosine --set epochs=88 --set batch_size=128 \
     --set max_minutes=57 --set eval_every=2 --set patience=44 --valid-users 2000
+fi
+if run ml1m-gen-pack-dk; then  # ml1m-gen-pack with its attention dropout as DropKey (drop_keys:
+  # pairs masked before the softmax, run by the fused kernel) instead of weight dropout, which
+  # forces the CPU's unfused attention (bench/epoch_cost.py): more epochs in the same 57 minutes
+  $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 --out $R/ml1m-gen-pack-dk \
+    --no-progress --models sasrec-ce --set max_len=200 --set layers=3 --set lr=2e-3 \
+    --set pack=true --set drop_keys=true --set batch_size=128 --set max_minutes=57 \
+    --set eval_every=2 --set patience=10 --valid-users 2000
 fi
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default

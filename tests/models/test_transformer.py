@@ -71,3 +71,46 @@ def test_pack_lays_each_window_once_and_a_packed_row_computes_each_window_as_alo
         assert tokens[r, c : c + m].tolist() == windows[i, n - m :].tolist()
         if m > 1:
             torch.testing.assert_close(packed[r, c : c + m - 1], alone[i, n - m : n - 1])
+
+
+def test_key_keep_mask_keeps_each_entry_with_probability_one_minus_p():
+    from directrec.models.transformer import key_keep_mask
+
+    shape = (40, 2, 50, 50)  # 200,000 entries: the kept share is within ±0.005 of 1 - p
+    for p in (0.2, 0.5):
+        torch.manual_seed(1)
+        kept = key_keep_mask(shape, p, torch.device("cpu"))
+        assert kept.shape == shape and kept.dtype == torch.bool
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.005
+        torch.manual_seed(1)  # drawn from the global generator: a seed repeats it
+        assert torch.equal(kept, key_keep_mask(shape, p, torch.device("cpu")))
+    assert key_keep_mask(shape, 0.0, torch.device("cpu")).all()
+    assert not key_keep_mask((3, 5), 1.0, torch.device("cpu")).any()  # odd sizes too
+
+
+def test_drop_keys_masks_query_key_pairs_before_the_softmax():
+    """In training, a DropKey block computes exactly the eval-mode block under the attention
+    mask with the drawn pairs removed (a query always keeps itself); dropping every pair
+    leaves each position attending only to itself."""
+    from directrec.models.transformer import Block, causal_padding_mask, key_keep_mask
+
+    b, n, d, heads = 3, 9, 16, 2
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(b, n, d, generator=g)
+    keep = torch.ones(b, n, dtype=torch.bool)
+    keep[0, :4] = False  # left padding in one row
+    mask = causal_padding_mask(keep)
+    eye = torch.eye(n, dtype=torch.bool)
+    torch.manual_seed(0)
+    block = Block(d, heads, dropout=0.0, attn_dropout=0.5, drop_keys=True)
+    torch.manual_seed(7)
+    trained = block.train()(x, mask)
+    torch.manual_seed(7)
+    kept = (key_keep_mask((b, heads, n, n), 0.5, torch.device("cpu")) | eye) & mask
+    with torch.no_grad():
+        want = block.eval()(x, kept)
+        assert not torch.allclose(want, block(x, mask))  # pairs were dropped
+    torch.testing.assert_close(trained, want)
+    block.attn_dropout = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(block.train()(x, mask), block.eval()(x, eye.expand(b, 1, n, n)))

@@ -58,6 +58,7 @@ class SASRecNet(nn.Module):
         dropout: float,
         attn_dropout: float | None = None,
         mlp_ratio: int = 4,
+        drop_keys: bool = False,
     ) -> None:
         super().__init__()
         self.dim, self.max_len = dim, max_len
@@ -65,7 +66,7 @@ class SASRecNet(nn.Module):
         self.pos = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            Block(dim, heads, dropout, attn_dropout, mlp_ratio) for _ in range(layers)
+            Block(dim, heads, dropout, attn_dropout, mlp_ratio, drop_keys) for _ in range(layers)
         )
         self.ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item.weight, std=dim**-0.5)
@@ -136,6 +137,10 @@ class SASRec(Recommender):
         layers: int = 2
         dropout: float = 0.2
         attn_dropout: float = -1.0  # dropout on attention weights; < 0 = the same as dropout
+        # Apply attn_dropout as DropKey (query-key pairs masked before the softmax) instead
+        # of dropping weights after it: the fused attention kernel then runs it, about 3×
+        # cheaper per block on a CPU (transformer.Block)
+        drop_keys: bool = False
         mlp_ratio: int = 4  # MLP width / dim (1 = the original SASRec's feed-forward)
         # training
         loss: str = "bce"  # bce | ce | sampled
@@ -246,7 +251,15 @@ class SASRec(Recommender):
         c = self.config
         attn = None if c.attn_dropout < 0 else c.attn_dropout
         return SASRecNet(
-            self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout, attn, c.mlp_ratio
+            self.n_items,
+            c.max_len,
+            c.dim,
+            c.heads,
+            c.layers,
+            c.dropout,
+            attn,
+            c.mlp_ratio,
+            c.drop_keys,
         )
 
     def _epoch(
