@@ -37,12 +37,15 @@ def test_early_stopping_keeps_the_best_epoch(train):
     assert model.meta["best_valid_ndcg@10"] == 0.5
 
 
-def test_resume_is_exact(train, tmp_path):
-    straight = create("sasrec-ce", {**SMALL, "epochs": 4}).fit(train)
+@pytest.mark.parametrize("extra", [{}, {"average": 0.5}])
+def test_resume_is_exact(train, tmp_path, extra):
+    """Also with the weight average on: its running average is part of the checkpoint."""
+    straight = create("sasrec-ce", {**SMALL, **extra, "epochs": 4}).fit(train)
     ckpt = str(tmp_path / "ckpt")
-    create("sasrec-ce", {**SMALL, "epochs": 2, "checkpoint_dir": ckpt}).fit(train)
+    create("sasrec-ce", {**SMALL, **extra, "epochs": 2, "checkpoint_dir": ckpt}).fit(train)
     # A longer schedule resumes where the shorter one stopped.
-    resumed = create("sasrec-ce", {**SMALL, "epochs": 4, "checkpoint_dir": ckpt}).fit(train)
+    cfg = {**SMALL, **extra, "epochs": 4, "checkpoint_dir": ckpt}
+    resumed = create("sasrec-ce", cfg).fit(train)
     assert len(resumed.meta["train_log"]) == 4
     for (k, a), b in zip(
         straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
@@ -197,6 +200,15 @@ def test_drop_keys_learns_to_rank(planted):
     fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
     cfg = {**SMALL, "epochs": 40, "attn_dropout": 0.2, "drop_keys": True}
     model = create("sasrec-ce", cfg).fit(fit)
+    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
+    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
+    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+
+
+def test_weight_average_learns_to_rank(planted):
+    """Validating and keeping the epochs' moving-average weights (average=0.8) learns."""
+    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
+    model = create("sasrec-ce", {**SMALL, "epochs": 40, "average": 0.8}).fit(fit)
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"

@@ -161,6 +161,9 @@ class SASRec(Recommender):
         # what the time budget affords; validation still picks the best epoch)
         lr_decay: str = "none"
         weight_decay: float = 0.0
+        # Validate and keep a moving average of the epochs' end weights (this factor × the
+        # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)
+        average: float = 0.0
         eval_every: int = 5  # epochs between validations (early stopping)
         patience: int = 4  # validations without improvement before stopping
         # Training-time budget (0 = none); validates, then stops. The default lets a first
@@ -346,6 +349,7 @@ class SASRec(Recommender):
         tmp.mkdir(parents=True)
         tensors = {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
         tensors |= {f"best.{k}": v.cpu().numpy() for k, v in (state.best_weights or {}).items()}
+        tensors |= {f"avg.{k}": v.cpu().numpy() for k, v in (state.averaged or {}).items()}
         opt_state = opt.state_dict()
         for idx, st in opt_state["state"].items():
             for name, v in st.items():
@@ -406,6 +410,11 @@ class SASRec(Recommender):
                 )
         opt.load_state_dict(opt_state)
         best = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("best.")}
+        avg = {
+            k[4:]: torch.from_numpy(v).to(self.device)
+            for k, v in tensors.items()
+            if k.startswith("avg.")
+        }
         return LoopState(
             best=info["best"],
             best_epoch=info["best_epoch"],
@@ -413,6 +422,7 @@ class SASRec(Recommender):
             bad=info["bad"],
             log=info["log"],
             best_weights=best,
+            averaged=avg or None,
         )
 
     # -------------------------------------------------------------- artefacts

@@ -25,6 +25,7 @@ class LoopState:
     bad: int = 0  # validations since the last improvement
     log: list = dataclasses.field(default_factory=list)
     best_weights: dict | None = None
+    averaged: dict | None = None  # the moving average of the weights (with `average` > 0)
     stopped: str = ""  # what ended the run: epochs | patience | time budget
 
 
@@ -42,12 +43,20 @@ def run_epochs(
     desc: str = "train",
     progress: bool = False,
     agree: Callable[[float], float] | None = None,
+    average: float = 0.0,
 ) -> LoopState:
     """Run `epoch_fn(epoch) -> mean loss` until `epochs`, patience or the time budget ends
     it. With `validate`, the best validated weights are loaded into `net` at the end.
 
+    With `average` in (0, 1), the weights validated and kept are a moving average of the
+    epochs' end weights (average × the previous average + (1 − average) × this epoch's),
+    while training continues from the live weights: late epochs that wander around a
+    plateau are averaged instead of one of them being picked.
+
     `agree(x) -> x` makes processes of a distributed run take one process's value (rank
     0's: its validation metric and its time-budget decision), so all stop together."""
+    if not 0.0 <= average < 1.0:
+        raise ValueError(f"the weight average's factor must be in [0, 1), not {average}")
     agree = agree or (lambda x: x)
     state = state or LoopState()
     best_weights = state.best_weights or copy.deepcopy(net.state_dict())
@@ -56,6 +65,14 @@ def run_epochs(
     for epoch in bar:
         t0 = time.perf_counter()
         loss = epoch_fn(epoch)
+        if average > 0:
+            live = net.state_dict()
+            if state.averaged is None:
+                state.averaged = {k: v.detach().clone() for k, v in live.items()}
+            else:
+                for k, v in live.items():
+                    if v.is_floating_point():
+                        state.averaged[k].mul_(average).add_(v.detach(), alpha=1.0 - average)
         spent = time.perf_counter() - started
         # Stop before the next epoch would likely overrun the budget (validating first).
         out_of_time = bool(
@@ -76,6 +93,9 @@ def run_epochs(
         ):
             net.eval()
             tv = time.perf_counter()
+            if state.averaged is not None:  # validate the average; train on from the live
+                live = copy.deepcopy(net.state_dict())
+                net.load_state_dict(state.averaged)
             metric = float(agree(float(validate())))
             row["valid_ndcg@10"] = round(metric, 5)
             row["valid_seconds"] = round(time.perf_counter() - tv, 2)
@@ -84,6 +104,8 @@ def run_epochs(
                 best_weights = copy.deepcopy(net.state_dict())
             else:
                 state.bad += 1
+            if state.averaged is not None:
+                net.load_state_dict(live)
         state.log.append(row)
         state.epoch = epoch + 1
         state.best_weights = best_weights
@@ -97,6 +119,8 @@ def run_epochs(
         state.stopped = state.stopped or "epochs"
     if validate is not None:
         net.load_state_dict(best_weights)
+    elif state.averaged is not None:  # nothing validated: the average is the result
+        net.load_state_dict(state.averaged)
     net.eval()
     return state
 
@@ -136,8 +160,8 @@ def train_by_epochs(
     opt: torch.optim.Optimizer | None = None,
 ) -> LoopState:
     """`run_epochs` with the schedule from `model.config` (epochs, eval_every, patience,
-    max_minutes, progress; with `opt`, also the learning rate `lr` under `lr_decay`);
-    the run's log lands in `model.meta`."""
+    max_minutes, progress, and `average` where the config has it; with `opt`, also the
+    learning rate `lr` under `lr_decay`); the run's log lands in `model.meta`."""
     c = model.config
     decay = getattr(c, "lr_decay", "none")
     if opt is not None:
@@ -161,6 +185,7 @@ def train_by_epochs(
         desc=model.name,
         progress=c.progress,
         agree=agree,
+        average=getattr(c, "average", 0.0),
     )
     model.meta.update(loop_meta(state))
     return state

@@ -1,0 +1,60 @@
+"""The shared epoch loop: the moving average of the weights, by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from directrec.models.training import run_epochs
+
+
+def _run(validate: bool) -> tuple[nn.Linear, list[float], list[float]]:
+    net = nn.Linear(1, 1, bias=False)
+    live = [1.0, 3.0, 7.0]  # each epoch's end weight
+    started_from: list[float] = []
+    validated: list[float] = []
+
+    def epoch_fn(epoch: int) -> float:
+        started_from.append(net.weight.item())
+        with torch.no_grad():
+            net.weight.fill_(live[epoch])
+        return 0.0
+
+    def check() -> float:
+        validated.append(net.weight.item())
+        return -abs(net.weight.item() - 2.0)  # the best is the weight closest to 2
+
+    run_epochs(
+        net,
+        epoch_fn,
+        epochs=3,
+        validate=check if validate else None,
+        eval_every=1,
+        patience=10,
+        average=0.5,
+    )
+    return net, started_from, validated[:]
+
+
+def test_the_weight_average_is_validated_kept_and_never_trained_from():
+    net, started_from, validated = _run(validate=True)
+    # averages: 1; 0.5·1 + 0.5·3 = 2; 0.5·2 + 0.5·7 = 4.5
+    assert validated == [1.0, 2.0, 4.5]
+    assert started_from[1:] == [1.0, 3.0]  # training goes on from the live weights
+    assert net.weight.item() == 2.0  # the best validated average is kept
+    net, _, _ = _run(validate=False)
+    assert net.weight.item() == 4.5  # without validation the last average is the result
+
+
+def test_the_weight_average_factor_is_checked():
+    with pytest.raises(ValueError, match="weight average"):
+        run_epochs(
+            nn.Linear(1, 1),
+            lambda e: 0.0,
+            epochs=1,
+            validate=None,
+            eval_every=1,
+            patience=1,
+            average=1.0,
+        )
