@@ -977,6 +977,8 @@ def main() -> None:
                 "gen-plus",
                 "gen-pack",
                 "gen-pack-cos",
+                "gen-pack-dk",
+                "gen-pack-dk-avg",
                 "gen-length",
                 "gen-ss",
                 "sem",
