@@ -97,6 +97,8 @@ def table(doc: dict) -> str:
                 else "random batches"
                 if cfg.get("length_batches") is False
                 else "",
+                "DropKey" if cfg.get("drop_keys") else "",
+                f"weight average {cfg['average']:g}" if cfg.get("average") else "",
                 f"dropout {cfg['dropout']:g}"
                 if r["model"] == "semantic-id" and cfg.get("dropout", 0.1) != 0.1
                 else "",
