@@ -66,11 +66,11 @@ def run_epochs(
         t0 = time.perf_counter()
         loss = epoch_fn(epoch)
         if average > 0:
-            live = net.state_dict()
+            now = net.state_dict()
             if state.averaged is None:
-                state.averaged = {k: v.detach().clone() for k, v in live.items()}
+                state.averaged = {k: v.detach().clone() for k, v in now.items()}
             else:
-                for k, v in live.items():
+                for k, v in now.items():
                     if v.is_floating_point():
                         state.averaged[k].mul_(average).add_(v.detach(), alpha=1.0 - average)
         spent = time.perf_counter() - started
