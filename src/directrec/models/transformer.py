@@ -156,8 +156,8 @@ class Block(nn.Module):
         p = self.dropout if self.training else 0.0
         pa = self.attn_dropout if self.training else 0.0
         if pa > 0 and self.drop_keys:
-            eye = torch.eye(n, dtype=torch.bool, device=x.device)
-            kept = key_keep_mask((b, self.heads, n, n), pa, x.device).logical_or_(eye)
+            kept = key_keep_mask((b, self.heads, n, n), pa, x.device)
+            kept.diagonal(dim1=-2, dim2=-1).fill_(True)  # a query always keeps itself
             mask, pa = kept.logical_and_(mask), 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=pa)
         y = y.transpose(1, 2).reshape(b, n, d)
