@@ -111,9 +111,25 @@ def test_constant_rate_by_default_and_a_bad_decay_is_refused(train, monkeypatch)
         create("sasrec-ce", {**SMALL, "epochs": 1, "lr_decay": "linear"}).fit(train)
 
 
-def test_cosine_decay_still_learns(planted):
+def test_cooldown_holds_the_rate_then_steps_it_down(train, monkeypatch):
+    """`lr_decay=cooldown`: 5 epochs with a 0.4 share keep lr for 3 epochs, then train the
+    last n = 2 at 2/3 and 1/3 of it (by hand); a share outside (0, 1] is refused."""
+    model = create("sasrec-ce", {**SMALL, "epochs": 5, "lr_decay": "cooldown", "cooldown": 0.4})
+    rates = record_rates(monkeypatch, model, "_epoch")
+    model.fit(train)
+    lr = SMALL["lr"]
+    assert rates == pytest.approx([lr, lr, lr, lr * 2 / 3, lr / 3])
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="cooldown"):
+            create(
+                "sasrec-ce", {**SMALL, "epochs": 1, "lr_decay": "cooldown", "cooldown": bad}
+            ).fit(train)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "cooldown"])
+def test_decay_still_learns(planted, decay):
     fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    model = create("sasrec-ce", {**SMALL, "epochs": 40, "lr_decay": "cosine"}).fit(fit)
+    model = create("sasrec-ce", {**SMALL, "epochs": 40, "lr_decay": decay}).fit(fit)
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"

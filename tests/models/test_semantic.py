@@ -131,6 +131,7 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
         ({"id_candidates": 10}, "id_candidates"),  # proposals need the ID head
         ({"heads": 3}, "heads"),
         ({"lr_decay": "step"}, "lr_decay"),
+        ({"lr_decay": "cooldown", "cooldown": 0.0}, "cooldown"),
     ],
 )
 def test_invalid_config_rejected(bad, field, planted_embedded):

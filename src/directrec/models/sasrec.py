@@ -157,9 +157,11 @@ class SASRec(Recommender):
         # plain random batches (a GPU's choice: padding costs little there).
         length_batches: bool = True
         lr: float = 1e-3
-        # none | cosine: a half cosine from `lr` towards 0 over `epochs` (set `epochs` to
-        # what the time budget affords; validation still picks the best epoch)
+        # none | cosine: a half cosine from `lr` towards 0 over `epochs` | cooldown: `lr`
+        # until the last `cooldown` share of `epochs`, then linear steps towards 0 (set
+        # `epochs` to what the time budget affords; validation still picks the best epoch)
         lr_decay: str = "none"
+        cooldown: float = 0.2
         weight_decay: float = 0.0
         # Validate and keep a moving average of the epochs' end weights (this factor × the
         # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)

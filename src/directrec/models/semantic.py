@@ -295,7 +295,8 @@ class SemanticID(Recommender):
         batch_size: int = 256
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         lr: float = 1e-3
-        lr_decay: str = "none"  # none | cosine (towards 0 over `epochs`), as for SASRec
+        lr_decay: str = "none"  # none | cosine | cooldown (towards 0 over `epochs`), as for SASRec
+        cooldown: float = 0.2  # `cooldown`'s share of the epochs, as for SASRec
         eval_every: int = 5
         patience: int = 4
         max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
@@ -347,13 +348,15 @@ class SemanticID(Recommender):
             "max_len": c.max_len >= 1,
             "id_loss": c.id_loss >= 0,
             "lr_decay": c.lr_decay in LR_DECAYS,
+            "cooldown": 0 < c.cooldown <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
-                "lr_decay: none | cosine; levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
+                "lr_decay: none | cosine | cooldown; cooldown in (0, 1]; "
+                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
                 "id_loss, id_candidates ≥ 0; id_candidates needs id_loss > 0; dim divisible by heads)"
             )
         vectors = self._code_vectors(data, catalog)

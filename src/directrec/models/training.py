@@ -135,17 +135,24 @@ def loop_meta(state: LoopState) -> dict[str, Any]:
     }
 
 
-LR_DECAYS = ("none", "cosine")
+LR_DECAYS = ("none", "cosine", "cooldown")
 
 
-def epoch_lr(base: float, epoch: int, epochs: int, decay: str) -> float:
-    """The learning rate of 0-based `epoch`: `base` throughout (`none`), or a half cosine
-    from `base` at the first epoch towards 0 after the last (`cosine`, horizon `epochs`).
-    A function of the epoch alone, so a resumed or distributed run follows the same curve."""
+def epoch_lr(base: float, epoch: int, epochs: int, decay: str, cooldown: float = 0.2) -> float:
+    """The learning rate of 0-based `epoch`: `base` throughout (`none`); a half cosine from
+    `base` at the first epoch towards 0 after the last (`cosine`, horizon `epochs`); or
+    `base` until the last `cooldown` share of `epochs`, which step linearly towards 0
+    (`cooldown`: n epochs train at n/(n+1), …, 1/(n+1) of `base`). A function of the epoch
+    alone, so a resumed or distributed run follows the same curve."""
     if decay not in LR_DECAYS:
         raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, not {decay!r}")
+    if not 0.0 < cooldown <= 1.0:
+        raise ValueError(f"cooldown must be a share of the epochs in (0, 1], not {cooldown}")
     if decay == "none" or epochs <= 0:
         return base
+    if decay == "cooldown":
+        n = max(1, round(cooldown * epochs))
+        return base * min(1.0, max(epochs - epoch, 1) / (n + 1))
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, epochs) / epochs))
 
 
@@ -161,15 +168,15 @@ def train_by_epochs(
 ) -> LoopState:
     """`run_epochs` with the schedule from `model.config` (epochs, eval_every, patience,
     max_minutes, progress, and `average` where the config has it; with `opt`, also the
-    learning rate `lr` under `lr_decay`); the run's log lands in `model.meta`."""
+    learning rate `lr` under `lr_decay` and `cooldown`); the run's log lands in `model.meta`."""
     c = model.config
-    decay = getattr(c, "lr_decay", "none")
+    decay, cooldown = getattr(c, "lr_decay", "none"), getattr(c, "cooldown", 0.2)
     if opt is not None:
-        epoch_lr(c.lr, 0, c.epochs, decay)  # a bad setting fails before any training
+        epoch_lr(c.lr, 0, c.epochs, decay, cooldown)  # a bad setting fails before training
 
         def scheduled(epoch: int) -> float:
             for group in opt.param_groups:
-                group["lr"] = epoch_lr(c.lr, epoch, c.epochs, decay)
+                group["lr"] = epoch_lr(c.lr, epoch, c.epochs, decay, cooldown)
             return epoch_fn(epoch)
 
     state = run_epochs(
