@@ -71,7 +71,10 @@ def table(doc: dict) -> str:
                 if r["model"].startswith("sasrec") and "dropout" in cfg
                 else "",
                 f"lr {cfg['lr']:g} on a half cosine over {cfg['epochs']} epochs"
-                if cfg.get("lr_decay", "none") != "none"
+                if cfg.get("lr_decay", "none") == "cosine"
+                else f"lr {cfg['lr']:g}, cooled linearly over the last "
+                f"{cfg.get('cooldown', 0.2):.0%} of {cfg['epochs']} epochs"
+                if cfg.get("lr_decay") == "cooldown"
                 else "",
                 "bf16" if cfg.get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
@@ -99,10 +102,13 @@ def table(doc: dict) -> str:
                 else "",
                 "DropKey" if cfg.get("drop_keys") else "",
                 f"weight average {cfg['average']:g}" if cfg.get("average") else "",
+                f"model seed {cfg['seed']}" if cfg.get("seed", 42) != 42 else "",
                 f"dropout {cfg['dropout']:g}"
                 if r["model"] == "semantic-id" and cfg.get("dropout", 0.1) != 0.1
                 else "",
-                f"{r['stopped_by']}" if r.get("stopped_by") else "",
+                {"epochs": "all epochs ran"}.get(r["stopped_by"], r["stopped_by"])
+                if r.get("stopped_by")
+                else "",
             ]
             note += "; " + ", ".join(e for e in extras if e)
         cells = [
@@ -981,6 +987,8 @@ def main() -> None:
                 "gen-pack-cos",
                 "gen-pack-dk",
                 "gen-pack-dk-avg",
+                "gen-pack-dk-avg-cd",
+                "gen-pack-dk-avg-cd-seed7",
                 "gen-length",
                 "gen-ss",
                 "sem",
