@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -58,6 +60,21 @@ def test_resume_refuses_a_foreign_checkpoint(train, tmp_path):
     create("sasrec-ce", {**SMALL, "epochs": 1, "checkpoint_dir": ckpt}).fit(train)
     with pytest.raises(ValueError, match="another config"):
         create("sasrec-ce", {**SMALL, "epochs": 1, "dim": 8, "checkpoint_dir": ckpt}).fit(train)
+
+
+def test_resume_reads_a_checkpoint_older_than_a_setting(train, tmp_path):
+    """A checkpoint written before `cooldown` existed ran at its default: it resumes under
+    the default and is refused under another value."""
+    ckpt = tmp_path / "ckpt"
+    create("sasrec-ce", {**SMALL, "epochs": 1, "checkpoint_dir": str(ckpt)}).fit(train)
+    info = json.loads((ckpt / "progress.json").read_text())
+    del info["config"]["cooldown"]
+    (ckpt / "progress.json").write_text(json.dumps(info))
+    other = {**SMALL, "epochs": 2, "cooldown": 0.5, "checkpoint_dir": str(ckpt)}
+    with pytest.raises(ValueError, match="another config"):
+        create("sasrec-ce", other).fit(train)
+    resumed = create("sasrec-ce", {**SMALL, "epochs": 2, "checkpoint_dir": str(ckpt)}).fit(train)
+    assert len(resumed.meta["train_log"]) == 2
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])

@@ -381,10 +381,11 @@ class SASRec(Recommender):
         os.replace(tmp, d)
         shutil.rmtree(old, ignore_errors=True)
 
-    def _model_config(self) -> dict:
-        """The settings a checkpoint must match to be resumed (the schedule may change:
-        resuming with more epochs continues training)."""
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in self.RUNTIME}
+    def _model_config(self, config: Config | None = None) -> dict:
+        """The settings (of `config`, else this model's) a checkpoint must match to be resumed
+        (the schedule may change: resuming with more epochs continues training)."""
+        c = self.config if config is None else config
+        return {k: v for k, v in dataclasses.asdict(c).items() if k not in self.RUNTIME}
 
     def _resume(
         self, opt: torch.optim.Optimizer, data: Interactions, state: LoopState
@@ -393,7 +394,9 @@ class SASRec(Recommender):
         if not (d / "progress.json").exists():
             return state
         info = json.loads((d / "progress.json").read_text())
-        if info["config"] != self._model_config() or info["data"] != data.fingerprint():
+        # a setting added after the checkpoint was written ran at its default there
+        made_with = {**self._model_config(self.Config()), **info["config"]}
+        if made_with != self._model_config() or info["data"] != data.fingerprint():
             raise ValueError(
                 f"{d}: checkpoint was made with another config or data; "
                 "remove it or choose another --set checkpoint_dir"
