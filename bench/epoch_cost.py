@@ -86,6 +86,10 @@ def main() -> None:
     step["full_softmax_fwd_bwd_bf16_autocast"] = timed(bf16)
     # what `loss=ce` runs since session 14: the same loss and gradients, chunk by chunk
     step["full_softmax_fwd_bwd_chunked"] = timed(lambda: full_softmax_ce(h, emb, y).backward())
+    for chunk in (256, 512, 1024, 2048, 4096):  # rows of logits per chunk (2048: the default)
+        step[f"full_softmax_fwd_bwd_chunk_{chunk}"] = timed(
+            lambda chunk=chunk: full_softmax_ce(h, emb, y, chunk).backward()
+        )
     for heads, ratio in ((1, 1), (2, 4)):  # SASRec+'s block (1 head, narrow MLP) vs ours
         net = SASRecNet(n_items, n, d, heads, 2, 0.1, 0.1, ratio).train()
         step[f"blocks_fwd_bwd_heads_{heads}_mlp_{ratio}_dropout_0.1"] = timed(
