@@ -58,3 +58,17 @@ def test_the_weight_average_factor_is_checked():
             patience=1,
             average=1.0,
         )
+
+
+def test_the_weight_average_takes_integer_buffers_as_they_are():
+    """A buffer that is not floating point (a counter) is not averaged: the kept weights
+    carry its latest value."""
+    net = nn.Linear(1, 1, bias=False)
+    net.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    def epoch_fn(epoch: int) -> float:
+        net.seen += 1
+        return 0.0
+
+    run_epochs(net, epoch_fn, epochs=3, validate=None, eval_every=1, patience=1, average=0.5)
+    assert net.seen.item() == 3

@@ -73,6 +73,8 @@ def run_epochs(
                 for k, v in now.items():
                     if v.is_floating_point():
                         state.averaged[k].mul_(average).add_(v.detach(), alpha=1.0 - average)
+                    else:  # counters and indices are not averaged: they take this epoch's
+                        state.averaged[k].copy_(v)
         spent = time.perf_counter() - started
         # Stop before the next epoch would likely overrun the budget (validating first).
         out_of_time = bool(
