@@ -989,6 +989,8 @@ def main() -> None:
                 "gen-pack-dk-avg",
                 "gen-pack-dk-avg-cd",
                 "gen-pack-dk-avg-cd-seed7",
+                "gen-l4-cd",
+                "gen-l4-cd-seed7",
                 "gen-length",
                 "gen-ss",
                 "sem",
