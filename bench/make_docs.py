@@ -991,6 +991,7 @@ def main() -> None:
                 "gen-pack-dk-avg-cd-seed7",
                 "gen-l4-cd",
                 "gen-l4-cd-seed7",
+                "gen-l4-cd-seed1",
                 "gen-length",
                 "gen-ss",
                 "sem",
