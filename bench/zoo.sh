@@ -109,36 +109,29 @@ if run ml1m-gen-pack-dk-avg; then  # ml1m-gen-pack-dk's late validation wandered
     --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=15 \
     --valid-users 2000
 fi
+# The cooled recipe: NAME LAYERS EPOCHS SEED (the seed is the model's: initialisation, batches,
+# dropout; the split and the validation users stay those of --seed 42).
+cooled() {
+  $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 \
+    --out $R/$1 --no-progress --models sasrec-ce --set max_len=200 \
+    --set layers=$2 --set lr=2e-3 --set pack=true --set drop_keys=true --set average=0.8 \
+    --set lr_decay=cooldown --set epochs=$3 --set cooldown=0.3 --set seed=$4 \
+    --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=$(($3 / 2)) \
+    --valid-users 2000
+}
 # ml1m-gen-pack-dk-avg's averaged validation peaked at epoch 82 of 105 at a constant rate:
 # hold the rate, then let it step linearly towards 0 over the last 30 % of 96 epochs (what the
 # budget affords), so the budget ends on a cooled model. `-seed7` reruns it with another model
-# seed (initialisation, batches, dropout; the same split and validation users): the spread.
-for s in 42 7; do
+# seed: the spread.
+# Those two seeds straddle SASRec+ (0.1825 and 0.1757 NDCG@10), both peaking on validation at
+# epoch 80-82 while the training loss kept falling. `ml1m-gen-l4-cd*`: a fourth block
+# (HSTU-large's gain over SASRec on ML-1M came with depth) in the same 57 minutes: about 10 %
+# more per epoch, so 84 epochs, the last 30 % cooling; judged on validation against the same
+# seed's 3-block run. `-seed1`, a third seed, only measures the spread.
+for s in 42 7 1; do
   sfx=$([ $s = 42 ] || echo -seed$s)
-  if run ml1m-gen-pack-dk-avg-cd$sfx; then
-    $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 \
-      --out $R/ml1m-gen-pack-dk-avg-cd$sfx --no-progress --models sasrec-ce --set max_len=200 \
-      --set layers=3 --set lr=2e-3 --set pack=true --set drop_keys=true --set average=0.8 \
-      --set lr_decay=cooldown --set epochs=96 --set cooldown=0.3 --set seed=$s \
-      --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=48 \
-      --valid-users 2000
-  fi
-done
-# The two seeds above straddle SASRec+ (0.1825 and 0.1757 NDCG@10), both peaking on validation
-# at epoch 80-82 while the training loss kept falling. A fourth block (HSTU-large's gain over
-# SASRec on ML-1M came with depth) in the same 57 minutes: about 12 % more per epoch, so 84
-# epochs, the last 30 % cooling. Judged on validation against the same seed's 3-block run;
-# `-seed1`, a third seed, only measures the spread.
-for s in 7 42 1; do
-  sfx=$([ $s = 42 ] || echo -seed$s)
-  if run ml1m-gen-l4-cd$sfx; then
-    $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 \
-      --out $R/ml1m-gen-l4-cd$sfx --no-progress --models sasrec-ce --set max_len=200 \
-      --set layers=4 --set lr=2e-3 --set pack=true --set drop_keys=true --set average=0.8 \
-      --set lr_decay=cooldown --set epochs=84 --set cooldown=0.3 --set seed=$s \
-      --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=42 \
-      --valid-users 2000
-  fi
+  [ $s = 1 ] || ! run ml1m-gen-pack-dk-avg-cd$sfx || cooled ml1m-gen-pack-dk-avg-cd$sfx 3 96 $s
+  ! run ml1m-gen-l4-cd$sfx || cooled ml1m-gen-l4-cd$sfx 4 84 $s
 done
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default
