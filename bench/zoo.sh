@@ -5,7 +5,7 @@
 # CFGAN use published defaults (CFGAN runs 10 epochs on Beauty, where an epoch is slow on
 # two cores). The generative ID head (sasrec-ce) and the SASRec BCE baseline train with
 # early stopping on validation under a wall-clock budget.
-#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml100k-pack|beauty-gen-pack|beauty-gen|all]
+#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml1m-gen-l4-fast|ml1m-gen-l4-fast-seed7|ml1m-gen-l4-fast-seed1|ml100k-pack|beauty-gen-pack|beauty-gen|all]
 # `beauty` ran under the old history-cap rule (cap on training too); `beauty-context` caps
 # only the input context (the default now).
 # (ml1m-gen-sampled, ml1m-gen-60 and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
@@ -132,6 +132,14 @@ for s in 42 7 1; do
   sfx=$([ $s = 42 ] || echo -seed$s)
   [ $s = 1 ] || ! run ml1m-gen-pack-dk-avg-cd$sfx || cooled ml1m-gen-pack-dk-avg-cd$sfx 3 96 $s
   ! run ml1m-gen-l4-cd$sfx || cooled ml1m-gen-l4-cd$sfx 4 84 $s
+done
+# Those three 4-block runs all peaked on validation at their last epochs: the budget binds.
+# Session 19 cut a training step by about a third (the full softmax reuses one buffer for its
+# chunks; dropout draws its mask as 16-bit words; bench/epoch_cost.py), so the same 57 minutes
+# now afford about 128 epochs of the same recipe (the last 30 % still cooling).
+for s in 7 1 42; do
+  sfx=$([ $s = 42 ] || echo -seed$s)
+  ! run ml1m-gen-l4-fast$sfx || cooled ml1m-gen-l4-fast$sfx 4 128 $s
 done
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default

@@ -1,4 +1,5 @@
-"""Shared Transformer pieces: the chunked full-softmax loss equals the plain one."""
+"""Shared Transformer pieces: the chunked full-softmax loss equals the plain one; the cheap
+dropout drops at its rate and keeps the expectation."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from directrec.models.transformer import full_softmax_ce
+from directrec.models.transformer import dropout, full_softmax_ce
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
@@ -24,6 +25,37 @@ def test_chunked_softmax_ce_matches_cross_entropy_and_its_gradients(chunk):
     torch.testing.assert_close(h.grad, want[0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(table.grad, want[1], rtol=1e-5, atol=1e-7)
     assert table.grad[0].abs().sum() == 0  # the padding row gets nothing
+
+
+def test_chunked_softmax_ce_is_stable_for_large_logits():
+    """Logits in the hundreds (a sharp model) must not overflow the in-place softmax."""
+    g = torch.Generator().manual_seed(6)
+    h = (torch.randn(40, 8, generator=g) * 30).requires_grad_()
+    table = (torch.randn(25, 8, generator=g) * 3).requires_grad_()
+    target = torch.randint(0, 25, (40,), generator=g)
+    F.cross_entropy(h @ table.T, target).backward()
+    want = (h.grad.clone(), table.grad.clone())
+    h.grad = table.grad = None
+    loss = full_softmax_ce(h, table, target, chunk=16)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(h.grad).all()
+    assert loss.item() == pytest.approx(F.cross_entropy(h @ table.T, target).item(), 1e-4)
+    torch.testing.assert_close(h.grad, want[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(table.grad, want[1], rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_drops_at_its_rate_scales_the_rest_and_passes_gradients():
+    torch.manual_seed(7)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = dropout(x, 0.3, training=True)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(0.3, abs=0.005)
+    assert y[y != 0].unique().tolist() == pytest.approx([1 / 0.7])  # inverted scaling
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.7)  # the same mask backwards
+    assert dropout(x, 0.3, training=False) is x
+    assert dropout(x, 1.0, training=True).abs().sum() == 0
 
 
 def test_chunked_softmax_ce_stays_float32_under_bf16_autocast():

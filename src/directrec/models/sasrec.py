@@ -34,6 +34,7 @@ from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.training import LoopState, train_by_epochs
 from directrec.models.transformer import (
     Block,
+    Dropout,
     autocast,
     causal_padding_mask,
     full_softmax_ce,
@@ -64,7 +65,7 @@ class SASRecNet(nn.Module):
         self.dim, self.max_len = dim, max_len
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(
             Block(dim, heads, dropout, attn_dropout, mlp_ratio, drop_keys) for _ in range(layers)
         )
