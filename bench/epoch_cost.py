@@ -3,6 +3,9 @@ an epoch carries with random and with length-grouped batches (issue 11 §4). Wri
 JSON with the exact command.
 
     python bench/epoch_cost.py --db out/bench/ml1m.duckdb
+
+It runs against an older checkout's code, too (what it lacks is left out), to time a
+change: PYTHONPATH=<checkout>/src python bench/epoch_cost.py --db … --out …
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch.nn.functional as F
 from directrec.data.dataset import Dataset
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
+from directrec.models import transformer
 from directrec.models.sasrec import SASRecNet, batches
 from directrec.models.transformer import (
     causal_padding_mask,
@@ -111,8 +115,38 @@ def main() -> None:
         F.scaled_dot_product_attention(q, q, q, attn_mask=kept & mask).sum().backward()
 
     step["attention_only_drop_keys_0.2"] = timed(drop_keys)
+    x = torch.randn(b, n, d, requires_grad=True)  # one dropout site of a block
+    step["dropout_fwd_bwd_torch"] = timed(lambda: F.dropout(x, 0.2, True).sum().backward())
+    if hasattr(transformer, "dropout"):  # since session 19: the mask as 16-bit words
+        step["dropout_fwd_bwd_directrec"] = timed(
+            lambda: transformer.dropout(x, 0.2, True).sum().backward()
+        )
+    # A whole training step of the recipe in bench/zoo.sh's ml1m-gen-l4-*: 4 blocks, DropKey,
+    # packed random batches of 128 real windows, full softmax, Adam; the mean of 10 batches.
+    torch.manual_seed(args.seed)
+    net = SASRecNet(n_items, n, d, 2, 4, 0.2, 0.2, drop_keys=True).train()
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    real = windows[(windows > 0).sum(1) >= 2]
+    cut = batches(real, b, False)
+
+    def train_step(rows: torch.Tensor) -> None:
+        w, seg, pos = pack(real[rows])
+        keep = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
+        hidden = net(w[:, :-1], (seg[:, :-1], pos[:, :-1]))[keep]
+        loss = full_softmax_ce(hidden, net.item.weight[1:], w[:, 1:][keep] - 1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    train_step(cut[0])
+    t = time.perf_counter()
+    for rows in cut[1:11]:
+        train_step(rows)
+    step["train_step_4_blocks_packed_drop_keys"] = round((time.perf_counter() - t) / 10, 4)
+    step["train_steps_per_epoch"] = len(cut)
     out = {
         "command": " ".join(["python", *sys.argv]),
+        "code": str(Path(transformer.__file__).parents[1]),  # which directrec was timed
         "db": str(args.db),
         "seed": args.seed,
         "threads": torch.get_num_threads(),

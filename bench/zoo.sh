@@ -134,12 +134,13 @@ for s in 42 7 1; do
   ! run ml1m-gen-l4-cd$sfx || cooled ml1m-gen-l4-cd$sfx 4 84 $s
 done
 # Those three 4-block runs all peaked on validation at their last epochs: the budget binds.
-# Session 19 cut a training step by about a third (the full softmax reuses one buffer for its
-# chunks; dropout draws its mask as 16-bit words; bench/epoch_cost.py), so the same 57 minutes
-# now afford about 128 epochs of the same recipe (the last 30 % still cooling).
+# Session 19 made a training step cheaper (the full softmax reuses one buffer for its chunks;
+# dropout draws its mask as 16-bit words; bench/epoch_cost.py): an epoch with its share of
+# validation fell from about 35 s to 30 s, so the same 57 minutes afford 108 epochs of the same
+# recipe (the last 30 % still cooling) instead of 84.
 for s in 7 1 42; do
   sfx=$([ $s = 42 ] || echo -seed$s)
-  ! run ml1m-gen-l4-fast$sfx || cooled ml1m-gen-l4-fast$sfx 4 128 $s
+  ! run ml1m-gen-l4-fast$sfx || cooled ml1m-gen-l4-fast$sfx 4 108 $s
 done
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default
