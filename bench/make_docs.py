@@ -992,6 +992,8 @@ def main() -> None:
                 "gen-l4-cd",
                 "gen-l4-cd-seed7",
                 "gen-l4-cd-seed1",
+                "gen-l4-fast-seed7",
+                "gen-l4-fast-d3-seed7",
                 "gen-length",
                 "gen-ss",
                 "sem",

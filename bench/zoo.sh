@@ -5,7 +5,7 @@
 # CFGAN use published defaults (CFGAN runs 10 epochs on Beauty, where an epoch is slow on
 # two cores). The generative ID head (sasrec-ce) and the SASRec BCE baseline train with
 # early stopping on validation under a wall-clock budget.
-#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml1m-gen-l4-fast|ml1m-gen-l4-fast-seed7|ml1m-gen-l4-fast-seed1|ml100k-pack|beauty-gen-pack|beauty-gen|all]
+#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml1m-gen-l4-fast-seed7|ml1m-gen-l4-fast-d3-seed7|ml100k-pack|beauty-gen-pack|beauty-gen|all]
 # `beauty` ran under the old history-cap rule (cap on training too); `beauty-context` caps
 # only the input context (the default now).
 # (ml1m-gen-sampled, ml1m-gen-60 and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
@@ -109,15 +109,15 @@ if run ml1m-gen-pack-dk-avg; then  # ml1m-gen-pack-dk's late validation wandered
     --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=15 \
     --valid-users 2000
 fi
-# The cooled recipe: NAME LAYERS EPOCHS SEED (the seed is the model's: initialisation, batches,
-# dropout; the split and the validation users stay those of --seed 42).
+# The cooled recipe: NAME LAYERS EPOCHS SEED [--set …] (the seed is the model's: initialisation,
+# batches, dropout; the split and the validation users stay those of --seed 42).
 cooled() {
   $DR benchmark --db $OUT/ml1m.duckdb --split loo --k 10,20 --seed 42 \
     --out $R/$1 --no-progress --models sasrec-ce --set max_len=200 \
     --set layers=$2 --set lr=2e-3 --set pack=true --set drop_keys=true --set average=0.8 \
     --set lr_decay=cooldown --set epochs=$3 --set cooldown=0.3 --set seed=$4 \
     --set batch_size=128 --set max_minutes=57 --set eval_every=2 --set patience=$(($3 / 2)) \
-    --valid-users 2000
+    --valid-users 2000 "${@:5}"
 }
 # ml1m-gen-pack-dk-avg's averaged validation peaked at epoch 82 of 105 at a constant rate:
 # hold the rate, then let it step linearly towards 0 over the last 30 % of 96 epochs (what the
@@ -133,15 +133,15 @@ for s in 42 7 1; do
   [ $s = 1 ] || ! run ml1m-gen-pack-dk-avg-cd$sfx || cooled ml1m-gen-pack-dk-avg-cd$sfx 3 96 $s
   ! run ml1m-gen-l4-cd$sfx || cooled ml1m-gen-l4-cd$sfx 4 84 $s
 done
-# Those three 4-block runs all peaked on validation at their last epochs: the budget binds.
-# Session 19 made a training step cheaper (the full softmax reuses one buffer for its chunks;
-# dropout draws its mask as 16-bit words; bench/epoch_cost.py): an epoch with its share of
-# validation fell from about 35 s to 30 s, so the same 57 minutes afford 108 epochs of the same
-# recipe (the last 30 % still cooling) instead of 84.
-for s in 7 1 42; do
-  sfx=$([ $s = 42 ] || echo -seed$s)
-  ! run ml1m-gen-l4-fast$sfx || cooled ml1m-gen-l4-fast$sfx 4 108 $s
-done
+# Those three 4-block runs all peaked on validation at their last epochs: was the budget
+# binding? Session 19 made a training step cheaper (the full softmax reuses one buffer for its
+# chunks; dropout draws its mask as 16-bit words; bench/epoch_cost.py): an epoch with its share
+# of validation fell from about 35 s to 31 s, so the same 57 minutes afford 108 epochs of the
+# same recipe (the last 30 % still cooling) instead of 84: `ml1m-gen-l4-fast-seed7`. It peaked
+# at epoch 84 again and declined through the cooldown (overfitting, not the budget), so
+# `-d3-seed7` spends the extra epochs on more regularisation: dropout (and DropKey) 0.3.
+! run ml1m-gen-l4-fast-seed7 || cooled ml1m-gen-l4-fast-seed7 4 108 7
+! run ml1m-gen-l4-fast-d3-seed7 || cooled ml1m-gen-l4-fast-d3-seed7 4 108 7 --set dropout=0.3
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default
   for b in length pack; do
