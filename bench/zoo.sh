@@ -136,7 +136,7 @@ done
 # Those three 4-block runs all peaked on validation at their last epochs: was the budget
 # binding? Session 19 made a training step cheaper (the full softmax reuses one buffer for its
 # chunks; dropout draws its mask as 16-bit words; bench/epoch_cost.py): an epoch with its share
-# of validation fell from about 35 s to 31 s, so the same 57 minutes afford 108 epochs of the
+# of validation fell from about 37 s to 31 s, so the same 57 minutes afford 108 epochs of the
 # same recipe (the last 30 % still cooling) instead of 84: `ml1m-gen-l4-fast-seed7`. It peaked
 # at epoch 84 again and declined through the cooldown (overfitting, not the budget), so
 # `-d3-seed7` spends the extra epochs on more regularisation: dropout (and DropKey) 0.3.
