@@ -121,10 +121,10 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout like `F.dropout`, with the mask drawn by `key_keep_mask` on a CPU:
     the same distribution (p to 1/65536) at about a quarter of the cost of torch's
     Bernoulli draw (bench/epoch_cost.py). CUDA keeps torch's fused kernel."""
-    if not training or p <= 0.0 or x.is_cuda:
+    if not training or not 0.0 < p < 1.0 or x.is_cuda:
         return F.dropout(x, p, training)
     keep = key_keep_mask(tuple(x.shape), p, x.device)
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p)) if p < 1.0 else x * 0.0
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Module):
