@@ -60,9 +60,10 @@ class SASRecNet(nn.Module):
         attn_dropout: float | None = None,
         mlp_ratio: int = 4,
         drop_keys: bool = False,
+        temperature: float = 0.0,
     ) -> None:
         super().__init__()
-        self.dim, self.max_len = dim, max_len
+        self.dim, self.max_len, self.temperature = dim, max_len, temperature
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
         self.drop = Dropout(dropout)
@@ -98,9 +99,19 @@ class SASRecNet(nn.Module):
             x = block(x, mask)
         return self.ln(x)
 
+    def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries, item rows incl. padding row 0) whose dot products are the scores: tied
+        input/output embeddings, or with `temperature` > 0 their cosine / temperature (both
+        sides L2-normalised, as HSTU scores items), which caps every logit at 1/temperature."""
+        if self.temperature <= 0:
+            return h, self.item.weight
+        w = F.normalize(self.item.weight, dim=-1)
+        return F.normalize(h, dim=-1) / self.temperature, w
+
     def logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores over all items (tied input/output embeddings)."""
-        return h @ self.item.weight[1:].T
+        """Scores over all items."""
+        q, w = self.head(h)
+        return q @ w[1:].T
 
 
 def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Tensor]:
@@ -143,6 +154,9 @@ class SASRec(Recommender):
         # for the attention on a CPU (bench/epoch_cost.py; transformer.Block)
         drop_keys: bool = False
         mlp_ratio: int = 4  # MLP width / dim (1 = the original SASRec's feed-forward)
+        # Score items by cosine / temperature instead of the dot product (0 = dot product);
+        # HSTU's ML-1M recipe scores this way at 0.05
+        temperature: float = 0.0
         # training
         loss: str = "bce"  # bce | ce | sampled
         negatives: int = 512  # uniform negatives for `sampled`
@@ -266,6 +280,7 @@ class SASRec(Recommender):
             attn,
             c.mlp_ratio,
             c.drop_keys,
+            c.temperature,
         )
 
     def _epoch(
@@ -312,7 +327,8 @@ class SASRec(Recommender):
 
     def _loss(self, h: torch.Tensor, tgt: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
         """h: hidden states [N, d] at real positions; tgt: their next-item tokens [N]."""
-        c, emb, dev = self.config, self.net.item.weight, h.device
+        c, dev = self.config, h.device
+        h, emb = self.net.head(h)
         if c.loss == "ce":
             return full_softmax_ce(h, emb[1:], tgt - 1)
         if c.loss == "bce":
