@@ -994,6 +994,8 @@ def main() -> None:
                 "gen-l4-cd-seed1",
                 "gen-l4-fast-seed7",
                 "gen-l4-fast-d3-seed7",
+                "gen-l4-fast-cos-seed7",
+                "gen-l5-d3-seed7",
                 "gen-length",
                 "gen-ss",
                 "sem",
