@@ -11,7 +11,7 @@ import torch
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
-from directrec.models import create
+from directrec.models import create, load_model
 from tests.models.settings import cosine_rates, record_rates
 
 SMALL = {"max_len": 20, "dim": 16, "heads": 2, "layers": 1, "batch_size": 64, "lr": 3e-3}
@@ -262,7 +262,6 @@ def test_cosine_scores_learn_bounded_and_survive_save_load(loss, planted, tmp_pa
     """temperature > 0 scores items by cosine / temperature (HSTU's head): it learns to rank
     with the full and the sampled softmax, no score exceeds 1/temperature, and a saved
     model scores the same after loading."""
-    from directrec.models import load_model
 
     fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
     cfg = {**SMALL, "epochs": 40, "loss": loss, "negatives": 32, "temperature": 0.1}
@@ -277,3 +276,8 @@ def test_cosine_scores_learn_bounded_and_survive_save_load(loss, planted, tmp_pa
     loaded = load_model(tmp_path / "m")
     assert loaded.config.temperature == 0.1
     torch.testing.assert_close(loaded.score(h), scores)
+
+
+def test_a_negative_temperature_is_refused(train):
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        create("sasrec-ce", {**SMALL, "epochs": 1, "temperature": -0.1}).fit(train)

@@ -234,6 +234,8 @@ class SASRec(Recommender):
             raise ValueError("loss must be bce, ce or sampled")
         if c.dim % c.heads:
             raise ValueError("dim must be divisible by heads")
+        if c.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = dot product), not {c.temperature}")
         if c.threads > 0:
             torch.set_num_threads(c.threads)
         dev = self.device
