@@ -33,6 +33,18 @@ from directrec.models.transformer import (
 )
 
 
+def packed_step(net: SASRecNet, opt: torch.optim.Optimizer, windows: torch.Tensor) -> None:
+    """One training step of the ML-1M recipe on these windows: packed side by side, full
+    softmax over every item, one optimiser step (bench/malloc_step.py times it too)."""
+    w, seg, pos = pack(windows)
+    keep = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
+    hidden = net(w[:, :-1], (seg[:, :-1], pos[:, :-1]))[keep]
+    loss = full_softmax_ce(hidden, net.item.weight[1:], w[:, 1:][keep] - 1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def timed(fn, repeats: int = 5) -> float:
     """Mean seconds of `fn()` after one warm-up call."""
     fn()
@@ -133,19 +145,10 @@ def main() -> None:
         net = SASRecNet(n_items, n, d, 2, blocks, 0.2, 0.2, drop_keys=True).train()
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
 
-        def train_step(rows: torch.Tensor) -> None:
-            w, seg, pos = pack(real[rows])
-            keep = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
-            hidden = net(w[:, :-1], (seg[:, :-1], pos[:, :-1]))[keep]
-            loss = full_softmax_ce(hidden, net.item.weight[1:], w[:, 1:][keep] - 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        train_step(cut[0])
+        packed_step(net, opt, real[cut[0]])
         t = time.perf_counter()
         for rows in cut[1:11]:
-            train_step(rows)
+            packed_step(net, opt, real[rows])
         return round((time.perf_counter() - t) / 10, 4)
 
     for blocks in (4, 5, 4, 5):

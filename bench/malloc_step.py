@@ -34,7 +34,7 @@ def measure(db: Path, blocks: list[int], steps: int, seed: int) -> list[dict]:
     from directrec.data.histories import Histories
     from directrec.data.split import leave_one_out
     from directrec.models.sasrec import SASRecNet, batches
-    from directrec.models.transformer import full_softmax_ce, pack
+    from epoch_cost import packed_step  # this script's folder is on sys.path
 
     ds = Dataset.from_store(db)
     fit = leave_one_out(ds.interactions).stage("valid")[0]
@@ -47,20 +47,10 @@ def measure(db: Path, blocks: list[int], steps: int, seed: int) -> list[dict]:
         torch.manual_seed(seed)
         net = SASRecNet(ds.interactions.n_items, 200, 64, 2, n, 0.2, 0.2, drop_keys=True).train()
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-
-        def step(rows: torch.Tensor, net: SASRecNet = net, opt: torch.optim.Adam = opt) -> None:
-            w, seg, pos = pack(real[rows])
-            keep = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
-            h = net(w[:, :-1], (seg[:, :-1], pos[:, :-1]))[keep]
-            loss = full_softmax_ce(h, net.item.weight[1:], w[:, 1:][keep] - 1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        step(cut[0])  # warm-up
+        packed_step(net, opt, real[cut[0]])  # warm-up
         r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         for rows in cut[1 : 1 + steps]:
-            step(rows)
+            packed_step(net, opt, real[rows])
         r1, dt = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - t
         rounds.append(
             {
