@@ -262,7 +262,6 @@ def test_cosine_scores_learn_bounded_and_survive_save_load(loss, planted, tmp_pa
     """temperature > 0 scores items by cosine / temperature (HSTU's head): it learns to rank
     with the full and the sampled softmax, no score exceeds 1/temperature, and a saved
     model scores the same after loading."""
-
     fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
     cfg = {**SMALL, "epochs": 40, "loss": loss, "negatives": 32, "temperature": 0.1}
     model = create("sasrec-ce", cfg).fit(fit)
@@ -279,5 +278,6 @@ def test_cosine_scores_learn_bounded_and_survive_save_load(loss, planted, tmp_pa
 
 
 def test_a_negative_temperature_is_refused(train):
+    """0 means the dot product; a negative temperature has no meaning and is refused."""
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         create("sasrec-ce", {**SMALL, "epochs": 1, "temperature": -0.1}).fit(train)
