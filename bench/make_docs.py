@@ -996,6 +996,8 @@ def main() -> None:
                 "gen-l4-fast-d3-seed7",
                 "gen-l4-fast-cos-seed7",
                 "gen-l5-d3-seed7",
+                "gen-l5-d3-e86-seed7",
+                "gen-l5-d3-e86",
                 "gen-length",
                 "gen-ss",
                 "sem",
