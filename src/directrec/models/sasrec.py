@@ -178,6 +178,10 @@ class SASRec(Recommender):
         lr_decay: str = "none"
         cooldown: float = 0.2
         weight_decay: float = 0.0
+        # adam: Adam, `weight_decay` added to the gradient as an L2 term (the original
+        # recipe) | adamw: decoupled decay (AdamW, Loshchilov & Hutter 2019) on the weight
+        # matrices and embeddings only, never on biases or norms (as GPT is trained)
+        optimizer: str = "adam"
         # Validate and keep a moving average of the epochs' end weights (this factor × the
         # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)
         average: float = 0.0
@@ -239,7 +243,7 @@ class SASRec(Recommender):
         if c.threads > 0:
             torch.set_num_threads(c.threads)
         dev = self.device
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        opt = self._optimizer()
         windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
         counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
@@ -268,6 +272,20 @@ class SASRec(Recommender):
         self.meta["device"] = str(dev)
         if d.active:
             self.meta["processes"] = d.world
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """Adam with L2 in the gradient, or AdamW decaying only the ≥ 2-D parameters."""
+        c = self.config
+        if c.optimizer == "adam":
+            return torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "adamw":
+            params = list(self.net.parameters())
+            groups = [
+                {"params": [p for p in params if p.dim() >= 2], "weight_decay": c.weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            ]
+            return torch.optim.AdamW(groups, lr=c.lr)
+        raise ValueError(f"optimizer must be adam or adamw, not {c.optimizer!r}")
 
     def _build(self) -> SASRecNet:
         c = self.config
