@@ -998,6 +998,8 @@ def main() -> None:
                 "gen-l5-d3-seed7",
                 "gen-l5-d3-e86-seed7",
                 "gen-l5-d3-e86",
+                "gen-l4-adamw-seed7",
+                "gen-l4-adamw",
                 "gen-length",
                 "gen-ss",
                 "sem",
