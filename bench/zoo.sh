@@ -171,8 +171,8 @@ for s in 7 42; do
   ! run ml1m-gen-l4-adamw$sfx || cooled ml1m-gen-l4-adamw$sfx 4 108 $s \
     --set optimizer=adamw --set weight_decay=0.1
 done
-# Validation peaked at 0.1843 (seed 7, epoch 68) and 0.1859 (seed 42, epoch 82), level with or above
-# Adam's 4-block runs of the same seeds: the README's recipe now. Test 0.3214 / 0.1825 and
+# Validation peaked at 0.1843 (seed 7, epoch 68) and 0.1859 (seed 42, epoch 82), level with or
+# above Adam's 4-block runs of the same seeds: the README's recipe now. Test 0.3214 / 0.1825 and
 # 0.3174 / 0.18207 (docs/results/CAVEATS.md, session 22).
 if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length batches (the default)
   # against packed random batches: the evidence for or against making `pack` the default

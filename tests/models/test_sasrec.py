@@ -311,5 +311,6 @@ def test_adamw_decays_matrices_and_embeddings_not_biases_or_norms(train):
 
 
 def test_an_unknown_optimizer_is_refused(train):
+    """Only adam and adamw exist; anything else fails before training starts."""
     with pytest.raises(ValueError, match="optimizer must be adam or adamw"):
         create("sasrec-ce", {**SMALL, "epochs": 1, "optimizer": "sgd"}).fit(train)
