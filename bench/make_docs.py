@@ -845,7 +845,8 @@ def ml1m_budget_runs(dirs: list[str]) -> list[str]:
                 if cfg.get("weight_decay")
                 else "Adam"
             )
-            passes = [m["hr@10"] >= SASREC_PLUS[0], round(m["ndcg@10"], 4) >= SASREC_PLUS[1]]
+            hr, ndcg = round(m["hr@10"], 4), round(m["ndcg@10"], 4)
+            passes = [hr >= SASREC_PLUS[0], ndcg >= SASREC_PLUS[1]]
             rows.append(
                 f"| `{d}` | {cfg.get('seed', 42)} | {cfg['max_minutes']:g} | {cfg.get('loss')}"
                 + (f", cosine / {cfg['temperature']:g}" if cfg.get("temperature") else "")
