@@ -42,6 +42,14 @@ only the capped histories, hence 0.0148 / 0.0065 there.
 """
 
 
+def _optimizer(cfg: dict) -> str:
+    """A generator's optimizer as the tables name it: AdamW with its decoupled decay, or Adam
+    with the decay as L2 in the gradient."""
+    if cfg.get("optimizer") == "adamw":
+        return f"AdamW {cfg.get('weight_decay', 0):g}"
+    return f"Adam, L2 {cfg['weight_decay']:g}" if cfg.get("weight_decay") else "Adam"
+
+
 def table(doc: dict) -> str:
     spec = doc["spec"]
     rows = [
@@ -102,10 +110,9 @@ def table(doc: dict) -> str:
                 else "",
                 "DropKey" if cfg.get("drop_keys") else "",
                 f"weight average {cfg['average']:g}" if cfg.get("average") else "",
-                f"AdamW, weight decay {cfg.get('weight_decay', 0):g}"
+                _optimizer(cfg)
                 if cfg.get("optimizer") == "adamw"
-                else f"weight decay {cfg['weight_decay']:g}"
-                if r["model"].startswith("sasrec") and cfg.get("weight_decay")
+                or (r["model"].startswith("sasrec") and cfg.get("weight_decay"))
                 else "",
                 f"model seed {cfg['seed']}" if cfg.get("seed", 42) != 42 else "",
                 f"dropout {cfg['dropout']:g}"
@@ -838,20 +845,13 @@ def ml1m_budget_runs(dirs: list[str]) -> list[str]:
                 continue
             m = r["metrics"]
             ran = len(r.get("train_log", []))
-            opt = (
-                f"AdamW {cfg.get('weight_decay', 0):g}"
-                if cfg.get("optimizer") == "adamw"
-                else f"Adam, L2 {cfg['weight_decay']:g}"
-                if cfg.get("weight_decay")
-                else "Adam"
-            )
             hr, ndcg = round(m["hr@10"], 4), round(m["ndcg@10"], 4)
             passes = [hr >= SASREC_PLUS[0], ndcg >= SASREC_PLUS[1]]
             rows.append(
                 f"| `{d}` | {cfg.get('seed', 42)} | {cfg['max_minutes']:g} | {cfg.get('loss')}"
                 + (f", cosine / {cfg['temperature']:g}" if cfg.get("temperature") else "")
                 + f" | {cfg.get('layers')} | "
-                f"{cfg.get('dropout', 0):g} | {opt} | {cfg.get('lr_decay', 'none')} | "
+                f"{cfg.get('dropout', 0):g} | {_optimizer(cfg)} | {cfg.get('lr_decay', 'none')} | "
                 f"{ran} of {cfg.get('epochs')} | {r.get('best_valid_ndcg@10', 0):.4f} "
                 f"@ {r.get('best_epoch')} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | "
                 f"{r['fit_seconds']:.0f} | "
