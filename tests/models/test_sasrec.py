@@ -314,3 +314,36 @@ def test_an_unknown_optimizer_is_refused(train):
     """Only adam and adamw exist; anything else fails before training starts."""
     with pytest.raises(ValueError, match="optimizer must be adam or adamw"):
         create("sasrec-ce", {**SMALL, "epochs": 1, "optimizer": "sgd"}).fit(train)
+
+
+def test_all_windows_train_on_every_interaction_and_learn(planted, monkeypatch):
+    """windows=all tiles each whole history (`Histories.tiles`), so every interaction but a
+    user's first is a target once, where `last` trains on the last max_len + 1 only; it
+    learns to rank from a context of 5."""
+    from directrec.models.sasrec import SASRec
+
+    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
+    seen_targets: dict[str, int] = {}
+    real_epoch = SASRec._epoch
+
+    def counting(self, windows, *args):
+        seen_targets[self.config.windows] = int(
+            ((windows[:, :-1] > 0) & (windows[:, 1:] > 0)).sum()
+        )
+        return real_epoch(self, windows, *args)
+
+    monkeypatch.setattr(SASRec, "_epoch", counting)
+    cfg = {**SMALL, "max_len": 5, "epochs": 40}
+    model = create("sasrec-ce", {**cfg, "windows": "all"}).fit(fit)
+    create("sasrec-ce", {**cfg, "windows": "last", "epochs": 1}).fit(fit)
+    users = len(np.unique(fit.user))
+    assert seen_targets["all"] == len(fit.item) - users
+    assert seen_targets["last"] < seen_targets["all"]
+    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
+    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
+    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+
+
+def test_an_unknown_windows_choice_is_refused(train):
+    with pytest.raises(ValueError, match="windows must be last or all"):
+        create("sasrec-ce", {**SMALL, "epochs": 1, "windows": "some"}).fit(train)

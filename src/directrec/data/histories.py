@@ -116,6 +116,29 @@ class Histories:
         out[row[keep], length - 1 - pos_from_end[keep]] = self.items[keep] + 1
         return out
 
+    def tiles(self, length: int) -> np.ndarray:
+        """Each row's whole history as windows of `length` tokens (item + 1, left-padded
+        with 0), tiled from the newest item back: consecutive windows share one item, so
+        every item but a row's first is the next-item target of exactly one window. The
+        newest window of each row comes first and equals `windows(length)`; the older ones
+        follow in the order of their rows. A row of n items gives 1 + (n - 2) // (length - 1)
+        windows (one for n ≤ 2)."""
+        if length < 2:
+            raise ValueError(f"tiles need length >= 2 (one input and one target), not {length}")
+        lengths = self.lengths()
+        extra = np.maximum(lengths - 2, 0) // (length - 1)  # older windows per row
+        older = np.repeat(np.arange(len(self)), extra)
+        k = 1 + _ranges(np.zeros(len(self), np.int64), extra)  # 1.. per row
+        ends = np.concatenate([self.indptr[1:], self.indptr[1:][older] - k * (length - 1)])
+        row = np.concatenate([np.arange(len(self)), older])
+        starts = np.maximum(self.indptr[:-1][row], ends - length)
+        sizes = ends - starts
+        out = np.zeros((len(ends), length), dtype=np.int64)
+        which = np.repeat(np.arange(len(ends)), sizes)
+        col = _ranges(length - sizes, sizes)
+        out[which, col] = self.items[_ranges(starts, sizes)] + 1
+        return out
+
     # ------------------------------------------------------------------ new batches
     def take(self, rows: np.ndarray | Sequence[int]) -> Histories:
         """The rows `rows` (an index array or a boolean mask), in that order."""
