@@ -132,6 +132,7 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
         ({"heads": 3}, "heads"),
         ({"lr_decay": "step"}, "lr_decay"),
         ({"lr_decay": "cooldown", "cooldown": 0.0}, "cooldown"),
+        ({"windows": "some"}, "windows"),
     ],
 )
 def test_invalid_config_rejected(bad, field, planted_embedded):
@@ -151,6 +152,30 @@ def test_cosine_decay_sets_each_epochs_rate_and_still_learns(planted_embedded, m
     rates = record_rates(monkeypatch, model, "_epoch_causal")
     model.fit(fit, ds.catalog)
     assert rates == pytest.approx(cosine_rates(cfg["lr"], cfg["epochs"]))
+    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
+    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
+    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+
+
+def test_all_windows_train_the_causal_head_on_every_interaction(planted_embedded, monkeypatch):
+    """`windows=all` (causal head): each whole history tiled, so every interaction but a
+    user's first is a target once even with a context of 5, where `last` trains on each
+    user's last 6 items; it still ranks far above popularity."""
+    ds = planted_embedded
+    fit, seen, targets = leave_one_out(ds.interactions).stage("valid")
+    counted: dict[str, int] = {}
+    real_epoch = SemanticID._epoch_causal
+
+    def counting(self, windows, *args):
+        counted[self.config.windows] = int(((windows[:, :-1] >= 0) & (windows[:, 1:] >= 0)).sum())
+        return real_epoch(self, windows, *args)
+
+    monkeypatch.setattr(SemanticID, "_epoch_causal", counting)
+    cfg = {**TEST_SETTINGS["semantic-id"], "arch": "causal", "max_len": 5}
+    model = create("semantic-id", {**cfg, "windows": "all"}).fit(fit, ds.catalog)
+    create("semantic-id", {**cfg, "epochs": 1}).fit(fit, ds.catalog)
+    assert counted["all"] == len(fit.item) - len(np.unique(fit.user))
+    assert counted["last"] < counted["all"]
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"

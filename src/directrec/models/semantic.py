@@ -294,6 +294,10 @@ class SemanticID(Recommender):
         epochs: int = 100
         batch_size: int = 256
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
+        # causal: which interactions train, as for SASRec: last = each user's last max_len + 1
+        # items | all = the whole history tiled into such windows, so every interaction is a
+        # target once while the context stays ≤ max_len (encdec's cuts cover it anyway)
+        windows: str = "last"
         lr: float = 1e-3
         lr_decay: str = "none"  # none | cosine | cooldown (towards 0 over `epochs`), as for SASRec
         cooldown: float = 0.2  # `cooldown`'s share of the epochs, as for SASRec
@@ -346,6 +350,7 @@ class SemanticID(Recommender):
             "temperature": c.temperature > 0,
             "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
             "max_len": c.max_len >= 1,
+            "windows": c.windows in ("last", "all"),
             "id_loss": c.id_loss >= 0,
             "lr_decay": c.lr_decay in LR_DECAYS,
             "cooldown": 0 < c.cooldown <= 1,
@@ -355,7 +360,7 @@ class SemanticID(Recommender):
             raise ValueError(
                 f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
                 "codes_from: text | interactions | both; "
-                "lr_decay: none | cosine | cooldown; cooldown in (0, 1]; "
+                "lr_decay: none | cosine | cooldown; cooldown in (0, 1]; windows: last | all; "
                 "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
                 "id_loss, id_candidates ≥ 0; id_candidates needs id_loss > 0; dim divisible by heads)"
             )
@@ -417,7 +422,9 @@ class SemanticID(Recommender):
         c = self.config
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
-        windows = torch.from_numpy(Histories.from_interactions(data).windows(c.max_len + 1)) - 1
+        histories = Histories.from_interactions(data)
+        cut = histories.tiles if c.windows == "all" else histories.windows
+        windows = torch.from_numpy(cut(c.max_len + 1)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
         d = distributed.current()
         trainer: nn.Module = self.net
@@ -539,7 +546,7 @@ class SemanticID(Recommender):
         trainer: nn.Module,
         d: distributed.Dist,
     ) -> float:
-        """One pass over every user's last window; every position's state is the context
+        """One pass over the training windows (`windows`); every position's state is the context
         for the next item, so one forward pass trains on the whole window (split over
         ranks like `_epoch`)."""
         c = self.config
