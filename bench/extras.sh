@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|new-users-20pct|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|beauty-sem-windows|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|new-users-20pct|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -41,6 +41,22 @@ if run beauty-sem-idhead-b50; then  # the same with a 50-wide beam for the ID he
     --set max_len=20 --set lr=2e-3 --set batch_size=128 --set max_minutes=20 --set eval_every=2 \
     --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000 \
     --save-models $OUT/models/beauty-idhead-b50
+fi
+if run beauty-sem-windows; then  # beauty-sem-idhead-b50's recipe with today's code, trained on each
+  # user's last 21 items (`last`, as every causal semantic-ID run before) against the whole
+  # history tiled into such windows (`all`: 11 % more training targets on Beauty, the context
+  # still ≤ 20); each then gets beauty-beam-proposals' look (beam × ID proposals × weight,
+  # chosen on validation)
+  for w in last all; do
+    $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+      --out $R/beauty-sem-windows-$w --no-progress --models semantic-id --set arch=causal \
+      --set max_len=20 --set lr=2e-3 --set batch_size=128 --set max_minutes=20 --set eval_every=2 \
+      --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000 \
+      --set windows=$w --save-models $OUT/models/beauty-sem-windows-$w
+    $PY bench/beam_blend.py --model $OUT/models/beauty-sem-windows-$w/semantic-id \
+      --db $OUT/beauty.duckdb --out $R/beauty-sem-windows-$w/beam-proposals.json \
+      --beams 50 --candidates 0,100 --weights 0.5,1,2,4,8,16
+  done
 fi
 if run sports-sem-idhead; then  # Sports: the Beauty hybrid recipe, codes from text + interactions
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \

@@ -5,7 +5,7 @@
 # CFGAN use published defaults (CFGAN runs 10 epochs on Beauty, where an epoch is slow on
 # two cores). The generative ID head (sasrec-ce) and the SASRec BCE baseline train with
 # early stopping on validation under a wall-clock budget.
-#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml1m-gen-l4-fast-seed7|ml1m-gen-l4-fast-d3-seed7|ml1m-gen-l4-fast-cos-seed7|ml1m-gen-l5-d3-seed7|ml1m-gen-l5-d3-e86-seed7|ml1m-gen-l5-d3-e86|ml1m-gen-l4-adamw-seed7|ml1m-gen-l4-adamw|ml1m-gen-l4-adamw-seed1|ml1m-gen-l4-adamw-wd2|ml100k-pack|beauty-gen-pack|beauty-gen|all]
+#   bash bench/zoo.sh [ml1m|beauty|beauty-context|ml1m-rerun|ml1m-gen|ml1m-gen-sampled|ml1m-gen-60|ml1m-gen-l3|ml1m-gen-cos|ml1m-gen-plus|ml1m-gen-pack|ml1m-gen-pack-cos|ml1m-gen-pack-dk|ml1m-gen-pack-dk-avg|ml1m-gen-pack-dk-avg-cd|ml1m-gen-pack-dk-avg-cd-seed7|ml1m-gen-l4-cd|ml1m-gen-l4-cd-seed7|ml1m-gen-l4-cd-seed1|ml1m-gen-l4-fast-seed7|ml1m-gen-l4-fast-d3-seed7|ml1m-gen-l4-fast-cos-seed7|ml1m-gen-l5-d3-seed7|ml1m-gen-l5-d3-e86-seed7|ml1m-gen-l5-d3-e86|ml1m-gen-l4-adamw-seed7|ml1m-gen-l4-adamw|ml1m-gen-l4-adamw-seed1|ml1m-gen-l4-adamw-wd2|ml1m-gen-l4-adamw-all|ml1m-gen-l4-adamw-all-seed7|ml100k-pack|ml100k-windows|beauty-gen-pack|beauty-gen-windows|beauty-gen|all]
 # `beauty` ran under the old history-cap rule (cap on training too); `beauty-context` caps
 # only the input context (the default now).
 # (ml1m-gen-sampled, ml1m-gen-60 and beauty-gen ran with --out out/exp/… and were copied to docs/results.)
@@ -203,12 +203,32 @@ if run beauty-gen-pack; then  # beauty-gen's recipe with today's code, length ba
       --valid-users 4000 $([ $b = pack ] && echo --set pack=true)
   done
 fi
+if run beauty-gen-windows; then  # beauty-gen-pack's packed recipe with today's code, trained on
+  # each user's last max_len + 1 = 21 items (`last`, every Beauty run before) against the whole
+  # history tiled into such windows (`all`): with the context capped at 20, `last` leaves 11 %
+  # of Beauty's training targets out, which the history-cap rule says training should keep
+  for w in last all; do
+    $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
+      --out $R/beauty-gen-windows-$w --no-progress --models sasrec-ce --set max_len=20 \
+      --set dropout=0.5 --set lr=2e-3 --set batch_size=128 --set max_minutes=15 --set eval_every=2 \
+      --valid-users 4000 --set windows=$w
+  done
+fi
 if run ml100k-pack; then  # sasrec-ce's defaults (4-minute budget, length batches) on MovieLens-100K
   # against the same with packed random batches: does `pack` pay for a first run, too?
   [ -f $OUT/ml100k.duckdb ] || $DR ingest --dataset ml-100k --db $OUT/ml100k.duckdb
   for b in length pack; do
     $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 --out $R/ml100k-pack/$b \
       --no-progress --models sasrec-ce $([ $b = pack ] && echo --set pack=true)
+  done
+fi
+if run ml100k-windows; then  # sasrec-ce's defaults (4-minute budget) on MovieLens-100K, trained on
+  # each user's last 201 items (`last`: 86 % of the training targets) or the whole history
+  # tiled (`all`): does `all` pay for a first run, within the same budget?
+  [ -f $OUT/ml100k.duckdb ] || $DR ingest --dataset ml-100k --db $OUT/ml100k.duckdb
+  for w in last all; do
+    $DR benchmark --db $OUT/ml100k.duckdb --split loo --k 10,20 --seed 42 \
+      --out $R/ml100k-windows/$w --no-progress --models sasrec-ce --set windows=$w
   done
 fi
 if run beauty-gen; then
