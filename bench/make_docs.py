@@ -1068,6 +1068,7 @@ def main() -> None:
                 "gen-l4-adamw-wd2",
                 "gen-l4-adamw-all",
                 "gen-l4-adamw-all-seed7",
+                "gen-l4-adamw-all-seed1",
                 "gen-windows-last",
                 "gen-windows-all",
                 "gen-length",
