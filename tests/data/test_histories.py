@@ -44,3 +44,11 @@ def test_tiles_make_every_item_but_the_first_a_target_once():
 def test_tiles_refuse_a_window_without_a_target():
     with pytest.raises(ValueError, match="length >= 2"):
         _rows(3).tiles(1)
+
+
+def test_training_windows_name_the_newest_window_or_the_tiles():
+    h = _rows(8, 1, 3)
+    assert np.array_equal(h.training_windows(3, "last"), h.windows(3))
+    assert np.array_equal(h.training_windows(3, "all"), h.tiles(3))
+    with pytest.raises(ValueError, match="windows must be last or all"):
+        h.training_windows(3, "some")

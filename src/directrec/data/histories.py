@@ -139,6 +139,13 @@ class Histories:
         out[which, col] = self.items[_ranges(starts, sizes)] + 1
         return out
 
+    def training_windows(self, length: int, which: str) -> np.ndarray:
+        """What a sequence model trains on (its `windows` setting): `last` = each row's
+        newest window (`windows`), `all` = its whole history tiled (`tiles`)."""
+        if which not in ("last", "all"):
+            raise ValueError(f"windows must be last or all, not {which!r}")
+        return self.tiles(length) if which == "all" else self.windows(length)
+
     # ------------------------------------------------------------------ new batches
     def take(self, rows: np.ndarray | Sequence[int]) -> Histories:
         """The rows `rows` (an index array or a boolean mask), in that order."""

@@ -245,15 +245,12 @@ class SASRec(Recommender):
             raise ValueError("dim must be divisible by heads")
         if c.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = dot product), not {c.temperature}")
-        if c.windows not in ("last", "all"):
-            raise ValueError(f"windows must be last or all, not {c.windows!r}")
         if c.threads > 0:
             torch.set_num_threads(c.threads)
         dev = self.device
         opt = self._optimizer()
         histories = Histories.from_interactions(data)
-        cut = histories.tiles if c.windows == "all" else histories.windows
-        windows = torch.from_numpy(cut(c.max_len + 1))
+        windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
         counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
         log_q = torch.from_numpy(np.log(counts / counts.sum() + 1e-12)).float().to(dev)

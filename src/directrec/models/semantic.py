@@ -423,8 +423,7 @@ class SemanticID(Recommender):
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         seqs = (data.indptr, data.item)
         histories = Histories.from_interactions(data)
-        cut = histories.tiles if c.windows == "all" else histories.windows
-        windows = torch.from_numpy(cut(c.max_len + 1)) - 1
+        windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
         d = distributed.current()
         trainer: nn.Module = self.net
