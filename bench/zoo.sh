@@ -188,7 +188,7 @@ done
 # flat from epoch ~65 while the loss fell). `windows=all` tiles each whole history into windows
 # of 201 (every interaction a target once, the context still at most 200): about 1.5× the
 # tokens per epoch, so 70 epochs in the same 57 minutes (about as many steps as 108 before).
-# Judged on validation against the same seed's `ml1m-gen-l4-adamw*`.
+# Judged on validation against the same seed's `ml1m-gen-l4-adamw*`; three seeds, as there.
 for s in 42 7 1; do
   sfx=$([ $s = 42 ] || echo -seed$s)
   ! run ml1m-gen-l4-adamw-all$sfx || cooled ml1m-gen-l4-adamw-all$sfx 4 70 $s \
