@@ -104,9 +104,10 @@ def test_rerank_scores_equal_the_generated_title_log_probabilities(lora_model):
     assert (request >= 0).all()
 
 
-def _tiny_checkpoint(kind: str, texts: list[str], where) -> str:
+def _tiny_checkpoint(kind: str, texts: list[str], where, dtype: torch.dtype = torch.float32) -> str:
     """A random tiny Llama- or Qwen2-style checkpoint with a byte-level BPE tokenizer trained
-    here on the catalogue's titles, saved as a Hugging Face directory (nothing downloaded)."""
+    here on the catalogue's titles, saved in `dtype` as a Hugging Face directory (nothing
+    downloaded)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         LlamaConfig,
@@ -144,8 +145,8 @@ def _tiny_checkpoint(kind: str, texts: list[str], where) -> str:
         model = LlamaForCausalLM(LlamaConfig(**common))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**common))
-    path = where / kind
-    model.save_pretrained(path)
+    path = where / f"{kind}-{str(dtype).split('.')[-1]}"
+    model.to(dtype).save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)
 
@@ -208,3 +209,29 @@ def test_regularisation_settings_reach_the_model_and_optimiser(fit_data, planted
     )
     norm = lambda x: sum(float(p.norm()) for p in x.lm.parameters())  # noqa: E731
     assert norm(d) < norm(m)
+
+
+def test_a_bfloat16_checkpoint_computes_in_float32_on_a_cpu_unless_asked(
+    fit_data, planted, tmp_path
+):
+    """`dtype=auto` loads a bfloat16 checkpoint (as Qwen2.5 ships) in float32 on a CPU, where
+    bfloat16 matmuls are very slow; an explicit dtype is kept; other names are refused."""
+    base = _tiny_checkpoint("qwen2", list(planted.catalog.titles), tmp_path, torch.bfloat16)
+    settings = {"base_model": base, "lora_r": 4, "epochs": 0, "beam": 4, "device": "cpu"}
+    auto = create("llm", settings).fit(fit_data, planted.catalog)
+    assert auto.lm.get_base_model().dtype == torch.float32
+    kept = create("llm", settings | {"dtype": "bfloat16"}).fit(fit_data, planted.catalog)
+    assert kept.lm.get_base_model().dtype == torch.bfloat16
+    hist = fit_data.item[fit_data.user == 2][:6]
+    got = kept.generate_for([hist], beam=4)[0][0]
+    assert (got >= 0).all() and not set(got) & set(hist)  # it still decodes real items
+    loaded = load_model(kept.save(tmp_path / "bf16-model"))
+    assert loaded.lm.get_base_model().dtype == torch.bfloat16
+    assert np.array_equal(loaded.generate_for([hist], beam=4)[0][0], got)
+    tiny = create("llm", {"lora": False, "epochs": 0, "dtype": "bfloat16", "beam": 4})
+    tiny = tiny.fit(fit_data, planted.catalog)
+    again = load_model(tiny.save(tmp_path / "tiny-bf16"))
+    assert again.lm.dtype == torch.bfloat16
+    assert np.array_equal(again.generate_for([hist], 4)[0], tiny.generate_for([hist], 4)[0])
+    with pytest.raises(ValueError, match="dtype must be auto, float32"):
+        create("llm", settings | {"dtype": "float64"}).fit(fit_data, planted.catalog)

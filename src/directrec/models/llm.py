@@ -132,6 +132,9 @@ class LLMRec(Recommender):
         beam: int = 20
         max_title_tokens: int = 32
         device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
+        # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there
+        # without AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
+        dtype: str = "auto"
         progress: bool = False
 
     def __init__(self, config: LLMRec.Config | None = None, **overrides) -> None:
@@ -148,11 +151,16 @@ class LLMRec(Recommender):
             self.texts = json.loads(bytes(state["texts"]).decode())
         else:
             self.texts = item_texts(catalog, self.n_items, self.meta.get("item_ids"))
+        dtype = self._dtype()
         if c.base_model:
-            self.tok, self.lm = load_base(c.base_model, AutoTokenizer, AutoModelForCausalLM)
+            self.tok, self.lm = load_base(
+                c.base_model, AutoTokenizer, AutoModelForCausalLM, dtype=dtype
+            )
         else:
             tok_json = bytes(state["tokenizer"]).decode() if state is not None else None
             self.tok, self.lm = _tiny(self.texts, c, tok_json)
+            if dtype != "auto":
+                self.lm.to(dtype)
         if self.tok.pad_token_id is None:
             self.tok.pad_token = self.tok.eos_token
         self.eos = self.tok.eos_token_id
@@ -174,6 +182,17 @@ class LLMRec(Recommender):
             )
         self.lm.to(self.device)
         self._index_titles()
+
+    def _dtype(self) -> torch.dtype | str:
+        """The float type the weights load in: `dtype`, with `auto` resolved per device
+        (a torch dtype, or "auto" = the checkpoint's own)."""
+        types = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        name = self.config.dtype
+        if name != "auto" and name not in types:
+            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {name!r}")
+        if name == "auto":
+            return torch.float32 if self.device.type == "cpu" else "auto"
+        return types[name]
 
     def _index_titles(self) -> None:
         """Tokenise every item's title and build the decoding trie over them."""
@@ -441,13 +460,11 @@ class LLMRec(Recommender):
             from peft import get_peft_model_state_dict
 
             lora = get_peft_model_state_dict(self.lm)
-            state |= {f"lora.{k}": v.detach().cpu().numpy() for k, v in lora.items()}
+            state |= {f"lora.{k}": _numpy(v) for k, v in lora.items()}
         base = self.lm.get_base_model() if self.config.lora else self.lm
         if not self.config.base_model:  # built-in: its (trained) weights and tokenizer
             state |= {
-                f"base.{k}": v.detach().cpu().numpy()
-                for k, v in base.state_dict().items()
-                if "lora_" not in k
+                f"base.{k}": _numpy(v) for k, v in base.state_dict().items() if "lora_" not in k
             }
             tok_json = self.tok.backend_tokenizer.to_str()
             state["tokenizer"] = np.frombuffer(tok_json.encode(), dtype=np.uint8).copy()
@@ -473,14 +490,24 @@ class LLMRec(Recommender):
         self.lm.eval()
 
 
-def load_base(name: str, tokenizer_cls: type, model_cls: type) -> tuple:
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor for the safetensors file; bfloat16 (which numpy lacks) is stored as float32
+    and converted back when the weights load."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def load_base(
+    name: str, tokenizer_cls: type, model_cls: type, dtype: torch.dtype | str = "auto"
+) -> tuple:
     """A checkpoint from a local directory, or by hub id: fetched when online, from the
-    local cache when offline (HF_HUB_OFFLINE=1, as the tests and the demo run)."""
+    local cache when offline (HF_HUB_OFFLINE=1, as the tests and the demo run). `dtype`:
+    the weights' float type ("auto" = the checkpoint's own)."""
     local = Path(name).expanduser().is_dir()
     where = str(Path(name).expanduser()) if local else name
     try:
         tok = tokenizer_cls.from_pretrained(where, local_files_only=local)
-        lm = model_cls.from_pretrained(where, local_files_only=local)
+        lm = model_cls.from_pretrained(where, local_files_only=local, dtype=dtype)
     except (OSError, ValueError) as e:
         raise ValueError(
             f"base_model {name!r} is neither a model directory nor a hub id that could be "
