@@ -2,7 +2,7 @@
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
 # otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|beauty-sem-windows|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|new-users-20pct|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|new-users-beauty|sports-sem|sports-sem-both|all]
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|beauty-sem-windows|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|new-users-20pct|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|llm-full-size|new-users-beauty|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -274,6 +274,11 @@ fi
 if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
     --valid-users 200 --eval-every 3 --tag 15min
+fi
+if run llm-full-size; then  # the README's 0.5B recipe at full size (random weights with
+  # Qwen2.5-0.5B's architecture; no checkpoint can be fetched here): cost, memory, round trip
+  $PY bench/llm_full_size.py --db $OUT/ml100k.duckdb --checkpointing
+  $PY bench/llm_full_size.py --db $OUT/ml100k.duckdb --steps 1 --users 1 --tag b32-no-checkpointing
 fi
 if run llm-15min-fast; then  # the same budget, more (shorter) pairs per minute: batch 128,
   # 5 titles in the prompt, 16 pairs per user per epoch, patience 4 validations

@@ -614,6 +614,27 @@ def extra_sections() -> list[str]:
             f"{lm['llm']['ndcg@10']:.4f} against popularity {lm['popularity_same_users']['hr@10']:.4f} / "
             f"{lm['popularity_same_users']['ndcg@10']:.4f}.\n",
         ]
+    for name in ("full-size-cpu.json", "full-size-cpu-b32-no-checkpointing.json"):
+        fs = _load(RESULTS / "llm" / name)
+        if not fs:
+            continue
+        st, peak = fs["settings"], fs["peak_rss_gib"]
+        parts.append(
+            f"`{fs['command']}` — the README's 0.5B recipe at full size on this CPU, "
+            f"{fs['checkpoint']} (so the loss, {fs['train_loss']}, is chance and no quality "
+            f"is measured): {fs['parameters']:,} parameters loaded as {fs['dtype_loaded']} "
+            f"in {fs['load_seconds']} s, {fs['trainable_parameters']:,} trained (LoRA r "
+            f"{st['lora_r']}); batch {st['batch_size']}"
+            + (", activation checkpointing" if st.get("checkpointing") else "")
+            + f", {fs['tokens_per_pair']['mean']} tokens per pair (prompt of "
+            f"{st['prompt_items']} titles): {fs['seconds_per_step']} s per step, peak "
+            f"resident memory {peak['after_train']} GiB (after loading {peak['after_load']}); "
+            f"constrained generation {fs['generation_seconds_per_user']} s per user (beam "
+            f"{st['beam']}), lists real, unseen and distinct: "
+            f"{fs['generated_lists_real_unseen_distinct']}; saved artefact "
+            f"{fs['saved_bytes'] / 2**20:.1f} MiB (adapters only), the same list after "
+            f"loading: {fs['round_trip_same_list']}.\n"
+        )
     ctx = _load(RESULTS / "beauty-context" / "results.json")
     old = _load(RESULTS / "beauty" / "results.json")
     if ctx and old:
