@@ -1,4 +1,5 @@
-"""The shared epoch loop: the moving average of the weights, by hand."""
+"""The shared epoch loop: the moving average of the weights, by hand; the time budget on
+a fake clock."""
 
 from __future__ import annotations
 
@@ -72,3 +73,28 @@ def test_the_weight_average_takes_integer_buffers_as_they_are():
 
     run_epochs(net, epoch_fn, epochs=3, validate=None, eval_every=1, patience=1, average=0.5)
     assert net.seen.item() == 3
+
+
+def test_a_time_budget_ends_the_run_within_it_validation_included(monkeypatch):
+    """10 s an epoch, 30 s a validation (every 2nd epoch), a 2-minute budget: four epochs and
+    two validations end at 100 s; a fifth epoch and the validation stopping after it needs
+    would end at 140 s, so the loop stops after four, validated."""
+    from directrec.models import training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    net = nn.Linear(1, 1)
+
+    def epoch_fn(epoch: int) -> float:
+        clock[0] += 10.0
+        return 0.0
+
+    def check() -> float:
+        clock[0] += 30.0
+        return 0.0
+
+    state = run_epochs(
+        net, epoch_fn, epochs=100, validate=check, eval_every=2, patience=99, max_minutes=2.0
+    )
+    assert state.stopped == "time budget" and len(state.log) == 4
+    assert "valid_ndcg@10" in state.log[-1] and clock[0] == 100.0

@@ -53,6 +53,10 @@ def run_epochs(
     while training continues from the live weights: late epochs that wander around a
     plateau are averaged instead of one of them being picked.
 
+    The budget (`max_minutes`) is checked after each epoch: the loop goes on only if the
+    mean epoch's training, plus the validation a stop would then need (and this epoch's
+    own when it is due), still fits, so a budgeted run ends within it.
+
     `agree(x) -> x` makes processes of a distributed run take one process's value (rank
     0's: its validation metric and its time-budget decision), so all stop together."""
     if not 0.0 <= average < 1.0:
@@ -60,7 +64,9 @@ def run_epochs(
     agree = agree or (lambda x: x)
     state = state or LoopState()
     best_weights = state.best_weights or copy.deepcopy(net.state_dict())
-    started, first = time.perf_counter(), state.epoch
+    started = time.perf_counter()
+    trained: list[float] = []  # this run's training seconds per epoch
+    last_valid = 0.0  # the latest validation's seconds (none yet: 0)
     bar = tqdm(range(state.epoch, epochs), desc=desc, disable=not progress)
     for epoch in bar:
         t0 = time.perf_counter()
@@ -75,24 +81,21 @@ def run_epochs(
                         state.averaged[k].mul_(average).add_(v.detach(), alpha=1.0 - average)
                     else:  # counters and indices are not averaged: they take this epoch's
                         state.averaged[k].copy_(v)
-        spent = time.perf_counter() - started
-        # Stop before the next epoch would likely overrun the budget (validating first).
+        now = time.perf_counter()
+        trained.append(now - t0)
+        due = validate is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs)
+        # Go on only if one more epoch, and the validation that stopping after it needs,
+        # still fit in the budget once this epoch's own validation (if due) is done.
+        ahead = sum(trained) / len(trained) + last_valid * (2 if due else 1)
         out_of_time = bool(
-            agree(
-                float(
-                    max_minutes > 0
-                    and spent * (epoch + 2 - first) / (epoch + 1 - first) > 60 * max_minutes
-                )
-            )
+            agree(float(max_minutes > 0 and now - started + ahead > 60 * max_minutes))
         )
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": round(loss, 5),
-            "seconds": round(time.perf_counter() - t0, 2),
+            "seconds": round(now - t0, 2),
         }
-        if validate is not None and (
-            (epoch + 1) % eval_every == 0 or epoch + 1 == epochs or out_of_time
-        ):
+        if due or (validate is not None and out_of_time):
             net.eval()
             tv = time.perf_counter()
             if state.averaged is not None:  # validate the average; train on from the live
@@ -100,7 +103,8 @@ def run_epochs(
                 net.load_state_dict(state.averaged)
             metric = float(agree(float(validate())))
             row["valid_ndcg@10"] = round(metric, 5)
-            row["valid_seconds"] = round(time.perf_counter() - tv, 2)
+            last_valid = time.perf_counter() - tv
+            row["valid_seconds"] = round(last_valid, 2)
             if metric > state.best:
                 state.best, state.best_epoch, state.bad = metric, epoch + 1, 0
                 best_weights = copy.deepcopy(net.state_dict())
