@@ -131,7 +131,8 @@ def main() -> None:
     # Training: the recipe's optimizer over exactly `steps` full batches of pairs.
     rng = np.random.default_rng(args.seed)
     per_step = -(-args.batch_size // RECIPE["samples_per_user"])
-    users = rng.choice(np.flatnonzero(fit.history_lengths() >= 21), per_step * args.steps, False)
+    full = np.flatnonzero(fit.history_lengths() > RECIPE["prompt_items"])  # full prompts
+    users = rng.choice(full, per_step * args.steps, replace=False)
     keep = np.isin(fit.user, users)
     sub = Interactions(fit.user[keep], fit.item[keep], fit.n_users, fit.n_items)
     pairs = model._pairs(sub, 0)
@@ -142,9 +143,10 @@ def main() -> None:
     t = time.perf_counter()
     loss = model._epoch(sub, opt, 0)
     train_s = time.perf_counter() - t
+    steps = -(-len(pairs) // args.batch_size)  # the batches `_epoch` ran
     moved = sum(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
     after_train = peak_gib()
-    print(f"{args.steps} steps in {train_s:.0f} s, loss {loss:.3f}, peak {after_train} GiB")
+    print(f"{steps} steps in {train_s:.0f} s, loss {loss:.3f}, peak {after_train} GiB")
 
     # Constrained generation (the recipe's beam) for a few test users, then save/load.
     pick = rng.choice(len(test), args.users, replace=False)
@@ -180,10 +182,10 @@ def main() -> None:
         "parameters": n_params,
         "trainable_parameters": trainable,
         "load_seconds": round(load_s, 1),
-        "train_steps": args.steps,
+        "train_steps": steps,
         "train_pairs": len(pairs),
         "tokens_per_pair": {"mean": round(float(np.mean(tokens)), 1), "max": int(max(tokens))},
-        "seconds_per_step": round(train_s / args.steps, 1),
+        "seconds_per_step": round(train_s / steps, 1),
         "adapter_tensors_updated": f"{moved} of {len(params)}",
         "train_loss": round(loss, 3),
         "generation_users": args.users,
