@@ -51,7 +51,7 @@ def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict
             fail(f"--set {pair!r}: unknown model {target!r}")
         matched = False
         for m in [target] if target else models:
-            fields = {f.name: f for f in dataclasses.fields(MODELS[m].Config)}
+            fields = MODELS[m].setting_fields()
             if fld not in fields:
                 continue
             default = fields[fld].default

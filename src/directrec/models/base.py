@@ -68,6 +68,12 @@ class Recommender:
     class Config:
         seed: int = 42
 
+    @classmethod
+    def setting_fields(cls) -> dict[str, dataclasses.Field]:
+        """Every setting `--set` and a recipe may name for this model, by name: the fields
+        of its config (the field's default gives the type a text value converts to)."""
+        return {f.name: f for f in dataclasses.fields(cls.Config)}
+
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         self.config = config if config is not None else self.Config()
         if overrides:
