@@ -351,6 +351,7 @@ def train(
     from directrec.data.dataset import Dataset
     from directrec.data.split import leave_one_out
     from directrec.evaluate.protocol import fit_model
+    from directrec.generate.fitting import StagePlan
     from directrec.models import MODELS, create
 
     def run() -> Path:
@@ -365,58 +366,29 @@ def train(
             from directrec.text.encoder import item_embeddings
 
             ds.catalog.embeddings = item_embeddings(ds, db)
+        # The stages to fit after the model, and the users and items held out for them.
+        spec: dict[str, dict] = {}
+        if blend_users > 0:
+            spec["prior_blend"] = {"users": blend_users}
+            if any(ds.catalog.categories) and any(ds.catalog.titles):
+                spec["query_blend"] = {"users": blend_users}
+        plan = StagePlan.from_spec(spec, seed)
+        if "query_blend" in plan.stages and ds.catalog.embeddings is None:
+            from directrec.text.encoder import item_embeddings
+
+            ds.catalog.embeddings = item_embeddings(ds, db)
+        data = plan.hold_out(ds.interactions, model)
         # none: deploy on everything (early-stopping models validate on each user's last
         # item); loo: leave each user's last item out, as the benchmark's test stage does.
-        data, held = ds.interactions, np.zeros(0, dtype=np.int64)
-        if blend_users > 0:  # users the model never trains on, to learn the new-user blend
-            eligible = np.flatnonzero(data.history_lengths() >= 12)
-            if len(eligible) < 20:
-                raise ValueError("--blend-users: fewer than 20 users have 12 or more items")
-            n = min(blend_users, len(eligible) // 2)
-            held = np.sort(np.random.default_rng(seed).choice(eligible, n, replace=False))
-            data = data.select(~np.isin(data.user, held))
-        split = leave_one_out(data)
         fit_model(
             model,
-            split,
+            leave_one_out(data),
             "all" if holdout == "none" else "test",
             ds.catalog,
             valid_users=valid_users,
         )
-        if len(held):
-            from directrec.generate.coldstart import fit_prior_blend
-
-            seqs = ds.interactions.sequences()
-            table = fit_prior_blend(model, [seqs[u] for u in held])
-            model.meta["prior_blend_fit"] = table | {"held_out_users": len(held)}
-            out.print(
-                "new-user blend (popularity weight by history length): "
-                + ", ".join(
-                    f"{n}: {a:g}" for n, a in zip(table["lengths"], table["alpha"], strict=True)
-                ),
-                highlight=False,
-                markup=False,
-            )
-            if any(ds.catalog.categories) and any(ds.catalog.titles):
-                # requests typed as a sentence: learn the query prior on the same users
-                from directrec.generate.coldstart import fit_query_blend, sentence_cases
-                from directrec.text.encoder import item_embeddings
-
-                vecs = ds.catalog.embeddings
-                if vecs is None:
-                    vecs = item_embeddings(ds, db)
-                _, hists, sims, by_category, truth = sentence_cases(
-                    [seqs[u] for u in held], ds.catalog.categories, vecs
-                )
-                q = fit_query_blend(model, hists, sims, truth, category_sims=by_category)
-                model.meta["query_blend_fit"] = q
-                out.print(
-                    f"sentence-request prior: alpha {q['alpha']:g}, t {q['t']:g}, category "
-                    f"weight {q['w']:g} (Recall@10 "
-                    f"{q['recall_model']:.4f} → {q['recall_blend']:.4f} on {q['cases']} requests)",
-                    highlight=False,
-                    markup=False,
-                )
+        say = lambda m: out.print(m, highlight=False, markup=False)  # noqa: E731
+        stages = plan.fit(model, ds.interactions, ds.catalog, holdout, log=say)
         from directrec.data.store import open_store
         from directrec.evaluate.saved import stamp
 
@@ -429,7 +401,7 @@ def train(
 
         if not distributed.current().main:  # under torchrun, rank 0 writes the model
             return out_dir
-        path = model.save(out_dir)
+        path = model.save(out_dir, extra=stages.files())
         if model.meta.get("train_log"):
             from directrec.evaluate.report import plot_training_curve
 
@@ -472,7 +444,7 @@ def evaluate_cmd(
     """Evaluate a saved model without refitting it (full ranking, the benchmark's split)."""
     from directrec.evaluate.report import markdown_table
     from directrec.evaluate.saved import evaluate_saved
-    from directrec.models import load_model
+    from directrec.generate.stages import load_pipeline
 
     def run() -> dict:
         from directrec.serve.registry import resolve
@@ -483,8 +455,10 @@ def evaluate_cmd(
             raise ValueError(f"--k {k!r}: expected comma-separated integers") from None
         if not ks or ks[0] < 1:
             raise ValueError("--k values must be ≥ 1")
-        model = load_model(resolve(model_dir)[0])
-        return evaluate_saved(model, db, split=split, stage=stage, ks=ks, max_history=max_history)
+        model, stages = load_pipeline(resolve(model_dir)[0])
+        return evaluate_saved(
+            model, db, split=split, stage=stage, ks=ks, max_history=max_history, stages=stages
+        )
 
     doc = _run_guarded(run)
     for note in doc["notes"]:
@@ -524,19 +498,19 @@ def recommend(
     from directrec.generate.context import ModelContext
     from directrec.generate.pipeline import ListOptions
     from directrec.generate.pipeline import recommend as build_lists
-    from directrec.models import load_model
+    from directrec.generate.stages import load_pipeline
 
     def run() -> dict:
         from directrec.serve.registry import resolve
 
-        model = load_model(resolve(model_dir)[0])
-        ctx = ModelContext.build(model, db, vectors=diversity > 0)
+        model, stages = load_pipeline(resolve(model_dir)[0])
+        ctx = ModelContext.build(model, db, vectors=diversity > 0, stages=stages)
         with open_store(db) as store:
             histories = ctx.histories(store, [user])
         options = ListOptions(
             k=k, exclude_seen=not include_seen, diversity=diversity, explain=explain
         )
-        (rec,) = build_lists(model, histories, options, info=ctx.info)
+        (rec,) = build_lists(model, histories, options, info=ctx.info, stages=ctx.stages)
         rows = [
             {
                 "rank": r + 1,
@@ -585,15 +559,15 @@ def generate_cmd(
     scores, model version and data fingerprint. Under `torchrun --nproc_per_node N -m
     directrec generate …` each process takes a share of the users and rank 0 merges."""
     from directrec.generate.batch import generate, read_user_file
-    from directrec.models import load_model
+    from directrec.generate.stages import load_pipeline
 
     def run() -> dict:
         from directrec.serve.registry import resolve
 
         path, version = resolve(model_dir)
-        model = load_model(path)
+        model, stages = load_pipeline(path)
         wanted = read_user_file(users) if users is not None else None
-        return generate(model, version, db, out_file, k, wanted, batch_size)
+        return generate(model, version, db, out_file, k, wanted, batch_size, stages=stages)
 
     facts = _run_guarded(run)
     if int(os.environ.get("RANK", 0)) == 0:

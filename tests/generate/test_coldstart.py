@@ -8,14 +8,14 @@ import torch
 
 from directrec.data.histories import Histories
 from directrec.generate.coldstart import fit_prior_blend
-from directrec.models import create, load_model
-from directrec.models.base import prior_weights
+from directrec.generate.pipeline import masked_scores
+from directrec.generate.stages import ColdGate, PriorBlend, Stages, load_pipeline, prior_weights
+from directrec.models import create
 from tests.models.settings import TEST_SETTINGS
 
 
 def test_prior_weights_take_the_longest_tabled_length_not_above():
-    blend = {"lengths": [1, 2, 5], "alpha": [0.8, 0.5, 0.2]}
-    got = prior_weights(np.array([0, 1, 2, 3, 4, 5, 6]), blend)
+    got = prior_weights(np.array([0, 1, 2, 3, 4, 5, 6]), (1, 2, 5), (0.8, 0.5, 0.2))
     assert got.tolist() == [0.0, 0.8, 0.5, 0.5, 0.5, 0.2, 0.0]
 
 
@@ -26,23 +26,29 @@ def test_blend_is_learned_on_held_out_users_and_applied_as_stated(planted, tmp_p
         data.select(~np.isin(data.user, held))
     )
     seqs = data.sequences()
-    table = fit_prior_blend(model, [seqs[u] for u in held], lengths=(1, 2, 5))
-    assert table["lengths"] == [1, 2, 5]
+    blend, table = fit_prior_blend(model, [seqs[u] for u in held], lengths=(1, 2, 5))
+    assert table["lengths"] == [1, 2, 5] and isinstance(blend, PriorBlend)
+    assert blend.lengths == (1, 2, 5) and list(blend.alpha) == table["alpha"]
     assert all(b >= m for b, m in zip(table["recall_blend"], table["recall_model"], strict=True))
     assert all(0.0 <= a <= 1.0 for a in table["alpha"])
-    blend = model.meta["prior_blend"]
-    # Applied exactly: log((1 - a) softmax(raw) + a popularity) for short rows only.
+    assert any(a > 0 for a in blend.alpha)  # the planted sets' short rows need popularity
+    # Applied exactly by the pipeline: log((1 - a) softmax(raw) + a popularity) for short
+    # rows only; the model's own scores stay raw.
     h = Histories.from_lists([seqs[1][:1], seqs[1][:2], seqs[1][:8]], model.n_items)
-    got = model.score(h)
-    model.meta.pop("prior_blend")
+    stages = Stages(prior_blend=blend)
+    got = masked_scores(model, h, 10, exclude_seen=False, stages=stages)
     raw = model.score(h)
-    model.meta["prior_blend"] = blend
     pop = torch.from_numpy(model.popularity / model.popularity.sum()).float()
-    for row, a in zip(range(3), prior_weights(h.lengths(), blend), strict=True):
+    for row, a in zip(
+        range(3), prior_weights(h.lengths(), blend.lengths, blend.alpha), strict=True
+    ):
         want = torch.log((1 - a) * torch.softmax(raw[row], 0) + a * pop + 1e-30) if a else raw[row]
         torch.testing.assert_close(got[row], want, rtol=1e-4, atol=1e-5)
-    loaded = load_model(model.save(tmp_path / "m"))  # the table travels with the artefact
-    torch.testing.assert_close(loaded.score(h), got, rtol=1e-4, atol=1e-5)
+    # the stage travels with the artefact (stages.json, in the model's atomic save)
+    loaded, loaded_stages = load_pipeline(model.save(tmp_path / "m", extra=stages.files()))
+    assert loaded_stages == stages
+    again = masked_scores(loaded, h, 10, exclude_seen=False, stages=loaded_stages)
+    torch.testing.assert_close(again, got, rtol=1e-4, atol=1e-5)
 
 
 def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded, tmp_path):
@@ -61,41 +67,31 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     split = leave_one_out(data)
     v_fit, v_hist, v_t = split.stage("valid")
     warm = lambda d: d.select(~np.isin(d.item, cold))  # noqa: E731
-    settings = TEST_SETTINGS["semantic-id"] | {
-        "epochs": 30,
-        "eval_every": 5,
-        "cold_head_epochs": 10,
-    }
+    settings = TEST_SETTINGS["semantic-id"] | {"epochs": 30, "eval_every": 5}
     model = create("semantic-id", settings).fit(
         warm(v_fit), ds.catalog, validator=validator(warm(v_fit), v_t, seen=warm(v_hist))
     )
     assert set(model.cold_items().tolist()) == set(cold.tolist())
     h = Histories.from_interactions(warm(v_hist), v_t.users)
-    table = fit_cold_gate(model, h, v_t.items[v_t.indptr[:-1]], k=10)
-    assert table["cold_cases"] > 0
+    gate, table = fit_cold_gate(model, h, v_t.items[v_t.indptr[:-1]], k=10)
+    assert table["cold_cases"] > 0 and isinstance(gate, ColdGate)
     assert table["valid_cold_recall"] > table["valid_cold_recall_without"]
     assert table["valid_warm_retention"] >= 0.95
+    users = np.arange(data.n_users)
+    hist = Histories.from_interactions(warm(v_hist), users)
     # The right users: the best-placed cold item of a list is mostly from the user's own
     # topic (the gate may add more below it: with 12 cold items that pays on recall).
-    model = load_model(model.save(tmp_path / "m"))
-    assert model.meta["cold_gate"] == table["gate"]
-    users = np.arange(data.n_users)
-    scores = model.score(Histories.from_interactions(warm(v_hist), users), k=10)
+    model, stages = load_pipeline(model.save(tmp_path / "m", extra=Stages(cold_gate=gate).files()))
+    assert stages.cold_gate == gate
+    scores = masked_scores(model, hist, 10, stages=stages)
     top = torch.topk(scores, 10, dim=1).indices.numpy()
     in_cold = np.isin(top, cold)
     assert in_cold.any(1).mean() > 0.3  # cold items are written, for many users
-    assert in_cold.sum(1).max() <= table["gate"]["slots"]  # never more than the gate allows
+    assert in_cold.sum(1).max() <= gate.slots  # never more than the gate allows
     own = item_topic[top] == user_topic[:, None]
     first = in_cold.argmax(1)[in_cold.any(1)]  # each list's best-placed cold item
     assert own[in_cold.any(1), first].mean() > 0.8
-    # The dense head alone (trained on warm items only, saved with the model) points at
-    # the cold items of the user's own topic: it learned the latent space, not the items.
-    assert model.head is not None and model.meta["cold_head"]["pairs"] > 0
-    hist = Histories.from_interactions(warm(v_hist), users)
     items, logp = model.generate(hist, 10)
-    sims = model.cold_similarity(hist, items, logp, mix=0.0, head=1.0).numpy()
-    best = cold[sims.argmax(1)]
-    assert (item_topic[best] == user_topic).mean() > 0.8
     # The text view (the items' own text vectors, saved with the model): the best match
     # among the last 3 items, 0.05 less per step back; it too points at the user's topic.
     assert model.text_vectors is not None and len(model.text_vectors) == model.n_items
@@ -116,14 +112,9 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     """A model that ignores the request (popularity) gets a text-tilted prior: learned on
     half of the users' sentences, it lifts the other half's recall far above popularity,
     and the pipeline applies exactly the learned mixture to rows that carry a query."""
-    from directrec.generate.coldstart import (
-        _mix,
-        category_sentence,
-        fit_query_blend,
-        query_log_prior,
-        sentence_cases,
-    )
-    from directrec.generate.pipeline import ListOptions, masked_scores, recommend
+    from directrec.generate.coldstart import category_sentence, fit_query_blend, sentence_cases
+    from directrec.generate.pipeline import ListOptions, recommend
+    from directrec.generate.stages import mix_log, query_log_prior
     from tests.conftest import TOPICS
 
     ds = planted_embedded
@@ -135,8 +126,10 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     vecs = ds.catalog.embeddings
     tune, test = seqs[::2], seqs[1::2]
     _, hists, sims, _, truth = sentence_cases(tune, topic_words, vecs)
-    table = fit_query_blend(model, hists, sims, truth)
+    blend, table = fit_query_blend(model, hists, sims, truth)
     assert table["alpha"] > 0 and table["t"] > 0
+    assert (blend.alpha, blend.t, blend.w) == (table["alpha"], table["t"], table["w"])
+    stages = Stages(query_blend=blend)
     assert table["recall_blend"] >= max(table["recall_model"], table["recall_popularity"])
     _, hists, sims, _, truth = sentence_cases(test, topic_words, vecs)
     h = Histories.from_lists(hists, model.n_items)
@@ -146,17 +139,16 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
             [len(set(r.items.tolist()) & t) / 10 for r, t in zip(lists, truth, strict=True)]
         )
 
-    plain = recall(recommend(model, h))
+    plain = recall(recommend(model, h, stages=stages))  # no sentence: the stage is idle
     opts = [ListOptions(query_sims=s, exclude_seen=False) for s in sims]  # as the service
-    prior = recall(recommend(model, h, opts))
+    prior = recall(recommend(model, h, opts, stages=stages))
     assert prior > 2 * plain, (prior, plain, table)
     # Exactly the learned mixture, seen (pseudo-history) items masked afterwards.
-    got = masked_scores(model, h.take([0]), 10, query_sims=[sims[0]])
-    blend = model.meta["query_blend"]
-    want = _mix(
+    got = masked_scores(model, h.take([0]), 10, query_sims=[sims[0]], stages=stages)
+    want = mix_log(
         torch.log_softmax(model.score(h.take([0])), 1),
-        query_log_prior(torch.from_numpy(sims[:1]), model.popularity, blend["t"]),
-        blend["alpha"],
+        query_log_prior(torch.from_numpy(sims[:1]), model.popularity, blend.t),
+        blend.alpha,
     )
     want[0, torch.from_numpy(hists[0])] = -torch.inf
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
@@ -201,28 +193,28 @@ def test_query_prior_learns_to_read_category_names_when_titles_say_nothing(plant
     model = create("pop").fit(planted.interactions)
     seqs = planted.interactions.sequences()
     _, hists, sims, cat, truth = sentence_cases(seqs[::2], names, vecs)
-    text = fit_query_blend(model, hists, sims, truth)
-    both = fit_query_blend(model, hists, sims, truth, category_sims=cat)
+    text_blend, text = fit_query_blend(model, hists, sims, truth)
+    both_blend, both = fit_query_blend(model, hists, sims, truth, category_sims=cat)
     assert both["w"] > 0 and both["alpha"] > 0 and both["t"] > 0, both
     assert both["recall_blend"] > text["recall_blend"] + 0.05, (both, text)
     _, hists, sims, cat, truth = sentence_cases(seqs[1::2], names, vecs)
     h = Histories.from_lists(hists, model.n_items)
 
-    def recall(s: np.ndarray) -> float:
-        lists = recommend(model, h, [ListOptions(query_sims=row, exclude_seen=False) for row in s])
+    def recall(s: np.ndarray, blend) -> float:
+        opts = [ListOptions(query_sims=row, exclude_seen=False) for row in s]
+        lists = recommend(model, h, opts, stages=Stages(query_blend=blend))
         return float(
             np.mean(
                 [len(set(r.items.tolist()) & t) / 10 for r, t in zip(lists, truth, strict=True)]
             )
         )
 
-    with_cat = recall(with_categories(sims, cat, both["w"]))
-    model.meta["query_blend"] = {k: text[k] for k in ("alpha", "t", "w")}
-    text_only = recall(sims)
+    with_cat = recall(with_categories(sims, cat, both["w"]), both_blend)
+    text_only = recall(sims, text_blend)
     assert with_cat > 1.5 * max(text_only, text["recall_popularity"]), (with_cat, text_only, text)
 
 
-def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded, monkeypatch):
+def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded):
     """The ID + semantic hybrid with cold items held out: they are never the ID head's
     negatives (their item rows stay exactly zero), so the head scores them by their codes
     alone, and its best cold item is mostly from the user's own topic. The gate grid
@@ -259,22 +251,23 @@ def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded, mon
     assert sims.shape == (len(users), len(cold)) and (sims <= 0).all()  # log-probs / 10
     assert (item_topic[cold[sims.argmax(1)]] == user_topic).mean() > 0.5  # chance: 1/6
     h = Histories.from_interactions(warm(v_hist), v_t.users)
-    table = fit_cold_gate(model, h, v_t.items[v_t.indptr[:-1]], k=10)
+    _, table = fit_cold_gate(model, h, v_t.items[v_t.indptr[:-1]], k=10)
     assert {"id mix=0", "id mix=0.5", "text mix=0"} <= set(table["valid_cold_recall_by_view"])
     assert table["valid_cold_recall"] > table["valid_cold_recall_without"]
     # The validation estimate is what scoring does: for each gate family, the gate's
     # validation cold recall and warm retention are the ones its lists really get.
     targets = v_t.items[v_t.indptr[:-1]]
     is_cold = np.isin(targets, model.cold_items())
-    model.meta.pop("cold_gate", None)
     ndcg = lambda top: np.where(  # noqa: E731
         (hit := top == targets[:, None]).any(1), 1.0 / np.log2(hit.argmax(1) + 2.0), 0.0
     )
     base = ndcg(torch.topk(model.score(h, k=10), 10, dim=1).indices.numpy())[~is_cold].mean()
     for mode in ("score", "place"):
-        table = fit_cold_gate(model, h, targets, k=10, modes=(mode,))
-        assert table["gate"] is not None and table["gate"]["mode"] == mode
-        top = torch.topk(model.score(h, k=10), 10, dim=1).indices.numpy()
+        gate, table = fit_cold_gate(model, h, targets, k=10, modes=(mode,))
+        assert gate is not None and gate.mode == mode
+        scores = model.score(h, k=10)
+        Stages(cold_gate=gate).apply_scores(model, h, scores)
+        top = torch.topk(scores, 10, dim=1).indices.numpy()
         recall = (top[is_cold] == targets[is_cold, None]).any(1).mean()
         assert abs(recall - table["valid_cold_recall"]) < 0.03, (mode, recall, table)
         retention = ndcg(top)[~is_cold].mean() / base
@@ -283,18 +276,13 @@ def test_id_head_view_reads_cold_items_through_their_codes(planted_embedded, mon
         if mode == "place":  # admitted cold items sit at the gate's rank and below it
             in_cold = np.isin(top, model.cold_items())
             pos = np.nonzero(in_cold)[1]
-            assert len(pos) and pos.min() >= table["gate"]["rank"]
-            assert in_cold.sum(1).max() <= table["gate"]["slots"]
-    # Scoring with an id-view gate reads the ID head from the beam's own encoder pass: the
-    # same log-probabilities as a separate pass, and no second pass.
+            assert len(pos) and pos.min() >= gate.rank
+            assert in_cold.sum(1).max() <= gate.slots
+    # An id-view score gate gives every admitted cold item bias + scale · the ID head's
+    # log-probability / 10, by hand.
     cold_t = torch.from_numpy(model.cold_items())
-    gate = {"mode": "score", "view": "id", "mix": 0.0, "head": 0.0, "bias": -5.0, "scale": 1.0}
-    model.meta["cold_gate"] = gate | {"slots": len(cold_t)}
+    gate = ColdGate(mode="score", view="id", mix=0.0, slots=len(cold_t), bias=-5.0, scale=1.0)
+    scores = model.score(h, k=10)
+    Stages(cold_gate=gate).apply_scores(model, h, scores)
     expected = -5.0 + model.cold_id_logp(h) / 10.0
-
-    def second_pass(histories):
-        raise AssertionError("the ID head ran a second encoder pass")
-
-    monkeypatch.setattr(model, "cold_id_logp", second_pass)
-    scores = model.score(h, k=10)[:, cold_t]
-    torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scores[:, cold_t], expected, atol=1e-5, rtol=0)

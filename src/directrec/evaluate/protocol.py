@@ -33,6 +33,7 @@ from directrec.evaluate.metrics import (
     target_ranks,
 )
 from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 SEGMENTS = (("<=5", 0, 5), ("6-20", 6, 20), (">20", 21, np.iinfo(np.int64).max))
@@ -69,9 +70,10 @@ def evaluate(
     batch_size: int = 1024,
     item_features: np.ndarray | sp.spmatrix | None = None,
     progress: bool = False,
+    stages: Stages | None = None,
 ) -> EvalResult:
-    """Evaluate `model` on `targets`, scoring from `inputs` and excluding items in `seen`
-    (default: the inputs) when `exclude_seen`.
+    """Evaluate `model` (with its fitted `stages`, if any) on `targets`, scoring from
+    `inputs` and excluding items in `seen` (default: the inputs) when `exclude_seen`.
 
     `item_features` (dense embeddings or a sparse category matrix) enables intra-list
     diversity; coverage and novelty are always reported.
@@ -112,7 +114,7 @@ def evaluate(
         padded[torch.from_numpy(rows), torch.from_numpy(col)] = torch.from_numpy(items)
 
         histories = Histories.from_interactions(inputs, users)
-        scores = masked_scores(model, histories, max_k, exclude_seen=exclude_seen)
+        scores = masked_scores(model, histories, max_k, exclude_seen=exclude_seen, stages=stages)
         if exclude_seen:  # the whole history, also what a context cap left out of the inputs
             mask_rows(scores, seen[users])
         ranks = target_ranks(scores, padded)

@@ -20,6 +20,7 @@ from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate
+from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 
@@ -74,8 +75,10 @@ def evaluate_saved(
     ks: tuple[int, ...] = (10, 20),
     max_history: int | None = None,
     batch_size: int = 1024,
+    stages: Stages | None = None,
 ) -> dict[str, Any]:
-    """A results document (the benchmark's format) for `model` on `db`'s split."""
+    """A results document (the benchmark's format) for `model` (with its fitted `stages`)
+    on `db`'s split."""
     ds = Dataset.from_store(db)
     model_items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
     if len(model_items) != model.n_items:
@@ -93,7 +96,7 @@ def evaluate_saved(
     seen = remap(seen, users, items, n_users, model.n_items)
     targets, dropped = _remap_targets(targets, users, items)
     t0 = time.perf_counter()
-    result = evaluate(model, inputs, targets, ks, seen=seen, batch_size=batch_size)
+    result = evaluate(model, inputs, targets, ks, seen=seen, batch_size=batch_size, stages=stages)
     notes = []
     if model.meta.get("holdout") == "none" and stage == "test":
         notes.append(
@@ -136,6 +139,7 @@ def evaluate_saved(
                 "fit_seconds": 0.0,
                 "eval_seconds": round(time.perf_counter() - t0, 3),
                 "peak_rss_mb": 0.0,
+                "stages": stages.fitted() if stages is not None else [],
                 **result.as_dict(),
             }
         ],

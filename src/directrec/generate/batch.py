@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from directrec.data.store import open_store
 from directrec.generate.context import ModelContext
 from directrec.generate.pipeline import ListOptions, recommend
+from directrec.generate.stages import Stages
 from directrec.models import distributed
 from directrec.models.base import Recommender
 
@@ -80,13 +81,14 @@ def write_lists(
     users: Sequence[str] | None = None,
     batch_size: int = 1024,
     exclude_seen: bool = True,
+    stages: Stages | None = None,
 ) -> dict:
     """Write the lists of `users` (default: every user in the store) to `out`
-    atomically; returns counts and timing."""
+    atomically, built with the model's fitted `stages`; returns counts and timing."""
     if k < 1:
         raise ValueError("k must be at least 1")
     out = Path(out)
-    ctx = ModelContext.build(model, db)
+    ctx = ModelContext.build(model, db, stages=stages)
     t0 = time.perf_counter()
     with open_store(db) as store:
         fingerprint = store.meta().get("fingerprint", "")
@@ -95,7 +97,8 @@ def write_lists(
         with atomic_parquet(out) as writer:
             for batch in _batches(todo, batch_size):
                 h = ctx.histories(store, batch)
-                lists = recommend(model, h, ListOptions(k=k, exclude_seen=exclude_seen))
+                options = ListOptions(k=k, exclude_seen=exclude_seen)
+                lists = recommend(model, h, options, stages=ctx.stages)
                 writer.write_table(_table(batch, lists, ctx, model.name, version, fingerprint))
                 rows += sum(len(r.items) for r in lists)
     seconds = time.perf_counter() - t0
@@ -137,19 +140,20 @@ def generate(
     k: int,
     users: Sequence[str] | None = None,
     batch_size: int = 1024,
+    stages: Stages | None = None,
 ) -> dict:
     """`write_lists`, sharded over ranks when launched by torchrun: each rank writes
     `out`'s part for its users, rank 0 merges the parts into `out` (atomically)."""
     shard = distributed.current()
     if not shard.active:
-        return write_lists(model, version, db, out, k, users, batch_size)
+        return write_lists(model, version, db, out, k, users, batch_size, stages=stages)
     if users is None:
         with open_store(db) as store:
             users = store.user_ids()
     mine = list(users)[shard.rank :: shard.world]
     out = Path(out)
     part = out.with_name(f".{out.name}.part-{shard.rank}-of-{shard.world}")
-    facts = write_lists(model, version, db, part, k, mine, batch_size)
+    facts = write_lists(model, version, db, part, k, mine, batch_size, stages=stages)
     shard.barrier()  # every part is complete (each was renamed into place)
     if shard.main:
         parts = [

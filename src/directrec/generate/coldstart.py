@@ -5,12 +5,12 @@ history, most similar last (the position a sequence model weighs most).
 
 A history of one or two items says little, and a sequence model trained on long histories
 over-reads it; `fit_prior_blend` learns, on validation users, how much popularity to mix
-into the model's distribution at each short length (Recommender.score applies it).
+into the model's distribution at each short length (the `PriorBlend` stage applies it).
 
 A pseudo history made from a sentence is not what the user watched: its items are the
 sentence's nearest texts, often obscure. `fit_query_blend` learns how much of a
 text-tilted popularity prior (p_i ∝ (pop_i + 1) · exp(t · s_i)) to mix into those rows'
-lists; the pipeline applies it to every row that carries query similarities s.
+lists; the `QueryBlend` stage applies it to every row that carries query similarities s.
 
 s is the cosine of the sentence to the item's text, or (a learned share w of it) to the
 closest of the item's category names: a film's text is mostly its title, which says
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from directrec.data.histories import Histories
+from directrec.generate.stages import ColdGate, PriorBlend, QueryBlend, mix_log, query_log_prior
 from directrec.models.base import Recommender
 
 BLEND_LENGTHS = (1, 2, 3, 5, 10)
@@ -117,34 +118,6 @@ def with_categories(text: np.ndarray, by_category: np.ndarray, w: float) -> np.n
     return ((1.0 - w) * text + w * cat).astype(np.float32)
 
 
-def query_log_prior(sims: torch.Tensor, popularity: np.ndarray, temperature: float) -> torch.Tensor:
-    """log p_i ∝ log(pop_i + 1) + t · s_i, per row of `sims` [R, n_items] (`query_similarities`)."""
-    logits = torch.log1p(torch.from_numpy(popularity).float())[None, :] + temperature * sims
-    return torch.log_softmax(logits, dim=1)
-
-
-def _mix(log_p: torch.Tensor, log_prior: torch.Tensor, alpha: float) -> torch.Tensor:
-    """log((1 - a) p + a prior), stable in log space (a = 0 or 1 exactly: one side)."""
-    if alpha <= 0.0:
-        return log_p
-    if alpha >= 1.0:
-        return log_prior
-    return torch.logaddexp(log_p + float(np.log1p(-alpha)), log_prior + float(np.log(alpha)))
-
-
-def blend_query(
-    scores: torch.Tensor, rows: np.ndarray, sims: np.ndarray, popularity: np.ndarray, blend: dict
-) -> None:
-    """Mix the learned query prior into `scores[rows]` (in place); `sims` [len(rows),
-    n_items] are the cosines of the items to each row's query. No-op without a blend."""
-    if not blend or not len(rows) or blend.get("alpha", 0.0) <= 0.0:
-        return
-    r = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    log_p = torch.log_softmax(scores[r].float(), dim=1)
-    prior = query_log_prior(torch.as_tensor(sims, dtype=torch.float32), popularity, blend["t"])
-    scores[r] = _mix(log_p, prior, float(blend["alpha"]))
-
-
 def fit_query_blend(
     model: Recommender,
     histories: Sequence[np.ndarray],
@@ -155,16 +128,16 @@ def fit_query_blend(
     temperatures: Sequence[float] = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0),
     category_sims: np.ndarray | None = None,
     category_weights: Sequence[float] = (0.0, 0.5, 1.0),
-) -> dict:
+) -> tuple[QueryBlend, dict]:
     """Learn (alpha, t, w) of the query prior on validation requests: each row is a pseudo
     history made from a sentence (`sentence_history`), its item text cosines to the
     sentence, optionally its category cosines (`CategoryIndex.cosines`, mixed in with
     weight w by `query_similarities`), and the user's true next items. The best Recall@k
-    wins (ties: the smaller t, then w, then alpha). Stored in `model.meta["query_blend"]`;
-    returns the choice and the recall of the model alone, of popularity (alpha 1, t 0) and
-    of the blend. The pseudo history's items stay eligible: the user never saw them (the
-    service does not exclude them from sentence-only lists either)."""
-    model.meta.pop("query_blend", None)
+    wins (ties: the smaller t, then w, then alpha). Returns the stage, and a table with
+    the choice and the recall of the model alone, of popularity (alpha 1, t 0) and of the
+    blend. The pseudo history's items stay eligible: the user never saw them (the service
+    does not exclude them from sentence-only lists either). `model.score` is the model's
+    own: no stage is applied while this one is fitted."""
     hist = Histories.from_lists(list(histories), model.n_items)
     log_p = torch.log_softmax(model.score(hist).float(), dim=1)
     views = {0.0: sims}  # each category share's similarities, mixed once
@@ -187,13 +160,13 @@ def fit_query_blend(
         for a in alphas:
             if a <= 0.0:
                 continue
-            rec = recall(_mix(log_p, prior, float(a)))
+            rec = recall(mix_log(log_p, prior, float(a)))
             if t == 0.0 and a >= 1.0:
                 table["recall_popularity"] = rec
             if rec > best["recall"] + 1e-12:
                 best = {"alpha": float(a), "t": float(t), "w": float(w), "recall": rec}
-    model.meta["query_blend"] = {"alpha": best["alpha"], "t": best["t"], "w": best["w"]}
-    return table | {
+    stage = QueryBlend(best["alpha"], best["t"], best["w"])
+    return stage, table | {
         "alpha": best["alpha"],
         "t": best["t"],
         "w": best["w"],
@@ -208,46 +181,41 @@ def fit_prior_blend(
     lengths: Sequence[int] = BLEND_LENGTHS,
     k: int = 10,
     grid: Sequence[float] = tuple(np.linspace(0.0, 1.0, 21)),
-) -> dict:
+) -> tuple[PriorBlend | None, dict]:
     """Learn the popularity weight per history length on validation users' sequences (not
     trained on): each is cut to its first L items, the next `k` items are the targets, and
-    the weight with the best Recall@k wins (ties: the smaller). Stored in
-    `model.meta["prior_blend"]`; returns the table with each length's recall before and after."""
-    saved = model.meta.pop("prior_blend", None)
+    the weight with the best Recall@k wins (ties: the smaller). Returns the stage (None
+    when no length had 20 cases) and the table with each length's recall before and after."""
     pop = torch.from_numpy(model.popularity).float()
     pop = pop / pop.sum().clamp(min=1e-12)
     table = {"lengths": [], "alpha": [], "cases": [], "recall_model": [], "recall_blend": []}
-    try:
-        for length in lengths:
-            rows = [s for s in sequences if len(s) >= length + 1]
-            if len(rows) < 20:
-                continue
-            hist = Histories.from_lists([s[:length] for s in rows], model.n_items)
-            truth = [set(s[length : length + k].tolist()) for s in rows]
-            scores = model.score(hist)
-            seen = torch.from_numpy(hist.matrix("binary").toarray() > 0)
-            p = torch.softmax(scores, dim=1)
-            best, recalls = (0.0, -1.0), []
-            for a in grid:
-                mixed = ((1 - a) * p + a * pop).masked_fill(seen, -1.0)
-                top = torch.topk(mixed, k, dim=1).indices.numpy()
-                rec = float(
-                    np.mean([len(t & set(r.tolist())) / k for r, t in zip(top, truth, strict=True)])
-                )
-                recalls.append(rec)
-                if rec > best[1] + 1e-12:
-                    best = (float(a), rec)
-            table["lengths"].append(int(length))
-            table["alpha"].append(best[0])
-            table["cases"].append(len(rows))
-            table["recall_model"].append(recalls[0])
-            table["recall_blend"].append(best[1])
-    finally:
-        if saved is not None:
-            model.meta["prior_blend"] = saved
-    if table["lengths"]:
-        model.meta["prior_blend"] = {"lengths": table["lengths"], "alpha": table["alpha"]}
-    return table
+    for length in lengths:
+        rows = [s for s in sequences if len(s) >= length + 1]
+        if len(rows) < 20:
+            continue
+        hist = Histories.from_lists([s[:length] for s in rows], model.n_items)
+        truth = [set(s[length : length + k].tolist()) for s in rows]
+        scores = model.score(hist)
+        seen = torch.from_numpy(hist.matrix("binary").toarray() > 0)
+        p = torch.softmax(scores, dim=1)
+        best, recalls = (0.0, -1.0), []
+        for a in grid:
+            mixed = ((1 - a) * p + a * pop).masked_fill(seen, -1.0)
+            top = torch.topk(mixed, k, dim=1).indices.numpy()
+            rec = float(
+                np.mean([len(t & set(r.tolist())) / k for r, t in zip(top, truth, strict=True)])
+            )
+            recalls.append(rec)
+            if rec > best[1] + 1e-12:
+                best = (float(a), rec)
+        table["lengths"].append(int(length))
+        table["alpha"].append(best[0])
+        table["cases"].append(len(rows))
+        table["recall_model"].append(recalls[0])
+        table["recall_blend"].append(best[1])
+    if not table["lengths"]:
+        return None, table
+    return PriorBlend(tuple(table["lengths"]), tuple(table["alpha"])), table
 
 
 def fit_cold_gate(
@@ -257,18 +225,17 @@ def fit_cold_gate(
     k: int = 10,
     min_warm: float = 0.95,
     mixes: Sequence[float] = (0.0, 0.5, 1.0),
-    heads: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] | None = None,
     slots: Sequence[int] = (1, 2, 3),
     admit: Sequence[float] = tuple(np.linspace(0.0, 0.9, 10)),
     modes: Sequence[str] = ("score", "place"),
-) -> dict:
+) -> tuple[ColdGate | None, dict]:
     """Learn, on validation cases (one target item per history row), how cold items enter
     a semantic-ID model's lists. Two gate families, one grid:
 
     - `score`: a cold item scores `bias + scale * cos(...)` against the beam's
-      log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), so it enters
+      log-probabilities (`SemanticID.cold_similarity` with `mix`), so it enters
       high where the beam is unsure and low where it is confident (`biases` by default
       reach 10 below the 1st percentile of the lists' k-th log-probability);
     - `place`: reserved slots. A user's best-matching cold items whose similarity clears
@@ -280,20 +247,15 @@ def fit_cold_gate(
     `modes` names the families searched.
     The gate kept is the one with the best Recall@k on cold-target cases whose warm-case
     NDCG@k stays at least `min_warm` of the model's without the gate (ties: the better
-    NDCG@k over all cases). Stored in `model.meta["cold_gate"]`; returns the chosen gate
-    and its validation figures."""
+    NDCG@k over all cases). Returns the gate (None when no gate beats the model without
+    one on cold recall) and its validation figures."""
     cold = model.cold_items()
-    saved = model.meta.pop("cold_gate", None)
-    try:
-        beam = max(int(model.config.beam), k)
-        parts = [  # in batches: a wide beam over every validation user at once is GBs
-            model.generate(histories.take(np.arange(b, min(b + 2048, len(histories)))), beam)
-            for b in range(0, len(histories), 2048)
-        ]  # every batch has the same width (the beam, or what the trie allows)
-        items, logp = (torch.cat(x) for x in zip(*parts, strict=True))
-    finally:
-        if saved is not None:
-            model.meta["cold_gate"] = saved
+    beam = max(int(model.config.beam), k)
+    parts = [  # in batches: a wide beam over every validation user at once is GBs
+        model.generate(histories.take(np.arange(b, min(b + 2048, len(histories)))), beam)
+        for b in range(0, len(histories), 2048)
+    ]  # every batch has the same width (the beam, or what the trie allows)
+    items, logp = (torch.cat(x) for x in zip(*parts, strict=True))
     items, logp = items.numpy(), logp.numpy()
     targets = np.asarray(targets)
     cold_index = {int(c): j for j, c in enumerate(cold)}
@@ -326,13 +288,11 @@ def fit_cold_gate(
     )
     best: dict = {}
     by_view: dict[str, float] = {}  # each view's best valid cold recall within the warm rule
-    if getattr(model, "head", None) is None:
-        heads = (0.0,)
-    grid = [("latent", m, h) for m in mixes for h in heads]
-    if getattr(model, "text_vectors", None) is not None:  # the dense head is latent-only
-        grid += [("text", m, 0.0) for m in mixes]
+    grid = [("latent", m) for m in mixes]
+    if getattr(model, "text_vectors", None) is not None:
+        grid += [("text", m) for m in mixes]
     if getattr(getattr(model, "net", None), "id_loss", 0.0) > 0:  # the ID head's own view
-        grid += [("id", m, 0.0) for m in (0.0, 0.25, 0.5, 0.75)]
+        grid += [("id", m) for m in (0.0, 0.25, 0.5, 0.75)]
 
     def consider(gate: dict, warm_rank: np.ndarray, c_rank: np.ndarray) -> None:
         """Score one candidate gate from the ranks it gives warm and cold targets (k or
@@ -345,10 +305,7 @@ def fit_cold_gate(
             return
         recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
         overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
-        name = f"{gate['view']} mix={gate['mix']:g}"
-        name += (f" head={gate['head']:g}" if gate["head"] else "") + (
-            " place" if gate["mode"] == "place" else ""
-        )
+        name = f"{gate['view']} mix={gate['mix']:g}" + (" place" if gate["mode"] == "place" else "")
         by_view[name] = max(by_view.get(name, 0.0), recall)
         if not best or (recall, overall) > best["key"]:
             best = {
@@ -361,15 +318,20 @@ def fit_cold_gate(
 
     # the ID head's view of the cold items is one encoder pass, shared by its grid points
     id_cold = model.cold_id_logp(histories) if any(g[0] == "id" for g in grid) else None
-    for view, mix, head in grid:
+    for view, mix in grid:
         sims = model.cold_similarity(
-            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view, id_cold
+            histories,
+            torch.from_numpy(items),
+            torch.from_numpy(logp),
+            mix=mix,
+            view=view,
+            id_cold=id_cold,
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
         caps = sorted({min(int(m), k) for m in slots} | {k})  # k: no cap
-        view_of = {"view": view, "mix": float(mix), "head": float(head)}
+        view_of = {"view": view, "mix": float(mix)}
         for scale, bias, m in itertools.product(scales, biases, caps if "score" in modes else ()):
             c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
             consider(
@@ -405,12 +367,10 @@ def fit_cold_gate(
         "valid_cold_recall_by_view": {v: round(r, 4) for v, r in by_view.items()},
     }
     if best and best["valid_cold_recall"] > table["valid_cold_recall_without"]:
-        model.meta["cold_gate"] = best["gate"]
         table |= {k2: v for k2, v in best.items() if k2 != "key"}
-    else:
-        model.meta.pop("cold_gate", None)
-        table["gate"] = None
-    return table
+        return ColdGate(**best["gate"]), table
+    table["gate"] = None
+    return None, table
 
 
 def sentence_cases(

@@ -15,6 +15,7 @@ from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
 from directrec.data.store import StoreBase, open_store
 from directrec.generate.pipeline import ItemInfo
+from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 
@@ -24,10 +25,15 @@ class ModelContext:
     items: IdMap  # the model's item index → raw id
     users: IdMap  # the users the model was fit on (per-user models personalise only these)
     info: ItemInfo
+    stages: Stages = dataclasses.field(default_factory=Stages)  # fitted after the model
 
     @classmethod
     def build(
-        cls, model: Recommender, db: str | Path | None, vectors: bool = False
+        cls,
+        model: Recommender,
+        db: str | Path | None,
+        vectors: bool = False,
+        stages: Stages | None = None,
     ) -> ModelContext:
         """Align the store's catalogue with the model's items (`vectors`: text embeddings
         too, from the store's cache or computed, for MMR diversity)."""
@@ -47,7 +53,7 @@ class ModelContext:
             )
             if vectors:
                 info = dataclasses.replace(info, vectors=item_vectors(db, items))
-        return cls(model, items, users, info)
+        return cls(model, items, users, info, stages or Stages())
 
     def histories(
         self,

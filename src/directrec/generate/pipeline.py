@@ -1,6 +1,6 @@
-"""The one recommendation pipeline: model scores → popularity fallback → query prior →
-masking (seen items, explicit exclusions) → top-K pool → category filter → MMR diversity →
-explanations.
+"""The one recommendation pipeline: model scores → popularity fallback → fitted stages
+(cold-item gate, prior by history length, query prior; generate/stages.py) → masking (seen
+items, explicit exclusions) → top-K pool → category filter → MMR diversity → explanations.
 
 The CLI, the benchmark's evaluator, batch generation and the service all call these
 functions, so a list is built the same way wherever it is asked for.
@@ -17,9 +17,9 @@ import scipy.sparse as sp
 import torch
 
 from directrec.data.histories import Histories
-from directrec.generate.coldstart import blend_query
 from directrec.generate.explain import Reason, explain
 from directrec.generate.rerank import category_filter, mmr
+from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 Exclusions = Sequence[np.ndarray] | sp.csr_matrix | None
@@ -45,8 +45,8 @@ class ListOptions:
     explain: bool = False
     pool_factor: int = 5  # candidates per slot when filtering or diversifying
     request: str = ""  # free text for models that read it (the LM's prompt); others ignore it
-    # A sentence-only request: each item's cosine to the sentence [n_items]. The model's
-    # learned query prior (generate/coldstart.fit_query_blend) is mixed into this row.
+    # A sentence-only request: each item's cosine to the sentence [n_items]. The fitted
+    # query prior (the QueryBlend stage) is mixed into this row.
     query_sims: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def pool(self) -> int:
@@ -81,11 +81,12 @@ def masked_scores(
     exclude: Exclusions = None,
     requests: Sequence[str] | None = None,
     query_sims: Sequence[np.ndarray | None] | None = None,
+    stages: Stages | None = None,
 ) -> torch.Tensor:
     """Scores [B, n_items] good for a top-`k`, with -inf on each row's history (where
     `exclude_seen`, a flag or a per-row mask) and on its `exclude` items. Generators widen
-    their search by the exclusions their history does not already cover. Rows with
-    `query_sims` get the model's learned query prior mixed in before masking."""
+    their search by the exclusions their history does not already cover. The fitted
+    `stages` apply before masking (rows with `query_sims` get the query prior)."""
     b = len(histories)
     seen_rows = np.broadcast_to(np.asarray(exclude_seen, dtype=bool), (b,))
     extra_rows = _exclusion_rows(exclude, b)
@@ -99,15 +100,10 @@ def masked_scores(
             default=0,
         )
     scores = model.score(histories, k=min(k + widen, model.n_items), requests=requests)
-    q_rows = [r for r, q in enumerate(query_sims or []) if q is not None]
-    if q_rows and model.meta.get("query_blend"):
-        blend_query(
-            scores,
-            np.array(q_rows),
-            np.stack([query_sims[r] for r in q_rows]),  # type: ignore[index]
-            model.popularity,
-            model.meta["query_blend"],
-        )
+    if stages is not None:
+        q_rows = np.array([r for r, q in enumerate(query_sims or []) if q is not None])
+        q_sims = np.stack([query_sims[r] for r in q_rows]) if len(q_rows) else None  # type: ignore[index]
+        stages.apply_scores(model, histories, scores, q_rows, q_sims)
     rows, cols = [], []
     if seen_rows.any():
         r = histories.row_of_items()
@@ -153,9 +149,11 @@ def recommend(
     *,
     exclude: Exclusions = None,
     info: ItemInfo | None = None,
+    stages: Stages | None = None,
 ) -> list[RecList]:
     """One list per history row (see module doc). `options` is one for all rows or one
-    per row; `info` is needed for category filters, diversity and explanations."""
+    per row; `info` is needed for category filters, diversity and explanations; `stages`
+    are the model's fitted stages (none: the model's own scores)."""
     opts = [options] * len(histories) if isinstance(options, ListOptions) else list(options)
     if len(opts) != len(histories):
         raise ValueError("options: one per history row")
@@ -172,6 +170,7 @@ def recommend(
         exclude=exclude,
         requests=[o.request for o in opts],
         query_sims=[o.query_sims for o in opts],
+        stages=stages,
     )
     items, vals = top_k(scores, pool)
     fallback = model.fallback(histories, [o.request for o in opts])

@@ -44,8 +44,10 @@ def write_dir(
     header: dict[str, Any],
     meta: dict[str, Any],
     tensors: dict[str, np.ndarray],
+    extra: dict[str, str] | None = None,
 ) -> Path:
-    """Write a model directory atomically: build it beside `path`, then rename."""
+    """Write a model directory atomically: build it beside `path`, then rename. `extra`:
+    more JSON files by name, written inside the same rename (e.g. the pipeline's stages)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -62,6 +64,8 @@ def write_dir(
         (tmp / "config.json").write_text(json.dumps(config, indent=1, default=jsonable))
         ids = {k: meta[k] for k in ID_KEYS if k in meta}
         (tmp / "ids.json").write_text(json.dumps(ids, default=jsonable))
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

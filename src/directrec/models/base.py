@@ -29,16 +29,6 @@ from directrec.models.transformer import resolve_device
 Validator = Callable[["Recommender"], float]
 
 
-def prior_weights(lengths: np.ndarray, blend: dict) -> np.ndarray:
-    """The popularity weight per history length from a learned table {"lengths": [1, 2, 3,
-    5, 10], "alpha": [...]}: the entry of the longest tabled length ≤ L; 0 beyond the table."""
-    table = np.asarray(blend["lengths"], dtype=np.int64)
-    alpha = np.asarray(blend["alpha"], dtype=np.float64)
-    idx = np.searchsorted(table, lengths, side="right") - 1
-    inside = (idx >= 0) & (lengths <= table[-1])
-    return np.where(inside, alpha[np.clip(idx, 0, None)], 0.0)
-
-
 @dataclass(frozen=True)
 class Capabilities:
     """What a model can do, declared once per class (the only place callers look)."""
@@ -203,25 +193,7 @@ class Recommender:
             out = torch.from_numpy(self.popularity).float().expand(len(histories), -1).clone()
             if ok.any():
                 out[torch.from_numpy(ok)] = part(np.flatnonzero(ok)).detach().float().cpu()
-        blend = self.meta.get("prior_blend")
-        if blend and ok.any():
-            self._blend_prior(out, histories.lengths(), ok, blend)
         return out
-
-    def _blend_prior(
-        self, scores: torch.Tensor, lengths: np.ndarray, ok: np.ndarray, blend: dict
-    ) -> None:
-        """Short histories say little: rows of length L get log((1 - a) p_model + a p_pop),
-        a learned per length on validation (generate/coldstart.fit_prior_blend). In place."""
-        alpha = prior_weights(lengths, blend) * ok
-        rows = np.flatnonzero(alpha > 0)
-        if not len(rows):
-            return
-        a = torch.from_numpy(alpha[rows]).float()[:, None]
-        pop = torch.from_numpy(self.popularity).float()
-        pop = pop / pop.sum().clamp(min=1e-12)
-        p = torch.softmax(scores[torch.from_numpy(rows)], dim=1)
-        scores[torch.from_numpy(rows)] = torch.log((1 - a) * p + a * pop + 1e-30)
 
     def _requests(self, requests: Sequence[str] | None, n: int) -> list[str] | None:
         """The per-row requests this model reads (None: it reads none, or none were given)."""
@@ -242,8 +214,9 @@ class Recommender:
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         pass
 
-    def save(self, path: str | Path) -> Path:
-        """Write config.json + ids.json + weights.safetensors atomically."""
+    def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+        """Write config.json + ids.json + weights.safetensors (+ `extra` JSON files by
+        name, e.g. the pipeline's fitted stages) atomically."""
         tensors = {"popularity": self.popularity}
         tensors |= {f"model.{k}": v for k, v in self._state().items()}
         header = {
@@ -252,7 +225,7 @@ class Recommender:
             "n_users": self.n_users,
             "n_items": self.n_items,
         }
-        return write_dir(path, header, self.meta, tensors)
+        return write_dir(path, header, self.meta, tensors, extra)
 
     @classmethod
     def load(cls, path: str | Path) -> Self:

@@ -269,6 +269,11 @@ def _id_at(items: torch.Tensor, id_logp: torch.Tensor | None) -> torch.Tensor | 
     return None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
 
 
+# The ID-head weights tried on validation after a hybrid is trained: up to 16, where the
+# Beauty hybrid measured best (docs/results/beauty-sem-idhead-b50).
+ID_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
 # ----------------------------------------------------------------------------- model
 class SemanticID(Recommender):
     name = "semantic-id"
@@ -330,6 +335,9 @@ class SemanticID(Recommender):
         # each scored like a beam item (its code log-prob, teacher-forced through the same
         # decoder, + w · the ID head's); 0 = the beam's items alone
         id_candidates: int = 0
+        # w above: the ID head's weight in the beam's score (models with an ID head). Chosen
+        # on validation after training from ID_WEIGHTS when the fit has a validator.
+        id_weight: float = 1.0
         temperature: float = 1.0
         sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
         device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
@@ -438,33 +446,33 @@ class SemanticID(Recommender):
         check = None
         if validator is not None:
             check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
-        if c.id_loss > 0:  # validation during training sees the hybrid at weight 1
-            self.meta.setdefault("id_blend", 1.0)
+        if c.id_loss > 0:  # validation during training sees the hybrid at `id_weight`
             # items without training interactions (cold) are no negatives of the ID head:
             # their item row stays zero and they keep what their codes say
             allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
             self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
         train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree, opt=opt)
         if c.id_loss > 0 and check is not None:
-            self._choose_id_blend(check, d)
+            self._choose_id_weight(check, d)
         if d.active:
             self.meta["processes"] = d.world
         # the dense head reads the final decoder states, so it is (re)fit after every run
         self.head = self._train_cold_head(data) if c.cold_head_epochs > 0 else None
 
-    def _choose_id_blend(self, check: Validator, d: distributed.Dist) -> None:
-        """The ID head's weight in the beam's score, chosen on the validator after training
-        (0 = the code beam alone); rank 0 decides under torchrun. The beam is searched once
-        per validation batch and re-blended for each weight."""
-        grid = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+    def _choose_id_weight(self, check: Validator, d: distributed.Dist) -> None:
+        """The ID head's weight in the beam's score (`id_weight`), chosen from ID_WEIGHTS on
+        the validator after training (0 = the code beam alone; ties: the smaller); rank 0
+        decides under torchrun. The beam is searched once per validation batch and
+        re-blended for each weight."""
         table = {}
         with self.reusing_candidates():
-            for w in grid:
-                self.meta["id_blend"] = w
+            for w in ID_WEIGHTS:
+                self.config = dataclasses.replace(self.config, id_weight=w)
                 table[w] = float(check(self))
-        best = max(grid, key=lambda w: (table[w], -w))
-        self.meta["id_blend"] = float(d.agree(best)) if d.active else best
-        self.meta["id_blend_valid"] = {str(w): round(v, 5) for w, v in table.items()}
+        best = max(ID_WEIGHTS, key=lambda w: (table[w], -w))
+        best = float(d.agree(best)) if d.active else best
+        self.config = dataclasses.replace(self.config, id_weight=best)
+        self.meta["id_weight_valid"] = {str(w): round(v, 5) for w, v in table.items()}
 
     def _rq_config(self) -> RQVAEConfig:
         c = self.config
@@ -611,7 +619,7 @@ class SemanticID(Recommender):
         """`generate`, plus the ID head's log-softmax over all items [B, n_items] from the
         same encoder pass when the model has that head and it is used (the beam's rescoring,
         its proposals, or `id_head`); else None."""
-        blend = float(self.meta.get("id_blend", 0.0))
+        blend = self.config.id_weight if self.net.id_loss > 0 else 0.0
         cache = getattr(self, "_candidate_cache", None)
         if cache is not None and not id_head:  # a weight sweep: search each batch once
             c = self.config
@@ -734,66 +742,16 @@ class SemanticID(Recommender):
         return torch.cat([items, prop], 1), torch.cat([score, logp], 1)
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """Generated items carry their beam log-probability; everything else -inf. With a
-        learned cold gate (`meta["cold_gate"]`), items the generator never trained on also
-        get a score from where the generated list points (see `cold_similarity`); the gate
-        then decides every cold item's score (one the beam wrote too), as it was fitted."""
-        gate = self.meta.get("cold_gate")
-        view = gate.get("view", "latent") if gate else ""
+        """Generated items carry their beam log-probability; everything else -inf. Cold
+        items enter only what the beam writes; a fitted `ColdGate` stage
+        (generate/stages.py) adds them from where the list points."""
         width = beam_width(self.config.beam, k, self.n_items)
-        items, logp, id_logp = self._generate(histories, width, id_head=view == "id")
+        items, logp, _ = self._generate(histories, width)
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
         rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
         out[rows[ok], items[ok]] = logp[ok]
-        if gate and len(cold := self.cold_items()):  # no work on this path without a gate
-            mix, head = float(gate["mix"]), float(gate.get("head", 0.0))
-            id_cold = None if id_logp is None else id_logp[:, torch.from_numpy(cold)]
-            sims = self.cold_similarity(histories, items, logp, mix, head, view, id_cold)
-            slots = min(int(gate.get("slots", len(cold))), len(cold))  # before session 8: all
-            place = gate.get("mode", "score") == "place"
-            # each user's best-matching cold items, best first: only they may enter
-            keep = torch.topk(sims, slots, dim=1).indices if place or slots < len(cold) else None
-            if place:
-                scores = self._placed(items, logp, cold, sims, keep, gate)
-            else:
-                scores = float(gate["bias"]) + float(gate["scale"]) * sims
-                if keep is not None:
-                    capped = torch.full_like(scores, -torch.inf)
-                    scores = capped.scatter(1, keep, scores.gather(1, keep))
-            idx = torch.from_numpy(cold)
-            out[:, idx] = scores  # with a gate, cold items enter through it alone
         return out
-
-    @staticmethod
-    def _placed(
-        items: torch.Tensor,
-        logp: torch.Tensor,
-        cold: np.ndarray,
-        sims: torch.Tensor,
-        keep: torch.Tensor,
-        gate: dict,
-    ) -> torch.Tensor:
-        """Scores [B, n_cold] that put a user's best cold items (`keep`, best first) with
-        similarity ≥ the gate's threshold at ranks rank, rank + 1, … of the generated list:
-        between the warm items generated at ranks rank − 1 and rank (-inf if not admitted).
-        The "place" gate of `fit_cold_gate`."""
-        place, slots = int(gate["rank"]), keep.shape[1]
-        warm = (items >= 0) & ~torch.from_numpy(np.isin(items.numpy(), cold))
-        ranked = torch.where(warm, logp.float(), -torch.inf).sort(1, descending=True).values
-        pad = torch.full((len(items), place + 1), -torch.inf)  # every row has column `place`
-        ranked = torch.cat([ranked, pad], 1)
-        n = warm.sum(1)  # a row with fewer warm items than `rank` gets its cold ones last
-        lo = ranked[:, place]  # the warm item the slot goes above (-inf: none)
-        above = (torch.clamp(n, max=place) - 1).clamp(min=0)  # the warm item it goes below
-        hi = lo + 1.0 if place == 0 else ranked.gather(1, above[:, None]).squeeze(1)
-        hi = torch.where(n > 0, hi, torch.zeros_like(hi))  # no warm items at all
-        lo = torch.where(torch.isfinite(lo), lo, hi - 1.0)
-        # the j-th best admitted cold item sits at (slots - j) / (slots + 1) of the gap
-        frac = (slots - torch.arange(slots)) / (slots + 1)
-        placed = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
-        placed = torch.where(sims.gather(1, keep) >= float(gate["threshold"]), placed, -torch.inf)
-        return torch.full_like(sims, -torch.inf).scatter(1, keep, placed)
 
     # -------------------------------------------------------------- cold items
     def cold_items(self) -> np.ndarray:

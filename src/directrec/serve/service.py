@@ -30,7 +30,7 @@ from directrec.generate.coldstart import CategoryIndex, query_similarities, sent
 from directrec.generate.context import item_info
 from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
-from directrec.models import load_model
+from directrec.generate.stages import Stages, load_pipeline
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher
@@ -69,6 +69,7 @@ class Loaded:
     items: IdMap
     users: IdMap
     info: ItemInfo  # titles, categories, text vectors aligned with the model's items
+    stages: Stages  # what was fitted after the model (generate/stages.py)
 
 
 @dataclass
@@ -459,7 +460,7 @@ class Service:
         with self.reload_lock:
             try:
                 path, label = registry.resolve(self.cfg.model, version)
-                model = load_model(path)
+                model, stages = load_pipeline(path)
                 items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
                 if len(items) != model.n_items:
                     raise ValueError(f"{path}: the model carries no item id map")
@@ -480,7 +481,7 @@ class Service:
                     text,
                 )
                 users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-                new = Loaded(model, label, items, users, info)
+                new = Loaded(model, label, items, users, info, stages)
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
             except Exception:
                 self.metrics.reloads.labels("rejected").inc()
@@ -542,7 +543,9 @@ class Service:
             )
             for j in jobs
         ]
-        lists = build_lists(loaded.model, hists, options, exclude=excludes, info=loaded.info)
+        lists = build_lists(
+            loaded.model, hists, options, exclude=excludes, info=loaded.info, stages=loaded.stages
+        )
         self.metrics.batch.observe(len(jobs))
         out = []
         for n, rec in enumerate(lists):
@@ -589,7 +592,8 @@ class Service:
             col = np.array([loaded.items.index(i) for i in self.catalogue.ids])
             allowed = col >= 0
             if np.unique(col[allowed]).size == loaded.model.n_items:  # every item has text
-                w = float(loaded.model.meta.get("query_blend", {}).get("w", 0.0))
+                blend = loaded.stages.query_blend
+                w = blend.w if blend is not None else 0.0
                 index = self.catalogue.categories_as_text() if w > 0 else None
                 sims = np.zeros(loaded.model.n_items, dtype=np.float32)
                 sims[col[allowed]] = query_similarities(q, vectors, index, w)[0][allowed]

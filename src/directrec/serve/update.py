@@ -14,6 +14,7 @@ it: the gate errs towards keeping what serves.)
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from directrec.data.preprocess import chronological_order
 from directrec.data.split import Targets, leave_one_out
 from directrec.data.store import open_store
 from directrec.evaluate.protocol import evaluate
-from directrec.models import load_model
+from directrec.generate.stages import load_pipeline
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.feedback import open_log
@@ -174,7 +175,7 @@ def update_model(
     users there is too little to compare on: the update is published and the facts say
     the gate was skipped."""
     model_dir, parent = registry.resolve(model_path)
-    model = load_model(model_dir)
+    model, stages = load_pipeline(model_dir)  # the stages carry over to the update as fitted
     ld = loop_data(model, db, feedback)
     catalog = ld.catalog
     if model.capabilities.needs_text or model.capabilities.cold_items:
@@ -198,9 +199,12 @@ def update_model(
     )
     ndcg_new = ndcg_old = None
     if len(gate) >= max(min_gate_users, 1):
-        ndcg_new = evaluate(new, fit, gate, (10,)).metrics["ndcg@10"]
+        # Both compared through the same stages; the cold gate needs the model's own
+        # cold-item view, which the served model seen through a grown index lacks.
+        same = dataclasses.replace(stages, cold_gate=None)
+        ndcg_new = evaluate(new, fit, gate, (10,), stages=same).metrics["ndcg@10"]
         served = GrownIndex(model, ld.interactions.n_users, ld.interactions.n_items)
-        ndcg_old = evaluate(served, fit, gate, (10,)).metrics["ndcg@10"]
+        ndcg_old = evaluate(served, fit, gate, (10,), stages=same).metrics["ndcg@10"]
     new.meta.update(
         user_ids=ld.users.ids.tolist(),
         item_ids=ld.items.ids.tolist(),
@@ -230,7 +234,7 @@ def update_model(
     Path(out_registry).mkdir(parents=True, exist_ok=True)
     if ndcg_new is not None and ndcg_new < ndcg_old * (1 - tolerance):
         kept = Path(out_registry) / ".rejected" / f"from-{parent or 'model'}-{time.time_ns()}"
-        new.save(kept)
+        new.save(kept, extra=stages.files())
         facts |= {
             "published": False,
             "kept_at": str(kept),
@@ -241,7 +245,7 @@ def update_model(
         }
         return None, facts
     with tempfile.TemporaryDirectory(dir=out_registry, prefix=".update.") as tmp:
-        new.save(Path(tmp) / "model")
+        new.save(Path(tmp) / "model", extra=stages.files())
         version = registry.publish(Path(tmp) / "model", out_registry)
     facts |= {"published": True, "version": version}
     return version, facts
