@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -207,17 +208,36 @@ def test_train_learns_the_new_user_blend_on_held_out_users(store):
     small = ["--set", "max_len=20", "--set", "dim=16", "--set", "epochs=3", "--set", "eval_every=3"]
     res = run("train", "sasrec-ce", "--db", db, "--out", d / "blend", "--blend-users", 30, *small)
     assert res.exit_code == 0, res.output
-    assert "new-user blend" in res.output
-    meta = json.loads((d / "blend" / "config.json").read_text())["meta"]
-    fit = meta["prior_blend_fit"]
+    assert "prior_blend (popularity weight by history length)" in res.output
+    config = json.loads((d / "blend" / "config.json").read_text())
+    assert "prior_blend" not in config["meta"]  # the stages are typed, beside the model
+    stages = json.loads((d / "blend" / "stages.json").read_text())
+    fit = stages["fits"]["prior_blend"]
     assert fit["held_out_users"] == 30 and fit["lengths"][0] == 1
-    assert meta["prior_blend"] == {"lengths": fit["lengths"], "alpha": fit["alpha"]}
+    assert stages["stages"]["prior_blend"] == {"lengths": fit["lengths"], "alpha": fit["alpha"]}
     assert all(b >= m for b, m in zip(fit["recall_blend"], fit["recall_model"], strict=True))
     # the planted items have categories and titles: the sentence-request prior is learned too
-    q = meta["query_blend_fit"]
-    assert "sentence-request prior" in res.output and q["cases"] == 30
-    assert meta["query_blend"] == {"alpha": q["alpha"], "t": q["t"], "w": q["w"]}
+    q = stages["fits"]["query_blend"]
+    assert "query_blend: alpha" in res.output and q["cases"] == 30
+    assert stages["stages"]["query_blend"] == {"alpha": q["alpha"], "t": q["t"], "w": q["w"]}
     assert q["recall_blend"] >= max(q["recall_model"], q["recall_popularity"])
+    # ...and the saved pipeline applies the prior to a one-item history as learned
+    import torch
+
+    from directrec.data.histories import Histories
+    from directrec.generate.pipeline import masked_scores
+    from directrec.generate.stages import load_pipeline
+
+    model, fitted = load_pipeline(d / "blend")
+    assert fitted.prior_blend is not None and fitted.query_blend is not None
+    h = Histories.from_lists([np.array([3])], model.n_items)
+    own = masked_scores(model, h, 10)
+    piped = masked_scores(model, h, 10, stages=fitted)
+    a = fitted.prior_blend.alpha[0]
+    pop = torch.from_numpy(model.popularity / model.popularity.sum()).float()
+    want = torch.log((1 - a) * torch.softmax(model.score(h)[0], 0) + a * pop + 1e-30)
+    want[3] = -torch.inf
+    torch.testing.assert_close(piped[0], want if a > 0 else own[0], rtol=1e-4, atol=1e-5)
 
 
 def test_bad_input_exits_2_naming_file_line_field(store, tmp_path):

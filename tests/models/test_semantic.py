@@ -15,7 +15,7 @@ from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import create, load_model
-from directrec.models.semantic import CodeTrie, SemanticID
+from directrec.models.semantic import ID_WEIGHTS, CodeTrie, SemanticID
 from directrec.text.semantic_ids import make_unique
 from tests.models.settings import TEST_SETTINGS, cosine_rates, record_rates
 
@@ -91,9 +91,31 @@ def test_cold_items_get_codes_and_can_be_generated(planted_embedded):
     fit, _, _ = leave_one_out(ds.interactions).stage("test")
     warm = fit.select(~np.isin(fit.item, cold))
     model = create("semantic-id", TEST_SETTINGS["semantic-id"]).fit(warm, ds.catalog)
-    assert model.codes.shape[0] == ds.interactions.n_items
-    items, _ = model.generate(Histories.from_interactions(warm))
-    assert np.isin(items.numpy(), cold).any()
+    n = ds.interactions.n_items
+    assert model.codes.shape[0] == n
+    assert len(np.unique(model.codes.cpu().numpy(), axis=0)) == n  # every code names one item
+    assert set(model.cold_items().tolist()) == set(cold.tolist())
+    # An exhaustive beam reaches every unseen item through the trie, cold ones included,
+    # each once and with a finite score.
+    h = Histories.from_interactions(warm, np.arange(12))
+    items, logp = model.generate(h, n)
+    for r in range(len(h)):
+        written = items[r][items[r] >= 0].tolist()
+        assert len(written) == len(set(written)) and torch.isfinite(logp[r][: len(written)]).all()
+        assert set(written) == set(range(n)) - set(h[r].tolist())
+    # What their codes say is what they are: a cold item ranks higher (among the cold
+    # items) in the lists of users of its own topic than in other users' lists.
+    item_topic = np.array([int(i[1:]) // 20 for i in ds.items.ids])
+    user_topic = np.array([int(u[1:]) % 6 for u in ds.users.ids])
+    users = np.arange(ds.interactions.n_users)
+    items, _ = model.generate(Histories.from_interactions(warm, users), n)
+    in_cold = np.isin(items.numpy(), cold)
+    own = [], []
+    for r in users:
+        ranked = items[r].numpy()[in_cold[r]]  # the cold items, best first
+        for place, i in enumerate(ranked):
+            own[int(item_topic[i] == user_topic[r])].append(place)
+    assert np.mean(own[1]) < 0.5 * np.mean(own[0]), (np.mean(own[1]), np.mean(own[0]))
 
 
 def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
@@ -242,14 +264,14 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(hybrid, tm
     from torch.nn import functional as F
 
     model, fit = hybrid
-    table = {float(w): v for w, v in model.meta["id_blend_valid"].items()}
-    assert set(table) == {0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0}
-    assert table[model.meta["id_blend"]] == max(table.values())
+    table = {float(w): v for w, v in model.meta["id_weight_valid"].items()}
+    assert set(table) == set(ID_WEIGHTS) and 16.0 in table
+    assert table[model.config.id_weight] == max(table.values())
     h = Histories.from_interactions(fit, range(40))
     w = 2.0
-    model.meta["id_blend"] = 0.0
+    model.config.id_weight = 0.0
     items0, logp0 = model.generate(h, 10)
-    model.meta["id_blend"] = w
+    model.config.id_weight = w
     items1, logp1 = model.generate(h, 10)
     hist, pad = model._windows(h.indptr[:-1], h.indptr[1:], h.items)
     with torch.no_grad():
@@ -261,12 +283,12 @@ def test_id_head_rescores_the_beam_with_a_weight_chosen_on_validation(hybrid, tm
         got = dict(zip(items1[r].tolist(), logp1[r].tolist(), strict=True))
         torch.testing.assert_close(torch.tensor([got[i] for i in items0[r].tolist()]), want)
         assert (logp1[r][:-1] >= logp1[r][1:]).all()  # best first
-    model.meta["id_blend"] = w
+    model.config.id_weight = w
     # scoring is inference: no autograd graph through the beam (one kept per batch cost a
     # Beauty evaluation 4× the memory)
     assert not model._score(h, 10).requires_grad
     loaded = load_model(model.save(tmp_path / "m"))
-    assert loaded.meta["id_blend"] == w
+    assert loaded.config.id_weight == w
     torch.testing.assert_close(loaded.generate(h, 10)[1], logp1)
 
 
@@ -275,24 +297,24 @@ def test_weight_sweep_reuses_each_batchs_candidates_with_the_same_scores(hybrid)
     the cached beam (one entry per batch and setting) and gives exactly the fresh scores."""
     model, fit = hybrid
     h = Histories.from_interactions(fit, range(40))
-    chosen = model.meta["id_blend"]
+    chosen = model.config.id_weight
     try:
         fresh = {}
         for n in (0, 4):
             model.config.id_candidates = n
             for w in (0.5, 2.0, 8.0):
-                model.meta["id_blend"] = w
+                model.config.id_weight = w
                 fresh[n, w] = model._score(h, 10)
         with model.reusing_candidates() as cache:
             for n in (0, 4):
                 model.config.id_candidates = n
                 for w in (0.5, 2.0, 8.0):
-                    model.meta["id_blend"] = w
+                    model.config.id_weight = w
                     torch.testing.assert_close(model._score(h, 10), fresh[n, w])
             assert len(cache) == 2  # one search per setting, not per weight
         assert model._candidate_cache is None
     finally:
-        model.meta["id_blend"], model.config.id_candidates = chosen, 0
+        model.config.id_weight, model.config.id_candidates = chosen, 0
 
 
 def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_path):
@@ -304,17 +326,17 @@ def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_pa
     model, fit = hybrid
     h = Histories.from_interactions(fit, range(40))
     w, n, beam = 2.0, 6, 5
-    chosen = model.meta["id_blend"]
+    chosen = model.config.id_weight
     try:
-        model.meta["id_blend"] = 0.0
+        model.config.id_weight = 0.0
         full_items, full_logp = model.generate(h, model.n_items)  # every unseen item, exact
-        model.meta["id_blend"] = w
+        model.config.id_weight = w
         beam_items, beam_logp = model.generate(h, beam)
         model.config.id_candidates = n
         items, logp = model.generate(h, beam)
         loaded = load_model(model.save(tmp_path / "m"))
     finally:
-        model.config.id_candidates, model.meta["id_blend"] = 0, chosen
+        model.config.id_candidates, model.config.id_weight = 0, chosen
     assert loaded.config.id_candidates == n
     torch.testing.assert_close(loaded.generate(h, beam)[1], logp)
     assert items.shape == (len(h), beam + n)

@@ -238,13 +238,14 @@ def test_a_sentence_only_request_gets_the_models_learned_query_prior(own_world, 
     sentence-only requests), and what it names is excluded."""
     import numpy as np
 
+    from directrec.generate.stages import QueryBlend, Stages
     from directrec.models import load_model
     from directrec.serve import registry
 
     db, reg = own_world
     model = load_model(registry.resolve(reg)[0])
-    model.meta["query_blend"] = {"alpha": 1.0, "t": 0.0}
-    registry.publish(model.save(tmp_path / "with-prior"), reg)
+    prior = Stages(query_blend=QueryBlend(alpha=1.0, t=0.0))
+    registry.publish(model.save(tmp_path / "with-prior", extra=prior.files()), reg)
     s = Server(reg, db)
     try:
         sentence = {"query": "haunted houses, ghosts and zombies", "k": 10}
@@ -272,14 +273,15 @@ def test_a_sentence_only_request_reads_category_names_as_the_model_learned(own_w
     import numpy as np
 
     from directrec.generate.coldstart import CategoryIndex
+    from directrec.generate.stages import QueryBlend, Stages
     from directrec.models import load_model
     from directrec.serve import registry
     from directrec.text.encoder import encode
 
     db, reg = own_world
     model = load_model(registry.resolve(reg)[0])
-    model.meta["query_blend"] = {"alpha": 1.0, "t": 40.0, "w": 1.0}
-    registry.publish(model.save(tmp_path / "with-categories"), reg)
+    prior = Stages(query_blend=QueryBlend(alpha=1.0, t=40.0, w=1.0))
+    registry.publish(model.save(tmp_path / "with-categories", extra=prior.files()), reg)
     items = model.meta["item_ids"]
     s = Server(reg, db)
     try:
