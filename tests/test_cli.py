@@ -383,3 +383,5 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     res = run("evaluate", "--model", d / "rbm" / "itemknn", "--db", db, "--recipe", recipe)
     assert res.exit_code == 0, res.output
     assert "hr@5" in res.output and "hr@10" not in res.output
+    res = run("evaluate", "--model", d / "rbm" / "sasrec-ce", "--db", db, "--recipe", recipe)
+    assert res.exit_code == 0 and "| epochs exhausted (1) |" in res.output  # how it stopped

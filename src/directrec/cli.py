@@ -1,5 +1,5 @@
-"""The `directrec` command line: ingest, info, benchmark, train, recommend, publish,
-serve, update.
+"""The `directrec` command line: ingest, info, benchmark, train, evaluate, recipes,
+recommend, generate, publish, serve, update, forget.
 
 Bad input exits non-zero with a message naming the file, line and field; nothing is
 half-written (see data/store.py and models/base.py).

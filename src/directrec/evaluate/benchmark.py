@@ -264,7 +264,8 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
             k0 = min(spec.ks)
             keys = (f"hr@{k0}", f"ndcg@{k0}", "rmse", "mae")
             shown = {k: round(v, 4) for k, v in res["metrics"].items() if k in keys}
-            log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s")
+            stop = f"  {res['stopped']}" if res.get("stopped", "—") != "—" else ""
+            log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s{stop}")
     from directrec.evaluate.report import generator_warnings
 
     doc = {

@@ -1,4 +1,6 @@
-"""Human-readable reports of a benchmark document: a Markdown table and a comparison plot."""
+"""Human-readable reports of a benchmark document: a Markdown table (with how each model's
+training stopped, and warnings where a generator loses to popularity or to the best classic
+model of the run) and the comparison, training-curve and diversity plots."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate
+from directrec.evaluate.report import stopped_text
 from directrec.models.base import Recommender
 
 
@@ -136,6 +137,7 @@ def evaluate_saved(
                 "fit_seconds": 0.0,
                 "eval_seconds": round(time.perf_counter() - t0, 3),
                 "peak_rss_mb": 0.0,
+                "stopped": stopped_text(model.meta),  # how its training ended
                 **result.as_dict(),
             }
         ],
