@@ -184,3 +184,10 @@ def test_toml_writer_reads_back():
         "benchmark": {"settings": {"ease": {"l2": 50.0}}, "k": [10]},
     }
     assert tomllib.loads(R.dumps(doc)) == doc
+
+
+def test_a_model_without_a_stored_recipe_says_so():
+    with pytest.raises(R.RecipeError, match="models/x: this model carries no recipe"):
+        R.stored({"train_log": []}, "models/x")
+    stored = R.stored({"recipe": R.resolve("coldstart").to_dict()}, "models/y")
+    assert stored.stages == {"cold_gate": {"min_warm": 0.95, "modes": ["score", "place"]}}

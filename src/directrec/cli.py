@@ -11,11 +11,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from directrec.recipes import Recipe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -68,7 +71,7 @@ def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict
     return result
 
 
-def stage_note(recipe) -> None:
+def stage_note(recipe: Recipe) -> None:
     """Say which of a recipe's learned stages this command leaves unfitted."""
     if recipe.stages:
         err.print(
