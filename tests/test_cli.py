@@ -4,6 +4,7 @@ errors a user sees on bad input."""
 from __future__ import annotations
 
 import json
+import tomllib
 
 import numpy as np
 import pytest
@@ -44,14 +45,20 @@ def store(tmp_path_factory):
     return d, db
 
 
+# A generator that cannot have learned anything: one epoch at a vanishing learning rate.
+WEAK = ["--set", "sasrec-ce.max_len=20", "--set", "sasrec-ce.dim=16", "--set", "sasrec-ce.epochs=1"]
+WEAK += ["--set", "sasrec-ce.lr=1e-7", "--set", "sasrec-ce.eval_every=1"]
+
+
 def test_benchmark_writes_results(store):
     d, db = store
+    names = ["pop", "itemknn", "ease", "sasrec-ce"]
     res = run(
         "benchmark",
         "--db",
         db,
         "--models",
-        "pop,itemknn,ease",
+        ",".join(names),
         "--k",
         "5,10",
         "--out",
@@ -59,6 +66,7 @@ def test_benchmark_writes_results(store):
         "--no-isolate",
         "--set",
         "ease.l2=50",
+        *WEAK,
         "--save-models",
         d / "models",
     )
@@ -67,8 +75,36 @@ def test_benchmark_writes_results(store):
     from directrec.models import load_model
 
     assert load_model(d / "models" / "ease").config.l2 == 50.0  # the fitted model is kept
-    assert [r["model"] for r in doc["results"]] == ["pop", "itemknn", "ease"]
-    ease = doc["results"][2]
+    assert [r["model"] for r in doc["results"]] == names
+    by = {r["model"]: r for r in doc["results"]}
+    for r in doc["results"]:  # every metric a share, every model where it should be
+        assert {"hr@5", "hr@10", "ndcg@5", "ndcg@10", "recall@5", "mrr@5"} <= set(r["metrics"])
+        assert all(0.0 <= r["metrics"][m] <= 1.0 for m in ("hr@5", "ndcg@10", "coverage@10"))
+        assert r["metrics"]["hr@5"] <= r["metrics"]["hr@10"]
+        assert (
+            r["recipe"]["recipe"]["model"] == r["model"] and r["recipe"]["settings"]["seed"] == 42
+        )
+    # the planted clusters: co-occurrence beats popularity by far, the untrained generator not
+    assert by["ease"]["metrics"]["ndcg@10"] > 2 * by["pop"]["metrics"]["ndcg@10"]
+    assert by["itemknn"]["metrics"]["ndcg@10"] > by["sasrec-ce"]["metrics"]["ndcg@10"]
+    assert by["ease"]["recipe"]["settings"]["l2"] == 50.0
+    assert by["sasrec-ce"]["recipe"]["settings"]["lr"] == 1e-7
+    assert [by[m]["stopped"] for m in names] == ["—", "—", "—", "epochs exhausted (1)"]
+    best = max(names[:3], key=lambda m: by[m]["metrics"]["ndcg@10"])
+    gen = by["sasrec-ce"]["metrics"]["ndcg@10"]
+    warning = (
+        f"generator sasrec-ce scores below the best classic model, {best}: "
+        f"NDCG@10 {gen:.4f} against {by[best]['metrics']['ndcg@10']:.4f}"
+    )
+    assert warning in doc["warnings"] and warning in res.output  # results.json and stderr
+    below_pop = gen < by["pop"]["metrics"]["ndcg@10"]
+    assert below_pop == any("below popularity" in w for w in doc["warnings"])
+    md = (d / "bench" / "results.md").read_text()
+    assert md.splitlines()[2].startswith("| model | hr@5 | ndcg@5 | hr@10 | ndcg@10 |")
+    assert md.splitlines()[2].endswith("| peak MB | stopped |")
+    assert all(md.count(f"| {m} |") == 1 for m in names)
+    assert "| epochs exhausted (1) |" in md and f"- {warning}" in md.split("**Warnings**")[1]
+    ease = by["ease"]
     # a kept model carries its id map, so `evaluate` scores it again without refitting
     ev = run("evaluate", "--model", d / "models" / "ease", "--db", db, "--k", "5,10")
     assert ev.exit_code == 0, ev.output
@@ -264,3 +300,108 @@ def test_usage_errors(store):
 def test_bundled_dataset_ingest(tmp_path):
     res = run("ingest", "--dataset", "ml-100k", "--db", tmp_path / "ml.duckdb")
     assert res.exit_code == 0 and "100,000 interactions" in res.output
+
+
+TINY_RECIPE = """
+[recipe]
+version = 1
+name = "tiny"
+model = "sasrec-ce"
+description = "a small ID head for tests"
+
+[settings]
+max_len = 20
+dim = 16
+epochs = 2
+eval_every = 2
+
+[stages.prior_blend]
+users = 30
+
+[benchmark]
+models = ["pop", "itemknn"]
+k = [5]
+valid_users = 40
+"""
+
+
+def test_recipes_list_and_show():
+    from directrec.recipes import resolve, shipped
+
+    res = run("recipes")
+    assert res.exit_code == 0, res.output
+    assert all(name in res.output for name in shipped())
+    assert "0.1890" in res.output  # the ML-1M recipe's measured NDCG@10
+    assert run("recipes", "list").output == res.output
+    res = run("recipes", "show", "amazon-5core")
+    assert res.exit_code == 0, res.output
+    assert tomllib.loads(res.output) == resolve("amazon-5core").to_dict()
+    res = run("recipes", "show", "amazon-5cor")
+    assert res.exit_code == 2 and "'amazon-5core'" in res.output
+    assert run("recipes", "show").exit_code == 2  # a name or --model, one of them
+
+
+def test_train_with_a_recipe_stores_the_resolved_recipe(store, tmp_path):
+    d, db = store
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE)
+    # no MODEL: the recipe's; --set wins over the recipe's epochs
+    res = run("train", "--recipe", recipe, "--db", db, "--out", d / "r", "--set", "epochs=1")
+    assert res.exit_code == 0, res.output
+    assert "prior_blend" in res.output  # the stage this command does not fit is named
+    cfg = json.loads((d / "r" / "config.json").read_text())
+    assert (
+        cfg["model"] == "sasrec-ce" and cfg["config"]["epochs"] == 1 and cfg["config"]["dim"] == 16
+    )
+    res = run("recipes", "show", "--model", d / "r")
+    assert res.exit_code == 0, res.output
+    shown = tomllib.loads(res.output)
+    assert shown["recipe"]["name"] == "tiny" and shown["recipe"]["model"] == "sasrec-ce"
+    assert shown["settings"] == {"max_len": 20, "dim": 16, "epochs": 1, "eval_every": 2, "seed": 42}
+    assert shown["stages"] == {"prior_blend": {"users": 30}}
+    # a MODEL that contradicts the recipe, an unknown key, nothing to train: refused
+    res = run("train", "ease", "--recipe", recipe, "--db", db, "--out", d / "x")
+    assert res.exit_code == 2 and "trains sasrec-ce, not ease" in res.output
+    res = run("train", "--recipe", recipe, "--db", db, "--out", d / "x", "--set", "layres=3")
+    assert res.exit_code == 2 and "'layers'" in res.output
+    res = run("train", "sasrec-ce", "--db", db, "--out", d / "x", "--set", "sasrec-ce.lrr=1")
+    assert res.exit_code == 2 and "'lr'" in res.output
+    assert run("train", "--db", db, "--out", d / "x").exit_code == 2
+    assert not (d / "x").exists()
+
+
+def test_train_a_model_records_its_own_recipe(store):
+    """`train MODEL` runs the shipped recipe named like the model, else its defaults."""
+    d, db = store
+    res = run("train", "ease", "--db", db, "--out", d / "e", "--set", "l2=20")
+    assert res.exit_code == 0, res.output
+    shown = tomllib.loads(run("recipes", "show", "--model", d / "e").output)
+    assert shown["recipe"]["model"] == "ease" and shown["settings"] == {"l2": 20.0, "seed": 42}
+
+
+def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
+    d, db = store
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(TINY_RECIPE.replace("dim = 16", "dim = 16\nlr = 1e-7"))
+    res = run(
+        "benchmark", "--db", db, "--recipe", recipe, "--out", d / "rb", "--no-isolate",
+        "--set", "sasrec-ce.epochs=1", "--save-models", d / "rbm",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((d / "rb" / "results.json").read_text())
+    assert doc["spec"]["models"] == ["pop", "itemknn", "sasrec-ce"]  # anchors, then the recipe
+    assert doc["spec"]["ks"] == [5] and doc["spec"]["valid_users"] == 40
+    gen = doc["results"][2]
+    assert gen["config"]["epochs"] == 1 and gen["config"]["dim"] == 16  # --set over the recipe
+    assert gen["recipe"]["recipe"]["name"] == "tiny" and gen["recipe"]["settings"]["epochs"] == 1
+    assert gen["recipe"]["stages"] == {"prior_blend": {"users": 30}}
+    assert gen["stopped"] == "epochs exhausted (1)"
+    assert any(w.startswith("generator sasrec-ce scores below") for w in doc["warnings"])
+    saved = tomllib.loads(run("recipes", "show", "--model", d / "rbm" / "sasrec-ce").output)
+    assert saved == gen["recipe"]
+    # evaluate: the recipe's protocol gives the cut-offs
+    res = run("evaluate", "--model", d / "rbm" / "itemknn", "--db", db, "--recipe", recipe)
+    assert res.exit_code == 0, res.output
+    assert "hr@5" in res.output and "hr@10" not in res.output
+    res = run("evaluate", "--model", d / "rbm" / "sasrec-ce", "--db", db, "--recipe", recipe)
+    assert res.exit_code == 0 and "| epochs exhausted (1) |" in res.output  # how it stopped

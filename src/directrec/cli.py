@@ -1,5 +1,5 @@
-"""The `directrec` command line: ingest, info, benchmark, train, recommend, publish,
-serve, update.
+"""The `directrec` command line: ingest, info, benchmark, train, evaluate, recipes,
+recommend, generate, publish, serve, update, forget.
 
 Bad input exits non-zero with a message naming the file, line and field; nothing is
 half-written (see data/store.py and models/base.py).
@@ -7,16 +7,18 @@ half-written (see data/store.py and models/base.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from directrec.recipes import Recipe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,41 +40,46 @@ def fail(message: str, code: int = 2) -> None:
 
 def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
     """`--set key=value` (all models that have the field) or `--set model.key=value`,
-    converted to the type of the model config's field."""
+    converted to the type of the model's setting; an unknown model or key is refused with
+    the closest valid names."""
     from directrec.models import MODELS
+    from directrec.recipes import (
+        RecipeError,
+        closest,
+        convert_setting,
+        setting_defaults,
+        split_pair,
+    )
 
     result: dict[str, dict[str, Any]] = {m: {} for m in models}
     for pair in pairs or []:
-        if "=" not in pair:
-            fail(f"--set {pair!r}: expected key=value or model.key=value")
-        key, raw = pair.split("=", 1)
-        target, _, fld = key.rpartition(".")
-        if target and target not in MODELS:
-            fail(f"--set {pair!r}: unknown model {target!r}")
-        matched = False
-        for m in [target] if target else models:
-            fields = MODELS[m].setting_fields()
-            if fld not in fields:
-                continue
-            default = fields[fld].default
-            try:
-                if isinstance(default, bool):
-                    if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                        raise ValueError(raw)
-                    val: Any = raw.lower() in ("true", "1", "yes")
-                elif isinstance(default, int):
-                    val = int(raw)
-                elif isinstance(default, float):
-                    val = float(raw)
-                else:
-                    val = raw
-            except ValueError:
-                fail(f"--set {pair!r}: {fld} takes a {type(default).__name__}")
-            result.setdefault(m, {})[fld] = val
-            matched = True
-        if not matched:
-            fail(f"--set {pair!r}: no selected model has a setting {fld!r}")
+        try:
+            target, fld, raw = split_pair(pair)
+            if target and target not in MODELS:
+                fail(f"--set {pair!r}: unknown model {target!r}{closest(target, MODELS)}")
+            names = [target] if target else models
+            having = [m for m in names if fld in setting_defaults(m)]
+            if not having:
+                valid = {f for m in names for f in setting_defaults(m)}
+                fail(
+                    f"--set {pair!r}: no selected model has a setting {fld!r}{closest(fld, valid)}"
+                )
+            for m in having:
+                result.setdefault(m, {})[fld] = convert_setting(m, fld, raw, f"--set {pair!r}")
+        except RecipeError as e:
+            fail(str(e))
     return result
+
+
+def stage_note(recipe: Recipe) -> None:
+    """Say which of a recipe's learned stages this command leaves unfitted."""
+    if recipe.stages:
+        err.print(
+            f"note: recipe {recipe.name!r} names stages {', '.join(recipe.stages)}, which this "
+            "command does not fit; they are recorded with the recipe only",
+            highlight=False,
+            markup=False,
+        )
 
 
 _DEBUG = {"on": False}
@@ -237,11 +244,22 @@ def forget(
 def benchmark(
     db: StoreOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="directory for results.json/.md/.png")],
-    models: Annotated[str, typer.Option(help="comma-separated model names")] = "pop,itemknn,ease",
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated model names (default pop,itemknn,ease; with --recipe: the "
+            "recipe's anchors, and the recipe's model is always run)"
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="a recipe (shipped name or .toml file): its model, settings, protocol"),
+    ] = None,
     split: Annotated[
-        str, typer.Option(help="topn: loo | temporal; rating: random | temporal")
-    ] = "loo",
-    k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
+        str | None,
+        typer.Option(help="topn: loo | temporal; rating: random | temporal (default: loo/random)"),
+    ] = None,
+    k: Annotated[str | None, typer.Option(help="cut-offs, e.g. 10,20 (default 10,20)")] = None,
     task: Annotated[str, typer.Option(help="topn | rating")] = "topn",
     max_history: Annotated[
         int | None, typer.Option(help="models read each user's last N items (input context)")
@@ -272,12 +290,27 @@ def benchmark(
         Path | None, typer.Option(help="also save each fitted model under DIR/<model>")
     ] = None,
 ) -> None:
-    """Fit and evaluate models on one split; write results.json, results.md, comparison.png."""
+    """Fit and evaluate models on one split; write results.json, results.md, comparison.png.
+    With --recipe, the recipe's protocol (anchors, split, k, history cap, validation users)
+    fills what the command line leaves out, and --set overrides its settings."""
     from directrec.evaluate.benchmark import BenchmarkSpec, run_benchmark, write_results
+    from directrec.recipes import Protocol, Recipe, resolve
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    r = _run_guarded(resolve, recipe) if recipe else None
+    proto = (r.benchmark or Protocol()) if r else None
+    if models is not None:
+        names = [m.strip() for m in models.split(",") if m.strip()]
+    else:
+        names = list(proto.models) if proto else ["pop", "itemknn", "ease"]
+    if r and r.model not in names:
+        names.append(r.model)
     if task not in ("topn", "rating"):
         fail("--task must be topn or rating")
+    split = split or (proto.split if proto else "loo")
+    k = k or (",".join(map(str, proto.k)) if proto else "10,20")
+    if proto:
+        max_history = max_history if max_history is not None else proto.max_history
+        valid_users = valid_users if valid_users is not None else proto.valid_users
     try:
         ks = sorted({int(x) for x in k.split(",")})
     except ValueError:
@@ -292,6 +325,21 @@ def benchmark(
         fail(f"--diversity-sweep {diversity_sweep!r}: expected numbers like 0,0.5,0.9")
     if any(not 0 <= x <= 1 for x in knobs):
         fail("--diversity-sweep values must lie in [0, 1]")
+    over = parse_settings(settings, names)
+    # Each model's settings: the recipe's (its model; the protocol's for anchors), then --set.
+    recipes: dict[str, Recipe] = {}
+    for m in names:
+        if m not in _models():
+            continue  # run_benchmark refuses unknown names, all of them at once
+        if r and m == r.model:
+            base = r
+        else:
+            base = Recipe.plain(m)
+            if proto and m in proto.settings:
+                base = _run_guarded(base.with_settings, proto.settings[m], r.source)
+        recipes[m] = _run_guarded(base.with_settings, {"seed": seed, **over.get(m, {})})
+    if r:
+        stage_note(r)
     spec = BenchmarkSpec(
         db=str(db),
         models=names,
@@ -302,12 +350,13 @@ def benchmark(
         cap_training=cap_training,
         seed=seed,
         stage=stage,
-        settings=parse_settings(settings, names),
+        settings={m: dict(rec.settings) for m, rec in recipes.items()},
         exclude_seen=not include_seen,
         progress=progress and sys.stderr.isatty(),
         valid_users=valid_users,
         diversity=knobs,
         save_dir=str(save_models) if save_models else None,
+        recipes={m: rec.to_dict() for m, rec in recipes.items()},
     )
     doc = _run_guarded(
         run_benchmark,
@@ -319,17 +368,37 @@ def benchmark(
     from directrec.evaluate.report import markdown_table
 
     sys.stdout.write(markdown_table(doc))
+    for warning in doc.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     out.print(f"results written to {out_dir}/results.json, results.md, comparison.png")
+
+
+def _models() -> dict:
+    from directrec.models import MODELS
+
+    return MODELS
 
 
 # --------------------------------------------------------------------------- train
 @app.command()
 def train(
-    model_name: Annotated[str, typer.Argument(metavar="MODEL", help="e.g. ease, als, multvae")],
     db: StoreOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],
+    model_name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MODEL]", help="e.g. ease, als, sasrec-ce (default: the recipe's model)"
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="a recipe (shipped name or .toml file); default: the shipped recipe named "
+            "like MODEL, if any, else MODEL's defaults"
+        ),
+    ] = None,
     settings: Annotated[
-        list[str] | None, typer.Option("--set", help="config overrides key=value")
+        list[str] | None, typer.Option("--set", help="setting overrides key=value")
     ] = None,
     holdout: Annotated[
         str, typer.Option(help="none: fit on all data | loo: leave each user's last item out")
@@ -347,19 +416,39 @@ def train(
     ] = 0,
 ) -> None:
     """Fit one model on the store and save it (safetensors + JSON, plus training_curve.png
-    for models that train by epochs with early stopping)."""
+    for models that train by epochs with early stopping). The model stores the resolved
+    recipe (`directrec recipes show --model DIR` prints it)."""
+    from directrec import recipes as rcp
     from directrec.data.dataset import Dataset
     from directrec.data.split import leave_one_out
     from directrec.evaluate.protocol import fit_model
     from directrec.generate.fitting import StagePlan
     from directrec.models import MODELS, create
 
+    if model_name is not None and model_name not in MODELS:
+        fail(f"unknown model {model_name!r}{rcp.closest(model_name, MODELS)}")
+    if recipe is not None:
+        chosen = _run_guarded(rcp.resolve, recipe)
+        if model_name is not None and model_name != chosen.model:
+            fail(f"recipe {chosen.name!r} trains {chosen.model}, not {model_name}")
+    elif model_name is not None:
+        chosen = _run_guarded(rcp.default_for, model_name)
+    else:
+        fail("give MODEL or --recipe NAME|PATH")
+    model_name = chosen.model
+    # --set over the recipe's settings, then the seed: what the model is built with
+    chosen = _run_guarded(chosen.with_settings, parse_settings(settings, [model_name])[model_name])
+    chosen = _run_guarded(chosen.with_settings, {"seed": seed, **chosen.settings})
+    if valid_users is None and chosen.benchmark is not None:
+        valid_users = chosen.benchmark.valid_users
+    stage_note(chosen)
+
     def run() -> Path:
         if holdout not in ("none", "loo"):
             raise ValueError("--holdout must be none or loo")
         ds = Dataset.from_store(db)
-        over = {"seed": seed, **parse_settings(settings, [model_name]).get(model_name, {})}
-        if "progress" in {f.name for f in dataclasses.fields(MODELS[model_name].Config)}:
+        over = dict(chosen.settings)
+        if "progress" in MODELS[model_name].setting_fields():
             over.setdefault("progress", sys.stderr.isatty())  # epoch, loss, validation NDCG
         model = create(model_name, over)
         if model.capabilities.needs_text:
@@ -395,8 +484,9 @@ def train(
         with open_store(db) as store:
             store_seq = store.last_seq()
         stamp(model, ds, db)
-        # watermark: the update gate validates on newer rows only
-        model.meta.update(store_seq=store_seq, holdout=holdout)
+        # watermark: the update gate validates on newer rows only; the recipe says how it
+        # was made (an update keeps it: it trains on with the same settings)
+        model.meta.update(store_seq=store_seq, holdout=holdout, recipe=chosen.to_dict())
         from directrec.models import distributed
 
         if not distributed.current().main:  # under torchrun, rank 0 writes the model
@@ -408,8 +498,6 @@ def train(
             plot_training_curve(model.meta["train_log"], path / "training_curve.png", model_name)
         return path
 
-    if model_name not in MODELS:
-        fail(f"unknown model {model_name!r}; choose from {', '.join(MODELS)}")
     path = _run_guarded(run)
     if int(os.environ.get("RANK", 0)) == 0:
         out.print(f"saved {model_name} to {path}")
@@ -433,9 +521,13 @@ def evaluate_cmd(
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
     db: StoreOpt,
-    split: Annotated[str, typer.Option(help="loo | temporal")] = "loo",
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="a recipe whose protocol (split, k, history cap) gives the defaults"),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="loo | temporal (default loo)")] = None,
     stage: Annotated[str, typer.Option(help="test | valid")] = "test",
-    k: Annotated[str, typer.Option(help="cut-offs, e.g. 10,20")] = "10,20",
+    k: Annotated[str | None, typer.Option(help="cut-offs, e.g. 10,20 (default 10,20)")] = None,
     max_history: Annotated[int | None, typer.Option(help="keep each user's last N items")] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="write results.json/.md here")
@@ -447,8 +539,15 @@ def evaluate_cmd(
     from directrec.generate.stages import load_pipeline
 
     def run() -> dict:
+        from directrec.recipes import Protocol
+        from directrec.recipes import resolve as recipe_named
         from directrec.serve.registry import resolve
 
+        nonlocal split, k, max_history
+        proto = (recipe_named(recipe).benchmark or Protocol()) if recipe else Protocol()
+        split = split or proto.split
+        k = k or ",".join(map(str, proto.k))
+        max_history = max_history if max_history is not None else proto.max_history
         try:
             ks = tuple(sorted({int(x) for x in k.split(",")}))
         except ValueError:
@@ -470,6 +569,70 @@ def evaluate_cmd(
         tmp.replace(out_dir / "results.json")
         (out_dir / "results.md").write_text(markdown_table(doc))
     sys.stdout.write(markdown_table(doc))
+
+
+# --------------------------------------------------------------------------- recipes
+recipes_app = typer.Typer(
+    help="Recipes: typed, versioned TOML files saying how a model is made (list, show).",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes_main(ctx: typer.Context) -> None:
+    """List the shipped recipes (`recipes show NAME|PATH` prints one)."""
+    if ctx.invoked_subcommand is None:
+        recipes_list()
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """The shipped recipes: name, model, what it is, what it was measured to give."""
+    from rich.table import Table
+
+    from directrec.recipes import resolve, shipped
+
+    table = Table(show_lines=False)
+    table.add_column("recipe", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("what", overflow="fold")
+    table.add_column("measured", overflow="fold")
+    for name in shipped():
+        r = _run_guarded(resolve, name)
+        measured = f"{r.measured.figure} — {r.measured.data.split(',')[0]}" if r.measured else "—"
+        table.add_row(r.name, r.model, r.summary(), measured)
+    out.print(table)
+
+
+@recipes_app.command("show")
+def recipes_show(
+    ref: Annotated[
+        str | None, typer.Argument(metavar="[NAME|PATH]", help="a shipped recipe or a file")
+    ] = None,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option("--model", help="a model directory (or registry): the recipe it was made by"),
+    ] = None,
+) -> None:
+    """Print one recipe as TOML: a shipped one, a file, or the one a saved model stores."""
+    from directrec.recipes import resolve, stored
+
+    def run() -> str:
+        if (ref is None) == (model_dir is None):
+            raise ValueError("give a recipe NAME|PATH or --model DIR (one of them)")
+        if ref is not None:
+            return resolve(ref).to_toml()
+        from directrec.serve.registry import resolve as resolve_model
+
+        path = Path(resolve_model(model_dir)[0])
+        try:
+            meta = json.loads((path / "config.json").read_text()).get("meta", {})
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a directrec model directory ({e})") from None
+        return stored(meta, str(path)).to_toml()
+
+    sys.stdout.write(_run_guarded(run))
 
 
 # --------------------------------------------------------------------------- recommend

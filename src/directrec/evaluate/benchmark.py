@@ -7,6 +7,7 @@ stage fits on train + validation. Rating task: random or temporal hold-out, RMSE
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import multiprocessing as mp
 import platform
@@ -46,6 +47,8 @@ class BenchmarkSpec:
     progress: bool = False
     diversity: list[float] = field(default_factory=list)  # MMR knob values to sweep (k=10)
     save_dir: str | None = None  # keep each fitted model as <save_dir>/<model> (safetensors)
+    # model → its resolved recipe (directrec.recipes.Recipe.to_dict()); default: its defaults
+    recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def peak_rss_mb() -> float:
@@ -81,6 +84,15 @@ def _settings(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     return s
 
 
+def _recipe(spec: BenchmarkSpec, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The recipe `name` ran by, with the settings it was built with (progress bars aside)."""
+    from directrec.recipes import Recipe
+
+    doc = copy.deepcopy(spec.recipes.get(name) or Recipe.plain(name).to_dict())
+    doc["settings"] = {k: v for k, v in settings.items() if k != "progress"}
+    return doc
+
+
 def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     """Fit and evaluate one model (runs inside the worker process)."""
     from directrec.models import create
@@ -88,7 +100,8 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     ds = load_for_benchmark(spec, need_text=True)
     split = make_split(ds.interactions, spec.split)
     _, seen, targets = split.stage(spec.stage, spec.max_history)
-    model = create(name, _settings(spec, name))
+    settings = _settings(spec, name)
+    model = create(name, settings)
     if model.capabilities.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
     t0 = time.perf_counter()
@@ -102,6 +115,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         cap_training=spec.cap_training,
     )
     fit_s = time.perf_counter() - t0
+    model.meta["recipe"] = _recipe(spec, name, settings)
     if spec.save_dir:  # for later looks (other beams, gates) without refitting, and
         # for `directrec evaluate` / `recommend`, which read it against the store by raw id
         from directrec.evaluate.saved import stamp
@@ -143,10 +157,14 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         extra["diversity_sweep"] = diversity_sweep(
             model, inputs, seen, targets, dense, spec.diversity, seed=spec.seed
         )
+    from directrec.evaluate.report import stopped_text
+
     return {
         "model": name,
         "config": dataclasses.asdict(model.config),
+        "recipe": model.meta["recipe"],
         **extra,
+        "stopped": stopped_text(extra),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(result.seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -180,7 +198,8 @@ def run_rating(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     ds = load_for_benchmark(spec, need_text=False)
     train_mask, test_mask = rating_split(ds.interactions, spec.split, spec.seed)
     train, test = ds.interactions.select(train_mask), ds.interactions.select(test_mask)
-    model = create(name, _settings(spec, name))
+    settings = _settings(spec, name)
+    model = create(name, settings)
     t0 = time.perf_counter()
     model.fit(train)
     fit_s = time.perf_counter() - t0
@@ -195,6 +214,7 @@ def run_rating(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     return {
         "model": name,
         "config": dataclasses.asdict(model.config),
+        "recipe": _recipe(spec, name, settings),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
@@ -244,8 +264,11 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
             k0 = min(spec.ks)
             keys = (f"hr@{k0}", f"ndcg@{k0}", "rmse", "mae")
             shown = {k: round(v, 4) for k, v in res["metrics"].items() if k in keys}
-            log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s")
-    return {
+            stop = f"  {res['stopped']}" if res.get("stopped", "—") != "—" else ""
+            log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s{stop}")
+    from directrec.evaluate.report import generator_warnings
+
+    doc = {
         "command": " ".join(sys.argv),
         "spec": dataclasses.asdict(spec),
         "dataset": {
@@ -271,6 +294,8 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
         },
         "results": results,
     }
+    doc["warnings"] = generator_warnings(doc)
+    return doc
 
 
 def _accelerator() -> str:

@@ -1,9 +1,61 @@
-"""Human-readable reports of a benchmark document: a Markdown table and a comparison plot."""
+"""Human-readable reports of a benchmark document: a Markdown table (with how each model's
+training stopped, and warnings where a generator loses to popularity or to the best classic
+model of the run) and the comparison, training-curve and diversity plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+# The generative models, by name, for results documents that name models this directrec
+# may not have; the ones present also declare it (`capabilities.generator`).
+GENERATORS = frozenset({"sasrec", "sasrec-ce", "semantic-id", "llm"})
+
+
+def is_generator(name: str) -> bool:
+    from directrec.models import MODELS
+
+    return name in GENERATORS or (name in MODELS and MODELS[name].capabilities.generator)
+
+
+def stopped_text(result: dict[str, Any]) -> str:
+    """How a model's training ended, from its meta (`stopped_by`, `train_log`,
+    `best_epoch`; models/training.loop_meta); "—" for models that do not train by epochs."""
+    how, epochs = result.get("stopped_by"), len(result.get("train_log") or [])
+    if how == "patience":
+        return f"converged at epoch {result.get('best_epoch')}"
+    if how == "time budget":
+        return f"budget after {epochs} epochs"
+    if how == "epochs":
+        return f"epochs exhausted ({epochs})"
+    return f"{epochs} epochs" if epochs else "—"
+
+
+def generator_warnings(doc: dict[str, Any]) -> list[str]:
+    """A warning for each generator that scores below popularity, or below the best classic
+    (non-generator) model of the same run, on NDCG@10 (else NDCG at the first cut-off)."""
+    if doc["spec"].get("task", "topn") != "topn":
+        return []
+    ks = doc["spec"]["ks"]
+    key = f"ndcg@{10 if 10 in ks else ks[0]}"
+    ok = [r for r in doc["results"] if "error" not in r and key in r.get("metrics", {})]
+    classic = [r for r in ok if not is_generator(r["model"])]
+    pop = next((r for r in classic if r["model"] == "pop"), None)
+    best = max(classic, key=lambda r: r["metrics"][key], default=None)
+    notes = []
+    for g in (r for r in ok if is_generator(r["model"])):
+        mine = g["metrics"][key]
+        if pop is not None and mine < pop["metrics"][key]:
+            notes.append(
+                f"generator {g['model']} scores below popularity: {key.upper()} {mine:.4f} "
+                f"against pop's {pop['metrics'][key]:.4f}"
+            )
+        if best is not None and best is not pop and mine < best["metrics"][key]:
+            notes.append(
+                f"generator {g['model']} scores below the best classic model, "
+                f"{best['model']}: {key.upper()} {mine:.4f} against {best['metrics'][key]:.4f}"
+            )
+    return notes
 
 
 def markdown_table(doc: dict[str, Any]) -> str:
@@ -16,7 +68,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
         cols += [f"{m}@{spec['ks'][0]}" for m in ("recall", "mrr", "coverage", "novelty")]
         if ok and f"diversity@{spec['ks'][0]}" in ok[0]["metrics"]:
             cols.append(f"diversity@{spec['ks'][0]}")
-    head = ["model", *cols, "fit s", "eval s", "peak MB"]
+    head = ["model", *cols, "fit s", "eval s", "peak MB", "stopped"]
     lines = [
         f"**{Path(ds['db']).stem}** — {ds['users']:,} users, {ds['items']:,} items, "
         f"{ds['interactions']:,} interactions; split `{spec['split']}`"
@@ -24,7 +76,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
         + f", stage `{spec['stage']}`, seed {spec['seed']}. {doc['protocol']}.",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
     ]
     for r in ok:
         m = r["metrics"]
@@ -32,11 +84,15 @@ def markdown_table(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {r['model']} | "
             + " | ".join(vals)
-            + f" | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
+            + f" | {r['fit_seconds']:.1f} | {r['eval_seconds']:.1f} | {r['peak_rss_mb']:.0f}"
+            + f" | {r.get('stopped') or stopped_text(r)} |"
         )
     for r in doc["results"]:
         if "error" in r:
             lines.append(f"| {r['model']} | skipped: {r['error']} |")
+    warnings = doc["warnings"] if "warnings" in doc else generator_warnings(doc)
+    if warnings:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate
+from directrec.evaluate.report import stopped_text
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
@@ -140,6 +141,7 @@ def evaluate_saved(
                 "eval_seconds": round(time.perf_counter() - t0, 3),
                 "peak_rss_mb": 0.0,
                 "stages": stages.fitted() if stages is not None else [],
+                "stopped": stopped_text(model.meta),  # how its training ended
                 **result.as_dict(),
             }
         ],

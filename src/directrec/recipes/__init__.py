@@ -1,0 +1,499 @@
+"""Recipes: how a model is made, as a typed, versioned TOML file.
+
+A recipe names a model, its settings (exactly the names `Recommender.setting_fields()`
+gives), the learned stages to fit after training, and optionally the protocol
+`directrec benchmark --recipe` runs it under and what it was measured to give there:
+
+    [recipe]
+    version = 1
+    name = "ml1m"
+    model = "sasrec-ce"
+    description = "one line, then whatever a reader needs"
+
+    [recipe.measured]            # only for figures these settings produced
+    data = "MovieLens-1M, leave-one-out, full ranking"
+    figure = "HR@10 0.3255, NDCG@10 0.1890"
+    command = "directrec benchmark --recipe ml1m --db ml1m.duckdb --out results/ml1m"
+
+    [settings]
+    layers = 4
+
+    [stages.id_blend]            # prior_blend | query_blend | cold_gate | id_blend
+    grid = [0, 0.25, 0.5, 1, 2, 4, 8, 16]
+
+    [benchmark]
+    models = ["pop", "ease"]     # anchors run beside the recipe's model
+    split = "loo"
+    k = [10, 20]
+    [benchmark.settings.ease]
+    l2 = 300.0
+
+Shipped recipes live beside this file (`directrec recipes` lists them). A model trained
+from one stores the resolved recipe (after `--set`) in its meta, so `directrec recipes show
+--model DIR` says how it was made. Every error names the file, the key and the closest
+valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+STAGES = ("prior_blend", "query_blend", "cold_gate", "id_blend")
+SPLITS = ("loo", "temporal")
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+class RecipeError(ValueError):
+    """A recipe (or a `--set` pair) that cannot be used; the message names where and why."""
+
+
+def closest(word: str, names: Iterable[str]) -> str:
+    """'; did you mean X or Y?' for the closest of `names`, else the list of them all."""
+    names = sorted(names)
+    near = difflib.get_close_matches(word, names, n=3, cutoff=0.6)
+    if near:
+        return "; did you mean " + " or ".join(repr(n) for n in near) + "?"
+    return f" (valid: {', '.join(names)})"
+
+
+# --------------------------------------------------------------------------- settings
+def setting_defaults(model: str) -> dict[str, Any]:
+    """Every setting `model` takes, with its default (None where it has none)."""
+    fields = _model_class(model).setting_fields()
+    out = {}
+    for name, f in fields.items():
+        if f.default is not dataclasses.MISSING:
+            out[name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[name] = f.default_factory()
+        else:
+            out[name] = None
+    return out
+
+
+def _model_class(model: str):
+    from directrec.models import MODELS
+
+    if model not in MODELS:
+        raise RecipeError(f"unknown model {model!r}{closest(model, MODELS)}")
+    return MODELS[model]
+
+
+def check_setting(model: str, key: str, value: Any, where: str) -> Any:
+    """`value` for `model`'s setting `key`, typed as the setting's default is (an int is
+    taken for a float; a bool must be a bool, a str a str); RecipeError otherwise."""
+    defaults = setting_defaults(model)
+    if key not in defaults:
+        raise RecipeError(f"{where}: {model} has no setting {key!r}{closest(key, defaults)}")
+    default = defaults[key]
+    if default is None:  # no default to type it by: any TOML value
+        return value
+    want = type(default)
+    ok = (
+        isinstance(value, bool)
+        if want is bool
+        else isinstance(value, int | float) and not isinstance(value, bool)
+        if want is float
+        else isinstance(value, want) and not isinstance(value, bool)
+    )
+    if not ok:
+        raise RecipeError(
+            f"{where}: {model} setting {key!r} takes a {want.__name__}, "
+            f"not {type(value).__name__} {value!r}"
+        )
+    return float(value) if want is float else value
+
+
+def convert_setting(model: str, key: str, raw: str, where: str) -> Any:
+    """A `--set key=value` text converted to the type of `model`'s setting `key`."""
+    defaults = setting_defaults(model)
+    if key not in defaults:
+        raise RecipeError(f"{where}: {model} has no setting {key!r}{closest(key, defaults)}")
+    default = defaults[key]
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ValueError(raw)
+            return raw.lower() in _TRUE
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if default is None:  # untyped: a number if it reads as one
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return raw
+        return raw
+    except ValueError:
+        raise RecipeError(
+            f"{where}: {model} setting {key!r} takes a {type(default).__name__}, not {raw!r}"
+        ) from None
+
+
+def split_pair(pair: str) -> tuple[str, str, str]:
+    """'model.key=value' → (model, key, value); 'key=value' → ('', key, value)."""
+    if "=" not in pair:
+        raise RecipeError(f"--set {pair!r}: expected key=value or model.key=value")
+    key, raw = pair.split("=", 1)
+    target, _, fld = key.strip().rpartition(".")
+    return target, fld, raw
+
+
+# --------------------------------------------------------------------------- the recipe
+@dataclass(frozen=True)
+class Measured:
+    """What a recipe was measured to give, and the command that reproduces it."""
+
+    data: str
+    figure: str
+    command: str
+    results: str = ""  # where the results document lies (docs/results/…), if published
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How `directrec benchmark --recipe` runs the recipe (and `evaluate --recipe` scores)."""
+
+    models: tuple[str, ...] = ()  # anchors run beside the recipe's model
+    split: str = "loo"
+    k: tuple[int, ...] = (10, 20)
+    max_history: int | None = None
+    valid_users: int | None = None
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # anchor → settings
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: str
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    benchmark: Protocol | None = None
+    measured: Measured | None = None
+    version: int = VERSION
+    source: str = ""  # the file it came from (not part of the recipe itself)
+
+    # ------------------------------------------------------------------ reading
+    @classmethod
+    def load(cls, path_or_name: str | Path) -> Recipe:
+        """A shipped recipe by name, or a recipe file by path."""
+        return resolve(path_or_name)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Recipe:
+        """Parse and validate one recipe file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise RecipeError(f"{path}: cannot read the recipe ({e.strerror or e})") from None
+        return cls.from_text(text, str(path))
+
+    @classmethod
+    def from_text(cls, text: str, where: str) -> Recipe:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise RecipeError(f"{where}: not valid TOML: {e}") from None
+        return cls.from_dict(doc, where)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], where: str) -> Recipe:
+        """Validate a parsed recipe document (the TOML's structure, as `to_dict` gives)."""
+        _keys(doc, ("recipe", "settings", "stages", "benchmark"), where)
+        head = _table(doc, "recipe", where, required=True)
+        _keys(head, ("version", "name", "model", "description", "measured"), f"{where}: [recipe]")
+        version = _get(head, "version", int, f"{where}: [recipe]", required=True)
+        if version != VERSION:
+            raise RecipeError(
+                f"{where}: [recipe] version {version}: this directrec reads version {VERSION}"
+            )
+        name = _get(head, "name", str, f"{where}: [recipe]", required=True)
+        model = _get(head, "model", str, f"{where}: [recipe]", required=True)
+        try:
+            _model_class(model)
+        except RecipeError as e:
+            raise RecipeError(f"{where}: [recipe] model: {e}") from None
+        settings = {
+            k: check_setting(model, k, v, f"{where}: [settings]")
+            for k, v in _table(doc, "settings", where).items()
+        }
+        stages: dict[str, dict[str, Any]] = {}
+        for stage, params in _table(doc, "stages", where).items():
+            if stage not in STAGES:
+                raise RecipeError(f"{where}: unknown stage {stage!r}{closest(stage, STAGES)}")
+            if not isinstance(params, dict):
+                raise RecipeError(f"{where}: [stages.{stage}] must be a table of parameters")
+            stages[stage] = dict(params)
+        measured = None
+        if "measured" in head:
+            m = _table(head, "measured", f"{where}: [recipe]")
+            w = f"{where}: [recipe.measured]"
+            _keys(m, ("data", "figure", "command", "results"), w)
+            measured = Measured(
+                data=_get(m, "data", str, w, required=True),
+                figure=_get(m, "figure", str, w, required=True),
+                command=_get(m, "command", str, w, required=True),
+                results=_get(m, "results", str, w) or "",
+            )
+        bench = None
+        if "benchmark" in doc:
+            bench = _protocol(_table(doc, "benchmark", where), model, f"{where}: [benchmark]")
+        return cls(
+            name=name,
+            model=model,
+            description=_get(head, "description", str, f"{where}: [recipe]") or "",
+            settings=settings,
+            stages=stages,
+            benchmark=bench,
+            measured=measured,
+            version=version,
+            source=where,
+        )
+
+    @classmethod
+    def plain(cls, model: str) -> Recipe:
+        """The recipe of a model run with its own defaults (nothing set)."""
+        _model_class(model)
+        return cls(name=model, model=model, description=f"{model} with its defaults")
+
+    # ------------------------------------------------------------------ changing
+    def with_settings(self, settings: Mapping[str, Any], where: str = "--set") -> Recipe:
+        """This recipe with `settings` (typed values) over its own. A change to any value
+        drops `measured`: the figure belongs to the settings that produced it."""
+        checked = {k: check_setting(self.model, k, v, where) for k, v in settings.items()}
+        merged = {**self.settings, **checked}
+        defaults = setting_defaults(self.model)
+        changed = any(self.settings.get(k, defaults[k]) != v for k, v in checked.items())
+        return dataclasses.replace(
+            self, settings=merged, measured=None if changed else self.measured
+        )
+
+    def with_overrides(self, sets: Sequence[str] | None) -> Recipe:
+        """`--set key=value` (or `MODEL.key=value`, MODEL this recipe's model) over the
+        recipe's settings; an unknown key is refused with the closest valid names."""
+        typed: dict[str, Any] = {}
+        for pair in sets or []:
+            target, key, raw = split_pair(pair)
+            if target and target != self.model:
+                raise RecipeError(
+                    f"--set {pair!r}: this recipe trains {self.model}, not {target!r}"
+                )
+            typed[key] = convert_setting(self.model, key, raw, f"--set {pair!r}")
+        return self.with_settings(typed)
+
+    # ------------------------------------------------------------------ writing
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as its TOML document's structure (JSON-able; `from_dict` reads it)."""
+        head: dict[str, Any] = {
+            "version": self.version,
+            "name": self.name,
+            "model": self.model,
+            "description": self.description,
+        }
+        if self.measured is not None:
+            m = dataclasses.asdict(self.measured)
+            head["measured"] = {k: v for k, v in m.items() if v}
+        doc: dict[str, Any] = {"recipe": head, "settings": dict(self.settings)}
+        if self.stages:
+            doc["stages"] = {k: dict(v) for k, v in self.stages.items()}
+        if self.benchmark is not None:
+            b = self.benchmark
+            bench: dict[str, Any] = {"models": list(b.models), "split": b.split, "k": list(b.k)}
+            if b.max_history is not None:
+                bench["max_history"] = b.max_history
+            if b.valid_users is not None:
+                bench["valid_users"] = b.valid_users
+            if b.settings:
+                bench["settings"] = {m: dict(s) for m, s in b.settings.items()}
+            doc["benchmark"] = bench
+        return doc
+
+    def to_toml(self) -> str:
+        return dumps(self.to_dict())
+
+    def summary(self) -> str:
+        """The description's first line."""
+        return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+def _keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise RecipeError(f"{where}: unknown key {key!r}{closest(key, allowed)}")
+
+
+def _table(doc: Mapping[str, Any], key: str, where: str, required: bool = False) -> dict:
+    if key not in doc:
+        if required:
+            raise RecipeError(f"{where}: missing table [{key}]")
+        return {}
+    if not isinstance(doc[key], dict):
+        raise RecipeError(f"{where}: {key!r} must be a table")
+    return doc[key]
+
+
+def _get(table: Mapping[str, Any], key: str, typ: type, where: str, required: bool = False):
+    if key not in table:
+        if required:
+            raise RecipeError(f"{where}: missing {key!r}")
+        return None
+    value = table[key]
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise RecipeError(f"{where}: {key!r} takes a {typ.__name__}, not {value!r}")
+    return value
+
+
+def _protocol(b: Mapping[str, Any], model: str, where: str) -> Protocol:
+    from directrec.models import MODELS
+
+    _keys(b, ("models", "split", "k", "max_history", "valid_users", "settings"), where)
+    models = _get(b, "models", list, where) or []
+    for m in models:
+        if not isinstance(m, str) or m not in MODELS:
+            raise RecipeError(f"{where}: models: unknown model {m!r}{closest(str(m), MODELS)}")
+    split = _get(b, "split", str, where) or "loo"
+    if split not in SPLITS:
+        raise RecipeError(f"{where}: split {split!r}{closest(split, SPLITS)}")
+    k = b.get("k", [10, 20])
+    ks = [k] if isinstance(k, int) and not isinstance(k, bool) else k
+    if (
+        not isinstance(ks, list)
+        or not ks
+        or any(not isinstance(x, int) or isinstance(x, bool) or x < 1 for x in ks)
+    ):
+        raise RecipeError(f"{where}: k takes an integer ≥ 1 or a list of them, not {k!r}")
+    for key in ("max_history", "valid_users"):
+        v = _get(b, key, int, where)
+        if v is not None and v < 1:
+            raise RecipeError(f"{where}: {key} must be ≥ 1, not {v}")
+    settings: dict[str, dict[str, Any]] = {}
+    for m, s in _table(b, "settings", where).items():
+        if m not in models or m == model:  # the recipe's own model: [settings]
+            raise RecipeError(
+                f"{where}: settings for {m!r}, which is not one of its anchor models"
+                f"{closest(m, models)}"
+            )
+        if not isinstance(s, dict):
+            raise RecipeError(f"{where}: [benchmark.settings.{m}] must be a table")
+        settings[m] = {
+            k: check_setting(m, k, v, f"{where.rsplit(':', 1)[0]}: [benchmark.settings.{m}]")
+            for k, v in s.items()
+        }
+    return Protocol(
+        models=tuple(models),
+        split=split,
+        k=tuple(sorted(set(ks))),
+        max_history=b.get("max_history"),
+        valid_users=b.get("valid_users"),
+        settings=settings,
+    )
+
+
+# --------------------------------------------------------------------------- shipped
+def _shipped_files() -> dict[str, Any]:
+    return {
+        f.name.removesuffix(".toml"): f
+        for f in resources.files(__name__).iterdir()
+        if f.name.endswith(".toml")
+    }
+
+
+def shipped() -> list[str]:
+    """Names of the recipes that come with directrec."""
+    return sorted(_shipped_files())
+
+
+def resolve(name_or_path: str | Path) -> Recipe:
+    """A recipe file by path (an existing file, or any name ending in .toml), else a
+    shipped recipe by name."""
+    text = str(name_or_path)
+    path = Path(text)
+    if path.is_file() or text.endswith(".toml") or "/" in text:
+        if not path.is_file():
+            raise RecipeError(f"{path}: no such recipe file")
+        return Recipe.read(path)
+    files = _shipped_files()
+    if text not in files:
+        raise RecipeError(
+            f"unknown recipe {text!r}: neither a shipped recipe nor a file{closest(text, files)}"
+        )
+    recipe = Recipe.from_text(files[text].read_text(encoding="utf-8"), f"recipe {text}")
+    if recipe.name != text:
+        raise RecipeError(f"recipe {text}: names itself {recipe.name!r}")
+    return recipe
+
+
+def default_for(model: str) -> Recipe:
+    """What `train MODEL` runs without --recipe: the shipped recipe named like the model
+    if there is one, else the model's own defaults."""
+    return resolve(model) if model in _shipped_files() else Recipe.plain(model)
+
+
+def stored(meta: Mapping[str, Any], where: str) -> Recipe:
+    """The resolved recipe a saved model carries in its meta."""
+    if "recipe" not in meta:
+        raise RecipeError(f"{where}: this model carries no recipe (saved without one)")
+    return Recipe.from_dict(meta["recipe"], f"{where} (stored recipe)")
+
+
+# --------------------------------------------------------------------------- TOML out
+_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what a TOML multi-line string cannot hold
+
+
+def _key(k: str) -> str:
+    return k if _BARE.match(k) else json.dumps(k, ensure_ascii=False)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        if v in (float("inf"), float("-inf")):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        if "\n" in v and not _CONTROL.search(v):  # a readable multi-line string
+            return '"""\n' + v.replace("\\", "\\\\").replace('"""', '""\\"') + '"""'
+        return json.dumps(v, ensure_ascii=False)  # JSON's escapes are valid TOML
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {type(v).__name__} {v!r} as TOML")
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    """A document of tables, scalars and lists as TOML (what `tomllib.loads` reads back)."""
+    lines: list[str] = []
+
+    def table(path: list[str], t: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in t.items() if not isinstance(v, dict)}
+        subs = {k: v for k, v in t.items() if isinstance(v, dict)}
+        if path and (scalars or not subs):
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(_key(p) for p in path) + "]")
+        lines.extend(f"{_key(k)} = {_value(v)}" for k, v in scalars.items())
+        for k, v in subs.items():
+            table([*path, k], v)
+
+    table([], doc)
+    return "\n".join(lines) + "\n"

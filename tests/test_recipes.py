@@ -1,0 +1,193 @@
+"""Recipes: every shipped one loads and is typed; bad files are refused naming the file, the
+key and the closest valid names; --set wins over a recipe; figures stay with their settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from directrec import recipes as R
+from directrec.models import MODELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "r.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+BASE = """
+[recipe]
+version = 1
+name = "mine"
+model = "sasrec-ce"
+description = "a test recipe"
+
+[settings]
+layers = 3
+lr = 0.002
+"""
+
+
+@pytest.mark.parametrize("name", R.shipped())
+def test_every_shipped_recipe_loads_typed_and_round_trips(name):
+    r = R.resolve(name)
+    assert r.name == name and r.model in MODELS and r.summary()
+    defaults = R.setting_defaults(r.model)
+    for key, value in r.settings.items():  # every key a real setting, of its default's type
+        assert key in defaults
+        assert type(value) is type(defaults[key]), (name, key)
+    assert set(r.stages) <= set(R.STAGES)
+    again = R.Recipe.from_dict(tomllib.loads(r.to_toml()), "round trip")
+    assert again.to_dict() == r.to_dict()
+
+
+def test_shipped_names():
+    assert {
+        "sasrec-ce",
+        "semantic-id",
+        "sasrec",
+        "llm",
+        "ml1m-sasrec-ce",
+        "beauty-semantic-id",
+        "amazon-5core",
+        "coldstart",
+        "fast-cpu",
+    } <= set(R.shipped())
+
+
+@pytest.mark.parametrize("name", [n for n in R.shipped() if n in MODELS])
+def test_a_models_own_recipe_is_its_defaults(name):
+    """`train MODEL` runs the recipe named like the model: it must say the same as the
+    model's defaults (a changed default has to change the recipe too)."""
+    r = R.resolve(name)
+    defaults = R.setting_defaults(name)
+    assert {k: defaults[k] for k in r.settings} == r.settings
+
+
+@pytest.mark.parametrize("name", [n for n in R.shipped() if R.resolve(n).measured])
+def test_measured_figures_come_from_these_settings(name):
+    """A recipe's measured figure is in the results document it cites, produced by a run
+    whose model config is the recipe's settings over the defaults, under its protocol."""
+    r = R.resolve(name)
+    doc = json.loads((ROOT / r.measured.results).read_text())
+    (res,) = [x for x in doc["results"] if x["model"] == r.model]
+    want = {**R.setting_defaults(r.model), **r.settings}
+    skip = {"seed", "progress", "device", "threads", "checkpoint_dir"}
+    assert {k: v for k, v in res["config"].items() if k not in skip} == {
+        k: v for k, v in want.items() if k not in skip
+    }
+    m = res["metrics"]
+    assert f"HR@10 {m['hr@10']:.4f}" in r.measured.figure
+    assert f"NDCG@10 {m['ndcg@10']:.4f}" in r.measured.figure
+    proto = r.benchmark
+    assert doc["spec"]["split"] == proto.split and doc["spec"]["ks"] == list(proto.k)
+    assert doc["spec"]["max_history"] == proto.max_history
+    assert doc["spec"]["valid_users"] == proto.valid_users
+    assert f"--recipe {name} " in r.measured.command
+
+
+def test_file_recipe_loads_and_overrides_win(tmp_path):
+    p = write(tmp_path, BASE)
+    r = R.resolve(p)
+    assert r.model == "sasrec-ce" and r.settings == {"layers": 3, "lr": 0.002}
+    o = r.with_overrides(["lr=0.01", "sasrec-ce.dim=32"])
+    assert o.settings == {"layers": 3, "lr": 0.01, "dim": 32}
+    assert r.settings["lr"] == 0.002  # frozen: the original is untouched
+
+
+def test_unknown_setting_names_the_file_key_and_closest(tmp_path):
+    p = write(tmp_path, BASE.replace("layers = 3", "layres = 3"))
+    with pytest.raises(R.RecipeError) as e:
+        R.resolve(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'layres'" in msg and "'layers'" in msg
+    with pytest.raises(R.RecipeError, match="'lr'"):
+        R.resolve("sasrec-ce").with_overrides(["lrr=0.1"])
+    with pytest.raises(R.RecipeError, match="trains sasrec-ce, not 'ease'"):
+        R.resolve("sasrec-ce").with_overrides(["ease.l2=5"])
+
+
+def test_unknown_stage_and_keys_are_refused(tmp_path):
+    p = write(tmp_path, BASE + "\n[stages.id_blnd]\ngrid = [1, 2]\n")
+    with pytest.raises(R.RecipeError, match=r"unknown stage 'id_blnd'.*'id_blend'"):
+        R.resolve(p)
+    p = write(tmp_path, BASE.replace("[settings]", "[setings]"))
+    with pytest.raises(R.RecipeError, match=r"unknown key 'setings'.*'settings'"):
+        R.resolve(p)
+    p = write(tmp_path, BASE + "\n[benchmark]\nmodels = ['pop', 'eas']\n")
+    with pytest.raises(R.RecipeError, match=r"'eas'.*'ease'"):
+        R.resolve(p)
+    p = write(
+        tmp_path, BASE + "\n[benchmark]\nmodels = ['ease']\n[benchmark.settings.ease]\nl3 = 1\n"
+    )
+    with pytest.raises(R.RecipeError, match=r"benchmark.settings.ease.*'l3'.*l2"):
+        R.resolve(p)
+    p = write(tmp_path, BASE.replace("version = 1", "version = 2"))
+    with pytest.raises(R.RecipeError, match="version 2"):
+        R.resolve(p)
+    p = write(tmp_path, BASE.replace('model = "sasrec-ce"', 'model = "sasrec-c"'))
+    with pytest.raises(R.RecipeError, match="'sasrec-ce'"):
+        R.resolve(p)
+    p = write(tmp_path, BASE.replace("lr = 0.002", "lr = "))
+    with pytest.raises(R.RecipeError, match=re.escape(f"{p}: not valid TOML")):
+        R.resolve(p)
+    with pytest.raises(R.RecipeError, match="'sasrec-ce'"):
+        R.resolve("sasrec-c")
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ('layers = "3"', "takes a int"),
+        ("layers = 3.5", "takes a int"),
+        ("layers = true", "takes a int"),
+        ("pack = 1", "takes a bool"),
+        ("windows = 2", "takes a str"),
+    ],
+)
+def test_bad_types_are_refused(tmp_path, line, kind):
+    p = write(tmp_path, BASE.replace("layers = 3", line))
+    with pytest.raises(R.RecipeError, match=kind):
+        R.resolve(p)
+
+
+def test_an_int_is_a_float(tmp_path):
+    r = R.resolve(write(tmp_path, BASE.replace("lr = 0.002", "lr = 1")))
+    assert r.settings["lr"] == 1.0 and isinstance(r.settings["lr"], float)
+
+
+def test_a_changed_setting_drops_the_measured_figure():
+    r = R.resolve("ml1m-sasrec-ce")
+    assert r.measured is not None
+    assert r.with_overrides(["layers=4", "seed=42"]).measured == r.measured  # same values
+    assert r.with_overrides(["layers=2"]).measured is None
+    assert r.with_settings({"seed": 7}).measured is None
+
+
+def test_a_models_plain_recipe_and_defaults():
+    assert R.default_for("ease").settings == {} and R.default_for("ease").model == "ease"
+    assert R.default_for("sasrec-ce") == R.resolve("sasrec-ce")
+
+
+def test_toml_writer_reads_back():
+    doc = {
+        "recipe": {"name": 'a "q" \\ b', "text": 'two\nlines """ here', "n": 1, "x": 1e-05},
+        "settings": {},
+        "stages": {"cold_gate": {}, "id_blend": {"grid": [0, 0.5, 16]}},
+        "benchmark": {"settings": {"ease": {"l2": 50.0}}, "k": [10]},
+    }
+    assert tomllib.loads(R.dumps(doc)) == doc
+
+
+def test_a_model_without_a_stored_recipe_says_so():
+    with pytest.raises(R.RecipeError, match="models/x: this model carries no recipe"):
+        R.stored({"train_log": []}, "models/x")
+    stored = R.stored({"recipe": R.resolve("coldstart").to_dict()}, "models/y")
+    assert stored.stages == {"cold_gate": {"min_warm": 0.95, "modes": ["score", "place"]}}
