@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from directrec import recipes as R
+from directrec.generate.fitting import STAGE_PARAMS
 from directrec.models import MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ def test_every_shipped_recipe_loads_typed_and_round_trips(name):
     for key, value in r.settings.items():  # every key a real setting, of its default's type
         assert key in defaults
         assert type(value) is type(defaults[key]), (name, key)
-    assert set(r.stages) <= set(R.STAGES)
+    assert set(r.stages) <= set(STAGE_PARAMS)
     again = R.Recipe.from_dict(tomllib.loads(r.to_toml()), "round trip")
     assert again.to_dict() == r.to_dict()
 
@@ -115,8 +116,11 @@ def test_unknown_setting_names_the_file_key_and_closest(tmp_path):
 
 
 def test_unknown_stage_and_keys_are_refused(tmp_path):
-    p = write(tmp_path, BASE + "\n[stages.id_blnd]\ngrid = [1, 2]\n")
-    with pytest.raises(R.RecipeError, match=r"unknown stage 'id_blnd'.*'id_blend'"):
+    p = write(tmp_path, BASE + "\n[stages.prior_blnd]\nusers = 50\n")
+    with pytest.raises(R.RecipeError, match=r"unknown stage 'prior_blnd'.*prior_blend"):
+        R.resolve(p)
+    p = write(tmp_path, BASE + "\n[stages.cold_gate]\nholdot = 0.1\n")
+    with pytest.raises(R.RecipeError, match=r"no parameter 'holdot'.*holdout"):
         R.resolve(p)
     p = write(tmp_path, BASE.replace("[settings]", "[setings]"))
     with pytest.raises(R.RecipeError, match=r"unknown key 'setings'.*'settings'"):
@@ -190,4 +194,4 @@ def test_a_model_without_a_stored_recipe_says_so():
     with pytest.raises(R.RecipeError, match="models/x: this model carries no recipe"):
         R.stored({"train_log": []}, "models/x")
     stored = R.stored({"recipe": R.resolve("coldstart").to_dict()}, "models/y")
-    assert stored.stages == {"cold_gate": {"min_warm": 0.95, "modes": ["score", "place"]}}
+    assert stored.stages == {"cold_gate": {"holdout": 0.05, "min_warm": 0.95}}

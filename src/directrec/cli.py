@@ -75,8 +75,9 @@ def stage_note(recipe: Recipe) -> None:
     """Say which of a recipe's learned stages this command leaves unfitted."""
     if recipe.stages:
         err.print(
-            f"note: recipe {recipe.name!r} names stages {', '.join(recipe.stages)}, which this "
-            "command does not fit; they are recorded with the recipe only",
+            f"note: recipe {recipe.name!r} names stages {', '.join(recipe.stages)}: `train` "
+            "fits them, `benchmark` reports the model without them (--protocol cold-items and "
+            "new-users measure them)",
             highlight=False,
             markup=False,
         )
@@ -441,7 +442,6 @@ def train(
     chosen = _run_guarded(chosen.with_settings, {"seed": seed, **chosen.settings})
     if valid_users is None and chosen.benchmark is not None:
         valid_users = chosen.benchmark.valid_users
-    stage_note(chosen)
 
     def run() -> Path:
         if holdout not in ("none", "loo"):
@@ -456,7 +456,7 @@ def train(
 
             ds.catalog.embeddings = item_embeddings(ds, db)
         # The stages to fit after the model, and the users and items held out for them.
-        spec: dict[str, dict] = {}
+        spec: dict[str, dict] = {k: dict(v) for k, v in chosen.stages.items()}
         if blend_users > 0:
             spec["prior_blend"] = {"users": blend_users}
             if any(ds.catalog.categories) and any(ds.catalog.titles):

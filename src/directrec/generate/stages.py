@@ -144,9 +144,16 @@ class ColdGate:
 
     def apply(self, model: Recommender, histories: Histories, scores: torch.Tensor) -> None:
         """In place: every cold item's score is set by the gate (-inf where it is not
-        admitted), from the generated list each row already holds (its finite scores)."""
+        admitted), from the generated list each row already holds (its finite scores).
+        Rows the model cannot personalise (the popularity fallback) are left alone."""
         cold = model.cold_items()  # type: ignore[attr-defined]
-        if not len(cold) or not len(histories):
+        rows = np.flatnonzero(~model.fallback(histories))
+        if not len(cold) or not len(rows):
+            return
+        if len(rows) < len(histories):
+            part = scores[torch.from_numpy(rows)]
+            self.apply(model, histories.take(rows), part)
+            scores[torch.from_numpy(rows)] = part
             return
         width = int(torch.isfinite(scores).sum(1).max())
         top = torch.topk(scores, max(width, 1), dim=1)

@@ -18,8 +18,8 @@ gives), the learned stages to fit after training, and optionally the protocol
     [settings]
     layers = 4
 
-    [stages.id_blend]            # prior_blend | query_blend | cold_gate | id_blend
-    grid = [0, 0.25, 0.5, 1, 2, 4, 8, 16]
+    [stages.prior_blend]         # prior_blend | query_blend | cold_gate (generate/fitting.py)
+    users = 500
 
     [benchmark]
     models = ["pop", "ease"]     # anchors run beside the recipe's model
@@ -47,8 +47,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from directrec.generate.fitting import check_stage_params
+
 VERSION = 1
-STAGES = ("prior_blend", "query_blend", "cold_gate", "id_blend")
 SPLITS = ("loo", "temporal")
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
@@ -232,11 +233,13 @@ class Recipe:
         }
         stages: dict[str, dict[str, Any]] = {}
         for stage, params in _table(doc, "stages", where).items():
-            if stage not in STAGES:
-                raise RecipeError(f"{where}: unknown stage {stage!r}{closest(stage, STAGES)}")
             if not isinstance(params, dict):
                 raise RecipeError(f"{where}: [stages.{stage}] must be a table of parameters")
             stages[stage] = dict(params)
+        try:  # the stages and parameters the product fits (generate/fitting.py)
+            check_stage_params(stages, f"{where}: [stages]")
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
         measured = None
         if "measured" in head:
             m = _table(head, "measured", f"{where}: [recipe]")
