@@ -60,6 +60,7 @@ class PgStore(StoreBase):
     (psycopg serialises a connection's use) and between processes."""
 
     IN_LIST = "= ANY(?)"
+    DIALECT = "postgres"
     USER_TABLES = ("interactions", "users", "feedback_events")
 
     def __init__(self, url: str) -> None:

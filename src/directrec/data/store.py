@@ -124,9 +124,6 @@ class DuckStore(StoreBase):
         )
         return {u: [str(x) for x in json.loads(rows[u])] for u in wanted if u in rows}
 
-    def user_rows(self, user_id: str) -> dict[str, int]:
-        return {t: n for t, n in super().user_rows(user_id).items() if self._has(t) or n}
-
     def _scrub(self, tables: tuple[str, ...]) -> None:
         """Copy the whole database into a fresh file and put it in place of the old one:
         DuckDB leaves deleted rows' bytes in freed blocks (CHECKPOINT does not clear

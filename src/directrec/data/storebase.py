@@ -253,6 +253,7 @@ class StoreBase:
     column against a list parameter (`IN_LIST`)."""
 
     IN_LIST = "IN (SELECT unnest(?))"
+    DIALECT = "duckdb"
     USER_TABLES: tuple[str, ...] = ("interactions", "users")
     location: str
 
@@ -371,6 +372,7 @@ class StoreBase:
         return {
             t: int(self._rows(f"SELECT count(*) FROM {t} WHERE user_id = ?", [user_id])[0][0])
             for t in self.USER_TABLES
+            if self._has(t)
         }
 
     def forget(self, user_id: str) -> dict[str, int]:
@@ -378,10 +380,14 @@ class StoreBase:
         keeps per user) in one transaction, remember the id's hash, refresh the
         fingerprint, then rewrite what held the rows so their bytes leave the files.
         Returns the rows deleted per table."""
+        if not self._has("forgotten"):  # a store written before forget remembered ids
+            for stmt in schema(self.DIALECT, only=("forgotten",)):
+                self._exec(stmt)
         with self.transaction():
             deleted = {
                 t: self._exec(f"DELETE FROM {t} WHERE user_id = ?", [user_id])
                 for t in self.USER_TABLES
+                if self._has(t)
             }
             if not any(deleted.values()):
                 return deleted  # nothing of this user here: the data did not change
