@@ -185,3 +185,24 @@ def test_user_histories_follow_ingest(tmp_path, ratings_csv, append):
             ["a", "c", "d", "z"] if append else ["z"]
         )
         assert s.histories(["u9", "nobody"]) == {"u9": ["y"]}
+
+
+def test_a_store_written_before_the_history_table_still_reads_and_gains_it(tmp_path):
+    import duckdb
+
+    db = tmp_path / "s.duckdb"
+    ingest(db, _raw(n_users=6))
+    with open_store(db) as s:
+        want = {u: s.history(u) for u in s.user_ids()}
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE user_histories")
+    con.execute("DROP TABLE forgotten")
+    con.close()
+    with open_store(db) as s:  # read-only: the interactions answer
+        assert {u: s.history(u) for u in s.user_ids()} == want and s.forgotten() == set()
+    with open_store(db, read_only=False) as s:  # a writer adds the tables
+        assert s.forget(WHO)["interactions"] > 0
+    with open_store(db) as s:
+        want.pop(WHO)
+        assert s._has("user_histories") and {u: s.history(u) for u in s.user_ids()} == want
+        assert s.forgotten() == {user_hash(WHO)}
