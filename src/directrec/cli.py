@@ -747,12 +747,43 @@ def publish(
     model_dir: Annotated[Path, typer.Option("--model", help="a directory written by `train`")],
     registry_dir: Annotated[Path, typer.Option("--registry", help="registry directory")],
     current: Annotated[bool, typer.Option(help="make it the version to serve")] = True,
+    db: Annotated[
+        str | None,
+        typer.Option(help="store whose forgotten users to check (default: the model's own)"),
+    ] = None,
 ) -> None:
-    """Copy a trained model into a registry as its next version (with a sha256 manifest)."""
+    """Copy a trained model into a registry as its next version (with a sha256 manifest).
+    Users forgotten in the store since the model was trained are checked: a model with
+    per-user factors naming one is refused (train it again); others drop those ids."""
     from directrec.serve.registry import publish as do_publish
 
-    version = _run_guarded(do_publish, model_dir, registry_dir, current)
+    def run() -> str:
+        return do_publish(model_dir, registry_dir, current, _forgotten_for(model_dir, db))
+
+    version = _run_guarded(run)
     out.print(f"published {model_dir} as {registry_dir}/{version}", highlight=False)
+
+
+def _forgotten_for(model_dir: Path, db: str | None) -> set[str]:
+    """The forgotten-user hashes of `db`, else of the store the model records; a model
+    with per-user factors is not published unchecked."""
+    from directrec.data.store import is_url, open_store
+    from directrec.serve.forgotten import personalises_per_user
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return set()  # not a model directory: publish says so
+    source = db or config.get("meta", {}).get("db")
+    if source and "***" not in str(source) and (is_url(source) or Path(source).exists()):
+        with open_store(source) as store:
+            return store.forgotten()
+    if personalises_per_user(str(config.get("model"))):
+        raise ValueError(
+            f"{model_dir}: cannot check this per-user model against forgotten users: its "
+            f"store ({source or 'not recorded'}) cannot be opened; give --db"
+        )
+    return set()
 
 
 @app.command()

@@ -19,31 +19,24 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from directrec.data.schema import DataError, RawData
-from directrec.data.store import (
+from directrec.data.storebase import (
+    TABLE,
     StoreBase,
     describe,
     fingerprint_of,
+    hashes_arrow,
     interactions_arrow,
+    schema,
 )
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS items (
-    item_id TEXT PRIMARY KEY, title TEXT, text TEXT, categories TEXT[]);
-CREATE TABLE IF NOT EXISTS interactions (
-    seq BIGINT NOT NULL, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
-    ts BIGINT, rating DOUBLE PRECISION, event TEXT);
-CREATE TABLE IF NOT EXISTS item_embeddings (
-    model TEXT NOT NULL, item_id TEXT NOT NULL, vector BYTEA NOT NULL,
-    PRIMARY KEY (model, item_id));
-CREATE TABLE IF NOT EXISTS feedback_events (
-    seq BIGSERIAL PRIMARY KEY, key TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL, type TEXT NOT NULL, value DOUBLE PRECISION,
-    ts DOUBLE PRECISION NOT NULL, received DOUBLE PRECISION NOT NULL);
-CREATE INDEX IF NOT EXISTS feedback_events_user ON feedback_events (user_id, seq);
-"""
-INDEX = "CREATE INDEX IF NOT EXISTS interactions_user ON interactions (user_id, seq)"
+# Tables first, then every index but the interactions' (built after a bulk COPY: faster).
+SCHEMA = schema("postgres", indexes=False) + [
+    stmt
+    for t in TABLE.values()
+    if t.name != "interactions"
+    for stmt in t.render_indexes("postgres")
+]
+INDEX = TABLE["interactions"].render_indexes("postgres")[0]
 # Column types COPY TO can hand to pyarrow as CSV (anything else is read row by row).
 _ARROW = {25: pa.string(), 1043: pa.string(), 20: pa.int64(), 23: pa.int64(), 701: pa.float64()}
 _COPY_ROWS = 1 << 20  # interactions per COPY chunk on ingest: bounded memory
@@ -67,6 +60,7 @@ class PgStore(StoreBase):
     (psycopg serialises a connection's use) and between processes."""
 
     IN_LIST = "= ANY(?)"
+    DIALECT = "postgres"
     USER_TABLES = ("interactions", "users", "feedback_events")
 
     def __init__(self, url: str) -> None:
@@ -89,6 +83,21 @@ class PgStore(StoreBase):
 
     def _exec(self, sql: str, params: list | None = None) -> int:
         return self.con.execute(_sql(sql), params).rowcount
+
+    def _has(self, table: str) -> bool:
+        found = self.con.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+        return found is not None and found[0] is not None
+
+    def _scrub(self, tables: tuple[str, ...]) -> None:
+        """VACUUM FULL writes each table (and its indexes) into new files and truncates
+        the old ones at once: the deleted rows' bytes leave the relation files. ANALYZE
+        replaces statistics that may have sampled the id; VACUUM FULL pg_statistic then
+        drops the old statistics rows (PostgreSQL skips it, with a warning, for a role
+        that does not own the catalogue). The server's WAL, archives and replicas are
+        outside a table's reach (see the README)."""
+        for t in tables:
+            self.con.execute(f"VACUUM (FULL, ANALYZE) {t}")
+        self.con.execute("VACUUM FULL pg_statistic")
 
     def _frame(self, sql: str, params: list | None = None) -> pd.DataFrame:
         cur = self.con.execute(_sql(sql), params) if params else None
@@ -142,9 +151,8 @@ def ingest_pg(
     con = connect(url)
     try:
         with con.transaction():
-            for stmt in SCHEMA.split(";"):
-                if stmt.strip():
-                    con.execute(stmt)
+            for stmt in SCHEMA:
+                con.execute(stmt)
             if not append:
                 con.execute("DROP INDEX IF EXISTS interactions_user")  # rebuilt after COPY
                 con.execute("TRUNCATE interactions, items, users, meta, item_embeddings")
@@ -161,6 +169,13 @@ def ingest_pg(
                     )
                     cp.write(buf.getvalue())
             con.execute(INDEX)
+            # A user ingested again is in the data again: no longer forgotten.
+            if con.execute("SELECT count(*) FROM forgotten").fetchone()[0]:
+                hashes = hashes_arrow(frame["user_id"].to_numpy(zero_copy_only=False))
+                con.execute(
+                    "DELETE FROM forgotten WHERE user_hash = ANY(%s)",
+                    (hashes["user_hash"].to_pylist(),),
+                )
             if items is not None and not items.empty:
                 con.execute(
                     "CREATE TEMP TABLE items_in (item_id TEXT, title TEXT, text TEXT, "

@@ -5,34 +5,28 @@ log beside it (WAL, synchronous=FULL); with a PostgreSQL store they go to its
 `feedback_events` table, so every service process and machine shares one log. Either way
 an event is acknowledged only after its transaction has committed, and an idempotency key
 makes retries harmless: a key seen before is ignored, not stored twice. `directrec update`
-reads the store and the log.
+reads the store and the log. Both logs are one class over the one table definition
+(data/storebase.py); the PostgreSQL log overrides only how it connects, runs a statement,
+opens a transaction and scrubs deleted rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from directrec.data.storebase import TABLE, describe, is_url, schema
 
 EVENT_TYPES = ("view", "click", "like", "dislike", "purchase", "rating")
 NEGATIVE_RATING = 2.5  # a rating at or below this counts as a dislike
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    value REAL,
-    ts REAL NOT NULL,
-    received REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_user ON events (user_id, seq);
-"""
+_COLUMNS = "seq, user_id, item_id, type, ts, value, key"
 
 
 @dataclass(frozen=True)
@@ -55,46 +49,69 @@ class Event:
 
 
 class FeedbackLog:
-    """Append-only event log. Thread-safe: one connection, writes serialised by a lock."""
+    """Append-only event log in a SQLite file. Thread-safe: one connection, statements
+    serialised by a lock. Deleted events are overwritten (`secure_delete`) and the file is
+    vacuumed after a forget, so a forgotten user's bytes leave the file and its WAL."""
+
+    DIALECT = "sqlite"
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path: Path | None = Path(path)
         self.source: str | Path = self.path  # what open_log takes to reopen it
+        self._location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA synchronous=FULL")
-        self._con.execute("PRAGMA busy_timeout=5000")
-        self._con.executescript(_SCHEMA)
+        self._con: Any = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+            self._con.execute(f"PRAGMA {pragma}")
+        self._con.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left
+        for stmt in schema("sqlite"):
+            self._con.execute(stmt)
         self._lock = threading.Lock()
+
+    @property
+    def table(self) -> str:
+        return TABLE["feedback_events"].name_in(self.DIALECT)
+
+    def _run(self, sql: str, params: tuple = ()) -> Any:
+        """Execute `sql` ("?" placeholders, {t} for the table) and return the cursor."""
+        return self._con.execute(sql.format(t=self.table), params)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def _scrub(self) -> None:
+        """Rebuild the file without free pages, then fold the WAL in and empty it."""
+        self._con.execute("VACUUM")
+        self._con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         with self._lock:
             self._con.close()
 
+    @property
+    def location(self) -> str:
+        return self._location
+
     def add(self, events: list[Event]) -> list[bool]:
         """Store events in one transaction; returns, per event, whether it was new (False:
         its idempotency key was already stored). Returns only once durable."""
         now = time.time()
-        rows = [
-            (e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now)
-            for e in events
-        ]
         fresh = []
-        with self._lock:
-            self._con.execute("BEGIN IMMEDIATE")
-            try:
-                for row in rows:
-                    cur = self._con.execute(
-                        "INSERT OR IGNORE INTO events (key, user_id, item_id, type, value, ts, "
-                        "received) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        row,
-                    )
-                    fresh.append(cur.rowcount == 1)
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
+        with self._lock, self._transaction():
+            for e in events:
+                cur = self._run(
+                    "INSERT INTO {t} (key, user_id, item_id, type, value, ts, received) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                    (e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now),
+                )
+                fresh.append(cur.rowcount == 1)
         return fresh
 
     def events(self, after_seq: int = 0) -> list[tuple[int, Event]]:
@@ -110,32 +127,29 @@ class FeedbackLog:
         """The position of this user's newest event (0: none): the version of their
         feedback, which the service's caches compare against."""
         with self._lock:
-            row = self._con.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE user_id = ?", (user_id,)
+            row = self._run(
+                "SELECT COALESCE(MAX(seq), 0) FROM {t} WHERE user_id = ?", (user_id,)
             ).fetchone()
         return int(row[0])
 
     def forget(self, user_id: str) -> int:
-        """Delete every event of this user; how many there were."""
+        """Delete every event of this user and scrub the storage; how many there were."""
         with self._lock:
-            return self._con.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            n = self._run("DELETE FROM {t} WHERE user_id = ?", (user_id,)).rowcount
+            if n:
+                self._scrub()
+        return n
 
     def _select(self, where: str, *params: object) -> list[tuple[int, Event]]:
         with self._lock:
-            rows = self._con.execute(
-                "SELECT seq, user_id, item_id, type, ts, value, key FROM events "
-                f"WHERE {where} ORDER BY seq",
-                params,
+            rows = self._run(
+                f"SELECT {_COLUMNS} FROM {{t}} WHERE {where} ORDER BY seq", params
             ).fetchall()
         return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
 
-    @property
-    def location(self) -> str:
-        return str(self.path)
-
     def last_seq(self) -> int:
         with self._lock:
-            return int(self._con.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+            return int(self._run("SELECT COALESCE(MAX(seq), 0) FROM {t}").fetchone()[0])
 
     def integrity(self) -> str:
         with self._lock:
@@ -146,62 +160,28 @@ class PgFeedbackLog(FeedbackLog):
     """The same log in a PostgreSQL store's `feedback_events` table: shared by every
     service process and machine that uses the store."""
 
+    DIALECT = "postgres"
+
     def __init__(self, url: str) -> None:
-        from directrec.data.pgstore import SCHEMA, connect
-        from directrec.data.store import describe
+        from directrec.data.pgstore import connect
 
         self.url, self.path, self.source = url, None, url
         self._location = describe(url)
         self._con = connect(url)
-        for stmt in SCHEMA.split(";"):
-            if "feedback_events" in stmt:
-                self._con.execute(stmt)
+        for stmt in schema("postgres", only=("feedback_events",)):
+            self._con.execute(stmt)
         self._lock = threading.Lock()
 
-    @property
-    def location(self) -> str:
-        return self._location
+    def _run(self, sql: str, params: tuple = ()) -> Any:
+        return self._con.execute(sql.format(t=self.table).replace("?", "%s"), params)
 
-    def add(self, events: list[Event]) -> list[bool]:
-        now = time.time()
-        fresh = []
-        with self._lock, self._con.transaction():
-            for e in events:
-                cur = self._con.execute(
-                    "INSERT INTO feedback_events (key, user_id, item_id, type, value, ts, "
-                    "received) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (key) DO NOTHING",
-                    (e.key or uuid.uuid4().hex, e.user_id, e.item_id, e.type, e.value, e.ts, now),
-                )
-                fresh.append(cur.rowcount == 1)
-        return fresh
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._con.transaction():
+            yield
 
-    def user_seq(self, user_id: str) -> int:
-        with self._lock:
-            row = self._con.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM feedback_events WHERE user_id = %s", (user_id,)
-            ).fetchone()
-        return int(row[0])
-
-    def forget(self, user_id: str) -> int:
-        with self._lock:
-            return self._con.execute(
-                "DELETE FROM feedback_events WHERE user_id = %s", (user_id,)
-            ).rowcount
-
-    def _select(self, where: str, *params: object) -> list[tuple[int, Event]]:
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT seq, user_id, item_id, type, ts, value, key FROM feedback_events "
-                f"WHERE {where.replace('?', '%s')} ORDER BY seq",
-                params,
-            ).fetchall()
-        return [(r[0], Event(r[1], r[2], r[3], r[4], r[5], r[6])) for r in rows]
-
-    def last_seq(self) -> int:
-        with self._lock:
-            row = self._con.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback_events").fetchone()
-        return int(row[0])
+    def _scrub(self) -> None:
+        self._con.execute(f"VACUUM FULL {self.table}")  # new files; the old are truncated
 
     def integrity(self) -> str:
         return "ok"
@@ -210,8 +190,6 @@ class PgFeedbackLog(FeedbackLog):
 def open_feedback(db: str | Path, path: str | Path | None = None) -> FeedbackLog:
     """The feedback log of the store `db`: its own table for PostgreSQL, else the SQLite
     file `path` (default: beside the store)."""
-    from directrec.data.store import is_url
-
     source = feedback_source(db, path)
     return PgFeedbackLog(str(source)) if is_url(source) else FeedbackLog(source)
 
@@ -219,8 +197,6 @@ def open_feedback(db: str | Path, path: str | Path | None = None) -> FeedbackLog
 def feedback_source(db: str | Path, path: str | Path | None = None) -> str | Path:
     """Where the feedback of store `db` lives: `path`, the store itself (PostgreSQL) or
     a SQLite file beside it."""
-    from directrec.data.store import is_url
-
     if path is not None:
         return path
     return str(db) if is_url(db) else default_path(db)
@@ -229,8 +205,6 @@ def feedback_source(db: str | Path, path: str | Path | None = None) -> str | Pat
 def open_log(source: str | Path) -> FeedbackLog | None:
     """Open the log at `source` (a PostgreSQL URL or a SQLite file); None when no file
     exists there yet."""
-    from directrec.data.store import is_url
-
     if is_url(source):
         return PgFeedbackLog(str(source))
     return FeedbackLog(source) if Path(source).exists() else None

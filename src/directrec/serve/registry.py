@@ -17,7 +17,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
+
+from directrec.serve.forgotten import check_artefact
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -99,19 +102,26 @@ def set_current(registry: str | Path, version: str) -> None:
     _write_atomic(registry / CURRENT, version + "\n")
 
 
-def publish(model_dir: str | Path, registry: str | Path, make_current: bool = True) -> str:
-    """Copy a saved model into the registry as the next version; returns its name."""
+def publish(
+    model_dir: str | Path,
+    registry: str | Path,
+    make_current: bool = True,
+    forgotten: Collection[str] = (),
+) -> str:
+    """Copy a saved model into the registry as the next version; returns its name.
+    `forgotten`: the store's forgotten-user hashes; the copy is checked against them
+    (serve/forgotten.py: refused for per-user factors, else those ids are dropped)."""
     model_dir, registry = Path(model_dir), Path(registry)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a directrec model directory (no config.json)")
     registry.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=registry))
     try:
-        files = {}
         for f in sorted(model_dir.iterdir()):
             if f.is_file() and f.name != MANIFEST:
                 shutil.copyfile(f, tmp / f.name)
-                files[f.name] = sha256(tmp / f.name)
+        check_artefact(tmp, forgotten)
+        files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         config = json.loads((tmp / "config.json").read_text())
         manifest = {
             "model": config.get("model"),

@@ -123,6 +123,10 @@ class HistoryCache:
         self.store = open_store(db)  # DuckDB connections are not shared across threads
         self.feedback, self.size = feedback, size
         self.cache: OrderedDict[str, History] = OrderedDict()
+        # Ids the store has no rows for (bounded LRU): a flood of unknown ids costs no
+        # store reads. Feedback is still looked up per request; the store's own changes
+        # (ingest, append, forget) move its epoch, which clears this (`refresh`).
+        self.unknown: OrderedDict[str, None] = OrderedDict()
         self.lock = threading.Lock()
         self.store_lock = threading.Lock()
         self.reads = 0
@@ -133,8 +137,10 @@ class HistoryCache:
         self.store.close()
 
     def _epoch(self) -> str:
+        """The store's version as far as caches care: its forget epoch and fingerprint
+        (ingest, append and forget each change one)."""
         with self.store_lock:
-            return self.store.meta().get("forget_epoch", "0")
+            return _store_epoch(self.store.meta())
 
     def get(self, user: str, peeked: object = None) -> History | None:
         """The user's history, or None for a user with no store row and no feedback.
@@ -148,9 +154,7 @@ class HistoryCache:
             events = self.feedback.events_of(user, got[0].version)
             version = max([got[1], *(n for n, _ in events)])
         else:  # not cached, or its events were forgotten: read everything
-            with self.store_lock:
-                stored = self.store.history(user)
-                self.reads += 1
+            stored = self._stored(user)
             events = self.feedback.events_of(user)
             if stored is None and not events:
                 self.evict(user)
@@ -166,6 +170,22 @@ class HistoryCache:
             while len(self.cache) > self.size:
                 self.cache.popitem(last=False)
         return entry
+
+    def _stored(self, user: str) -> list[str] | None:
+        """The store's history of `user` (None: no rows), through the negative cache."""
+        with self.lock:
+            if user in self.unknown:
+                self.unknown.move_to_end(user)
+                return None
+        with self.store_lock:
+            stored = self.store.history(user)
+            self.reads += 1
+        if stored is None:
+            with self.lock:
+                self.unknown[user] = None
+                while len(self.unknown) > self.size:
+                    self.unknown.popitem(last=False)
+        return stored
 
     def peek(self, user: str) -> History | tuple[History, int] | None:
         """The cached entry if it is current (one indexed lookup in the log), else
@@ -184,12 +204,13 @@ class HistoryCache:
         with self.lock:
             if user is None:
                 self.cache.clear()
+                self.unknown.clear()
             else:
                 self.cache.pop(user, None)
 
     def refresh(self) -> bool:
-        """Drop every entry when the store's forget epoch moved (a user was forgotten,
-        possibly by another process); whether it did."""
+        """Drop every entry when the store's epoch moved (a user was forgotten, or rows
+        ingested, possibly by another process); whether it did."""
         epoch = self._epoch()
         if epoch == self.epoch:
             return False
@@ -211,13 +232,17 @@ class HistoryCache:
                     self.store = open_store(self.db)
             else:
                 deleted = self.store.forget(user)
-            self.epoch = self.store.meta().get("forget_epoch", "0")
+            self.epoch = _store_epoch(self.store.meta())
         self.evict(user)
         return deleted
 
     def users(self, limit: int) -> list[str]:
         with self.store_lock:
             return self.store.user_ids(limit)
+
+
+def _store_epoch(meta: dict[str, str]) -> str:
+    return f"{meta.get('forget_epoch', '0')}:{meta.get('fingerprint', '')}"
 
 
 @dataclass(frozen=True)

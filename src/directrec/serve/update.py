@@ -35,6 +35,7 @@ from directrec.generate.stages import load_pipeline
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.feedback import open_log
+from directrec.serve.forgotten import drop_forgotten
 
 
 @dataclass
@@ -43,6 +44,7 @@ class LoopData:
     users: IdMap
     items: IdMap
     catalog: Catalog
+    forgotten: set[str]  # the store's forgotten-user hashes (checked again on publish)
     feedback_seq: int  # the newest feedback event included
     store_seq: int  # the newest store row included (ingest order)
     unseen: np.ndarray  # per row of `interactions`: newer than what the model was fit on
@@ -54,7 +56,7 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
     """Store interactions, then positive feedback events, indexed so that every index the
     model knows keeps its meaning."""
     with open_store(db) as store:
-        inter, items = store.interactions(), store.items()
+        inter, items, forgotten = store.interactions(), store.items(), store.forgotten()
     rows = inter[["user_id", "item_id", "timestamp"]].astype({"user_id": str, "item_id": str})
     # What the model was fit on: store rows up to its watermark, feedback up to its own.
     store_seen = model.meta.get("store_seq")
@@ -79,7 +81,9 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
             fb = fb.assign(order=np.arange(len(fb)) + len(rows))
             rows = pd.concat([rows, fb], ignore_index=True)
     old_items = [str(x) for x in model.meta.get("item_ids", [])]
-    old_users = [str(x) for x in model.meta.get("user_ids", [])]
+    # Users forgotten since the model was fit keep their index under a placeholder id;
+    # the refit has none of their rows, so the update holds nothing of them.
+    old_users, _ = drop_forgotten([str(x) for x in model.meta.get("user_ids", [])], forgotten)
     if len(old_items) != model.n_items:
         raise ValueError("the model carries no item id map; retrain it with `directrec train`")
     catalogue = set(items["item_id"].astype(str)) | set(old_items)
@@ -112,6 +116,7 @@ def loop_data(model: Recommender, db: str | Path, feedback: str | Path | None) -
         users,
         item_map,
         catalog_for(items, item_map.ids),
+        forgotten,
         seq,
         store_seq,
         unseen,
@@ -246,6 +251,6 @@ def update_model(
         return None, facts
     with tempfile.TemporaryDirectory(dir=out_registry, prefix=".update.") as tmp:
         new.save(Path(tmp) / "model", extra=stages.files())
-        version = registry.publish(Path(tmp) / "model", out_registry)
+        version = registry.publish(Path(tmp) / "model", out_registry, forgotten=ld.forgotten)
     facts |= {"published": True, "version": version}
     return version, facts
