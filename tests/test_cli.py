@@ -405,3 +405,49 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     assert "hr@5" in res.output and "hr@10" not in res.output
     res = run("evaluate", "--model", d / "rbm" / "sasrec-ce", "--db", db, "--recipe", recipe)
     assert res.exit_code == 0 and "| epochs exhausted (1) |" in res.output  # how it stopped
+
+
+def test_benchmark_runs_the_cold_start_protocols(store):
+    """--protocol cold-items and new-users write their tables from real fits."""
+    d, db = store
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--models",
+        "pop,content",
+        "--protocol",
+        "cold-items",
+        "--holdout",
+        0.1,
+        "--out",
+        d / "cold",
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((d / "cold" / "results.json").read_text())
+    assert doc["protocol"] == "cold-items" and doc["cold_items"] == 12
+    assert set(doc["models"]) == {"pop", "content"} and doc["dataset"]["users"] == 120
+    # popularity counts training rows only: a held-out item is never in its lists
+    assert doc["models"]["pop"]["cold_targets"]["recall@10"] == 0.0
+    assert doc["models"]["content"]["cold_targets"]["recall@10"] > 0.0  # text reaches them
+    assert "| content |" in (d / "cold" / "results.md").read_text()
+    small = ["--set", "max_len=20", "--set", "dim=16", "--set", "epochs=6", "--set", "eval_every=3"]
+    res = run(
+        "benchmark",
+        "--db",
+        db,
+        "--models",
+        "sasrec-ce",
+        "--protocol",
+        "new-users",
+        "--holdout",
+        0.34,
+        "--out",
+        d / "new",
+        *small,
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((d / "new" / "results.json").read_text())
+    assert doc["model"] == "sasrec-ce" and doc["tune_users"] + doc["test_users"] == round(0.34 * 120)
+    assert set(doc["curve"]) == {"0", "1", "2", "5"} and "sentence" in doc
+    assert "| a sentence |" in (d / "new" / "results.md").read_text()

@@ -290,10 +290,24 @@ def benchmark(
     save_models: Annotated[
         Path | None, typer.Option(help="also save each fitted model under DIR/<model>")
     ] = None,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="standard | cold-items (items held out of training; the cold gate) | "
+            "new-users (held-out users with 0-5 items or a sentence; the learned priors)"
+        ),
+    ] = "standard",
+    holdout: Annotated[
+        float | None,
+        typer.Option(help="cold-items: share of items held out (0.05); new-users: of users (0.1)"),
+    ] = None,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png.
     With --recipe, the recipe's protocol (anchors, split, k, history cap, validation users)
-    fills what the command line leaves out, and --set overrides its settings."""
+    fills what the command line leaves out, and --set overrides its settings.
+    --protocol cold-items / new-users run the cold-start protocols instead (results.json
+    and results.md): every model under cold-items, the recipe's (or the last) model under
+    new-users."""
     from directrec.evaluate.benchmark import BenchmarkSpec, run_benchmark, write_results
     from directrec.recipes import Protocol, Recipe, resolve
 
@@ -339,6 +353,28 @@ def benchmark(
             if proto and m in proto.settings:
                 base = _run_guarded(base.with_settings, proto.settings[m], r.source)
         recipes[m] = _run_guarded(base.with_settings, {"seed": seed, **over.get(m, {})})
+    if protocol != "standard":
+        from directrec.evaluate.coldstart import protocol_markdown, run_protocol
+
+        if r is not None:  # the generator last: new-users measures it
+            names = [m for m in names if m != r.model] + [r.model]
+        doc = _run_guarded(
+            run_protocol,
+            protocol,
+            str(db),
+            names,
+            {m: dict(rec.settings) for m, rec in recipes.items()},
+            seed=seed,
+            holdout=holdout,
+            max_history=max_history,
+            valid_users=valid_users,
+            log=lambda m: err.print(m, markup=False, highlight=False),
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps(doc, indent=1))
+        (out_dir / "results.md").write_text(protocol_markdown(doc))
+        sys.stdout.write(protocol_markdown(doc))
+        return
     if r:
         stage_note(r)
     spec = BenchmarkSpec(

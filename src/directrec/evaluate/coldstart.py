@@ -218,3 +218,130 @@ def new_users(
             f"{row['popularity_recall@10']:.4f} (Recall@10)"
         )
     return out
+
+
+def run_protocol(
+    protocol: str,
+    db: str,
+    models: list[str],
+    settings: dict[str, dict[str, Any]],
+    *,
+    seed: int = 42,
+    holdout: float | None = None,
+    max_history: int | None = None,
+    valid_users: int | None = 2000,
+    noun: str = "",
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """`directrec benchmark --protocol cold-items | new-users` as a results document with
+    the exact command, data, seed and machine. `models[-1]` is the generator new-users
+    measures; cold-items measures every model."""
+    import platform
+    import sys
+
+    from directrec.data.store import describe
+    from directrec.evaluate.benchmark import _cpus
+    from directrec.models import MODELS, create
+
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    ds = Dataset.from_store(db)
+    if ds.catalog.has_text:
+        from directrec.text.encoder import item_embeddings
+
+        ds.catalog.embeddings = item_embeddings(ds, db)
+
+    def factory(name: str) -> Recommender:
+        return create(name, {"seed": seed, **settings.get(name, {})})
+
+    t0 = time.perf_counter()
+    if protocol == "cold-items":
+        body = cold_items(
+            ds,
+            models,
+            factory,
+            holdout=0.05 if holdout is None else holdout,
+            max_history=max_history,
+            seed=seed,
+            valid_users=valid_users,
+            log=log,
+        )
+    elif protocol == "new-users":
+        body = new_users(
+            ds,
+            models[-1],
+            factory,
+            holdout_users=0.10 if holdout is None else holdout,
+            seed=seed,
+            valid_users=valid_users,
+            noun=noun,
+            log=log,
+        )
+    else:
+        raise ValueError(f"--protocol must be standard, cold-items or new-users, not {protocol!r}")
+    return {
+        "command": " ".join(sys.argv),
+        "protocol": protocol,
+        "dataset": {
+            "db": describe(db),
+            "fingerprint": ds.fingerprint,
+            "users": ds.interactions.n_users,
+            "items": ds.interactions.n_items,
+            "interactions": len(ds.interactions),
+        },
+        "seed": seed,
+        "max_history": max_history,
+        "settings": {m: settings.get(m, {}) for m in models},
+        "environment": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": _cpus(),
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        **body,
+    }
+
+
+def protocol_markdown(doc: dict[str, Any]) -> str:
+    """The protocol's headline table in Markdown."""
+    lines = [f"# {doc['protocol']} on {doc['dataset']['db']}", ""]
+    if doc["protocol"] == "cold-items":
+        lines += [
+            f"{doc['cold_items']} items held out of training ({doc['holdout']:.0%}); "
+            f"{doc['cold_test_cases']} of {doc['test_cases']} test cases have one as the target.",
+            "",
+            "| model | cold Recall@10 | cold NDCG@10 | warm NDCG@10 | all NDCG@10 | gate |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, r in doc["models"].items():
+            gate = "fitted" if "without_gate" in r else ("none kept" if "cold_gate" in r else "—")
+            c, w, a = r["cold_targets"], r["warm_targets"], r["all_targets"]
+            lines.append(
+                f"| {name} | {c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {w['ndcg@10']:.4f} "
+                f"| {a['ndcg@10']:.4f} | {gate} |"
+            )
+            if "without_gate" in r:
+                b = r["without_gate"]
+                lines.append(
+                    f"| {name} without its gate | {b['cold_targets']['recall@10']:.4f} "
+                    f"| {b['cold_targets']['ndcg@10']:.4f} | {b['warm_targets']['ndcg@10']:.4f} "
+                    "| | |"
+                )
+    else:
+        lines += [
+            f"{doc['model']}: {doc['test_users']} held-out users measured, "
+            f"{doc['tune_users']} tuned the stages. Recall@10 of their next 10 items.",
+            "",
+            "| shown | generator | with stages | popularity |",
+            "|---|---|---|---|",
+        ]
+        rows = [(f"{n} items", r) for n, r in doc["curve"].items()]
+        if "sentence" in doc:
+            rows.append(("a sentence", doc["sentence"]))
+        for label, r in rows:
+            lines.append(
+                f"| {label} | {r['generator_recall@10']:.4f} | "
+                f"{r['generator_with_stages_recall@10']:.4f} | {r['popularity_recall@10']:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
