@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The benchmark runs behind the generative-engine, serving and explanation figures in
 # docs/benchmarks.md, in the order they ran (each alone on the machine unless the log says
-# otherwise). Needs bench/prepare.sh first. Results land in docs/results/.
-#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|beauty-sem-windows|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos|sports-sem-idhead-cos28|sports-beam-blend|sports-beam-proposals|beauty-beam-proposals|sports-gen|sports-gen-ss|sports-gen-cos|users|explain|serve|items|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|new-users|new-users-20pct|defaults|ml1m-60|cold-gate|cold-gate-hybrid|cold-gate-place|cold-gate-place-regate|llm-15min|llm-15min-fast|llm-full-size|new-users-beauty|sports-sem|sports-sem-both|all]
+# otherwise). Needs bench/prepare.sh first. Results land in docs/results/. The runs that
+# refitted or rewrote models outside the product (ID-weight and cold-gate sweeps) are gone:
+# bench/recipes.sh reproduces their figures through `directrec benchmark --recipe` and
+# `--protocol`; their JSON stays in docs/results as history.
+#   bash bench/extras.sh [beauty-gen|beauty-sem|beauty-sem-hybrid|beauty-sem-idhead|beauty-sem-idhead-b50|sports-sem-idhead|sports-sem-idhead-45|sports-sem-idhead-reg|sports-sem-idhead-cos28|sports-gen|sports-gen-ss|sports-gen-cos|explain|serve|llm|diversity|rerun-rate|archs|serve-models|serve-pinned|scale-out|defaults|ml1m-60|llm-15min|llm-15min-fast|llm-full-size|sports-sem|sports-sem-both|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -42,22 +45,6 @@ if run beauty-sem-idhead-b50; then  # the same with a 50-wide beam for the ID he
     --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000 \
     --save-models $OUT/models/beauty-idhead-b50
 fi
-if run beauty-sem-windows; then  # beauty-sem-idhead-b50's recipe with today's code, trained on each
-  # user's last 21 items (`last`, as every causal semantic-ID run before) against the whole
-  # history tiled into such windows (`all`: 11 % more training targets on Beauty, the context
-  # still ≤ 20); each then gets beauty-beam-proposals' look (beam × ID proposals × weight,
-  # chosen on validation)
-  for w in last all; do
-    $DR benchmark --db $OUT/beauty.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
-      --out $R/beauty-sem-windows-$w --no-progress --models semantic-id --set arch=causal \
-      --set max_len=20 --set lr=2e-3 --set batch_size=128 --set max_minutes=20 --set eval_every=2 \
-      --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000 \
-      --set windows=$w --save-models $OUT/models/beauty-sem-windows-$w
-    $PY bench/beam_blend.py --model $OUT/models/beauty-sem-windows-$w/semantic-id \
-      --db $OUT/beauty.duckdb --out $R/beauty-sem-windows-$w/beam-proposals.json \
-      --beams 50 --candidates 0,100 --weights 0.5,1,2,4,8,16
-  done
-fi
 if run sports-sem-idhead; then  # Sports: the Beauty hybrid recipe, codes from text + interactions
   $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
     --out $R/sports-sem-idhead --no-progress --models semantic-id --set arch=causal --set max_len=20 \
@@ -77,37 +64,6 @@ if run sports-sem-idhead-reg; then  # the Sports hybrid regularised: the 45-minu
     --out $R/sports-sem-idhead-reg --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=30 --set eval_every=2 --set dropout=0.3 \
     --set codes_from=both --set item_embedding=true --set id_loss=1.0 --set beam=50 --valid-users 2000
-fi
-if run sports-sem-idhead-cos; then  # the Sports hybrid with the learning rate on a half
-  # cosine over 20 epochs: the constant-rate 45-minute run peaked at epoch 14 and then
-  # oscillated (0.032-0.036) while its training loss kept falling. The model is saved (fit on
-  # train only) for bench/beam_blend.py's later looks at the beam width and the ID weight.
-  $DR benchmark --db $OUT/sports.duckdb --split loo --k 10,20 --max-history 20 --seed 42 \
-    --out $R/sports-sem-idhead-cos --no-progress --models semantic-id --set arch=causal --set max_len=20 \
-    --set lr=2e-3 --set lr_decay=cosine --set epochs=20 --set batch_size=128 --set max_minutes=40 \
-    --set eval_every=2 --set patience=20 --set codes_from=both --set item_embedding=true \
-    --set id_loss=1.0 --set beam=50 --valid-users 2000 --save-models $OUT/models/sports-idhead-cos
-fi
-if run sports-beam-blend; then  # the saved cosine hybrid: beam width and ID weight chosen after
-  # training on 6,000 validation users (the fit chose its weight on 2,000, at beam 50 only)
-  $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
-    --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-blend.json
-fi
-if run beauty-beam-proposals; then  # the kept Beauty hybrid (beauty-sem-idhead-b50), with
-  # the ID head's proposals; session 13 refit that model on a fresh machine with the same
-  # command, written to $R/beauty-sem-idhead-b50-rerun, which this look belongs to
-  $PY bench/beam_blend.py --model $OUT/models/beauty-idhead-b50/semantic-id \
-    --db $OUT/beauty.duckdb --out $R/beauty-sem-idhead-b50-rerun/beam-proposals.json \
-    --beams 50 --candidates 0,100 --weights 0.5,1,2,4,8,16 --save $OUT/models/beauty-idhead-tuned
-fi
-if run sports-beam-proposals; then  # the same saved model, with the ID head's best unseen
-  # items joining the beam's candidates (id_candidates), scored as the beam would score
-  # them; beam × proposals × weight chosen on the same 6,000 validation users. --save keeps
-  # the tuned copy, which `directrec evaluate --model $OUT/models/sports-idhead-tuned` reads
-  $PY bench/beam_blend.py --model $OUT/models/sports-idhead-cos/semantic-id \
-    --db $OUT/sports.duckdb --out $R/sports-sem-idhead-cos/beam-proposals.json \
-    --beams 50,100 --candidates 0,100,200 --weights 0.5,1,2,4,8,16,32 \
-    --save $OUT/models/sports-idhead-tuned
 fi
 if run sports-sem-idhead-cos28; then  # the same over 28 epochs: at 20 the validation NDCG was
   # still rising (best at epoch 18, 0.0383) when the rate reached zero
@@ -151,9 +107,6 @@ if run sports-sem-both; then  # the same, codes from text and collaborative vect
     --out $R/sports-sem-both --no-progress --models semantic-id --set arch=causal --set max_len=20 \
     --set lr=2e-3 --set batch_size=128 --set max_minutes=10 --set eval_every=2 \
     --set codes_from=both --valid-users 2000
-fi
-if run users; then  # new users (held out of training); also trains the model served below
-  $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 10 --save $OUT/models/ml1m-sasrec-ce
 fi
 if run explain; then
   $PY bench/explain.py --model $OUT/models/ml1m-sasrec-ce --db $OUT/ml1m.duckdb --users 500 --window 50
@@ -212,19 +165,8 @@ if run scale-out; then  # PostgreSQL ingest, semantic-ID generation 1 vs 2 proce
       --connections 2,4,8,16,32 --seconds 15 --p99-ms 100 --tag workers-$n
   done
 fi
-if run new-users; then  # popularity blend by history length, learned on held-out validation users
-  $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 4
-fi
-if run new-users-20pct; then  # the same with 20 % of users held out: twice the tune and test users
-  $PY bench/coldstart.py users --db $OUT/ml1m.duckdb --minutes 4 --holdout-users 0.2 \
-    --out $R/coldstart-20pct
-fi
 if run defaults; then  # the generators with default settings on MovieLens-100K (target ≤ 5 min)
   $PY bench/defaults.py --db $OUT/ml100k.duckdb
-fi
-if run items; then  # TIGER cold-start protocol on Beauty (since session 5 it also learns the cold gate)
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256 \
-    --set cold_head_epochs=10
 fi
 if run llm; then
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 3
@@ -249,28 +191,6 @@ fi
 if run ml1m-60; then  # ID head on ML-1M, SASRec+ recipe within 60 CPU minutes
   bash bench/zoo.sh ml1m-gen-60
 fi
-if run cold-gate; then  # cold items: the semantic-ID model with its cold gate (Beauty)
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256 \
-    --set cold_head_epochs=10
-fi
-if run cold-gate-hybrid; then  # cold items with the ID + semantic hybrid (the Beauty §1 recipe):
-  # cold items are never the ID head's negatives; the gate also tries the ID head's view
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 20 --set arch=causal \
-    --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
-    --tag hybrid
-fi
-if run cold-gate-place; then  # the same hybrid with the gate's second family, reserved slots at
-  # a learned rank (bench/coldstart.py --load out/bench/models/beauty-cold-hybrid refits gates only)
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 20 --set arch=causal \
-    --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
-    --save $OUT/models/beauty-cold-hybrid --tag place
-fi
-if run cold-gate-place-regate; then  # the model cold-gate-place trained and saved, its gate refitted
-  # with the score family's bias grid reaching below every list's 10th log-probability
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --set arch=causal \
-    --set lr=2e-3 --set batch_size=128 --set item_embedding=true --set id_loss=1.0 --set beam=50 \
-    --load $OUT/models/beauty-cold-hybrid --tag place-regate
-fi
 if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best epoch on validation
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
     --valid-users 200 --eval-every 3 --tag 15min
@@ -285,9 +205,4 @@ if run llm-15min-fast; then  # the same budget, more (shorter) pairs per minute:
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
     --valid-users 200 --eval-every 3 --batch-size 128 --lr 5e-3 --prompt-items 5 \
     --samples-per-user 16 --patience 4 --tag 15min-fast
-fi
-if run new-users-beauty; then  # the new-user curve on Beauty (ID head with its Beauty settings)
-  $PY bench/coldstart.py users --db $OUT/beauty.duckdb --minutes 6 --noun products \
-    --set max_len=50 --set loss=ce --set dropout=0.5 --set bf16=false --set lr=2e-3 \
-    --set batch_size=128
 fi

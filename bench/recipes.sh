@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Every figure a shipped recipe quotes, reproduced through the product alone: `directrec
+# benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
+# `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
+# bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
+#   bash bench/recipes.sh [ml100k|ml1m|beauty-id|beauty-sem|beauty-cold|ml1m-new-users|all] [SEED]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-out/bench}
+DR=${DR:-.venv/bin/directrec}
+R=docs/results/recipes
+WHAT=${1:-all}
+SEED=${2:-42}
+run() { [ "$WHAT" = all ] || [ "$WHAT" = "$1" ]; }
+mkdir -p "$OUT" "$R"
+if run ml100k; then  # the sasrec-ce defaults on MovieLens-100K
+  [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
+  $DR benchmark --recipe sasrec-ce --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/ml100k-sasrec-ce-seed$SEED"
+fi
+if run ml1m; then  # the ML-1M AdamW recipe on whole histories
+  $DR benchmark --recipe ml1m-sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/ml1m-sasrec-ce-seed$SEED"
+fi
+if run beauty-id; then  # the ID head on Amazon-style 5-core data
+  $DR benchmark --recipe amazon-5core --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/beauty-amazon-5core-seed$SEED"
+fi
+if run beauty-sem; then  # the semantic-ID hybrid on Beauty (its ID weight chosen on validation)
+  $DR benchmark --recipe beauty-semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" \
+    --no-progress --out "$R/beauty-semantic-id-seed$SEED"
+fi
+if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
+  $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+    --protocol cold-items --out "$R/beauty-cold-items-seed$SEED"
+fi
+if run ml1m-new-users; then  # the new-user curve on ML-1M (the ID head, its priors)
+  $DR benchmark --recipe ml1m-sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
+    --protocol new-users --models sasrec-ce --out "$R/ml1m-new-users-seed$SEED"
+fi
