@@ -15,6 +15,7 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import re
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ _DOMAIN = b"directrec-feedback-token-v1\x00"  # a signature made for another pur
 class TokenError(ValueError):
     """A token that does not grant anything: malformed, tampered, signed with another key,
     or expired. The message says which, without echoing the token."""
+
+
+_B64 = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _b64(raw: bytes) -> str:
@@ -76,7 +80,7 @@ def issue(key: bytes, user: str, expires_in: float | None = None, now: float | N
 def verify(key: bytes, token: str, now: float | None = None) -> str:
     """The user id a valid token names; TokenError otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not parts[1].isdigit() or not all(map(_B64.fullmatch, parts[::2])):
         raise TokenError("malformed token")
     try:
         user = _unb64(parts[0]).decode("utf-8")
