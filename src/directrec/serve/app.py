@@ -1,12 +1,14 @@
 """The HTTP service's routes: generated lists, ad-hoc sessions, durable feedback, item
 search, admin (reload, background update jobs), health, metrics and the web page at `/`.
 
-Request flow: admission control sheds beyond `max_inflight` before any parsing (pure ASGI,
-middleware.py) → validate (schemas.py: bounded sizes, structured 4xx) → micro-batch
-concurrent recommendation requests into one model call on the model thread (batcher.py,
-service.py) → respond with the model version in `X-Model-Version`. Histories are the
-store's rows plus feedback received since, read on demand, so a like shows up in the next
-list at once; `directrec update` folds the feedback into the weights.
+Request flow: headers within a deadline (protocol.py) → admission control sheds beyond
+`max_inflight` before any parsing, then reads the body whole within its own deadline before
+the request takes a slot (pure ASGI, middleware.py) → validate (schemas.py: bounded sizes,
+structured 4xx) → micro-batch concurrent recommendation requests into one model call on
+the model thread (batcher.py, service.py) → respond with the model version in
+`X-Model-Version`. Histories are the store's rows plus feedback received since, read on
+demand, so a like shows up in the next list at once; `directrec update` folds the feedback
+into the weights.
 """
 
 from __future__ import annotations
