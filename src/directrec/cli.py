@@ -1,5 +1,5 @@
 """The `directrec` command line: ingest, info, benchmark, train, evaluate, recipes,
-recommend, generate, publish, serve, update, forget.
+recommend, generate, publish, serve, token, update, forget.
 
 Bad input exits non-zero with a message naming the file, line and field; nothing is
 half-written (see data/store.py and models/base.py).
@@ -844,9 +844,42 @@ def serve(
         str | None,
         typer.Option(
             envvar="DIRECTREC_FEEDBACK_TOKEN",
-            help="bearer token required for /v1/feedback (default: none)",
+            help="shared bearer token that may post /v1/feedback for any user (a trusted backend)",
         ),
     ] = None,
+    token_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DIRECTREC_TOKEN_KEY",
+            help="key that signs per-user feedback tokens (`directrec token`): a token "
+            "may post events for its own user only",
+        ),
+    ] = None,
+    token_key_file: Annotated[
+        Path | None, typer.Option(help="read the token key from this file's first line")
+    ] = None,
+    open_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--open-feedback",
+            help="allow /v1/feedback without any token on a non-loopback --host (anyone "
+            "who reaches it can rewrite any user's history)",
+        ),
+    ] = False,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="seconds a connection has to send a request's headers, then 408"
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="seconds a request has to send its whole body, then 408; no request holds "
+            "a --max-inflight slot before its body is in",
+        ),
+    ] = 10.0,
     max_inflight: Annotated[
         int, typer.Option(min=1, help="requests in flight before shedding with 503")
     ] = 64,
@@ -878,13 +911,24 @@ def serve(
         ),
     ] = 75.0,
 ) -> None:
-    """Serve recommendations over HTTP (FastAPI + uvicorn); the web page is at `/`."""
+    """Serve recommendations over HTTP (FastAPI + uvicorn); the web page is at `/`.
+
+    Feedback modes: open (no credential; refused on a non-loopback --host without
+    --open-feedback), --feedback-token (one shared secret, any user), --token-key
+    (per-user tokens from `directrec token`); both token kinds may be set together."""
     import logging
 
     import uvicorn
 
     from directrec.serve.app import ServeConfig, create_app
+    from directrec.serve.protocol import protocol_with
+    from directrec.serve.tokens import check_exposure, read_key
 
+    for name, value in (("--admin-token", admin_token), ("--feedback-token", feedback_token)):
+        if value is not None and not value.strip():
+            fail(f"{name} must not be empty (leave it out for the default)")
+    key = _run_guarded(read_key, token_key, token_key_file)
+    _run_guarded(check_exposure, host, feedback_token, key, open_feedback)
     if threads:
         import torch
 
@@ -896,6 +940,9 @@ def serve(
         feedback=feedback,
         admin_token=admin_token,
         feedback_token=feedback_token,
+        token_key=key.decode() if key is not None else None,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
         max_inflight=max_inflight,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
@@ -927,6 +974,7 @@ def serve(
             log_level="warning",
             access_log=False,
             timeout_keep_alive=keep_alive,
+            http=protocol_with(header_timeout),
         )
         return
     application = _run_guarded(create_app, cfg)
@@ -944,7 +992,33 @@ def serve(
         log_level="warning",
         access_log=False,
         timeout_keep_alive=keep_alive,
+        http=protocol_with(header_timeout),
     )
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="the user id the token may post feedback for")],
+    expires_in: Annotated[
+        float | None,
+        typer.Option(min=1, help="seconds the token stays valid (default: until the key changes)"),
+    ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(envvar="DIRECTREC_TOKEN_KEY", help="the key `serve --token-key` checks with"),
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="read the key from this file's first line")
+    ] = None,
+) -> None:
+    """Print a token that lets its holder (a browser, an app) post feedback for one user
+    only, to a service started with the same --token-key."""
+    from directrec.serve.tokens import issue, read_key
+
+    secret = _run_guarded(read_key, key, key_file)
+    if secret is None:
+        fail("give the key: --key, DIRECTREC_TOKEN_KEY or --key-file")
+    out.print(_run_guarded(issue, secret, user, expires_in), highlight=False, markup=False)
 
 
 @app.command()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from directrec.models.als import ALS
+from directrec.models.artifacts import read_config
 from directrec.models.base import Recommender
 from directrec.models.biasedmf import BiasedMF
 from directrec.models.bpr import BPR
@@ -56,10 +56,7 @@ def create(name: str, settings: dict | None = None) -> Recommender:
 
 def load_model(path: str | Path) -> Recommender:
     """Load any saved model; its config.json says which class it is."""
-    try:
-        name = json.loads((Path(path) / "config.json").read_text())["model"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(f"{path}: not a directrec model directory ({e})") from e
+    name = read_config(path)["model"]
     if name not in MODELS:
         raise ValueError(f"{path}: unknown model type {name!r}")
     return MODELS[name].load(path)

@@ -80,23 +80,60 @@ def write_dir(
     return path
 
 
+# config.json's fields and the JSON types each must have (a hand-edited or foreign file
+# fails here, naming the file and field, not deep inside a model's loader).
+CONFIG_FIELDS: dict[str, type] = {
+    "model": str,
+    "format_version": int,
+    "config": dict,
+    "n_users": int,
+    "n_items": int,
+    "meta": dict,
+}
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A model directory's config.json, checked to be a JSON object with every field of
+    the current format; ValueError naming the file and the first bad field."""
+    file = Path(path) / "config.json"
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not a directrec model ({e})") from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{file}: must hold a JSON object, not a {type(config).__name__}")
+    if "format_version" in config and config["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: format version {config['format_version']} is not {FORMAT_VERSION} "
+            "(models saved before models stopped holding user histories): train it again"
+        )
+    for name, kind in CONFIG_FIELDS.items():
+        if name not in config:
+            raise ValueError(f"{file}: field {name!r} is missing")
+        value = config[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{file}: field {name!r} must be a JSON {_JSON_NAMES[kind]}")
+    return config
+
+
+_JSON_NAMES = {str: "string", int: "integer", dict: "object"}
+
+
 def read_dir(path: str | Path, model_name: str) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """(config.json, meta incl. ids, tensors) of a model directory holding `model_name`."""
     path = Path(path)
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a directrec model ({e})") from e
-    if config.get("model") != model_name:
-        raise ValueError(f"{path}: holds a {config.get('model')!r} model, not {model_name!r}")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format version {config.get('format_version')} is not {FORMAT_VERSION} "
-            "(models saved before models stopped holding user histories): train it again"
-        )
-    meta = dict(config.get("meta", {}))
+    config = read_config(path)
+    if config["model"] != model_name:
+        raise ValueError(f"{path}: holds a {config['model']!r} model, not {model_name!r}")
+    meta = dict(config["meta"])
     if (path / "ids.json").exists():
-        meta.update(json.loads((path / "ids.json").read_text()))
+        try:
+            ids = json.loads((path / "ids.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}/ids.json: cannot be read ({e})") from e
+        if not isinstance(ids, dict):
+            raise ValueError(f"{path}/ids.json: must hold a JSON object")
+        meta.update(ids)
     try:
         tensors = load_file(str(path / "weights.safetensors"))
     except Exception as e:  # safetensors raises its own error types for damaged files

@@ -1,12 +1,14 @@
 """The HTTP service's routes: generated lists, ad-hoc sessions, durable feedback, item
 search, admin (reload, background update jobs), health, metrics and the web page at `/`.
 
-Request flow: admission control sheds beyond `max_inflight` before any parsing (pure ASGI,
-middleware.py) → validate (schemas.py: bounded sizes, structured 4xx) → micro-batch
-concurrent recommendation requests into one model call on the model thread (batcher.py,
-service.py) → respond with the model version in `X-Model-Version`. Histories are the
-store's rows plus feedback received since, read on demand, so a like shows up in the next
-list at once; `directrec update` folds the feedback into the weights.
+Request flow: headers within a deadline (protocol.py) → admission control sheds beyond
+`max_inflight` before any parsing, then reads the body whole within its own deadline before
+the request takes a slot (pure ASGI, middleware.py) → validate (schemas.py: bounded sizes,
+structured 4xx) → micro-batch concurrent recommendation requests into one model call on
+the model thread (batcher.py, service.py) → respond with the model version in
+`X-Model-Version`. Histories are the store's rows plus feedback received since, read on
+demand, so a like shows up in the next list at once; `directrec update` folds the feedback
+into the weights.
 """
 
 from __future__ import annotations
@@ -36,17 +38,21 @@ from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
 from directrec.serve.feedback import Event
-from directrec.serve.middleware import Admission, BodyLimit
+from directrec.serve.middleware import Admission
 from directrec.serve.schemas import (
     AdHocIn,
     FeedbackIn,
     ForgetIn,
     ReloadIn,
     UpdateIn,
+    error_id,
     error_response,
     path_text,
+    public_reason,
 )
 from directrec.serve.service import History, Job, ServeConfig, Service
+from directrec.serve.tokens import TokenError, check_key
+from directrec.serve.tokens import verify as verify_token
 
 log = logging.getLogger("directrec.serve")
 PAGE = Path(__file__).with_name("page.html")
@@ -82,6 +88,10 @@ def app_from_env() -> FastAPI:
 
 
 def create_app(cfg: ServeConfig) -> FastAPI:
+    for name in ("admin_token", "feedback_token"):
+        if getattr(cfg, name) == "":  # else "" would mean a random admin token, open feedback
+            raise ValueError(f"--{name.replace('_', '-')} must not be empty")
+    token_key = check_key(cfg.token_key) if cfg.token_key is not None else None
     svc = Service(cfg)
     # The model thread runs Python between torch calls; with the default 5 ms GIL switch
     # interval, the event loop (which admits and sheds) could wait that long for the GIL.
@@ -122,7 +132,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     # -------------------------------------------------------------- errors
     @app.exception_handler(HTTPException)
     async def httperror_response(request: Request, exc: HTTPException) -> JSONResponse:
-        resp = error_response(exc.status_code, str(exc.detail))
+        # A dict detail carries fields beside the message (an error id, the users refused).
+        extra = dict(exc.detail) if isinstance(exc.detail, dict) else {"message": exc.detail}
+        resp = error_response(exc.status_code, str(extra.pop("message")), **extra)
         for k, v in (exc.headers or {}).items():
             resp.headers[k] = v
         return resp
@@ -137,8 +149,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return error_response(500, "internal error")
+        eid = error_id()
+        log.exception("unhandled error on %s (error id %s)", request.url.path, eid)
+        return error_response(500, "internal error", error_id=eid)
 
     # -------------------------------------------------------------- helpers
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -149,15 +162,34 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def feedback_auth(authorization: Annotated[str | None, Header()] = None) -> None:
-        if cfg.feedback_token and not hmac.compare_digest(
-            (authorization or "").encode(), f"Bearer {cfg.feedback_token}".encode()
+    def feedback_auth(authorization: Annotated[str | None, Header()] = None) -> str | None:
+        """The one user this request may post events for; None: any user (open feedback,
+        or the shared token of a trusted backend)."""
+        if not cfg.feedback_token and token_key is None:
+            return None
+        given = authorization or ""
+        if cfg.feedback_token and hmac.compare_digest(
+            given.encode(), f"Bearer {cfg.feedback_token}".encode()
         ):
-            raise HTTPException(
-                401,
-                "feedback needs Authorization: Bearer <token>",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return None
+        reason = "feedback needs Authorization: Bearer <token>"
+        if token_key is not None and given.startswith("Bearer "):
+            try:
+                return verify_token(token_key, given.removeprefix("Bearer "))
+            except TokenError as e:
+                reason = f"feedback token rejected: {e}"
+        raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
+
+    def public(e: Exception, what: str) -> str:
+        """A 4xx reason that shows no server path and no internal error text: an expected
+        error's own words (paths cut), else `what` and an id to find it in the log."""
+        text = public_reason(e)
+        if text is not None:
+            log.warning("%s: %s", what, e)
+            return text
+        eid = error_id()
+        log.error("%s (error id %s)", what, eid, exc_info=e)
+        return f"{what} (error id {eid})"
 
     def check_k(k: int) -> None:
         if k > cfg.max_k:
@@ -185,7 +217,11 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 503, "timed out waiting for the model; retry shortly", headers={"Retry-After": "1"}
             ) from None
         except BatchFailed as e:
-            raise HTTPException(500, f"generation failed for this batch: {e}") from None
+            eid = error_id()
+            log.error("generation failed (error id %s): %s", eid, e)
+            raise HTTPException(
+                500, {"message": "generation failed for this batch", "error_id": eid}
+            ) from None
 
     def listing_body(res: dict, user: str | None) -> bytes:
         items = [
@@ -330,8 +366,19 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         res = await generate(job)
         return json_bytes(listing_body(res, None), res["version"])
 
-    @app.post("/v1/feedback", dependencies=[Depends(feedback_auth)])
-    def feedback(body: FeedbackIn) -> dict:
+    # The dependency is a default, not Annotated: a string annotation cannot name a local.
+    @app.post("/v1/feedback")
+    def feedback(body: FeedbackIn, allowed: str | None = Depends(feedback_auth)) -> dict:
+        if allowed is not None:  # a user's own token: that user's events only, all or none
+            others = sorted({e.user_id for e in body.events if e.user_id != allowed})
+            if others:
+                raise HTTPException(
+                    403,
+                    {
+                        "message": f"this token may post events for user {allowed!r} only",
+                        "users": others[:10],
+                    },
+                )
         bad = unknown_items([e.item_id for e in body.events])
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")
@@ -397,11 +444,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         try:
             loaded = svc.load(body.version if body else None)
         except Exception as e:
-            raise HTTPException(
-                409,
-                f"reload rejected, still serving "
-                f"{svc.loaded.version if svc.loaded else 'nothing'}: {e}",
-            ) from e
+            serving = svc.loaded.version if svc.loaded else "nothing"
+            reason = public(e, "the version could not be loaded")
+            raise HTTPException(409, f"reload rejected, still serving {serving}: {reason}") from e
         return {"model_version": loaded.version}
 
     @app.post("/v1/admin/forget", dependencies=[Depends(admin)])
@@ -411,7 +456,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         try:
             deleted = svc.forget(body.user_id)
         except DataError as e:
-            raise HTTPException(409, f"could not forget {body.user_id!r}: {e}") from e
+            reason = public(e, "the store refused")
+            raise HTTPException(409, f"could not forget {body.user_id!r}: {reason}") from e
         return {"user_id": body.user_id, "deleted": deleted}
 
     @app.post("/v1/admin/update", dependencies=[Depends(admin)], status_code=202)
@@ -452,9 +498,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         got = svc.updates.get(job_id)
         if got is None:
             raise HTTPException(404, f"unknown job {job_id!r}")
+        if "error" in got:  # its text may expose internals: the server log has it
+            got["error"] = f"the update failed; the server log has the details (job {job_id})"
         return got
 
-    # Outermost first: shed before anything else, then the body limit.
-    app.add_middleware(BodyLimit, limit=cfg.max_body)
-    app.add_middleware(Admission, service=svc, max_inflight=cfg.max_inflight)
+    # Shed before anything else; read the body (size limit, deadline) before a slot.
+    app.add_middleware(
+        Admission,
+        service=svc,
+        max_inflight=cfg.max_inflight,
+        max_body=cfg.max_body,
+        body_timeout=cfg.body_timeout,
+    )
     return app

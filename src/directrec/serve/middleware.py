@@ -1,12 +1,14 @@
-"""Pure ASGI layers in front of the routes: admission control (shed before any parsing),
-request metrics and the model-version header, and a request-body size limit.
+"""The pure ASGI layer in front of the routes: admission control (shed before any
+parsing), the request body read whole under a size limit and a deadline, request metrics
+and the model-version header.
 
-They run before FastAPI parses anything, so a shed request costs one counter check and a
+It runs before FastAPI parses anything, so a shed request costs one counter check and a
 pre-built 503, not a JSON parse and a route lookup.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,10 +54,23 @@ def route_label(path: str) -> str:
 class Admission:
     """Counts requests in flight on the heavy paths and answers 503 + Retry-After at once
     beyond `max_inflight`, before the body is read. Every response gets the served model's
-    version header and is counted in the metrics."""
+    version header and is counted in the metrics.
 
-    def __init__(self, app: Any, service: Any, max_inflight: int) -> None:
+    The body is read whole, within `max_body` bytes (else 413) and `body_timeout` seconds
+    (else 408 and the connection closes), BEFORE a request takes its slot: a slot stands
+    for work on the model, so a client trickling its body in holds only its own
+    connection, never the capacity every other client is served from."""
+
+    def __init__(
+        self,
+        app: Any,
+        service: Any,
+        max_inflight: int,
+        max_body: int = 1 << 20,
+        body_timeout: float = 10.0,
+    ) -> None:
         self.app, self.svc, self.max_inflight = app, service, max_inflight
+        self.max_body, self.body_timeout = max_body, body_timeout
         self.inflight = 0
         shed = error_response(503, "overloaded; retry shortly")
         shed.headers["Retry-After"] = "1"
@@ -73,15 +88,11 @@ class Admission:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         path, metrics = scope["path"], self.svc.metrics
-        status = 500
         heavy = path.startswith(SHED_PATHS)
         if heavy and self.inflight >= self.max_inflight:
-            metrics.shed.inc()
-            await send(self._shed_start)
-            await send(self._shed_body)
-            self._count(route_label(path), scope["method"], "503")
-            return
+            return await self._shed(path, scope["method"], send)
         loaded = self.svc.loaded
+        status = 500
 
         async def send_with_headers(msg: dict) -> None:
             nonlocal status
@@ -93,18 +104,77 @@ class Admission:
                 msg = {**msg, "headers": headers}
             await send(msg)
 
+        label = route_label(path)
+        try:
+            body = await self._read_body(scope, receive)
+        except _Refused as e:
+            resp = error_response(e.status, e.message)
+            if e.status == 408:  # the rest of the body may still trickle in: drop it all
+                resp.headers["Connection"] = "close"
+            await resp(scope, receive, send_with_headers)
+            self._count(label, scope["method"], str(e.status))
+            return
+        except _Gone:
+            return
+        # The body took a while, maybe: the slots may have filled meanwhile.
+        if heavy and self.inflight >= self.max_inflight:
+            return await self._shed(path, scope["method"], send)
+
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only a disconnect is left to hear
+
         if heavy:
             self.inflight += 1
             metrics.inflight.set(self.inflight)
         try:
-            await self.app(scope, receive, send_with_headers)
+            await self.app(scope, replay, send_with_headers)
         finally:
             if heavy:
                 self.inflight -= 1
                 metrics.inflight.set(self.inflight)
-            label = route_label(path)
             self._count(label, scope["method"], str(status))
             metrics.latency.labels(label).observe(time.perf_counter() - start)
+
+    async def _shed(self, path: str, method: str, send: Callable) -> None:
+        self.svc.metrics.shed.inc()
+        await send(self._shed_start)
+        await send(self._shed_body)
+        self._count(route_label(path), method, "503")
+
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes:
+        """The whole request body: _Refused when over the size limit (by Content-Length
+        before reading, or by counting) or not complete within the deadline."""
+        too_big = _Refused(413, f"request body over {self.max_body} bytes")
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    if int(v) > self.max_body:
+                        raise too_big
+                except ValueError:
+                    raise too_big from None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        raise _Gone
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        raise too_big
+                    chunks.append(chunk)
+                    if not msg.get("more_body", False):
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(408, "request body not received in time") from None
 
     def _count(self, route: str, method: str, status: str) -> None:
         """Count a response (bound metric children cached: no label lookup per request)."""
@@ -115,41 +185,11 @@ class Admission:
         child.inc()
 
 
-class BodyLimit:
-    """413 for bodies over `limit` bytes, by Content-Length or by counting a streamed
-    body, before the app reads it."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.limit
-                except ValueError:
-                    too_big = True
-                if too_big:
-                    resp = error_response(413, f"request body over {self.limit} bytes")
-                    return await resp(scope, receive, send)
-        seen = 0
-
-        async def limited() -> dict:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return msg
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await error_response(413, f"request body over {self.limit} bytes")(scope, receive, send)
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
-class _TooLarge(Exception):
-    pass
+class _Gone(Exception):
+    """The client disconnected before its body was complete."""

@@ -20,11 +20,12 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+from directrec.models.artifacts import read_config
 from directrec.serve.forgotten import check_artefact
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
-_VERSION = re.compile(r"^v(\d{4,})$")
+_VERSION = re.compile(r"v(\d{4,})\Z")  # \Z, not $: "v0001\n" is no version name
 
 
 def sha256(path: Path) -> str:
@@ -114,6 +115,7 @@ def publish(
     model_dir, registry = Path(model_dir), Path(registry)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a directrec model directory (no config.json)")
+    read_config(model_dir)  # a JSON object with every field, or an error naming the file
     registry.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=registry))
     try:

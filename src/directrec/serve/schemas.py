@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Annotated, Any
 
 from fastapi import HTTPException
@@ -15,6 +17,26 @@ from directrec.serve.feedback import EVENT_TYPES
 def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
     """The one error body: {"error": {"status", "message", ...}}."""
     return JSONResponse({"error": {"status": status, "message": message, **extra}}, status)
+
+
+# A URL (it may carry credentials) or an absolute file path: a response shows neither.
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]*)")
+
+
+def public_reason(e: BaseException) -> str | None:
+    """What an expected error (a ValueError: bad input or a rejected artefact, worded for
+    users) may tell a client: its message with URLs hidden and absolute paths cut to their
+    last part. None for any other error, whose text may expose internals: the caller logs
+    it and answers with an error id."""
+    if not isinstance(e, ValueError):
+        return None
+    return _PATH.sub(r"\1", _URL.sub("<url>", str(e)))
+
+
+def error_id() -> str:
+    """A short id that ties a 5xx answer to its line in the server log."""
+    return secrets.token_hex(6)
 
 
 def _text(v: str) -> str:

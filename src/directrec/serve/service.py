@@ -46,9 +46,12 @@ class ServeConfig:
     feedback: Path | None = None  # default: beside a DuckDB store, in a PostgreSQL one
     admin_token: str | None = None  # None: a random one is made and logged
     feedback_token: str | None = None  # None: feedback needs no token
+    token_key: str | None = None  # signs per-user feedback tokens (serve/tokens.py)
     max_k: int = 100
     max_history: int = 1000  # items accepted in an ad-hoc history
     max_body: int = 1 << 20  # bytes
+    header_timeout: float = 10.0  # seconds to receive a request's headers, then 408
+    body_timeout: float = 10.0  # seconds to receive a request's whole body, then 408
     max_inflight: int = 64  # requests in flight before shedding
     max_batch: int = 32
     batch_wait_ms: float = 2.0
