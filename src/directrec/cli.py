@@ -610,11 +610,27 @@ def publish(
     model_dir: Annotated[Path, typer.Option("--model", help="a directory written by `train`")],
     registry_dir: Annotated[Path, typer.Option("--registry", help="registry directory")],
     current: Annotated[bool, typer.Option(help="make it the version to serve")] = True,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="store whose users the canary builds lists for (and whose NDCG@10 it "
+            "records); default: synthetic histories from the model's own items"
+        ),
+    ] = None,
 ) -> None:
-    """Copy a trained model into a registry as its next version (with a sha256 manifest)."""
+    """Copy a trained model into a registry as its next version (with a sha256 manifest),
+    after the canary: the model must load strictly and build full, valid, unseen lists
+    with finite scores (serve/canary.py). A refused model exits 2, the registry unchanged."""
+    from directrec.serve.canary import Refused
     from directrec.serve.registry import publish as do_publish
 
-    version = _run_guarded(do_publish, model_dir, registry_dir, current)
+    def run() -> str:
+        try:
+            return do_publish(model_dir, registry_dir, current, db)
+        except Refused as e:  # reported like any bad input: the message, exit 2
+            raise ValueError(f"{model_dir}: refused by the canary ({e.reason}): {e}") from e
+
+    version = _run_guarded(run)
     out.print(f"published {model_dir} as {registry_dir}/{version}", highlight=False)
 
 

@@ -35,6 +35,7 @@ from prometheus_client import generate_latest
 from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
+from directrec.serve.canary import Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission, BodyLimit
 from directrec.serve.schemas import (
@@ -393,16 +394,18 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         }
 
     @app.post("/v1/admin/reload", dependencies=[Depends(admin)])
-    def reload(body: ReloadIn | None = None) -> dict:
+    def reload(body: ReloadIn | None = None) -> JSONResponse:
         try:
             loaded = svc.load(body.version if body else None)
-        except Exception as e:
-            raise HTTPException(
+        except Refused as e:  # the old version keeps serving
+            serving = svc.loaded.version if svc.loaded else None
+            return error_response(
                 409,
-                f"reload rejected, still serving "
-                f"{svc.loaded.version if svc.loaded else 'nothing'}: {e}",
-            ) from e
-        return {"model_version": loaded.version}
+                f"version refused ({e.reason}), still serving {serving or 'nothing'}: {e}",
+                reason=e.reason,
+                model_version=serving,
+            )
+        return JSONResponse({"model_version": loaded.version})
 
     @app.post("/v1/admin/forget", dependencies=[Depends(admin)])
     def forget(body: ForgetIn) -> dict:
@@ -436,6 +439,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             )
             if version is not None:
                 svc.load(version)
+            elif facts.get("refused"):  # the canary refused it before it was published
+                svc.metrics.refused.labels(facts["refused"]).inc()
             return {"model_version": version, **facts}
 
         job_id = svc.updates.start(work)

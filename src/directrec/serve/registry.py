@@ -5,7 +5,10 @@ weights.safetensors) plus `manifest.json` with the sha256 of every file; `REGIST
 names the version to serve. Publishing builds the version aside and renames it into place,
 then rewrites CURRENT atomically, so a reader sees the old version or the new one, never a
 half-written one. Loading checks every hash first: a truncated or altered artefact is
-rejected before any of it is used.
+rejected before any of it is used. Publishing loads the model and runs the canary
+(serve/canary.py) on the copy it is about to publish: a version that cannot build sound
+lists never gets a number, and the canary's NDCG@10 against a store is recorded in the
+manifest as the figure later canaries (reload, watcher) are held to.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from directrec.serve.canary import CanaryConfig, check_version
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
@@ -99,11 +104,20 @@ def set_current(registry: str | Path, version: str) -> None:
     _write_atomic(registry / CURRENT, version + "\n")
 
 
-def publish(model_dir: str | Path, registry: str | Path, make_current: bool = True) -> str:
-    """Copy a saved model into the registry as the next version; returns its name."""
+def publish(
+    model_dir: str | Path,
+    registry: str | Path,
+    make_current: bool = True,
+    db: str | Path | None = None,
+    canary: CanaryConfig = CanaryConfig(),
+) -> str:
+    """Copy a saved model into the registry as the next version; returns its name. The
+    copy is loaded and canaried first (on `db`'s users, else on synthetic histories):
+    a refused model raises canary.Refused and leaves the registry as it was."""
     model_dir, registry = Path(model_dir), Path(registry)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a directrec model directory (no config.json)")
+    created = not registry.exists()
     registry.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=registry))
     try:
@@ -112,12 +126,15 @@ def publish(model_dir: str | Path, registry: str | Path, make_current: bool = Tr
             if f.is_file() and f.name != MANIFEST:
                 shutil.copyfile(f, tmp / f.name)
                 files[f.name] = sha256(tmp / f.name)
+        _, report = check_version(tmp, db, canary, label=model_dir.name)
         config = json.loads((tmp / "config.json").read_text())
         manifest = {
             "model": config.get("model"),
             "created": time.time(),
             "files": files,
             "source": str(model_dir),
+            # the next canaries' reference: only a figure measured on stored users counts
+            "canary": report.record() if db is not None else {"lists": report.lists},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():  # durable before it becomes visible
@@ -134,6 +151,8 @@ def publish(model_dir: str | Path, registry: str | Path, make_current: bool = Tr
                     raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(registry.iterdir()):
+            registry.rmdir()
         raise
     if make_current:
         set_current(registry, name)
