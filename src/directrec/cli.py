@@ -617,16 +617,21 @@ def publish(
             "records); default: synthetic histories from the model's own items"
         ),
     ] = None,
+    canary_users: Annotated[
+        int, typer.Option(min=1, help="stored users whose lists the canary builds")
+    ] = 100,
 ) -> None:
     """Copy a trained model into a registry as its next version (with a sha256 manifest),
     after the canary: the model must load strictly and build full, valid, unseen lists
     with finite scores (serve/canary.py). A refused model exits 2, the registry unchanged."""
-    from directrec.serve.canary import Refused
+    from directrec.serve.canary import CanaryConfig, Refused
     from directrec.serve.registry import publish as do_publish
 
     def run() -> str:
         try:
-            return do_publish(model_dir, registry_dir, current, db)
+            return do_publish(
+                model_dir, registry_dir, current, db, CanaryConfig(users=canary_users)
+            )
         except Refused as e:  # reported like any bad input: the message, exit 2
             raise ValueError(f"{model_dir}: refused by the canary ({e.reason}): {e}") from e
 
@@ -681,6 +686,14 @@ def serve(
     list_cache: Annotated[
         int, typer.Option(min=0, help="finished lists kept per process (0: no list cache)")
     ] = 100_000,
+    canary_users: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="stored users whose lists a version must build before it is swapped in "
+            "(fewer for slow models: the LM generates each list)",
+        ),
+    ] = 100,
     keep_alive: Annotated[
         float,
         typer.Option(
@@ -713,6 +726,7 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,
         list_cache=list_cache,
+        canary_users=canary_users,
     )
     if workers > 1:
         # Every worker builds its own service from the same settings (one admin token for

@@ -536,9 +536,10 @@ def _spec(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[str, ...]]:
     """A saved tensor's expected shape and dtypes: `_numpy` keeps a float tensor's own type
     (bfloat16 as float32), so float32 is accepted for any float weight."""
     own = str(t.dtype).removeprefix("torch.")
+    shape = tuple(t.shape) or (1,)  # a 0-d tensor is written as shape (1,)
     if t.is_floating_point():
-        return tuple(t.shape), tuple({"float32", own} - {"bfloat16"})
-    return tuple(t.shape), (own,)
+        return shape, tuple(sorted({"float32", own} - {"bfloat16"}))
+    return shape, (own,)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

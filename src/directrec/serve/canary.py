@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from directrec.generate.context import ModelContext
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import load_model
 from directrec.models.artifacts import check_ids
+from directrec.models.base import Recommender
 
 # Why a version was refused: the label of directrec_version_refused_total.
 REASONS = ("integrity", "ids", "load", "error", "scores", "lists", "ndcg")
@@ -90,7 +92,7 @@ def check_version(
     db: str | Path | None,
     cfg: CanaryConfig = CanaryConfig(),
     label: str = "",
-    context: Any = None,
+    context: Callable[[Recommender], ModelContext] | None = None,
 ) -> tuple[ModelContext, CanaryReport]:
     """Load the model in `version_dir` and run the canary on `db`'s users (None: synthetic
     histories). Returns the context to serve and the report, or raises Refused.
@@ -217,7 +219,7 @@ def _read(store: StoreBase, n: int) -> tuple[list[str], dict[str, list[str]]]:
 
 
 def _check_list(
-    model: Any, hist: Histories, row: int, items: np.ndarray, scores: np.ndarray, k: int
+    model: Recommender, hist: Histories, row: int, items: np.ndarray, scores: np.ndarray, k: int
 ) -> None:
     n = model.n_items
     seen = np.unique(hist[row])

@@ -459,7 +459,11 @@ class Service:
                 new = self._check(version)
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # batch path
             except Exception as e:
-                refused = e if isinstance(e, Refused) else Refused("error", str(e))
+                refused = e
+                if not isinstance(e, Refused):
+                    refused = Refused(
+                        "error", clean_paths(str(e), Path(self.cfg.model), "registry")
+                    )
                 self.metrics.refused.labels(refused.reason).inc()
                 self.metrics.reloads.labels("rejected").inc()
                 if refused is e:
@@ -492,16 +496,7 @@ class Service:
 
         cfg = CanaryConfig(users=self.cfg.canary_users, tolerance=self.cfg.canary_tolerance)
         ctx, report = check_version(path, self.cfg.db, cfg, label, context)
-        log.info(
-            "canary passed for %s: %d lists, NDCG@10 %s on %d users (reference %s: %s) in %.2fs",
-            label,
-            report.lists,
-            "n/a" if report.ndcg is None else f"{report.ndcg:.4f}",
-            report.users,
-            report.reference_from or "none",
-            report.reference,
-            report.seconds,
-        )
+        log.info("canary passed for %s: %s", label, report)
         return ctx
 
     def watch(self) -> None:
