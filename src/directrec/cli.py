@@ -785,16 +785,37 @@ def publish(
     current: Annotated[bool, typer.Option(help="make it the version to serve")] = True,
     db: Annotated[
         str | None,
-        typer.Option(help="store whose forgotten users to check (default: the model's own)"),
+        typer.Option(
+            help="the store: its forgotten users are checked (default: the model's own store), "
+            "and the canary builds lists for its users and records their NDCG@10 (without "
+            "it: synthetic histories from the model's own items)"
+        ),
     ] = None,
+    canary_users: Annotated[
+        int, typer.Option(min=1, help="stored users whose lists the canary builds")
+    ] = 100,
 ) -> None:
     """Copy a trained model into a registry as its next version (with a sha256 manifest).
     Users forgotten in the store since the model was trained are checked: a model with
-    per-user factors naming one is refused (train it again); others drop those ids."""
+    per-user factors naming one is refused (train it again); others drop those ids. Then
+    the canary: the model must load strictly and build full, valid, unseen lists with
+    finite scores (serve/canary.py). A refused model exits 2, the registry unchanged."""
+    from directrec.serve.canary import CanaryConfig, Refused
     from directrec.serve.registry import publish as do_publish
 
     def run() -> str:
-        return do_publish(model_dir, registry_dir, current, _forgotten_for(model_dir, db))
+        forgotten = _forgotten_for(model_dir, db)
+        try:
+            return do_publish(
+                model_dir,
+                registry_dir,
+                current,
+                db,
+                CanaryConfig(users=canary_users),
+                forgotten=forgotten,
+            )
+        except Refused as e:  # reported like any bad input: the message, exit 2
+            raise ValueError(f"{model_dir}: refused by the canary ({e.reason}): {e}") from e
 
     version = _run_guarded(run)
     out.print(f"published {model_dir} as {registry_dir}/{version}", highlight=False)
@@ -902,6 +923,14 @@ def serve(
     list_cache: Annotated[
         int, typer.Option(min=0, help="finished lists kept per process (0: no list cache)")
     ] = 100_000,
+    canary_users: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="stored users whose lists a version must build before it is swapped in "
+            "(fewer for slow models: the LM generates each list)",
+        ),
+    ] = 100,
     keep_alive: Annotated[
         float,
         typer.Option(
@@ -948,6 +977,7 @@ def serve(
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,
         list_cache=list_cache,
+        canary_users=canary_users,
     )
     if workers > 1:
         # Every worker builds its own service from the same settings (one admin token for

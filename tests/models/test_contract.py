@@ -105,6 +105,31 @@ def test_k_larger_than_catalogue_and_seen_excluded(name, fitted, fit_data):
         lists(model, h, k=0)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_load_is_strict_about_every_tensor(name, fitted, tmp_path):
+    """A tensor of another shape or dtype than the config implies, or one the model does
+    not save, fails the load with a ValueError naming it (torch would cast an int8 tensor
+    silently; a plain array would load and fail on every request)."""
+    from safetensors.numpy import load_file, save_file
+
+    path = fitted(name).save(tmp_path / name)
+    state = load_file(str(path / "weights.safetensors"))
+    own = [k for k in state if k.startswith("model.")] or ["popularity"]
+    key = max(own, key=lambda k: (state[k].size, k))  # the largest: the weights themselves
+    a = state[key]
+    other = np.float32 if a.dtype.kind in "iub" else np.int8
+    tampered = {
+        "shape": {**state, key: np.concatenate([a, a[:1]])},
+        "dtype": {**state, key: a.astype(other)},
+        "extra": {**state, "model.extra": np.zeros(3, np.float32)},
+    }
+    for how, tensors in tampered.items():
+        save_file(tensors, str(path / "weights.safetensors"))
+        want = "model.extra" if how == "extra" else key.removeprefix("model.")
+        with pytest.raises(ValueError, match=want.replace(".", r"\.")):
+            load_model(path)
+
+
 def test_load_rejects_foreign_or_broken_directories(tmp_path):
     with pytest.raises(ValueError, match="not a directrec model"):
         load_model(tmp_path)

@@ -4,7 +4,9 @@ history memory, background update jobs, constant-time admin tokens."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import time
+from pathlib import Path
 
 import pytest
 
@@ -103,28 +105,59 @@ def test_history_cache_is_bounded_and_follows_feedback(world, tmp_path):
         log.close()
 
 
+def _held(lock: Path) -> bool:
+    """Whether some process holds the registry's job lock (a job is running)."""
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def _wait(c, job: str) -> dict:
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        got = c.get(f"/v1/admin/jobs/{job}", headers=ADMIN).json()
+        if got["status"] != "running":
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"job {job} still running")
+
+
 def test_update_runs_as_one_background_job(own_world):
+    """One update at a time, across processes: the registry's job lock decides. Both
+    refusals are made certain, not left to timing: another process holds the lock for
+    the first, and for the second the test sees (through the lock) that the accepted job
+    runs from before the second request until after its answer."""
     db, reg = own_world
     s = Server(reg, db)
+    lock = reg / ".jobs" / "lock"
     try:
         c = s.client
         assert c.post("/v1/admin/update", json={"epochs": 1}).status_code == 401
         bad = {"Authorization": f"Bearer {TOKEN}x"}
         assert c.post("/v1/admin/update", json={"epochs": 1}, headers=bad).status_code == 401
-        r = c.post("/v1/admin/update", json={"epochs": 1, "min_gate_users": 0}, headers=ADMIN)
-        assert r.status_code == 202, r.text
-        job = r.json()["job_id"]
+        # Another worker's job holds the lock: refused, and nothing starts.
+        with open(lock, "a+") as other:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            r = c.post("/v1/admin/update", json={"epochs": 1}, headers=ADMIN)
+            assert r.status_code == 409 and "already running" in r.text, r.text
+        assert not list((reg / ".jobs").glob("*.json"))  # no job was recorded
+        # This worker's job: accepted. 50 epochs keep it running for seconds, far longer
+        # than one request; the lock shows it ran across the whole second request.
+        first = c.post("/v1/admin/update", json={"epochs": 50, "min_gate_users": 0}, headers=ADMIN)
+        assert first.status_code == 202, first.text
+        job = first.json()["job_id"]
+        assert _held(lock)
         second = c.post("/v1/admin/update", json={"epochs": 1}, headers=ADMIN)
-        assert second.status_code in (409, 202)  # 409 while the first one runs
-        if second.status_code == 202:  # the first had already finished: wait for this one
-            job = second.json()["job_id"]
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            got = c.get(f"/v1/admin/jobs/{job}", headers=ADMIN).json()
-            if got["status"] != "running":
-                break
-            time.sleep(0.2)
+        assert _held(lock), "the first job ended during the second request: make it longer"
+        assert second.status_code == 409, second.text
+        assert job in second.json()["error"]["message"]
+        got = _wait(c, job)
         assert got["status"] == "done", got
+        assert not _held(lock)  # released: the next update may start
         outcome = got["outcome"]
         assert "published" in outcome and "valid_ndcg@10" in outcome
         if outcome["published"]:

@@ -93,3 +93,22 @@ def test_too_few_new_users_skips_the_gate_and_says_so(loop):
     version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=31)
     assert facts["published"] and version == registry.current(reg)
     assert facts["gate"].startswith("skipped: 30 users")
+
+
+def test_an_update_the_canary_refuses_is_kept_aside(loop, monkeypatch):
+    """Past the gate (skipped here), the canary still stands: an update whose weights
+    turned NaN is not published, and says why."""
+    db, reg, fb = loop("ease")
+    before = registry.versions(reg), registry.current(reg)
+
+    def broken(self, data, catalog=None, epochs=3, validator=None):
+        new = create("ease").fit(data)
+        new.weights.fill_(float("nan"))
+        return new
+
+    monkeypatch.setattr(EASE, "update", broken)
+    version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10**6)
+    assert version is None and not facts["published"] and facts["refused"] == "scores"
+    assert "canary refused" in facts["reason"] and "NaN" in facts["reason"]
+    assert (registry.versions(reg), registry.current(reg)) == before
+    assert Path(facts["kept_at"], "config.json").exists()

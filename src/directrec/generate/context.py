@@ -21,11 +21,15 @@ from directrec.models.base import Recommender
 
 @dataclass
 class ModelContext:
+    """One model, ready to build lists: the CLI's and batch generation's, and the version
+    the service serves (immutable once built: a swap replaces it as a whole)."""
+
     model: Recommender
     items: IdMap  # the model's item index → raw id
     users: IdMap  # the users the model was fit on (per-user models personalise only these)
     info: ItemInfo
     stages: Stages = dataclasses.field(default_factory=Stages)  # fitted after the model
+    version: str = ""  # the registry version it came from (the service's label)
 
     @classmethod
     def build(
@@ -37,9 +41,7 @@ class ModelContext:
     ) -> ModelContext:
         """Align the store's catalogue with the model's items (`vectors`: text embeddings
         too, from the store's cache or computed, for MMR diversity)."""
-        items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
-        if len(items) != model.n_items:
-            raise ValueError("the model carries no item id map (saved without `train`?)")
+        items = model_items(model)
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         info = ItemInfo([""] * model.n_items, [[] for _ in range(model.n_items)])
         if db is not None:
@@ -54,6 +56,31 @@ class ModelContext:
             if vectors:
                 info = dataclasses.replace(info, vectors=item_vectors(db, items))
         return cls(model, items, users, info, stages or Stages())
+
+    @classmethod
+    def for_catalogue(
+        cls,
+        model: Recommender,
+        ids: Sequence[str],
+        titles: Sequence[str],
+        categories: Sequence,
+        vectors: np.ndarray | None = None,
+        version: str = "",
+        stages: Stages | None = None,
+    ) -> ModelContext:
+        """Align a catalogue held in memory (row r: `ids[r]`, `titles[r]`, `categories[r]`,
+        `vectors[r]` text embeddings) with the model. A model that can take new items
+        from their text (`cold_items`) is first given the catalogue items it lacks, so they
+        can be recommended without retraining (the model object is changed)."""
+        items = model_items(model)
+        cold = [r for r, x in enumerate(ids) if items.index(x) < 0]
+        if vectors is not None and cold and model.capabilities.cold_items:
+            model.add_items(vectors[cold])
+            items = IdMap(np.concatenate([items.ids, np.array([ids[r] for r in cold], object)]))
+            model.meta["item_ids"] = items.ids.tolist()
+        users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
+        info = item_info(items, ids, titles, categories, vectors)
+        return cls(model, items, users, info, stages or Stages(), version)
 
     def histories(
         self,
@@ -72,6 +99,17 @@ class ModelContext:
 
     def raw(self, items: np.ndarray) -> list[str]:
         return [str(self.items.ids[i]) for i in items]
+
+
+def model_items(model: Recommender) -> IdMap:
+    """The model's item index → raw id map (saved in its ids.json by `train`)."""
+    items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
+    if len(items) != model.n_items:
+        raise ValueError(
+            f"the model carries no item id map for its {model.n_items} items "
+            f"(ids.json lists {len(items)}; saved without `train`?)"
+        )
+    return items
 
 
 def item_info(

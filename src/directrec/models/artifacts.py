@@ -31,12 +31,107 @@ def csr_to_state(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     }
 
 
-def csr_from_state(prefix: str, state: dict[str, np.ndarray]) -> sp.csr_matrix:
-    shape = tuple(int(x) for x in state[f"{prefix}.shape"])
-    return sp.csr_matrix(
-        (state[f"{prefix}.data"], state[f"{prefix}.indices"], state[f"{prefix}.indptr"]),
-        shape=shape,
-    )
+def csr_spec(prefix: str, rows: int | None) -> dict[str, tuple]:
+    """What `csr_to_state` writes, for `check_state` (a matrix of `rows` rows)."""
+    return {
+        f"{prefix}.indptr": ((rows + 1 if rows is not None else None,), ("int64",)),
+        f"{prefix}.indices": ((None,), ("int64",)),
+        f"{prefix}.data": ((None,), ("float32",)),
+        f"{prefix}.shape": ((2,), ("int64",)),
+    }
+
+
+def csr_from_state(
+    prefix: str, state: dict[str, np.ndarray], shape: tuple[int | None, int | None]
+) -> sp.csr_matrix:
+    """The sparse matrix `csr_to_state` wrote (its dtypes checked with `csr_spec`), checked
+    against the `shape` the model's config implies (None: any size) and for a consistent
+    structure before any of it is used."""
+    got = tuple(int(x) for x in state[f"{prefix}.shape"])
+    if any(want is not None and want != g for want, g in zip(shape, got, strict=True)):
+        raise ValueError(
+            f"weights.safetensors: {prefix}.shape is {got}, the config implies {_dims(shape)}"
+        )
+    indptr, indices = state[f"{prefix}.indptr"], state[f"{prefix}.indices"]
+    data = state[f"{prefix}.data"]
+    nnz = len(data)
+    if (
+        len(indptr) != got[0] + 1
+        or indptr[0] != 0
+        or indptr[-1] != nnz
+        or len(indices) != nnz
+        or np.any(np.diff(indptr) < 0)
+    ):
+        raise ValueError(
+            f"weights.safetensors: {prefix}.indptr, {prefix}.indices and {prefix}.data do not "
+            f"describe a {got} matrix"
+        )
+    if nnz and (indices.min() < 0 or indices.max() >= got[1]):
+        raise ValueError(f"weights.safetensors: {prefix}.indices fall outside {got[1]} columns")
+    return sp.csr_matrix((data, indices, indptr), shape=got)
+
+
+Shape = tuple[int | None, ...]
+
+
+def _dims(shape: Shape) -> str:
+    return "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"
+
+
+def check_state(
+    state: dict[str, np.ndarray],
+    spec: dict[str, tuple[Shape, tuple[str, ...]]],
+    model: str = "",
+) -> None:
+    """Loading is strict: `state` must hold exactly the tensors of `spec`, each with its
+    shape (None: any size along that axis) and one of its dtypes (what the model saves:
+    float32 weights, int64 indices, float16 where a model keeps half precision). A
+    tampered or mismatched file fails here with a ValueError naming the tensor, instead of
+    loading and then failing (or scoring garbage) on every request. `model` says whose
+    config implies the shapes (e.g. "ease with n_items=1682")."""
+    whose = f", {model} expects" if model else ", expected"
+    missing = sorted(spec.keys() - state.keys())
+    if missing:
+        raise ValueError(f"weights.safetensors: missing tensor(s) {', '.join(missing[:5])}")
+    extra = sorted(state.keys() - spec.keys())
+    if extra:
+        raise ValueError(f"weights.safetensors: unexpected tensor(s) {', '.join(extra[:5])}")
+    for name, (shape, dtypes) in spec.items():
+        a = state[name]
+        if a.dtype.name not in dtypes:
+            raise ValueError(
+                f"weights.safetensors: {name} is {a.dtype.name}{whose} {' or '.join(dtypes)}"
+            )
+        if a.ndim != len(shape) or any(
+            d is not None and d != g for d, g in zip(shape, a.shape, strict=True)
+        ):
+            raise ValueError(
+                f"weights.safetensors: {name} has shape {tuple(a.shape)}{whose} {_dims(shape)}"
+            )
+
+
+def check_ids(ids: Any, where: str = "ids.json") -> None:
+    """Raw ids must be a list of unique scalars (strings or integers) per key: a list or
+    a mapping among them would be served as its text ("['50']"), and a repeated id makes
+    the index → id map ambiguous."""
+    if not isinstance(ids, dict):
+        raise ValueError(f"{where}: expected an object with user_ids / item_ids lists")
+    for key in ID_KEYS:
+        if key not in ids:
+            continue
+        values = ids[key]
+        if not isinstance(values, list):
+            raise ValueError(f"{where}: {key} must be a list, not {type(values).__name__}")
+        for n, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, str | int):
+                raise ValueError(
+                    f"{where}: {key}[{n}] is {json.dumps(v)[:40]}; ids are strings or integers"
+                )
+        seen: set[str] = set()
+        for n, v in enumerate(values):
+            if str(v) in seen:  # 50 and "50" are one id once served as text
+                raise ValueError(f"{where}: {key}[{n}] repeats the id {str(v)!r}")
+            seen.add(str(v))
 
 
 def write_dir(
@@ -131,9 +226,8 @@ def read_dir(path: str | Path, model_name: str) -> tuple[dict, dict, dict[str, n
             ids = json.loads((path / "ids.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}/ids.json: cannot be read ({e})") from e
-        if not isinstance(ids, dict):
-            raise ValueError(f"{path}/ids.json: must hold a JSON object")
-        meta.update(ids)
+        check_ids(ids, f"{path}/ids.json")
+        meta.update({k: ids[k] for k in ID_KEYS if k in ids})
     try:
         tensors = load_file(str(path / "weights.safetensors"))
     except Exception as e:  # safetensors raises its own error types for damaged files

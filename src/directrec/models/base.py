@@ -23,7 +23,7 @@ import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models.artifacts import config_from_dict, read_dir, write_dir
+from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
 from directrec.models.transformer import resolve_device
 
 Validator = Callable[["Recommender"], float]
@@ -212,7 +212,36 @@ class Recommender:
         return {}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        pass
+        """Take what `_state` saved. Strict: every tensor is checked against the shape and
+        dtype this model's config implies (`_expect`, `_load_module`) before it is used."""
+        self._expect(state, {})
+
+    def _expect(self, state: dict[str, np.ndarray], spec: dict[str, tuple]) -> None:
+        """`state` holds exactly `spec`'s tensors: {name: (shape, dtypes)}, None = any size."""
+        check_state(  # named as in the file
+            {f"model.{k}": v for k, v in state.items()},
+            {f"model.{k}": v for k, v in spec.items()},
+            f"{self.name} with n_users={self.n_users}, n_items={self.n_items}",
+        )
+
+    def _load_module(
+        self, module: torch.nn.Module, state: dict[str, np.ndarray], prefix: str = ""
+    ) -> None:
+        """Load the tensors named `prefix`… into `module` (built from the config), after
+        checking each against the module's own: same names, shapes and dtypes (the float32
+        that `_state` saves). torch would cast an int8 tensor silently and fail only on a
+        shape; this fails on both, naming the tensor."""
+        own = {prefix + k: v for k, v in module.state_dict().items()}
+        part = {k: v for k, v in state.items() if k.startswith(prefix)}
+        # a 0-d tensor is written as shape (1,) (np.ascontiguousarray), and torch takes it
+        self._expect(
+            part,
+            {
+                k: (tuple(v.shape) or (1,), (str(v.dtype).removeprefix("torch."),))
+                for k, v in own.items()
+            },
+        )
+        module.load_state_dict({k[len(prefix) :]: torch.from_numpy(v) for k, v in part.items()})
 
     def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
         """Write config.json + ids.json + weights.safetensors (+ `extra` JSON files by
@@ -233,11 +262,22 @@ class Recommender:
         values = dict(config["config"])
         if str(values.get("device", "")).startswith("cuda") and not torch.cuda.is_available():
             values["device"] = "auto"  # trained on a GPU, loaded without one: artefacts travel
-        model = cls(config_from_dict(cls.Config, values))
-        model.n_users, model.n_items = config["n_users"], config["n_items"]
-        model.meta = meta
-        model.popularity = state["popularity"]
-        model._load_state({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        sizes = config.get("n_users"), config.get("n_items")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+            raise ValueError(f"{path}/config.json: n_users and n_items must be counts")
+        try:
+            model = cls(config_from_dict(cls.Config, values))
+            model.n_users, model.n_items = sizes
+            model.meta = meta
+            check_state(
+                {k: v for k, v in state.items() if not k.startswith("model.")},
+                {"popularity": ((model.n_items,), ("float32",))},
+                f"{cls.name} with n_items={model.n_items}",
+            )
+            model.popularity = state["popularity"]
+            model._load_state({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        except (ValueError, TypeError, RuntimeError) as e:  # config, shapes, dtypes
+            raise ValueError(f"{path}: cannot load this {cls.name} model: {e}") from e
         return model
 
 

@@ -94,5 +94,5 @@ class CFGAN(Recommender):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         c, n = self.config, self.n_items
         self.gen = mlp([n, c.hidden, c.hidden, n], nn.Sigmoid())
-        self.gen.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self._load_module(self.gen, state)
         self.gen.to(self.device).eval()

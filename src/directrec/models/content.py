@@ -63,4 +63,5 @@ class ContentBased(Recommender):
         return {"embeddings": self.embeddings.numpy()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._expect(state, {"embeddings": ((self.n_items, None), ("float32",))})
         self.embeddings = torch.from_numpy(state["embeddings"])

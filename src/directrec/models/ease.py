@@ -42,4 +42,6 @@ class EASE(Recommender):
         return {"weights": self.weights.numpy()}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        n = self.n_items
+        self._expect(state, {"weights": ((n, n), ("float32",))})
         self.weights = torch.from_numpy(state["weights"])

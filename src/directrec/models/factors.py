@@ -25,4 +25,12 @@ class FactorModel(Recommender):
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        f = state["item_factors"].shape[-1] if "item_factors" in state else None
+        self._expect(
+            state,
+            {
+                "user_factors": ((self.n_users, f), ("float32",)),
+                "item_factors": ((self.n_items, f), ("float32",)),
+            },
+        )
         self.user_factors, self.item_factors = state["user_factors"], state["item_factors"]

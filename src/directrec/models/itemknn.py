@@ -13,7 +13,7 @@ import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models.artifacts import csr_from_state, csr_to_state
+from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
 
 
@@ -67,4 +67,6 @@ class ItemKNN(Recommender):
         return csr_to_state("sim", self.sim)
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.sim = csr_from_state("sim", state)
+        n = self.n_items
+        self._expect(state, csr_spec("sim", n))
+        self.sim = csr_from_state("sim", state, (n, n))

@@ -497,14 +497,32 @@ class LLMRec(Recommender):
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        c = self.config
+        text = {"texts": ((None,), ("uint8",))}
+        if not c.base_model:
+            text["tokenizer"] = ((None,), ("uint8",))
+        self._expect({k: v for k, v in state.items() if "." not in k}, text)
         self._build(None, state)
-        if not self.config.base_model:
-            base = self.lm.get_base_model() if self.config.lora else self.lm
+        if len(self.texts) != self.n_items:
+            raise ValueError(f"model.texts: {len(self.texts)} titles for {self.n_items} items")
+        expected: dict[str, tuple] = {}
+        if not c.base_model:  # the built-in LM's own weights, as `_state` saved them
+            base = self.lm.get_base_model() if c.lora else self.lm
+            own = {k: v for k, v in base.state_dict().items() if "lora_" not in k}
+            expected |= {f"base.{k}": _spec(v) for k, v in own.items()}
+        if c.lora:
+            from peft import get_peft_model_state_dict
+
+            expected |= {
+                f"lora.{k}": _spec(v) for k, v in get_peft_model_state_dict(self.lm).items()
+            }
+        self._expect({k: v for k, v in state.items() if "." in k}, expected)
+        if not c.base_model:
             weights = {
                 k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("base.")
             }
             base.load_state_dict(weights, strict=False)
-        if self.config.lora:
+        if c.lora:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(
@@ -512,6 +530,16 @@ class LLMRec(Recommender):
                 {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("lora.")},
             )
         self.lm.eval()
+
+
+def _spec(t: torch.Tensor) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """A saved tensor's expected shape and dtypes: `_numpy` keeps a float tensor's own type
+    (bfloat16 as float32), so float32 is accepted for any float weight."""
+    own = str(t.dtype).removeprefix("torch.")
+    shape = tuple(t.shape) or (1,)  # a 0-d tensor is written as shape (1,)
+    if t.is_floating_point():
+        return shape, tuple(sorted({"float32", own} - {"bfloat16"}))
+    return shape, (own,)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

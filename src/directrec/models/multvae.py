@@ -110,6 +110,6 @@ class MultVAE(Recommender):
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         c = self.config
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
-        self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self._load_module(self.net, state)
         self.net.to(self.device).eval()
         self.step = c.anneal_steps  # a trained model is past β's annealing

@@ -86,7 +86,10 @@ class RatingModel(Recommender):
         return {**state, "global_mean": np.array([self.global_mean], dtype=np.float32)}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.global_mean = float(state.pop("global_mean")[0])
+        mean = state.pop("global_mean", np.zeros(0, dtype=np.float32))
+        if mean.shape != (1,) or mean.dtype != np.float32:
+            raise ValueError("weights.safetensors: model.global_mean must be one float32")
+        self.global_mean = float(mean[0])
         self.net = self.build(None)
-        self.net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        self._load_module(self.net, state)
         self.net.eval()

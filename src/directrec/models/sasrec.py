@@ -479,9 +479,8 @@ class SASRec(Recommender):
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.net = self._build()
-        self.net.load_state_dict(
-            {k[4:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("net.")}
-        )
+        self._load_module(self.net, state, "net.")
+        self._expect({k: v for k, v in state.items() if not k.startswith("net.")}, {})
         self.net.to(self.device).eval()
 
 

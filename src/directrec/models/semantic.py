@@ -983,23 +983,36 @@ class SemanticID(Recommender):
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        rq_state = {k[3:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("rq.")}
-        self.rq = RQVAE(int(rq_state["mean"].shape[0]), self._rq_config())
-        self.rq.load_state_dict(rq_state)
+        c, n = self.config, self.n_items
+        mean = state.get("rq.mean")  # the RQ-VAE's input size: the vectors it was fit on
+        if mean is None or mean.ndim != 1:
+            raise ValueError("weights.safetensors: model.rq.mean is missing or not a vector")
+        self.rq = RQVAE(int(mean.shape[0]), self._rq_config())
+        self._load_module(self.rq, state, "rq.")
         self.rq.eval()
-        self.codes = torch.from_numpy(state["codes"]).to(self.device)
+        rest = {k: v for k, v in state.items() if not k.startswith(("rq.", "net.", "head."))}
+        spec: dict[str, tuple] = {"codes": ((n, c.levels + 1), ("int64",))}
+        if "latent" in rest:
+            spec["latent"] = ((n, c.rq_latent), ("float32",))
+        if "text_vectors" in rest:  # optional: cold items' text (kept in half precision)
+            spec["text_vectors"] = ((n, None), ("float16",))
+        self._expect(rest, spec)
+        codes = state["codes"]
+        if n and (codes.min() < 0 or codes[:, : c.levels].max() >= c.codebook):
+            raise ValueError(f"weights.safetensors: model.codes fall outside 0..{c.codebook - 1}")
+        self.codes = torch.from_numpy(codes).to(self.device)
         self.latent = torch.from_numpy(state["latent"]) if "latent" in state else None
-        tv = state.get("text_vectors")  # kept since session 8
+        tv = state.get("text_vectors")
         self.text_vectors = torch.from_numpy(tv) if tv is not None else None
         self.head = None
-        if "head.weight" in state:  # models saved before session 7 have no dense head
-            w = torch.from_numpy(state["head.weight"])
+        if any(k.startswith("head.") for k in state):  # the optional dense cold-item head
+            w = state.get("head.weight")
+            if w is None or w.ndim != 2:
+                raise ValueError("weights.safetensors: model.head.weight is missing or not 2-D")
             self.head = nn.Linear(w.shape[1], w.shape[0])
-            self.head.load_state_dict({"weight": w, "bias": torch.from_numpy(state["head.bias"])})
+            self._load_module(self.head, state, "head.")
             self.head.eval()
         self._build_index()
         self.net = self._build()
-        self.net.load_state_dict(
-            {k[4:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("net.")}
-        )
+        self._load_module(self.net, state, "net.")
         self.net.to(self.device).eval()

@@ -26,7 +26,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda", int(local) if local is not None else 0)
     if name in ("", "auto"):
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from e
+    if dev.type not in ("cpu", "cuda", "mps"):  # e.g. meta: tensors there hold no data
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device here")
     return dev
@@ -158,6 +163,8 @@ class Block(nn.Module):
         drop_keys: bool = False,
     ) -> None:
         super().__init__()
+        if heads < 1 or dim % heads:  # else every forward pass fails on the head split
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads, self.dropout, self.drop_keys = heads, dropout, drop_keys
         self.attn_dropout = dropout if attn_dropout is None else attn_dropout
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)

@@ -16,7 +16,7 @@ import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models.artifacts import csr_from_state, csr_to_state
+from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
 
 
@@ -73,4 +73,5 @@ class UserKNN(Recommender):
         return csr_to_state("pool", self.pool)
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self._set_pool(csr_from_state("pool", state))
+        self._expect(state, csr_spec("pool", None))  # rows: the users it pools
+        self._set_pool(csr_from_state("pool", state, (None, self.n_items)))

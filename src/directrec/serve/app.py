@@ -37,6 +37,7 @@ from prometheus_client import generate_latest
 from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
+from directrec.serve.canary import Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission
 from directrec.serve.schemas import (
@@ -440,14 +441,23 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         }
 
     @app.post("/v1/admin/reload", dependencies=[Depends(admin)])
-    def reload(body: ReloadIn | None = None) -> dict:
+    def reload(body: ReloadIn | None = None) -> JSONResponse:
         try:
             loaded = svc.load(body.version if body else None)
+        except Refused as e:  # the old version keeps serving
+            serving = svc.loaded.version if svc.loaded else None
+            return error_response(
+                409,
+                f"version refused ({e.reason}), still serving {serving or 'nothing'}: "
+                f"{public(e, 'the version was refused')}",
+                reason=e.reason,
+                model_version=serving,
+            )
         except Exception as e:
             serving = svc.loaded.version if svc.loaded else "nothing"
             reason = public(e, "the version could not be loaded")
             raise HTTPException(409, f"reload rejected, still serving {serving}: {reason}") from e
-        return {"model_version": loaded.version}
+        return JSONResponse({"model_version": loaded.version})
 
     @app.post("/v1/admin/forget", dependencies=[Depends(admin)])
     def forget(body: ForgetIn) -> dict:
@@ -482,6 +492,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             )
             if version is not None:
                 svc.load(version)
+            elif facts.get("refused"):  # the canary refused it before it was published
+                svc.metrics.refused.labels(facts["refused"]).inc()
             return {"model_version": version, **facts}
 
         job_id = svc.updates.start(work)

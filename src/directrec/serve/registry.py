@@ -5,7 +5,10 @@ weights.safetensors) plus `manifest.json` with the sha256 of every file; `REGIST
 names the version to serve. Publishing builds the version aside and renames it into place,
 then rewrites CURRENT atomically, so a reader sees the old version or the new one, never a
 half-written one. Loading checks every hash first: a truncated or altered artefact is
-rejected before any of it is used.
+rejected before any of it is used. Publishing loads the model and runs the canary
+(serve/canary.py) on the copy it is about to publish: a version that cannot build sound
+lists never gets a number, and the canary's NDCG@10 against a store is recorded in the
+manifest as the figure later canaries (reload, watcher) are held to.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from directrec.models.artifacts import read_config
+from directrec.serve.canary import CanaryConfig, check_version
 from directrec.serve.forgotten import check_artefact
 
 MANIFEST = "manifest.json"
@@ -107,15 +111,20 @@ def publish(
     model_dir: str | Path,
     registry: str | Path,
     make_current: bool = True,
+    db: str | Path | None = None,
+    canary: CanaryConfig = CanaryConfig(),
     forgotten: Collection[str] = (),
 ) -> str:
     """Copy a saved model into the registry as the next version; returns its name.
     `forgotten`: the store's forgotten-user hashes; the copy is checked against them
-    (serve/forgotten.py: refused for per-user factors, else those ids are dropped)."""
+    (serve/forgotten.py: refused for per-user factors, else those ids are dropped). The
+    copy is then loaded and canaried (on `db`'s users, else on synthetic histories): a
+    refused model raises canary.Refused and leaves the registry as it was."""
     model_dir, registry = Path(model_dir), Path(registry)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir}: not a directrec model directory (no config.json)")
     read_config(model_dir)  # a JSON object with every field, or an error naming the file
+    created = not registry.exists()
     registry.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".publish.", dir=registry))
     try:
@@ -123,6 +132,7 @@ def publish(
             if f.is_file() and f.name != MANIFEST:
                 shutil.copyfile(f, tmp / f.name)
         check_artefact(tmp, forgotten)
+        _, report = check_version(tmp, db, canary, label=model_dir.name)
         files = {f.name: sha256(f) for f in sorted(tmp.iterdir())}
         config = json.loads((tmp / "config.json").read_text())
         manifest = {
@@ -130,6 +140,8 @@ def publish(
             "created": time.time(),
             "files": files,
             "source": str(model_dir),
+            # the next canaries' reference: only a figure measured on stored users counts
+            "canary": report.record() if db is not None else {"lists": report.lists},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for f in tmp.iterdir():  # durable before it becomes visible
@@ -146,6 +158,8 @@ def publish(
                     raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(registry.iterdir()):
+            registry.rmdir()
         raise
     if make_current:
         set_current(registry, name)

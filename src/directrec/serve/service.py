@@ -23,17 +23,16 @@ import numpy as np
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
 from directrec.data.store import DuckStore, open_store
 from directrec.generate.coldstart import CategoryIndex, query_similarities, sentence_history
-from directrec.generate.context import item_info
-from directrec.generate.pipeline import ItemInfo, ListOptions, finite_or_none
+from directrec.generate.context import ModelContext
+from directrec.generate.pipeline import ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
-from directrec.generate.stages import Stages, load_pipeline
 from directrec.models.base import Recommender
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher
+from directrec.serve.canary import CanaryConfig, Refused, check_version, clean_paths
 from directrec.serve.feedback import Event, FeedbackLog, PgFeedbackLog, open_feedback
 
 log = logging.getLogger("directrec.serve")
@@ -61,18 +60,8 @@ class ServeConfig:
     list_cache: int = 100_000  # finished lists kept (LRU; 0: off)
     gil_switch_ms: float = 0.5  # GIL switch interval: how long the event loop may wait
     request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
-
-
-@dataclass
-class Loaded:
-    """One model version, ready to serve. Immutable once built: a swap replaces it."""
-
-    model: Recommender
-    version: str
-    items: IdMap
-    users: IdMap
-    info: ItemInfo  # titles, categories, text vectors aligned with the model's items
-    stages: Stages  # what was fitted after the model (generate/stages.py)
+    canary_users: int = 100  # stored users whose lists a version must build before a swap
+    canary_tolerance: float = 0.2  # share of its reference NDCG@10 a version may lose
 
 
 @dataclass
@@ -422,6 +411,12 @@ class Metrics:
         self.hit_ratio = Gauge(
             "directrec_list_cache_hit_ratio", "List cache hits / lookups", registry=r
         )
+        self.refused = Counter(
+            "directrec_version_refused",
+            "Model versions refused before a swap (serve/canary.py)",
+            ["reason"],
+            registry=r,
+        )
 
 
 class Service:
@@ -432,7 +427,7 @@ class Service:
         self.cfg = cfg
         self.admin_token = cfg.admin_token or secrets.token_urlsafe(24)
         self.metrics = Metrics()
-        self.loaded: Loaded | None = None
+        self.loaded: ModelContext | None = None
         self.reload_lock = threading.Lock()
         self.ready = False
         self.encoder_warm = False
@@ -482,47 +477,55 @@ class Service:
             self.encoder_warm = True
         return c.vectors
 
-    def load(self, version: str | None = None) -> Loaded:
-        """Verify, load and warm a version, then swap it in. On any error the current
-        model keeps serving and the error propagates (the caller reports it)."""
+    def load(self, version: str | None = None) -> ModelContext:
+        """Verify, load and canary a version (serve/canary.py: real users' lists through the
+        pipeline, checked), then swap it in. A refused version raises canary.Refused (its
+        reason counted in directrec_version_refused_total) and the current model keeps
+        serving."""
         with self.reload_lock:
             try:
-                path, label = registry.resolve(self.cfg.model, version)
-                model, stages = load_pipeline(path)
-                items = IdMap(np.array(model.meta.get("item_ids", []), dtype=object))
-                if len(items) != model.n_items:
-                    raise ValueError(f"{path}: the model carries no item id map")
-                c = self.catalogue
-                text = self.text_vectors()
-                cold = [r for r, x in enumerate(c.ids) if items.index(x) < 0]
-                if text is not None and cold and model.capabilities.cold_items:
-                    model.add_items(text[cold])  # new catalogue items, no retraining
-                    new_ids = np.array([c.ids[r] for r in cold], dtype=object)
-                    items = IdMap(np.concatenate([items.ids, new_ids]))
-                    model.meta["item_ids"] = items.ids.tolist()
-                    log.info("%d catalogue items new to the model were given codes", len(cold))
-                info = item_info(
-                    items,
-                    c.ids,
-                    [c.titles[x] for x in c.ids],
-                    [c.categories[x] for x in c.ids],
-                    text,
-                )
-                users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
-                new = Loaded(model, label, items, users, info, stages)
-                self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # warm-up
-            except Exception:
+                new = self._check(version)
+                self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # batch path
+            except Exception as e:
+                refused = e
+                if not isinstance(e, Refused):
+                    refused = Refused(
+                        "error", clean_paths(str(e), Path(self.cfg.model), "registry")
+                    )
+                self.metrics.refused.labels(refused.reason).inc()
                 self.metrics.reloads.labels("rejected").inc()
-                raise
+                if refused is e:
+                    raise
+                raise refused from e
             old, self.loaded = self.loaded, new
             self.lists.clear()  # keyed by version too; this frees the old version's lists
             if old is not None:
                 self.metrics.version.remove(old.version)
-            self.metrics.version.labels(label).set(1)
+            self.metrics.version.labels(new.version).set(1)
             self.metrics.reloads.labels("ok").inc()
             self.ready = True
-            log.info("serving model version %s", label)
+            log.info("serving model version %s", new.version)
             return new
+
+    def _check(self, version: str | None) -> ModelContext:
+        """The version's context, aligned with the catalogue this service holds, after the
+        canary passed; raises Refused."""
+        try:
+            path, label = registry.resolve(self.cfg.model, version)
+        except (OSError, ValueError) as e:  # unknown name, hash mismatch, missing file
+            raise Refused("integrity", clean_paths(str(e), Path(self.cfg.model), "registry")) from e
+        c = self.catalogue
+        text = self.text_vectors()
+        titles = [c.titles[x] for x in c.ids]
+        cats = [c.categories[x] for x in c.ids]
+
+        def context(model: Recommender) -> ModelContext:
+            return ModelContext.for_catalogue(model, c.ids, titles, cats, text, label)
+
+        cfg = CanaryConfig(users=self.cfg.canary_users, tolerance=self.cfg.canary_tolerance)
+        ctx, report = check_version(path, self.cfg.db, cfg, label, context)
+        log.info("canary passed for %s: %s", label, report)
+        return ctx
 
     def watch(self) -> None:
         """Poll the registry's CURRENT and swap when it names another version."""
@@ -549,7 +552,7 @@ class Service:
                     log.warning("rejected model version %s: %s", name, e)
 
     # ------------------------------------------------------------------ generation
-    def _run_jobs(self, loaded: Loaded, jobs: list[Job]) -> list[dict]:
+    def _run_jobs(self, loaded: ModelContext, jobs: list[Job]) -> list[dict]:
         """One model call for a batch of requests (runs on the model thread), through the
         pipeline every other caller uses."""
         items = loaded.items

@@ -7,7 +7,8 @@ models continue from their weights, the others refit with their own settings. Th
 recent interaction is the validation target on which the update and the served version are
 both scored (NDCG@10, full ranking); the update is published as the registry's next version
 (a running service swaps to it) only if it is not worse than the served one by more than
-`tolerance`. Otherwise it is kept unpublished under `<registry>/.rejected/` and the reason
+`tolerance`, and if the canary (serve/canary.py: real lists for stored users, checked)
+passes. Otherwise it is kept unpublished under `<registry>/.rejected/` and the reason
 is returned. (The served version may have trained on some of those targets, which favours
 it: the gate errs towards keeping what serves.)
 """
@@ -15,6 +16,7 @@ it: the gate errs towards keeping what serves.)
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from directrec.evaluate.protocol import evaluate
 from directrec.generate.stages import load_pipeline
 from directrec.models.base import Recommender
 from directrec.serve import registry
+from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import open_log
 from directrec.serve.forgotten import drop_forgotten
 
@@ -169,6 +172,7 @@ def update_model(
     epochs: int = 3,
     tolerance: float = 0.02,
     min_gate_users: int = 20,
+    canary: CanaryConfig = CanaryConfig(),
 ) -> tuple[str | None, dict]:
     """Update the current model on store + feedback, gate it on validation NDCG@10 against
     the served version, publish it if it passes. Returns (version or None, facts); when
@@ -251,6 +255,19 @@ def update_model(
         return None, facts
     with tempfile.TemporaryDirectory(dir=out_registry, prefix=".update.") as tmp:
         new.save(Path(tmp) / "model", extra=stages.files())
-        version = registry.publish(Path(tmp) / "model", out_registry, forgotten=ld.forgotten)
+        try:  # the canary on the store's users (serve/canary.py), then the next number
+            version = registry.publish(
+                Path(tmp) / "model", out_registry, db=db, canary=canary, forgotten=ld.forgotten
+            )
+        except Refused as e:
+            kept = Path(out_registry) / ".rejected" / f"from-{parent or 'model'}-{time.time_ns()}"
+            shutil.copytree(Path(tmp) / "model", kept)
+            facts |= {
+                "published": False,
+                "kept_at": str(kept),
+                "refused": e.reason,
+                "reason": f"the canary refused the update ({e.reason}): {e}",
+            }
+            return None, facts
     facts |= {"published": True, "version": version}
     return version, facts
