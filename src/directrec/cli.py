@@ -831,6 +831,8 @@ def _forgotten_for(model_dir: Path, db: str | None) -> set[str]:
         config = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError):
         return set()  # not a model directory: publish says so
+    if not isinstance(config, dict):
+        return set()  # publish names what is wrong with the file
     source = db or config.get("meta", {}).get("db")
     if source and "***" not in str(source) and (is_url(source) or Path(source).exists()):
         with open_store(source) as store:
