@@ -92,7 +92,7 @@ def rank_among_cold(model, hist: Histories, targets: np.ndarray) -> dict:
     for view, mix in views:
         if view == "text" and getattr(model, "text_vectors", None) is None:
             continue
-        sims = model.cold_similarity(hist, items, logp, mix, 0.0, view)
+        sims = model.cold_similarity(hist, items, logp, mix, view)
         rank = (sims > sims.gather(1, col.unsqueeze(1))).sum(1)
         out[f"{view} mix={mix:g}"] = {
             f"top{k}": round(float((rank < k).float().mean()), 4) for k in (1, 2, 3, 5, 10)
@@ -212,7 +212,6 @@ def items_protocol(args: argparse.Namespace) -> dict:
                 first_target[cold_cases],
             )
             res[name]["codes"] = model.meta.get("codes")
-            res[name]["cold_head"] = model.meta.get("cold_head")
             # how often does the generator write a cold item at all?
             users = test.users[:2000]
             lists = recommend(model, Histories.from_interactions(inputs, users), ListOptions(k=10))

@@ -223,8 +223,7 @@ if run defaults; then  # the generators with default settings on MovieLens-100K 
   $PY bench/defaults.py --db $OUT/ml100k.duckdb
 fi
 if run items; then  # TIGER cold-start protocol on Beauty (since session 5 it also learns the cold gate)
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256 \
-    --set cold_head_epochs=10
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
 fi
 if run llm; then
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 3
@@ -250,8 +249,7 @@ if run ml1m-60; then  # ID head on ML-1M, SASRec+ recipe within 60 CPU minutes
   bash bench/zoo.sh ml1m-gen-60
 fi
 if run cold-gate; then  # cold items: the semantic-ID model with its cold gate (Beauty)
-  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256 \
-    --set cold_head_epochs=10
+  $PY bench/coldstart.py items --db $OUT/beauty.duckdb --max-history 20 --minutes 10 --set batch_size=256
 fi
 if run cold-gate-hybrid; then  # cold items with the ID + semantic hybrid (the Beauty §1 recipe):
   # cold items are never the ID head's negatives; the gate also tries the ID head's view

@@ -7,7 +7,6 @@ half-written (see data/store.py and models/base.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -358,8 +357,7 @@ def train(
             raise ValueError("--holdout must be none or loo")
         ds = Dataset.from_store(db)
         over = {"seed": seed, **parse_settings(settings, [model_name]).get(model_name, {})}
-        if "progress" in {f.name for f in dataclasses.fields(MODELS[model_name].Config)}:
-            over.setdefault("progress", sys.stderr.isatty())  # epoch, loss, validation NDCG
+        over.setdefault("progress", sys.stderr.isatty())  # epoch, loss, validation NDCG
         model = create(model_name, over)
         if model.capabilities.needs_text:
             from directrec.text.encoder import item_embeddings

@@ -257,7 +257,6 @@ def fit_cold_gate(
     k: int = 10,
     min_warm: float = 0.95,
     mixes: Sequence[float] = (0.0, 0.5, 1.0),
-    heads: Sequence[float] = (0.0, 0.5, 1.0),
     scales: Sequence[float] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0),
     biases: Sequence[float] | None = None,
     slots: Sequence[int] = (1, 2, 3),
@@ -268,7 +267,7 @@ def fit_cold_gate(
     a semantic-ID model's lists. Two gate families, one grid:
 
     - `score`: a cold item scores `bias + scale * cos(...)` against the beam's
-      log-probabilities (`SemanticID.cold_similarity` with `mix` and `head`), so it enters
+      log-probabilities (`SemanticID.cold_similarity` with `mix`), so it enters
       high where the beam is unsure and low where it is confident (`biases` by default
       reach 10 below the 1st percentile of the lists' k-th log-probability);
     - `place`: reserved slots. A user's best-matching cold items whose similarity clears
@@ -326,13 +325,11 @@ def fit_cold_gate(
     )
     best: dict = {}
     by_view: dict[str, float] = {}  # each view's best valid cold recall within the warm rule
-    if getattr(model, "head", None) is None:
-        heads = (0.0,)
-    grid = [("latent", m, h) for m in mixes for h in heads]
-    if getattr(model, "text_vectors", None) is not None:  # the dense head is latent-only
-        grid += [("text", m, 0.0) for m in mixes]
+    grid = [("latent", m) for m in mixes]
+    if getattr(model, "text_vectors", None) is not None:
+        grid += [("text", m) for m in mixes]
     if getattr(getattr(model, "net", None), "id_loss", 0.0) > 0:  # the ID head's own view
-        grid += [("id", m, 0.0) for m in (0.0, 0.25, 0.5, 0.75)]
+        grid += [("id", m) for m in (0.0, 0.25, 0.5, 0.75)]
 
     def consider(gate: dict, warm_rank: np.ndarray, c_rank: np.ndarray) -> None:
         """Score one candidate gate from the ranks it gives warm and cold targets (k or
@@ -345,10 +342,7 @@ def fit_cold_gate(
             return
         recall = float((c_rank < k).mean()) if len(c_rows) else 0.0
         overall = (g_warm * len(warm_rows) + gain(c_rank).sum()) / max(len(targets), 1)
-        name = f"{gate['view']} mix={gate['mix']:g}"
-        name += (f" head={gate['head']:g}" if gate["head"] else "") + (
-            " place" if gate["mode"] == "place" else ""
-        )
+        name = f"{gate['view']} mix={gate['mix']:g}" + (" place" if gate["mode"] == "place" else "")
         by_view[name] = max(by_view.get(name, 0.0), recall)
         if not best or (recall, overall) > best["key"]:
             best = {
@@ -361,15 +355,15 @@ def fit_cold_gate(
 
     # the ID head's view of the cold items is one encoder pass, shared by its grid points
     id_cold = model.cold_id_logp(histories) if any(g[0] == "id" for g in grid) else None
-    for view, mix, head in grid:
+    for view, mix in grid:
         sims = model.cold_similarity(
-            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, head, view, id_cold
+            histories, torch.from_numpy(items), torch.from_numpy(logp), mix, view, id_cold
         ).numpy()
         top = -np.sort(-sims, axis=1)[:, :k]  # each row's k best cold similarities
         s_t = sims[c_rows, t_cold[c_rows]]
         above = (sims[c_rows] > s_t[:, None]).sum(1)  # cold items ahead of the target
         caps = sorted({min(int(m), k) for m in slots} | {k})  # k: no cap
-        view_of = {"view": view, "mix": float(mix), "head": float(head)}
+        view_of = {"view": view, "mix": float(mix)}
         for scale, bias, m in itertools.product(scales, biases, caps if "score" in modes else ()):
             c_rank = above + (warm_sorted[c_rows] > (bias + scale * s_t)[:, None]).sum(1)
             consider(
