@@ -225,3 +225,21 @@ def test_training_settings_are_checked_when_built(bad, name):
 
     with pytest.raises(ValueError, match=f"^{name} must be"):
         TrainConfig(**bad)
+
+
+def test_run_settings_split_from_the_config_and_every_model_takes_them():
+    """`create` splits run settings (device, threads, bf16, progress, checkpoint_dir) from
+    the config; `setting_fields` names both, for `--set` and recipes."""
+    import dataclasses
+
+    from directrec.models import MODELS, create
+    from directrec.models.training import RUN_FIELDS, RunSettings
+
+    model = create("sasrec-ce", {"device": "cpu", "lr": 2e-3, "bf16": True})
+    assert model.run == RunSettings(device="cpu", bf16=True) and model.config.lr == 2e-3
+    for name, cls in MODELS.items():
+        config = {f.name for f in dataclasses.fields(cls.Config)}
+        assert not config & RUN_FIELDS, name  # no model config holds a run setting
+        assert set(cls.setting_fields()) == config | RUN_FIELDS, name
+    with pytest.raises(ValueError, match="device must be"):
+        create("ease", {"device": "gpu"})
