@@ -84,7 +84,7 @@ def table(doc: dict) -> str:
                 f"{cfg.get('cooldown', 0.2):.0%} of {cfg['epochs']} epochs"
                 if cfg.get("lr_decay") == "cooldown"
                 else "",
-                "bf16" if cfg.get("bf16") else "",
+                "bf16" if cfg.get("bf16") or r.get("run", {}).get("bf16") else "",
                 f"arch={cfg['arch']}" if "arch" in cfg else "",
                 "item embedding" if cfg.get("item_embedding") else "",
                 f"ID head (loss {cfg['id_loss']:g}, blend {r.get('id_blend', 'not recorded')})"

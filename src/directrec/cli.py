@@ -484,8 +484,8 @@ def train(
             raise ValueError("--holdout must be none or loo")
         ds = Dataset.from_store(db)
         over = dict(chosen.settings)
-        if "progress" in MODELS[model_name].setting_fields():
-            over.setdefault("progress", sys.stderr.isatty())  # epoch, loss, validation NDCG
+        # epoch, loss, validation NDCG and ETA: a bar on a terminal, else a line per epoch
+        over.setdefault("progress", True)
         model = create(model_name, over)
         if model.capabilities.needs_text:
             from directrec.text.encoder import item_embeddings

@@ -13,7 +13,8 @@ import torch
 
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
-from directrec.models import create, load_model
+from directrec.models import MODELS, create, load_model
+from directrec.models.training import RUN_FIELDS, RunSettings
 from directrec.models.transformer import resolve_device
 from tests.models.settings import TEST_SETTINGS
 
@@ -44,24 +45,58 @@ def test_auto_is_cpu_without_cuda_and_cuda_is_refused_there():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-@cuda
-@pytest.mark.parametrize("name", ["sasrec-ce", "sasrec", "multvae", "cfgan", "semantic-id"])
-def test_trained_on_cuda_loads_on_cpu_with_the_same_scores(name, data, tmp_path):
+SCORED = ["sasrec-ce", "sasrec", "multvae", "cfgan", "semantic-id"]
+
+
+@pytest.mark.parametrize("name", SCORED)
+def test_run_settings_stay_out_of_the_artefact(name, data, tmp_path):
+    """Where and how a model was trained (device, threads, progress) is not saved: the
+    artefact holds no run setting, loads with the default run settings, and on the CPU
+    scores exactly as the model it was saved from."""
     fit = leave_one_out(data.interactions).stage("test")[0]
-    settings = {**TEST_SETTINGS[name], "device": "cuda"}
-    model = create(name, settings).fit(fit, data.catalog)
+    run = {"device": "cpu", "threads": 1, "progress": True}
+    model = create(name, {**TEST_SETTINGS[name], "epochs": 2, **run}).fit(fit, data.catalog)
+    assert (model.run.device, model.run.threads) == ("cpu", 1)
+    path = model.save(tmp_path / name)
+    saved = json.loads((path / "config.json").read_text())["config"]
+    assert not RUN_FIELDS & set(saved), sorted(RUN_FIELDS & set(saved))
+    loaded = load_model(path)
+    assert loaded.run == RunSettings() and loaded.config == model.config
+    loaded.run.device = "cpu"  # a GPU machine's default would be CUDA
+    loaded._load_state(loaded._state())  # ...so place its weights on the CPU too
+    h = Histories.from_interactions(fit, np.arange(1, 30))
+    a, b = loaded.score(h).numpy(), model.score(h).numpy()
+    assert np.array_equal(np.isfinite(a), np.isfinite(b))
+    np.testing.assert_array_equal(a[np.isfinite(a)], b[np.isfinite(b)])
+
+
+@cuda
+@pytest.mark.parametrize("name", SCORED)
+def test_trained_on_cuda_loads_on_cpu_with_the_same_scores(name, data, tmp_path):
+    """Trained with run device "cuda", saved, loaded with run device "cpu": the weights
+    are the GPU model's exactly, its CPU scores match the GPU model's scores (beams: the
+    written lists mostly), and the saved model on the CPU scores as the loaded one."""
+    fit = leave_one_out(data.interactions).stage("test")[0]
+    model = create(name, {**TEST_SETTINGS[name], "device": "cuda"}).fit(fit, data.catalog)
     h = Histories.from_interactions(fit, np.arange(1, 50))
     on_gpu = model.score(h)
     path = model.save(tmp_path / name)
-    config = json.loads((path / "config.json").read_text())
-    config["config"]["device"] = "cpu"  # the same artefact, read on a machine without CUDA
-    (path / "config.json").write_text(json.dumps(config))
-    cpu = load_model(path)
-    assert next(iter(cpu._state().values())) is not None
+    cpu = MODELS[name].load(path, RunSettings(device="cpu"))
+    assert cpu.device.type == "cpu"
+    gpu_state = model._state()
+    for key, value in cpu._state().items():
+        np.testing.assert_array_equal(value, gpu_state[key], err_msg=key)
     on_cpu = cpu.score(h)
+    # the saved-from model moved to the CPU scores exactly as the loaded one
+    model.run.device = "cpu"
+    model._load_state(gpu_state)
+    moved = model.score(h).numpy()
+    c = on_cpu.numpy()
+    assert np.array_equal(np.isfinite(moved), np.isfinite(c))
+    np.testing.assert_array_equal(moved[np.isfinite(c)], c[np.isfinite(c)])
     assert on_gpu.device.type == "cpu" and on_cpu.device.type == "cpu"  # scores come back
-    g, c = on_gpu.numpy(), on_cpu.numpy()
-    if not model.capabilities.generator:
+    g = on_gpu.numpy()
+    if not MODELS[name].capabilities.generator:
         np.testing.assert_allclose(g, c, rtol=2e-3, atol=2e-3)
         return
     # A beam search is discrete: float differences between devices may swap near-tied
@@ -87,8 +122,8 @@ def test_sasrec_learns_on_cuda_with_bf16(data):
 
 @pytest.mark.parametrize("name", ["sasrec-ce", "multvae", "cfgan", "semantic-id"])
 def test_an_artefact_saying_cuda_loads_on_a_machine_without_one(name, data, tmp_path):
-    """What a GPU-trained model's config.json says (device: cuda) does not stop it from
-    loading and scoring on a CPU-only machine (here: CI)."""
+    """What a GPU-trained model's config.json said before run settings left it (device:
+    cuda) does not stop it from loading and scoring on a CPU-only machine (here: CI)."""
     if torch.cuda.is_available():
         pytest.skip("this checks a machine without CUDA")
     fit = leave_one_out(data.interactions).stage("test")[0]

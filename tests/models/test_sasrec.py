@@ -11,7 +11,7 @@ import torch
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
-from directrec.models import create, load_model
+from directrec.models import create, load_model, training
 from tests.models.settings import cosine_rates, record_rates
 
 SMALL = {"max_len": 20, "dim": 16, "heads": 2, "layers": 1, "batch_size": 64, "lr": 3e-3}
@@ -101,14 +101,14 @@ def test_cosine_decay_sets_each_epochs_rate_and_resumes_exactly(train, tmp_path,
     # interrupted after its 2nd epoch (checkpoint written), then resumed by a fresh process
     ckpt = str(tmp_path / "ckpt")
     cut = create("sasrec-ce", {**cfg, "checkpoint_dir": ckpt})
-    write = cut._checkpoint
+    write = training.save_checkpoint
 
-    def crash_after_two(opt, data, state):
-        write(opt, data, state)
+    def crash_after_two(path, net, opt, state, config, fingerprint):
+        write(path, net, opt, state, config, fingerprint)
         if state.epoch == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cut, "_checkpoint", crash_after_two)
+    monkeypatch.setattr(training, "save_checkpoint", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         cut.fit(train)
     resumed = create("sasrec-ce", {**cfg, "checkpoint_dir": ckpt}).fit(train)
@@ -143,15 +143,6 @@ def test_cooldown_holds_the_rate_then_steps_it_down(train, monkeypatch):
             ).fit(train)
 
 
-@pytest.mark.parametrize("decay", ["cosine", "cooldown"])
-def test_decay_still_learns(planted, decay):
-    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    model = create("sasrec-ce", {**SMALL, "epochs": 40, "lr_decay": decay}).fit(fit)
-    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
-    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
-
-
 def test_deterministic_with_a_seed(train):
     a = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
     b = create("sasrec-ce", {**SMALL, "epochs": 2}).fit(train)
@@ -159,14 +150,39 @@ def test_deterministic_with_a_seed(train):
     assert torch.equal(a.score(h), b.score(h))
 
 
-def test_time_budget_stops_and_validates(train):
-    seen = []
-    model = create(
-        "sasrec-ce", {**SMALL, "epochs": 10_000, "eval_every": 1000, "max_minutes": 0.02}
-    )
-    model.fit(train, validator=lambda m: seen.append(1) or 0.1)
-    assert len(model.meta["train_log"]) < 10_000 and seen  # stopped, and validated first
-    assert "valid_ndcg@10" in model.meta["train_log"][-1]
+def test_time_budget_stops_mid_epoch_and_validates(train):
+    """A 0.6-second budget against epochs of one window a batch (seconds each): the
+    first epoch's batches stop at the budget, the run validates and ends within the budget
+    plus a batch and a validation. An alarm fails the test instead of letting a broken
+    budget run on."""
+    import signal
+    import time
+
+    def hung(*_):
+        raise TimeoutError("the time budget did not stop the run")
+
+    seen: list[int] = []
+    cfg = {**SMALL, "epochs": 50, "batch_size": 1, "pack": False, "max_minutes": 0.01}
+    model = create("sasrec-ce", cfg)
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        t0 = time.perf_counter()
+        model.fit(train, validator=lambda m: seen.append(1) or 0.1)
+        took = time.perf_counter() - t0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    log = model.meta["train_log"]
+    assert model.meta["stopped_by"] == "time budget" and len(log) == 1 and seen == [1]
+    assert log[0]["cut_by_budget"] and "valid_ndcg@10" in log[0]
+    assert took < 0.6 + 5.0  # budget + one batch + one validation (+ setup), not an epoch
+
+
+def test_no_time_budget_by_default():
+    """Defaults that learn: epochs and early stopping end a run, not a clock."""
+    for name in ("sasrec", "sasrec-ce", "semantic-id", "llm"):
+        assert create(name).config.max_minutes == 0.0
 
 
 def test_length_batches_cover_every_window_once_and_cut_padding():
@@ -227,34 +243,26 @@ def test_packed_batches_train_exactly_as_random_batches(train):
     torch.testing.assert_close(plain.net.item.weight, packed.net.item.weight, rtol=1e-3, atol=1e-4)
 
 
-def test_drop_keys_learns_to_rank(planted):
-    """Attention dropout applied as DropKey (drop_keys=true, the fused-kernel path the ML-1M
-    CPU recipe uses) learns as weight dropout does."""
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"lr_decay": "cosine"},
+        {"lr_decay": "cooldown"},
+        {"attn_dropout": 0.2, "drop_keys": True},  # DropKey, the fused-kernel path
+        {"average": 0.8},  # validate and keep the epochs' moving-average weights
+        {"pack": False},  # length batches instead of packed random batches
+        {"optimizer": "adamw", "weight_decay": 0.1},  # decoupled decay at GPT's 0.1
+    ],
+    ids=["cosine", "cooldown", "drop-keys", "average", "length-batches", "adamw"],
+)
+def test_each_training_option_learns_to_rank(planted, option):
+    """Every non-default training option of the ML-1M recipes still learns: 40 epochs
+    rank validation items far above popularity (the defaults are every other test's)."""
     fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    cfg = {**SMALL, "epochs": 40, "attn_dropout": 0.2, "drop_keys": True}
-    model = create("sasrec-ce", cfg).fit(fit)
+    model = create("sasrec-ce", {**SMALL, "epochs": 40, **option}).fit(fit)
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
-
-
-def test_weight_average_learns_to_rank(planted):
-    """Validating and keeping the epochs' moving-average weights (average=0.8) learns."""
-    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    model = create("sasrec-ce", {**SMALL, "epochs": 40, "average": 0.8}).fit(fit)
-    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
-    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
-
-
-def test_length_batches_learn_to_rank(planted):
-    """The non-default batching (pack=false, length batches) learns too; the default
-    (packed random batches) is what every other learning test runs."""
-    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    model = create("sasrec-ce", {**SMALL, "epochs": 40, "pack": False}).fit(fit)
-    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
-    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+    assert hr >= max(2 * pop, pop + 0.2), f"{option}: HR@10 {hr:.3f} vs popularity {pop:.3f}"
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled"])
@@ -277,20 +285,11 @@ def test_cosine_scores_learn_bounded_and_survive_save_load(loss, planted, tmp_pa
     torch.testing.assert_close(loaded.score(h), scores)
 
 
-def test_a_negative_temperature_is_refused(train):
-    """0 means the dot product; a negative temperature has no meaning and is refused."""
+def test_a_negative_temperature_is_refused():
+    """0 means the dot product; a negative temperature has no meaning and is refused when
+    the model is created, not when it trains."""
     with pytest.raises(ValueError, match="temperature must be >= 0"):
-        create("sasrec-ce", {**SMALL, "epochs": 1, "temperature": -0.1}).fit(train)
-
-
-def test_adamw_learns_to_rank(planted):
-    """optimizer=adamw (decoupled weight decay) at GPT's 0.1 learns as Adam does."""
-    fit, seen, targets = leave_one_out(planted.interactions).stage("valid")
-    cfg = {**SMALL, "epochs": 40, "optimizer": "adamw", "weight_decay": 0.1}
-    model = create("sasrec-ce", cfg).fit(fit)
-    hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
-    pop = evaluate(create("pop").fit(fit), fit, targets, (10,), seen=seen).metrics["hr@10"]
-    assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+        create("sasrec-ce", {**SMALL, "epochs": 1, "temperature": -0.1})
 
 
 def test_adamw_decays_matrices_and_embeddings_not_biases_or_norms(train):
@@ -310,10 +309,10 @@ def test_adamw_decays_matrices_and_embeddings_not_biases_or_norms(train):
     assert norms[5.0] < 0.8 * norms[0.0], norms
 
 
-def test_an_unknown_optimizer_is_refused(train):
-    """Only adam and adamw exist; anything else fails before training starts."""
+def test_an_unknown_optimizer_is_refused():
+    """Only adam and adamw exist; anything else fails when the model is created."""
     with pytest.raises(ValueError, match="optimizer must be adam or adamw"):
-        create("sasrec-ce", {**SMALL, "epochs": 1, "optimizer": "sgd"}).fit(train)
+        create("sasrec-ce", {**SMALL, "epochs": 1, "optimizer": "sgd"})
 
 
 def test_all_windows_train_on_every_interaction_and_learn(planted, monkeypatch):
@@ -344,6 +343,15 @@ def test_all_windows_train_on_every_interaction_and_learn(planted, monkeypatch):
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
 
 
-def test_an_unknown_windows_choice_is_refused(train):
+def test_an_unknown_windows_choice_is_refused():
     with pytest.raises(ValueError, match="windows must be last or all"):
-        create("sasrec-ce", {**SMALL, "epochs": 1, "windows": "some"}).fit(train)
+        create("sasrec-ce", {**SMALL, "epochs": 1, "windows": "some"})
+
+
+@pytest.mark.parametrize(
+    ("bad", "name"),
+    [({"heads": 3}, "heads"), ({"loss": "mse"}, "loss"), ({"max_len": 0}, "max_len")],
+)
+def test_network_settings_are_checked_at_create(bad, name):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        create("sasrec-ce", {**SMALL, **bad})

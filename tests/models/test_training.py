@@ -1,5 +1,5 @@
 """The shared epoch loop: the moving average of the weights, by hand; the time budget on
-a fake clock."""
+a fake clock (between epochs and within one); progress; the shared settings' checks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _run(validate: bool) -> tuple[nn.Linear, list[float], list[float]]:
     started_from: list[float] = []
     validated: list[float] = []
 
-    def epoch_fn(epoch: int) -> float:
+    def epoch_fn(epoch: int, stop) -> float:
         started_from.append(net.weight.item())
         with torch.no_grad():
             net.weight.fill_(live[epoch])
@@ -52,7 +52,7 @@ def test_the_weight_average_factor_is_checked():
     with pytest.raises(ValueError, match="weight average"):
         run_epochs(
             nn.Linear(1, 1),
-            lambda e: 0.0,
+            lambda e, stop: 0.0,
             epochs=1,
             validate=None,
             eval_every=1,
@@ -67,7 +67,7 @@ def test_the_weight_average_takes_integer_buffers_as_they_are():
     net = nn.Linear(1, 1, bias=False)
     net.register_buffer("seen", torch.zeros((), dtype=torch.long))
 
-    def epoch_fn(epoch: int) -> float:
+    def epoch_fn(epoch: int, stop) -> float:
         net.seen += 1
         return 0.0
 
@@ -85,7 +85,7 @@ def test_a_time_budget_ends_the_run_within_it_validation_included(monkeypatch):
     monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
     net = nn.Linear(1, 1)
 
-    def epoch_fn(epoch: int) -> float:
+    def epoch_fn(epoch: int, stop) -> float:
         clock[0] += 10.0
         return 0.0
 
@@ -98,3 +98,148 @@ def test_a_time_budget_ends_the_run_within_it_validation_included(monkeypatch):
     )
     assert state.stopped == "time budget" and len(state.log) == 4
     assert "valid_ndcg@10" in state.log[-1] and clock[0] == 100.0
+
+
+def test_a_time_budget_stops_the_batches_within_an_epoch_then_validates(monkeypatch):
+    """1 s a batch, 3 s a validation (every epoch), a 1-minute budget. Epoch 1 (10 batches)
+    and its validation end at 13 s; epoch 2 has 100 batches, far more than the budget
+    holds: its batches stop once the time spent plus a validation reaches 60 s (57 s), the
+    run validates and ends at 60 s, within budget + one batch + one validation."""
+    from directrec.models import training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    ran: list[int] = []
+
+    def epoch_fn(epoch: int, stop) -> float:
+        n = 0
+        for _ in range(10 if epoch == 0 else 100):
+            if stop():
+                break
+            clock[0] += 1.0
+            n += 1
+        ran.append(n)
+        return 1.0
+
+    def check() -> float:
+        clock[0] += 3.0
+        return float(len(ran))
+
+    state = run_epochs(
+        nn.Linear(1, 1),
+        epoch_fn,
+        epochs=5,
+        validate=check,
+        eval_every=1,
+        patience=9,
+        max_minutes=1.0,
+    )
+    assert ran == [10, 44] and clock[0] == 60.0
+    assert state.stopped == "time budget" and len(state.log) == 2
+    assert state.log[-1]["cut_by_budget"] and "valid_ndcg@10" in state.log[-1]
+    assert state.best_epoch == 2  # the cut epoch's validation counts
+
+
+def test_without_a_budget_the_batches_never_stop(monkeypatch):
+    """max_minutes=0: `stop()` is always False, however long the clock runs."""
+    from directrec.models import training
+
+    clock = [0.0]
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock[0])
+    asked: list[bool] = []
+
+    def epoch_fn(epoch: int, stop) -> float:
+        for _ in range(5):
+            asked.append(stop())
+            clock[0] += 1e6
+        return 0.0
+
+    state = run_epochs(nn.Linear(1, 1), epoch_fn, epochs=3, validate=None, eval_every=1, patience=1)
+    assert asked == [False] * 15 and state.stopped == "epochs"
+
+
+def test_progress_off_a_terminal_is_one_stderr_line_per_epoch(capsys):
+    def check() -> float:
+        return 0.25
+
+    run_epochs(
+        nn.Linear(1, 1),
+        lambda e, stop: 0.5,
+        epochs=3,
+        validate=check,
+        eval_every=2,
+        patience=9,
+        desc="m",
+        progress=True,
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(x.startswith("m epoch ") and "ETA" in x for x in lines)
+    assert "loss 0.5000" in lines[0] and "valid NDCG@10 0.2500" in lines[1]
+    assert "valid" not in lines[0]
+    run_epochs(
+        nn.Linear(1, 1), lambda e, stop: 0.5, epochs=2, validate=None, eval_every=1, patience=1
+    )
+    assert capsys.readouterr().err == ""  # progress off: nothing
+
+
+def test_progress_on_a_terminal_is_a_rich_bar(monkeypatch):
+    """On a TTY the run draws a rich progress bar (epochs done, loss, validation metric)."""
+    import io
+    import sys
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    run_epochs(
+        nn.Linear(1, 1),
+        lambda e, stop: 0.5,
+        epochs=2,
+        validate=lambda: 0.25,
+        eval_every=1,
+        patience=9,
+        desc="bar-test",
+        progress=True,
+    )
+    out = tty.getvalue()
+    assert "bar-test" in out and "2/2" in out and "valid NDCG@10 0.2500" in out
+    assert " epoch 1/2" not in out  # not the line-per-epoch form
+
+
+@pytest.mark.parametrize(
+    ("bad", "name"),
+    [
+        ({"lr_decay": "step"}, "lr_decay"),
+        ({"cooldown": 0.0}, "cooldown"),
+        ({"windows": "some"}, "windows"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"average": 1.0}, "average"),
+        ({"max_minutes": -1.0}, "max_minutes"),
+        ({"batch_size": 0}, "batch_size"),
+    ],
+)
+def test_training_settings_are_checked_when_built(bad, name):
+    from directrec.models.training import TrainConfig
+
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        TrainConfig(**bad)
+
+
+def test_run_settings_split_from_the_config_and_every_model_takes_them():
+    """`create` splits run settings (device, threads, bf16, progress, checkpoint_dir) from
+    the config; `setting_fields` names both, for `--set` and recipes."""
+    import dataclasses
+
+    from directrec.models import MODELS, create
+    from directrec.models.training import RUN_FIELDS, RunSettings
+
+    model = create("sasrec-ce", {"device": "cpu", "lr": 2e-3, "bf16": True})
+    assert model.run == RunSettings(device="cpu", bf16=True) and model.config.lr == 2e-3
+    for name, cls in MODELS.items():
+        config = {f.name for f in dataclasses.fields(cls.Config)}
+        assert not config & RUN_FIELDS, name  # no model config holds a run setting
+        assert set(cls.setting_fields()) == config | RUN_FIELDS, name
+    with pytest.raises(ValueError, match="device must be"):
+        create("ease", {"device": "gpu"})

@@ -75,12 +75,8 @@ def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
 
 
 def _settings(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
-    from directrec.models import MODELS
-
     s = {"seed": spec.seed, **spec.settings.get(name, {})}
-    fields = {f.name for f in dataclasses.fields(MODELS[name].Config)}
-    if "progress" in fields:
-        s.setdefault("progress", spec.progress)
+    s.setdefault("progress", spec.progress)  # a run setting every model takes
     return s
 
 
@@ -163,6 +159,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         "model": name,
         "config": dataclasses.asdict(model.config),
         "recipe": model.meta["recipe"],
+        "run": dataclasses.asdict(model.run),
         **extra,
         "stopped": stopped_text(extra),
         "fit_seconds": round(fit_s, 3),
@@ -215,6 +212,7 @@ def run_rating(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         "model": name,
         "config": dataclasses.asdict(model.config),
         "recipe": _recipe(spec, name, settings),
+        "run": dataclasses.asdict(model.run),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(time.perf_counter() - t0, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),

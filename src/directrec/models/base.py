@@ -24,6 +24,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
+from directrec.models.training import RUN_FIELDS, RunSettings
 from directrec.models.transformer import resolve_device
 
 Validator = Callable[["Recommender"], float]
@@ -61,10 +62,19 @@ class Recommender:
     @classmethod
     def setting_fields(cls) -> dict[str, dataclasses.Field]:
         """Every setting `--set` and a recipe may name for this model, by name: the fields
-        of its config (the field's default gives the type a text value converts to)."""
-        return {f.name: f for f in dataclasses.fields(cls.Config)}
+        of its config and of `RunSettings` (the field's default gives the type a text
+        value converts to)."""
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        return fields | {f.name: f for f in dataclasses.fields(RunSettings)}
 
-    def __init__(self, config: Any | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, config: Any | None = None, run: RunSettings | None = None, **overrides: Any
+    ) -> None:
+        """`config`: what the model is (saved with it); `run`: how it runs here (device,
+        threads, bf16, progress, checkpoint_dir; never saved). `overrides` may name fields
+        of either."""
+        runs = {k: overrides.pop(k) for k in list(overrides) if k in RUN_FIELDS}
+        self.run = dataclasses.replace(run or RunSettings(), **runs)
         self.config = config if config is not None else self.Config()
         if overrides:
             self.config = dataclasses.replace(self.config, **overrides)
@@ -84,10 +94,15 @@ class Recommender:
         validation NDCG@10) lets models that train by epochs stop early; others ignore it."""
         self.n_users, self.n_items = data.n_users, data.n_items
         self.popularity = np.asarray(data.matrix("binary").sum(0)).ravel().astype(np.float32)
+        self._threads()
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed)
         self._fit(data, catalog, validator)
         return self
+
+    def _threads(self) -> None:
+        if self.run.threads > 0:
+            torch.set_num_threads(self.run.threads)
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
@@ -107,14 +122,16 @@ class Recommender:
         (`_train`); the others refit with their own settings (exact for the closed-form and
         neighbour models, never a truncated fit)."""
         if not self.capabilities.warm_start:
-            fresh = type(self)(self.config)
+            fresh = type(self)(self.config, self.run)
             fresh.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
             return fresh.fit(data, catalog, validator)
         fields = {f.name for f in dataclasses.fields(self.config)}
-        run_once = {"max_minutes": 0.0, "checkpoint_dir": ""}  # a budget/checkpoint is per run
-        new = self._copy(epochs=epochs, **{k: v for k, v in run_once.items() if k in fields})
+        budget = {"max_minutes": 0.0} if "max_minutes" in fields else {}  # a budget is per run
+        new = self._copy(epochs=epochs, **budget)
+        new.run = dataclasses.replace(self.run, checkpoint_dir="")  # so is a checkpoint
         new._grow(data, catalog)
         new._resize(data)
+        new._threads()
         torch.manual_seed(self.config.seed)
         np.random.seed(self.config.seed)
         new._train(data, validator)
@@ -132,7 +149,7 @@ class Recommender:
     def _copy(self, **changes: Any) -> Self:
         """A new object holding a copy of what this model learned (for warm starts), with
         config fields changed by `changes`."""
-        new = type(self)(dataclasses.replace(self.config, **changes))
+        new = type(self)(dataclasses.replace(self.config, **changes), self.run)
         new.n_users, new.n_items = self.n_users, self.n_items
         new.popularity = self.popularity.copy()
         new.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
@@ -148,9 +165,8 @@ class Recommender:
 
     @property
     def device(self) -> torch.device:
-        """Where the model computes: its config's `device` (auto | cpu | cuda | cuda:N);
-        the CPU for models without one."""
-        return resolve_device(getattr(self.config, "device", "cpu"))
+        """Where the model computes: its run settings' `device` (auto | cpu | cuda | cuda:N)."""
+        return resolve_device(self.run.device)
 
     # ------------------------------------------------------------------ scoring
     def fallback(self, histories: Histories, requests: Sequence[str] | None = None) -> np.ndarray:
@@ -245,7 +261,8 @@ class Recommender:
 
     def save(self, path: str | Path, extra: dict[str, str] | None = None) -> Path:
         """Write config.json + ids.json + weights.safetensors (+ `extra` JSON files by
-        name, e.g. the pipeline's fitted stages) atomically."""
+        name, e.g. the pipeline's fitted stages) atomically. The run settings are not
+        written: an artefact is the same wherever and however it was trained."""
         tensors = {"popularity": self.popularity}
         tensors |= {f"model.{k}": v for k, v in self._state().items()}
         header = {
@@ -257,16 +274,17 @@ class Recommender:
         return write_dir(path, header, self.meta, tensors, extra)
 
     @classmethod
-    def load(cls, path: str | Path) -> Self:
+    def load(cls, path: str | Path, run: RunSettings | None = None) -> Self:
+        """A saved model, run by `run` (default: `RunSettings()`, so `device` auto). Keys
+        of other versions' configs (run settings saved before they were split off,
+        settings since removed) are dropped."""
         config, meta, state = read_dir(path, cls.name)
         values = dict(config["config"])
-        if str(values.get("device", "")).startswith("cuda") and not torch.cuda.is_available():
-            values["device"] = "auto"  # trained on a GPU, loaded without one: artefacts travel
         sizes = config.get("n_users"), config.get("n_items")
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
             raise ValueError(f"{path}/config.json: n_users and n_items must be counts")
         try:
-            model = cls(config_from_dict(cls.Config, values))
+            model = cls(config_from_dict(cls.Config, values), run)
             model.n_users, model.n_items = sizes
             model.meta = meta
             check_state(

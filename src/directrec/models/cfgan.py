@@ -43,8 +43,6 @@ class CFGAN(Recommender):
         zr_ratio: float = 0.3  # share of negatives pushed to zero (zero reconstruction)
         zr_weight: float = 0.1
         seed: int = 42
-        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
-        progress: bool = False
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
@@ -58,7 +56,7 @@ class CFGAN(Recommender):
         x_all = data.matrix("binary")
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         rng = np.random.default_rng(c.seed)
-        for _ in tqdm(range(c.epochs), desc="cfgan", disable=not c.progress):
+        for _ in tqdm(range(c.epochs), desc="cfgan", disable=not self.run.progress):
             rng.shuffle(users)
             for b in range(0, len(users), c.batch_size):
                 x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray()).to(dev)

@@ -31,9 +31,8 @@ import torch.nn.functional as F
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.training import train_by_epochs
+from directrec.models.training import EpochRun, RunSettings, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -131,17 +130,17 @@ class LLMRec(Recommender):
         patience: int = 2
         max_minutes: float = 0.0
         seed: int = 42
-        # generation and runtime
+        # generation and precision
         beam: int = 20
         max_title_tokens: int = 32
-        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
         # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there
         # without AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
         dtype: str = "auto"
-        progress: bool = False
 
-    def __init__(self, config: LLMRec.Config | None = None, **overrides) -> None:
-        super().__init__(config, **overrides)
+    def __init__(
+        self, config: LLMRec.Config | None = None, run: RunSettings | None = None, **overrides
+    ) -> None:
+        super().__init__(config, run, **overrides)
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------- building
@@ -243,18 +242,9 @@ class LLMRec(Recommender):
         self.lm.train()
         params = [p for p in self.lm.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        d = distributed.current()
-        trainer: torch.nn.Module = self.lm
-        if d.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            trainer = torch.nn.parallel.DistributedDataParallel(self.lm, device_ids=ids)
-        check = validator if validator is None or d.main else (lambda model: 0.0)
         if c.epochs > 0:
-            train_by_epochs(
-                self, self.lm, lambda e: self._epoch(data, opt, e, trainer, d), check, agree=d.agree
-            )
-        if d.active:
-            self.meta["processes"] = d.world
+            epoch_fn = lambda e, run: self._epoch(data, opt, e, run)  # noqa: E731
+            train_by_epochs(self, self.lm, epoch_fn, validator)
         self.lm.eval()
 
     def _pairs(self, data: Interactions, epoch: int) -> list[tuple[list[int], int]]:
@@ -314,24 +304,27 @@ class LLMRec(Recommender):
         data: Interactions,
         opt: torch.optim.Optimizer,
         epoch: int,
-        trainer: torch.nn.Module | None = None,
-        d: distributed.Dist | None = None,
+        run: EpochRun | None = None,
     ) -> float:
         """One pass over this epoch's pairs; with several ranks each batch is split over
-        them and the loss scaled so the averaged gradient is the batch's token mean."""
+        them and the loss scaled so the averaged gradient is the batch's token mean; the
+        batches stop when `run.stop()` says the time budget is spent."""
         c = self.config
-        trainer, d = trainer or self.lm, d or distributed.Dist()
+        run = run or EpochRun.alone(self.lm)
+        d = run.d
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.lm.train()
         pairs = self._pairs(data, epoch)
         total, count = 0.0, 0
         for b in range(0, len(pairs), c.batch_size):
+            if run.stop():
+                break
             batch = pairs[b : b + c.batch_size]
             if len(batch) < d.world:
                 continue  # too small to give every rank a share (all ranks skip it)
             rows = self._batch(batch[d.rank :: d.world])
             n = int((rows[-1] != -100).sum())  # the tokens this rank's loss averages over
-            loss = self._loss(trainer, rows)
+            loss = self._loss(run.module, rows)
             opt.zero_grad(set_to_none=True)
             (loss * (n * d.world / max(d.total(n), 1))).backward()
             opt.step()

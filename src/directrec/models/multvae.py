@@ -49,8 +49,6 @@ class MultVAE(Recommender):
         batch_size: int = 500
         lr: float = 1e-3
         seed: int = 42
-        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
-        progress: bool = False
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
@@ -85,7 +83,7 @@ class MultVAE(Recommender):
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
         gen = np.random.default_rng(c.seed)
         self.net.train()
-        for _ in tqdm(range(c.epochs), desc="multvae", disable=not c.progress):
+        for _ in tqdm(range(c.epochs), desc="multvae", disable=not self.run.progress):
             gen.shuffle(users)
             for b in range(0, len(users), c.batch_size):
                 x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray()).to(self.device)

@@ -25,7 +25,6 @@ class RatingConfig:
     lr: float = 3e-3
     reg: float = 0.05  # L2 on the parameters a batch touches
     seed: int = 42
-    progress: bool = False
 
 
 class RatingModel(Recommender):
@@ -53,7 +52,7 @@ class RatingModel(Recommender):
         r = torch.from_numpy(data.rating.astype(np.float32))
         gen = torch.Generator().manual_seed(c.seed)
         self.net.train()
-        for _ in tqdm(range(c.epochs), desc=self.name, disable=not c.progress):
+        for _ in tqdm(range(c.epochs), desc=self.name, disable=not self.run.progress):
             perm = torch.randperm(len(r), generator=gen)
             for b in range(0, len(r), c.batch_size):
                 idx = perm[b : b + c.batch_size]

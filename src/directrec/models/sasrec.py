@@ -15,23 +15,23 @@ scores over all items are the recommendation (seen items are masked by `recommen
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.training import LoopState, train_by_epochs
+from directrec.models.training import (
+    EpochRun,
+    TrainConfig,
+    check,
+    make_optimizer,
+    train_by_epochs,
+)
 from directrec.models.transformer import (
     Block,
     Dropout,
@@ -141,8 +141,9 @@ class SASRec(Recommender):
     capabilities = Capabilities(early_stopping=True, warm_start=True)
 
     @dataclasses.dataclass
-    class Config:
-        # architecture
+    class Config(TrainConfig):
+        """The network's settings and the loss; training settings in `TrainConfig`."""
+
         max_len: int = 200
         dim: int = 64
         heads: int = 2
@@ -157,11 +158,8 @@ class SASRec(Recommender):
         # Score items by cosine / temperature instead of the dot product (0 = dot product);
         # HSTU's ML-1M recipe scores this way at 0.05
         temperature: float = 0.0
-        # training
         loss: str = "bce"  # bce | ce | sampled
         negatives: int = 512  # uniform negatives for `sampled`
-        epochs: int = 200
-        batch_size: int = 128
         # Random batches whose windows are packed side by side into rows (attention stays
         # within each window): random batches' learning at about the compute of their real
         # tokens. The default since it tested better at the same cost per epoch on
@@ -171,49 +169,23 @@ class SASRec(Recommender):
         # length, shuffled within 50-batch pools, batches in random order) if true, else
         # plain random batches (a GPU's choice: padding costs little there).
         length_batches: bool = True
-        # Which interactions train: last = each user's last max_len + 1 items (the original
-        # SASRec's windows) | all = the whole history, tiled into windows of max_len + 1 from
-        # the newest back, so every interaction is a target once (`Histories.tiles`); the
-        # context still never exceeds max_len. On ML-1M `last` trains on 66 % of them.
-        windows: str = "last"
-        lr: float = 1e-3
-        # none | cosine: a half cosine from `lr` towards 0 over `epochs` | cooldown: `lr`
-        # until the last `cooldown` share of `epochs`, then linear steps towards 0 (set
-        # `epochs` to what the time budget affords; validation still picks the best epoch)
-        lr_decay: str = "none"
-        cooldown: float = 0.2
-        weight_decay: float = 0.0
-        # adam: Adam, `weight_decay` added to the gradient as an L2 term (the original
-        # recipe) | adamw: decoupled decay (AdamW, Loshchilov & Hutter 2019) on the weight
-        # matrices and embeddings only, never on biases or norms (as GPT is trained)
-        optimizer: str = "adam"
-        # Validate and keep a moving average of the epochs' end weights (this factor × the
-        # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)
-        average: float = 0.0
-        eval_every: int = 5  # epochs between validations (early stopping)
-        patience: int = 4  # validations without improvement before stopping
-        # Training-time budget (0 = none); validates, then stops. The default lets a first
-        # run on a small set (MovieLens-100K) finish in minutes on a laptop CPU; raise it
-        # (or set 0) for a large set or a GPU run to convergence.
-        max_minutes: float = 4.0
-        bf16: bool = False  # bfloat16 autocast (training; also scoring on CUDA)
-        seed: int = 42
-        # runtime (never part of what a checkpoint must match)
-        device: str = "auto"  # auto | cpu | cuda | cuda:N
-        threads: int = 0  # torch intra-op threads (0 = torch's default)
-        checkpoint_dir: str = ""  # where to save progress and resume from
-        progress: bool = False
 
-    RUNTIME = (
-        "device",
-        "threads",
-        "checkpoint_dir",
-        "progress",
-        "epochs",
-        "patience",
-        "eval_every",
-        "max_minutes",
-    )
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check(
+                {
+                    "loss": (self.loss in ("bce", "ce", "sampled"), "bce, ce or sampled"),
+                    "heads": (
+                        self.heads >= 1 and self.dim % self.heads == 0,
+                        f"≥ 1 and divide dim ({self.dim})",
+                    ),
+                    "temperature": (self.temperature >= 0, ">= 0 (0 = dot product)"),
+                    "max_len": (self.max_len >= 1, ">= 1"),
+                    "negatives": (self.negatives >= 1, ">= 1"),
+                    "mlp_ratio": (self.mlp_ratio >= 1, ">= 1"),
+                },
+                self,
+            )
 
     # -------------------------------------------------------------- training
     def _fit(
@@ -239,59 +211,20 @@ class SASRec(Recommender):
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
         c = self.config
-        if c.loss not in ("bce", "ce", "sampled"):
-            raise ValueError("loss must be bce, ce or sampled")
-        if c.dim % c.heads:
-            raise ValueError("dim must be divisible by heads")
-        if c.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = dot product), not {c.temperature}")
-        if c.threads > 0:
-            torch.set_num_threads(c.threads)
         dev = self.device
-        opt = self._optimizer()
+        opt = make_optimizer(self.net, c)
         histories = Histories.from_interactions(data)
         windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
         counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
         log_q = torch.from_numpy(np.log(counts / counts.sum() + 1e-12)).float().to(dev)
-        state = LoopState()
-        if c.checkpoint_dir:
-            state = self._resume(opt, data, state)
-        # Under torchrun: every rank takes a share of each global batch, gradients are
-        # averaged by DDP, rank 0 validates and checkpoints, and all ranks follow its
-        # decisions (`agree`), so they stop together with the same weights.
-        d = distributed.current()
-        trainer = self.net
-        if d.active:
-            ids = [dev.index] if dev.type == "cuda" else None
-            trainer = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        after = (
-            (lambda st: self._checkpoint(opt, data, st)) if c.checkpoint_dir and d.main else None
-        )
-        check = None
-        if validator is not None:
-            check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
-        epoch_fn = lambda epoch: self._epoch(windows, opt, epoch, log_q, trainer, d)  # noqa: E731
-        train_by_epochs(
-            self, self.net, epoch_fn, check, state=state, after_epoch=after, agree=d.agree, opt=opt
-        )
+        epoch_fn = lambda epoch, run: self._epoch(windows, opt, epoch, log_q, run)  # noqa: E731
+        train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
         self.meta["device"] = str(dev)
-        if d.active:
-            self.meta["processes"] = d.world
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        """Adam with L2 in the gradient, or AdamW decaying only the ≥ 2-D parameters."""
-        c = self.config
-        if c.optimizer == "adam":
-            return torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        if c.optimizer == "adamw":
-            params = list(self.net.parameters())
-            groups = [
-                {"params": [p for p in params if p.dim() >= 2], "weight_decay": c.weight_decay},
-                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-            ]
-            return torch.optim.AdamW(groups, lr=c.lr)
-        raise ValueError(f"optimizer must be adam or adamw, not {c.optimizer!r}")
+        """This model's optimizer over its network (`training.make_optimizer`)."""
+        return make_optimizer(self.net, self.config)
 
     def _build(self) -> SASRecNet:
         c = self.config
@@ -315,19 +248,21 @@ class SASRec(Recommender):
         opt: torch.optim.Optimizer,
         epoch: int,
         log_q: torch.Tensor,
-        trainer: nn.Module,
-        d: distributed.Dist,
+        run: EpochRun,
     ) -> float:
         """One pass over the training windows (`windows`); deterministic given (seed, epoch), so a
         resumed run continues exactly where it stopped. With several ranks, each global
         batch of `batch_size` windows is split over them and every rank's loss is scaled
-        so the averaged gradient is the global batch's mean (as in one process)."""
-        c, dev = self.config, windows.device
+        so the averaged gradient is the global batch's mean (as in one process). The batches
+        stop when `run.stop()` says the time budget is spent."""
+        c, dev, d = self.config, windows.device, run.d
         self.net.train()
         torch.manual_seed(c.seed * 100_003 + epoch)
         total = torch.zeros((), device=dev)
         count = 0
         for batch in batches(windows, c.batch_size, c.length_batches and not c.pack):
+            if run.stop():
+                break
             if len(batch) < d.world:
                 continue  # too small to give every rank a share (all ranks skip it)
             share = windows[batch[d.rank :: d.world]]
@@ -341,8 +276,8 @@ class SASRec(Recommender):
             inp, tgt = w[:, :-1], w[:, 1:]
             n = int(mask.sum())
             n_global = d.total(n)
-            with autocast(dev, c.bf16):
-                h = trainer(inp, packed)[mask]
+            with autocast(dev, self.run.bf16):
+                h = run.module(inp, packed)[mask]
                 loss = self._loss(h.float(), tgt[mask], log_q)
             opt.zero_grad(set_to_none=True)
             (loss * (n * d.world / n_global)).backward()
@@ -381,97 +316,8 @@ class SASRec(Recommender):
         scores over all items are the next-item distribution (logits)."""
         dev = self.device
         seq = trim_padding(torch.from_numpy(histories.windows(self.config.max_len)).to(dev))
-        with autocast(dev, self.config.bf16 and dev.type == "cuda"):
+        with autocast(dev, self.run.bf16 and dev.type == "cuda"):
             return self.net.logits(self.net(seq)[:, -1]).float()
-
-    # -------------------------------------------------------------- checkpoints
-    def _checkpoint(self, opt: torch.optim.Optimizer, data: Interactions, state: LoopState) -> None:
-        """Write progress to `checkpoint_dir` atomically (safetensors + JSON)."""
-        d = Path(self.config.checkpoint_dir)
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = d.with_name(d.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        tensors = {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
-        tensors |= {f"best.{k}": v.cpu().numpy() for k, v in (state.best_weights or {}).items()}
-        tensors |= {f"avg.{k}": v.cpu().numpy() for k, v in (state.averaged or {}).items()}
-        opt_state = opt.state_dict()
-        for idx, st in opt_state["state"].items():
-            for name, v in st.items():
-                tensors[f"opt.{idx}.{name}"] = (
-                    torch.as_tensor(v).cpu().numpy().reshape(-1)
-                    if v.dim() == 0
-                    else v.cpu().numpy()
-                )
-        save_file(
-            {k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / "state.safetensors")
-        )
-        info = {
-            "config": self._model_config(),
-            "data": data.fingerprint(),
-            "epoch": state.epoch,
-            "best": state.best,
-            "best_epoch": state.best_epoch,
-            "bad": state.bad,
-            "log": state.log,
-            "param_groups": opt_state["param_groups"],
-        }
-        (tmp / "progress.json").write_text(json.dumps(info))
-        old = d.with_name(d.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if d.exists():
-            os.replace(d, old)
-        os.replace(tmp, d)
-        shutil.rmtree(old, ignore_errors=True)
-
-    def _model_config(self, config: Config | None = None) -> dict:
-        """The settings (of `config`, else this model's) a checkpoint must match to be resumed
-        (the schedule may change: resuming with more epochs continues training)."""
-        c = self.config if config is None else config
-        return {k: v for k, v in dataclasses.asdict(c).items() if k not in self.RUNTIME}
-
-    def _resume(
-        self, opt: torch.optim.Optimizer, data: Interactions, state: LoopState
-    ) -> LoopState:
-        d = Path(self.config.checkpoint_dir)
-        if not (d / "progress.json").exists():
-            return state
-        info = json.loads((d / "progress.json").read_text())
-        # a setting added after the checkpoint was written ran at its default there
-        made_with = {**self._model_config(self.Config()), **info["config"]}
-        if made_with != self._model_config() or info["data"] != data.fingerprint():
-            raise ValueError(
-                f"{d}: checkpoint was made with another config or data; "
-                "remove it or choose another --set checkpoint_dir"
-            )
-        tensors = load_file(str(d / "state.safetensors"))
-        self.net.load_state_dict(
-            {k[4:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("net.")}
-        )
-        opt_state: dict = {"state": {}, "param_groups": info["param_groups"]}
-        for k, v in tensors.items():
-            if k.startswith("opt."):
-                _, idx, name = k.split(".", 2)
-                t = torch.from_numpy(v)
-                opt_state["state"].setdefault(int(idx), {})[name] = (
-                    t.reshape(()) if name == "step" else t
-                )
-        opt.load_state_dict(opt_state)
-        best = {k[5:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("best.")}
-        avg = {
-            k[4:]: torch.from_numpy(v).to(self.device)
-            for k, v in tensors.items()
-            if k.startswith("avg.")
-        }
-        return LoopState(
-            best=info["best"],
-            best_epoch=info["best_epoch"],
-            epoch=info["epoch"],
-            bad=info["bad"],
-            log=info["log"],
-            best_weights=best,
-            averaged=avg or None,
-        )
 
     # -------------------------------------------------------------- artefacts
     def _state(self) -> dict[str, np.ndarray]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -38,7 +37,14 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.training import LR_DECAYS, train_by_epochs
+from directrec.models.training import (
+    EpochRun,
+    TrainConfig,
+    check,
+    make_optimizer,
+    rank_zero,
+    train_by_epochs,
+)
 from directrec.models.transformer import (
     Block,
     causal_padding_mask,
@@ -282,37 +288,29 @@ class SemanticID(Recommender):
     )
 
     @dataclasses.dataclass
-    class Config:
-        # architecture
+    class Config(TrainConfig):
+        """The codes, the network and generation; training settings in `TrainConfig`
+        (`windows` there applies to `causal`: encdec's random cuts cover every history)."""
+
         arch: str = "encdec"  # encdec (TIGER) | causal (decoder-only); docs/benchmarks.md
         levels: int = 3  # semantic-ID code levels (+ one uniqueness token)
         codebook: int = 256
         rq_latent: int = 32
+        rq_epochs: int = 200
+        # what the codes quantise: item text embeddings, the items' collaborative vectors
+        # (truncated SVD of the training interactions: for catalogues without useful text),
+        # or both side by side
+        codes_from: str = "text"
+        svd_dim: int = 64
         max_len: int = 50
         dim: int = 128
         heads: int = 4
         enc_layers: int = 2
         dec_layers: int = 2
         dropout: float = 0.1
-        # training
-        rq_epochs: int = 200
         epochs: int = 100
         batch_size: int = 256
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
-        # causal: which interactions train, as for SASRec: last = each user's last max_len + 1
-        # items | all = the whole history tiled into such windows, so every interaction is a
-        # target once while the context stays ≤ max_len (encdec's cuts cover it anyway)
-        windows: str = "last"
-        lr: float = 1e-3
-        lr_decay: str = "none"  # none | cosine | cooldown (towards 0 over `epochs`), as for SASRec
-        cooldown: float = 0.2  # `cooldown`'s share of the epochs, as for SASRec
-        eval_every: int = 5
-        patience: int = 4
-        max_minutes: float = 3.0  # epoch-loop budget (0 = none); RQ-VAE and text come first
-        # cold items: a dense head maps the decoder's first state into the RQ-VAE latent,
-        # trained after the generator with a softmax over warm items (0 epochs = no head;
-        # off by default: it costs a minute per fit on Beauty and did not help there)
-        cold_head_epochs: int = 0
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
         # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
@@ -323,13 +321,7 @@ class SemanticID(Recommender):
         # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
         # that log-softmax, w chosen on validation after training (0 = no ID head)
         id_loss: float = 0.0
-        # what the codes quantise: item text embeddings, the items' collaborative vectors
-        # (truncated SVD of the training interactions: for catalogues without useful text),
-        # or both side by side
-        codes_from: str = "text"
-        svd_dim: int = 64
-        seed: int = 42
-        # generation and runtime
+        # generation
         beam: int = 20  # beams kept per step (≥ the k you evaluate)
         # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
         # each scored like a beam item (its code log-prob, teacher-forced through the same
@@ -340,38 +332,38 @@ class SemanticID(Recommender):
         id_weight: float = 1.0
         temperature: float = 1.0
         sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
-        device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
-        progress: bool = False
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            proposals = self.id_candidates >= 0 and (self.id_candidates == 0 or self.id_loss > 0)
+            check(
+                {
+                    "arch": (self.arch in ("causal", "encdec"), "causal or encdec"),
+                    "codes_from": (
+                        self.codes_from in ("text", "interactions", "both"),
+                        "text, interactions or both",
+                    ),
+                    "levels": (self.levels >= 1, ">= 1"),
+                    "codebook": (self.codebook >= 2, ">= 2"),
+                    "beam": (self.beam >= 1, ">= 1"),
+                    "id_loss": (self.id_loss >= 0, ">= 0"),
+                    "id_candidates": (proposals, ">= 0, and > 0 only with id_loss > 0"),
+                    "temperature": (self.temperature > 0, "> 0"),
+                    "heads": (
+                        self.heads >= 1 and self.dim % self.heads == 0,
+                        f"≥ 1 and divide dim ({self.dim})",
+                    ),
+                    "max_len": (self.max_len >= 1, ">= 1"),
+                    "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
+                },
+                self,
+            )
 
     # -------------------------------------------------------------- training
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
         c = self.config
-        checks = {
-            "arch": c.arch in ("causal", "encdec"),
-            "codes_from": c.codes_from in ("text", "interactions", "both"),
-            "levels": c.levels >= 1,
-            "codebook": c.codebook >= 2,
-            "beam": c.beam >= 1,
-            "id_candidates": c.id_candidates >= 0 and (c.id_candidates == 0 or c.id_loss > 0),
-            "temperature": c.temperature > 0,
-            "heads": c.dim % max(c.heads, 1) == 0 and c.heads >= 1,
-            "max_len": c.max_len >= 1,
-            "windows": c.windows in ("last", "all"),
-            "id_loss": c.id_loss >= 0,
-            "lr_decay": c.lr_decay in LR_DECAYS,
-            "cooldown": 0 < c.cooldown <= 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(
-                f"semantic-id: invalid setting(s) {', '.join(bad)} (arch: causal | encdec; "
-                "codes_from: text | interactions | both; "
-                "lr_decay: none | cosine | cooldown; cooldown in (0, 1]; windows: last | all; "
-                "levels, beam, max_len ≥ 1; codebook ≥ 2; temperature > 0; "
-                "id_loss, id_candidates ≥ 0; id_candidates needs id_loss > 0; dim divisible by heads)"
-            )
         vectors = self._code_vectors(data, catalog)
         self.text_vectors = None
         if c.cold_text and c.codes_from != "interactions":
@@ -424,40 +416,28 @@ class SemanticID(Recommender):
             self.add_items(catalog.embeddings[self.n_items : data.n_items])
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
-        """The epoch loop over `data` from the current weights. Under torchrun every rank
-        takes a share of each global batch (DDP averages the gradients), rank 0 validates
-        and all ranks follow its decisions, as for SASRec."""
+        """The epoch loop over `data` from the current weights (`train_by_epochs`: under
+        torchrun every rank takes a share of each global batch, rank 0 validates)."""
         c = self.config
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        opt = make_optimizer(self.net, c)
         seqs = (data.indptr, data.item)
         histories = Histories.from_interactions(data)
         windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows)) - 1
         windows = windows[(windows >= 0).sum(1) >= 2]
-        d = distributed.current()
-        trainer: nn.Module = self.net
-        if d.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            trainer = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         epoch_fn = (
-            (lambda e: self._epoch_causal(windows, opt, e, trainer, d))
+            (lambda e, run: self._epoch_causal(windows, opt, e, run))
             if c.arch == "causal"
-            else (lambda e: self._epoch(seqs, opt, e, trainer, d))
+            else (lambda e, run: self._epoch(seqs, opt, e, run))
         )
-        check = None
-        if validator is not None:
-            check = validator if d.main else (lambda model: 0.0)  # rank 0 decides
         if c.id_loss > 0:  # validation during training sees the hybrid at `id_weight`
             # items without training interactions (cold) are no negatives of the ID head:
             # their item row stays zero and they keep what their codes say
             allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
             self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
-        train_by_epochs(self, self.net, epoch_fn, check, agree=d.agree, opt=opt)
-        if c.id_loss > 0 and check is not None:
-            self._choose_id_weight(check, d)
-        if d.active:
-            self.meta["processes"] = d.world
-        # the dense head reads the final decoder states, so it is (re)fit after every run
-        self.head = self._train_cold_head(data) if c.cold_head_epochs > 0 else None
+        train_by_epochs(self, self.net, epoch_fn, validator, opt=opt)
+        valid = rank_zero(validator)
+        if c.id_loss > 0 and valid is not None:
+            self._choose_id_weight(valid, distributed.current())
 
     def _choose_id_weight(self, check: Validator, d: distributed.Dist) -> None:
         """The ID head's weight in the beam's score (`id_weight`), chosen from ID_WEIGHTS on
@@ -511,13 +491,13 @@ class SemanticID(Recommender):
         seqs: tuple[np.ndarray, np.ndarray],
         opt: torch.optim.Optimizer,
         epoch: int,
-        trainer: nn.Module,
-        d: distributed.Dist,
+        run: EpochRun,
     ) -> float:
         """Each user contributes `samples_per_user` (history, next item) pairs cut at random
         positions; deterministic given (seed, epoch). With several ranks each global batch
-        is split over them, the loss scaled so the averaged gradient is the batch mean."""
-        c = self.config
+        is split over them, the loss scaled so the averaged gradient is the batch mean; the
+        batches stop when `run.stop()` says the time budget is spent."""
+        c, d = self.config, run.d
         indptr, items = seqs
         dev = self.device
         rng = np.random.default_rng([c.seed, epoch])
@@ -528,6 +508,8 @@ class SemanticID(Recommender):
         self.net.train()
         total, count = 0.0, 0
         for b in range(0, len(users), c.batch_size):
+            if run.stop():
+                break
             u = users[b : b + c.batch_size]
             cut = rng.integers(1, lengths[u])  # target position within the user's sequence
             if len(u) < d.world:
@@ -536,7 +518,7 @@ class SemanticID(Recommender):
             target = items[indptr[u] + cut]
             hist, pad = self._windows(indptr[u], indptr[u] + cut, items)
             t = torch.from_numpy(target).to(dev)
-            loss = trainer(self._inputs(hist), pad.to(dev), self.codes[t], t)
+            loss = run.module(self._inputs(hist), pad.to(dev), self.codes[t], t)
             share = len(u) * d.world / d.total(len(u))
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()
@@ -550,18 +532,19 @@ class SemanticID(Recommender):
         windows: torch.Tensor,
         opt: torch.optim.Optimizer,
         epoch: int,
-        trainer: nn.Module,
-        d: distributed.Dist,
+        run: EpochRun,
     ) -> float:
         """One pass over the training windows (`windows`); every position's state is the context
         for the next item, so one forward pass trains on the whole window (split over
-        ranks like `_epoch`)."""
-        c = self.config
+        ranks and stopped by the budget like `_epoch`)."""
+        c, d = self.config, run.d
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.net.train()
         order = torch.randperm(len(windows))
         total, count = 0.0, 0
         for b in range(0, len(windows), c.batch_size):
+            if run.stop():
+                break
             batch = order[b : b + c.batch_size]
             if len(batch) < d.world:
                 continue
@@ -569,7 +552,7 @@ class SemanticID(Recommender):
             w = w[:, (w >= 0).any(0).nonzero().min() :].to(self.device)  # trim all-padding columns
             inp, tgt = w[:, :-1], w[:, 1:]
             targets = torch.where((tgt >= 0)[..., None], self.codes[tgt.clamp(min=0)], -1)
-            loss = trainer(self._inputs(inp.clamp(min=0)), inp < 0, targets, tgt)
+            loss = run.module(self._inputs(inp.clamp(min=0)), inp < 0, targets, tgt)
             n = int(((inp >= 0) & (tgt >= 0)).sum())
             share = n * d.world / max(d.total(n), 1)
             opt.zero_grad(set_to_none=True)
@@ -780,7 +763,6 @@ class SemanticID(Recommender):
         items: torch.Tensor,
         logp: torch.Tensor,
         mix: float,
-        head: float = 0.0,
         view: str = "latent",
         id_cold: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -788,7 +770,7 @@ class SemanticID(Recommender):
 
         `view="latent"` (RQ-VAE latent): the generated list's centroid (items weighted by
         their beam probability), mixed with weight `mix` with the centroid of the user's
-        last 3 items, and with weight `head` with the dense head's prediction.
+        last 3 items.
         `view="text"` (the items' text vectors): (1 − mix) · the best match among the last
         3 items (0.05 less per step back) + mix · the cosine to the beam's centroid.
         `view="id"` (models with an ID head): (1 − mix) · the head's log-probability / 10
@@ -800,7 +782,7 @@ class SemanticID(Recommender):
         if view == "id":  # the ID head's own log-probability of each cold item (/10)
             ids = (self.cold_id_logp(histories) if id_cold is None else id_cold) / 10.0
             if mix > 0 and getattr(self, "text_vectors", None) is not None:
-                text = self.cold_similarity(histories, items, logp, 0.0, 0.0, "text")
+                text = self.cold_similarity(histories, items, logp, 0.0, "text")
                 return (1 - mix) * ids + mix * text
             return ids
         text = view == "text"
@@ -828,9 +810,6 @@ class SemanticID(Recommender):
         keep = (~pad).float().unsqueeze(-1)
         recent = F.normalize((z[hist.clamp(min=0)] * keep).sum(1), dim=1)
         v = F.normalize((1 - mix) * beam + mix * recent, dim=1)
-        if head > 0 and getattr(self, "head", None) is not None:
-            h = self.head_vectors(histories.indptr[:-1], histories.indptr[1:], histories.items)
-            v = F.normalize((1 - head) * v + head * h, dim=1)
         return v @ zc.T
 
     @torch.no_grad()
@@ -850,70 +829,6 @@ class SemanticID(Recommender):
             logp = F.log_softmax(self.net.id_logits(memory[:, -1]).float(), -1)
             out.append(logp.cpu()[:, cold])
         return torch.cat(out) if out else torch.zeros(0, len(cold))
-
-    @torch.no_grad()
-    def user_states(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        """[B, dim] the decoder's first hidden state after each history items[start:end]
-        (what the first code is predicted from), in batches, on the CPU."""
-        self.net.eval()
-        out = []
-        for b in range(0, len(start), 1024):
-            hist, pad = self._windows(start[b : b + 1024], end[b : b + 1024], items)
-            pad = pad.to(self.device)
-            memory = self.net.encode(self._inputs(hist.to(self.device)), pad)
-            if self.net.causal:
-                memory = memory[:, -1:]
-                pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=self.device)
-            prefix = torch.zeros(len(memory), 1, 0, dtype=torch.long, device=self.device)
-            out.append(self.net.decode(prefix, self.net.memory_kvs(memory), pad)[:, 0, 0].cpu())
-        return torch.cat(out) if out else torch.zeros(0, self.config.dim)
-
-    def head_vectors(self, start: np.ndarray, end: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        """[B, rq_latent] the dense head's unit prediction of the next item's latent."""
-        with torch.no_grad():
-            return F.normalize(self.head(self.user_states(start, end, items)), dim=1)
-
-    def _train_cold_head(self, data: Interactions) -> nn.Linear:
-        """Fit the dense head on frozen decoder states: `samples_per_user` random cut
-        points per user, cross-entropy of the true next item among all warm items, scored
-        by cosine in the latent space (a learned temperature). Cold items never act as
-        negatives, so the head does not learn to avoid what it has never seen."""
-        c, t0 = self.config, time.time()
-        rng = np.random.default_rng([c.seed, 7])
-        indptr, items = data.indptr, data.item
-        users = np.flatnonzero(np.diff(indptr) >= 2)
-        lo = np.repeat(indptr[users], c.samples_per_user)
-        hi = np.repeat(indptr[users + 1], c.samples_per_user)
-        cut = lo + 1 + (rng.random(len(lo)) * (hi - lo - 1)).astype(np.int64)
-        states = self.user_states(lo, cut, items)
-        target = torch.from_numpy(items[cut])
-        warm = torch.from_numpy(np.flatnonzero(self.popularity > 0))
-        col = torch.full((self.n_items,), -1, dtype=torch.long)
-        col[warm] = torch.arange(len(warm))
-        z = self.item_latent()[warm].cpu()
-        g = torch.Generator().manual_seed(c.seed)
-        head = nn.Linear(states.shape[1], z.shape[1])
-        log_t = nn.Parameter(torch.tensor(np.log(20.0), dtype=torch.float32))
-        opt = torch.optim.Adam([*head.parameters(), log_t], lr=5e-3)
-        log = []
-        for _ in range(c.cold_head_epochs):
-            order, total = torch.randperm(len(states), generator=g), 0.0
-            for b in range(0, len(order), 1024):
-                i = order[b : b + 1024]
-                logits = log_t.exp() * F.normalize(head(states[i]), dim=1) @ z.T
-                loss = F.cross_entropy(logits, col[target[i]])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(i)
-            log.append(round(total / max(len(order), 1), 4))
-        self.meta["cold_head"] = {
-            "pairs": len(states),
-            "loss": log,
-            "temperature": round(float(log_t.detach().exp()), 3),
-            "seconds": round(time.time() - t0, 1),
-        }
-        return head.eval()  # on the CPU, where the gate scores cold items
 
     # -------------------------------------------------------------- artefacts
     @torch.no_grad()
@@ -978,8 +893,6 @@ class SemanticID(Recommender):
             state["latent"] = self.latent.cpu().numpy()
         if getattr(self, "text_vectors", None) is not None:
             state["text_vectors"] = self.text_vectors.cpu().numpy()
-        if getattr(self, "head", None) is not None:
-            state |= {f"head.{k}": v.cpu().numpy() for k, v in self.head.state_dict().items()}
         return state
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
@@ -1004,14 +917,6 @@ class SemanticID(Recommender):
         self.latent = torch.from_numpy(state["latent"]) if "latent" in state else None
         tv = state.get("text_vectors")
         self.text_vectors = torch.from_numpy(tv) if tv is not None else None
-        self.head = None
-        if any(k.startswith("head.") for k in state):  # the optional dense cold-item head
-            w = state.get("head.weight")
-            if w is None or w.ndim != 2:
-                raise ValueError("weights.safetensors: model.head.weight is missing or not 2-D")
-            self.head = nn.Linear(w.shape[1], w.shape[0])
-            self._load_module(self.head, state, "head.")
-            self.head.eval()
         self._build_index()
         self.net = self._build()
         self._load_module(self.net, state, "net.")
