@@ -409,3 +409,23 @@ def test_placed_cold_items_take_the_gate_rank_or_follow_a_short_list():
     assert ranked[0] == [5, 6, 100, 102, 7, 8]  # 0.9 before 0.8; 101 is below the threshold
     assert ranked[1] == [5, 6, 102, 101]  # two warm items only: the cold ones follow them
     assert ranked[2] == [102, 101]  # no warm item: the best two admitted, best first
+
+
+def test_a_checkpointed_run_resumes_exactly(planted_embedded, tmp_path):
+    """The generic checkpoint (models/training.py) serves semantic-id too: a run of 2
+    epochs, resumed to 4 from its checkpoint (the codes refit alike), ends on the weights
+    of a straight 4-epoch run; a checkpoint of another config is refused."""
+    ds = planted_embedded
+    fit = leave_one_out(ds.interactions).stage("valid")[0]
+    cfg = {**TEST_SETTINGS["semantic-id"], "rq_epochs": 10, "epochs": 4}
+    straight = create("semantic-id", cfg).fit(fit, ds.catalog)
+    ckpt = str(tmp_path / "ckpt")
+    create("semantic-id", {**cfg, "epochs": 2, "checkpoint_dir": ckpt}).fit(fit, ds.catalog)
+    resumed = create("semantic-id", {**cfg, "checkpoint_dir": ckpt}).fit(fit, ds.catalog)
+    assert [r["epoch"] for r in resumed.meta["train_log"]] == [1, 2, 3, 4]
+    for (k, a), b in zip(
+        straight.net.state_dict().items(), resumed.net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="another config"):
+        create("semantic-id", {**cfg, "dropout": 0.3, "checkpoint_dir": ckpt}).fit(fit, ds.catalog)

@@ -243,3 +243,23 @@ def test_run_settings_split_from_the_config_and_every_model_takes_them():
         assert set(cls.setting_fields()) == config | RUN_FIELDS, name
     with pytest.raises(ValueError, match="device must be"):
         create("ease", {"device": "gpu"})
+
+
+def test_a_checkpoint_dir_a_model_cannot_resume_from_is_an_error(tmp_path):
+    """A model that gives `train_by_epochs` no optimizer and data to checkpoint (the LM
+    backend) refuses `checkpoint_dir` instead of ignoring it."""
+    from types import SimpleNamespace
+
+    from directrec.models.training import RunSettings, TrainConfig, train_by_epochs
+
+    model = SimpleNamespace(
+        name="m",
+        config=TrainConfig(epochs=1),
+        run=RunSettings(checkpoint_dir=str(tmp_path / "ck")),
+        meta={},
+    )
+    with pytest.raises(ValueError, match="m: checkpoint_dir is not supported"):
+        train_by_epochs(model, nn.Linear(1, 1), lambda e, run: 0.0, None)
+    model.run = RunSettings()
+    train_by_epochs(model, nn.Linear(1, 1), lambda e, run: 0.0, None)
+    assert model.meta["stopped_by"] == "epochs" and len(model.meta["train_log"]) == 1

@@ -417,7 +417,8 @@ class SemanticID(Recommender):
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
         """The epoch loop over `data` from the current weights (`train_by_epochs`: under
-        torchrun every rank takes a share of each global batch, rank 0 validates)."""
+        torchrun every rank takes a share of each global batch, rank 0 validates; with
+        `checkpoint_dir` a run resumes where one stopped, the codes being refit alike)."""
         c = self.config
         opt = make_optimizer(self.net, c)
         seqs = (data.indptr, data.item)
@@ -434,7 +435,7 @@ class SemanticID(Recommender):
             # their item row stays zero and they keep what their codes say
             allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
             self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
-        train_by_epochs(self, self.net, epoch_fn, validator, opt=opt)
+        train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
         valid = rank_zero(validator)
         if c.id_loss > 0 and valid is not None:
             self._choose_id_weight(valid, distributed.current())

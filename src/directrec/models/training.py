@@ -429,7 +429,7 @@ def train_by_epochs(
         state=state,
         after_epoch=after,
         desc=model.name,
-        progress=run.progress,
+        progress=run.progress and d.main,  # one bar per run, not per process
         agree=d.agree,
         average=getattr(c, "average", 0.0),
     )
