@@ -21,7 +21,7 @@ from directrec.cli import app
 from directrec.data.dataset import Dataset
 from directrec.models import create
 from directrec.serve import registry
-from directrec.serve.canary import Refused
+from directrec.serve.canary import Refused, check_version
 from tests.serve.conftest import TOKEN, Server
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -67,7 +67,7 @@ TAMPERINGS = {
     "ease-weights-10x10": ("ease", _weights(lambda w: w[:10, :10]), "load"),
     "ease-weights-int8": ("ease", _weights(lambda w: w.astype(np.int8)), "load"),
     "sasrec-heads-3": ("sasrec", _config(heads=3), "load"),
-    "sasrec-device-meta": ("sasrec", _config(device="meta"), "load"),
+    "sasrec-loss-unknown": ("sasrec", _config(loss="nonsense"), "load"),
     "ease-weights-nan": ("ease", _weights(lambda w: np.full_like(w, np.nan)), "scores"),
     "ease-weights-n-by-5": ("ease", _weights(lambda w: w[:, :5]), "load"),
     "duplicate-ids": ("ease", _ids(_duplicate), "ids"),
@@ -201,3 +201,16 @@ def test_a_version_whose_lists_lost_their_quality_is_refused(models, live):
     r = s.client.post("/v1/admin/reload", json={"version": good}, headers=ADMIN)
     assert r.status_code == 200, r.text  # the sound version passes against its own figure
     assert_still_serving(s, good)
+
+
+def test_a_run_setting_in_a_config_is_not_applied(models, tmp_path):
+    """device="meta" in config.json (a run setting, which artefacts no longer carry) is
+    ignored on load: the version passes the canary and serves on this machine's device."""
+    from directrec.generate.stages import load_pipeline
+
+    bad = Path(shutil.copytree(models["sasrec"], tmp_path / "device-meta"))
+    _config(device="meta")(bad)
+    model, _ = load_pipeline(bad)
+    assert model.device.type == "cpu"
+    ctx, report = check_version(bad, None)
+    assert report.lists > 0 and ctx.model.device.type == "cpu"
