@@ -23,7 +23,6 @@ import dataclasses
 import json
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
+from directrec.models.hf import load_base, tiny_lm
 from directrec.models.training import EpochRun, RunSettings, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -160,7 +160,10 @@ class LLMRec(Recommender):
             )
         else:
             tok_json = bytes(state["tokenizer"]).decode() if state is not None else None
-            self.tok, self.lm = _tiny(self.texts, c, tok_json)
+            words = [PROMPT.format(history="none", request="Request: ."), SEP, *self.texts]
+            self.tok, self.lm = tiny_lm(
+                words, c.tiny_dim, c.tiny_layers, c.tiny_heads, c.tiny_dropout, c.seed, tok_json
+            )
             if dtype != "auto":
                 self.lm.to(dtype)
         if self.tok.pad_token_id is None:
@@ -540,57 +543,3 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     and converted back when the weights load."""
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-
-
-def load_base(
-    name: str, tokenizer_cls: type, model_cls: type, dtype: torch.dtype | str = "auto"
-) -> tuple:
-    """A checkpoint from a local directory, or by hub id: fetched when online, from the
-    local cache when offline (HF_HUB_OFFLINE=1, as the tests and the demo run). `dtype`:
-    the weights' float type ("auto" = the checkpoint's own)."""
-    local = Path(name).expanduser().is_dir()
-    where = str(Path(name).expanduser()) if local else name
-    try:
-        tok = tokenizer_cls.from_pretrained(where, local_files_only=local)
-        lm = model_cls.from_pretrained(where, local_files_only=local, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"base_model {name!r} is neither a model directory nor a hub id that could be "
-            f"fetched or found in the local cache: {e}"
-        ) from e
-    return tok, lm
-
-
-def _tiny(texts: list[str], c: LLMRec.Config, tok_json: str | None):
-    """A small GPT-2 with a word-level tokenizer over the prompt words and the titles."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    if tok_json is None:
-        words = {"[PAD]": 0, "[EOS]": 1, "[UNK]": 2}
-        pre = pre_tokenizers.Whitespace()
-        for text in [PROMPT.format(history="none", request="Request: ."), SEP, *texts]:
-            for w, _ in pre.pre_tokenize_str(text):
-                words.setdefault(w, len(words))
-        tk = Tokenizer(models.WordLevel(words, unk_token="[UNK]"))
-        tk.pre_tokenizer = pre
-    else:
-        tk = Tokenizer.from_str(tok_json)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
-    )
-    cfg = GPT2Config(
-        vocab_size=tk.get_vocab_size(),
-        n_positions=512,
-        n_embd=c.tiny_dim,
-        n_layer=c.tiny_layers,
-        n_head=c.tiny_heads,
-        resid_pdrop=c.tiny_dropout,
-        embd_pdrop=c.tiny_dropout,
-        attn_pdrop=c.tiny_dropout,
-        bos_token_id=1,
-        eos_token_id=1,
-        pad_token_id=0,
-    )
-    torch.manual_seed(c.seed)
-    return tok, GPT2LMHeadModel(cfg)

@@ -163,7 +163,7 @@ class SASRec(Recommender):
         # Random batches whose windows are packed side by side into rows (attention stays
         # within each window): random batches' learning at about the compute of their real
         # tokens. The default since it tested better at the same cost per epoch on
-        # MovieLens-100K, Amazon Beauty and ML-1M (docs/results/CAVEATS.md, session 15).
+        # MovieLens-100K, Amazon Beauty and ML-1M (docs/results/CAVEATS.md).
         pack: bool = True
         # With pack=false: padding-aware batching (each batch holds windows of similar
         # length, shuffled within 50-batch pools, batches in random order) if true, else

@@ -1,0 +1,228 @@
+"""Decoding: batched beam search over a prefix trie of the catalogue's codes, so every
+written item exists and is unseen; the ID + semantic hybrid rescores the beam with its ID
+head and may add that head's own proposals."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from directrec.data.histories import Histories
+from directrec.models.base import beam_width
+
+
+# ----------------------------------------------------------------------------- trie
+class CodeTrie:
+    """Prefix trie of all items' codes as dense child tables: `child[j][node, token]` is the
+    node at depth j+1 (at the last depth: the item index), or -1 if no item has that prefix."""
+
+    def __init__(self, codes: np.ndarray, sizes: list[int]) -> None:
+        n, depth = codes.shape
+        self.child: list[torch.Tensor] = []
+        self.item_node: list[torch.Tensor] = []  # [j]: each item's node at depth j + 1
+        parent = np.zeros(n, dtype=np.int64)  # every item starts at the root (node 0)
+        n_nodes = 1
+        for j in range(depth):
+            table = torch.full((n_nodes, sizes[j]), -1, dtype=torch.long)
+            if j == depth - 1:
+                nxt, n_next = np.arange(n), n
+            else:
+                _, nxt = np.unique(codes[:, : j + 1], axis=0, return_inverse=True)
+                nxt = nxt.ravel()
+                n_next = int(nxt.max()) + 1
+            table[torch.from_numpy(parent), torch.from_numpy(codes[:, j])] = torch.from_numpy(nxt)
+            self.child.append(table)
+            self.item_node.append(torch.from_numpy(nxt))
+            parent, n_nodes = nxt, n_next
+
+    def to(self, device: torch.device) -> CodeTrie:
+        """The same trie with its tables on `device` (beam search runs where the net is)."""
+        self.child = [t.to(device) for t in self.child]
+        self.item_node = [t.to(device) for t in self.item_node]
+        return self
+
+    def open_nodes(self, seen: torch.Tensor) -> list[torch.Tensor]:
+        """Per user (rows of a [B, n_items] seen mask) and depth: which nodes still have an
+        unseen item below them. Beams through other nodes could only end on seen items."""
+        out = []
+        for j, nodes in enumerate(self.item_node):
+            n_nodes = len(self.child[j + 1]) if j + 1 < len(self.child) else len(nodes)
+            total = torch.bincount(nodes, minlength=n_nodes)
+            seen_below = torch.zeros(len(seen), n_nodes, device=seen.device)
+            seen_below.index_add_(1, nodes, seen.float())
+            out.append(seen_below < total)
+        return out
+
+
+def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The hybrid's score of each candidate: its code log-prob + `weight` · the ID head's
+    log-softmax at it (`id_at`, [B, candidates]; the code score alone without either)."""
+    return score if weight <= 0 or id_at is None else score + weight * id_at
+
+
+def _id_at(items: torch.Tensor, id_logp: torch.Tensor | None) -> torch.Tensor | None:
+    """The ID log-softmax [B, n_items] at the candidate items [B, C] (-1: any), or None."""
+    return None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
+
+
+class Decoding:
+    """The semantic-ID model's generation methods (mixed into `SemanticID`)."""
+
+    def generate(
+        self, histories: Histories, beam: int | None = None, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
+        log-probabilities, best first. Every item is a catalogue item, unseen if asked.
+        With `id_candidates` N, the ID head's proposals widen it to [B, beam + N]."""
+        items, score, _ = self._generate(histories, beam, exclude_seen)
+        return items, score
+
+    @torch.no_grad()  # every caller (`generate`, `_score`) is inference
+    def _generate(
+        self,
+        histories: Histories,
+        beam: int | None = None,
+        exclude_seen: bool = True,
+        id_head: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`generate`, plus the ID head's log-softmax over all items [B, n_items] from the
+        same encoder pass when the model has that head and it is used (the beam's rescoring,
+        its proposals, or `id_head`); else None."""
+        blend = self.config.id_weight if self.net.id_loss > 0 else 0.0
+        cache = getattr(self, "_candidate_cache", None)
+        if cache is not None and not id_head:  # a weight sweep: search each batch once
+            c = self.config
+            digest = hashlib.sha1(histories.indptr.tobytes() + histories.items.tobytes())
+            key = (digest.digest(), beam, exclude_seen, blend > 0)
+            key += (c.id_candidates, c.temperature, c.sample)
+            if key not in cache:
+                items, score, id_logp = self._candidates(histories, beam, exclude_seen, blend > 0)
+                cache[key] = (items, score, _id_at(items, id_logp))
+            items, score, id_at = cache[key]
+            id_logp = None
+        else:
+            items, score, id_logp = self._candidates(
+                histories, beam, exclude_seen, id_head or blend > 0
+            )
+            id_at = _id_at(items, id_logp)
+        score = blended(score, id_at, blend)
+        order = score.argsort(1, descending=True)
+        ids = None if id_logp is None else id_logp.cpu()
+        return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
+
+    @contextlib.contextmanager
+    def reusing_candidates(self) -> Iterator[dict]:
+        """Within the block each batch's candidates (beam search and ID proposals) are
+        searched once and reused by later scoring of the same histories with the same
+        beam and proposals, so a sweep over the ID weight re-blends instead of searching
+        again (same scores). Yields the cache: {key: (items, code log-probs, the ID head's
+        log-softmax at those items or None)}, [B, candidates] each. Not for serving threads."""
+        self._candidate_cache: dict | None = {}
+        try:
+            yield self._candidate_cache
+        finally:
+            self._candidate_cache = None
+
+    @torch.no_grad()
+    def _candidates(
+        self, histories: Histories, beam: int | None, exclude_seen: bool, id_head: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The trie beam's items [B, W] (-1: none) and their code log-probs, unsorted and
+        unblended, widened by the ID head's proposals (`id_candidates`); and the ID head's
+        log-softmax [B, n_items] when the model has that head and `id_head` or proposals
+        ask for it, else None."""
+        c, net, trie = self.config, self.net, self.trie
+        dev = self.device
+        hist, pad = self._windows(histories.indptr[:-1], histories.indptr[1:], histories.items)
+        pad = pad.to(dev)
+        memory = net.encode(self._inputs(hist), pad)
+        b, w = len(histories), beam or c.beam
+        if net.causal:  # the newest position is the context for the next item
+            memory, pad = memory[:, -1:], torch.zeros(b, 1, dtype=torch.bool, device=dev)
+        kvs = net.memory_kvs(memory)
+        gen = torch.Generator().manual_seed(c.seed)
+        node = torch.zeros(b, 1, dtype=torch.long, device=dev)  # root
+        score = torch.zeros(b, 1, device=dev)
+        prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
+        open_nodes, seen = None, None
+        if exclude_seen:
+            seen = torch.from_numpy(histories.matrix().toarray() > 0).to(dev)
+            open_nodes = trie.open_nodes(seen)
+        for j, size in enumerate(self.sizes):
+            k = node.shape[1]
+            h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
+            logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1)
+            nxt = trie.child[j][node]  # [b, k, size]
+            allowed = nxt >= 0
+            if open_nodes is not None:  # only prefixes that can still end on an unseen item
+                ok = open_nodes[j].gather(1, nxt.clamp(min=0).view(b, -1)).view(b, k, size)
+                allowed &= ok
+            cand = torch.where(allowed, score.unsqueeze(-1) + logp, -torch.inf).view(b, -1)
+            rank_by = cand
+            if c.sample:
+                u = torch.rand(cand.shape, generator=gen).clamp(1e-9, 1 - 1e-9).to(dev)
+                gumbel = -torch.log(-torch.log(u))
+                rank_by = cand + gumbel
+            top = torch.topk(rank_by, min(w, cand.shape[1]), dim=1).indices
+            score = cand.gather(1, top)
+            beam_idx, tok = top // size, top % size
+            node = nxt.view(b, -1).gather(1, top)
+            prefix = torch.cat(
+                [prefix.gather(1, beam_idx.unsqueeze(-1).expand(-1, -1, j)), tok.unsqueeze(-1)], 2
+            )
+        items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
+        extra = c.id_candidates if net.id_loss > 0 else 0
+        id_logp = None
+        if net.id_loss > 0 and (id_head or extra > 0):  # newest position
+            id_logp = F.log_softmax(net.id_logits(memory[:, -1]).float(), -1)
+        if extra > 0 and id_logp is not None:
+            items, score = self._add_id_candidates(items, score, id_logp, kvs, pad, extra, seen)
+        return items, score, id_logp
+
+    def _add_id_candidates(
+        self,
+        items: torch.Tensor,
+        score: torch.Tensor,
+        id_logp: torch.Tensor,
+        kvs: list,
+        pad: torch.Tensor,
+        n: int,
+        seen: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The beam's items [B, W] and code log-probs, widened by the ID head's best `n`
+        unseen items that the beam did not write ([B, W + n]; -1 / -inf where a proposal
+        duplicates a beam item). A proposal's code log-prob is what the beam would have
+        given it: the sum of its code tokens' log-softmax, teacher-forced."""
+        net, c = self.net, self.config
+        ranked = id_logp if seen is None else id_logp.masked_fill(seen, -torch.inf)
+        top = torch.topk(ranked, min(n, ranked.shape[1]), dim=1)
+        prop = top.indices
+        dup = (prop.unsqueeze(-1) == items.unsqueeze(1)).any(-1) | ~torch.isfinite(top.values)
+        codes = net.all_codes[prop]  # [B, n, levels + 1]
+        h = net.decode(codes[..., :-1], kvs, pad)  # [B, n, levels + 1, dim]
+        logp = sum(
+            F.log_softmax(net.level_logits(h[:, :, j], j) / c.temperature, -1)
+            .gather(-1, codes[..., j : j + 1])
+            .squeeze(-1)
+            for j in range(len(self.sizes))
+        )
+        logp = torch.where(dup, -torch.inf, logp)
+        prop = torch.where(dup, -1, prop)
+        return torch.cat([items, prop], 1), torch.cat([score, logp], 1)
+
+    def _score(self, histories: Histories, k: int) -> torch.Tensor:
+        """Generated items carry their beam log-probability; everything else -inf. Cold
+        items enter only what the beam writes; a fitted `ColdGate` stage
+        (generate/stages.py) adds them from where the list points."""
+        width = beam_width(self.config.beam, k, self.n_items)
+        items, logp, _ = self._generate(histories, width)
+        out = torch.full((len(histories), self.n_items), -torch.inf)
+        ok = items >= 0
+        rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
+        out[rows[ok], items[ok]] = logp[ok]
+        return out

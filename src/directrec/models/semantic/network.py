@@ -1,0 +1,182 @@
+"""The semantic-ID generator's network: a history encoder over items' code embeddings and
+a code decoder that writes the next item's code token by token."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from directrec.models.transformer import (
+    Block,
+    causal_padding_mask,
+    padding_mask,
+)
+
+
+# ----------------------------------------------------------------------------- network
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder block: causal self-attention within each beam, cross-attention to
+    the user's history, MLP. Cross-attention keys/values are computed once per user and
+    shared by all of that user's beams (the beams ride on the query axis)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.ln1, self.ln2, self.ln3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.cross_proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # [..., n, d] → [..., h, n, d/h]
+        return x.unflatten(-1, (self.heads, -1)).transpose(-3, -2)
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(memory).chunk(2, -1)
+        return self.split(k), self.split(v)  # [B, h, S, d/h]
+
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], pad: torch.Tensor
+    ) -> torch.Tensor:
+        """x [B, W, t, d] (W beams per user); pad [B, S] marks history padding."""
+        b, w, t, d = x.shape
+        p = self.dropout if self.training else 0.0
+        q, k, v = (self.split(z) for z in self.qkv(self.ln1(x)).chunk(3, -1))  # [B, W, h, t, d/h]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        x = x + F.dropout(self.proj(y.transpose(-3, -2).flatten(-2)), p, self.training)
+        q = self.split(self.q(self.ln2(x)).reshape(b, w * t, d))  # [B, h, W·t, d/h]
+        mask = ~pad[:, None, None, :]  # [B, 1, 1, S]
+        y = F.scaled_dot_product_attention(q, *kv, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(b, w, t, d)
+        x = x + F.dropout(self.cross_proj(y), p, self.training)
+        return x + F.dropout(self.mlp(self.ln3(x)), p, self.training)
+
+
+class SemanticNet(nn.Module):
+    """History encoder → code decoder. Both architectures use the same pre-norm `Block`
+    (GELU MLP, final LayerNorm) and differ only where they must: `causal` masks the encoder
+    causally and decodes from each position's own state (every position is a training
+    target); `encdec` encodes bidirectionally and the decoder cross-attends to the whole
+    history (one target per sample)."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        max_len: int,
+        dim: int,
+        heads: int,
+        enc_layers: int,
+        dec_layers: int,
+        dropout: float,
+        causal: bool,
+        n_items: int = 0,
+        id_loss: float = 0.0,
+        codes: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.sizes, self.max_len, self.causal = sizes, max_len, causal
+        self.id_loss = id_loss
+        # every item's full code (levels + uniqueness), for the ID head's output vectors
+        self.register_buffer("all_codes", codes if codes is not None else torch.zeros(0, 1), False)
+        # items the ID head may be trained on (None: all): items with no training
+        # interactions are never negatives, so cold items keep their codes' score
+        self.id_allowed: torch.Tensor | None = None
+        self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
+        # ID + semantic hybrid: a per-item input embedding added to the code embeddings
+        # (zero at start, so an item the model never trained on reads as its codes alone)
+        self.item_emb = nn.Embedding(n_items, dim) if n_items > 0 else None
+        if self.item_emb is not None:
+            nn.init.zeros_(self.item_emb.weight)
+        self.pos = nn.Embedding(max_len, dim)
+        self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
+        self.drop = nn.Dropout(dropout)
+        self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(enc_layers))
+        self.enc_ln = nn.LayerNorm(dim)
+        self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(dec_layers))
+        self.ln = nn.LayerNorm(dim)
+        for e in self.tok:
+            nn.init.normal_(e.weight, std=dim**-0.5)
+
+    def forward(
+        self,
+        hist_codes: torch.Tensor,
+        pad: torch.Tensor,
+        targets: torch.Tensor,
+        next_items: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The teacher-forced training pass → summed cross-entropy over the code levels
+        (+ `id_loss` × the ID head's cross-entropy over all items, given `next_items`).
+
+        hist_codes [B, S, levels] (left-padded; `pad` [B, S] marks padding). Targets are the
+        next item's full code (levels + uniqueness token): encdec [B, L+1], the item after
+        the whole history; causal [B, S, L+1], the item after each position (-1: none);
+        `next_items` the same items as indices (encdec [B], causal [B, S])."""
+        states = self.encode(hist_codes, pad)
+        if self.causal:  # each real position's state is the context for its next item
+            real = (targets[..., 0] >= 0) & ~pad
+            memory, targets = states[real].unsqueeze(1), targets[real]
+            if next_items is not None:
+                next_items = next_items[real]
+            pad = torch.zeros(len(memory), 1, dtype=torch.bool, device=memory.device)
+        else:
+            memory = states
+        h = self.decode(targets[:, None, :-1], self.memory_kvs(memory), pad)[:, 0]
+        loss = sum(
+            F.cross_entropy(self.level_logits(h[:, j], j), targets[:, j])
+            for j in range(len(self.sizes))
+        )
+        if self.id_loss > 0 and next_items is not None:
+            logits = self.id_logits(memory[:, -1])
+            if self.id_allowed is not None:
+                logits = logits.masked_fill(~self.id_allowed, -torch.inf)
+            loss = loss + self.id_loss * F.cross_entropy(logits, next_items)
+        return loss
+
+    def id_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """[B, dim] encoder states → [B, n_items] ID-head logits: the dot product with each
+        item's input vector (its code embeddings + its own embedding, when it has one)."""
+        out = self.item_vectors(self.all_codes)
+        if self.item_emb is not None:
+            out = out + self.item_emb.weight
+        return state @ out.T
+
+    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
+        return sum(self.tok[j](codes[..., j]) for j in range(len(self.sizes)))
+
+    def encode(self, hist_codes: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """hist_codes [B, S, levels + 1] (left-padded, `pad` marks padding; with the item
+        embedding, one more column: the item index) → states [B, S, dim].
+        Causal: position t sees items ≤ t only, so it is the context for item t + 1."""
+        s = hist_codes.shape[1]
+        pos = torch.arange(self.max_len - s, self.max_len, device=hist_codes.device)
+        x = self.item_vectors(hist_codes.clamp(min=0)) + self.pos(pos)
+        if self.item_emb is not None:
+            x = x + self.item_emb(hist_codes[..., len(self.sizes)].clamp(min=0))
+        x = self.drop(x) * (~pad).unsqueeze(-1)
+        mask = causal_padding_mask(~pad) if self.causal else padding_mask(~pad)
+        for block in self.enc:
+            x = block(x, mask)
+        return self.enc_ln(x)
+
+    def memory_kvs(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values over `memory` [B, S, dim]."""
+        return [block.memory_kv(memory) for block in self.dec]
+
+    def decode(self, prefix: torch.Tensor, kvs: list, pad: torch.Tensor) -> torch.Tensor:
+        """prefix [B, W, t] code tokens written so far (t < levels) → hidden [B, W, t+1, dim]."""
+        b, w, t = prefix.shape
+        dev = prefix.device
+        x = self.level(torch.zeros(b, w, 1, dtype=torch.long, device=dev))  # BOS
+        if t:
+            toks = torch.stack([self.tok[j](prefix[..., j]) for j in range(t)], 2)
+            x = torch.cat([x, toks + self.level(torch.arange(1, t + 1, device=dev))], 2)
+        for block, kv in zip(self.dec, kvs, strict=True):
+            x = block(x, kv, pad)
+        return self.ln(x)
+
+    def level_logits(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        return h @ self.tok[level].weight.T
