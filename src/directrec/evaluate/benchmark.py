@@ -65,6 +65,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def dataset_facts(db: str | Path, ds: Dataset) -> dict[str, Any]:
+    """What a results document says of the data: the store, its fingerprint and sizes."""
+    return {
+        "db": describe(db),
+        "fingerprint": ds.fingerprint,
+        "users": ds.interactions.n_users,
+        "items": ds.interactions.n_items,
+        "interactions": len(ds.interactions),
+    }
+
+
 def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
     ds = Dataset.from_store(spec.db)
     if need_text and ds.catalog.has_text:
@@ -269,13 +280,7 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
     doc = {
         "command": " ".join(sys.argv),
         "spec": dataclasses.asdict(spec),
-        "dataset": {
-            "db": describe(spec.db),
-            "fingerprint": ds.fingerprint,
-            "users": ds.interactions.n_users,
-            "items": ds.interactions.n_items,
-            "interactions": len(ds.interactions),
-        },
+        "dataset": dataset_facts(spec.db, ds),
         "split": split_info,
         "protocol": (
             "full ranking over all items; seen items excluded; test stage fits on train + "

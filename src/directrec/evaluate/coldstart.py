@@ -239,8 +239,7 @@ def run_protocol(
     import platform
     import sys
 
-    from directrec.data.store import describe
-    from directrec.evaluate.benchmark import _cpus
+    from directrec.evaluate.benchmark import _cpus, dataset_facts
     from directrec.models import MODELS, create
 
     unknown = [m for m in models if m not in MODELS]
@@ -283,13 +282,7 @@ def run_protocol(
     return {
         "command": " ".join(sys.argv),
         "protocol": protocol,
-        "dataset": {
-            "db": describe(db),
-            "fingerprint": ds.fingerprint,
-            "users": ds.interactions.n_users,
-            "items": ds.interactions.n_items,
-            "interactions": len(ds.interactions),
-        },
+        "dataset": dataset_facts(db, ds),
         "seed": seed,
         "max_history": max_history,
         "settings": {m: settings.get(m, {}) for m in models},

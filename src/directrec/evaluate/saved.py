@@ -19,6 +19,7 @@ import numpy as np
 from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
+from directrec.evaluate.benchmark import dataset_facts
 from directrec.evaluate.protocol import evaluate
 from directrec.evaluate.report import stopped_text
 from directrec.generate.stages import Stages
@@ -118,13 +119,7 @@ def evaluate_saved(
             "seed": None,
             "stage": stage,
         },
-        "dataset": {
-            "db": describe(db),
-            "fingerprint": ds.fingerprint,
-            "users": ds.interactions.n_users,
-            "items": ds.interactions.n_items,
-            "interactions": len(ds.interactions),
-        },
+        "dataset": dataset_facts(db, ds),
         "split": {
             "kind": split,
             "evaluated_users": result.n_users,
