@@ -14,6 +14,7 @@ from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
 from directrec.generate.pipeline import ListOptions, recommend
+from directrec.generate.stages import ColdGate
 from directrec.models import create, load_model
 from directrec.models.semantic import ID_WEIGHTS, CodeTrie, SemanticID
 from directrec.text.semantic_ids import make_unique
@@ -392,9 +393,9 @@ def test_placed_cold_items_take_the_gate_rank_or_follow_a_short_list():
         [[-1.0, -2.0, -3.0, -4.0], [-1.0, -1.5, -2.0, -torch.inf], [-torch.inf] * 4]
     )
     sims = torch.tensor([[0.9, 0.1, 0.8], [0.2, 0.9, 0.95], [0.5, 0.6, 0.7]])
-    gate = {"rank": 2, "threshold": 0.5}
+    gate = ColdGate(mode="place", view="text", mix=0.0, slots=2, threshold=0.5, rank=2)
     keep = torch.topk(sims, 2, dim=1).indices  # each row's two best matches, best first
-    scores = SemanticID._placed(items, logp, cold, sims, keep, gate)
+    scores = gate._placed(items, logp, cold, sims, keep)
     out = torch.full((3, 103), -torch.inf)
     out[torch.arange(3)[:, None], items.clamp(min=0)] = torch.where(items >= 0, logp, -torch.inf)
     out[:, torch.from_numpy(cold)] = scores
