@@ -5,6 +5,7 @@ is complete and served; nothing half-written is visible."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
@@ -103,7 +104,10 @@ def test_kill_9_during_a_swap_restarts_on_a_complete_version(own_world, moment):
             if moment == "canary-passed":  # the new version checked, the swap under way
                 wait_for(out, f"canary passed for {v2}", 30)
             kill_9(s.proc)
-            answer = conn.recv(65536)
+            try:
+                answer = conn.recv(65536)
+            except ConnectionResetError:
+                answer = b""
         # killed before it could answer: the swap was cut off, not completed
         assert b"HTTP/1.1 200" not in answer, answer
     finally:
@@ -179,7 +183,8 @@ def test_kill_9_during_generate_leaves_no_partial_output(world, tmp_path):
     job.stdout.close()
     assert hashlib.sha256(out.read_bytes()).hexdigest() == previous  # the old file, untouched
     left = sorted(p.name for p in tmp_path.iterdir() if p.name not in ("big.duckdb", "some.txt"))
-    assert left[0] == "recs.parquet" and all(n.startswith(".recs.parquet.") for n in left[1:]), left
+    temps = [n for n in left if n != "recs.parquet"]
+    assert "recs.parquet" in left and all(n.startswith(".recs.parquet.") for n in temps), left
     assert pq.read_table(out).num_rows == 30
     out.unlink()
     with pytest.raises(FileNotFoundError):  # nor does the temporary file read as the output
@@ -187,15 +192,35 @@ def test_kill_9_during_generate_leaves_no_partial_output(world, tmp_path):
 
 
 def test_publish_onto_a_full_disk_fails_clearly_and_changes_nothing(world, tmp_path):
+    """The disk fills at every point of a publish in turn (one more free page each time:
+    copying each file, the manifest, CURRENT): each failure leaves the registry exactly as
+    it was, until there is room and it publishes."""
     _, reg = world
     model = reg.parent / "model-0"
-    weights = (model / "weights.safetensors").stat().st_size
-    used = sum(f.stat().st_size for f in reg.rglob("*") if f.is_file())
-    with small_disk(tmp_path / "disk", used + 64 * 1024 + weights // 2) as disk:
+    page = os.sysconf("SC_PAGE_SIZE")
+    used = sum(-(-f.stat().st_size // page) for f in reg.rglob("*") if f.is_file())
+    failures = []
+    for free in range(200):
+        with small_disk(tmp_path / "disk", (used + free) * page) as disk:
+            small = disk / "registry"
+            shutil.copytree(reg, small)
+            before = registry_state(small)
+            try:
+                name = registry.publish(model, small)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                failures.append(free)
+                assert registry_state(small) == before, free
+                assert sorted(p.name for p in small.iterdir()) == ["CURRENT", *before[0]]
+                continue
+            assert registry_state(small)[:2] == ([*before[0], name], name)
+            break
+    assert len(failures) == free >= 5  # one page per small file, the weights' many
+
+    with small_disk(tmp_path / "disk", (used + 2) * page) as disk:
         small = disk / "registry"
         shutil.copytree(reg, small)
         before = registry_state(small)
         res = cli("publish", "--model", str(model), "--registry", str(small))
         assert_disk_full_error(res)
         assert registry_state(small) == before
-        assert [p.name for p in small.iterdir() if p.name.startswith(".")] == []

@@ -13,6 +13,7 @@ manifest as the figure later canaries (reload, watcher) are held to.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,11 +95,15 @@ def verify(version_dir: str | Path) -> dict:
 
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: the old file stands, no temporary one beside it
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def set_current(registry: str | Path, version: str) -> None:
@@ -162,7 +167,15 @@ def publish(
             registry.rmdir()
         raise
     if make_current:
-        set_current(registry, name)
+        try:
+            set_current(registry, name)
+        except BaseException:  # CURRENT unwritten (a full disk): withdraw the version too,
+            # so a failed publish leaves the registry exactly as it was
+            aside = registry / f".withdrawn.{name}.{os.getpid()}"
+            with contextlib.suppress(OSError):
+                os.rename(registry / name, aside)  # a dot name: no longer a version
+                shutil.rmtree(aside, ignore_errors=True)
+            raise
     return name
 
 
