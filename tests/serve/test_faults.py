@@ -128,26 +128,41 @@ def test_kill_9_during_a_swap_restarts_on_a_complete_version(own_world, moment):
         s.stop()
 
 
-def test_kill_9_during_an_update_job_leaves_the_registry_and_service_as_they_were(own_world):
+@pytest.mark.parametrize("moment", ["training", "publishing"])
+def test_kill_9_during_an_update_job_leaves_the_registry_and_service_as_they_were(
+    own_world, moment
+):
     db, reg = own_world
     v1 = registry.current(reg)
     before = registry_state(reg)
     s = Server(reg, db)
+    epochs = "100000" if moment == "training" else "1"
     try:
         job = subprocess.Popen(
-            [*CLI, "update", "--model", str(reg), "--db", str(db), "--epochs", "100000"],
+            [*CLI, "update", "--model", str(reg), "--db", str(db), "--epochs", epochs],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
-        time.sleep(8)  # imports, loading, and well into its epochs
-        assert job.poll() is None, job.stdout.read().decode()  # still training
+        if moment == "training":
+            time.sleep(8)  # imports, loading, and well into its epochs
+        else:  # trained: saving, canarying and publishing in the registry's temp dir
+            deadline = time.time() + 50
+            while time.time() < deadline and not any(
+                p.name.startswith(".update.") for p in reg.iterdir()
+            ):
+                assert job.poll() is None, job.stdout.read().decode()
+                time.sleep(0.005)
+        assert job.poll() is None, job.stdout.read().decode()  # still at work
         kill_9(job)
         job.stdout.close()
-        assert registry_state(reg) == before
+        after = registry_state(reg)  # every version listed is complete (verified)
+        assert after[1] == v1 and set(before[2].items()) <= set(after[2].items())
+        if moment == "training":
+            assert after == before
         # only dot-named leftovers, which the registry does not take for versions
-        assert all(p.name.startswith(".") or p.name in (*before[0], "CURRENT")
-                   for p in reg.iterdir()), sorted(p.name for p in reg.iterdir())
+        names = sorted(p.name for p in reg.iterdir())
+        assert all(n.startswith(".") or n in (*after[0], "CURRENT") for n in names), names
         time.sleep(1.5)  # three watch intervals: nothing new to swap to
         assert_serves_full_lists(s, v1)
     finally:
@@ -171,8 +186,9 @@ def test_kill_9_during_generate_leaves_no_partial_output(world, tmp_path):
     previous = hashlib.sha256(out.read_bytes()).hexdigest()
     assert pq.read_table(out).num_rows == 30
 
-    job = subprocess.Popen([*base, "--batch-size", "1"], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
+    job = subprocess.Popen(
+        [*base, "--batch-size", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.time() + 40
     while time.time() < deadline and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
         assert job.poll() is None, job.stdout.read().decode()
