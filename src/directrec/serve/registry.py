@@ -6,10 +6,11 @@ names the version to serve. Publishing builds the version aside and renames it i
 then rewrites CURRENT atomically, so a reader sees the old version or the new one, never a
 half-written one; a publish that fails to write CURRENT (a full disk) withdraws its
 version, so a failed publish leaves the registry as it was. Loading checks every hash
-first: a truncated or altered artefact is rejected before any of it is used. Publishing loads the model and runs the canary
-(serve/canary.py) on the copy it is about to publish: a version that cannot build sound
-lists never gets a number, and the canary's NDCG@10 against a store is recorded in the
-manifest as the figure later canaries (reload, watcher) are held to.
+first: a truncated or altered artefact is rejected before any of it is used. Publishing
+loads the model and runs the canary (serve/canary.py) on the copy it is about to publish:
+a version that cannot build sound lists never gets a number, and the canary's NDCG@10
+against a store is recorded in the manifest as the figure later canaries (reload,
+watcher) are held to.
 """
 
 from __future__ import annotations
