@@ -108,9 +108,29 @@ def _run_guarded(fn, *args, **kwargs):
     except (typer.Exit, KeyboardInterrupt):
         raise
     except Exception as e:
+        full = _disk_full(e)
+        if full is not None:  # an environment fault, not a bug: no traceback hint
+            fail(f"disk full: {full}; free some space and rerun", 1)
         if _DEBUG["on"]:
             raise
         fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """The one-line reason when `e` (or what caused it) is a full disk or quota: an
+    OSError with ENOSPC/EDQUOT, or a DuckDB error whose write failed for lack of space."""
+    import errno
+
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on device ({e.filename or 'writing'})"
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return " ".join(text.split())  # DuckDB's message names the file
+        e = e.__cause__ or e.__context__
+    return None
 
 
 # A store: a DuckDB file (the embedded default) or a PostgreSQL URL.

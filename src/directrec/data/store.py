@@ -292,15 +292,18 @@ def ingest(
             )
         )
         _run(con, "COMMIT")
+        # Inside the guard: a new store's checkpoint can still fail (a full disk), and
+        # then its half-written file must not stay behind.
+        _run(con, "CHECKPOINT")
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             _run(con, "ROLLBACK")
-        con.close()
+        with contextlib.suppress(duckdb.Error):
+            con.close()
         if new:
             target.unlink(missing_ok=True)
             Path(str(target) + ".wal").unlink(missing_ok=True)
         raise
-    _run(con, "CHECKPOINT")
     con.close()
     if new:
         os.replace(target, db)

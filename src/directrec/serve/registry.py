@@ -4,15 +4,18 @@ Layout: `REGISTRY/v0001/` holds a model directory (config.json, ids.json,
 weights.safetensors) plus `manifest.json` with the sha256 of every file; `REGISTRY/CURRENT`
 names the version to serve. Publishing builds the version aside and renames it into place,
 then rewrites CURRENT atomically, so a reader sees the old version or the new one, never a
-half-written one. Loading checks every hash first: a truncated or altered artefact is
-rejected before any of it is used. Publishing loads the model and runs the canary
-(serve/canary.py) on the copy it is about to publish: a version that cannot build sound
-lists never gets a number, and the canary's NDCG@10 against a store is recorded in the
-manifest as the figure later canaries (reload, watcher) are held to.
+half-written one; a publish that fails to write CURRENT (a full disk) withdraws its
+version, so a failed publish leaves the registry as it was. Loading checks every hash
+first: a truncated or altered artefact is rejected before any of it is used. Publishing
+loads the model and runs the canary (serve/canary.py) on the copy it is about to publish:
+a version that cannot build sound lists never gets a number, and the canary's NDCG@10
+against a store is recorded in the manifest as the figure later canaries (reload,
+watcher) are held to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -94,11 +97,15 @@ def verify(version_dir: str | Path) -> dict:
 
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: the old file stands, no temporary one beside it
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def set_current(registry: str | Path, version: str) -> None:
@@ -162,7 +169,15 @@ def publish(
             registry.rmdir()
         raise
     if make_current:
-        set_current(registry, name)
+        try:
+            set_current(registry, name)
+        except BaseException:  # CURRENT unwritten (a full disk): withdraw the version too,
+            # so a failed publish leaves the registry exactly as it was
+            aside = registry / f".withdrawn.{name}.{os.getpid()}"
+            with contextlib.suppress(OSError):
+                os.rename(registry / name, aside)  # a dot name: no longer a version
+                shutil.rmtree(aside, ignore_errors=True)
+            raise
     return name
 
 
