@@ -237,7 +237,7 @@ class Stages:
                 made[n] = kind(
                     **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
                 )
-            except TypeError as e:
+            except (TypeError, ValueError) as e:  # a missing field, or a value out of range
                 raise ValueError(f"{where}: stage {n!r}: {e}") from e
         return cls(**made, fits=dict(doc.get("fits", {})))
 

@@ -1,0 +1,98 @@
+"""The contract every fitted stage keeps: it is typed, refuses bad values, round-trips
+through the model directory with the model (stages.json, inside the atomic save), and
+the lists built through the reloaded pipeline equal the ones built before saving."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from directrec.data.histories import Histories
+from directrec.generate.pipeline import ListOptions, masked_scores, recommend
+from directrec.generate.stages import (
+    STAGES_FILE,
+    ColdGate,
+    PriorBlend,
+    QueryBlend,
+    Stages,
+    load_pipeline,
+)
+from directrec.models import create
+from tests.models.settings import TEST_SETTINGS
+
+EXAMPLES = {
+    "prior_blend": Stages(prior_blend=PriorBlend((1, 2, 5), (0.6, 0.3, 0.1))),
+    "query_blend": Stages(query_blend=QueryBlend(alpha=0.5, t=10.0, w=0.5)),
+    "cold_gate": Stages(
+        cold_gate=ColdGate(mode="score", view="latent", mix=0.5, slots=2, scale=5.0, bias=-3.0)
+    ),
+    "all": Stages(
+        prior_blend=PriorBlend((1, 3), (0.5, 0.2)),
+        query_blend=QueryBlend(alpha=1.0, t=0.0),
+        cold_gate=ColdGate(mode="place", view="text", mix=0.0, slots=1, threshold=0.2, rank=3),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def semantic(planted_embedded):
+    """A small semantic-ID model with cold items (two per topic never trained on)."""
+    ds = planted_embedded
+    cold = np.flatnonzero(np.array([int(i[1:]) % 20 < 2 for i in ds.items.ids]))
+    data = ds.interactions.select(~np.isin(ds.interactions.item, cold))
+    settings = TEST_SETTINGS["semantic-id"] | {"epochs": 5}
+    return create("semantic-id", settings).fit(data, ds.catalog), data
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_every_stage_round_trips_with_the_model(name, semantic, planted_embedded, tmp_path):
+    model, data = semantic
+    stages = EXAMPLES[name]
+    path = model.save(tmp_path / "m", extra=stages.files())
+    loaded, again = load_pipeline(path)
+    assert again == stages and again.fitted() == stages.fitted()
+    h = Histories.from_lists(
+        [np.array(s[:n]) for s, n in zip(data.sequences()[:6], (1, 2, 3, 5, 8, 0), strict=True)],
+        model.n_items,
+    )
+    sims = planted_embedded.catalog.embeddings @ planted_embedded.catalog.embeddings[7]
+    opts = [ListOptions(k=10)] * 5 + [ListOptions(k=10, query_sims=sims.astype(np.float32))]
+    before = recommend(model, h, opts, stages=stages)
+    after = recommend(loaded, h, opts, stages=again)
+    for a, b in zip(before, after, strict=True):
+        assert a.items.tolist() == b.items.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    if stages.fitted():  # a fitted stage changes some list of these rows
+        plain = masked_scores(model, h, 10, query_sims=[o.query_sims for o in opts])
+        piped = masked_scores(model, h, 10, query_sims=[o.query_sims for o in opts], stages=stages)
+        assert not torch.equal(plain, piped)
+
+
+def test_a_model_without_stages_writes_no_file_and_loads_none(semantic, tmp_path):
+    model, _ = semantic
+    path = model.save(tmp_path / "m", extra=Stages().files())
+    assert not (path / STAGES_FILE).exists()
+    assert load_pipeline(path)[1] == Stages()
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"stages": {"id_blend": {"w": 1}}}, "unknown stage 'id_blend'"),
+        ({"stages": {"prior_blend": {"lengths": [1], "alpha": [0.5], "x": 1}}}, "takes fields"),
+        ({"stages": {"prior_blend": {"lengths": [2, 1], "alpha": [0.1, 0.2]}}}, "increasing"),
+        ({"stages": {"query_blend": {"alpha": 2.0, "t": 1.0}}}, "alpha and w in"),
+        ({"stages": {"cold_gate": {"mode": "x", "view": "text", "mix": 0, "slots": 1}}}, "mode"),
+        ([1, 2], "expected an object"),
+    ],
+)
+def test_a_bad_stages_file_is_refused_naming_it(doc, message, semantic, tmp_path):
+    model, _ = semantic
+    path = model.save(tmp_path / "m")
+    (path / STAGES_FILE).write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message) as e:
+        load_pipeline(path)
+    assert STAGES_FILE in str(e.value)
