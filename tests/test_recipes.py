@@ -13,6 +13,7 @@ import pytest
 from directrec import recipes as R
 from directrec.generate.fitting import STAGE_PARAMS
 from directrec.models import MODELS
+from directrec.models.training import RUN_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_measured_figures_come_from_these_settings(name):
     doc = json.loads((ROOT / r.measured.results).read_text())
     (res,) = [x for x in doc["results"] if x["model"] == r.model]
     want = {**R.setting_defaults(r.model), **r.settings}
-    skip = {"seed", "progress", "device", "threads", "checkpoint_dir"}
+    skip = {"seed", *RUN_FIELDS}  # run settings are not part of a model's config
     assert {k: v for k, v in res["config"].items() if k not in skip} == {
         k: v for k, v in want.items() if k not in skip
     }
