@@ -1,0 +1,5 @@
+"""`python -m directrec.cli …` runs the command line."""
+
+from directrec.cli import app
+
+app()

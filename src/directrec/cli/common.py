@@ -1,0 +1,131 @@
+"""What every command shares: the typer app, the consoles, `--set` parsing and the
+error guard (expected errors: one line and exit 2; a full disk: one line and exit 1)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from directrec.recipes import Recipe
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+app = typer.Typer(
+    help="directrec: generative recommendation, with honest baselines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set key=value` (all models that have the field) or `--set model.key=value`,
+    converted to the type of the model's setting; an unknown model or key is refused with
+    the closest valid names."""
+    from directrec.models import MODELS
+    from directrec.recipes import (
+        RecipeError,
+        closest,
+        convert_setting,
+        setting_defaults,
+        split_pair,
+    )
+
+    result: dict[str, dict[str, Any]] = {m: {} for m in models}
+    for pair in pairs or []:
+        try:
+            target, fld, raw = split_pair(pair)
+            if target and target not in MODELS:
+                fail(f"--set {pair!r}: unknown model {target!r}{closest(target, MODELS)}")
+            names = [target] if target else models
+            having = [m for m in names if fld in setting_defaults(m)]
+            if not having:
+                valid = {f for m in names for f in setting_defaults(m)}
+                fail(
+                    f"--set {pair!r}: no selected model has a setting {fld!r}{closest(fld, valid)}"
+                )
+            for m in having:
+                result.setdefault(m, {})[fld] = convert_setting(m, fld, raw, f"--set {pair!r}")
+        except RecipeError as e:
+            fail(str(e))
+    return result
+
+
+def stage_note(recipe: Recipe) -> None:
+    """Say which of a recipe's learned stages this command leaves unfitted."""
+    if recipe.stages:
+        err.print(
+            f"note: recipe {recipe.name!r} names stages {', '.join(recipe.stages)}: `train` "
+            "fits them, `benchmark` reports the model without them (--protocol cold-items and "
+            "new-users measure them)",
+            highlight=False,
+            markup=False,
+        )
+
+
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="print the traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """directrec: generative recommendation, with honest baselines."""
+    _DEBUG["on"] = debug
+
+
+def _run_guarded(fn, *args, **kwargs):
+    """Expected user errors: a clean message and exit code 2. Anything else: one line and
+    exit code 1 (the traceback with --debug), never a bare traceback."""
+    from directrec.data.schema import DataError
+
+    try:
+        return fn(*args, **kwargs)
+    except (DataError, ValueError, FileNotFoundError) as e:  # DataError names file:line:field
+        fail(str(e))
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        full = _disk_full(e)
+        if full is not None:  # an environment fault, not a bug: no traceback hint
+            fail(f"disk full: {full}; free some space and rerun", 1)
+        if _DEBUG["on"]:
+            raise
+        fail(f"unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", 1)
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """The one-line reason when `e` (or what caused it) is a full disk or quota: an
+    OSError with ENOSPC/EDQUOT, or a DuckDB error whose write failed for lack of space."""
+    import errno
+
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"no space left on device ({e.filename or 'writing'})"
+        text = str(e)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return " ".join(text.split())  # DuckDB's message names the file
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# A store: a DuckDB file (the embedded default) or a PostgreSQL URL.
+StoreOpt = Annotated[
+    str, typer.Option(help="store: a DuckDB file or postgresql://user@host:port/db")
+]
