@@ -167,20 +167,18 @@ class Trained:
                 rows.append(row)
         return pd.DataFrame(rows)
 
-    def evaluate(
-        self, data: Dataset, *, ks: Sequence[int] = (10, 20), split: str = "loo"
-    ) -> dict[str, float]:
+    def evaluate(self, data: Dataset, *, ks: Sequence[int] = (10, 20)) -> dict[str, float]:
         """Full-ranking metrics (HR, Recall, NDCG, MRR … @k) on `data`'s test stage, through
         the fitted stages. Honest only for a model trained with holdout="loo" (others are
         refused: they saw the test items)."""
-        from directrec.data.split import make_split
+        from directrec.data.split import leave_one_out
         from directrec.evaluate.protocol import evaluate as run
 
         if self.model.meta.get("data_fingerprint") != data.fingerprint:
             raise ValueError("evaluate on the data the model was trained on (same ids and index)")
         if self.model.meta.get("holdout") != "loo":
             raise ValueError("the model saw every test item: train it with holdout='loo'")
-        sp = make_split(data.interactions, split)
+        sp = leave_one_out(data.interactions)  # the split `holdout="loo"` kept out
         _, seen, targets = sp.stage("test")
         result = run(
             self.model, sp.inputs("test"), targets, tuple(ks), seen=seen, stages=self.stages

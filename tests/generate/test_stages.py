@@ -96,3 +96,31 @@ def test_a_bad_stages_file_is_refused_naming_it(doc, message, semantic, tmp_path
     with pytest.raises(ValueError, match=message) as e:
         load_pipeline(path)
     assert STAGES_FILE in str(e.value)
+
+
+def test_a_model_saved_before_stages_json_keeps_its_learned_stages(semantic, tmp_path):
+    """Older artefacts kept the stages (and the ID weight) in their meta: they load into
+    the same types, so a model builds the lists it built before."""
+    model, _ = semantic
+    path = model.save(tmp_path / "m")
+    config = json.loads((path / "config.json").read_text())
+    config["meta"] |= {
+        "prior_blend": {"lengths": [1, 2], "alpha": [0.5, 0.25]},
+        "query_blend": {"alpha": 0.5, "t": 10.0},
+        "cold_gate": {
+            "mode": "score",
+            "view": "text",
+            "mix": 0.0,
+            "head": 0.0,
+            "scale": 2.0,
+            "bias": -4.0,
+            "slots": 2,
+        },
+        "id_blend": 4.0,
+    }
+    (path / "config.json").write_text(json.dumps(config))
+    loaded, stages = load_pipeline(path)
+    assert stages.prior_blend == PriorBlend((1, 2), (0.5, 0.25))
+    assert stages.query_blend == QueryBlend(alpha=0.5, t=10.0, w=0.0)
+    assert stages.cold_gate == ColdGate("score", "text", 0.0, 2, scale=2.0, bias=-4.0)
+    assert loaded.config.id_weight == 4.0

@@ -57,7 +57,11 @@ def test_tokens_name_their_user_and_reject_expired_tampered_and_foreign_ones():
             verify(KEY, bad)
     with pytest.raises(TokenError, match="signature"):
         verify(b"another-key-of-enough-bytes", token)
-    for bad in ("", "a.b", "a.-1.c", "@@@.1.@@@", "a+/b.1.c", "a.1.b.c", f"{user}.{expires}.x"):
+    for bad in (
+        *("", "a.b", "a.-1.c", "@@@.1.@@@", "a+/b.1.c", "a.1.b.c", f"{user}.{expires}.x"),
+        f"{user}.\u00b2.{sig}",  # a digit to str.isdigit, not to int()
+        f"{user}.{'9' * 5000}.{sig}",  # more digits than int() converts
+    ):
         with pytest.raises(TokenError, match="malformed"):
             verify(KEY, bad)
 

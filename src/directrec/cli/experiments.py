@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -258,9 +259,9 @@ def train(
     else:
         fail("give MODEL or --recipe NAME|PATH")
     model_name = chosen.model
-    # --set over the recipe's settings, then the seed: what the model is built with
-    chosen = _run_guarded(chosen.with_settings, parse_settings(settings, [model_name])[model_name])
-    chosen = _run_guarded(chosen.with_settings, {"seed": seed, **chosen.settings})
+    # the recipe's settings, then --seed, then --set: what the model is built with
+    over = {"seed": seed, **parse_settings(settings, [model_name])[model_name]}
+    chosen = _run_guarded(chosen.with_settings, over)
     if valid_users is None and chosen.benchmark is not None:
         valid_users = chosen.benchmark.valid_users
 
@@ -307,7 +308,9 @@ def train(
         stamp(model, ds, db)
         # watermark: the update gate validates on newer rows only; the recipe says how it
         # was made (an update keeps it: it trains on with the same settings)
-        model.meta.update(store_seq=store_seq, holdout=holdout, recipe=chosen.to_dict())
+        # the recipe as run: --blend-users adds its stages to the recipe's own
+        made = dataclasses.replace(chosen, stages=spec)
+        model.meta.update(store_seq=store_seq, holdout=holdout, recipe=made.to_dict())
         from directrec.models import distributed
 
         if not distributed.current().main:  # under torchrun, rank 0 writes the model

@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import numpy as np
 import typer
-
-if TYPE_CHECKING:
-    pass
 
 from directrec.cli.common import StoreOpt, _run_guarded, app, out
 

@@ -389,14 +389,16 @@ class StoreBase:
                 for t in self.USER_TABLES
                 if self._has(t)
             }
+            # Remembered even with no rows here: a user known only from feedback (the log
+            # beside the store) reaches artefacts through `update`, which checks this.
+            h = user_hash(user_id)
+            if not self._rows("SELECT 1 FROM forgotten WHERE user_hash = ?", [h]):
+                self._exec("INSERT INTO forgotten VALUES (?)", [h])
             if not any(deleted.values()):
                 return deleted  # nothing of this user here: the data did not change
             self._set_meta("fingerprint", self.fingerprint())
             # Services poll this to drop what they cached of users (other processes too).
             self._set_meta("forget_epoch", str(int(self.meta().get("forget_epoch", 0)) + 1))
-            h = user_hash(user_id)
-            if not self._rows("SELECT 1 FROM forgotten WHERE user_hash = ?", [h]):
-                self._exec("INSERT INTO forgotten VALUES (?)", [h])
         self._scrub(tuple(t for t, n in deleted.items() if n))
         return deleted
 

@@ -152,8 +152,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
             "stopped_by",
             "codes",
             "device",
-            "id_blend",
-            "id_blend_valid",
+            "id_weight_valid",
         )
         if k in model.meta
     }

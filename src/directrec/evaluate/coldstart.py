@@ -28,6 +28,7 @@ from directrec.data.dataset import Dataset, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import Targets, leave_one_out
 from directrec.evaluate.protocol import evaluate, validator
+from directrec.generate.fitting import MIN_ITEMS
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
@@ -143,10 +144,10 @@ def new_users(
 
     data = ds.interactions
     rng = np.random.default_rng(seed)
-    eligible = np.flatnonzero(data.history_lengths() >= 12)
+    eligible = np.flatnonzero(data.history_lengths() >= MIN_ITEMS)
     n_held = min(round(holdout_users * data.n_users), len(eligible) // 2)
     if n_held < 20:
-        raise ValueError("new-users: fewer than 40 users have 12 or more items")
+        raise ValueError(f"new-users: fewer than 40 users have {MIN_ITEMS} or more items")
     held = np.sort(rng.choice(eligible, n_held, replace=False))
     train = data.select(~np.isin(data.user, held))
     v_fit, v_hist, v_targets = leave_one_out(train).stage("valid")

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# The generative models, by name, for results documents that name models this directrec
-# may not have; the ones present also declare it (`capabilities.generator`).
+# The generative models, by name (results documents may name models this directrec lacks;
+# `capabilities.generator` marks only the beam generators, not the SASRec family).
 GENERATORS = frozenset({"sasrec", "sasrec-ce", "semantic-id", "llm"})
 
 

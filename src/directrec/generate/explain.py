@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from directrec.data.histories import Histories
+from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 
@@ -33,12 +34,18 @@ class Reason:
 
 
 def influence(
-    model: Recommender, user: Histories, items: np.ndarray, window: int = 30, k: int = 100
+    model: Recommender,
+    user: Histories,
+    items: np.ndarray,
+    window: int = 30,
+    k: int = 100,
+    stages: Stages | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(history positions tried, rank loss [positions, items], log-probability drop
-    [positions, items]) when each history item is removed. Ranks count among the items
-    outside the full history (the list the user was shown). Only the last `window`
-    positions are tried (the ones a sequence model weighs most)."""
+    [positions, items]) when each history item is removed, the model's fitted `stages`
+    applied as the list was built. Ranks count among the items outside the full history
+    (the list the user was shown). Only the last `window` positions are tried (the ones a
+    sequence model weighs most)."""
     history = user[0]
     pos = np.arange(max(0, len(history) - window), len(history))
     variants = Histories.from_lists(
@@ -47,6 +54,8 @@ def influence(
         users=np.full(len(pos) + 1, user.users[0]),
     )
     scores = model.score(variants, k=k)
+    if stages is not None:
+        stages.apply_scores(model, variants, scores)
     finite = torch.isfinite(scores)
     floor = scores[finite].min() - 1.0 if finite.any() else torch.tensor(0.0)
     scores = torch.where(finite, scores, floor)  # generators: "not written" is the lowest score
@@ -67,6 +76,7 @@ def explain(
     cite: int = 2,
     window: int = 30,
     verb: str = "liked",
+    stages: Stages | None = None,
 ) -> list[Reason]:
     """A reason per recommended item: up to `cite` history items whose removal costs the
     item rank places, the most specific to it first (its log-probability drop beyond the
@@ -76,7 +86,9 @@ def explain(
     items = np.asarray(items, dtype=np.int64)
     if len(history) == 0 or len(items) == 0:
         return [Reason(int(i), [], [], [], "Popular with other users.") for i in items]
-    pos, rank_loss, logp_drop = influence(model, user, items, window, k=max(100, 3 * len(items)))
+    pos, rank_loss, logp_drop = influence(
+        model, user, items, window, k=max(100, 3 * len(items)), stages=stages
+    )
     specific = logp_drop - logp_drop.mean(axis=1, keepdims=True)  # [positions, items]
     out = []
     for n, item in enumerate(items):

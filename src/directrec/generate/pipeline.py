@@ -189,7 +189,9 @@ def recommend(
         it, sc = it[: o.k], sc[: o.k]
         reasons = None
         if o.explain and info is not None and explains(model) and not fallback[r]:
-            reasons = explain(model, histories.take([r]), it, info.titles, info.categories)
+            reasons = explain(
+                model, histories.take([r]), it, info.titles, info.categories, stages=stages
+            )
         out.append(RecList(it, sc, bool(fallback[r]), reasons))
     return out
 

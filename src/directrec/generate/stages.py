@@ -248,13 +248,6 @@ class Stages:
             return {}
         return {STAGES_FILE: json.dumps(self.to_dict(), indent=1)}
 
-    def write(self, model_dir: str | Path) -> None:
-        """Write `stages.json` into a model directory (atomically: a temporary file renamed)."""
-        path = Path(model_dir) / STAGES_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        tmp.replace(path)
-
     @classmethod
     def read(cls, model_dir: str | Path) -> Stages:
         """The stages saved with a model (none fitted when the directory has no file)."""
@@ -289,7 +282,29 @@ class Stages:
 
 
 def load_pipeline(path: str | Path) -> tuple[Recommender, Stages]:
-    """A saved model and the stages saved with it."""
+    """A saved model and the stages saved with it. Models saved before stages had their
+    own file kept them in their metadata: those are read into the same types (and the
+    semantic-ID hybrid's ID weight into its decoding setting), so they build the lists
+    they built before."""
     from directrec.models import load_model
 
-    return load_model(path), Stages.read(path)
+    model = load_model(path)
+    if (Path(path) / STAGES_FILE).exists():
+        return model, Stages.read(path)
+    return model, _legacy(model, str(Path(path) / "config.json"))
+
+
+def _legacy(model: Recommender, where: str) -> Stages:
+    """The stages an older model kept in its meta (`prior_blend`, `query_blend`,
+    `cold_gate`, `id_blend`)."""
+    meta, made = model.meta, {}
+    if "id_blend" in meta and hasattr(model.config, "id_weight"):
+        model.config = dataclasses.replace(model.config, id_weight=float(meta["id_blend"]))
+    if meta.get("prior_blend"):
+        made["prior_blend"] = meta["prior_blend"]
+    if meta.get("query_blend"):
+        made["query_blend"] = {"w": 0.0} | meta["query_blend"]
+    if meta.get("cold_gate"):
+        gate = {k: v for k, v in meta["cold_gate"].items() if k != "head"}
+        made["cold_gate"] = {"view": "latent", "mode": "score"} | gate
+    return Stages.from_dict({"stages": made}, f"{where} (meta)") if made else Stages()

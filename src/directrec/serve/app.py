@@ -37,7 +37,7 @@ from prometheus_client import generate_latest
 from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
-from directrec.serve.canary import Refused
+from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission
 from directrec.serve.schemas import (
@@ -489,11 +489,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
                 epochs=body.epochs,
                 tolerance=body.tolerance,
                 min_gate_users=body.min_gate_users,
+                canary=CanaryConfig(users=cfg.canary_users, tolerance=cfg.canary_tolerance),
             )
             if version is not None:
                 svc.load(version)
             elif facts.get("refused"):  # the canary refused it before it was published
                 svc.metrics.refused.labels(facts["refused"]).inc()
+            if "kept_at" in facts:  # a server path stays in the log, the reply names the folder
+                log.info("update kept at %s", facts["kept_at"])
+                facts["kept_at"] = Path(facts["kept_at"]).name
             return {"model_version": version, **facts}
 
         job_id = svc.updates.start(work)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -49,6 +50,9 @@ from directrec.models.base import Recommender
 
 # Why a version was refused: the label of directrec_version_refused_total.
 REASONS = ("integrity", "ids", "load", "error", "scores", "lists", "ndcg")
+
+
+log = logging.getLogger("directrec.canary")
 
 
 class Refused(ValueError):
@@ -159,7 +163,8 @@ def run_canary(
         try:
             lists = recommend(model, hist, ListOptions(k=cfg.k), info=ctx.info, stages=ctx.stages)
         except Exception as e:  # whatever the model raises would fail every request
-            raise Refused("error", f"building lists failed: {type(e).__name__}: {e}") from e
+            log.warning("canary: building lists failed", exc_info=e)  # the text, server-side
+            raise Refused("error", f"building lists failed ({type(e).__name__})") from e
         for j, (r, rec) in enumerate(zip(rows, lists, strict=True)):
             _check_list(model, hist, j, rec.items, rec.scores, cfg.k)
             if r < len(targets):

@@ -488,9 +488,10 @@ class Service:
                 self._run_jobs(new, [Job(None, [], 10, True, set(), set(), 0.0)])  # batch path
             except Exception as e:
                 refused = e
-                if not isinstance(e, Refused):
+                if not isinstance(e, Refused):  # its text stays in the log, not in a reply
+                    log.exception("version %s could not be served", version)
                     refused = Refused(
-                        "error", clean_paths(str(e), Path(self.cfg.model), "registry")
+                        "error", f"the version failed its warm-up ({type(e).__name__})"
                     )
                 self.metrics.refused.labels(refused.reason).inc()
                 self.metrics.reloads.labels("rejected").inc()

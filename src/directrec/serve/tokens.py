@@ -29,6 +29,7 @@ class TokenError(ValueError):
 
 
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def _b64(raw: bytes) -> str:
@@ -80,7 +81,12 @@ def issue(key: bytes, user: str, expires_in: float | None = None, now: float | N
 def verify(key: bytes, token: str, now: float | None = None) -> str:
     """The user id a valid token names; TokenError otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or not all(map(_B64.fullmatch, parts[::2])):
+    # ASCII digits only, bounded: str.isdigit takes "²" and int() of 5,000 digits raises
+    if (
+        len(parts) != 3
+        or not _EXPIRES.fullmatch(parts[1])
+        or not all(map(_B64.fullmatch, parts[::2]))
+    ):
         raise TokenError("malformed token")
     try:
         user = _unb64(parts[0]).decode("utf-8")
