@@ -15,8 +15,8 @@ from directrec.data import loaders
 from directrec.data.schema import RawData, make_interactions
 from directrec.data.store import POINT_SQL, ingest, open_store
 from directrec.data.storebase import StoreBase, user_hash
+from directrec.serve.caches import HistoryCache
 from directrec.serve.feedback import Event, FeedbackLog, open_feedback
-from directrec.serve.service import HistoryCache
 from tests.conftest import planted_frames
 from tests.test_cli import run
 

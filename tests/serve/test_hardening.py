@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from directrec.serve.batcher import Batcher, BatchFailed
+from directrec.serve.caches import HistoryCache
 from directrec.serve.feedback import Event, FeedbackLog
 from directrec.serve.middleware import Admission
-from directrec.serve.service import HistoryCache, Metrics
+from directrec.serve.service import Metrics
 from tests.serve.conftest import TOKEN, Server
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

@@ -37,6 +37,7 @@ from prometheus_client import generate_latest
 from directrec.data.schema import DataError
 from directrec.serve import registry
 from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
+from directrec.serve.caches import History
 from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission
@@ -51,7 +52,7 @@ from directrec.serve.schemas import (
     path_text,
     public_reason,
 )
-from directrec.serve.service import History, Job, ServeConfig, Service
+from directrec.serve.service import Job, ServeConfig, Service
 from directrec.serve.tokens import TokenError, check_key
 from directrec.serve.tokens import verify as verify_token
 
