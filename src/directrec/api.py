@@ -204,13 +204,9 @@ def train(
     one), `settings` over it, its stages fitted after it. `holdout="loo"` keeps each
     user's last item out, so `evaluate` gives an honest test figure."""
     from directrec import recipes as rcp
-    from directrec.data.split import leave_one_out
-    from directrec.evaluate.protocol import fit_model
-    from directrec.generate.fitting import StagePlan
+    from directrec.evaluate.protocol import fit_with_stages
     from directrec.models import create
 
-    if holdout not in ("none", "loo"):
-        raise ValueError("holdout must be none or loo")
     if recipe is not None:
         chosen = rcp.resolve(str(recipe))
         if model is not None and model != chosen.model:
@@ -221,15 +217,9 @@ def train(
         raise ValueError("give a model name or a recipe")
     chosen = chosen.with_settings({**dict(settings or {}), "seed": seed})
     m = create(chosen.model, dict(chosen.settings))
-    if (m.capabilities.needs_text or chosen.stages) and data.catalog.has_text:
-        from directrec.text.encoder import item_embeddings
-
-        data.catalog.embeddings = item_embeddings(data)
-    plan = StagePlan.from_spec(chosen.stages, seed)
-    fit_data = plan.hold_out(data.interactions, m)
-    stage = "all" if holdout == "none" else "test"
-    fit_model(m, leave_one_out(fit_data), stage, data.catalog, valid_users=valid_users)
-    stages = plan.fit(m, data.interactions, data.catalog, holdout)
+    stages = fit_with_stages(
+        m, data, dict(chosen.stages), holdout, seed=seed, valid_users=valid_users
+    )
     m.meta.update(
         user_ids=data.users.ids.tolist(),
         item_ids=data.items.ids.tolist(),

@@ -243,9 +243,7 @@ def train(
     recipe (`directrec recipes show --model DIR` prints it)."""
     from directrec import recipes as rcp
     from directrec.data.dataset import Dataset
-    from directrec.data.split import leave_one_out
-    from directrec.evaluate.protocol import fit_model
-    from directrec.generate.fitting import StagePlan
+    from directrec.evaluate.protocol import fit_with_stages
     from directrec.models import MODELS, create
 
     if model_name is not None and model_name not in MODELS:
@@ -273,33 +271,16 @@ def train(
         # epoch, loss, validation NDCG and ETA: a bar on a terminal, else a line per epoch
         over.setdefault("progress", True)
         model = create(model_name, over)
-        if model.capabilities.needs_text:
-            from directrec.text.encoder import item_embeddings
-
-            ds.catalog.embeddings = item_embeddings(ds, db)
         # The stages to fit after the model, and the users and items held out for them.
         spec: dict[str, dict] = {k: dict(v) for k, v in chosen.stages.items()}
         if blend_users > 0:
             spec["prior_blend"] = {"users": blend_users}
             if any(ds.catalog.categories) and any(ds.catalog.titles):
                 spec["query_blend"] = {"users": blend_users}
-        plan = StagePlan.from_spec(spec, seed)
-        if "query_blend" in plan.stages and ds.catalog.embeddings is None:
-            from directrec.text.encoder import item_embeddings
-
-            ds.catalog.embeddings = item_embeddings(ds, db)
-        data = plan.hold_out(ds.interactions, model)
-        # none: deploy on everything (early-stopping models validate on each user's last
-        # item); loo: leave each user's last item out, as the benchmark's test stage does.
-        fit_model(
-            model,
-            leave_one_out(data),
-            "all" if holdout == "none" else "test",
-            ds.catalog,
-            valid_users=valid_users,
-        )
         say = lambda m: out.print(m, highlight=False, markup=False)  # noqa: E731
-        stages = plan.fit(model, ds.interactions, ds.catalog, holdout, log=say)
+        stages = fit_with_stages(
+            model, ds, spec, holdout, seed=seed, db=db, valid_users=valid_users, log=say
+        )
         from directrec.data.store import open_store
         from directrec.evaluate.saved import stamp
 

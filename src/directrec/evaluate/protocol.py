@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -227,3 +228,36 @@ def fit_model(
     else:
         model.fit(split.stage(stage, max_history, cap_training)[0], catalog)
     return split.inputs(stage, max_history)
+
+
+def fit_with_stages(
+    model: Recommender,
+    ds: Any,
+    spec: dict[str, dict[str, Any]],
+    holdout: str,
+    *,
+    seed: int = 42,
+    db: Any = None,
+    valid_users: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> Any:
+    """What `train` (CLI and API) does with a built model on a `Dataset`: item text
+    embeddings where the model or a stage reads them (cached in the store `db` if given),
+    the users and items the stages in `spec` need held out, the fit by the protocol above
+    (`holdout` none: deploy on everything; loo: each user's last item kept out), then the
+    stages fitted. Returns the fitted `Stages`."""
+    from directrec.data.split import leave_one_out
+    from directrec.generate.fitting import StagePlan
+
+    if holdout not in ("none", "loo"):
+        raise ValueError("holdout must be none or loo")
+    plan = StagePlan.from_spec(spec, seed)
+    wants_text = model.capabilities.needs_text or "query_blend" in plan.stages
+    if wants_text and ds.catalog.embeddings is None and ds.catalog.has_text:
+        from directrec.text.encoder import item_embeddings
+
+        ds.catalog.embeddings = item_embeddings(ds, db)
+    data = plan.hold_out(ds.interactions, model)
+    stage = "all" if holdout == "none" else "test"
+    fit_model(model, leave_one_out(data), stage, ds.catalog, valid_users=valid_users)
+    return plan.fit(model, ds.interactions, ds.catalog, holdout, log=log)
