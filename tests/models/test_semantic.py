@@ -30,7 +30,8 @@ def untrained(codes: np.ndarray, history: Interactions, beam: int, seed: int) ->
             dec_layers=1,
             max_len=8,
             beam=beam,
-            codebook=int(codes[:, :-1].max()) + 1,
+            id_candidates=0,  # the beam's items alone: what this checks is the trie
+            codebook=max(2, int(codes[:, :-1].max()) + 1),
             levels=codes.shape[1] - 1,
             seed=seed,
         )
@@ -151,7 +152,7 @@ def test_sampling_gives_other_lists_than_greedy_beam(planted_embedded):
         ({"temperature": 0.0}, "temperature"),
         ({"id_loss": -1.0}, "id_loss"),
         ({"id_candidates": -1, "id_loss": 1.0}, "id_candidates"),
-        ({"id_candidates": 10}, "id_candidates"),  # proposals need the ID head
+        ({"id_candidates": 10, "id_loss": 0.0}, "id_candidates"),  # proposals need the ID head
         ({"heads": 3}, "heads"),
         ({"lr_decay": "step"}, "lr_decay"),
         ({"lr_decay": "cooldown", "cooldown": 0.0}, "cooldown"),
@@ -196,7 +197,7 @@ def test_all_windows_train_the_causal_head_on_every_interaction(planted_embedded
     monkeypatch.setattr(SemanticID, "_epoch_causal", counting)
     cfg = {**TEST_SETTINGS["semantic-id"], "arch": "causal", "max_len": 5}
     model = create("semantic-id", {**cfg, "windows": "all"}).fit(fit, ds.catalog)
-    create("semantic-id", {**cfg, "epochs": 1}).fit(fit, ds.catalog)
+    create("semantic-id", {**cfg, "epochs": 1, "windows": "last"}).fit(fit, ds.catalog)
     assert counted["all"] == len(fit.item) - len(np.unique(fit.user))
     assert counted["last"] < counted["all"]
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
@@ -223,7 +224,11 @@ def test_new_items_become_generable_without_retraining(
         ds.catalog.categories[:n_old],
         ds.catalog.embeddings[:n_old],
     )
-    settings = TEST_SETTINGS["semantic-id"] | {"item_embedding": item_embedding, "id_loss": id_loss}
+    settings = TEST_SETTINGS["semantic-id"] | {
+        "item_embedding": item_embedding,
+        "id_loss": id_loss,
+        "id_candidates": 100 if id_loss else 0,  # proposals come from the ID head
+    }
     model = create("semantic-id", settings).fit(data, old_catalog)
     new = model.add_items(ds.catalog.embeddings[n_old:])
     if item_embedding:

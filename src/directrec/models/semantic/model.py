@@ -63,7 +63,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
         """The codes, the network and generation; training settings in `TrainConfig`
         (`windows` there applies to `causal`: encdec's random cuts cover every history)."""
 
-        arch: str = "encdec"  # encdec (TIGER) | causal (decoder-only); docs/benchmarks.md
+        arch: str = "causal"  # causal (decoder-only) | encdec (TIGER); docs/benchmarks.md
         levels: int = 3  # semantic-ID code levels (+ one uniqueness token)
         codebook: int = 256
         rq_latent: int = 32
@@ -79,25 +79,29 @@ class SemanticID(Decoding, ColdItems, Recommender):
         enc_layers: int = 2
         dec_layers: int = 2
         dropout: float = 0.1
-        epochs: int = 100
-        batch_size: int = 256
+        epochs: int = 60
+        batch_size: int = 128
+        lr: float = 2e-3
+        windows: str = "all"
+        eval_every: int = 2
+        patience: int = 3
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
         # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
         cold_text: bool = True
-        item_embedding: bool = False  # ID + semantic hybrid: a learned input vector per item
+        item_embedding: bool = True  # ID + semantic hybrid: a learned input vector per item
         # ID + semantic hybrid, output side: the encoder state also scores every item
         # (full softmax over the items' input vectors, as SASRec ties them), trained with
         # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
         # that log-softmax, w chosen on validation after training (0 = no ID head)
-        id_loss: float = 0.0
+        id_loss: float = 1.0
         # generation
-        beam: int = 20  # beams kept per step (≥ the k you evaluate)
+        beam: int = 50  # beams kept per step (≥ the k you evaluate)
         # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
         # each scored like a beam item (its code log-prob, teacher-forced through the same
         # decoder, + w · the ID head's); 0 = the beam's items alone
-        id_candidates: int = 0
+        id_candidates: int = 100
         # w above: the ID head's weight in the beam's score (models with an ID head). Chosen
         # on validation after training from ID_WEIGHTS when the fit has a validator.
         id_weight: float = 1.0
