@@ -7,17 +7,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from directrec.cli import app
 from directrec.data.dataset import Dataset
 from directrec.data.schema import RawData, make_interactions
 from directrec.data.store import ingest, open_store
-from directrec.models import create
+from directrec.models import create, load_model
 from directrec.models.ease import EASE
 from directrec.models.pop import MostPopular
+from directrec.recipes import Recipe, RecipeError
 from directrec.serve import registry
 from directrec.serve.feedback import Event, FeedbackLog
 from directrec.serve.update import update_model
 from tests.conftest import planted_frames
+from tests.models.settings import TEST_SETTINGS
 
 
 @pytest.fixture()
@@ -65,7 +69,7 @@ def test_a_worse_update_is_kept_aside_and_current_stays(loop, monkeypatch):
     monkeypatch.setattr(
         EASE,
         "update",
-        lambda self, data, catalog=None, epochs=3, validator=None: MostPopular().fit(data),
+        lambda self, data, catalog=None, epochs=3, validator=None, **_: MostPopular().fit(data),
     )
     version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10)
     assert version is None and not facts["published"]
@@ -81,7 +85,7 @@ def test_a_better_update_is_published(loop, monkeypatch):
     monkeypatch.setattr(
         MostPopular,
         "update",
-        lambda self, data, catalog=None, epochs=3, validator=None: create("ease").fit(data),
+        lambda self, data, catalog=None, epochs=3, validator=None, **_: create("ease").fit(data),
     )
     version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10)
     assert facts["published"] and version == registry.current(reg)
@@ -101,7 +105,7 @@ def test_an_update_the_canary_refuses_is_kept_aside(loop, monkeypatch):
     db, reg, fb = loop("ease")
     before = registry.versions(reg), registry.current(reg)
 
-    def broken(self, data, catalog=None, epochs=3, validator=None):
+    def broken(self, data, catalog=None, epochs=3, validator=None, **_):
         new = create("ease").fit(data)
         new.weights.fill_(float("nan"))
         return new
@@ -112,3 +116,53 @@ def test_an_update_the_canary_refuses_is_kept_aside(loop, monkeypatch):
     assert "canary refused" in facts["reason"] and "NaN" in facts["reason"]
     assert (registry.versions(reg), registry.current(reg)) == before
     assert Path(facts["kept_at"], "config.json").exists()
+
+
+def test_an_update_under_a_recipe_refits_with_its_settings_and_stores_it(loop, tmp_path):
+    """`update --recipe`: a model that refits takes every setting of the recipe (here
+    EASE's l2), and the published version stores the recipe it ran under."""
+    db, reg, fb = loop("ease")
+    served = registry.resolve(reg)[0]
+    recipe = Recipe.plain("ease").with_settings({"l2": 7.0})
+    version, facts = update_model(reg, db, fb, reg, epochs=1, min_gate_users=10**6, recipe=recipe)
+    assert version == registry.current(reg)
+    assert facts["published"]
+    new = load_model(registry.resolve(reg)[0])
+    assert new.config.l2 == 7.0 and load_model(served).config.l2 != 7.0
+    assert new.meta["recipe"]["settings"]["l2"] == 7.0
+
+
+def test_an_update_refuses_a_recipe_for_another_model_or_other_stages(loop):
+    db, reg, fb = loop("ease")
+    before = registry.versions(reg)
+    with pytest.raises(RecipeError, match="is for itemknn"):
+        update_model(reg, db, fb, reg, recipe=Recipe.plain("itemknn"))
+    staged = Recipe(name="s", model="ease", stages={"prior_blend": {"users": 50}})
+    with pytest.raises(RecipeError, match=r"names stages \[prior_blend\]"):
+        update_model(reg, db, fb, reg, recipe=staged)
+    assert registry.versions(reg) == before
+
+
+def test_a_warm_start_takes_training_settings_and_refuses_network_ones(planted):
+    data = planted.interactions
+    model = create("sasrec-ce", TEST_SETTINGS["sasrec-ce"] | {"epochs": 2}).fit(data)
+    new = model.update(data, epochs=1, settings={"lr": 0.01, "dim": model.config.dim})
+    assert new.config.lr == 0.01 and new.config.epochs == 1
+    with pytest.raises(ValueError, match=r"dim \(32 -> 64\)"):
+        model.update(data, epochs=1, settings={"dim": 64})
+
+
+def test_the_cli_update_takes_a_recipe_and_set(loop, tmp_path):
+    db, reg, fb = loop("ease")
+    r = tmp_path / "r.toml"
+    r.write_text('[recipe]\nversion = 1\nname = "mine"\nmodel = "ease"\n\n[settings]\nl2 = 9.0\n')
+    run = ["update", "--model", str(reg), "--db", str(db), "--feedback", str(fb)]
+    res = CliRunner().invoke(
+        app, [*run, "--recipe", str(r), "--set", "l2=11", "--min-gate-users", "1000"]
+    )
+    assert res.exit_code == 0, res.output
+    assert load_model(registry.resolve(reg)[0]).config.l2 == 11.0
+    res = CliRunner().invoke(app, [*run, "--set", "l2=oops"])
+    assert res.exit_code == 2 and "l2" in res.output
+    res = CliRunner().invoke(app, [*run, "--recipe", "sasrec-ce"])
+    assert res.exit_code == 2 and "is for sasrec-ce" in res.output

@@ -11,6 +11,30 @@ import typer
 from directrec.cli.common import StoreOpt, _run_guarded, app, err, fail, out
 
 
+def _update_recipe(recipe: str | None, sets: list[str] | None, model_dir: Path):
+    """The recipe an update runs under: --recipe (or the served model's stored recipe, or
+    its model's plain defaults) with --set over it."""
+    from directrec import recipes as rcp
+    from directrec.serve.registry import resolve as resolve_model
+
+    def run() -> rcp.Recipe:
+        path = Path(resolve_model(model_dir)[0])
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a directrec model directory ({e})") from None
+        meta = config.get("meta", {})
+        if recipe is not None:
+            base = rcp.resolve(recipe)
+        elif "recipe" in meta:
+            base = rcp.stored(meta, str(path))
+        else:
+            base = rcp.Recipe.plain(str(config.get("model")))
+        return base.with_overrides(sets)
+
+    return _run_guarded(run)
+
+
 # --------------------------------------------------------------------------- registry
 @app.command()
 def publish(
@@ -311,10 +335,22 @@ def update(
     min_gate_users: Annotated[
         int, typer.Option(min=0, help="users with unseen interactions needed to compare")
     ] = 20,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="a recipe (shipped name or .toml file) for the update's training settings; "
+            "default: the served model's own"
+        ),
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="setting overrides key=value")
+    ] = None,
 ) -> None:
     """Update the current model on the store plus feedback received since; publish it as
     the registry's next version (a running service swaps to it) if it validates no worse
-    than the served version (within --tolerance), else keep it unpublished and say why."""
+    than the served version (within --tolerance), else keep it unpublished and say why.
+    With --recipe (and --set), the update trains with that recipe's training settings (any
+    setting for models that refit); the served model's network and fitted stages stay."""
     from directrec.serve.feedback import feedback_source
     from directrec.serve.registry import is_registry
     from directrec.serve.update import update_model
@@ -322,6 +358,9 @@ def update(
     target = out_dir or model_dir
     if out_dir is None and not is_registry(model_dir):
         fail(f"{model_dir} is a model directory, not a registry: give --out REGISTRY")
+    chosen = None
+    if recipe is not None or sets:
+        chosen = _update_recipe(recipe, sets, model_dir)
     version, facts = _run_guarded(
         update_model,
         model_dir,
@@ -331,6 +370,7 @@ def update(
         epochs,
         tolerance,
         min_gate_users,
+        recipe=chosen,
     )
     shown = ", ".join(f"{k}={v}" for k, v in facts.items() if k not in ("reason", "kept_at"))
     if version is None:

@@ -24,7 +24,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
-from directrec.models.training import RUN_FIELDS, RunSettings
+from directrec.models.training import RUN_FIELDS, RunSettings, TrainConfig
 from directrec.models.transformer import resolve_device
 
 Validator = Callable[["Recommender"], float]
@@ -115,19 +115,35 @@ class Recommender:
         catalog: Catalog | None = None,
         epochs: int = 3,
         validator: Validator | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> Self:
         """A new model of this kind fit on `data`, whose index extends this model's (users
         and items keep their indices; new ones come after). Warm-starting models copy what
         they learned, make room for new items (`_grow`) and train `epochs` more epochs
-        (`_train`); the others refit with their own settings (exact for the closed-form and
-        neighbour models, never a truncated fit)."""
+        (`_train`); the others refit (exact for the closed-form and neighbour models, never
+        a truncated fit). `settings` change the config for the update: any setting for a
+        refit, only training settings for a warm start (the weights fix the network)."""
+        settings = dict(settings or {})
         if not self.capabilities.warm_start:
-            fresh = type(self)(self.config, self.run)
+            fresh = type(self)(dataclasses.replace(self.config, **settings), self.run)
             fresh.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
             return fresh.fit(data, catalog, validator)
         fields = {f.name for f in dataclasses.fields(self.config)}
+        training = {f.name for f in dataclasses.fields(TrainConfig)}
+        fixed = {
+            k: (getattr(self.config, k), v)
+            for k, v in settings.items()
+            if k not in training and getattr(self.config, k, v) != v
+        }
+        if fixed:
+            shown = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in sorted(fixed.items()))
+            raise ValueError(
+                f"a warm-started update keeps its parent's network and decoding; these "
+                f"settings differ: {shown}. Train a new model for them."
+            )
         budget = {"max_minutes": 0.0} if "max_minutes" in fields else {}  # a budget is per run
-        new = self._copy(epochs=epochs, **budget)
+        settings = {k: v for k, v in settings.items() if k in training}
+        new = self._copy(**{**budget, **settings, "epochs": epochs})
         new.run = dataclasses.replace(self.run, checkpoint_dir="")  # so is a checkpoint
         new._grow(data, catalog)
         new._resize(data)

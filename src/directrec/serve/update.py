@@ -35,6 +35,7 @@ from directrec.data.store import open_store
 from directrec.evaluate.protocol import evaluate
 from directrec.generate.stages import load_pipeline
 from directrec.models.base import Recommender
+from directrec.recipes import Recipe, RecipeError
 from directrec.serve import registry
 from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import open_log
@@ -164,6 +165,22 @@ class GrownIndex(Recommender):
         return out
 
 
+def check_update_recipe(recipe: Recipe, model: str, fitted: Sequence[str]) -> None:
+    """Refuse a recipe an update cannot follow: another model, or other stages than the
+    parent's fitted ones (an update keeps those as they are)."""
+    if recipe.model != model:
+        raise RecipeError(
+            f"recipe {recipe.name!r} is for {recipe.model}, the served model is {model}: "
+            "train a new model for it"
+        )
+    if set(recipe.stages) != set(fitted):
+        raise RecipeError(
+            f"recipe {recipe.name!r} names stages [{', '.join(sorted(recipe.stages))}], the "
+            f"served model has [{', '.join(sorted(fitted))}]; an update keeps its parent's "
+            "fitted stages: train a new model for others"
+        )
+
+
 def update_model(
     model_path: str | Path,
     db: str | Path,
@@ -173,6 +190,7 @@ def update_model(
     tolerance: float = 0.02,
     min_gate_users: int = 20,
     canary: CanaryConfig = CanaryConfig(),
+    recipe: Recipe | None = None,
 ) -> tuple[str | None, dict]:
     """Update the current model on store + feedback, gate it on validation NDCG@10 against
     the served version, publish it if it passes. Returns (version or None, facts); when
@@ -182,9 +200,15 @@ def update_model(
     not seen (newer than its watermark: store rows past `store_seq`, feedback past
     `feedback_seq`); neither model trained on them. With fewer than `min_gate_users` such
     users there is too little to compare on: the update is published and the facts say
-    the gate was skipped."""
+    the gate was skipped.
+
+    `recipe` (same model) sets the update's training settings (all settings for a model
+    that refits); the parent's fitted stages carry over, so a recipe naming other stages
+    is refused. The update stores the recipe it ran under."""
     model_dir, parent = registry.resolve(model_path)
     model, stages = load_pipeline(model_dir)  # the stages carry over to the update as fitted
+    if recipe is not None:
+        check_update_recipe(recipe, model.name, stages.fitted())
     ld = loop_data(model, db, feedback)
     catalog = ld.catalog
     if model.capabilities.needs_text or model.capabilities.cold_items:
@@ -196,7 +220,7 @@ def update_model(
     split = leave_one_out(ld.interactions)
     fit = Interactions.concat(split.train, split.valid)  # all but each user's last
     t0 = time.perf_counter()
-    new = model.update(fit, catalog, epochs=epochs)
+    new = model.update(fit, catalog, epochs=epochs, settings=recipe.settings if recipe else None)
     fit_s = time.perf_counter() - t0
     targets = split.test_targets
     last_row = ld.interactions.indptr[targets.users + 1] - 1
@@ -224,6 +248,8 @@ def update_model(
         update_valid_ndcg10=ndcg_new,
         parent_valid_ndcg10=ndcg_old,
     )
+    if recipe is not None:
+        new.meta["recipe"] = recipe.to_dict()
     facts: dict = {
         "parent": parent,
         "interactions": len(ld.interactions),
