@@ -175,7 +175,7 @@ def benchmark(
         stage=stage,
         settings={m: dict(rec.settings) for m, rec in recipes.items()},
         exclude_seen=not include_seen,
-        progress=progress and sys.stderr.isatty(),
+        progress=progress,  # a bar on a terminal, else a log line per step
         valid_users=valid_users,
         diversity=knobs,
         save_dir=str(save_models) if save_models else None,
@@ -300,7 +300,13 @@ def train(
         if model.meta.get("train_log"):
             from directrec.evaluate.report import plot_training_curve
 
-            plot_training_curve(model.meta["train_log"], path / "training_curve.png", model_name)
+            plot_training_curve(
+                model.meta["train_log"],
+                path / "training_curve.png",
+                model_name,
+                model.meta.get("stopped_by"),
+                model.meta.get("best_epoch"),
+            )
         return path
 
     path = _run_guarded(run)

@@ -95,6 +95,7 @@ def generate_cmd(
         Path | None, typer.Option(help="file with one user id per line (default: every user)")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="users scored per model call")] = 1024,
+    progress: Annotated[bool, typer.Option(help="a bar on a terminal, else log lines")] = True,
 ) -> None:
     """Precompute top-K lists for every (or the listed) user into Parquet, streaming, with
     scores, model version and data fingerprint. Under `torchrun --nproc_per_node N -m
@@ -108,7 +109,9 @@ def generate_cmd(
         path, version = resolve(model_dir)
         model, stages = load_pipeline(path)
         wanted = read_user_file(users) if users is not None else None
-        return generate(model, version, db, out_file, k, wanted, batch_size, stages=stages)
+        return generate(
+            model, version, db, out_file, k, wanted, batch_size, stages=stages, progress=progress
+        )
 
     facts = _run_guarded(run)
     if int(os.environ.get("RANK", 0)) == 0:

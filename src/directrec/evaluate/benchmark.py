@@ -25,6 +25,7 @@ from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
 from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate, fit_model
+from directrec.progress import stage
 
 
 @dataclass
@@ -81,7 +82,7 @@ def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
     if need_text and ds.catalog.has_text:
         from directrec.text.encoder import item_embeddings
 
-        ds.catalog.embeddings = item_embeddings(ds, spec.db)
+        ds.catalog.embeddings = item_embeddings(ds, spec.db, progress=spec.progress)
     return ds
 
 
@@ -112,15 +113,17 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     if model.capabilities.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
     t0 = time.perf_counter()
-    inputs = fit_model(
-        model,
-        split,
-        spec.stage,
-        ds.catalog,
-        max_history=spec.max_history,
-        valid_users=spec.valid_users,
-        cap_training=spec.cap_training,
-    )
+    # models that train by epochs show their own epoch bar; the others a spinner
+    with stage(f"[{name}] fit", on=spec.progress and not model.capabilities.early_stopping):
+        inputs = fit_model(
+            model,
+            split,
+            spec.stage,
+            ds.catalog,
+            max_history=spec.max_history,
+            valid_users=spec.valid_users,
+            cap_training=spec.cap_training,
+        )
     fit_s = time.perf_counter() - t0
     model.meta["recipe"] = _recipe(spec, name, settings)
     if spec.save_dir:  # for later looks (other beams, gates) without refitting, and
@@ -335,5 +338,11 @@ def write_results(doc: dict[str, Any], out: str | Path) -> Path:
     plot_diversity(doc, out / "diversity.png")
     for r in doc["results"]:
         if r.get("train_log"):
-            plot_training_curve(r["train_log"], out / f"curve-{r['model']}.png", r["model"])
+            plot_training_curve(
+                r["train_log"],
+                out / f"curve-{r['model']}.png",
+                r["model"],
+                r.get("stopped_by"),
+                r.get("best_epoch"),
+            )
     return out

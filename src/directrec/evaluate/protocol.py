@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
@@ -36,6 +35,8 @@ from directrec.evaluate.metrics import (
 from directrec.generate.pipeline import mask_rows, masked_scores
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
+from directrec.progress import Steps
+from directrec.progress import stage as spinner
 
 SEGMENTS = (("<=5", 0, 5), ("6-20", 6, 20), (">20", 21, np.iinfo(np.int64).max))
 
@@ -94,7 +95,9 @@ def evaluate(
     covered = {k: torch.zeros(n_items, dtype=torch.bool) for k in ks}
     skipped = 0
     batches = range(0, len(targets), batch_size)
-    for b in tqdm(batches, desc=f"evaluate {model.name}", disable=not progress, leave=False):
+    bar = Steps(f"evaluate {model.name}", len(targets), on=progress, unit="users")
+    for b in batches:
+        bar.advance(min(batch_size, len(targets) - b))
         users = targets.users[b : b + batch_size]
         lo, hi = targets.indptr[b], targets.indptr[min(b + batch_size, len(targets))]
         counts = np.diff(targets.indptr[b : b + batch_size + 1])
@@ -135,6 +138,7 @@ def evaluate(
                 )
         users_done.append(users)
 
+    bar.close()
     if not users_done:
         raise ValueError("no user could be evaluated (no targets outside the history)")
     cols = {name: torch.cat(v).numpy() for name, v in per_user.items()}
@@ -256,8 +260,11 @@ def fit_with_stages(
     if wants_text and ds.catalog.embeddings is None and ds.catalog.has_text:
         from directrec.text.encoder import item_embeddings
 
-        ds.catalog.embeddings = item_embeddings(ds, db)
+        ds.catalog.embeddings = item_embeddings(ds, db, progress=model.run.progress)
     data = plan.hold_out(ds.interactions, model)
-    stage = "all" if holdout == "none" else "test"
-    fit_model(model, leave_one_out(data), stage, ds.catalog, valid_users=valid_users)
+    part = "all" if holdout == "none" else "test"
+    # models that train by epochs show their own epoch bar; the others a spinner
+    on = model.run.progress and not model.capabilities.early_stopping
+    with spinner(f"fit {model.name}", on=on):
+        fit_model(model, leave_one_out(data), part, ds.catalog, valid_users=valid_users)
     return plan.fit(model, ds.interactions, ds.catalog, holdout, log=log)

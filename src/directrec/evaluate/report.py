@@ -127,17 +127,39 @@ def plot_comparison(doc: dict[str, Any], path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_training_curve(log: list[dict[str, Any]], path: str | Path, title: str = "") -> None:
-    """Training loss per epoch and validation NDCG@10 where measured (PNG)."""
+def stop_caption(stopped_by: str | None, best_epoch: int | None, epochs: int) -> str:
+    """Why a training run ended, in words: 'stopped by patience after 30 epochs; best epoch 22'."""
+    why = {
+        "patience": "validation stopped improving (patience)",
+        "time budget": "the time budget ran out",
+        "epochs": "all epochs ran",
+    }.get(stopped_by or "", stopped_by or "unknown")
+    best = f"; best epoch {best_epoch}" if best_epoch else ""
+    return f"stopped after {epochs} epoch{'s' if epochs != 1 else ''}: {why}{best}"
+
+
+def plot_training_curve(
+    log: list[dict[str, Any]],
+    path: str | Path,
+    title: str = "",
+    stopped_by: str | None = None,
+    best_epoch: int | None = None,
+) -> str:
+    """Training loss per epoch and validation NDCG@10 where measured (PNG), every epoch a
+    marked point (a short run is still readable), the best epoch marked, and a caption
+    saying why training stopped. Returns the caption."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if not log:
-        return
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], color="#4C72B0")
+        return ""
+    caption = stop_caption(stopped_by, best_epoch, int(log[-1]["epoch"]))
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot([r["epoch"] for r in log], [r["loss"] for r in log], "o-", ms=3, color="#4C72B0")
+    if best_epoch:
+        ax.axvline(best_epoch, color="#999999", ls="--", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss", color="#4C72B0")
     val = [r for r in log if "valid_ndcg@10" in r]
@@ -148,9 +170,11 @@ def plot_training_curve(log: list[dict[str, Any]], path: str | Path, title: str 
         )
         ax2.set_ylabel("validation NDCG@10", color="#DD8452")
     ax.set_title(title)
-    fig.tight_layout()
+    fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return caption
 
 
 def plot_diversity(doc: dict[str, Any], path: str | Path) -> bool:

@@ -29,6 +29,7 @@ from directrec.generate.pipeline import ListOptions, recommend
 from directrec.generate.stages import Stages
 from directrec.models import distributed
 from directrec.models.base import Recommender
+from directrec.progress import Steps
 
 SCHEMA = pa.schema(
     [
@@ -82,6 +83,7 @@ def write_lists(
     batch_size: int = 1024,
     exclude_seen: bool = True,
     stages: Stages | None = None,
+    progress: bool = False,
 ) -> dict:
     """Write the lists of `users` (default: every user in the store) to `out`
     atomically, built with the model's fitted `stages`; returns counts and timing."""
@@ -94,13 +96,15 @@ def write_lists(
         fingerprint = store.meta().get("fingerprint", "")
         todo = list(users) if users is not None else store.user_ids()
         rows = 0
-        with atomic_parquet(out) as writer:
+        bar = Steps(f"generate {model.name}", len(todo), on=progress, unit="users")
+        with bar, atomic_parquet(out) as writer:
             for batch in _batches(todo, batch_size):
                 h = ctx.histories(store, batch)
                 options = ListOptions(k=k, exclude_seen=exclude_seen)
                 lists = recommend(model, h, options, stages=ctx.stages)
                 writer.write_table(_table(batch, lists, ctx, model.name, version, fingerprint))
                 rows += sum(len(r.items) for r in lists)
+                bar.advance(len(batch))
     seconds = time.perf_counter() - t0
     return {
         "users": len(todo),
@@ -141,19 +145,32 @@ def generate(
     users: Sequence[str] | None = None,
     batch_size: int = 1024,
     stages: Stages | None = None,
+    progress: bool = False,
 ) -> dict:
     """`write_lists`, sharded over ranks when launched by torchrun: each rank writes
     `out`'s part for its users, rank 0 merges the parts into `out` (atomically)."""
     shard = distributed.current()
     if not shard.active:
-        return write_lists(model, version, db, out, k, users, batch_size, stages=stages)
+        return write_lists(
+            model, version, db, out, k, users, batch_size, stages=stages, progress=progress
+        )
     if users is None:
         with open_store(db) as store:
             users = store.user_ids()
     mine = list(users)[shard.rank :: shard.world]
     out = Path(out)
     part = out.with_name(f".{out.name}.part-{shard.rank}-of-{shard.world}")
-    facts = write_lists(model, version, db, part, k, mine, batch_size, stages=stages)
+    facts = write_lists(
+        model,
+        version,
+        db,
+        part,
+        k,
+        mine,
+        batch_size,
+        stages=stages,
+        progress=progress and shard.main,
+    )
     shard.barrier()  # every part is complete (each was renamed into place)
     if shard.main:
         parts = [

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from directrec.data.dataset import Dataset
+from directrec.progress import Steps
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -33,15 +34,22 @@ def encode(texts: list[str], batch_size: int = 128, progress: bool = False) -> n
     """L2-normalised float32 embeddings [len(texts), 384]; empty texts give zero vectors."""
     out = np.zeros((len(texts), 384), dtype=np.float32)
     idx = [i for i, t in enumerate(texts) if t and t.strip()]
-    if idx:
-        vecs = _model().encode(
-            [texts[i] for i in idx],
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            show_progress_bar=progress,
-            convert_to_numpy=True,
-        )
-        out[idx] = vecs.astype(np.float32)
+    if not idx:
+        return out
+    model = _model()
+    chunk = batch_size * 8  # a few batches between progress updates
+    with Steps("encode item text", len(idx), on=progress, unit="items") as bar:
+        for s in range(0, len(idx), chunk):
+            part = idx[s : s + chunk]
+            vecs = model.encode(
+                [texts[i] for i in part],
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+            out[part] = vecs.astype(np.float32)
+            bar.advance(len(part))
     return out
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from directrec.progress import Steps
+
 
 @dataclasses.dataclass
 class RQVAEConfig:
@@ -111,7 +113,9 @@ class RQVAE(nn.Module):
         return self.encoder((x - self.mean) / self.std)
 
 
-def train_rqvae(embeddings: np.ndarray, c: RQVAEConfig) -> tuple[RQVAE, list[dict]]:
+def train_rqvae(
+    embeddings: np.ndarray, c: RQVAEConfig, progress: bool = False
+) -> tuple[RQVAE, list[dict]]:
     """Fit an RQ-VAE on item embeddings; returns the model and a per-epoch log."""
     torch.manual_seed(c.seed)
     x = torch.as_tensor(embeddings, dtype=torch.float32)
@@ -120,6 +124,7 @@ def train_rqvae(embeddings: np.ndarray, c: RQVAEConfig) -> tuple[RQVAE, list[dic
     model.std.copy_(x.std(0).clamp(min=1e-6))
     opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     log: list[dict] = []
+    bar = Steps("RQ-VAE (semantic-ID codes)", c.epochs, on=progress, unit="epochs")
     for epoch in range(c.epochs):
         if epoch == 1:  # after one pass the encoder is no longer random: k-means init
             model.init_codebooks(x)
@@ -140,6 +145,8 @@ def train_rqvae(embeddings: np.ndarray, c: RQVAEConfig) -> tuple[RQVAE, list[dic
         log.append(
             {"epoch": epoch + 1, "recon": total / len(x), "usage": used.float().mean(1).tolist()}
         )
+        bar.advance(1, f"recon {total / len(x):.4f}")
+    bar.close()
     model.eval()
     return model, log
 

@@ -144,7 +144,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
         if c.cold_text and c.codes_from != "interactions":
             text = torch.as_tensor(np.asarray(catalog.embeddings[: data.n_items]))  # type: ignore[union-attr]
             self.text_vectors = F.normalize(text.float(), dim=1).half()
-        rq, rq_log = train_rqvae(vectors, self._rq_config())
+        rq, rq_log = train_rqvae(vectors, self._rq_config(), progress=self.run.progress)
         self.rq = rq.eval()
         emb = torch.as_tensor(vectors, dtype=torch.float32)
         raw = rq.encode(emb).numpy()
