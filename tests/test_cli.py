@@ -102,7 +102,8 @@ def test_benchmark_writes_results(store):
     md = (d / "bench" / "results.md").read_text()
     assert md.splitlines()[2].startswith("| model | hr@5 | ndcg@5 | hr@10 | ndcg@10 |")
     assert md.splitlines()[2].endswith("| peak MB | stopped |")
-    assert all(md.count(f"| {m} |") == 1 for m in names)
+    main = md.split("**Bold**")[0]  # the main table; the history-length tables follow
+    assert all(main.count(f"| {m} |") == 1 for m in names)
     assert "| epochs exhausted (1) |" in md and f"- {warning}" in md.split("**Warnings**")[1]
     ease = by["ease"]
     # a kept model carries its id map, so `evaluate` scores it again without refitting
@@ -113,8 +114,10 @@ def test_benchmark_writes_results(store):
     assert ease["config"]["l2"] == 50.0 and ease["fit_seconds"] >= 0 and ease["peak_rss_mb"] > 0
     assert {"hr@5", "ndcg@10", "coverage@10", "novelty@5"} <= set(ease["metrics"])
     assert set(ease["segments"]) == {"<=5", "6-20", ">20"}
+    seg = md.split("**NDCG@5 by history length**")[1]
+    assert f"| ease | — | {ease['segments']['6-20']['ndcg@5']:.4f} |" in seg  # no user ≤ 5
     assert doc["dataset"]["fingerprint"] and doc["spec"]["seed"] == 42
-    assert (d / "bench" / "results.md").read_text().count("| ease |") == 1
+    assert "seed 42 (n=1, no interval)" in md.splitlines()[0] and ease["seeds"] == [42]
     assert (d / "bench" / "comparison.png").stat().st_size > 1000
     assert "| itemknn |" in res.output
     res = run(
@@ -139,6 +142,63 @@ def test_benchmark_writes_results(store):
         ).exit_code
         == 2
     )
+
+
+def test_benchmark_with_seeds_reports_intervals_and_tests_the_leader(store):
+    """--seeds 2: every model twice, mean ± t interval in the table, the best model per
+    metric in bold with † where its lead over the runner-up is significant over users."""
+    d, db = store
+    names = ["pop", "itemknn", "als"]
+    res = run(
+        "benchmark", "--db", db, "--models", ",".join(names), "--k", "5,10", "--seeds", 2,
+        "--out", d / "seeds", "--no-isolate", "--set", "als.factors=16",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    doc = json.loads((d / "seeds" / "results.json").read_text())
+    assert doc["spec"]["seeds"] == 2 and [r["model"] for r in doc["results"]] == names
+    by = {r["model"]: r for r in doc["results"]}
+    for r in doc["results"]:
+        assert r["seeds"] == [42, 43] and [s["seed"] for s in r["per_seed"]] == [42, 43]
+        for m in ("ndcg@10", "hr@5"):  # the mean of the seeds, and t(0.975, 1)·|x1 − x2| / 2
+            x1, x2 = (s["metrics"][m] for s in r["per_seed"])
+            assert r["metrics"][m] == pytest.approx((x1 + x2) / 2)
+            assert r["interval"][m]["half_width"] == pytest.approx(12.7062 * abs(x1 - x2) / 2)
+    als = [s["metrics"]["ndcg@10"] for s in by["als"]["per_seed"]]
+    assert als[0] != als[1]  # the seed reaches the model: two different fits
+    md = (d / "seeds" / "results.md").read_text()
+    assert "seeds 42, 43 (n=2)" in md.splitlines()[0]
+    leads = {c["metric"]: c for c in doc["comparisons"]}
+    assert {"hr@5", "ndcg@5", "hr@10", "ndcg@10", "recall@5", "mrr@5"} <= set(leads)
+    assert not any(c["metric"].startswith(("coverage", "novelty")) for c in doc["comparisons"])
+    cols = md.splitlines()[2].split(" | ")
+    rows = {x.split(" | ")[0][2:]: x.split(" | ") for x in md.splitlines()[4:7]}
+    for metric in ("ndcg@10", "hr@5"):
+        lead, j = leads[metric], cols.index(metric)
+        order = sorted(names, key=lambda m: -by[m]["metrics"][metric])
+        assert (lead["best"], lead["runner_up"]) == tuple(order[:2]) and lead["users"] == 120
+        assert lead["significant"] == (lead["p_value"] < 0.05)
+        best = by[lead["best"]]
+        cell = f"**{best['metrics'][metric]:.4f} ± {best['interval'][metric]['half_width']:.4f}**"
+        assert rows[lead["best"]][j] == cell + (" †" if lead["significant"] else "")
+        assert all("**" not in rows[m][j] for m in order[1:])
+        verdict = "yes †" if lead["significant"] else "no"
+        assert f"| {metric} | {lead['best']} | {lead['runner_up']} |" in md
+        assert (
+            md.split(f"| {metric} | {lead['best']} |")[1].split("\n")[0].endswith(f"| {verdict} |")
+        )
+    # the planted clusters make item co-occurrence the clear leader over everything here
+    assert leads["ndcg@10"]["best"] == "itemknn" and leads["ndcg@10"]["significant"]
+    assert "**0." not in rows["pop"][cols.index("coverage@5")]  # lists' breadth ranks no one
+    for metric in ("NDCG@5", "HR@5"):  # per-history-length tables, seed means
+        seg = md.split(f"**{metric} by history length**")[1].split("\n\n")[1]
+        for m in names:
+            v = by[m]["segments"][">20"][metric.lower()]
+            assert f"| {m} | — | " in seg and seg.split(f"| {m} |")[1].split("\n")[0].endswith(
+                f"| {v:.4f} |"
+            )
+    assert run("benchmark", "--db", db, "--out", d / "x", "--seeds", 0).exit_code == 2
+    res = run("benchmark", "--db", db, "--out", d / "x", "--seeds", 2, "--protocol", "cold-items")
+    assert res.exit_code == 2 and "--seeds applies to the standard protocol" in res.output
 
 
 def test_rating_benchmark(store):
@@ -448,6 +508,8 @@ def test_benchmark_runs_the_cold_start_protocols(store):
     )
     assert res.exit_code == 0, res.output
     doc = json.loads((d / "new" / "results.json").read_text())
-    assert doc["model"] == "sasrec-ce" and doc["tune_users"] + doc["test_users"] == round(0.34 * 120)
+    assert doc["model"] == "sasrec-ce" and doc["tune_users"] + doc["test_users"] == round(
+        0.34 * 120
+    )
     assert set(doc["curve"]) == {"0", "1", "2", "5"} and "sentence" in doc
     assert "| a sentence |" in (d / "new" / "results.md").read_text()

@@ -84,3 +84,43 @@ def test_no_warning_when_generators_win_and_first_cutoff_otherwise():
     assert generator_warnings(d) == []
     d["spec"]["task"] = "rating"
     assert generator_warnings(d) == []
+
+
+def test_the_table_marks_the_leader_its_significance_and_the_interval():
+    d = doc(result("pop", 0.02), result("ease", 0.09), result("itemknn", 0.07))
+    d["spec"]["seeds"] = 3
+    d["results"][1]["interval"] = {"ndcg@10": {"mean": 0.09, "n": 3, "half_width": 0.0123}}
+    d["comparisons"] = [
+        {"metric": "ndcg@10", "best": "ease", "runner_up": "itemknn", "difference": 0.02,
+         "statistic": 3.1, "p_value": 0.002, "users": 10, "significant": True},
+        {"metric": "hr@10", "best": "ease", "runner_up": "itemknn", "difference": 0.04,
+         "statistic": 1.2, "p_value": 0.3, "users": 10, "significant": False},
+    ]  # fmt: skip
+    md = markdown_table(d)
+    assert "seeds 42, 43, 44 (n=3)" in md.splitlines()[0]
+    ease = next(x for x in md.splitlines() if x.startswith("| ease |")).split(" | ")
+    # hr@10 (bold, lead not significant), ndcg@10 (bold, ± interval, †)
+    assert ease[1:5] == ["**0.1800**", "**0.0900 ± 0.0123** †", "**0.2700**", "**0.0900**"]
+    pop = next(x for x in md.splitlines() if x.startswith("| pop |"))
+    assert "**" not in pop and "†" not in pop
+    assert "| ndcg@10 | ease | itemknn | +0.0200 | 3.10 | 0.002 | yes † |" in md
+    assert "| hr@10 | ease | itemknn | +0.0400 | 1.20 | 0.3 | no |" in md
+    assert "paired t-test over the 10 evaluated users" in md and "over 3 seeds" in md
+
+
+def test_one_seed_says_n_1_and_segments_reach_the_markdown():
+    d = doc(result("pop", 0.02), result("ease", 0.09))
+    d["results"][1]["segments"] = {
+        "<=5": {"users": 0},
+        "6-20": {"users": 7, "ndcg@10": 0.11, "hr@10": 0.3},
+        ">20": {"users": 3, "ndcg@10": 0.05, "hr@10": 0.1},
+    }
+    md = markdown_table(d)
+    assert "seed 42 (n=1, no interval)" in md.splitlines()[0] and "±" not in md
+    assert "No per-user values, so no paired test." in md and "Best against" not in md
+    ndcg = md.split("**NDCG@10 by history length**")[1]
+    assert "| model | <=5 items (0 users) | 6-20 items (7 users) | >20 items (3 users) |" in ndcg
+    assert "| ease | — | 0.1100 | 0.0500 |" in ndcg
+    assert "| ease | — | 0.3000 | 0.1000 |" in md.split("**HR@10 by history length**")[1]
+    # one model: no leader to mark
+    assert "**" not in markdown_table(doc(result("ease", 0.09))).split("\n", 2)[2]

@@ -56,6 +56,13 @@ def benchmark(
     ] = False,
     stage: Annotated[str, typer.Option(help="test (fit train+valid) | valid (fit train)")] = "test",
     seed: Annotated[int, typer.Option()] = 42,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="run each model with N seeds (--seed, --seed + 1, …): mean ± 95 % interval, "
+            "and the best model per metric tested against the runner-up, paired over users"
+        ),
+    ] = 1,
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="key=value or model.key=value")
     ] = None,
@@ -74,7 +81,8 @@ def benchmark(
         ),
     ] = None,
     save_models: Annotated[
-        Path | None, typer.Option(help="also save each fitted model under DIR/<model>")
+        Path | None,
+        typer.Option(help="also save each fitted model under DIR/<model> (the first seed's)"),
     ] = None,
     protocol: Annotated[
         str,
@@ -89,6 +97,9 @@ def benchmark(
     ] = None,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png.
+    results.md marks the best model per accuracy metric, whether its lead over the
+    runner-up is significant (paired t-test over users), and gives per-history-length
+    tables; --seeds N repeats every model with N seeds and reports mean ± 95 % interval.
     With --recipe, the recipe's protocol (anchors, split, k, history cap, validation users)
     fills what the command line leaves out, and --set overrides its settings.
     --protocol cold-items / new-users run the cold-start protocols instead (results.json
@@ -107,6 +118,10 @@ def benchmark(
         names.append(r.model)
     if task not in ("topn", "rating"):
         fail("--task must be topn or rating")
+    if seeds < 1:
+        fail(f"--seeds must be at least 1, not {seeds}")
+    if seeds > 1 and protocol != "standard":
+        fail("--seeds applies to the standard protocol, not --protocol " + protocol)
     split = split or (proto.split if proto else "loo")
     k = k or (",".join(map(str, proto.k)) if proto else "10,20")
     if proto:
@@ -172,6 +187,7 @@ def benchmark(
         max_history=max_history,
         cap_training=cap_training,
         seed=seed,
+        seeds=seeds,
         stage=stage,
         settings={m: dict(rec.settings) for m, rec in recipes.items()},
         exclude_seen=not include_seen,

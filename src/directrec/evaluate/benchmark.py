@@ -3,6 +3,10 @@ process (by default) so fit time, evaluation time and peak memory are its own.
 
 Top-N task: leave-one-out or temporal split, full ranking (see protocol.py); the test
 stage fits on train + validation. Rating task: random or temporal hold-out, RMSE and MAE.
+
+With `seeds` > 1 every model runs once per seed (seed, seed + 1, …); its row reports the
+mean over seeds with a 95 % interval, and the best model of each accuracy metric is tested
+against the runner-up, paired over users (stats.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
 from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate, fit_model
+from directrec.evaluate.stats import compare_leaders, mean_interval, ranks_models, user_means
 from directrec.progress import stage
 
 
@@ -40,6 +45,7 @@ class BenchmarkSpec:
     max_history: int | None = None  # cap on each user's input context (scoring)
     cap_training: bool = False  # old rule: the cap also deletes older training interactions
     seed: int = 42
+    seeds: int = 1  # runs per model: seed, seed + 1, … (each model's own seed shifts alike)
     stage: str = "test"  # topn: evaluate on test (fit train+valid) or valid (fit train)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # model → overrides
     batch_size: int = 1024
@@ -179,6 +185,11 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         "eval_seconds": round(result.seconds, 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         **result.as_dict(),
+        # for the paired tests; run_benchmark takes it out before the document is written
+        "per_user": {
+            "users": result.users,
+            **{k: v for k, v in result.per_user.items() if ranks_models(k)},
+        },
     }
 
 
@@ -240,10 +251,60 @@ def _run(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     return run_rating(spec, name) if spec.task == "rating" else run_topn(spec, name)
 
 
+def replicate(spec: BenchmarkSpec, i: int) -> BenchmarkSpec:
+    """The spec of a model's `i`-th seed: every seed (the run's and each model's own, from
+    its settings) moved by `i`. Only the first seed's models are saved."""
+    if i == 0:
+        return spec
+    settings = {}
+    for m in spec.models:
+        own = spec.settings.get(m, {})
+        settings[m] = {**own, "seed": int(own.get("seed", spec.seed)) + i}
+    return dataclasses.replace(spec, seed=spec.seed + i, settings=settings, save_dir=None)
+
+
+def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's row from its runs, one per seed: the first run's configuration and
+    training record, metrics and segments averaged over seeds, an interval per metric,
+    and each seed's own figures under `per_seed`. An error in any run is the row."""
+    failed = next((r for r in runs if "error" in r), None)
+    if failed is not None:
+        return failed
+    first = runs[0]
+    seeds = [r["recipe"]["settings"].get("seed") for r in runs]
+    out = dict(first, seeds=seeds)
+    out["interval"] = {m: mean_interval([r["metrics"][m] for r in runs]) for m in first["metrics"]}
+    if len(runs) == 1:
+        return out
+    out["metrics"] = {m: iv["mean"] for m, iv in out["interval"].items()}
+    if first.get("segments"):
+        out["segments"] = {
+            label: {
+                m: (v if m == "users" else float(np.mean([r["segments"][label][m] for r in runs])))
+                for m, v in seg.items()
+            }
+            for label, seg in first["segments"].items()
+        }
+    out["fit_seconds"] = round(float(np.mean([r["fit_seconds"] for r in runs])), 3)
+    out["eval_seconds"] = round(float(np.mean([r["eval_seconds"] for r in runs])), 3)
+    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    if "stopped" in first:
+        out["stopped"] = " / ".join(dict.fromkeys(r["stopped"] for r in runs))
+    keep = ("fit_seconds", "eval_seconds", "peak_rss_mb", "stopped", "best_epoch")
+    out["per_seed"] = [
+        {"seed": s, "metrics": r["metrics"], **{k: r[k] for k in keep if k in r}}
+        for s, r in zip(seeds, runs, strict=True)
+    ]
+    return out
+
+
 def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[str, Any]:
-    """Run every model of `spec`; returns the results document (see report.py)."""
+    """Run every model of `spec` (once per seed); returns the results document (see
+    report.py)."""
     from directrec.models import MODELS
 
+    if spec.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {spec.seeds}")
     unknown = [m for m in spec.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
@@ -258,25 +319,36 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
             test=len(split.test),
             evaluated_users=len(targets),
         )
-    results = []
+    results, per_user = [], {}
     for name in spec.models:
-        log(f"[{name}] fitting and evaluating …")
         t0 = time.perf_counter()
-        if isolate:
-            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-                res = pool.submit(_run, spec, name).result()
-        else:
-            res = _run(spec, name)
-        res["wall_seconds"] = round(time.perf_counter() - t0, 3)
-        results.append(res)
-        if "error" in res:
-            log(f"[{name}] skipped: {res['error']}")
-        else:
+        runs, users = [], []
+        for i in range(spec.seeds):
+            rspec = replicate(spec, i)
+            of = f" (seed {rspec.seed}, {i + 1} of {spec.seeds})" if spec.seeds > 1 else ""
+            log(f"[{name}] fitting and evaluating{of} …")
+            if isolate:
+                with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                    res = pool.submit(_run, rspec, name).result()
+            else:
+                res = _run(rspec, name)
+            if "per_user" in res:
+                users.append(res.pop("per_user"))
+            runs.append(res)
+            if "error" in res:
+                break
             k0 = min(spec.ks)
             keys = (f"hr@{k0}", f"ndcg@{k0}", "rmse", "mae")
             shown = {k: round(v, 4) for k, v in res["metrics"].items() if k in keys}
             stop = f"  {res['stopped']}" if res.get("stopped", "—") != "—" else ""
             log(f"[{name}] {shown}  fit {res['fit_seconds']}s  eval {res['eval_seconds']}s{stop}")
+        res = combine_seeds(runs)
+        res["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        results.append(res)
+        if "error" in res:
+            log(f"[{name}] skipped: {res['error']}")
+        elif users:
+            per_user[name] = user_means(users)
     from directrec.evaluate.report import generator_warnings
 
     doc = {
@@ -299,6 +371,9 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
         },
         "results": results,
     }
+    # the best model of each accuracy metric against the runner-up, paired over users
+    ranked_metrics = sorted({m for r in results for m in r.get("metrics", {}) if ranks_models(m)})
+    doc["comparisons"] = compare_leaders(results, per_user, ranked_metrics)
     doc["warnings"] = generator_warnings(doc)
     return doc
 

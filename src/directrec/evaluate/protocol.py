@@ -43,13 +43,17 @@ SEGMENTS = (("<=5", 0, 5), ("6-20", 6, 20), (">20", 21, np.iinfo(np.int64).max))
 
 @dataclass
 class EvalResult:
-    """Mean metrics (keys like 'ndcg@10'), per-segment means, and counts."""
+    """Mean metrics (keys like 'ndcg@10'), per-segment means, and counts; `per_user` keeps
+    each evaluated user's value (in the order of `users`) for paired tests between models.
+    It stays out of `as_dict`: a results document holds the means only."""
 
     metrics: dict[str, float]
     segments: dict[str, dict[str, float]] = field(default_factory=dict)
     n_users: int = 0
     n_skipped: int = 0
     seconds: float = 0.0
+    users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    per_user: dict[str, np.ndarray] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {
@@ -159,6 +163,8 @@ def evaluate(
         n_users=len(done),
         n_skipped=skipped,
         seconds=time.perf_counter() - start,
+        users=done,
+        per_user=cols,
     )
 
 

@@ -1,11 +1,15 @@
-"""Human-readable reports of a benchmark document: a Markdown table (with how each model's
-training stopped, and warnings where a generator loses to popularity or to the best classic
-model of the run) and the comparison, training-curve and diversity plots."""
+"""Human-readable reports of a benchmark document: a Markdown table (the best model per
+accuracy metric marked, with whether its lead over the runner-up is significant, each value's
+interval over seeds, how each model's training stopped, per-history-length tables, and
+warnings where a generator loses to popularity or to the best classic model of the run) and
+the comparison, training-curve and diversity plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from directrec.evaluate.stats import ALPHA, ranked, ranks_models
 
 # The generative models, by name (results documents may name models this directrec lacks;
 # `capabilities.generator` marks only the beam generators, not the SASRec family).
@@ -58,29 +62,146 @@ def generator_warnings(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
+def table_columns(doc: dict[str, Any]) -> list[str]:
+    """The metric columns of a document's table, in order."""
+    spec = doc["spec"]
+    if spec["task"] == "rating":
+        return ["rmse", "mae"]
+    ok = [r for r in doc["results"] if "error" not in r]
+    k0 = spec["ks"][0]
+    cols = [f"{m}@{k}" for k in spec["ks"] for m in ("hr", "ndcg")]
+    cols += [f"{m}@{k0}" for m in ("recall", "mrr", "coverage", "novelty")]
+    if ok and f"diversity@{k0}" in ok[0]["metrics"]:
+        cols.append(f"diversity@{k0}")
+    return cols
+
+
+def _seeds_text(doc: dict[str, Any]) -> str:
+    spec = doc["spec"]
+    n = spec.get("seeds", 1)
+    if spec.get("seed") is None:  # a saved model, evaluated without fitting
+        return ""
+    if n > 1:
+        listed = ", ".join(str(spec["seed"] + i) for i in range(n))
+        return f", seeds {listed} (n={n})"
+    return f", seed {spec['seed']} (n=1, no interval)"
+
+
+def _cell(r: dict[str, Any], metric: str, lead: dict[str, Any] | None, best: set[str]) -> str:
+    """A metric's value (± its interval over seeds), bold for the best model, † where the
+    lead over the runner-up is significant."""
+    if metric not in r["metrics"]:
+        return "—"
+    text = f"{r['metrics'][metric]:.4f}"
+    half = (r.get("interval") or {}).get(metric, {}).get("half_width")
+    if half is not None:
+        text += f" ± {half:.4f}"
+    if r["model"] in best:
+        text = f"**{text}**"
+        if lead is not None and lead.get("significant") and lead["best"] == r["model"]:
+            text += " †"
+    return text
+
+
+def _segment_tables(doc: dict[str, Any], ok: list[dict[str, Any]]) -> list[str]:
+    """Per-history-length tables (NDCG and HR at the first cut-off): how each model does for
+    users with few, some and many items before their target."""
+    with_seg = [r for r in ok if r.get("segments")]
+    if not with_seg:
+        return []
+    k0 = doc["spec"]["ks"][0]
+    labels = list(with_seg[0]["segments"])
+    users = {lab: with_seg[0]["segments"][lab].get("users", 0) for lab in labels}
+    lines = []
+    for metric in (f"ndcg@{k0}", f"hr@{k0}"):
+        head = ["model"] + [f"{lab} items ({users[lab]:,} users)" for lab in labels]
+        lines += [
+            "",
+            f"**{metric.upper()} by history length** (items each user had before the target)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] + ["---:"] * len(labels)) + "|",
+        ]
+        for r in with_seg:
+            vals = [
+                f"{r['segments'][lab][metric]:.4f}" if metric in r["segments"].get(lab, {}) else "—"
+                for lab in labels
+            ]
+            lines.append(f"| {r['model']} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def _lead_lines(doc: dict[str, Any], leads: dict[str, dict[str, Any]], cols: list[str]) -> list:
+    """The legend of the marks, and each best model against its runner-up."""
+    spec = doc["spec"]
+    n = spec.get("seeds", 1)
+    tested = [leads[c] for c in cols if c in leads and "p_value" in leads[c]]
+    lines = [
+        "",
+        "**Bold**: the lowest error."
+        if spec["task"] == "rating"
+        else "**Bold**: the best model per accuracy metric (coverage, novelty and diversity "
+        "describe lists and rank no model).",
+    ]
+    if tested:
+        lines[-1] += (
+            f" †: its lead over the runner-up is significant (two-sided paired t-test over "
+            f"the {tested[0]['users']:,} evaluated users, p < {ALPHA})."
+        )
+    else:  # rating errors, or a document written before the tests
+        lines[-1] += " No per-user values, so no paired test."
+    if n > 1:
+        lines[-1] += f" ±: half-width of the Student-t 95 % interval of the mean over {n} seeds" + (
+            "; the paired test compares per-user values averaged over seeds." if tested else "."
+        )
+        if spec["task"] == "rating" and spec["split"] == "random":
+            lines[-1] += " Each seed also draws its own random hold-out."
+    elif spec.get("seed") is not None:
+        lines[-1] += " One seed (n=1): no interval; `--seeds N` runs each model N times."
+    if not tested:
+        return lines
+    lines += [
+        "",
+        "**Best against runner-up**",
+        "",
+        "| metric | best | runner-up | difference | t | p | significant |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for t in tested:
+        lines.append(
+            f"| {t['metric']} | {t['best']} | {t['runner_up']} | {t['difference']:+.4f} | "
+            f"{t['statistic']:.2f} | {t['p_value']:.2g} | "
+            + ("yes †" if t["significant"] else "no")
+            + " |"
+        )
+    return lines
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
+    """results.md: the main table (best per metric marked), the best-against-runner-up
+    tests, the per-history-length tables and the warnings."""
     spec, ds = doc["spec"], doc["dataset"]
     ok = [r for r in doc["results"] if "error" not in r]
-    if spec["task"] == "rating":
-        cols = ["rmse", "mae"]
-    else:
-        cols = [f"{m}@{k}" for k in spec["ks"] for m in ("hr", "ndcg")]
-        cols += [f"{m}@{spec['ks'][0]}" for m in ("recall", "mrr", "coverage", "novelty")]
-        if ok and f"diversity@{spec['ks'][0]}" in ok[0]["metrics"]:
-            cols.append(f"diversity@{spec['ks'][0]}")
+    cols = table_columns(doc)
+    leads = {c["metric"]: c for c in doc.get("comparisons", [])}
+    best: dict[str, set[str]] = {}
+    for c in cols:
+        order = ranked(ok, c)
+        if ranks_models(c) and len(order) > 1:
+            top = order[0]["metrics"][c]
+            best[c] = {r["model"] for r in order if r["metrics"][c] == top}
     head = ["model", *cols, "fit s", "eval s", "peak MB", "stopped"]
     lines = [
         f"**{Path(ds['db']).stem}** — {ds['users']:,} users, {ds['items']:,} items, "
         f"{ds['interactions']:,} interactions; split `{spec['split']}`"
         + (f", history cap {spec['max_history']}" if spec.get("max_history") else "")
-        + f", stage `{spec['stage']}`, seed {spec['seed']}. {doc['protocol']}.",
+        + f", stage `{spec['stage']}`{_seeds_text(doc)}. {doc['protocol']}.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
     ]
     for r in ok:
-        m = r["metrics"]
-        vals = [f"{m[c]:.4f}" if c in m else "—" for c in cols]
+        vals = [_cell(r, c, leads.get(c), best.get(c, set())) for c in cols]
         lines.append(
             f"| {r['model']} | "
             + " | ".join(vals)
@@ -90,6 +211,9 @@ def markdown_table(doc: dict[str, Any]) -> str:
     for r in doc["results"]:
         if "error" in r:
             lines.append(f"| {r['model']} | skipped: {r['error']} |")
+    if best:
+        lines += _lead_lines(doc, leads, cols)
+    lines += _segment_tables(doc, ok)
     warnings = doc["warnings"] if "warnings" in doc else generator_warnings(doc)
     if warnings:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in warnings]
@@ -114,7 +238,10 @@ def plot_comparison(doc: dict[str, Any], path: str | Path) -> None:
         panels = [f"hr@{k}", f"ndcg@{k}", f"coverage@{k}"]
     fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 3.6))
     for ax, metric in zip(axes, panels, strict=False):
-        ax.bar(names, [r["metrics"][metric] for r in ok], color="#4C72B0")
+        # error bars: the 95 % interval over seeds, where there is one
+        half = [((r.get("interval") or {}).get(metric) or {}).get("half_width") for r in ok]
+        yerr = [h or 0.0 for h in half] if any(half) else None
+        ax.bar(names, [r["metrics"][metric] for r in ok], yerr=yerr, color="#4C72B0")
         ax.set_title(metric)
         ax.tick_params(axis="x", rotation=60)
     axes[-1].bar(names, [r["fit_seconds"] for r in ok], color="#DD8452")
