@@ -357,6 +357,61 @@ def test_usage_errors(store):
     assert run("ingest", "--db", d / "z.duckdb").exit_code == 2
 
 
+def shop_files(d):
+    """Events under the user's own column names, a catalogue that lacks item `z`."""
+    (d / "ev.csv").write_text(
+        "uid,sku,ts,stars\nu1,a,881250949.5,5\nu1,b,881250950,3\nu2,a,881250951,1\n"
+        "u2,z,881250952,4\nu2,z,881250953,4\n"
+    )
+    (d / "cat.csv").write_text("sku,name\na,Alpha\nb,Beta\n")
+    return ["--interactions", d / "ev.csv", "--columns", "user=uid,item=sku,time=ts,rating=stars"]
+
+
+def test_ingest_summary_counts_what_was_kept_dropped_and_uncatalogued(tmp_path):
+    events = shop_files(tmp_path)
+    res = run(
+        "ingest", *events, "--items", tmp_path / "cat.csv", "--item-columns", "id=sku,title=name",
+        "--min-rating", "2", "--dedup", "last", "--db", tmp_path / "s.duckdb",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "rows: 5 read, 3 kept, 2 dropped (1 rating below --min-rating 2.0; " in res.output
+    assert "1 repeated (user, item), --dedup last)" in res.output
+    assert "kept: 2 users, 3 items" in res.output
+    assert "times: 1997-12-04 15:55:49 to 1997-12-04 15:55:53 UTC (Unix seconds" in res.output
+    assert "warning: 1 item of the interactions not in the catalogue" in res.output
+    assert "warning: 1 time with a fraction of a second" in res.output
+    info = json.loads(run("info", "--db", tmp_path / "s.duckdb").output)
+    assert (info["interactions"], info["items"]) == (3, 3)  # z was added, and counted
+
+
+def test_ingest_errors_name_the_users_columns_and_leave_the_store_as_it_was(tmp_path):
+    events = shop_files(tmp_path)
+    db = tmp_path / "s.duckdb"
+    assert run("ingest", *events, "--db", db).exit_code == 0
+    before = db.read_bytes()
+    cat = ["--items", tmp_path / "cat.csv", "--item-columns", "id=sku,title=name"]
+    res = run("ingest", *events, *cat, "--strict", "--db", db, "--append")
+    assert res.exit_code == 2 and "ev.csv:5: field 'sku': item 'z' is not in the catalogue" in (
+        res.output
+    )
+    # A mapped time column the file lacks: refused with the columns it has, not NULL times.
+    for extra in ([], ["--append"]):
+        res = run("ingest", *events[:3], "user=uid,item=sku,time=when", "--db", db, *extra)
+        assert res.exit_code == 2
+        assert "ev.csv:1: field 'when'" in res.output and "'uid', 'sku', 'ts'" in res.output
+    res = run("ingest", *events, "--item-columns", "id=sku,text=blurb", *cat[:2], "--db", db)
+    assert res.exit_code == 2 and "cat.csv:1: field 'blurb'" in res.output
+    (tmp_path / "semi.csv").write_text("uid;sku;ts\nu1;a;1\n")
+    res = run("ingest", "--interactions", tmp_path / "semi.csv", "--db", db)
+    assert res.exit_code == 2 and "looks semicolon-delimited: pass --delimiter ';'" in res.output
+    assert db.read_bytes() == before
+    res = run(
+        "ingest", "--interactions", tmp_path / "semi.csv", "--delimiter", ";",
+        "--columns", "user=uid,item=sku,time=ts", "--time-unit", "s", "--db", db,
+    )  # fmt: skip
+    assert res.exit_code == 0 and "rows: 1 read, 1 kept, 0 dropped" in res.output
+
+
 def test_bundled_dataset_ingest(tmp_path):
     res = run("ingest", "--dataset", "ml-100k", "--db", tmp_path / "ml.duckdb")
     assert res.exit_code == 0 and "100,000 interactions" in res.output

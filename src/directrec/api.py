@@ -66,8 +66,9 @@ def dataset(
     item_columns: Mapping[str, str] | None = None,
 ) -> Dataset:
     """An indexed data set from DataFrames. `columns` maps user, item and optionally time
-    (Unix seconds or ISO-8601) and rating to the frame's columns; `item_columns` maps id,
-    title, text and categories (a list or a "|"-separated string) for the catalogue."""
+    (Unix times, their unit read from their magnitude, or ISO-8601) and rating to the
+    frame's columns; `item_columns` maps id, title, text and categories (a list or a
+    "|"-separated string) for the catalogue."""
     from directrec.data.loaders import to_number, to_timestamp
 
     cols = _mapped(interactions, columns or {}, COLUMNS, "interactions")

@@ -51,7 +51,7 @@ def test_missing_value_and_missing_column(tmp_path):
         loaders.load("csv", p)
     q = tmp_path / "cols.csv"
     q.write_text("user,item\n1,2\n")
-    with pytest.raises(DataError, match="column 'user_id' not found"):
+    with pytest.raises(DataError, match=r"column 'user_id' \(mapped as user\) not found"):
         loaders.load("csv", q)
 
 
@@ -203,3 +203,107 @@ def test_cli_never_ends_in_a_traceback(tmp_path):
     assert "movies.csv:1: field 'title'" in res.output
     res = CliRunner().invoke(app, ["--debug", "info", "--db", str(tmp_path / "none.duckdb")])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+# --------------------------------------------------------------------------- nothing dropped
+def test_every_mapped_column_must_exist(tmp_path):
+    """A mapped column the file lacks is refused, naming the file, the column and the
+    columns the file has, for the events and the catalogue alike; a misspelt key too."""
+    log = tmp_path / "log.csv"
+    log.write_text("uid,sku,ts,stars\nu1,a,1,5\nu2,b,2,3\n")
+    for mapping, missing in (
+        ("user=uid,item=sku,time=when", "when"),
+        ("user=uid,item=sku,time=ts,rating=score", "score"),
+        ("user=uid,item=sku,time=ts,event=kind", "kind"),
+    ):
+        with pytest.raises(DataError) as e:
+            loaders.load("csv", log, columns=mapping)
+        assert e.value.field == missing and str(log) in str(e.value)
+        assert "['uid', 'sku', 'ts', 'stars']" in str(e.value)
+    with pytest.raises(DataError, match="unknown key 'tme'"):
+        loaders.load("csv", log, columns="user=uid,item=sku,tme=ts")
+    cat = tmp_path / "cat.csv"
+    cat.write_text("sku,name\na,Alpha\nb,Beta\n")
+    cols = "user=uid,item=sku,time=ts"
+    for mapping, missing in (
+        ("id=sku,title=name,text=description", "description"),
+        ("id=sku,title=name,categories=tags", "tags"),
+        ("id=sku,title=title", "title"),
+    ):
+        with pytest.raises(DataError) as e:
+            loaders.load("csv", log, cat, cols, mapping)
+        assert e.value.field == missing and str(cat) in str(e.value)
+        assert "['sku', 'name']" in str(e.value)
+    # An unmapped default that is absent is no error, but it is said.
+    raw = loaders.load("csv", log, cat, "user=uid,item=sku", "id=sku,title=name")
+    assert raw.interactions["timestamp"].isna().all() and raw.time_unit is None
+    assert any("'timestamp'" in n for n in raw.notes)
+    assert any("'text', 'categories'" in n for n in raw.notes)
+
+
+def test_options_a_format_does_not_read_are_refused(tmp_path):
+    (tmp_path / "u.data").write_text("1\t10\t5\t881250949\n")
+    with pytest.raises(DataError, match="--columns does not apply to --format movielens"):
+        loaders.load("movielens", tmp_path, columns="user=uid")
+    seq = tmp_path / "seq.txt"
+    seq.write_text("1 5 6\n")
+    with pytest.raises(DataError, match="--time-unit does not apply"):
+        loaders.load("sequence", seq, time_unit="s")
+    with pytest.raises(DataError, match="--time-unit must be one of s, ms, us, ns"):
+        loaders.load("csv", seq, time_unit="sec")
+
+
+@pytest.mark.parametrize(
+    ("cells", "unit", "detected"),
+    [
+        (["881250949", "881250950"], "s", True),
+        (["881250949000", "881250950000"], "ms", True),
+        (["881250949000000", "881250950000000"], "us", True),
+        (["881250949000000000", "881250950000000000"], "ns", True),
+        (["881250949.5", "881250950.25"], "s", True),
+        (["881250949000.5", "881250950000"], "ms", False),
+    ],
+)
+def test_time_units_read_from_magnitude_or_given(tmp_path, cells, unit, detected):
+    p = tmp_path / "log.csv"
+    p.write_text(
+        "user_id,item_id,timestamp\n" + "".join(f"u,{i},{c}\n" for i, c in enumerate(cells))
+    )
+    raw = loaders.load("csv", p, time_unit=None if detected else unit)
+    assert raw.interactions["timestamp"].tolist() == [881250949, 881250950]
+    assert (raw.time_unit, raw.time_unit_detected) == (unit, detected)
+    assert raw.subsecond == sum("." in c for c in cells)
+
+
+def test_implausible_times_name_file_line_and_field(tmp_path):
+    p = tmp_path / "log.csv"
+    # Seconds, with one value in milliseconds on line 4: not read as the year 55000.
+    p.write_text("user_id,item_id,ts\nu,a,1700000000\nu,b,1700000001\nu,c,1700000002000\n")
+    with pytest.raises(DataError) as e:
+        loaders.load("csv", p, columns="time=ts")
+    assert (e.value.line, e.value.field) == (4, "ts") and "after 2100" in str(e.value)
+    assert "--time-unit" in str(e.value) and str(p) in str(e.value)
+    p.write_text("user_id,item_id,ts\nu,a,1700000000\nu,b,-5\n")
+    with pytest.raises(DataError, match="before 1970") as e:
+        loaders.load("csv", p, columns="time=ts")
+    assert (e.value.line, e.value.field) == (3, "ts")
+    # A unit the user names is checked the same way.
+    p.write_text("user_id,item_id,ts\nu,a,1700000000000\n")
+    with pytest.raises(DataError, match=r"in seconds \(--time-unit s\)"):
+        loaders.load("csv", p, columns="time=ts", time_unit="s")
+    assert loaders.load("csv", p, columns="time=ts").interactions["timestamp"][0] == 1700000000
+
+
+def test_delimiter_option_and_the_hint_when_a_header_is_one_column(tmp_path):
+    for sep, hint, option in ((";", "--delimiter ';'", ";"), ("\t", "--delimiter tab", "tab")):
+        p = tmp_path / "log.csv"
+        p.write_text(sep.join(["user_id", "item_id", "timestamp"]) + "\n" + sep.join("ua1") + "\n")
+        with pytest.raises(DataError) as e:
+            loaders.load("csv", p)
+        assert hint in str(e.value) and str(p) in str(e.value) and e.value.line == 1
+        raw = loaders.load("csv", p, delimiter=option)
+        assert raw.interactions[["user_id", "item_id"]].values.tolist() == [["u", "a"]]
+    cat = tmp_path / "cat.csv"
+    cat.write_text("item_id|title\na|Alpha\n")
+    with pytest.raises(DataError, match=r"looks pipe-delimited: pass --delimiter '\|'"):
+        loaders.load("csv", tmp_path / "log.csv", cat, delimiter="tab")

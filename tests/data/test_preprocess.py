@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from directrec.data.preprocess import dedup, kcore, to_implicit
+from directrec.data.preprocess import dedup, kcore, prepare, to_implicit
 
 
 def frame(rows):
@@ -43,3 +43,16 @@ def test_kcore_is_iterative():
     )
     out = kcore(df, 2)
     assert set(out["user_id"]) == {"u1", "u2"} and set(out["item_id"]) == {"a", "b"}
+
+
+def test_prepare_counts_the_rows_each_step_drops():
+    rows = [("u1", "a", 1, 5.0), ("u1", "a", 2, 5.0), ("u1", "b", 3, 4.0), ("u1", "c", 4, 1.0)]
+    df = frame([*rows, ("u2", "a", 5, 4.0), ("u2", "b", 6, 4.0), ("u3", "d", 7, 5.0)])
+    kept, dropped = prepare(df, 4, "last", 2)
+    assert dropped == {
+        "rating below --min-rating 4": 1,
+        "repeated (user, item), --dedup last": 1,
+        "outside the 2-core, --kcore 2": 1,
+    }
+    assert kept["timestamp"].tolist() == [2, 3, 5, 6]
+    assert prepare(df, None, "none", 0)[1] == {}

@@ -11,7 +11,7 @@ import typer
 if TYPE_CHECKING:
     pass
 
-from directrec.cli.common import StoreOpt, _run_guarded, app, out
+from directrec.cli.common import StoreOpt, _run_guarded, app, err, out
 
 
 # --------------------------------------------------------------------------- ingest
@@ -43,13 +43,25 @@ def ingest(
     ] = None,
     kcore: Annotated[int, typer.Option(help="k-core filter on users and items (0 = off)")] = 0,
     dedup: Annotated[str, typer.Option(help="repeated (user, item): first | last | none")] = "none",
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV column separator of both files, e.g. ';' or tab (default: , or tab)"
+        ),
+    ] = None,
+    time_unit: Annotated[
+        str | None,
+        typer.Option(help="unit of numeric times: s | ms | us | ns (default: from their size)"),
+    ] = None,
 ) -> None:
-    """Read interactions (and a catalogue) into the store, validated, in one transaction."""
+    """Read interactions (and a catalogue) into the store, validated, in one transaction,
+    then say what was read, kept and dropped (and why)."""
     from directrec.data import loaders, preprocess
     from directrec.data.store import describe
     from directrec.data.store import ingest as store_ingest
+    from directrec.data.summary import IngestSummary, summarize
 
-    def run() -> dict[str, int]:
+    def run() -> IngestSummary:
         nonlocal fmt, interactions, items
         if dataset:
             if dataset != "ml-100k":
@@ -58,12 +70,17 @@ def ingest(
             fmt = "recbole"
         if interactions is None:
             raise ValueError("give --interactions PATH (or --dataset ml-100k)")
-        raw = loaders.load(fmt, interactions, items, columns, item_columns)
+        raw = loaders.load(
+            fmt,
+            interactions,
+            items,
+            columns,
+            item_columns,
+            delimiter=delimiter,
+            time_unit=time_unit,
+        )
         n_read = len(raw.interactions)
-        df = preprocess.to_implicit(raw.interactions, min_rating)
-        df = preprocess.dedup(df, dedup)
-        if kcore > 1:
-            df = preprocess.kcore(df, kcore)
+        df, dropped = preprocess.prepare(raw.interactions, min_rating, dedup, kcore)
         raw.interactions = df
         options = {
             "format": fmt,
@@ -72,6 +89,8 @@ def ingest(
             "dedup": dedup,
             "interactions": str(interactions),
             "items": str(items) if items else None,
+            "delimiter": delimiter,
+            "time_unit": time_unit,
         }
         counts = store_ingest(
             db,
@@ -82,14 +101,21 @@ def ingest(
             items_file=str(items) if items else None,
             interactions_file=str(interactions),
         )
-        counts["read"] = n_read
-        return counts
+        return summarize(
+            raw,
+            df,
+            read=n_read,
+            dropped=dropped,
+            store=describe(db),
+            totals=counts,
+            catalogue=str(items) if items else None,
+        )
 
-    counts = _run_guarded(run)
-    out.print(
-        f"ingested into {describe(db)}: {counts['interactions']:,} interactions "
-        f"({counts['read']:,} read), {counts['users']:,} users, {counts['items']:,} items"
-    )
+    summary = _run_guarded(run)
+    for line in summary.lines():
+        out.print(line, highlight=False, markup=False)
+    for line in summary.warnings():
+        err.print(f"warning: {line}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- info

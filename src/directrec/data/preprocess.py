@@ -47,6 +47,24 @@ def kcore(df: pd.DataFrame, k_user: int, k_item: int | None = None) -> pd.DataFr
         df = df[keep.to_numpy()]
 
 
+def prepare(
+    df: pd.DataFrame, min_rating: float | None, keep: str, k: int
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`to_implicit`, `dedup` and `kcore` in that order, with the rows each step dropped
+    (only steps that dropped any), keyed by the reason as a user reads it."""
+    dropped: dict[str, int] = {}
+    for reason, step in (
+        (f"rating below --min-rating {min_rating}", lambda d: to_implicit(d, min_rating)),
+        (f"repeated (user, item), --dedup {keep}", lambda d: dedup(d, keep)),
+        (f"outside the {k}-core, --kcore {k}", lambda d: kcore(d, k)),
+    ):
+        n = len(df)
+        df = step(df)
+        if len(df) < n:
+            dropped[reason] = n - len(df)
+    return df, dropped
+
+
 def chronological_order(df: pd.DataFrame) -> np.ndarray:
     """Row order by (timestamp, file order). Rows without a timestamp sort by file order
     alone; this is the documented, deterministic tie-break used by every split."""

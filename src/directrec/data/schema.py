@@ -6,7 +6,7 @@ later (`directrec.data.dataset`), so the mapping stays reversible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -42,6 +42,22 @@ class RawData:
     interactions: pd.DataFrame
     items: pd.DataFrame | None = None
     source: str = ""
+    # The file's own column behind each canonical field (user_id → 'uid', item_id → 'sku'),
+    # so that errors raised after loading name what the user wrote.
+    fields: dict[str, str] = field(default_factory=dict)
+    item_fields: dict[str, str] = field(default_factory=dict)
+    time_unit: str | None = None  # s | ms | us | ns | iso; None: the events carry no times
+    time_unit_detected: bool = False  # read from the values' magnitude, not given
+    subsecond: int = 0  # times whose fraction of a second the store's whole seconds drop
+    notes: list[str] = field(default_factory=list)  # choices the reader made, for a warning
+
+    def field_name(self, name: str) -> str:
+        """The interactions file's column for canonical field `name`."""
+        return self.fields.get(name, name)
+
+    def item_field_name(self, name: str) -> str:
+        """The catalogue's column for canonical field `name`."""
+        return self.item_fields.get(name, name)
 
 
 def empty_items() -> pd.DataFrame:

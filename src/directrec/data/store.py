@@ -202,18 +202,21 @@ def ingest(
         if dup.any():
             bad = items["item_id"][dup].iloc[0]
             raise DataError(
-                f"item id {bad!r} appears twice in the catalogue", file=items_file, field="item_id"
+                f"item id {bad!r} appears twice in the catalogue",
+                file=items_file,
+                field=raw.item_field_name("item_id"),
             )
         if strict:
             known = pd.Index(items["item_id"])
             missing = ~inter["item_id"].isin(known)
             if missing.any():
                 row = inter[missing].iloc[0]
+                where = f" {items_file}" if items_file else ""
                 raise DataError(
-                    f"item {row['item_id']!r} is not in the catalogue (--strict)",
+                    f"item {row['item_id']!r} is not in the catalogue{where} (--strict)",
                     file=interactions_file,
                     line=int(row["line"]),
-                    field="item_id",
+                    field=raw.field_name("item_id"),
                 )
     elif strict:
         raise DataError("--strict needs an item catalogue (--items)", file=interactions_file)

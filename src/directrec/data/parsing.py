@@ -1,0 +1,113 @@
+"""Text-table parsing shared by the readers: files to string frames whose index is each
+row's line number, and checks that name the file, line and field of a bad cell."""
+
+from __future__ import annotations
+
+import gzip
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from directrec.data.schema import DataError
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """Read a (possibly gzipped) text file; a decoding error names its line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("file not found", file=str(path))
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"corrupt gzip data ({e})", file=str(path)) from e
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(
+            f"not valid {encoding} text (byte {raw[e.start]:#x}); pass the right --encoding",
+            file=str(path),
+            line=line,
+        ) from e
+    if not text.strip():
+        raise DataError("file is empty", file=str(path))
+    return text.lstrip("\ufeff")
+
+
+def read_delimited(
+    text: str, path: str, sep: str, names: list[str] | None, header: bool
+) -> pd.DataFrame:
+    """Parse delimited text as strings; the index holds each row's line number."""
+    if len(sep) > 1:  # pandas' C parser takes one-character separators only
+        text = text.replace(sep, "\x1f")
+        sep = "\x1f"
+    try:
+        df = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            header=0 if header else None,
+            names=None if header else names,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[],
+            quoting=3 if sep in ("\t", "\x1f") else 0,
+            engine="c",
+            skip_blank_lines=True,
+        )
+    except pd.errors.ParserError as e:
+        msg = str(e)
+        line = None
+        if "line" in msg:
+            digits = [int(t.strip(",.")) for t in msg.split() if t.strip(",.").isdigit()]
+            line = digits[-1] if digits else None
+        raise DataError(f"malformed row ({msg.strip()})", file=path, line=line) from e
+    except pd.errors.EmptyDataError as e:
+        raise DataError("file is empty", file=path) from e
+    if df.empty:
+        raise DataError("file has a header but no rows", file=path)
+    first_line = 2 if header else 1
+    # Blank lines are skipped by the parser; map rows back to true line numbers.
+    lines = np.array([i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip()])
+    offset = lines[first_line - 1 :] if len(lines) >= len(df) + first_line - 1 else None
+    df.index = offset[: len(df)] if offset is not None else np.arange(len(df)) + first_line
+    return df
+
+
+def require(df: pd.DataFrame, col: str, path: str) -> pd.Series:
+    if col not in df.columns:
+        raise DataError(
+            f"column {col!r} not found (have {list(df.columns)})", file=path, line=1, field=col
+        )
+    s = df[col]
+    bad = s.isna() | (s.str.strip() == "")
+    if bad.any():
+        raise DataError("missing value", file=path, line=int(s.index[bad.argmax()]), field=col)
+    return s.str.strip()
+
+
+def reject_first(bad: pd.Series, s: pd.Series, path: str, field: str, expected: str) -> None:
+    """Raise for the first cell marked `bad`, naming its line and field."""
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise DataError(
+            f"expected {expected}, got {s.iloc[i]!r}", file=path, line=int(s.index[i]), field=field
+        )
+
+
+def to_number(s: pd.Series, path: str, field: str, integer: bool = False) -> pd.Series:
+    """Finite numbers; with `integer`, integers (integral floats such as '881250949.0' pass)."""
+    num = pd.to_numeric(s, errors="coerce")
+    bad = num.isna() | ~np.isfinite(num.fillna(0))
+    if integer:
+        bad |= num.fillna(0) % 1 != 0
+    reject_first(bad, s, path, field, "an integer" if integer else "a number")
+    return num.astype("int64" if integer else "float64")
+
+
+def line_numbers(s: pd.Series) -> pd.Series:
+    """Each row's line number (the frame's index) as a column."""
+    return pd.Series(s.index.to_numpy(), index=s.index)
