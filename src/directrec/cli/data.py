@@ -111,7 +111,10 @@ def ingest(
             catalogue=str(items) if items else None,
         )
 
-    summary = _run_guarded(run)
+    from directrec.progress import stage
+
+    with stage(f"ingest {interactions or dataset}"):  # a spinner, or a start and an end line
+        summary = _run_guarded(run)
     for line in summary.lines():
         out.print(line, highlight=False, markup=False)
     for line in summary.warnings():
