@@ -22,9 +22,11 @@ import os
 import sys
 import threading
 import time
+import types
+import typing
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -33,6 +35,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from directrec.data.schema import DataError
 from directrec.serve import registry
@@ -45,6 +48,7 @@ from directrec.serve.schemas import (
     AdHocIn,
     FeedbackIn,
     ForgetIn,
+    QueryInt,
     ReloadIn,
     UpdateIn,
     error_id,
@@ -66,6 +70,53 @@ FAVICON = (
 
 __all__ = ["ServeConfig", "app_from_env", "create_app"]
 CONFIG_ENV = "DIRECTREC_SERVE_CONFIG"
+# Query parameters that were renamed: refused like any unknown one, with the new name.
+RENAMED = {"limit": "k"}
+ROUTING = {
+    404: "no such endpoint (the API is listed at /docs)",
+    405: "method not allowed here (the Allow header lists those that are)",
+}
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter's type is a list (given once per value: `?c=a&c=b`)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_many(a) for a in typing.get_args(annotation))
+    return origin is list
+
+
+_ROUTE_QUERY: dict[int, dict[str, bool]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Every API route's guard: a query parameter the route does not take (a typo such as
+    `?kk=5` would otherwise be ignored without a word) or a single-valued one given twice
+    is a 422. The page, favicon and metrics (outside the API schema) are left alone: a
+    link to the page may carry a tracking parameter."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not getattr(route, "include_in_schema", True):
+        return
+    takes = _ROUTE_QUERY.get(id(route))
+    if takes is None:
+        takes, todo = {}, [dependant]
+        while todo:
+            d = todo.pop()
+            takes.update({f.alias: _takes_many(f.field_info.annotation) for f in d.query_params})
+            todo.extend(d.dependencies)
+        _ROUTE_QUERY[id(route)] = takes
+    given = request.query_params
+    fields = []
+    for name in dict.fromkeys(given):
+        if name not in takes:
+            hint = f"renamed {RENAMED[name]!r}" if RENAMED.get(name) in takes else None
+            hint = hint or "this endpoint takes " + (", ".join(sorted(takes)) or "none")
+            fields.append({"field": f"query.{name[:64]}", "message": f"unknown parameter; {hint}"})
+        elif not takes[name] and len(given.getlist(name)) > 1:
+            fields.append({"field": f"query.{name}", "message": "given more than once"})
+    if fields:
+        raise HTTPException(422, {"message": "invalid request", "fields": fields[:20]})
 
 
 def config_to_env(cfg: ServeConfig, threads: int = 0) -> str:
@@ -128,12 +179,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="Generated recommendation lists, feedback, items.",
+        dependencies=[Depends(known_query)],
     )
     app.state.service = svc
 
     # -------------------------------------------------------------- errors
-    @app.exception_handler(HTTPException)
-    async def httperror_response(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class: routing's own 404 and 405 get the one error body too.
+    @app.exception_handler(StarletteHTTPException)
+    async def httperror_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if type(exc) is StarletteHTTPException and exc.status_code in ROUTING:
+            exc.detail = ROUTING[exc.status_code]  # not raised by a route: no route matched
         # A dict detail carries fields beside the message (an error id, the users refused).
         extra = dict(exc.detail) if isinstance(exc.detail, dict) else {"message": exc.detail}
         resp = error_response(exc.status_code, str(extra.pop("message")), **extra)
@@ -143,11 +198,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The location and pydantic's message only: `input` and `ctx` echo values and
+        # parser exception text.
+        errors = exc.errors()
         fields = [
             {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-            for e in exc.errors()
+            for e in errors
         ][:20]
-        return error_response(422, "invalid request", fields=fields)
+        bad_json = any(e.get("type") == "json_invalid" for e in errors)
+        message = "the request body is not valid JSON" if bad_json else "invalid request"
+        return error_response(422, message, fields=fields)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
@@ -251,7 +311,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     page_html = PAGE.read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
+    def page(user: Annotated[str | None, Query(max_length=256)] = None) -> HTMLResponse:
+        # `/?user=ID` is the shareable link to a user's list: the page's script reads it.
         return HTMLResponse(page_html)
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -281,13 +342,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         )
 
     @app.get("/v1/users")
-    def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
-        return {"users": svc.histories.users(limit)}
+    def users(
+        k: Annotated[QueryInt, Query(ge=1, le=1000, description="users listed")] = 50,
+    ) -> dict:
+        return {"users": svc.histories.users(k)}
 
     @app.get("/v1/users/{user_id}")
     def user(
         user_id: Annotated[str, PathParam(max_length=256)],
-        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        k: Annotated[QueryInt, Query(ge=1, le=1000, description="newest history items")] = 20,
     ) -> dict:
         got = svc.histories.get(path_text(user_id))
         if got is None:
@@ -296,14 +359,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return {
             "user_id": user_id,
             "interactions": len(seq),
-            "history": [svc.item_view(i) for i in reversed(seq[-limit:])],
-            "dislikes": sorted(dislikes)[:limit],
+            "history": [svc.item_view(i) for i in reversed(seq[-k:])],
+            "dislikes": sorted(dislikes)[:k],
         }
 
     @app.get("/v1/users/{user_id}/recommendations")
     async def user_recommendations(
         user_id: Annotated[str, PathParam(max_length=256)],
-        k: Annotated[int, Query(ge=1)] = 10,
+        k: Annotated[QueryInt, Query(ge=1)] = 10,
         exclude_seen: bool = True,
         diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
         exclude_categories: Annotated[list[str] | None, Query(max_length=100)] = None,
@@ -423,7 +486,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/v1/items")
     def items(
         query: Annotated[str, Query(min_length=1, max_length=500)],
-        k: Annotated[int, Query(ge=1)] = 10,
+        k: Annotated[QueryInt, Query(ge=1)] = 10,
     ) -> dict:
         check_k(k)
         vectors = svc.text_vectors()

@@ -1,5 +1,6 @@
 """Request bodies and error responses of the HTTP API: bounded sizes, strict fields
-(unknown fields are a 422), text that is valid unicode without NUL characters."""
+(unknown fields are a 422, `"10"` or `true` is no integer), text that is valid unicode
+without NUL characters, timestamps in Unix seconds or ISO-8601 as ingest reads them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from directrec.serve.feedback import EVENT_TYPES
 
@@ -49,18 +50,51 @@ def _text(v: str) -> str:
     return v
 
 
+def unix_seconds(v: Any) -> Any:
+    """An ISO-8601 date or date-time (`2024-05-01`, `2024-05-01T12:00:00Z`, an offset;
+    none means UTC, as ingest reads them) as Unix seconds; numbers pass unchanged."""
+    if not isinstance(v, str):
+        return v
+    import pandas as pd
+
+    try:  # the parser ingest uses (data/loaders.py to_timestamp), on one value
+        parsed = pd.to_datetime(v, utc=True, format="ISO8601")
+    except (ValueError, OverflowError):
+        parsed = pd.NaT
+    if parsed is pd.NaT:
+        raise ValueError(f"expected Unix seconds or an ISO-8601 date/time, got {v[:64]!r}")
+    return parsed.timestamp()
+
+
+def digits(v: Any) -> Any:
+    """A query string's integer strictly: digits only (not "10.0", "1e1", " 10", "true")."""
+    if isinstance(v, str) and not re.fullmatch(r"[0-9]{1,9}", v):
+        raise ValueError("must be a whole number written in digits")
+    return v
+
+
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+QueryInt = Annotated[int, BeforeValidator(digits)]  # an integer query parameter
+Timestamp = Annotated[float, BeforeValidator(unix_seconds)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no lax coercion ("10" or true for an integer, 1 or "yes" for a boolean);
+    # an integer still passes where a float is expected.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EventIn(Strict):
     user_id: Id
     item_id: Id
     type: str = Field(description="one of " + ", ".join(EVENT_TYPES))
-    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
+    timestamp: Timestamp | None = Field(
+        None,
+        ge=0,
+        le=1e11,
+        allow_inf_nan=False,
+        description="Unix seconds or an ISO-8601 date/time (UTC unless it names an offset)",
+    )
     value: float | None = Field(None, ge=-1e6, le=1e6, allow_inf_nan=False)
     idempotency_key: str | None = Field(None, min_length=1, max_length=128)
 
