@@ -255,7 +255,7 @@ def test_recommend_for_a_new_user_described_by_a_sentence(store):
     q = "haunted houses, ghosts and zombies"
     res = run("recommend", "--model", d / "m", "--db", db, "--query", q, "--json")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)  # stderr may hold the encoder's loading bar
     assert out["query"] == q and out["user"] is None
     assert not out["fallback"] and out["history_used"] == 5
     assert out["items"][0]["categories"]

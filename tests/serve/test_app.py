@@ -436,3 +436,31 @@ def test_a_wrong_method_gets_the_error_body_and_allow(server):
     r = server.client.get("/v1/feedback")
     assert_error_body(r, 405)
     assert r.headers["Allow"] == "POST"
+
+
+def test_the_cli_and_the_service_agree_on_unknown_users_and_sentences(server, world):
+    """Both refuse an unknown user (404, exit 2) and build one list for a sentence."""
+    from typer.testing import CliRunner
+
+    from directrec.cli import app
+
+    db, reg = world
+
+    def cli(*args: str):
+        return CliRunner().invoke(app, ["recommend", "--model", str(reg), "--db", str(db), *args])
+
+    assert server.client.get("/v1/users/nobody/recommendations").status_code == 404
+    res = cli("--user", "nobody")
+    assert res.exit_code == 2 and "unknown user 'nobody'" in res.output
+    sentence = "haunted houses, ghosts and zombies"
+    http = server.client.post("/v1/recommendations", json={"query": sentence, "k": 10}).json()
+    res = cli("--query", sentence, "--k", "10", "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)  # stderr may hold the encoder's loading bar
+    assert [r["item_id"] for r in got["items"]] == [it["item_id"] for it in http["items"]]
+    assert got["history_used"] == http["history_used"] == 5
+    empty = server.client.post("/v1/recommendations", json={"history": [], "k": 5}).json()
+    res = cli("--cold-start", "--k", "5", "--json")
+    assert [r["item_id"] for r in json.loads(res.stdout)["items"]] == [
+        it["item_id"] for it in empty["items"]
+    ]
