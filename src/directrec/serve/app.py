@@ -22,11 +22,9 @@ import os
 import sys
 import threading
 import time
-import types
-import typing
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 import orjson
@@ -45,6 +43,7 @@ from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission
 from directrec.serve.schemas import (
+    ROUTING,
     AdHocIn,
     FeedbackIn,
     ForgetIn,
@@ -53,6 +52,7 @@ from directrec.serve.schemas import (
     UpdateIn,
     error_id,
     error_response,
+    known_query,
     path_text,
     public_reason,
 )
@@ -70,53 +70,6 @@ FAVICON = (
 
 __all__ = ["ServeConfig", "app_from_env", "create_app"]
 CONFIG_ENV = "DIRECTREC_SERVE_CONFIG"
-# Query parameters that were renamed: refused like any unknown one, with the new name.
-RENAMED = {"limit": "k"}
-ROUTING = {
-    404: "no such endpoint (the API is listed at /docs)",
-    405: "method not allowed here (the Allow header lists those that are)",
-}
-
-
-def _takes_many(annotation: Any) -> bool:
-    """Whether a query parameter's type is a list (given once per value: `?c=a&c=b`)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_takes_many(a) for a in typing.get_args(annotation))
-    return origin is list
-
-
-_ROUTE_QUERY: dict[int, dict[str, bool]] = {}
-
-
-def known_query(request: Request) -> None:
-    """Every API route's guard: a query parameter the route does not take (a typo such as
-    `?kk=5` would otherwise be ignored without a word) or a single-valued one given twice
-    is a 422. The page, favicon and metrics (outside the API schema) are left alone: a
-    link to the page may carry a tracking parameter."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None or not getattr(route, "include_in_schema", True):
-        return
-    takes = _ROUTE_QUERY.get(id(route))
-    if takes is None:
-        takes, todo = {}, [dependant]
-        while todo:
-            d = todo.pop()
-            takes.update({f.alias: _takes_many(f.field_info.annotation) for f in d.query_params})
-            todo.extend(d.dependencies)
-        _ROUTE_QUERY[id(route)] = takes
-    given = request.query_params
-    fields = []
-    for name in dict.fromkeys(given):
-        if name not in takes:
-            hint = f"renamed {RENAMED[name]!r}" if RENAMED.get(name) in takes else None
-            hint = hint or "this endpoint takes " + (", ".join(sorted(takes)) or "none")
-            fields.append({"field": f"query.{name[:64]}", "message": f"unknown parameter; {hint}"})
-        elif not takes[name] and len(given.getlist(name)) > 1:
-            fields.append({"field": f"query.{name}", "message": "given more than once"})
-    if fields:
-        raise HTTPException(422, {"message": "invalid request", "fields": fields[:20]})
 
 
 def config_to_env(cfg: ServeConfig, threads: int = 0) -> str:

@@ -1,14 +1,17 @@
 """Request bodies and error responses of the HTTP API: bounded sizes, strict fields
 (unknown fields are a 422, `"10"` or `true` is no integer), text that is valid unicode
-without NUL characters, timestamps in Unix seconds or ISO-8601 as ingest reads them."""
+without NUL characters, timestamps in Unix seconds or ISO-8601 as ingest reads them; and
+the guard every API route runs on its query string (unknown or repeated parameters)."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import types
+import typing
 from typing import Annotated, Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -168,3 +171,52 @@ def path_text(v: str) -> str:
         return _text(v)
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
+
+
+# Query parameters that were renamed: refused like any unknown one, with the new name.
+RENAMED = {"limit": "k"}
+ROUTING = {
+    404: "no such endpoint (the API is listed at /docs)",
+    405: "method not allowed here (the Allow header lists those that are)",
+}
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter's type is a list (given once per value: `?c=a&c=b`)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_many(a) for a in typing.get_args(annotation))
+    return origin is list
+
+
+_ROUTE_QUERY: dict[int, dict[str, bool]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Every API route's guard: a query parameter the route does not take (a typo such as
+    `?kk=5` would otherwise be ignored without a word) or a single-valued one given twice
+    is a 422. The page, favicon and metrics (outside the API schema) are left alone: a
+    link to the page may carry a tracking parameter."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not getattr(route, "include_in_schema", True):
+        return
+    takes = _ROUTE_QUERY.get(id(route))
+    if takes is None:
+        takes, todo = {}, [dependant]
+        while todo:
+            d = todo.pop()
+            takes.update({f.alias: _takes_many(f.field_info.annotation) for f in d.query_params})
+            todo.extend(d.dependencies)
+        _ROUTE_QUERY[id(route)] = takes
+    given = request.query_params
+    fields = []
+    for name in dict.fromkeys(given):
+        if name not in takes:
+            hint = f"renamed {RENAMED[name]!r}" if RENAMED.get(name) in takes else None
+            hint = hint or "this endpoint takes " + (", ".join(sorted(takes)) or "none")
+            fields.append({"field": f"query.{name[:64]}", "message": f"unknown parameter; {hint}"})
+        elif not takes[name] and len(given.getlist(name)) > 1:
+            fields.append({"field": f"query.{name}", "message": "given more than once"})
+    if fields:
+        raise HTTPException(422, {"message": "invalid request", "fields": fields[:20]})
