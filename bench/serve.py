@@ -414,7 +414,7 @@ def hand_corpus() -> list[tuple[str, str, bytes, dict]]:
         "/v1/items?query=",
         "/v1/items?query=" + "q" * 600,
         "/v1/items?query=%ED%A0%80",
-        "/v1/users/1?limit=-3",
+        "/v1/users/1?k=-3",
         "/v1/nothing",
         "/v1/admin/reload",
     ]

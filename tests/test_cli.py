@@ -243,8 +243,8 @@ def test_train_and_recommend(store):
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert len(out["items"]) == 5 and not out["fallback"] and out["items"][0]["title"]
-    res = run("recommend", "--model", d / "m", "--db", db, "--user", "nobody", "--k", "3", "--json")
-    assert json.loads(res.output)["fallback"] is True
+    res = run("recommend", "--model", d / "m", "--db", db, "--cold-start", "--k", "3", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["fallback"] is True
     res = run(
         "recommend",
         "--model",
@@ -265,6 +265,64 @@ def test_train_and_recommend(store):
     assert len(reasons) == 10
     assert all(r.startswith(("Because you", "Fits your history as a whole")) for r in reasons)
     assert any(r.startswith("Because you") for r in reasons)
+
+
+def test_recommend_refuses_an_unknown_user_as_the_service_does(store):
+    """An unknown --user is an error (the service's 404), naming the ways to a new user's
+    list; --cold-start is the list a user with no history gets."""
+    d, db = store
+    if not (d / "m").exists():
+        assert run("train", "itemknn", "--db", db, "--out", d / "m").exit_code == 0
+    res = run("recommend", "--model", d / "m", "--db", db, "--user", "nobody", "--k", "3")
+    assert res.exit_code == 2
+    assert "unknown user 'nobody'" in res.output and "--cold-start" in res.output
+    assert "--query" in res.output
+    for both in (["--user", "u1", "--query", "ghosts"], ["--user", "u1", "--cold-start"], []):
+        res = run("recommend", "--model", d / "m", "--db", db, *both)
+        assert res.exit_code == 2 and "exactly one of" in res.output
+
+
+def test_recommend_reads_the_feedback_log_as_the_service_does(store, tmp_path):
+    """A user known only from feedback has a list, and a disliked item is left out."""
+    import shutil
+
+    from directrec.serve.feedback import Event, FeedbackLog, default_path
+
+    d, db = store
+    if not (d / "m").exists():
+        assert run("train", "itemknn", "--db", db, "--out", d / "m").exit_code == 0
+    own = tmp_path / "s.duckdb"
+    shutil.copy(db, own)
+    base = ["recommend", "--model", d / "m", "--db", own, "--k", "10", "--json"]
+    before = json.loads(run(*base, "--user", "u3").output)["items"]
+    disliked = before[0]["item_id"]
+    log = FeedbackLog(default_path(own))
+    log.add([Event("fresh", "i81", "like", 1.0), Event("u3", disliked, "dislike", 2.0)])
+    log.close()
+    res = run(*base, "--user", "fresh")
+    assert res.exit_code == 0, res.output
+    fresh = json.loads(res.output)
+    assert fresh["history_used"] == 1 and not fresh["fallback"]
+    assert "i81" not in [r["item_id"] for r in fresh["items"]]
+    after = [r["item_id"] for r in json.loads(run(*base, "--user", "u3").output)["items"]]
+    assert disliked not in after and after[:9] == [r["item_id"] for r in before[1:]]
+
+
+def test_recommend_for_a_new_user_described_by_a_sentence(store):
+    d, db = store
+    if not (d / "m").exists():
+        assert run("train", "itemknn", "--db", db, "--out", d / "m").exit_code == 0
+    q = "haunted houses, ghosts and zombies"
+    res = run("recommend", "--model", d / "m", "--db", db, "--query", q, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)  # stderr may hold the encoder's loading bar
+    assert out["query"] == q and out["user"] is None
+    assert not out["fallback"] and out["history_used"] == 5
+    assert out["items"][0]["categories"]
+    # the planted horror cluster (topic 4: items 80-99)
+    assert sum(int(r["item_id"][1:]) // 20 == 4 for r in out["items"]) >= 5
+    res = run("recommend", "--model", d / "m", "--db", db, "--query", q)
+    assert res.exit_code == 0 and f"top-10 for “{q}”" in res.output
 
 
 def test_generative_model_trains_with_early_stopping(store):

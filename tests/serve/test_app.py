@@ -35,7 +35,7 @@ def test_health_ready_metrics_and_version_header(server):
 
 def test_user_recommendations_are_real_unseen_items_with_titles(server):
     c = server.client
-    hist = c.get("/v1/users/u7", params={"limit": 1000}).json()
+    hist = c.get("/v1/users/u7", params={"k": 1000}).json()
     r = c.get("/v1/users/u7/recommendations", params={"k": 15})
     assert r.status_code == 200
     body = r.json()
@@ -211,7 +211,7 @@ def test_load_shedding_answers_fast_503_with_retry_after(world):
 
 def test_explanations_cite_the_users_own_history(server):
     c = server.client
-    hist = {h["item_id"] for h in c.get("/v1/users/u8", params={"limit": 1000}).json()["history"]}
+    hist = {h["item_id"] for h in c.get("/v1/users/u8", params={"k": 1000}).json()["history"]}
     r = c.get("/v1/users/u8/recommendations", params={"k": 5, "explain": True})
     assert r.status_code == 200, r.text
     items = r.json()["items"]
@@ -307,3 +307,160 @@ def test_a_sentence_only_request_reads_category_names_as_the_model_learned(own_w
         assert pseudo & set(ids), (pseudo, ids)
     finally:
         s.stop()
+
+
+# ------------------------------------------------------------------ API consistency
+def assert_error_body(r: httpx.Response, status: int) -> dict:
+    """The one documented error body, with no server path and no exception text."""
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["status"] == status and err["message"]
+    for leak in ("Traceback", "/tmp/", "/work/", "site-packages", "Expecting value", "line 1"):
+        assert leak not in r.text, r.text
+    return err
+
+
+def test_feedback_takes_iso_8601_timestamps_as_ingest_does(server, world):
+    db, _ = world
+    c = server.client
+    events = [
+        {
+            "user_id": "u5",
+            "item_id": "i41",
+            "type": "view",
+            "timestamp": "2024-05-01T12:00:00Z",
+            "idempotency_key": "iso-1",
+        },
+        {
+            "user_id": "u5",
+            "item_id": "i42",
+            "type": "view",
+            "timestamp": "2024-05-01",
+            "idempotency_key": "iso-2",
+        },
+        {
+            "user_id": "u5",
+            "item_id": "i43",
+            "type": "view",
+            "timestamp": "2024-05-01T14:00:00+02:00",
+            "idempotency_key": "iso-3",
+        },
+    ]
+    r = c.post("/v1/feedback", json={"events": events})
+    assert r.status_code == 200 and r.json()["stored"] == 3, r.text
+    with sqlite3.connect(default_path(db)) as con:
+        ts = dict(con.execute("SELECT key, ts FROM events WHERE key LIKE 'iso-%'").fetchall())
+    assert ts == {"iso-1": 1714564800, "iso-2": 1714521600, "iso-3": 1714564800}
+
+
+def test_a_bad_timestamp_refuses_the_whole_batch_naming_the_event(server, world):
+    db, _ = world
+    events = [
+        {"user_id": "u5", "item_id": "i44", "type": "view", "idempotency_key": "bad-ts-1"},
+        {
+            "user_id": "u5",
+            "item_id": "i45",
+            "type": "view",
+            "timestamp": "2024-13-01",
+            "idempotency_key": "bad-ts-2",
+        },
+    ]
+    err = assert_error_body(server.client.post("/v1/feedback", json={"events": events}), 422)
+    assert err["fields"][0]["field"] == "body.events.1.timestamp"
+    assert "ISO-8601" in err["fields"][0]["message"]
+    with sqlite3.connect(default_path(db)) as con:
+        n = con.execute("SELECT count(*) FROM events WHERE key LIKE 'bad-ts-%'").fetchone()[0]
+    assert n == 0
+
+
+def test_k_is_the_list_length_on_every_endpoint(server):
+    c = server.client
+    assert len(c.get("/v1/users", params={"k": 3}).json()["users"]) == 3
+    assert len(c.get("/v1/users/u7", params={"k": 2}).json()["history"]) == 2
+    assert len(c.get("/v1/users/u7/recommendations", params={"k": 4}).json()["items"]) == 4
+    assert len(c.get("/v1/items", params={"query": "ghost", "k": 3}).json()["items"]) == 3
+    # the old name is refused, naming the new one
+    err = assert_error_body(c.get("/v1/users/u7", params={"limit": 2}), 422)
+    assert err["fields"] == [{"field": "query.limit", "message": "unknown parameter; renamed 'k'"}]
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/users/u1/recommendations?k=5&kk=5"),
+        ("GET", "/v1/items?query=ghost&top=3"),
+        ("POST", "/v1/recommendations?k=5"),
+        ("GET", "/v1/users/u1/recommendations?k=5&k=6"),  # a single value given twice
+    ],
+)
+def test_unknown_or_repeated_query_parameters_are_refused(server, method, path):
+    r = server.client.request(method, path, json={"history": ["i1"]})
+    err = assert_error_body(r, 422)
+    assert err["fields"][0]["field"].startswith("query.")
+
+
+def test_list_valued_parameters_may_repeat_and_the_page_link_takes_any(server):
+    c = server.client
+    r = c.get("/v1/users/u1/recommendations?exclude_categories=topic0&exclude_categories=topic1")
+    assert r.status_code == 200, r.text
+    assert c.get("/?user=u4&utm_source=mail").status_code == 200
+
+
+@pytest.mark.parametrize("k", ["10.0", " 10", "+10", "1e1", "true", "ten"])
+def test_k_in_a_query_is_digits_only(server, k):
+    r = server.client.get("/v1/users/u1/recommendations", params={"k": k})
+    assert assert_error_body(r, 422)["fields"][0]["field"] == "query.k"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("k", "10"), ("k", True), ("k", 10.0), ("exclude_seen", "yes"), ("explain", 1)],
+)
+def test_body_fields_are_strict(server, field, value):
+    r = server.client.post("/v1/recommendations", json={"history": ["i1"], field: value})
+    assert assert_error_body(r, 422)["fields"][0]["field"] == f"body.{field}"
+
+
+def test_invalid_json_gets_the_error_body(server):
+    r = server.client.post(
+        "/v1/feedback", content=b'{"events": [', headers={"Content-Type": "application/json"}
+    )
+    assert assert_error_body(r, 422)["message"] == "the request body is not valid JSON"
+
+
+def test_an_unknown_path_gets_the_error_body(server):
+    assert "/docs" in assert_error_body(server.client.get("/v1/nothing/here"), 404)["message"]
+
+
+def test_a_wrong_method_gets_the_error_body_and_allow(server):
+    r = server.client.get("/v1/feedback")
+    assert_error_body(r, 405)
+    assert r.headers["Allow"] == "POST"
+
+
+def test_the_cli_and_the_service_agree_on_unknown_users_and_sentences(server, world):
+    """Both refuse an unknown user (404, exit 2) and build one list for a sentence."""
+    from typer.testing import CliRunner
+
+    from directrec.cli import app
+
+    db, reg = world
+
+    def cli(*args: str):
+        return CliRunner().invoke(app, ["recommend", "--model", str(reg), "--db", str(db), *args])
+
+    assert server.client.get("/v1/users/nobody/recommendations").status_code == 404
+    res = cli("--user", "nobody")
+    assert res.exit_code == 2 and "unknown user 'nobody'" in res.output
+    sentence = "haunted houses, ghosts and zombies"
+    http = server.client.post("/v1/recommendations", json={"query": sentence, "k": 10}).json()
+    res = cli("--query", sentence, "--k", "10", "--json")
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)  # stderr may hold the encoder's loading bar
+    assert [r["item_id"] for r in got["items"]] == [it["item_id"] for it in http["items"]]
+    assert got["history_used"] == http["history_used"] == 5
+    empty = server.client.post("/v1/recommendations", json={"history": [], "k": 5}).json()
+    res = cli("--cold-start", "--k", "5", "--json")
+    assert [r["item_id"] for r in json.loads(res.stdout)["items"]] == [
+        it["item_id"] for it in empty["items"]
+    ]

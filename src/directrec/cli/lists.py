@@ -5,22 +5,41 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
 
-from directrec.cli.common import StoreOpt, _run_guarded, app, out
+from directrec.cli.common import StoreOpt, _run_guarded, app, fail, out
 
+if TYPE_CHECKING:
+    from directrec.generate.context import ModelContext
 
 # --------------------------------------------------------------------------- recommend
+UNKNOWN_USER = (
+    "unknown user {user!r} (no interactions in the store or its feedback log); "
+    '--query "…" recommends for a new user from a sentence, --cold-start gives the list '
+    "a user with no history gets"
+)
+
+
 @app.command()
 def recommend(
     model_dir: Annotated[
         Path, typer.Option("--model", help="a directory written by `train`, or a registry")
     ],
-    user: Annotated[str, typer.Option(help="the user's id as in your data")],
     db: StoreOpt,
+    user: Annotated[
+        str | None,
+        typer.Option(help="a known user's id as in your data (an unknown one is an error)"),
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(help="a new user's wish in words, e.g. 'haunted houses and ghosts'"),
+    ] = None,
+    cold_start: Annotated[
+        bool, typer.Option("--cold-start", help="the list for a user with no history")
+    ] = False,
     k: Annotated[int, typer.Option(min=1, max=10_000)] = 10,
     include_seen: Annotated[bool, typer.Option(help="allow items the user has seen")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -34,29 +53,64 @@ def recommend(
         float, typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings")
     ] = 0.0,
 ) -> None:
-    """Top-K recommendations for one user (unknown users get the popularity fallback)."""
-    from directrec.data.store import open_store
+    """Top-K recommendations for one known user (--user), a new user described in words
+    (--query) or a user with no history (--cold-start), built as the service builds them:
+    the user's history is the store's rows plus the feedback received since, and an
+    unknown --user is an error, as it is a 404 over HTTP."""
+    from directrec.data.histories import Histories
     from directrec.generate.context import ModelContext
     from directrec.generate.pipeline import ListOptions
     from directrec.generate.pipeline import recommend as build_lists
     from directrec.generate.stages import load_pipeline
 
+    if sum((user is not None, query is not None, cold_start)) != 1:
+        fail("give exactly one of --user ID, --query TEXT or --cold-start")
+    if query is not None and not query.strip():
+        fail("--query must not be empty")
+
     def run() -> dict:
         from directrec.serve.registry import resolve
 
         model, stages = load_pipeline(resolve(model_dir)[0])
-        ctx = ModelContext.build(model, db, vectors=diversity > 0, stages=stages)
-        with open_store(db) as store:
-            histories = ctx.histories(store, [user])
+        reads = model.capabilities.reads_requests
+        needs_text = diversity > 0 or (query is not None and not reads)
+        ctx = ModelContext.build(model, db, vectors=needs_text, stages=stages)
+        history, dislikes, request, sims = [], set(), "", None
+        exclude_seen = not include_seen
+        if user is not None:
+            got = stored_history(db, user)
+            if got is None:
+                raise ValueError(UNKNOWN_USER.format(user=user))
+            history, dislikes = got
+        elif query is not None and reads:
+            request = query  # the model reads the sentence itself (the LM's prompt)
+        elif query is not None:
+            history, sims = sentence(ctx, query)
+            exclude_seen = False  # the pseudo history is not what the user saw
+        hists = Histories.from_raw([history], ctx.items, ctx.users.indices([user or ""]))
+        excluded = ctx.items.indices(sorted(dislikes))
         options = ListOptions(
-            k=k, exclude_seen=not include_seen, diversity=diversity, explain=explain
+            k=k,
+            exclude_seen=exclude_seen,
+            diversity=diversity,
+            explain=explain,
+            request=request,
+            query_sims=sims,
         )
-        (rec,) = build_lists(model, histories, options, info=ctx.info, stages=ctx.stages)
+        (rec,) = build_lists(
+            model,
+            hists,
+            options,
+            exclude=[excluded[excluded >= 0]],
+            info=ctx.info,
+            stages=ctx.stages,
+        )
         rows = [
             {
                 "rank": r + 1,
                 "item_id": ctx.raw([i])[0],
                 "title": ctx.info.titles[i],
+                "categories": list(ctx.info.categories[i]),
                 "score": float(sc),
             }
             for r, (i, sc) in enumerate(zip(rec.items, rec.scores, strict=True))
@@ -64,14 +118,22 @@ def recommend(
         for row, reason in zip(rows, rec.reasons or [], strict=False):
             row["reason"] = reason.text
             row["evidence"] = ctx.raw(np.asarray(reason.evidence, dtype=np.int64))
-        return {"user": user, "model": model.name, "fallback": rec.fallback, "items": rows}
+        return {
+            "user": user,
+            "query": query,
+            "model": model.name,
+            "fallback": rec.fallback,
+            "history_used": int(hists.lengths()[0]),
+            "items": rows,
+        }
 
     res = _run_guarded(run)
     if as_json:
         out.print_json(json.dumps(res))
         return
-    note = " (unknown or empty history: popularity fallback)" if res["fallback"] else ""
-    out.print(f"top-{k} for user {user} from {res['model']}{note}:", highlight=False)
+    who = f"user {user}" if user is not None else f"“{query}”" if query else "a new user"
+    note = " (no usable history: popularity fallback)" if res["fallback"] else ""
+    out.print(f"top-{k} for {who} from {res['model']}{note}:", highlight=False, markup=False)
     for r in res["items"]:
         out.print(
             f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
@@ -80,6 +142,48 @@ def recommend(
         )
         if r.get("reason"):
             out.print(f"     {r['reason']}", highlight=False, markup=False)
+
+
+def stored_history(db: str, user: str) -> tuple[list[str], set[str]] | None:
+    """The user's history as the service reads it (the store's rows, then the feedback
+    log's events: likes appended, dislikes kept apart), or None for an unknown user."""
+    from directrec.data.store import open_store
+    from directrec.serve.caches import HistoryCache
+    from directrec.serve.feedback import feedback_source, open_log
+
+    log = open_log(feedback_source(db))
+    if log is None:  # no feedback yet (opening the log would create its file)
+        with open_store(db) as store:
+            seq = store.histories([user]).get(user)
+        return None if seq is None else (list(seq), set())
+    cache = HistoryCache(db, log, size=1)
+    try:
+        got = cache.get(user)
+    finally:
+        cache.close()
+        log.close()
+    return None if got is None else (list(got.items), set(got.dislikes))
+
+
+def sentence(ctx: ModelContext, query: str) -> tuple[list[str], np.ndarray | None]:
+    """A sentence's pseudo history (raw ids) and query similarities, as the service makes
+    them (generate/coldstart.py sentence_inputs) over the model's items with text."""
+    from directrec.generate.coldstart import CategoryIndex, sentence_inputs
+    from directrec.text.encoder import encode
+
+    vectors = ctx.info.vectors
+    has_text = vectors is not None and bool(np.any(vectors))
+    if not has_text:
+        raise ValueError("this catalogue has no text: --query is unavailable")
+    rows = np.flatnonzero(np.any(vectors != 0, axis=1))  # items the store has text for
+    blend = ctx.stages.query_blend
+    w = blend.w if blend is not None else 0.0
+    cats = [ctx.info.categories[i] for i in rows]
+    index = CategoryIndex.build(cats) if w > 0 else None
+    idx, sims = sentence_inputs(
+        encode([query])[0], vectors[rows], rows, ctx.model.n_items, index, w
+    )
+    return ctx.raw(rows[idx]), sims
 
 
 # --------------------------------------------------------------------------- generate

@@ -48,6 +48,31 @@ def sentence_history(
     return top[::-1].astype(np.int64)
 
 
+def sentence_inputs(
+    query_vector: np.ndarray,
+    item_vectors: np.ndarray,
+    model_index: np.ndarray,
+    n_items: int,
+    categories: CategoryIndex | None = None,
+    category_weight: float = 0.0,
+    n: int = 5,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """What a sentence-only request gives the pipeline (the service's and the CLI's):
+    its `n` nearest items by text as a pseudo history (rows of `item_vectors`, least
+    similar first), and every model item's similarity to it for the learned query prior
+    ([n_items], text and category cosines mixed by `category_weight`; None unless every
+    model item has a text row). `model_index[r]`: row r's model index, -1 if the model
+    lacks it; `categories` rows follow `item_vectors`."""
+    allowed = model_index >= 0
+    sims = None
+    if np.unique(model_index[allowed]).size == n_items:
+        index = categories if category_weight > 0 else None
+        sims = np.zeros(n_items, dtype=np.float32)
+        mixed = query_similarities(query_vector, item_vectors, index, category_weight)[0]
+        sims[model_index[allowed]] = mixed[allowed]
+    return sentence_history(query_vector, item_vectors, n, allowed), sims
+
+
 def category_sentence(items: Sequence[int], categories: Sequence[Sequence[str]], noun: str) -> str:
     """A request like a new user would type: the two most frequent categories of `items`
     ("Drama and Comedy movies"); "popular <noun>" when they have none."""

@@ -33,6 +33,7 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from directrec.data.schema import DataError
 from directrec.serve import registry
@@ -42,13 +43,16 @@ from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import Event
 from directrec.serve.middleware import Admission
 from directrec.serve.schemas import (
+    ROUTING,
     AdHocIn,
     FeedbackIn,
     ForgetIn,
+    QueryInt,
     ReloadIn,
     UpdateIn,
     error_id,
     error_response,
+    known_query,
     path_text,
     public_reason,
 )
@@ -128,12 +132,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         version="1",
         lifespan=lifespan,
         description="Generated recommendation lists, feedback, items.",
+        dependencies=[Depends(known_query)],
     )
     app.state.service = svc
 
     # -------------------------------------------------------------- errors
-    @app.exception_handler(HTTPException)
-    async def httperror_response(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's class: routing's own 404 and 405 get the one error body too.
+    @app.exception_handler(StarletteHTTPException)
+    async def httperror_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if type(exc) is StarletteHTTPException and exc.status_code in ROUTING:
+            exc.detail = ROUTING[exc.status_code]  # not raised by a route: no route matched
         # A dict detail carries fields beside the message (an error id, the users refused).
         extra = dict(exc.detail) if isinstance(exc.detail, dict) else {"message": exc.detail}
         resp = error_response(exc.status_code, str(extra.pop("message")), **extra)
@@ -143,11 +151,16 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # The location and pydantic's message only: `input` and `ctx` echo values and
+        # parser exception text.
+        errors = exc.errors()
         fields = [
             {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
-            for e in exc.errors()
+            for e in errors
         ][:20]
-        return error_response(422, "invalid request", fields=fields)
+        bad_json = any(e.get("type") == "json_invalid" for e in errors)
+        message = "the request body is not valid JSON" if bad_json else "invalid request"
+        return error_response(422, message, fields=fields)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
@@ -251,7 +264,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     page_html = PAGE.read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
+    def page(user: Annotated[str | None, Query(max_length=256)] = None) -> HTMLResponse:
+        # `/?user=ID` is the shareable link to a user's list: the page's script reads it.
         return HTMLResponse(page_html)
 
     @app.get("/favicon.ico", include_in_schema=False)
@@ -281,13 +295,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         )
 
     @app.get("/v1/users")
-    def users(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict:
-        return {"users": svc.histories.users(limit)}
+    def users(
+        k: Annotated[QueryInt, Query(ge=1, le=1000, description="users listed")] = 50,
+    ) -> dict:
+        return {"users": svc.histories.users(k)}
 
     @app.get("/v1/users/{user_id}")
     def user(
         user_id: Annotated[str, PathParam(max_length=256)],
-        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        k: Annotated[QueryInt, Query(ge=1, le=1000, description="newest history items")] = 20,
     ) -> dict:
         got = svc.histories.get(path_text(user_id))
         if got is None:
@@ -296,14 +312,14 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         return {
             "user_id": user_id,
             "interactions": len(seq),
-            "history": [svc.item_view(i) for i in reversed(seq[-limit:])],
-            "dislikes": sorted(dislikes)[:limit],
+            "history": [svc.item_view(i) for i in reversed(seq[-k:])],
+            "dislikes": sorted(dislikes)[:k],
         }
 
     @app.get("/v1/users/{user_id}/recommendations")
     async def user_recommendations(
         user_id: Annotated[str, PathParam(max_length=256)],
-        k: Annotated[int, Query(ge=1)] = 10,
+        k: Annotated[QueryInt, Query(ge=1)] = 10,
         exclude_seen: bool = True,
         diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
         exclude_categories: Annotated[list[str] | None, Query(max_length=100)] = None,
@@ -423,7 +439,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.get("/v1/items")
     def items(
         query: Annotated[str, Query(min_length=1, max_length=500)],
-        k: Annotated[int, Query(ge=1)] = 10,
+        k: Annotated[QueryInt, Query(ge=1)] = 10,
     ) -> dict:
         check_k(k)
         vectors = svc.text_vectors()

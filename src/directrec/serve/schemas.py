@@ -1,15 +1,19 @@
 """Request bodies and error responses of the HTTP API: bounded sizes, strict fields
-(unknown fields are a 422), text that is valid unicode without NUL characters."""
+(unknown fields are a 422, `"10"` or `true` is no integer), text that is valid unicode
+without NUL characters, timestamps in Unix seconds or ISO-8601 as ingest reads them; and
+the guard every API route runs on its query string (unknown or repeated parameters)."""
 
 from __future__ import annotations
 
 import re
 import secrets
+import types
+import typing
 from typing import Annotated, Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from directrec.serve.feedback import EVENT_TYPES
 
@@ -49,18 +53,51 @@ def _text(v: str) -> str:
     return v
 
 
+def unix_seconds(v: Any) -> Any:
+    """An ISO-8601 date or date-time (`2024-05-01`, `2024-05-01T12:00:00Z`, an offset;
+    none means UTC, as ingest reads them) as Unix seconds; numbers pass unchanged."""
+    if not isinstance(v, str):
+        return v
+    import pandas as pd
+
+    try:  # the parser ingest uses (data/loaders.py to_timestamp), on one value
+        parsed = pd.to_datetime(v, utc=True, format="ISO8601")
+    except (ValueError, OverflowError):
+        parsed = pd.NaT
+    if parsed is pd.NaT:
+        raise ValueError(f"expected Unix seconds or an ISO-8601 date/time, got {v[:64]!r}")
+    return parsed.timestamp()
+
+
+def digits(v: Any) -> Any:
+    """A query string's integer strictly: digits only (not "10.0", "1e1", " 10", "true")."""
+    if isinstance(v, str) and not re.fullmatch(r"[0-9]{1,9}", v):
+        raise ValueError("must be a whole number written in digits")
+    return v
+
+
 Id = Annotated[str, Field(min_length=1, max_length=256)]
+QueryInt = Annotated[int, BeforeValidator(digits)]  # an integer query parameter
+Timestamp = Annotated[float, BeforeValidator(unix_seconds)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: no lax coercion ("10" or true for an integer, 1 or "yes" for a boolean);
+    # an integer still passes where a float is expected.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class EventIn(Strict):
     user_id: Id
     item_id: Id
     type: str = Field(description="one of " + ", ".join(EVENT_TYPES))
-    timestamp: float | None = Field(None, ge=0, le=1e11, allow_inf_nan=False)
+    timestamp: Timestamp | None = Field(
+        None,
+        ge=0,
+        le=1e11,
+        allow_inf_nan=False,
+        description="Unix seconds or an ISO-8601 date/time (UTC unless it names an offset)",
+    )
     value: float | None = Field(None, ge=-1e6, le=1e6, allow_inf_nan=False)
     idempotency_key: str | None = Field(None, min_length=1, max_length=128)
 
@@ -134,3 +171,52 @@ def path_text(v: str) -> str:
         return _text(v)
     except ValueError as e:
         raise HTTPException(422, str(e)) from e
+
+
+# Query parameters that were renamed: refused like any unknown one, with the new name.
+RENAMED = {"limit": "k"}
+ROUTING = {
+    404: "no such endpoint (the API is listed at /docs)",
+    405: "method not allowed here (the Allow header lists those that are)",
+}
+
+
+def _takes_many(annotation: Any) -> bool:
+    """Whether a query parameter's type is a list (given once per value: `?c=a&c=b`)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_takes_many(a) for a in typing.get_args(annotation))
+    return origin is list
+
+
+_ROUTE_QUERY: dict[int, dict[str, bool]] = {}
+
+
+def known_query(request: Request) -> None:
+    """Every API route's guard: a query parameter the route does not take (a typo such as
+    `?kk=5` would otherwise be ignored without a word) or a single-valued one given twice
+    is a 422. The page, favicon and metrics (outside the API schema) are left alone: a
+    link to the page may carry a tracking parameter."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not getattr(route, "include_in_schema", True):
+        return
+    takes = _ROUTE_QUERY.get(id(route))
+    if takes is None:
+        takes, todo = {}, [dependant]
+        while todo:
+            d = todo.pop()
+            takes.update({f.alias: _takes_many(f.field_info.annotation) for f in d.query_params})
+            todo.extend(d.dependencies)
+        _ROUTE_QUERY[id(route)] = takes
+    given = request.query_params
+    fields = []
+    for name in dict.fromkeys(given):
+        if name not in takes:
+            hint = f"renamed {RENAMED[name]!r}" if RENAMED.get(name) in takes else None
+            hint = hint or "this endpoint takes " + (", ".join(sorted(takes)) or "none")
+            fields.append({"field": f"query.{name[:64]}", "message": f"unknown parameter; {hint}"})
+        elif not takes[name] and len(given.getlist(name)) > 1:
+            fields.append({"field": f"query.{name}", "message": "given more than once"})
+    if fields:
+        raise HTTPException(422, {"message": "invalid request", "fields": fields[:20]})

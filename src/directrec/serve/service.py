@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from directrec.data.histories import Histories
 from directrec.data.store import open_store
-from directrec.generate.coldstart import CategoryIndex, query_similarities, sentence_history
+from directrec.generate.coldstart import CategoryIndex, sentence_history, sentence_inputs
 from directrec.generate.context import ModelContext
 from directrec.generate.pipeline import ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
@@ -418,18 +418,15 @@ class Service:
         from directrec.text.encoder import encode
 
         loaded = self.loaded
-        allowed, sims = None, None
         q = encode([query])[0]
-        if loaded is not None:
+        if loaded is None:
+            idx, sims = sentence_history(q, vectors, n), None
+        else:
             col = np.array([loaded.items.index(i) for i in self.catalogue.ids])
-            allowed = col >= 0
-            if np.unique(col[allowed]).size == loaded.model.n_items:  # every item has text
-                blend = loaded.stages.query_blend
-                w = blend.w if blend is not None else 0.0
-                index = self.catalogue.categories_as_text() if w > 0 else None
-                sims = np.zeros(loaded.model.n_items, dtype=np.float32)
-                sims[col[allowed]] = query_similarities(q, vectors, index, w)[0][allowed]
-        idx = sentence_history(q, vectors, n, allowed)
+            blend = loaded.stages.query_blend
+            w = blend.w if blend is not None else 0.0
+            index = self.catalogue.categories_as_text() if w > 0 else None
+            idx, sims = sentence_inputs(q, vectors, col, loaded.model.n_items, index, w, n)
         return [self.catalogue.ids[i] for i in idx], sims
 
     def forget(self, user: str) -> dict[str, int]:
