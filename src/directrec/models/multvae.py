@@ -47,7 +47,7 @@ class MultVAE(Recommender):
         dropout: float = setting(0.5, "dropout on the input history")
         beta_max: float = setting(0.2, "largest KL weight reached by annealing")
         anneal_steps: int = setting(20000, "batches over which the KL weight rises to beta_max")
-        epochs: int = setting(100, "passes over the users (validation picks the best)")
+        epochs: int = setting(100, "passes over the users")
         batch_size: int = setting(500, "users per batch")
         lr: float = setting(1e-3, "Adam learning rate")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
