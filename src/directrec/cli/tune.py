@@ -41,8 +41,8 @@ def tune(
     space: Annotated[
         Path | None,
         typer.Option(
-            help="a search-space TOML file: [space] SETTING = {low = 1, high = 100, log = "
-            "true} or [choice, …] (default: the model's built-in space, printed first)"
+            help="a search-space TOML file: \\[space] SETTING = {low = 1, high = 100, log = "
+            "true} or \\[choice, …] (default: the model's built-in space, printed first)"
         ),
     ] = None,
     settings: Annotated[
@@ -87,7 +87,9 @@ def tune(
     if valid_users is None and proto is not None:
         valid_users = proto.valid_users
     say = lambda m: err.print(m, highlight=False, markup=False)  # noqa: E731
-    say(f"searching {model_name} from recipe {base.name!r}:")
+    # a shipped or file recipe has a source; a model's plain defaults have none
+    start = f"the recipe {base.name!r}" if base.source else f"{model_name}'s defaults"
+    say(f"searching {model_name}, starting from {start}:")
     for name, p in searched.items():
         say(f"  {name}: {p.describe()}")
 
@@ -117,11 +119,11 @@ def tune(
         f"{model_name} tuned by `directrec tune` on {db}: best validation NDCG@10 "
         f"{result.value:.4f}\n"
         f"{trials} Optuna trials (TPE sampler, seed {seed}) searched "
-        f"{', '.join(searched)}, starting from the recipe {base.name!r}. Each trial fit on the "
+        f"{', '.join(searched)}, starting from {start}. Each trial fit on the "
         f"leave-one-out training part ({result.n_train:,} interactions) and was scored by "
         f"NDCG@10 on {result.n_users:,} users' second-to-last items (full ranking, seen items "
-        f"excluded); the test items (each user's last) were not read. Best trial "
-        f"{result.best_trial}."
+        f"excluded); the test items (each user's last) were not read. Best: trial "
+        f"{result.best_trial + 1}."
     )
     made = dataclasses.replace(
         tuned, name=out_path.stem, description=described, measured=None, source=""
@@ -136,7 +138,7 @@ def tune(
         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best.items()
     )
     out.print(
-        f"best validation NDCG@10 {result.value:.4f} (trial {result.best_trial}): {shown}",
+        f"best validation NDCG@10 {result.value:.4f} (trial {result.best_trial + 1}): {shown}",
         highlight=False,
         markup=False,
     )
@@ -187,7 +189,7 @@ class _Progress:
     def heard(self, trial, result) -> None:
         line = (
             f"trial {trial.number + 1}/{self.trials}: NDCG@10 {trial.value:.4f} "
-            f"({trial.seconds:.1f} s); best {result.value:.4f} (trial {result.best_trial})"
+            f"({trial.seconds:.1f} s); best {result.value:.4f} (trial {result.best_trial + 1})"
         )
         if self.bar is not None:
             self.bar.update(self.task, advance=1, description=f"best NDCG@10 {result.value:.4f}")
