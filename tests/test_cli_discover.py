@@ -68,7 +68,11 @@ def test_train_model_help_lists_its_settings_with_defaults_and_meaning():
     # the default shown is what `train MODEL` runs: the shipped recipe's, over the model's
     res = run("models", "sasrec-ce")
     assert res.exit_code == 0, res.output
-    assert "the shipped recipe 'sasrec-ce'" in " ".join(res.output.split())
+    assert "defaults: the recipe 'sasrec-ce'" in " ".join(res.output.split())
+    # a recipe names its model
+    res = run("train", "--recipe", "fast-cpu", "--help")
+    text = " ".join(res.output.split())
+    assert "sasrec-ce settings" in text and "the recipe 'fast-cpu'" in text
     # without a model, help says where the settings are
     res = run("train", "--help")
     assert "directrec train MODEL --help" in " ".join(res.output.split())

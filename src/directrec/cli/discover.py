@@ -10,7 +10,7 @@ line of prose instead of its docstring's hard line breaks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -19,6 +19,9 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from directrec.cli.common import _run_guarded, app, fail, out
+
+if TYPE_CHECKING:
+    from directrec.recipes import Recipe
 
 
 # --------------------------------------------------------------------------- help classes
@@ -32,16 +35,14 @@ def with_examples(*examples: str, settings_of_model: bool = False) -> type[Typer
             # --help is eager: it prints before the arguments are parsed, so the model
             # named among them is found here
             if settings_of_model:
-                from directrec.models import MODELS
-
-                ctx.meta["help_model"] = next((a for a in args if a in MODELS), None)
+                ctx.meta["help_recipe"] = _named_recipe(args)
             return super().parse_args(ctx, args)
 
         def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
             super().format_help(ctx, formatter)
-            model = ctx.meta.get("help_model")
-            if model:
-                out.print(settings_table(model))
+            recipe = ctx.meta.get("help_recipe")
+            if recipe is not None:
+                out.print(settings_table(recipe))
             elif settings_of_model:
                 out.print(
                     " `directrec train MODEL --help` or `directrec models MODEL` lists "
@@ -60,21 +61,36 @@ def with_examples(*examples: str, settings_of_model: bool = False) -> type[Typer
     return Documented
 
 
+def _named_recipe(args: list[str]) -> Recipe | None:
+    """The recipe a command line would train: its --recipe, else MODEL's default one."""
+    from directrec.models import MODELS
+    from directrec.recipes import default_for, resolve
+
+    try:
+        for i, a in enumerate(args):
+            if a.startswith("--recipe="):
+                return resolve(a.split("=", 1)[1])
+            if a == "--recipe" and i + 1 < len(args):
+                return resolve(args[i + 1])
+        named = next((a for a in args if a in MODELS), None)
+        return default_for(named) if named is not None else None
+    except ValueError:  # a bad recipe is reported when the command runs, not in its help
+        return None
+
+
 # --------------------------------------------------------------------------- settings
-def settings_rows(model: str) -> list[tuple[str, str, str, str]]:
-    """(setting, type, default, meaning) for every setting of `model`, the default being
-    what `train MODEL` uses: the shipped recipe named like the model over the model's own
+def settings_rows(recipe: Recipe) -> list[tuple[str, str, str, str]]:
+    """(setting, type, default, meaning) for every setting of the recipe's model, the
+    default being what training by `recipe` uses: its settings over the model's own
     defaults. Run settings (device, threads…) come last."""
     from directrec.models import MODELS
     from directrec.models.training import RUN_FIELDS
-    from directrec.recipes import default_for, setting_defaults
+    from directrec.recipes import setting_defaults
 
-    cls = MODELS[model]
-    meaning = cls.setting_help()
-    recipe = default_for(model).settings
+    meaning = MODELS[recipe.model].setting_help()
     rows = []
-    for name, default in setting_defaults(model).items():
-        value = recipe.get(name, default)
+    for name, default in setting_defaults(recipe.model).items():
+        value = recipe.settings.get(name, default)
         typ = type(value).__name__ if value is not None else "any"
         rows.append((name, typ, _show(value), meaning.get(name, "")))
     return sorted(rows, key=lambda r: r[0] in RUN_FIELDS)  # stable: config order first
@@ -88,12 +104,12 @@ def _show(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def settings_table(model: str) -> Table:
+def settings_table(recipe: Recipe) -> Table:
+    """The settings of `recipe`'s model as a table (`settings_rows`)."""
     from directrec.models import MODELS
-    from directrec.recipes import default_for
 
-    recipe = default_for(model)
-    source = f"the shipped recipe {recipe.name!r}" if recipe.settings else "the model's own"
+    model = recipe.model
+    source = f"the recipe {recipe.name!r}" if recipe.source else "the model's own"
     table = Table(
         title=f"{model} settings (--set KEY=VALUE; defaults: {source})",
         title_justify="left",
@@ -104,7 +120,7 @@ def settings_table(model: str) -> Table:
     table.add_column("type", no_wrap=True)
     table.add_column("default", overflow="fold")
     table.add_column("meaning", overflow="fold")
-    for row in settings_rows(model):
+    for row in settings_rows(recipe):
         table.add_row(*row)
     return table
 
@@ -131,7 +147,9 @@ def models(
     if model is not None:
         if model not in MODELS:
             fail(f"unknown model {model!r}{closest(model, MODELS)}")
-        out.print(_run_guarded(settings_table, model))
+        from directrec.recipes import default_for
+
+        out.print(settings_table(_run_guarded(default_for, model)))
         return
     width = max(map(len, MODELS))
     for name, cls in MODELS.items():

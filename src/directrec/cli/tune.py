@@ -61,6 +61,7 @@ def tune(
     saying the trials, the metric and the data."""
     from directrec import recipes as rcp
     from directrec.data.dataset import Dataset
+    from directrec.data.storebase import describe
     from directrec.evaluate import tune as tuning
     from directrec.models import MODELS
 
@@ -113,10 +114,12 @@ def tune(
                 on_trial=progress.heard,
             )
 
+    # the recipe's folder before the search, not after it: a long search cannot end unwritten
+    _run_guarded(out_path.parent.mkdir, parents=True, exist_ok=True)
     result = _run_guarded(run)
     tuned = _run_guarded(base.with_settings, result.best, "tune")
-    described = (
-        f"{model_name} tuned by `directrec tune` on {db}: best validation NDCG@10 "
+    described = (  # the store as it may be recorded: a URL without its password
+        f"{model_name} tuned by `directrec tune` on {describe(db)}: best validation NDCG@10 "
         f"{result.value:.4f}\n"
         f"{trials} Optuna trials (TPE sampler, seed {seed}) searched "
         f"{', '.join(searched)}, starting from {start}. Each trial fit on the "
@@ -130,7 +133,6 @@ def tune(
     )
     text = made.to_toml()
     _run_guarded(rcp.Recipe.from_text, text, str(out_path))  # what train --recipe will read
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out_path)
@@ -143,7 +145,7 @@ def tune(
         markup=False,
     )
     out.print(
-        f"recipe written to {out_path}; `directrec train --recipe {out_path} --db {db} "
+        f"recipe written to {out_path}; `directrec train --recipe {out_path} --db {describe(db)} "
         "--out DIR` trains it",
         highlight=False,
         markup=False,
