@@ -3,11 +3,14 @@ error guard (expected errors: one line and exit 2; a full disk: one line and exi
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from directrec.recipes import Recipe
@@ -15,7 +18,20 @@ if TYPE_CHECKING:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+
+class Group(TyperGroup):
+    """The app's group: its command list shows each command's first paragraph joined."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and cmd.short_help is None and cmd.help:
+            first = inspect.cleandoc(cmd.help).split("\n\n")[0]
+            cmd.short_help = " ".join(first.split())
+        return cmd
+
+
 app = typer.Typer(
+    cls=Group,
     help="directrec: generative recommendation, with honest baselines.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -24,6 +24,7 @@ from directrec.cli.common import (
     parse_settings,
     stage_note,
 )
+from directrec.cli.discover import with_examples
 
 
 # --------------------------------------------------------------------------- benchmark
@@ -219,7 +220,14 @@ def _models() -> dict:
 
 
 # --------------------------------------------------------------------------- train
-@app.command()
+@app.command(
+    cls=with_examples(
+        "directrec train ease --db shop.duckdb --out models/ease --set l2=300",
+        "directrec train --recipe ml1m-sasrec-ce --db ml1m.duckdb --out models/sas",
+        "directrec train --recipe best.toml --db shop.duckdb --out models/best  # from `tune`",
+        settings_of_model=True,
+    )
+)
 def train(
     db: StoreOpt,
     out_dir: Annotated[Path, typer.Option("--out", help="model directory to write")],

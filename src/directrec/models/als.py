@@ -13,18 +13,20 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
+from directrec.models.settings import setting
 
 
 class ALS(FactorModel):
     name = "als"
+    summary = "ALS matrix factorisation for implicit feedback (implicit library)"
 
     @dataclasses.dataclass
     class Config:
-        factors: int = 64
-        regularization: float = 0.05
-        alpha: float = 2.0
-        iterations: int = 15
-        seed: int = 42
+        factors: int = setting(64, "latent factors per user and item")
+        regularization: float = setting(0.05, "L2 weight on the factors")
+        alpha: float = setting(2.0, "confidence scale: an interaction counts as 1 + alpha")
+        iterations: int = setting(15, "alternating least-squares sweeps")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -24,6 +24,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
+from directrec.models.settings import setting_help
 from directrec.models.training import RUN_FIELDS, RunSettings, TrainConfig
 from directrec.models.transformer import resolve_device
 
@@ -53,11 +54,17 @@ class Recommender:
     implement `_fit`, `_score`, and `_state`/`_load_state` for what they learned."""
 
     name: ClassVar[str] = "base"
+    summary: ClassVar[str] = ""  # one line: what the model is (`directrec models` lists it)
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     @dataclasses.dataclass
     class Config:
         seed: int = 42
+
+    @classmethod
+    def setting_help(cls) -> dict[str, str]:
+        """Every setting's one-line meaning, by name (declared with `settings.setting`)."""
+        return setting_help(cls.Config, RunSettings)
 
     @classmethod
     def setting_fields(cls) -> dict[str, dataclasses.Field]:

@@ -30,6 +30,7 @@ class BiasedMFNet(nn.Module):
 
 class BiasedMF(RatingModel):
     name = "biasedmf"
+    summary = "biased matrix factorisation for explicit ratings (Koren 2009)"
 
     def build(self, seen: sp.csr_matrix | None) -> nn.Module:
         return BiasedMFNet(self.n_users, self.n_items, self.config.factors, self.global_mean)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
+from directrec.models.settings import setting
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -31,18 +32,19 @@ def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
 
 class CFGAN(Recommender):
     name = "cfgan"
+    summary = "CFGAN: conditional GAN whose generator writes a user's whole item vector"
 
     @dataclasses.dataclass
     class Config:
-        hidden: int = 256
-        epochs: int = 100
-        batch_size: int = 128
-        lr_g: float = 1e-4
-        lr_d: float = 1e-4
-        pm_ratio: float = 0.3  # share of a user's negatives shown to D (partial masking)
-        zr_ratio: float = 0.3  # share of negatives pushed to zero (zero reconstruction)
-        zr_weight: float = 0.1
-        seed: int = 42
+        hidden: int = setting(256, "width of the generator's and discriminator's hidden layers")
+        epochs: int = setting(100, "passes over the users")
+        batch_size: int = setting(128, "users per batch")
+        lr_g: float = setting(1e-4, "generator learning rate (Adam)")
+        lr_d: float = setting(1e-4, "discriminator learning rate (Adam)")
+        pm_ratio: float = setting(0.3, "share of a user's negatives shown to D (partial masking)")
+        zr_ratio: float = setting(0.3, "share of negatives pushed to zero (zero reconstruction)")
+        zr_weight: float = setting(0.1, "weight of the zero-reconstruction loss")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

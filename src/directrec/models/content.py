@@ -16,17 +16,24 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, torch_csr
+from directrec.models.settings import setting
 
 
 class ContentBased(Recommender):
     name = "content"
+    summary = "items ranked by cosine of their text embedding to the user's history"
     capabilities = Capabilities(needs_text=True)
 
     @dataclasses.dataclass
     class Config:
-        half_life: float = 0.0  # 0 = no recency decay
-        use_ratings: bool = True
-        seed: int = 42
+        half_life: float = setting(
+            0.0,
+            "recency decay: a history item's weight halves every this many interactions back (0 = no decay)",
+        )
+        use_ratings: bool = setting(
+            True, "weigh history items by their rating when the data has ratings"
+        )
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

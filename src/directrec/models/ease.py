@@ -14,15 +14,17 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator, torch_csr
+from directrec.models.settings import setting
 
 
 class EASE(Recommender):
     name = "ease"
+    summary = "EASE: closed-form item-item linear autoencoder (dense, up to ~30k items)"
 
     @dataclasses.dataclass
     class Config:
-        l2: float = 500.0  # λ: larger for denser data
-        seed: int = 42
+        l2: float = setting(500.0, "λ, the L2 weight of the closed form: larger for denser data")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -15,6 +15,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
+from directrec.models.settings import setting
 
 
 def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -39,12 +40,15 @@ def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 class ItemKNN(Recommender):
     name = "itemknn"
+    summary = "item-item cosine similarity with shrinkage, k nearest neighbours per item"
 
     @dataclasses.dataclass
     class Config:
-        neighbours: int = 100
-        shrink: float = 10.0
-        seed: int = 42
+        neighbours: int = setting(100, "most similar items kept per item (k)")
+        shrink: float = setting(
+            10.0, "shrinkage added to the cosine's denominator: damps pairs seen together rarely"
+        )
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

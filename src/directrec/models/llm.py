@@ -32,6 +32,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.hf import load_base, tiny_lm
+from directrec.models.settings import setting
 from directrec.models.training import EpochRun, RunSettings, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -99,6 +100,7 @@ def item_texts(
 # ----------------------------------------------------------------------------- model
 class LLMRec(Recommender):
     name = "llm"
+    summary = "a causal language model fine-tuned to write the next item's title"
     capabilities = Capabilities(
         early_stopping=True, generator=True, warm_start=True, reads_requests=True
     )
@@ -106,36 +108,44 @@ class LLMRec(Recommender):
     @dataclasses.dataclass
     class Config:
         # architecture
-        base_model: str = ""  # HF causal-LM directory or hub id; "" = tiny built-in GPT-2
-        tiny_dim: int = 64  # built-in model size
-        tiny_layers: int = 2
-        tiny_heads: int = 2
-        tiny_dropout: float = 0.1  # built-in model: residual, embedding and attention dropout
-        lora: bool = True  # LoRA adapters (else: train all weights)
-        lora_r: int = 8
-        lora_alpha: int = 16
-        lora_dropout: float = 0.05
-        lora_targets: str = "all-linear"
+        base_model: str = setting(
+            "", 'HF causal-LM directory or hub id; "" = the tiny built-in GPT-2'
+        )
+        tiny_dim: int = setting(64, "built-in model: hidden width")
+        tiny_layers: int = setting(2, "built-in model: Transformer blocks")
+        tiny_heads: int = setting(2, "built-in model: attention heads")
+        tiny_dropout: float = setting(
+            0.1, "built-in model: residual, embedding and attention dropout"
+        )
+        lora: bool = setting(True, "train LoRA adapters (else all weights)")
+        lora_r: int = setting(8, "LoRA rank")
+        lora_alpha: int = setting(16, "LoRA scaling numerator (scale = alpha / r)")
+        lora_dropout: float = setting(0.05, "dropout on the LoRA path")
+        lora_targets: str = setting(
+            "all-linear", 'modules that get adapters ("all-linear" or comma-separated names)'
+        )
         # recompute each block's activations in the backward pass instead of keeping them:
         # a 0.5B model's batch-32 step took about half the memory, 20 % more time (CPU)
-        checkpointing: bool = False
-        prompt_items: int = 10  # history titles in the prompt (most recent)
+        checkpointing: bool = setting(
+            False, "recompute activations in the backward pass: less memory, more time"
+        )
+        prompt_items: int = setting(10, "history titles in the prompt (most recent)")
         # training
-        epochs: int = 3  # 0 = zero-shot
-        samples_per_user: int = 4
-        batch_size: int = 16
-        lr: float = 5e-4
-        weight_decay: float = 0.01  # AdamW, on the trained weights
-        eval_every: int = 1
-        patience: int = 2
-        max_minutes: float = 0.0
-        seed: int = 42
+        epochs: int = setting(3, "fine-tuning epochs (0 = zero-shot)")
+        samples_per_user: int = setting(4, "training prompts drawn per user per epoch")
+        batch_size: int = setting(16, "prompts per batch")
+        lr: float = setting(5e-4, "AdamW learning rate")
+        weight_decay: float = setting(0.01, "AdamW weight decay on the trained weights")
+        eval_every: int = setting(1, "epochs between validations (early stopping)")
+        patience: int = setting(2, "validations without improvement before stopping")
+        max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
         # generation and precision
-        beam: int = 20
-        max_title_tokens: int = 32
+        beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
+        max_title_tokens: int = setting(32, "most tokens a generated title may take")
         # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there
         # without AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
-        dtype: str = "auto"
+        dtype: str = setting("auto", "weights' float type: auto | float32 | bfloat16 | float16")
 
     def __init__(
         self, config: LLMRec.Config | None = None, run: RunSettings | None = None, **overrides

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.settings import setting
 
 
 class VAE(nn.Module):
@@ -36,19 +37,20 @@ class VAE(nn.Module):
 
 class MultVAE(Recommender):
     name = "multvae"
+    summary = "Mult-VAE: variational autoencoder over each user's item set"
     capabilities = Capabilities(warm_start=True)
 
     @dataclasses.dataclass
     class Config:
-        hidden: int = 600
-        latent: int = 200
-        dropout: float = 0.5
-        beta_max: float = 0.2
-        anneal_steps: int = 20000
-        epochs: int = 100
-        batch_size: int = 500
-        lr: float = 1e-3
-        seed: int = 42
+        hidden: int = setting(600, "encoder and decoder hidden width")
+        latent: int = setting(200, "latent dimensions")
+        dropout: float = setting(0.5, "dropout on the input history")
+        beta_max: float = setting(0.2, "largest KL weight reached by annealing")
+        anneal_steps: int = setting(20000, "batches over which the KL weight rises to beta_max")
+        epochs: int = setting(100, "passes over the users")
+        batch_size: int = setting(500, "users per batch")
+        lr: float = setting(1e-3, "Adam learning rate")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

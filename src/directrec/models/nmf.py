@@ -25,6 +25,7 @@ class NMFNet(nn.Module):
 
 class NMF(RatingModel):
     name = "nmf"
+    summary = "non-negative matrix factorisation for explicit ratings"
 
     def build(self, seen: sp.csr_matrix | None) -> nn.Module:
         return NMFNet(self.n_users, self.n_items, self.config.factors, self.global_mean)

@@ -9,16 +9,18 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
+from directrec.models.settings import setting
 
 
 class MostPopular(Recommender):
     """Scores each item by how many training users interacted with it."""
 
     name = "pop"
+    summary = "most popular items among training users (the floor every model must beat)"
 
     @dataclasses.dataclass
     class Config:
-        seed: int = 42
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

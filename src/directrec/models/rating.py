@@ -15,16 +15,17 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.settings import setting
 
 
 @dataclasses.dataclass
 class RatingConfig:
-    factors: int = 64
-    epochs: int = 30
-    batch_size: int = 1024
-    lr: float = 3e-3
-    reg: float = 0.05  # L2 on the parameters a batch touches
-    seed: int = 42
+    factors: int = setting(64, "latent factors per user and item")
+    epochs: int = setting(30, "passes over the ratings")
+    batch_size: int = setting(1024, "ratings per batch")
+    lr: float = setting(3e-3, "Adam learning rate")
+    reg: float = setting(0.05, "L2 on the parameters a batch touches")
+    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
 
 class RatingModel(Recommender):

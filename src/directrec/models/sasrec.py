@@ -25,6 +25,7 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.settings import setting
 from directrec.models.training import (
     EpochRun,
     TrainConfig,
@@ -138,37 +139,49 @@ def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Ten
 # ----------------------------------------------------------------------------- model
 class SASRec(Recommender):
     name = "sasrec"
+    summary = "SASRec: causal Transformer over item sequences (BCE, sampled or CE loss)"
     capabilities = Capabilities(early_stopping=True, warm_start=True)
 
     @dataclasses.dataclass
     class Config(TrainConfig):
         """The network's settings and the loss; training settings in `TrainConfig`."""
 
-        max_len: int = 200
-        dim: int = 64
-        heads: int = 2
-        layers: int = 2
-        dropout: float = 0.2
-        attn_dropout: float = -1.0  # dropout on attention weights; < 0 = the same as dropout
+        max_len: int = setting(200, "most recent items the model reads (context length)")
+        dim: int = setting(64, "embedding and hidden width")
+        heads: int = setting(2, "attention heads (must divide dim)")
+        layers: int = setting(2, "Transformer blocks")
+        dropout: float = setting(0.2, "dropout on embeddings and residual paths")
+        attn_dropout: float = setting(
+            -1.0, "dropout on attention weights; < 0 = the same as dropout"
+        )
         # Apply attn_dropout as DropKey (query-key pairs masked before the softmax) instead
         # of dropping weights after it: the fused attention kernel then runs it, 2.4× cheaper
         # for the attention on a CPU (bench/epoch_cost.py; transformer.Block)
-        drop_keys: bool = False
-        mlp_ratio: int = 4  # MLP width / dim (1 = the original SASRec's feed-forward)
+        drop_keys: bool = setting(
+            False, "apply attn_dropout as DropKey (masked before the softmax): cheaper on a CPU"
+        )
+        mlp_ratio: int = setting(4, "MLP width / dim (1 = the original SASRec's feed-forward)")
         # Score items by cosine / temperature instead of the dot product (0 = dot product);
         # HSTU's ML-1M recipe scores this way at 0.05
-        temperature: float = 0.0
-        loss: str = "bce"  # bce | ce | sampled
-        negatives: int = 512  # uniform negatives for `sampled`
+        temperature: float = setting(
+            0.0, "score by cosine / temperature instead of the dot product (0 = dot product)"
+        )
+        loss: str = setting(
+            "bce",
+            "bce (one negative per position) | ce (full softmax) | sampled (logQ-corrected sampled softmax)",
+        )
+        negatives: int = setting(512, "uniform negatives per position for loss=sampled")
         # Random batches whose windows are packed side by side into rows (attention stays
         # within each window): random batches' learning at about the compute of their real
         # tokens. The default since it tested better at the same cost per epoch on
         # MovieLens-100K, Amazon Beauty and ML-1M (docs/results/CAVEATS.md).
-        pack: bool = True
+        pack: bool = setting(True, "random batches with windows packed side by side into rows")
         # With pack=false: padding-aware batching (each batch holds windows of similar
         # length, shuffled within 50-batch pools, batches in random order) if true, else
         # plain random batches (a GPU's choice: padding costs little there).
-        length_batches: bool = True
+        length_batches: bool = setting(
+            True, "with pack=false: batch windows of similar length (else plain random batches)"
+        )
 
         def __post_init__(self) -> None:
             super().__post_init__()
@@ -334,7 +347,11 @@ class SASRecCE(SASRec):
     """SASRec trained with full softmax cross-entropy: directrec's ID generator."""
 
     name = "sasrec-ce"
+    summary = "SASRec with full-softmax cross-entropy: directrec's ID generator"
 
     @dataclasses.dataclass
     class Config(SASRec.Config):
-        loss: str = "ce"
+        loss: str = setting(
+            "ce",
+            "bce (one negative per position) | ce (full softmax) | sampled (logQ-corrected sampled softmax)",
+        )

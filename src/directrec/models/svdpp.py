@@ -48,6 +48,7 @@ class SVDppNet(nn.Module):
 
 class SVDpp(RatingModel):
     name = "svdpp"
+    summary = "SVD++: biased MF plus implicit feedback from the rated items (ratings)"
 
     def build(self, seen: sp.csr_matrix | None) -> nn.Module:
         n_users, n_items, f = self.n_users, self.n_items, self.config.factors

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from directrec.models import distributed
+from directrec.models.settings import setting
 
 
 # ----------------------------------------------------------------------------- settings
@@ -31,11 +32,15 @@ class RunSettings:
     """How a model runs here, never what it is: none of these is saved with a model or
     compared when a checkpoint resumes, and a loaded model gets the defaults."""
 
-    device: str = "auto"  # auto (CUDA when there is one) | cpu | cuda | cuda:N
-    threads: int = 0  # torch intra-op threads (0 = torch's default)
-    bf16: bool = False  # bfloat16 autocast where the model supports it (training; CUDA scoring)
-    progress: bool = False  # an epoch bar on a terminal, else one stderr line per epoch
-    checkpoint_dir: str = ""  # where an epoch-trained model saves progress and resumes from
+    device: str = setting("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
+    threads: int = setting(0, "torch intra-op threads (0 = torch's default)")
+    bf16: bool = setting(
+        False, "bfloat16 autocast where the model supports it (training; CUDA scoring)"
+    )
+    progress: bool = setting(False, "an epoch bar on a terminal, else one stderr line per epoch")
+    checkpoint_dir: str = setting(
+        "", "where an epoch-trained model saves progress and resumes from"
+    )
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -56,33 +61,43 @@ class TrainConfig:
     inherits them and overrides the defaults it needs. Checked when the config is built,
     so a bad value fails at `create`, not at fit time."""
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = setting(200, "most epochs to train (early stopping may end sooner)")
+    batch_size: int = setting(128, "training sequences per batch")
+    lr: float = setting(1e-3, "peak learning rate")
     # none | cosine: a half cosine from `lr` towards 0 over `epochs` | cooldown: `lr`
     # until the last `cooldown` share of `epochs`, then linear steps towards 0 (set
     # `epochs` to what a time budget affords; validation still picks the best epoch)
-    lr_decay: str = "none"
-    cooldown: float = 0.2
-    weight_decay: float = 0.0
+    lr_decay: str = setting(
+        "none",
+        "none | cosine (half cosine to 0 over epochs) | cooldown (linear to 0 over the last `cooldown` share)",
+    )
+    cooldown: float = setting(0.2, "share of epochs the cooldown schedule decays over")
+    weight_decay: float = setting(0.0, "L2 (adam) or decoupled weight decay (adamw)")
     # adam: Adam, `weight_decay` added to the gradient as an L2 term (the original
     # recipe) | adamw: decoupled decay (AdamW, Loshchilov & Hutter 2019) on the weight
     # matrices and embeddings only, never on biases or norms (as GPT is trained)
-    optimizer: str = "adam"
+    optimizer: str = setting(
+        "adam", "adam (decay as an L2 term) | adamw (decoupled decay, weights and embeddings only)"
+    )
     # Validate and keep a moving average of the epochs' end weights (this factor × the
     # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)
-    average: float = 0.0
+    average: float = setting(
+        0.0, "moving average of the epochs' end weights (0 = off, 0.8 ≈ the last 5 epochs)"
+    )
     # Which interactions train: last = each user's last max_len + 1 items (the original
     # SASRec's windows) | all = the whole history, tiled into windows of max_len + 1 from
     # the newest back, so every interaction is a target once (`Histories.tiles`); the
     # context still never exceeds max_len
-    windows: str = "last"
-    eval_every: int = 5  # epochs between validations (early stopping)
-    patience: int = 4  # validations without improvement before stopping
+    windows: str = setting(
+        "last",
+        "last: each user's last max_len + 1 items | all: the whole history, tiled into windows",
+    )
+    eval_every: int = setting(5, "epochs between validations (early stopping)")
+    patience: int = setting(4, "validations without improvement before stopping")
     # Wall-clock budget for training (0 = none: epochs and early stopping end the run);
     # when set, the batches stop at it, mid-epoch if need be, and the run validates
-    max_minutes: float = 0.0
-    seed: int = 42
+    max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
+    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def __post_init__(self) -> None:
         checks = {

@@ -18,17 +18,19 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
+from directrec.models.settings import setting
 
 
 class UserKNN(Recommender):
     name = "userknn"
+    summary = "the k most similar training users vote for their items"
 
     @dataclasses.dataclass
     class Config:
-        neighbours: int = 50
-        shrink: float = 10.0
-        similarity: str = "cosine"  # or "pearson"
-        seed: int = 42
+        neighbours: int = setting(50, "most similar training users that vote (k)")
+        shrink: float = setting(10.0, "shrinkage added to the similarity's denominator")
+        similarity: str = setting("cosine", "cosine | pearson")
+        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

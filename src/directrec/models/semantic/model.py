@@ -36,6 +36,7 @@ from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.semantic.cold import ColdItems
 from directrec.models.semantic.decoding import CodeTrie, Decoding
 from directrec.models.semantic.network import SemanticNet
+from directrec.models.settings import setting
 from directrec.models.training import (
     EpochRun,
     TrainConfig,
@@ -54,6 +55,7 @@ ID_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 # ----------------------------------------------------------------------------- model
 class SemanticID(Decoding, ColdItems, Recommender):
     name = "semantic-id"
+    summary = "TIGER-style generator writing the next item's semantic-ID codes"
     capabilities = Capabilities(
         needs_text=True, early_stopping=True, generator=True, cold_items=True, warm_start=True
     )
@@ -63,50 +65,62 @@ class SemanticID(Decoding, ColdItems, Recommender):
         """The codes, the network and generation; training settings in `TrainConfig`
         (`windows` there applies to `causal`: encdec's random cuts cover every history)."""
 
-        arch: str = "causal"  # causal (decoder-only) | encdec (TIGER); docs/benchmarks.md
-        levels: int = 3  # semantic-ID code levels (+ one uniqueness token)
-        codebook: int = 256
-        rq_latent: int = 32
-        rq_epochs: int = 200
+        arch: str = setting("causal", "causal (decoder-only) | encdec (TIGER)")
+        levels: int = setting(3, "semantic-ID code levels (+ one uniqueness token)")
+        codebook: int = setting(256, "codes per level")
+        rq_latent: int = setting(32, "RQ-VAE latent width")
+        rq_epochs: int = setting(200, "RQ-VAE training epochs")
         # what the codes quantise: item text embeddings, the items' collaborative vectors
         # (truncated SVD of the training interactions: for catalogues without useful text),
         # or both side by side
-        codes_from: str = "text"
-        svd_dim: int = 64
-        max_len: int = 50
-        dim: int = 128
-        heads: int = 4
-        enc_layers: int = 2
-        dec_layers: int = 2
-        dropout: float = 0.1
+        codes_from: str = setting(
+            "text", "what the codes quantise: text | interactions (collaborative vectors) | both"
+        )
+        svd_dim: int = setting(
+            64, "collaborative vectors' width (truncated SVD) for codes_from interactions or both"
+        )
+        max_len: int = setting(50, "most recent items the model reads (context length)")
+        dim: int = setting(128, "embedding and hidden width")
+        heads: int = setting(4, "attention heads (must divide dim)")
+        enc_layers: int = setting(2, "encoder (or decoder-only) Transformer blocks")
+        dec_layers: int = setting(2, "decoder Transformer blocks (encdec)")
+        dropout: float = setting(0.1, "dropout on embeddings, attention and residual paths")
         epochs: int = 60
         batch_size: int = 128
         lr: float = 2e-3
         windows: str = "all"
         eval_every: int = 2
         patience: int = 3
-        samples_per_user: int = 4  # encdec: random history cuts per user per epoch
+        samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
         # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
-        cold_text: bool = True
-        item_embedding: bool = True  # ID + semantic hybrid: a learned input vector per item
+        cold_text: bool = setting(True, "score cold items against their own text vectors (float16)")
+        item_embedding: bool = setting(
+            True, "ID + semantic hybrid: a learned input vector per item beside its codes"
+        )
         # ID + semantic hybrid, output side: the encoder state also scores every item
         # (full softmax over the items' input vectors, as SASRec ties them), trained with
         # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
         # that log-softmax, w chosen on validation after training (0 = no ID head)
-        id_loss: float = 1.0
+        id_loss: float = setting(
+            1.0, "weight of the ID head's full-softmax loss beside the code loss (0 = no ID head)"
+        )
         # generation
-        beam: int = 50  # beams kept per step (≥ the k you evaluate)
+        beam: int = setting(50, "beams kept per step (≥ the k you evaluate)")
         # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
         # each scored like a beam item (its code log-prob, teacher-forced through the same
         # decoder, + w · the ID head's); 0 = the beam's items alone
-        id_candidates: int = 100
+        id_candidates: int = setting(
+            100, "the ID head's best unseen items that join the beam's candidates (0 = none)"
+        )
         # w above: the ID head's weight in the beam's score (models with an ID head). Chosen
         # on validation after training from ID_WEIGHTS when the fit has a validator.
-        id_weight: float = 1.0
-        temperature: float = 1.0
-        sample: bool = False  # Gumbel top-k instead of top-k: diverse, stochastic lists
+        id_weight: float = setting(
+            1.0, "the ID head's weight in the beam's score (chosen on validation when validating)"
+        )
+        temperature: float = setting(1.0, "sampling temperature of the code tokens")
+        sample: bool = setting(False, "Gumbel top-k instead of top-k: diverse, stochastic lists")
 
         def __post_init__(self) -> None:
             super().__post_init__()
