@@ -91,7 +91,12 @@ def test_a_full_gate_is_answered_from_the_parser_without_an_asgi_task():
         assert proto.timeout_keep_alive_task is not None  # the idle connection stays bounded
         assert gate.svc.metrics.shed._value.get() == 2
 
-        # A request with a body: answered, then the connection closes (the body may trickle).
+        # An empty body keeps the connection; a body closes it (it may trickle in).
+        transport.written = b""
+        proto.data_received(
+            b"POST /v1/recommendations HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert transport.written.startswith(b"HTTP/1.1 503") and not transport.closed
         transport.written = b""
         proto.data_received(
             b"POST /v1/recommendations HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"

@@ -8,9 +8,10 @@ and a request that waits longer than `timeout` gets `TimeoutError` instead of ha
 `alive` tells readiness probes whether the loop is running.
 
 The model thread runs at a lower OS priority (`nice`) than the event loop: on a busy core
-the scheduler then gives the CPU to the loop the moment a request arrives, so admitting,
-shedding and answering never wait for a batch to finish its time slice. (Linux sets a
-nice value per thread; torch threads the model thread starts inherit it.)
+the scheduler then hands the CPU to the loop when a request arrives, so admitting,
+shedding and answering do not queue behind a batch for the CPU (torch releases the GIL in
+its kernels, and the GIL switch interval bounds the rest). Linux sets a nice value per
+thread; the torch threads the model thread starts inherit it.
 """
 
 from __future__ import annotations

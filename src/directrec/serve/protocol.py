@@ -100,7 +100,10 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
             return False
         # A body may follow: it is parsed and dropped, and the connection closes rather
         # than wait for a body that may trickle in (no body deadline runs without a task).
-        body = any(k in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
+        body = any(
+            k == b"transfer-encoding" or (k == b"content-length" and v.strip() != b"0")
+            for k, v in self.headers
+        )
         keep = not body and self.parser.should_keep_alive()
         head = [STATUS_LINE[503]]
         for name, value in self.server_state.default_headers:
