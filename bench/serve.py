@@ -661,11 +661,35 @@ end
 """
 
 
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds the process's threads ran, seconds they sat runnable waiting for a CPU,
+    seconds its main thread, the event loop, waited), from Linux's
+    /proc/PID/task/*/schedstat: the waits show how much the server lost to whatever else
+    ran on its core (other processes included) and to its own threads."""
+    run = wait = loop = 0
+    for f in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            r, w, _ = f.read_text().split()
+        except (OSError, ValueError):  # a thread that ended meanwhile
+            continue
+        run, wait = run + int(r), wait + int(w)
+        if f.parent.name == str(pid):
+            loop = int(w)
+    return run / 1e9, wait / 1e9, loop / 1e9
+
+
 def paced_wrk(
-    args: argparse.Namespace, port: int, rate: float, conns: int, seconds: float, tag: str
+    args: argparse.Namespace,
+    port: int,
+    rate: float,
+    conns: int,
+    seconds: float,
+    tag: str,
+    pid: int | None = None,
 ) -> dict:
     """`conns` connections (one wrk thread each) paced to about `rate` req/s in total;
-    latency percentiles per status from each request's own timing."""
+    latency percentiles per status from each request's own timing; with the server's
+    `pid`, also the CPU it used and the time it waited for one."""
     exe = shutil.which("wrk")
     if exe is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -687,9 +711,11 @@ def paced_wrk(
     }
     flags = [f"-t{conns}", f"-c{conns}", f"-d{round(seconds)}s", "--timeout", "10s"]
     cmd = [*pin, exe, *flags, "-s", str(script), f"http://127.0.0.1:{port}"]
+    cpu0 = cpu_seconds(pid) if pid is not None else None
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr[-1000:]}")
+    cpu1 = cpu_seconds(pid) if pid is not None else None
     by_status: dict[str, list[float]] = {}
     for f in args.out.glob(f".paced-{tag}.*"):
         for line in f.read_text().splitlines():
@@ -707,6 +733,15 @@ def paced_wrk(
         "status_counts": {k: len(v) for k, v in by_status.items()},
         "wrk_stdout_tail": proc.stdout[-600:],
     }
+    if cpu0 is not None and cpu1 is not None:
+        used, waited, loop = (b - a for a, b in zip(cpu0, cpu1, strict=True))
+        res["server_cpu"] = {
+            "seconds": round(used, 2),
+            "share_of_one_core": round(used / seconds, 3),
+            "us_per_response": round(used / max(total, 1) * 1e6, 1),
+            "seconds_runnable_but_waiting": round(waited, 2),
+            "event_loop_seconds_runnable_but_waiting": round(loop, 2),
+        }
     for label, keep in (("ok", "200"), ("shed", "503")):
         lat = np.array(by_status.get(keep, []))
         if len(lat):
@@ -724,9 +759,12 @@ def overload_wrk(args: argparse.Namespace) -> dict:
     the server must still answer normally."""
     srv = Server(args)
     try:
+        pid = srv.proc.pid  # taskset execs the server: same pid
         paced_wrk(args, srv.port, args.baseline_rate, 16, 5, "warm")
-        base = paced_wrk(args, srv.port, args.baseline_rate, 16, args.seconds, "baseline")
-        over = paced_wrk(args, srv.port, args.rate, args.connections_over, args.seconds, "over")
+        base = paced_wrk(args, srv.port, args.baseline_rate, 16, args.seconds, "baseline", pid)
+        over = paced_wrk(
+            args, srv.port, args.rate, args.connections_over, args.seconds, "over", pid
+        )
         after = paced_wrk(args, srv.port, 20, 4, 3, "after")
         alive = srv.alive()
     finally:

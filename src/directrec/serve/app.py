@@ -41,7 +41,7 @@ from directrec.serve.batcher import Batcher, BatchFailed, Overloaded
 from directrec.serve.caches import History
 from directrec.serve.canary import CanaryConfig, Refused
 from directrec.serve.feedback import Event
-from directrec.serve.middleware import Admission
+from directrec.serve.middleware import Admission, Gate
 from directrec.serve.schemas import (
     ROUTING,
     AdHocIn,
@@ -111,6 +111,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             cfg.batch_wait_ms / 1000,
             max_queue=cfg.max_inflight * 4,
             timeout=cfg.request_timeout,
+            nice=cfg.model_nice,
         )
         svc.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, svc.load)
@@ -535,12 +536,15 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             got["error"] = f"the update failed; the server log has the details (job {job_id})"
         return got
 
-    # Shed before anything else; read the body (size limit, deadline) before a slot.
+    # Shed before anything else; read the body (size limit, deadline) before a slot. The
+    # gate is shared with the HTTP protocol (protocol.py), which sheds at parse time.
+    app.state.gate = Gate(svc, cfg.max_inflight)
     app.add_middleware(
         Admission,
         service=svc,
         max_inflight=cfg.max_inflight,
         max_body=cfg.max_body,
         body_timeout=cfg.body_timeout,
+        gate=app.state.gate,
     )
     return app

@@ -6,6 +6,12 @@ The loop is supervised: a failing model call fails only that batch's requests
 (`BatchFailed`), an unexpected error in the loop itself is logged and the loop restarts,
 and a request that waits longer than `timeout` gets `TimeoutError` instead of hanging.
 `alive` tells readiness probes whether the loop is running.
+
+The model thread runs at a lower OS priority (`nice`) than the event loop: on a busy core
+the scheduler then hands the CPU to the loop when a request arrives, so admitting,
+shedding and answering do not queue behind a batch for the CPU (torch releases the GIL in
+its kernels, and the GIL switch interval bounds the rest). Linux sets a nice value per
+thread; the torch threads the model thread starts inherit it.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +37,18 @@ class BatchFailed(Exception):
     """The model call for this request's batch raised; other batches are unaffected."""
 
 
+def lower_priority(nice: int) -> None:
+    """Raise the calling thread's nice value by `nice` (Linux: this thread only; elsewhere a
+    nice value is per process, so nothing is changed)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as e:  # a sandbox may forbid it: serve anyway, at equal priority
+        log.warning("could not lower the model thread's priority: %s", e)
+
+
 class Batcher:
     def __init__(
         self,
@@ -36,11 +57,14 @@ class Batcher:
         max_wait: float = 0.002,
         max_queue: int = 256,
         timeout: float = 10.0,
+        nice: int = 0,
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
         self.timeout = timeout
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(max_queue)
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self.pool = ThreadPoolExecutor(
+            1, thread_name_prefix="model", initializer=lower_priority, initargs=(nice,)
+        )
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.batches = 0

@@ -1,0 +1,204 @@
+"""Overload: a full gate is answered from the HTTP parser (no ASGI task), the model thread
+runs below the event loop's OS priority, and while the model is busy with the only slot,
+sheds and health checks are answered at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from directrec.serve.app import create_app
+from directrec.serve.batcher import Batcher
+from directrec.serve.middleware import Admission, Gate
+from directrec.serve.protocol import HeaderTimeoutProtocol, protocol_with
+from directrec.serve.service import Metrics, ServeConfig
+from tests.serve.conftest import free_port
+
+LINUX = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice is per thread")
+LIST = b"GET /v1/users/1/recommendations?k=5 HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+class _Svc:
+    def __init__(self) -> None:
+        self.metrics, self.loaded = Metrics(), None
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written, self.closed = b"", False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default=None):
+        return ("127.0.0.1", 1234) if name in ("peername", "sockname") else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _protocol(inflight: int):
+    """A protocol serving an app whose gate holds `inflight` of 1 slot, behind uvicorn's
+    own proxy-headers wrapper (the gate is found through it)."""
+    called = []
+
+    class App:
+        def __init__(self) -> None:
+            self.state = type("State", (), {})()
+            self.state.gate = Gate(_Svc(), max_inflight=1)
+            self.state.gate.inflight = inflight
+
+        async def __call__(self, scope, receive, send):  # pragma: no cover - must not run
+            called.append(scope["path"])
+
+    app = App()
+    loop = asyncio.new_event_loop()
+    config = uvicorn.Config(app, http=protocol_with(5.0), log_level="warning")
+    config.load()
+    proto = HeaderTimeoutProtocol(config, ServerState(), {}, _loop=loop, header_timeout=5.0)
+    transport = _Transport()
+    proto.connection_made(transport)
+    return proto, transport, app.state.gate, called, loop
+
+
+def test_a_full_gate_is_answered_from_the_parser_without_an_asgi_task():
+    proto, transport, gate, called, loop = _protocol(inflight=1)
+    try:
+        proto.data_received(LIST + LIST)  # two on one kept-alive connection
+        replies = transport.written.split(b"HTTP/1.1 ")[1:]
+        assert len(replies) == 2 and all(r.startswith(b"503") for r in replies)
+        assert b"retry-after: 1" in transport.written.lower()
+        assert replies[1].endswith(gate.shed_body) and not transport.closed
+        assert not proto.tasks and not called  # no task, the app never ran
+        assert proto.timeout_keep_alive_task is not None  # the idle connection stays bounded
+        assert gate.svc.metrics.shed._value.get() == 2
+
+        # An empty body keeps the connection; a body closes it (it may trickle in).
+        transport.written = b""
+        proto.data_received(
+            b"POST /v1/recommendations HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+        )
+        assert transport.written.startswith(b"HTTP/1.1 503") and not transport.closed
+        transport.written = b""
+        proto.data_received(
+            b"POST /v1/recommendations HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        assert transport.written.startswith(b"HTTP/1.1 503") and transport.closed
+        assert b"connection: close" in transport.written.lower() and not proto.tasks
+    finally:
+        loop.close()
+
+
+def test_light_paths_and_a_free_gate_go_to_the_app():
+    for inflight, raw in ((1, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"), (0, LIST)):
+        proto, transport, _, _, loop = _protocol(inflight)
+        try:
+            proto.data_received(raw)
+            assert transport.written == b"" and len(proto.tasks) == 1
+        finally:
+            for t in proto.tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+
+@LINUX
+def test_the_model_thread_runs_below_the_event_loops_priority():
+    def run(jobs):
+        return [os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) for _ in jobs]
+
+    async def go():
+        b = Batcher(run, max_wait=0.0, nice=5)
+        b.start()
+        try:
+            return await b.submit("job")
+        finally:
+            await b.stop()
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert asyncio.run(go()) == min(19, mine + 5)
+
+
+@LINUX
+def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(world, monkeypatch):
+    """A real uvicorn serving the app with this protocol; the model call takes 2 s."""
+    db, reg = world
+    app = create_app(ServeConfig(model=reg, db=db, max_inflight=1, watch_seconds=0))
+    svc = app.state.service
+    started, nice = threading.Event(), []
+    real = svc.run_batch
+
+    def slow(jobs):
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        started.set()
+        time.sleep(2.0)
+        return real(jobs)
+
+    svc.run_batch = slow  # the batcher is built at start-up from this attribute
+    middleware_sheds = []
+    shed = Admission._shed
+
+    async def counted(self, *a):
+        middleware_sheds.append(a)
+        await shed(self, *a)
+
+    monkeypatch.setattr(Admission, "_shed", counted)
+    port = free_port()
+    cfg = uvicorn.Config(app, port=port, log_level="warning", http=protocol_with(5.0))
+    server = uvicorn.Server(cfg)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    if c.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            user = c.get("/v1/users", params={"limit": 1}).json()["users"][0]
+            path = f"/v1/users/{user}/recommendations"
+            first: list[httpx.Response] = []
+            holder = threading.Thread(
+                target=lambda: first.append(httpx.get(url + path, timeout=30))
+            )
+            holder.start()
+            assert started.wait(10)
+            t = time.perf_counter()
+            second = c.get(path)
+            shed_s = time.perf_counter() - t
+            t = time.perf_counter()
+            health = c.get("/healthz")
+            health_s = time.perf_counter() - t
+            holder.join(30)
+        assert second.status_code == 503 and second.headers["retry-after"] == "1"
+        assert second.content == app.state.gate.shed_body  # the structured JSON error
+        assert not middleware_sheds  # the protocol answered it, not the ASGI middleware
+        assert health.status_code == 200
+        assert shed_s < 0.5 and health_s < 0.5  # well under the 2 s model call
+        assert first and first[0].status_code == 200
+        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert nice == [min(19, mine + ServeConfig.model_nice)]
+    finally:
+        server.should_exit = True
+        thread.join(30)
