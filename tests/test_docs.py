@@ -73,6 +73,17 @@ INGEST = (
 )
 
 
+# What some pages' examples leave behind, checked beyond their exit codes.
+EXPECT = {
+    "README.md": ["results/results.json", "models/sas/weights.safetensors", "registry/CURRENT"],
+    "docs/data.md": ["liked.duckdb"],
+    "docs/evaluation.md": ["results-seeds/results.md", "rating/results.json", "results-ease"],
+    "docs/serving.md": ["registry/CURRENT", "recs.parquet"],
+    "docs/coldstart.md": ["models/ease-blend/stages.json"],
+    "docs/llm.md": ["models/llm/config.json"],
+}
+
+
 def run(command: str):
     return CliRunner().invoke(app, shlex.split(command, comments=True))
 
@@ -91,6 +102,8 @@ def test_the_examples_of_a_page_run(page, tmp_path, monkeypatch):
         res = run(command.removeprefix("directrec "))
         assert res.exit_code == 0, f"{page}: `{command}` failed:\n{res.output}"
         ran += 1
+    for path in EXPECT.get(page, []):
+        assert (tmp_path / path).exists(), f"{page}: its examples wrote no {path}"
     # only pages that show no command here have nothing to run: api.md (Python, run by
     # tests/test_api.py), architecture.md (for contributors), the changelog
     assert ran > 0 or page in {"docs/api.md", "docs/architecture.md", "docs/CHANGELOG.md"}, page

@@ -9,7 +9,7 @@ catalogue's IDs guarantees every generated item exists and is unseen by the user
   position embeddings.
 - Code decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level,
   tied to that level's input embeddings.
-- Two architectures (`arch`; figures in docs/benchmarks.md):
+- Two architectures (`arch`; compared in docs/results/ml100k-sem-*):
   `causal` (decoder-only, the default): the history encoder is causal, so every position's
   state is a context and every next item is a training target in one pass; the code
   decoder cross-attends to that single state. `encdec` (TIGER): a bidirectional encoder;
@@ -62,7 +62,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
         """The codes, the network and generation; training settings in `TrainConfig`
         (`windows` there applies to `causal`: encdec's random cuts cover every history)."""
 
-        arch: str = "causal"  # causal (decoder-only) | encdec (TIGER); docs/benchmarks.md
+        arch: str = "causal"  # causal (decoder-only) | encdec (TIGER)
         levels: int = 3  # semantic-ID code levels (+ one uniqueness token)
         codebook: int = 256
         rq_latent: int = 32
@@ -87,7 +87,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
         samples_per_user: int = 4  # encdec: random history cuts per user per epoch
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
-        # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
+        # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
         cold_text: bool = True
         item_embedding: bool = True  # ID + semantic hybrid: a learned input vector per item
         # ID + semantic hybrid, output side: the encoder state also scores every item
