@@ -195,7 +195,7 @@ if run llm-15min; then  # built-in LM on ML-100K within a 15-minute budget, best
   $PY bench/llm.py --db $OUT/ml100k.duckdb --users 300 --epochs 100 --minutes 15 \
     --valid-users 200 --eval-every 3 --tag 15min
 fi
-if run llm-full-size; then  # the README's 0.5B recipe at full size (random weights with
+if run llm-full-size; then  # docs/llm.md's 0.5B recipe at full size (random weights with
   # Qwen2.5-0.5B's architecture; no checkpoint can be fetched here): cost, memory, round trip
   $PY bench/llm_full_size.py --db $OUT/ml100k.duckdb --checkpointing
   $PY bench/llm_full_size.py --db $OUT/ml100k.duckdb --steps 1 --users 1 --tag b32-no-checkpointing

@@ -1,4 +1,4 @@
-"""The README's 0.5B recipe run end to end at full size, without the pretrained weights (this
+"""docs/llm.md's 0.5B recipe run end to end at full size, without the pretrained weights (this
 workplace cannot fetch them): a random checkpoint with Qwen2.5-0.5B's published architecture
 (24 layers, width 896, 14 query / 2 key-value heads, 151,936-token tied embedding, stored
 in bfloat16 as Qwen ships it) and a byte-level BPE tokenizer trained here on the titles.
@@ -44,7 +44,7 @@ QWEN25_05B = {
     "rope_theta": 1000000.0,
     "tie_word_embeddings": True,
 }
-# The README's GPU recipe; only the device differs here.
+# docs/llm.md's GPU recipe; only the device differs here.
 RECIPE = {
     "lora_r": 16,
     "lora_alpha": 32,

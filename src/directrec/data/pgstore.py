@@ -94,7 +94,7 @@ class PgStore(StoreBase):
         replaces statistics that may have sampled the id; VACUUM FULL pg_statistic then
         drops the old statistics rows (PostgreSQL skips it, with a warning, for a role
         that does not own the catalogue). The server's WAL, archives and replicas are
-        outside a table's reach (see the README)."""
+        outside a table's reach (see docs/data.md)."""
         for t in tables:
             self.con.execute(f"VACUUM (FULL, ANALYZE) {t}")
         self.con.execute("VACUUM FULL pg_statistic")

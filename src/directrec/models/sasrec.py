@@ -173,8 +173,8 @@ class SASRec(Recommender):
         negatives: int = setting(512, "uniform negatives per position for loss=sampled")
         # Random batches whose windows are packed side by side into rows (attention stays
         # within each window): random batches' learning at about the compute of their real
-        # tokens. The default since it tested better at the same cost per epoch on
-        # MovieLens-100K, Amazon Beauty and ML-1M (docs/results/CAVEATS.md).
+        # tokens. The default: at the same cost per epoch it trains the better model
+        # (see docs/CHANGELOG.md).
         pack: bool = setting(True, "random batches with windows packed side by side into rows")
         # With pack=false: padding-aware batching (each batch holds windows of similar
         # length, shuffled within 50-batch pools, batches in random order) if true, else

@@ -9,12 +9,11 @@ catalogue's IDs guarantees every generated item exists and is unseen by the user
   position embeddings.
 - Code decoder: [BOS, c0, c1, c2] → predicts (c0, c1, c2, u), one output table per level,
   tied to that level's input embeddings.
-- Two architectures (`arch`), both measured in docs/benchmarks.md:
-  `causal` (decoder-only): the history encoder is causal, so every position's
+- Two architectures (`arch`; compared in docs/results/ml100k-sem-*):
+  `causal` (decoder-only, the default): the history encoder is causal, so every position's
   state is a context and every next item is a training target in one pass; the code
-  decoder cross-attends to that single state. `encdec` (TIGER, the default: it measured
-  better, docs/benchmarks.md): a bidirectional encoder; the decoder cross-attends to the
-  whole history; one (history, target) pair per sample.
+  decoder cross-attends to that single state. `encdec` (TIGER): a bidirectional encoder;
+  the decoder cross-attends to the whole history; one (history, target) pair per sample.
 - Generation: batched beam search over the trie; `temperature` and `sample` (Gumbel top-k,
   a stochastic beam search) trade accuracy for diversity.
 
@@ -47,8 +46,8 @@ from directrec.models.training import (
 )
 from directrec.text.semantic_ids import RQVAE, RQVAEConfig, code_report, make_unique, train_rqvae
 
-# The ID-head weights tried on validation after a hybrid is trained: up to 16, where the
-# Beauty hybrid measured best (docs/results/beauty-sem-idhead-b50).
+# The ID-head weights tried on validation after a hybrid is trained (0: the codes alone);
+# the grid reaches well past 1, where the ID head outweighs the codes.
 ID_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 
 
@@ -94,7 +93,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
         samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
-        # detail that finds a new shade of what the user just bought (docs/benchmarks.md)
+        # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
         cold_text: bool = setting(True, "score cold items against their own text vectors (float16)")
         item_embedding: bool = setting(
             True, "ID + semantic hybrid: a learned input vector per item beside its codes"
