@@ -108,8 +108,10 @@ def test_kill_9_during_a_swap_restarts_on_a_complete_version(own_world, moment):
                 answer = conn.recv(65536)
             except ConnectionResetError:
                 answer = b""
-        # killed before it could answer: the swap was cut off, not completed
-        assert b"HTTP/1.1 200" not in answer, answer
+        if moment == "request-sent":  # killed while the canary ran: the swap was cut off
+            assert b"HTTP/1.1 200" not in answer, answer
+        # after the canary only the warm-up and the swap itself remain: on a busy machine
+        # the kill may land after them; either way the registry must be as it was
     finally:
         s.client.close()
         if s.proc.poll() is None:

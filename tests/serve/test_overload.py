@@ -176,7 +176,7 @@ def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(wor
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            user = c.get("/v1/users", params={"limit": 1}).json()["users"][0]
+            user = c.get("/v1/users", params={"k": 1}).json()["users"][0]
             path = f"/v1/users/{user}/recommendations"
             first: list[httpx.Response] = []
             holder = threading.Thread(
