@@ -26,7 +26,9 @@ def _model():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # loading takes a moment; encoding shows our own bar
     return SentenceTransformer(str(model_path()), device="cpu")
 
 
