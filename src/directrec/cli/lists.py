@@ -72,14 +72,12 @@ def recommend(
         return
     note = " (unknown or empty history: popularity fallback)" if res["fallback"] else ""
     out.print(f"top-{k} for user {user} from {res['model']}{note}:", highlight=False)
-    for r in res["items"]:
-        out.print(
-            f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
-            highlight=False,
-            markup=False,
-        )
+    for r in res["items"]:  # ids beside titles: titles repeat, ids name the item
+        title = f"{r['title']} (id {r['item_id']})" if r["title"] else f"id {r['item_id']}"
+        out.print(f"{r['rank']:>3}. {title}  [{r['score']:.4f}]", highlight=False, markup=False)
         if r.get("reason"):
-            out.print(f"     {r['reason']}", highlight=False, markup=False)
+            cited = f" [evidence: {', '.join(r['evidence'])}]" if r["evidence"] else ""
+            out.print(f"     {r['reason']}{cited}", highlight=False, markup=False)
 
 
 # --------------------------------------------------------------------------- generate
