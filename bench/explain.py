@@ -90,6 +90,7 @@ def main() -> None:
     for c in (c for cs in cats for c in set(cs)):
         counts[c] = counts.get(c, 0) + 1
     share = {c: n / len(cats) for c, n in counts.items()}
+    title = [t or f"item {e}" for e, t in enumerate(ctx.info.titles)]  # as reasons name items
     with open_store(args.db) as store:
         raw_users = store.user_ids()
     users = np.sort(
@@ -102,6 +103,7 @@ def main() -> None:
     places: list[int] = []
     cited_shares: list[float] = []  # catalogue share of every category a reason cites
     distinct: list[int] = []  # distinct history items cited per top-k list
+    named: list[int] = []  # distinct history items the list's reasons name (a shopper reads)
     t_plain = t_explained = 0.0
     examples: list[str] = []
     for row in range(len(users)):
@@ -120,6 +122,7 @@ def main() -> None:
         reasons = rec.reasons or []
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
         distinct.append(len({e for r in reasons for e in r.evidence}))
+        named.append(len({e for r in reasons for e in r.evidence if title[e] in r.text}))
         zero_cited += sum(1 for r in reasons for x in r.influence if x <= 0)
         if len(examples) < 20:
             examples += [f"{ctx.info.titles[r.item]} ← {r.text}" for r in reasons[:2]]
@@ -176,13 +179,17 @@ def main() -> None:
         "cited_with_zero_influence": zero_cited,
         "distinct_cited_per_list_median": _median(distinct),
         "distinct_cited_per_list_mean": float(np.mean(distinct)) if distinct else None,
+        "distinct_named_per_list_median": _median(named),
+        "distinct_named_per_list_mean": float(np.mean(named)) if named else None,
         "explain_seconds_per_user": (t_explained - t_plain) / max(len(users), 1),
         "examples": examples[:20],
         "protocol": (
             "reasons from recommend(..., ListOptions(explain=True)); faithful = removing the "
             "first cited item (a group reason: every item of its group) lowers the item's rank "
             "among items outside the full history, re-scored independently; specific = cites "
-            f"evidence and a category carried by at most {BROAD:.0%} of the catalogue"
+            f"evidence and a category carried by at most {BROAD:.0%} of the catalogue; cited = "
+            "every evidence item (a group reason: the whole group), named = those whose title "
+            "the text shows"
         ),
     }
     args.out.mkdir(parents=True, exist_ok=True)
