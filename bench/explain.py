@@ -103,7 +103,7 @@ def main() -> None:
     places: list[int] = []
     cited_shares: list[float] = []  # catalogue share of every category a reason cites
     distinct: list[int] = []  # distinct history items cited per top-k list
-    named: list[int] = []  # distinct history items the list's reasons name (a shopper reads)
+    named_per_list: list[int] = []  # distinct history items its reasons name, per list
     t_plain = t_explained = 0.0
     examples: list[str] = []
     for row in range(len(users)):
@@ -122,7 +122,7 @@ def main() -> None:
         reasons = rec.reasons or []
         unseen = np.setdiff1d(np.arange(model.n_items), hist)
         distinct.append(len({e for r in reasons for e in r.evidence}))
-        named.append(len({e for r in reasons for e in r.evidence if title[e] in r.text}))
+        named_per_list.append(len({e for r in reasons for e in r.evidence if title[e] in r.text}))
         zero_cited += sum(1 for r in reasons for x in r.influence if x <= 0)
         if len(examples) < 20:
             examples += [f"{ctx.info.titles[r.item]} ← {r.text}" for r in reasons[:2]]
@@ -179,8 +179,8 @@ def main() -> None:
         "cited_with_zero_influence": zero_cited,
         "distinct_cited_per_list_median": _median(distinct),
         "distinct_cited_per_list_mean": float(np.mean(distinct)) if distinct else None,
-        "distinct_named_per_list_median": _median(named),
-        "distinct_named_per_list_mean": float(np.mean(named)) if named else None,
+        "distinct_named_per_list_median": _median(named_per_list),
+        "distinct_named_per_list_mean": float(np.mean(named_per_list)) if named_per_list else None,
         "explain_seconds_per_user": (t_explained - t_plain) / max(len(users), 1),
         "examples": examples[:20],
         "protocol": (
