@@ -4,6 +4,7 @@ errors a user sees on bad input."""
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 
 import numpy as np
@@ -245,26 +246,25 @@ def test_train_and_recommend(store):
     assert len(out["items"]) == 5 and not out["fallback"] and out["items"][0]["title"]
     res = run("recommend", "--model", d / "m", "--db", db, "--cold-start", "--k", "3", "--json")
     assert res.exit_code == 0 and json.loads(res.output)["fallback"] is True
-    res = run(
-        "recommend",
-        "--model",
-        d / "m",
-        "--db",
-        db,
-        "--user",
-        "u3",
-        "--k",
-        "10",
-        "--explain",
-        "--diversity",
-        "0.5",
-    )
+    res_args = ("recommend", "--model", d / "m", "--db", db, "--user", "u3", "--k", "10")
+    res_args += ("--explain", "--diversity", "0.5")
+    res = run(*res_args)
     assert res.exit_code == 0, res.output
-    # Each item cites what measurably supports it, or says nothing single does.
-    reasons = [x.strip() for x in res.output.splitlines() if x.startswith("     ")]
+    # Each item cites what measurably supports it, or says nothing single does; the text
+    # shows item ids beside titles (titles repeat) and the ids of the cited history items.
+    lines = res.output.splitlines()
+    reasons = [x.strip() for x in lines if x.startswith("     ")]
     assert len(reasons) == 10
     assert all(r.startswith(("Because you", "Fits your history as a whole")) for r in reasons)
     assert any(r.startswith("Because you") for r in reasons)
+    listed = [x for x in lines if x[:4].strip().endswith(".") and x[:3].strip().isdigit()]
+    assert len(listed) == 10 and all(re.search(r"\(id i\d+\)", x) for x in listed), listed
+    res = run(*res_args, "--json")
+    as_json = json.loads(res.output)["items"]
+    assert [x.split("(id ")[1].split(")")[0] for x in listed] == [x["item_id"] for x in as_json]
+    for r, x in zip(reasons, as_json, strict=True):
+        cited = re.search(r"\[evidence: ([^\]]+)\]$", r)
+        assert (cited.group(1).split(", ") if cited else []) == x["evidence"], r
 
 
 def test_recommend_refuses_an_unknown_user_as_the_service_does(store):

@@ -231,6 +231,25 @@ def test_new_user_described_by_a_sentence(server):
     assert sum(topic(it["item_id"]) == 4 for it in body["items"]) >= 5  # the horror cluster
 
 
+def test_reasons_for_a_sentence_read_as_matches_to_it(server):
+    """The sentence's nearest items were never the user's: reasons cite them as matches to
+    the sentence, never as things the user liked, and name them by their ids."""
+    q = "haunted houses, ghosts and zombies"
+    r = server.client.post("/v1/recommendations", json={"query": q, "k": 5, "explain": True})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert len(items) == 5 and all(it["reason"].startswith(f'Matches "{q}"') for it in items)
+    assert any(it["evidence"] for it in items)
+    # with a history too, the named items read as liked and the sentence's as matches
+    liked = ["i3", "i7"]
+    body = {"query": q, "history": liked, "k": 5, "explain": True}
+    items = server.client.post("/v1/recommendations", json=body).json()["items"]
+    for it in items:
+        assert it["reason"].startswith("Because you liked") == bool(
+            set(it["evidence"]) & set(liked)
+        )
+
+
 def test_a_sentence_only_request_gets_the_models_learned_query_prior(own_world, tmp_path):
     """A model whose learned query prior is all popularity (alpha 1, t 0) lists exactly the
     most popular items, the sentence's pseudo history included (the user never saw those);

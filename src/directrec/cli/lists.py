@@ -96,6 +96,9 @@ def recommend(
             explain=explain,
             request=request,
             query_sims=sims,
+            # a sentence's nearest items lead the history: reasons cite them as matches
+            query=query if query is not None and not reads else "",
+            query_items=len(history) if query is not None and not reads else 0,
         )
         (rec,) = build_lists(
             model,
@@ -134,14 +137,12 @@ def recommend(
     who = f"user {user}" if user is not None else f"“{query}”" if query else "a new user"
     note = " (no usable history: popularity fallback)" if res["fallback"] else ""
     out.print(f"top-{k} for {who} from {res['model']}{note}:", highlight=False, markup=False)
-    for r in res["items"]:
-        out.print(
-            f"{r['rank']:>3}. {r['title'] or r['item_id']}  [{r['score']:.4f}]",
-            highlight=False,
-            markup=False,
-        )
+    for r in res["items"]:  # ids beside titles: titles repeat, ids name the item
+        title = f"{r['title']} (id {r['item_id']})" if r["title"] else f"id {r['item_id']}"
+        out.print(f"{r['rank']:>3}. {title}  [{r['score']:.4f}]", highlight=False, markup=False)
         if r.get("reason"):
-            out.print(f"     {r['reason']}", highlight=False, markup=False)
+            cited = f" [evidence: {', '.join(r['evidence'])}]" if r["evidence"] else ""
+            out.print(f"     {r['reason']}{cited}", highlight=False, markup=False)
 
 
 def stored_history(db: str, user: str) -> tuple[list[str], set[str]] | None:

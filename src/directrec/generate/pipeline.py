@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from directrec.data.histories import Histories
-from directrec.generate.explain import Reason, explain
+from directrec.generate.explain import Reason, Request, category_shares, explain
 from directrec.generate.rerank import category_filter, mmr
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
@@ -32,6 +33,11 @@ class ItemInfo:
     titles: list[str]
     categories: list[list[str]]
     vectors: np.ndarray | None = None  # L2-normalised text embeddings, for MMR
+
+    @cached_property
+    def category_shares(self) -> dict[str, float]:
+        """Share of the catalogue carrying each category (reasons cite specific ones)."""
+        return category_shares(self.categories)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ class ListOptions:
     # A sentence-only request: each item's cosine to the sentence [n_items]. The fitted
     # query prior (the QueryBlend stage) is mixed into this row.
     query_sims: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # The sentence behind the first `query_items` history items (its nearest items, a new
+    # user's pseudo history): reasons citing those read as matches to it.
+    query: str = ""
+    query_items: int = 0
 
     def pool(self) -> int:
         return self.k * (self.pool_factor if self.diversity > 0 or self.exclude_categories else 1)
@@ -174,6 +184,7 @@ def recommend(
     )
     items, vals = top_k(scores, pool)
     fallback = model.fallback(histories, [o.request for o in opts])
+    exclusions = _exclusion_rows(exclude, len(histories))
     out = []
     for r, o in enumerate(opts):
         it, sc = items[r], vals[r]
@@ -189,8 +200,17 @@ def recommend(
         it, sc = it[: o.k], sc[: o.k]
         reasons = None
         if o.explain and info is not None and explains(model) and not fallback[r]:
+            hidden = [histories[r]] if o.exclude_seen else []  # what the list could not show
             reasons = explain(
-                model, histories.take([r]), it, info.titles, info.categories, stages=stages
+                model,
+                histories.take([r]),
+                it,
+                info.titles,
+                info.categories,
+                stages=stages,
+                shares=info.category_shares,
+                masked=np.concatenate([*hidden, exclusions[r]]),
+                request=Request(o.query, o.query_items, o.query_sims),
             )
         out.append(RecList(it, sc, bool(fallback[r]), reasons))
     return out

@@ -381,6 +381,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             body.explain,
             request,
             sims,
+            body.query if pseudo else "",
+            len(pseudo),
         )
         res = await generate(job)
         return json_bytes(listing_body(res, None), res["version"])

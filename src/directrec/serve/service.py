@@ -77,6 +77,8 @@ class Job:
     explain: bool = False
     request: str = ""  # free text the model reads itself (LM backend); others get none
     query_sims: np.ndarray | None = None  # sentence-only request: item cosines (model index)
+    query: str = ""  # the sentence whose nearest items lead `history` (reasons word them so)
+    query_items: int = 0  # how many leading history items stand for `query`
 
 
 @dataclass
@@ -373,6 +375,9 @@ class Service:
                 query_sims=j.query_sims
                 if j.query_sims is not None and len(j.query_sims) == loaded.model.n_items
                 else None,
+                query=j.query,
+                # the history keeps its newest max_history items: the sentence's lead first
+                query_items=max(0, j.query_items - max(0, len(j.history) - self.cfg.max_history)),
             )
             for j in jobs
         ]
