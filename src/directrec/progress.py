@@ -23,6 +23,36 @@ def _log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def terminal_bar(
+    desc: str, total: int, done: int = 0, console: Any = None, start: bool = True
+) -> tuple[Any, Any]:
+    """A rich bar (started unless `start` is False) on stderr (description, bar, done/total, elapsed, ETA, and an
+    `info` field the caller updates) and its task: every bar directrec draws looks alike."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console or Console(stderr=True),
+    )
+    task = bar.add_task(desc, total=total, completed=done, info="")
+    if start:
+        bar.start()
+    return bar, task
+
+
 class Steps:
     """A counted step: `advance(n)` as work gets done; `close()` (or the `with` block's end)
     says how long it took."""
@@ -34,28 +64,7 @@ class Steps:
         if not on:
             return
         if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._bar.add_task(desc, total=self.total, info="")
-            self._bar.start()
+            self._bar, self._task = terminal_bar(desc, self.total)
         else:
             _log(f"{desc}: {self.total:,} {unit}".rstrip() + " …")
 

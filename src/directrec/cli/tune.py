@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from directrec.cli.common import StoreOpt, _run_guarded, app, err, fail, out, parse_settings
 from directrec.cli.discover import with_examples
+from directrec.progress import terminal_bar
 
 
 @app.command(
@@ -157,27 +158,9 @@ class _Progress:
 
     def __init__(self, trials: int) -> None:
         self.trials = trials
-        self.bar = None
+        self.bar: Any = None
         if sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("tune"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.description}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=err,
-            )
-            self.task = self.bar.add_task("", total=trials)
+            self.bar, self.task = terminal_bar("tune", trials, console=err, start=False)
 
     def __enter__(self) -> _Progress:
         if self.bar is not None:
@@ -194,7 +177,7 @@ class _Progress:
             f"({trial.seconds:.1f} s); best {result.value:.4f} (trial {result.best_trial + 1})"
         )
         if self.bar is not None:
-            self.bar.update(self.task, advance=1, description=f"best NDCG@10 {result.value:.4f}")
+            self.bar.update(self.task, advance=1, info=f"best NDCG@10 {result.value:.4f}")
             self.bar.console.print(line, highlight=False, markup=False)
         else:
             err.print(line, highlight=False, markup=False)

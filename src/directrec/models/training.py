@@ -24,6 +24,7 @@ from torch import nn
 
 from directrec.models import distributed
 from directrec.models.settings import setting
+from directrec.progress import terminal_bar
 
 
 # ----------------------------------------------------------------------------- settings
@@ -288,27 +289,7 @@ class Progress:
         self.desc, self.epochs, self.done, self.on = desc, epochs, done, on
         self.bar: Any = None
         if on and sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-            from rich.progress import Progress as Bar
-
-            self.bar = Bar(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True),
-            )
-            self.task = self.bar.add_task(desc, total=epochs, completed=done, info="")
-            self.bar.start()
+            self.bar, self.task = terminal_bar(desc, epochs, done)
 
     def epoch(self, row: dict[str, Any], elapsed: float, budget: float) -> None:
         if not self.on:
