@@ -27,8 +27,8 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
-from directrec.data.store import describe
 from directrec.evaluate.protocol import evaluate, fit_model
+from directrec.evaluate.saved import dataset_facts, stamp
 from directrec.evaluate.stats import compare_leaders, mean_interval, ranks_models, user_means
 from directrec.progress import stage
 
@@ -70,17 +70,6 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def dataset_facts(db: str | Path, ds: Dataset) -> dict[str, Any]:
-    """What a results document says of the data: the store, its fingerprint and sizes."""
-    return {
-        "db": describe(db),
-        "fingerprint": ds.fingerprint,
-        "users": ds.interactions.n_users,
-        "items": ds.interactions.n_items,
-        "interactions": len(ds.interactions),
-    }
 
 
 def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
@@ -134,8 +123,6 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     model.meta["recipe"] = _recipe(spec, name, settings)
     if spec.save_dir:  # for later looks (other beams, gates) without refitting, and
         # for `directrec evaluate` / `recommend`, which read it against the store by raw id
-        from directrec.evaluate.saved import stamp
-
         stamp(model, ds, spec.db)
         model.save(Path(spec.save_dir) / name)
     feats = ds.catalog.embeddings

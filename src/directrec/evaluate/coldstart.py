@@ -240,7 +240,8 @@ def run_protocol(
     import platform
     import sys
 
-    from directrec.evaluate.benchmark import _cpus, dataset_facts
+    from directrec.evaluate.benchmark import _cpus
+    from directrec.evaluate.saved import dataset_facts
     from directrec.models import MODELS, create
 
     unknown = [m for m in models if m not in MODELS]

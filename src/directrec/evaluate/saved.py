@@ -19,11 +19,21 @@ import numpy as np
 from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
-from directrec.evaluate.benchmark import dataset_facts
 from directrec.evaluate.protocol import evaluate
 from directrec.evaluate.report import stopped_text
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
+
+
+def dataset_facts(db: str | Path, ds: Dataset) -> dict[str, Any]:
+    """What a results document says of the data: the store, its fingerprint and sizes."""
+    return {
+        "db": describe(db),
+        "fingerprint": ds.fingerprint,
+        "users": ds.interactions.n_users,
+        "items": ds.interactions.n_items,
+        "interactions": len(ds.interactions),
+    }
 
 
 def stamp(model: Recommender, ds: Dataset, db: str | Path) -> None:
