@@ -292,6 +292,11 @@ def test_implausible_times_name_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match=r"in seconds \(--time-unit s\)"):
         loaders.load("csv", p, columns="time=ts", time_unit="s")
     assert loaders.load("csv", p, columns="time=ts").interactions["timestamp"][0] == 1700000000
+    # ISO dates obey the same range: a 1969 date is not stored as a negative time.
+    p.write_text("user_id,item_id,ts\nu,a,2023-11-14T22:13:20Z\nu,b,1969-07-20T20:17:00Z\n")
+    with pytest.raises(DataError, match="between 1970 and 2100") as e:
+        loaders.load("csv", p, columns="time=ts")
+    assert (e.value.line, e.value.field) == (3, "ts")
 
 
 def test_delimiter_option_and_the_hint_when_a_header_is_one_column(tmp_path):

@@ -2,8 +2,8 @@
 
 Files bring Unix times in seconds, milliseconds, microseconds or nanoseconds (whole or
 fractional) or ISO-8601 strings. A numeric column's unit is read from the magnitude of its
-median value unless the user names it; then every value must fall between 1970 and 2100
-in that unit, so a column mixing units, or a unit guessed wrong, stops with the line of
+median value unless the user names it; then every value (ISO dates too) must fall between
+1970 and 2100 in that unit, so a column mixing units, or a unit guessed wrong, stops with the line of
 the first value that does not fit instead of landing decades off.
 """
 
@@ -56,6 +56,13 @@ def parse_times(s: pd.Series, path: str, field: str, unit: str | None = None) ->
     _reject(parsed.isna(), s, path, field, "expected a Unix time or an ISO-8601 date")
     since = parsed - pd.Timestamp("1970-01-01", tz="UTC")
     seconds = (since // pd.Timedelta(seconds=1)).astype("int64")
+    _reject(
+        (seconds < 0) | (seconds > LATEST),
+        s,
+        path,
+        field,
+        "expected a date between 1970 and 2100 (the store keeps Unix seconds)",
+    )
     subsecond = int((since % pd.Timedelta(seconds=1) != pd.Timedelta(0)).sum())
     return Times(seconds, "iso", False, subsecond)
 
