@@ -108,7 +108,8 @@ def test_tune_writes_a_recipe_that_train_and_recipes_show_take(store):
     assert res.output.count("trial ") >= 3  # a line per trial off a terminal
     doc = tomllib.loads(best.read_text())
     assert doc["recipe"]["model"] == "itemknn" and doc["recipe"]["name"] == "best"
-    assert set(doc["settings"]) == {"neighbours", "shrink"}
+    assert set(doc["settings"]) == {"neighbours", "shrink", "seed"}
+    assert doc["settings"]["seed"] == 7  # the trials' seed: train reproduces the best trial
     assert 10 <= doc["settings"]["neighbours"] <= 1000
     described = doc["recipe"]["description"]
     assert "3 Optuna trials" in described and "NDCG@10" in described

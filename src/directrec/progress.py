@@ -4,7 +4,7 @@
 the RQ-VAE); `stage` wraps one opaque step (a closed-form fit). On a terminal both draw a
 rich bar or spinner on stderr with the elapsed time (and an ETA where the total is known);
 elsewhere (a log file, CI, a pipe) they write one stderr line when the step starts and one
-when it ends, plus a line at each tenth of a counted step that runs longer than a few
+when it ends, plus, for a counted step, a progress line at most every `LOG_EVERY_S`
 seconds. Off, they cost nothing.
 """
 
@@ -88,6 +88,7 @@ class Steps:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+            self.on = False
             return
         extra = f" ({info})" if info else ""
         _log(f"{self.desc}: done in {time.perf_counter() - self.t0:.1f}s{extra}")

@@ -312,3 +312,31 @@ def test_delimiter_option_and_the_hint_when_a_header_is_one_column(tmp_path):
     cat.write_text("item_id|title\na|Alpha\n")
     with pytest.raises(DataError, match=r"looks pipe-delimited: pass --delimiter '\|'"):
         loaders.load("csv", tmp_path / "log.csv", cat, delimiter="tab")
+
+
+def test_words_pandas_reads_as_times_are_refused(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("user_id,item_id,ts\nu,a,2023-11-14\nu,b,now\n")
+    with pytest.raises(DataError, match="ISO-8601") as e:
+        loaders.load("csv", p, columns="time=ts")
+    assert (e.value.line, e.value.field) == (3, "ts")
+
+
+def test_line_numbers_survive_quoted_newlines_and_blank_lines(tmp_path):
+    """A quoted field spanning two lines and a blank line: the error still names the
+    line the bad row is on."""
+    p = tmp_path / "log.csv"
+    p.write_text('user_id,item_id,ts,note\nu,a,1700000000,"two\nlines"\n\nu,b,oops,x\n')
+    with pytest.raises(DataError) as e:
+        loaders.load("csv", p, columns="time=ts")
+    assert (e.value.line, e.value.field) == (5, "ts")
+
+
+def test_parquet_nulls_are_missing_values_and_integral_floats_integers(tmp_path):
+    p = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": [1.0, 2.0, None], "item_id": ["a", "b", "c"]}).to_parquet(p)
+    with pytest.raises(DataError, match="missing") as e:
+        loaders.load("parquet", p)
+    assert (e.value.line, e.value.field) == (3, "user_id")
+    pd.DataFrame({"user_id": [1.0, 2.0], "item_id": ["a", "b"]}).to_parquet(p)
+    assert loaders.load("parquet", p).interactions["user_id"].tolist() == ["1", "2"]

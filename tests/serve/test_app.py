@@ -384,6 +384,10 @@ def test_a_bad_timestamp_refuses_the_whole_batch_naming_the_event(server, world)
             "idempotency_key": "bad-ts-2",
         },
     ]
+    for word in ("now", "today"):  # words pandas would read as times
+        bad = [{**events[1], "timestamp": word}]
+        err = assert_error_body(server.client.post("/v1/feedback", json={"events": bad}), 422)
+        assert err["fields"][0]["field"] == "body.events.0.timestamp"
     err = assert_error_body(server.client.post("/v1/feedback", json={"events": events}), 422)
     assert err["fields"][0]["field"] == "body.events.1.timestamp"
     assert "ISO-8601" in err["fields"][0]["message"]

@@ -118,7 +118,8 @@ def tune(
     # the recipe's folder before the search, not after it: a long search cannot end unwritten
     _run_guarded(out_path.parent.mkdir, parents=True, exist_ok=True)
     result = _run_guarded(run)
-    tuned = _run_guarded(base.with_settings, result.best, "tune")
+    # the seed the trials ran with, so `train --recipe` reproduces the best trial
+    tuned = _run_guarded(base.with_settings, {**result.best, "seed": seed}, "tune")
     described = (  # the store as it may be recorded: a URL without its password
         f"{model_name} tuned by `directrec tune` on {describe(db)}: best validation NDCG@10 "
         f"{result.value:.4f}\n"

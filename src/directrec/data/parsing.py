@@ -69,12 +69,26 @@ def read_delimited(
         raise DataError("file is empty", file=path) from e
     if df.empty:
         raise DataError("file has a header but no rows", file=path)
-    first_line = 2 if header else 1
-    # Blank lines are skipped by the parser; map rows back to true line numbers.
-    lines = np.array([i + 1 for i, ln in enumerate(text.splitlines()) if ln.strip()])
-    offset = lines[first_line - 1 :] if len(lines) >= len(df) + first_line - 1 else None
-    df.index = offset[: len(df)] if offset is not None else np.arange(len(df)) + first_line
+    lines = _record_lines(text, sep, quoted=sep not in ("\t", "\x1f"), skip=int(header))
+    first = 2 if header else 1  # if the two parsers ever disagree: rows counted from the top
+    df.index = lines if len(lines) == len(df) else np.arange(len(df)) + first
     return df
+
+
+def _record_lines(text: str, sep: str, quoted: bool, skip: int) -> np.ndarray:
+    """The line each record starts on, as the parser above splits them: blank lines are
+    skipped and a quoted field may span lines (so counting newlines would drift)."""
+    import csv
+
+    rows = csv.reader(
+        io.StringIO(text), delimiter=sep, quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
+    )
+    starts, last = [], 0
+    for record in rows:
+        if len(record) > 1 or (record and record[0].strip()):  # as pandas skips blanks
+            starts.append(last + 1)
+        last = rows.line_num
+    return np.array(starts[skip:], dtype=np.int64)
 
 
 def require(df: pd.DataFrame, col: str, path: str) -> pd.Series:

@@ -9,7 +9,7 @@ the delimiter but another one stops with the `--delimiter` to pass.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,19 @@ def _check_header(text: str, sep: str, path: str) -> None:
         return
 
 
+def _parquet_cell(v: Any) -> Any:
+    """A Parquet cell as the delimited reader gives it: a string, a list as it is, and
+    None for a null (so a missing id is refused by `require`, never kept as "nan"); an
+    integral float (an integer column with nulls) is written as the integer it holds."""
+    if isinstance(v, list | np.ndarray):
+        return v
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
 def read_table(path: str | Path, delimiter: str | None = None) -> tuple[pd.DataFrame, str]:
     """A Parquet file or a delimited text file with a header (`delimiter`, else tab for
     .tsv/.tab, else comma) as string cells; the index is each row's line (Parquet: row)."""
@@ -116,7 +129,7 @@ def read_table(path: str | Path, delimiter: str | None = None) -> tuple[pd.DataF
             raise DataError(f"cannot read Parquet ({e})", file=str(p)) from e
         if df.empty:
             raise DataError("table has no rows", file=str(p))
-        df = df.map(lambda v: v if isinstance(v, list | np.ndarray) or v is None else str(v))
+        df = df.map(_parquet_cell)
         df.index = np.arange(1, len(df) + 1)  # rows are 1-based in messages
         return df, str(p)
     sep = delimiter or ("\t" if p.suffix in (".tsv", ".tab") else ",")

@@ -19,6 +19,7 @@ from directrec.data.schema import DataError, RawData
 # Divisor from each unit to seconds, coarsest first: detection picks the first that fits.
 UNITS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+ISO_START = r"^\s*\d{4}-\d{2}"  # what an ISO-8601 date begins with
 LATEST = 4_102_444_800  # 2100-01-01T00:00:00Z: later values are taken for a wrong unit
 
 
@@ -53,7 +54,9 @@ def parse_times(s: pd.Series, path: str, field: str, unit: str | None = None) ->
     if len(s) and num.notna().sum() * 2 >= len(s):  # half or more: a numeric column
         return _unix(s, num, path, field, unit)
     parsed = pd.to_datetime(s, errors="coerce", utc=True, format="ISO8601")
-    _reject(parsed.isna(), s, path, field, "expected a Unix time or an ISO-8601 date")
+    # pandas also reads words such as "now" and "today" as times: a date starts YYYY-MM
+    dated = s.astype(str).str.match(ISO_START)
+    _reject(parsed.isna() | ~dated, s, path, field, "expected a Unix time or an ISO-8601 date")
     since = parsed - pd.Timestamp("1970-01-01", tz="UTC")
     seconds = (since // pd.Timedelta(seconds=1)).astype("int64")
     _reject(

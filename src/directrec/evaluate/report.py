@@ -81,9 +81,12 @@ def _seeds_text(doc: dict[str, Any]) -> str:
     n = spec.get("seeds", 1)
     if spec.get("seed") is None:  # a saved model, evaluated without fitting
         return ""
-    if n > 1:
-        listed = ", ".join(str(spec["seed"] + i) for i in range(n))
-        return f", seeds {listed} (n={n})"
+    if n > 1:  # the seeds each model ran with (a model's own --set seed moves them)
+        ran = {tuple(r["seeds"]) for r in doc.get("results", []) if r.get("seeds")}
+        if len(ran) > 1:
+            return f", {n} seeds per model (each model's in results.json) (n={n})"
+        seeds = next(iter(ran)) if ran else [spec["seed"] + i for i in range(n)]
+        return f", seeds {', '.join(map(str, seeds))} (n={n})"
     return f", seed {spec['seed']} (n=1, no interval)"
 
 

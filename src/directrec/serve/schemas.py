@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from directrec.data.times import ISO_START
 from directrec.serve.feedback import EVENT_TYPES
 
 
@@ -60,8 +61,9 @@ def unix_seconds(v: Any) -> Any:
         return v
     import pandas as pd
 
-    try:  # the parser ingest uses (data/loaders.py to_timestamp), on one value
-        parsed = pd.to_datetime(v, utc=True, format="ISO8601")
+    try:  # the parser ingest uses (data/times.py), on one value
+        ok = re.match(ISO_START, v) is not None  # not "now" or "today", which pandas reads
+        parsed = pd.to_datetime(v, utc=True, format="ISO8601") if ok else pd.NaT
     except (ValueError, OverflowError):
         parsed = pd.NaT
     if parsed is pd.NaT:
@@ -189,9 +191,6 @@ def _takes_many(annotation: Any) -> bool:
     return origin is list
 
 
-_ROUTE_QUERY: dict[int, dict[str, bool]] = {}
-
-
 def known_query(request: Request) -> None:
     """Every API route's guard: a query parameter the route does not take (a typo such as
     `?kk=5` would otherwise be ignored without a word) or a single-valued one given twice
@@ -201,14 +200,14 @@ def known_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None or not getattr(route, "include_in_schema", True):
         return
-    takes = _ROUTE_QUERY.get(id(route))
+    takes = getattr(route, "_directrec_query", None)  # computed once per route
     if takes is None:
         takes, todo = {}, [dependant]
         while todo:
             d = todo.pop()
             takes.update({f.alias: _takes_many(f.field_info.annotation) for f in d.query_params})
             todo.extend(d.dependencies)
-        _ROUTE_QUERY[id(route)] = takes
+        route._directrec_query = takes
     given = request.query_params
     fields = []
     for name in dict.fromkeys(given):
