@@ -1,9 +1,10 @@
 """The statistics behind a benchmark's claims: the interval of a mean over seeds, the paired
 test between two models over the same users, and which model leads each metric.
 
-A seed moves a model's initialisation and sampling, not the split, so every seed of every
-model is evaluated on the same users; a paired test over users then compares two models on
-each user's value averaged over that model's seeds.
+In top-N runs a seed moves a model's initialisation and sampling, not the split (leave-one-out
+and temporal splits draw nothing), so every seed of every model is evaluated on the same
+users; a paired test over users then compares two models on each user's value averaged over
+that model's seeds. A rating run's random split is drawn per seed: no users to pair.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
 
 # A URL (it may carry credentials) or an absolute file path: a response shows neither.
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://\S+")
+# ValueErrors raised inside these libraries are worded for their own callers, not ours
+_LIBRARIES = frozenset({"json", "numpy", "pandas", "safetensors", "torch", "duckdb", "pyarrow"})
 _PATH = re.compile(r"(?<![\w.~])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]*)")
 
 
@@ -34,7 +36,7 @@ def public_reason(e: BaseException) -> str | None:
     users) may tell a client: its message with URLs hidden and absolute paths cut to their
     last part. None for any other error, whose text may expose internals: the caller logs
     it and answers with an error id."""
-    if not isinstance(e, ValueError):
+    if not isinstance(e, ValueError) or type(e).__module__.split(".")[0] in _LIBRARIES:
         return None
     return _PATH.sub(r"\1", _URL.sub("<url>", str(e)))
 
