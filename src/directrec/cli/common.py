@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import click
@@ -145,3 +146,17 @@ def _disk_full(e: BaseException) -> str | None:
 StoreOpt = Annotated[
     str, typer.Option(help="store: a DuckDB file or postgresql://user@host:port/db")
 ]
+
+
+def saved_config(model_dir: Path) -> tuple[Path, dict]:
+    """A model directory (or a registry's current version) and its config.json document
+    (model name, settings, meta), without loading its weights."""
+    import json
+
+    from directrec.serve.registry import resolve as resolve_model
+
+    path = Path(resolve_model(model_dir)[0])
+    try:
+        return path, json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a directrec model directory ({e})") from None

@@ -22,6 +22,7 @@ from directrec.cli.common import (
     fail,
     out,
     parse_settings,
+    saved_config,
     stage_note,
 )
 from directrec.cli.discover import with_examples
@@ -458,13 +459,7 @@ def recipes_show(
             raise ValueError("give a recipe NAME|PATH or --model DIR (one of them)")
         if ref is not None:
             return resolve(ref).to_toml()
-        from directrec.serve.registry import resolve as resolve_model
-
-        path = Path(resolve_model(model_dir)[0])
-        try:
-            meta = json.loads((path / "config.json").read_text()).get("meta", {})
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a directrec model directory ({e})") from None
-        return stored(meta, str(path)).to_toml()
+        path, config = saved_config(model_dir)
+        return stored(config.get("meta", {}), str(path)).to_toml()
 
     sys.stdout.write(_run_guarded(run))

@@ -8,21 +8,16 @@ from typing import Annotated
 
 import typer
 
-from directrec.cli.common import StoreOpt, _run_guarded, app, err, fail, out
+from directrec.cli.common import StoreOpt, _run_guarded, app, err, fail, out, saved_config
 
 
 def _update_recipe(recipe: str | None, sets: list[str] | None, model_dir: Path):
     """The recipe an update runs under: --recipe (or the served model's stored recipe, or
     its model's plain defaults) with --set over it."""
     from directrec import recipes as rcp
-    from directrec.serve.registry import resolve as resolve_model
 
     def run() -> rcp.Recipe:
-        path = Path(resolve_model(model_dir)[0])
-        try:
-            config = json.loads((path / "config.json").read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a directrec model directory ({e})") from None
+        path, config = saved_config(model_dir)
         meta = config.get("meta", {})
         if recipe is not None:
             base = rcp.resolve(recipe)
