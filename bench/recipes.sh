@@ -3,7 +3,8 @@
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
-#   bash bench/recipes.sh [ml100k|ml1m|beauty-id|beauty-sem|beauty-cold|ml1m-new-users|all] [SEED]
+#   bash bench/recipes.sh [ml100k|ml1m|beauty-id|beauty-sem|beauty-cold|ml1m-new-users|
+#                         beauty-sem-default|ml1m-sem-default|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -29,6 +30,14 @@ fi
 if run beauty-sem; then  # the semantic-ID hybrid on Beauty (its ID weight chosen on validation)
   $DR benchmark --recipe beauty-semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" \
     --no-progress --out "$R/beauty-semantic-id-seed$SEED"
+fi
+if run beauty-sem-default; then  # semantic-id with no flags (its packaged defaults) on Beauty
+  $DR benchmark --recipe semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/beauty-semantic-id-defaults-seed$SEED"
+fi
+if run ml1m-sem-default; then  # semantic-id with no flags on MovieLens-1M
+  $DR benchmark --recipe semantic-id --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/ml1m-semantic-id-defaults-seed$SEED"
 fi
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
