@@ -75,6 +75,8 @@ class Server:
             str(args.list_cache),
             "--max-inflight",
             str(args.max_inflight),
+            "--max-wait-ms",
+            str(args.max_wait_ms),
             "--workers",
             str(args.workers),
             *extra,
@@ -961,6 +963,7 @@ def main() -> None:
     p.add_argument("--baseline-rate", type=float, default=300, help="overload_wrk: normal load")
     p.add_argument("--connections-over", type=int, default=256, help="overload_wrk: connections")
     p.add_argument("--max-inflight", type=int, default=64, help="server admission bound")
+    p.add_argument("--max-wait-ms", type=float, default=0.0, help="server wait bound (0: off)")
     args = p.parse_args()
     if args.client_core is not None:
         os.sched_setaffinity(0, {args.client_core})
@@ -977,6 +980,7 @@ def main() -> None:
         "list_cache": args.list_cache,
         "workers": args.workers,
         "max_inflight": args.max_inflight,
+        "max_wait_ms": args.max_wait_ms,
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)

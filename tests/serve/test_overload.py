@@ -202,3 +202,52 @@ def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(wor
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+class _Paced:
+    def __init__(self, seconds_per_item: float) -> None:
+        self.seconds_per_item = seconds_per_item
+
+
+def test_the_wait_bound_sheds_what_the_model_cannot_serve_in_time():
+    svc = _Svc()
+    svc.batcher = _Paced(0.010)  # the model's recent pace: 10 ms per request
+    gate = Gate(svc, max_inflight=100, max_wait=0.025)
+    path = "/v1/users/u1/recommendations"
+    for inflight, full in ((0, False), (1, False), (2, False), (3, True), (50, True)):
+        gate.inflight = inflight
+        assert gate.full(path) is full, inflight  # 3 ahead × 10 ms > 25 ms
+    assert not gate.full("/healthz")  # light paths are never shed
+    svc.batcher = _Paced(0.0004)  # a faster pace admits more at once (50 × 0.4 ms)
+    assert not gate.full(path) and gate.inflight == 50
+    svc.batcher.seconds_per_item = 0.0  # no batch timed yet: only max_inflight applies
+    assert not gate.full(path)
+    gate.inflight = 100
+    assert gate.full(path)
+    off = Gate(_Svc(), max_inflight=100)  # max_wait 0: the count alone
+    off.svc.batcher, off.inflight = _Paced(10.0), 99
+    assert not off.full(path)
+
+
+def test_the_batcher_keeps_its_recent_wall_time_per_request():
+    def run(jobs):
+        time.sleep(0.04)
+        return jobs
+
+    async def main() -> list[float]:
+        b = Batcher(run, max_batch=4, max_wait=0.05)
+        b.start()
+        paces = [b.seconds_per_item]
+        await b.submit(1)  # a batch of one: 40 ms per request
+        paces.append(b.seconds_per_item)
+        await asyncio.gather(*(b.submit(i) for i in range(4)))  # one batch of four
+        paces.append(b.seconds_per_item)
+        await b.stop()
+        return paces
+
+    first, one, four = asyncio.run(main())
+    assert first == 0.0
+    assert 0.035 <= one <= 0.2
+    # the batch of four cost ~10 ms per request: the average moves a fifth of the way
+    assert one - 0.2 * (one - 0.01) - 0.01 <= four <= one - 0.2 * (one - 0.04 / 4) + 0.01
+    assert four < one

@@ -159,6 +159,14 @@ def serve(
     max_inflight: Annotated[
         int, typer.Option(min=1, help="requests in flight before shedding with 503")
     ] = 64,
+    max_wait_ms: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="also shed when the requests in flight would take the model longer than "
+            "this to serve, at its recent pace per request (0: only --max-inflight)",
+        ),
+    ] = 0.0,
     max_batch: Annotated[int, typer.Option(min=1, help="requests per model call")] = 32,
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="how long a request waits for others to batch with")
@@ -228,6 +236,7 @@ def serve(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         max_inflight=max_inflight,
+        max_wait_ms=max_wait_ms,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,

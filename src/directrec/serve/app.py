@@ -540,7 +540,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
 
     # Shed before anything else; read the body (size limit, deadline) before a slot. The
     # gate is shared with the HTTP protocol (protocol.py), which sheds at parse time.
-    app.state.gate = Gate(svc, cfg.max_inflight)
+    app.state.gate = Gate(svc, cfg.max_inflight, cfg.max_wait_ms / 1000)
     app.add_middleware(
         Admission,
         service=svc,

@@ -5,7 +5,9 @@ call, run on a single model thread. The queue is bounded: when it is full, `subm
 The loop is supervised: a failing model call fails only that batch's requests
 (`BatchFailed`), an unexpected error in the loop itself is logged and the loop restarts,
 and a request that waits longer than `timeout` gets `TimeoutError` instead of hanging.
-`alive` tells readiness probes whether the loop is running.
+`alive` tells readiness probes whether the loop is running. `seconds_per_item` is the
+recent wall time of a model call per request it served (an exponential moving average),
+which the admission gate uses to estimate how long a new request would wait.
 
 The model thread runs at a lower OS priority (`nice`) than the event loop: on a busy core
 the scheduler then hands the CPU to the loop when a request arrives, so admitting,
@@ -27,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger("directrec.serve")
+EWMA = 0.2  # weight of the newest batch in `seconds_per_item`
 
 
 class Overloaded(Exception):
@@ -70,6 +73,7 @@ class Batcher:
         self.batches = 0
         self.items = 0
         self.failures = 0
+        self.seconds_per_item = 0.0  # EWMA over recent batches (0 until the first)
 
     @property
     def alive(self) -> bool:
@@ -93,6 +97,14 @@ class Batcher:
         except asyncio.QueueFull:
             raise Overloaded from None
         return await asyncio.wait_for(fut, self.timeout)
+
+    def _timed(self, seconds: float, n: int) -> None:
+        """Fold one batch's wall time per request into the moving average (wall time, not
+        CPU time: a model thread that waits for the core serves more slowly, and the
+        estimate follows)."""
+        per = seconds / max(n, 1)
+        old = self.seconds_per_item
+        self.seconds_per_item = per if old == 0.0 else old + EWMA * (per - old)
 
     async def _supervise(self) -> None:
         while not self.stopping:
@@ -133,8 +145,10 @@ class Batcher:
                 continue
             self.batches += 1
             self.items += len(live)
+            start = loop.time()
             try:
                 results = await loop.run_in_executor(self.pool, self.run, [j for j, _ in live])
+                self._timed(loop.time() - start, len(live))
             except Exception as e:
                 log.exception("model call failed for a batch of %d", len(live))
                 for _, f in live:

@@ -55,10 +55,18 @@ def route_label(path: str) -> str:
 
 class Gate:
     """The admission count shared by the ASGI middleware and the HTTP protocol: requests
-    holding a slot on the heavy paths, the bound, the pre-built 503 and its metrics."""
+    holding a slot on the heavy paths, the bound, the pre-built 503 and its metrics.
 
-    def __init__(self, service: Any, max_inflight: int) -> None:
-        self.svc, self.max_inflight = service, max_inflight
+    Two bounds, both checked when a request arrives: `max_inflight` requests at most, and
+    (when `max_wait` > 0 seconds) no more than the model serves within `max_wait` at its
+    recent pace: a request that would wait longer (those in flight × the model's recent
+    wall time per request) is shed at once. The second bound follows the machine: when
+    the core is shared, or a batch of long histories is slow, fewer are admitted, so an
+    admitted request's latency stays near `max_wait` plus its own batch, not
+    `max_inflight` ÷ whatever throughput is left."""
+
+    def __init__(self, service: Any, max_inflight: int, max_wait: float = 0.0) -> None:
+        self.svc, self.max_inflight, self.max_wait = service, max_inflight, max_wait
         self.inflight = 0
         shed = error_response(503, "overloaded; retry shortly")
         shed.headers["Retry-After"] = "1"
@@ -68,7 +76,15 @@ class Gate:
 
     def full(self, path: str) -> bool:
         """True when a request for `path` must be shed now."""
-        return self.inflight >= self.max_inflight and path.startswith(SHED_PATHS)
+        if not path.startswith(SHED_PATHS):
+            return False
+        if self.inflight >= self.max_inflight:
+            return True
+        if self.max_wait > 0 and self.inflight:
+            batcher = getattr(self.svc, "batcher", None)
+            pace = batcher.seconds_per_item if batcher is not None else 0.0
+            return self.inflight * pace > self.max_wait
+        return False
 
     def take(self) -> None:
         self.inflight += 1

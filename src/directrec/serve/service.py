@@ -52,6 +52,7 @@ class ServeConfig:
     header_timeout: float = 10.0  # seconds to receive a request's headers, then 408
     body_timeout: float = 10.0  # seconds to receive a request's whole body, then 408
     max_inflight: int = 64  # requests in flight before shedding
+    max_wait_ms: float = 0.0  # shed when those in flight need longer than this (0: off)
     max_batch: int = 32
     batch_wait_ms: float = 2.0
     watch_seconds: float = 2.0  # poll the registry's CURRENT (0: no watching)
