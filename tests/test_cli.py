@@ -555,7 +555,10 @@ def test_train_a_model_records_its_own_recipe(store):
 def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     d, db = store
     recipe = tmp_path / "tiny.toml"
-    recipe.write_text(TINY_RECIPE.replace("dim = 16", "dim = 16\nlr = 1e-7"))
+    diverse = "[stages.diversify]\nusers = 40\nkeep = 0.5\n\n[benchmark]"
+    recipe.write_text(
+        TINY_RECIPE.replace("dim = 16", "dim = 16\nlr = 1e-7").replace("[benchmark]", diverse)
+    )
     res = run(
         "benchmark", "--db", db, "--recipe", recipe, "--out", d / "rb", "--no-isolate",
         "--set", "sasrec-ce.epochs=1", "--save-models", d / "rbm",
@@ -567,7 +570,16 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     gen = doc["results"][2]
     assert gen["config"]["epochs"] == 1 and gen["config"]["dim"] == 16  # --set over the recipe
     assert gen["recipe"]["recipe"]["name"] == "tiny" and gen["recipe"]["settings"]["epochs"] == 1
-    assert gen["recipe"]["stages"] == {"prior_blend": {"users": 30}}
+    assert gen["recipe"]["stages"] == {
+        "prior_blend": {"users": 30},
+        "diversify": {"users": 40, "keep": 0.5},
+    }
+    # the recipe's stages were fitted on validation cases, saved, and evaluated with
+    fitted = gen["stages"]
+    assert set(fitted["stages"]) <= {"prior_blend", "diversify"} and "diversify" in fitted["stages"]
+    assert fitted["fits"]["diversify"]["cases"] == 40
+    assert (d / "rbm" / "sasrec-ce" / "stages.json").exists()
+    assert "stages" not in doc["results"][1]  # the anchors have no recipe stages
     assert gen["stopped"] == "epochs exhausted (1)"
     assert any(w.startswith("generator sasrec-ce scores below") for w in doc["warnings"])
     saved = tomllib.loads(run("recipes", "show", "--model", d / "rbm" / "sasrec-ce").output)

@@ -149,6 +149,7 @@ class Trained:
             [str(x) for x in raw_items],
             data.catalog.titles,
             data.catalog.categories,
+            data.catalog.embeddings,
         )
         opts = ListOptions(k=k, exclude_seen=exclude_seen, explain=explain)
         recs = recommend(self.model, histories, opts, info=info, stages=self.stages)

@@ -11,10 +11,12 @@ import pytest
 import torch
 
 from directrec.data.histories import Histories
-from directrec.generate.pipeline import ListOptions, masked_scores, recommend
+from directrec.generate.pipeline import ItemInfo, ListOptions, masked_scores, recommend
+from directrec.generate.rerank import normalised
 from directrec.generate.stages import (
     STAGES_FILE,
     ColdGate,
+    Diversify,
     PriorBlend,
     QueryBlend,
     Stages,
@@ -29,12 +31,21 @@ EXAMPLES = {
     "cold_gate": Stages(
         cold_gate=ColdGate(mode="score", view="latent", mix=0.5, slots=2, scale=5.0, bias=-3.0)
     ),
+    "diversify": Stages(diversify=Diversify(weight=0.6, pool_factor=3)),
     "all": Stages(
         prior_blend=PriorBlend((1, 3), (0.5, 0.2)),
         query_blend=QueryBlend(alpha=1.0, t=0.0),
         cold_gate=ColdGate(mode="place", view="text", mix=0.0, slots=1, threshold=0.2, rank=3),
+        diversify=Diversify(weight=0.3),
     ),
 }
+
+
+def info_of(ds) -> ItemInfo:
+    n = ds.interactions.n_items
+    return ItemInfo(
+        [""] * n, [[] for _ in range(n)], normalised(ds.catalog.embeddings).astype(np.float32)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +71,16 @@ def test_every_stage_round_trips_with_the_model(name, semantic, planted_embedded
     )
     sims = planted_embedded.catalog.embeddings @ planted_embedded.catalog.embeddings[7]
     opts = [ListOptions(k=10)] * 5 + [ListOptions(k=10, query_sims=sims.astype(np.float32))]
-    before = recommend(model, h, opts, stages=stages)
-    after = recommend(loaded, h, opts, stages=again)
+    info = info_of(planted_embedded)
+    before = recommend(model, h, opts, stages=stages, info=info)
+    after = recommend(loaded, h, opts, stages=again, info=info)
     for a, b in zip(before, after, strict=True):
         assert a.items.tolist() == b.items.tolist()
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
-    if stages.fitted():  # a fitted stage changes some list of these rows
+    if stages.diversify is not None:  # the re-ranking changes some list of these rows
+        plain = recommend(model, h, opts, info=info)
+        assert any(a.items.tolist() != b.items.tolist() for a, b in zip(plain, before, strict=True))
+    elif stages.fitted():  # a fitted stage changes some scores of these rows
         plain = masked_scores(model, h, 10, query_sims=[o.query_sims for o in opts])
         piped = masked_scores(model, h, 10, query_sims=[o.query_sims for o in opts], stages=stages)
         assert not torch.equal(plain, piped)
@@ -86,6 +101,7 @@ def test_a_model_without_stages_writes_no_file_and_loads_none(semantic, tmp_path
         ({"stages": {"prior_blend": {"lengths": [2, 1], "alpha": [0.1, 0.2]}}}, "increasing"),
         ({"stages": {"query_blend": {"alpha": 2.0, "t": 1.0}}}, "alpha and w in"),
         ({"stages": {"cold_gate": {"mode": "x", "view": "text", "mix": 0, "slots": 1}}}, "mode"),
+        ({"stages": {"diversify": {"weight": 1.5}}}, "weight must lie in"),
         ([1, 2], "expected an object"),
     ],
 )

@@ -50,8 +50,14 @@ def recommend(
         ),
     ] = False,
     diversity: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="MMR re-ranking over text embeddings (default: the model's fitted "
+            "diversify stage, else none)",
+        ),
+    ] = None,
 ) -> None:
     """Top-K recommendations for one known user (--user), a new user described in words
     (--query) or a user with no history (--cold-start), built as the service builds them:
@@ -73,7 +79,9 @@ def recommend(
 
         model, stages = load_pipeline(resolve(model_dir)[0])
         reads = model.capabilities.reads_requests
-        needs_text = diversity > 0 or (query is not None and not reads)
+        fitted = stages.diversify is not None and stages.diversify.weight > 0
+        needs_text = bool(diversity) or (diversity is None and fitted)
+        needs_text = needs_text or (query is not None and not reads)
         ctx = ModelContext.build(model, db, vectors=needs_text, stages=stages)
         history, dislikes, request, sims = [], set(), "", None
         exclude_seen = not include_seen

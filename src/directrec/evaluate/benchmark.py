@@ -96,6 +96,22 @@ def _recipe(spec: BenchmarkSpec, name: str, settings: dict[str, Any]) -> dict[st
     return doc
 
 
+def _stage_plan(spec: BenchmarkSpec, name: str) -> Any:
+    """The stages `name`'s recipe fits after the model (None: none), on the leave-one-out
+    protocol they are fitted by (`directrec train` fits them the same way)."""
+    from directrec.generate.fitting import StagePlan
+
+    wanted = (spec.recipes.get(name) or {}).get("stages") or {}
+    if not wanted:
+        return None
+    if spec.split != "loo" or spec.stage != "test":
+        raise ValueError(
+            f"{name}: the recipe's stages ({', '.join(wanted)}) are fitted on validation "
+            "cases of the leave-one-out split; run them with --split loo on the test stage"
+        )
+    return StagePlan.from_spec(wanted, spec.seed)
+
+
 def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     """Fit and evaluate one model (runs inside the worker process)."""
     from directrec.models import create
@@ -107,24 +123,34 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     model = create(name, settings)
     if model.capabilities.needs_text and ds.catalog.embeddings is None:
         return {"model": name, "error": "needs item text; this store has none"}
+    plan = _stage_plan(spec, name)
+    # the model trains without what its recipe's stages hold out for their own fit
+    fit_split = (
+        split if plan is None else make_split(plan.hold_out(ds.interactions, model), spec.split)
+    )
     t0 = time.perf_counter()
     # models that train by epochs show their own epoch bar; the others a spinner
     with stage(f"[{name}] fit", on=spec.progress and not model.capabilities.early_stopping):
         inputs = fit_model(
             model,
-            split,
+            fit_split,
             spec.stage,
             ds.catalog,
             max_history=spec.max_history,
             valid_users=spec.valid_users,
             cap_training=spec.cap_training,
         )
+    stages = None
+    if plan is not None:
+        inputs = split.inputs(spec.stage, spec.max_history)  # every user, every item
+        with stage(f"[{name}] fit stages", on=spec.progress):
+            stages = plan.fit(model, ds.interactions, ds.catalog, "loo")
     fit_s = time.perf_counter() - t0
     model.meta["recipe"] = _recipe(spec, name, settings)
     if spec.save_dir:  # for later looks (other beams, gates) without refitting, and
         # for `directrec evaluate` / `recommend`, which read it against the store by raw id
         stamp(model, ds, spec.db)
-        model.save(Path(spec.save_dir) / name)
+        model.save(Path(spec.save_dir) / name, extra=stages.files() if stages else None)
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
         feats = ds.catalog.category_matrix()
@@ -138,6 +164,8 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         batch_size=spec.batch_size,
         item_features=feats,
         progress=spec.progress,
+        stages=stages,
+        item_vectors=ds.catalog.embeddings,
     )
     extra = {
         k: model.meta[k]
@@ -152,6 +180,8 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         )
         if k in model.meta
     }
+    if stages is not None:
+        extra["stages"] = stages.to_dict()
     if spec.diversity and feats is not None:
         from directrec.evaluate.diversity import diversity_sweep
 

@@ -33,6 +33,7 @@ from directrec.evaluate.metrics import (
     target_ranks,
 )
 from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.generate.rerank import normalised
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 from directrec.progress import Steps
@@ -77,18 +78,21 @@ def evaluate(
     item_features: np.ndarray | sp.spmatrix | None = None,
     progress: bool = False,
     stages: Stages | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> EvalResult:
     """Evaluate `model` (with its fitted `stages`, if any) on `targets`, scoring from
     `inputs` and excluding items in `seen` (default: the inputs) when `exclude_seen`.
 
     `item_features` (dense embeddings or a sparse category matrix) enables intra-list
-    diversity; coverage and novelty are always reported.
+    diversity; coverage and novelty are always reported. `item_vectors` (text embeddings
+    in the model's index) are what a fitted diversify stage re-ranks by.
     """
     start = time.perf_counter()
     seen = (seen if seen is not None else inputs).matrix("binary")
     hist_len = np.diff(seen.indptr)
     popularity = torch.from_numpy(np.asarray(seen.sum(0)).ravel())
     n_items, max_k = model.n_items, max(ks)
+    vectors = None if item_vectors is None else normalised(item_vectors)
     feats = None
     if item_features is not None:
         dense = item_features.toarray() if sp.issparse(item_features) else item_features
@@ -125,6 +129,8 @@ def evaluate(
         scores = masked_scores(model, histories, max_k, exclude_seen=exclude_seen, stages=stages)
         if exclude_seen:  # the whole history, also what a context cap left out of the inputs
             mask_rows(scores, seen[users])
+        if stages is not None:  # the fitted re-ranking, as recommend() applies it
+            stages.rerank(scores, vectors, max_k)
         ranks = target_ranks(scores, padded)
         n_t = torch.from_numpy(counts)
         for k in ks:
@@ -262,7 +268,9 @@ def fit_with_stages(
     if holdout not in ("none", "loo"):
         raise ValueError("holdout must be none or loo")
     plan = StagePlan.from_spec(spec, seed)
-    wants_text = model.capabilities.needs_text or "query_blend" in plan.stages
+    wants_text = model.capabilities.needs_text or bool(
+        {"query_blend", "diversify"} & set(plan.stages)
+    )
     if wants_text and ds.catalog.embeddings is None and ds.catalog.has_text:
         from directrec.text.encoder import item_embeddings
 

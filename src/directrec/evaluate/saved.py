@@ -107,8 +107,24 @@ def evaluate_saved(
     inputs = remap(inputs, users, items, n_users, model.n_items)
     seen = remap(seen, users, items, n_users, model.n_items)
     targets, dropped = _remap_targets(targets, users, items)
+    vectors = None
+    if stages is not None and stages.diversify is not None and ds.catalog.has_text:
+        from directrec.text.encoder import item_embeddings
+
+        text = item_embeddings(ds, db)  # the store's cache, else computed
+        vectors = np.zeros((model.n_items, text.shape[1]), dtype=np.float32)
+        vectors[items[items >= 0]] = text[items >= 0]
     t0 = time.perf_counter()
-    result = evaluate(model, inputs, targets, ks, seen=seen, batch_size=batch_size, stages=stages)
+    result = evaluate(
+        model,
+        inputs,
+        targets,
+        ks,
+        seen=seen,
+        batch_size=batch_size,
+        stages=stages,
+        item_vectors=vectors,
+    )
     notes = []
     if model.meta.get("holdout") == "none" and stage == "test":
         notes.append(

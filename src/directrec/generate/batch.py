@@ -90,7 +90,8 @@ def write_lists(
     if k < 1:
         raise ValueError("k must be at least 1")
     out = Path(out)
-    ctx = ModelContext.build(model, db, stages=stages)
+    diversify = stages is not None and stages.diversify is not None and stages.diversify.weight > 0
+    ctx = ModelContext.build(model, db, vectors=diversify, stages=stages)
     t0 = time.perf_counter()
     with open_store(db) as store:
         fingerprint = store.meta().get("fingerprint", "")
@@ -101,7 +102,7 @@ def write_lists(
             for batch in _batches(todo, batch_size):
                 h = ctx.histories(store, batch)
                 options = ListOptions(k=k, exclude_seen=exclude_seen)
-                lists = recommend(model, h, options, stages=ctx.stages)
+                lists = recommend(model, h, options, info=ctx.info, stages=ctx.stages)
                 writer.write_table(_table(batch, lists, ctx, model.name, version, fingerprint))
                 rows += sum(len(r.items) for r in lists)
                 bar.advance(len(batch))

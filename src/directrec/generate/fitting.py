@@ -9,6 +9,9 @@ Each stage learns on data the model did not train on:
   items enter lists without costing the warm ones more than `min_warm` of their NDCG@10.
   Those items stay cold in the saved model: they reach lists through the gate, as items
   added to the catalogue later (text only, no interactions) do.
+- `diversify` on validation cases (`users` of them, default 2000: a user's last item before
+  the test item, the items before it as the history), after the stages above: the largest
+  MMR weight whose lists keep `keep` (default 0.95) of the NDCG@10 of the model's order.
 
 `StagePlan.hold_out` says what the model may train on; `StagePlan.fit` fits the stages once
 the model is trained and returns them typed (generate/stages.py), with what each fit measured.
@@ -21,11 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
+import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
-from directrec.generate.stages import Stages
+from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.generate.rerank import mmr, normalised
+from directrec.generate.stages import Diversify, Stages
 from directrec.models.base import Recommender
 
 # Each stage's parameters and their defaults (a recipe may set these, nothing else).
@@ -33,7 +40,9 @@ STAGE_PARAMS: dict[str, dict[str, Any]] = {
     "prior_blend": {"users": 500},
     "query_blend": {"users": 500},
     "cold_gate": {"holdout": 0.1, "min_warm": 0.95},
+    "diversify": {"users": 2000, "keep": 0.95},
 }
+DIVERSITY_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_ITEMS = 12  # a held-out user's history: long enough to cut at 1, 2, 3, 5, 10 and score
 
 
@@ -139,7 +148,52 @@ class StagePlan:
             made["query_blend"], fits["query_blend"] = self._fit_query(model, seqs, catalog, log)
         if "cold_gate" in self.stages:
             made["cold_gate"], fits["cold_gate"] = self._fit_gate(model, data, log)
+        if "diversify" in self.stages:
+            made["diversify"], fits["diversify"] = self._fit_diversify(
+                model, data, catalog, Stages(**made), log
+            )
         return Stages(**made, fits=fits)
+
+    def _validation_cases(self, data: Interactions) -> tuple[Interactions, np.ndarray, np.ndarray]:
+        """Every (not held-out) user's last item of `data` as the target: the items before
+        the targets, the users with one, and each one's target."""
+        users = np.setdiff1d(np.unique(data.user), self.held_users)
+        split = leave_one_out(data.select(np.isin(data.user, users)))
+        before, _, targets = split.stage("test")
+        has = np.diff(targets.indptr) > 0
+        return before, targets.users[has], targets.items[targets.indptr[:-1]][has]
+
+    def _fit_diversify(
+        self,
+        model: Recommender,
+        data: Interactions,
+        catalog: Catalog,
+        stages: Stages,
+        log: Callable[[str], None],
+    ) -> tuple[Diversify, dict]:
+        if catalog.embeddings is None:
+            raise ValueError("stage diversify: the catalogue needs item text (MMR compares it)")
+        before, users, target = self._validation_cases(data)
+        hist = Histories.from_interactions(before, users)
+        n = int(self.stages["diversify"]["users"])
+        if len(target) > n:
+            rows = np.sort(np.random.default_rng(self.seed).choice(len(target), n, replace=False))
+            hist, target = hist.take(rows), target[rows]
+        stage, table = fit_diversify(
+            model,
+            hist,
+            target,
+            catalog.embeddings,
+            keep=float(self.stages["diversify"]["keep"]),
+            stages=stages,
+        )
+        log(
+            f"diversify: MMR weight {stage.weight:g} (validation NDCG@10 "
+            f"{table['ndcg_model_order']:.4f} → {table['ndcg_chosen']:.4f}, intra-list "
+            f"diversity {table['ild_model_order']:.3f} → {table['ild_chosen']:.3f}, "
+            f"{table['cases']} cases)"
+        )
+        return stage, table
 
     def _fit_query(
         self, model: Recommender, seqs: list, catalog: Catalog, log: Callable[[str], None]
@@ -165,13 +219,9 @@ class StagePlan:
         before it (warm ones only, as the model saw them) as the history."""
         from directrec.generate.coldstart import fit_cold_gate
 
-        users = np.setdiff1d(np.unique(data.user), self.held_users)
-        split = leave_one_out(data.select(np.isin(data.user, users)))
-        before, _, targets = split.stage("test")
-        has = np.diff(targets.indptr) > 0
-        target = targets.items[targets.indptr[:-1]][has]
+        before, users, target = self._validation_cases(data)
         warm = before.select(~np.isin(before.item, self.cold_items))
-        hist = Histories.from_interactions(warm, targets.users[has])
+        hist = Histories.from_interactions(warm, users)
         gate, table = fit_cold_gate(
             model, hist, target, k=10, min_warm=float(self.stages["cold_gate"]["min_warm"])
         )
@@ -188,3 +238,97 @@ class StagePlan:
                 f"{table['valid_warm_retention']:.1%})"
             )
         return gate, table
+
+
+def mmr_sweep(
+    model: Recommender,
+    histories: Histories,
+    truths: list[set[int]],
+    vectors: np.ndarray,
+    knobs: list[float] | tuple[float, ...],
+    k: int = 10,
+    pool: int = 50,
+    *,
+    seen: sp.csr_matrix | None = None,
+    stages: Stages | None = None,
+    batch_size: int = 512,
+) -> list[dict[str, float]]:
+    """Per MMR weight in `knobs`: recall@k, ndcg@k and intra-list diversity (mean pairwise
+    cosine distance) of each row's re-ranked list against `truths[row]`, over the rows
+    with a truth. The pool is the row's top `pool` unseen items over the whole catalogue
+    (with the fitted `stages`; `seen` rows, when given, are masked too)."""
+    vectors = normalised(vectors)
+    sums = {kn: np.zeros(3) for kn in knobs}
+    count = 0
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for b in range(0, len(histories), batch_size):
+        rows = np.arange(b, min(b + batch_size, len(histories)))
+        h = histories.take(rows)
+        scores = masked_scores(model, h, pool, stages=stages)
+        if seen is not None:
+            mask_rows(scores, seen[rows])
+        top = torch.topk(scores, min(pool, model.n_items), dim=1)
+        cand, vals = top.indices.numpy(), top.values.numpy()
+        for n, row in enumerate(rows):
+            truth = truths[row]
+            if not truth:
+                continue
+            count += 1
+            ok = np.isfinite(vals[n])
+            ideal = discount[: min(len(truth), k)].sum()
+            for kn in knobs:
+                items, _ = mmr(cand[n][ok], vals[n][ok], vectors, k, kn)
+                hit = np.array([i in truth for i in items], dtype=np.float64)
+                v = vectors[items]
+                m = len(items)
+                ild = float((1 - v @ v.T)[np.triu_indices(m, 1)].mean()) if m > 1 else 0.0
+                sums[kn] += (
+                    hit.sum() / min(len(truth), k),
+                    (hit * discount[:m]).sum() / ideal,
+                    ild,
+                )
+    return [
+        {
+            "diversity": kn,
+            f"recall@{k}": float(s[0] / max(count, 1)),
+            f"ndcg@{k}": float(s[1] / max(count, 1)),
+            f"ild@{k}": float(s[2] / max(count, 1)),
+            "users": count,
+        }
+        for kn, s in sums.items()
+    ]
+
+
+def fit_diversify(
+    model: Recommender,
+    histories: Histories,
+    target: np.ndarray,
+    vectors: np.ndarray,
+    keep: float = 0.95,
+    *,
+    k: int = 10,
+    pool_factor: int = 5,
+    stages: Stages | None = None,
+    grid: tuple[float, ...] = DIVERSITY_GRID,
+) -> tuple[Diversify, dict[str, Any]]:
+    """The largest MMR weight of `grid` whose lists keep `keep` of the NDCG@`k` of the
+    model's own order on these validation cases (row r's target: `target[r]`), and the
+    sweep it was chosen from."""
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"stage diversify: keep must be in (0, 1], not {keep}")
+    truths = [{int(t)} for t in target]
+    sweep = mmr_sweep(model, histories, truths, vectors, grid, k, k * pool_factor, stages=stages)
+    base = sweep[0][f"ndcg@{k}"]
+    kept = [p for p in sweep if p[f"ndcg@{k}"] >= keep * base]
+    chosen = max(kept, key=lambda p: p["diversity"])
+    table = {
+        "cases": len(truths),
+        "keep": keep,
+        "weight": chosen["diversity"],
+        "ndcg_model_order": base,
+        "ndcg_chosen": chosen[f"ndcg@{k}"],
+        "ild_model_order": sweep[0][f"ild@{k}"],
+        "ild_chosen": chosen[f"ild@{k}"],
+        "sweep": sweep,
+    }
+    return Diversify(float(chosen["diversity"]), pool_factor), table

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -47,7 +47,8 @@ class ListOptions:
     k: int = 10
     exclude_seen: bool = True
     exclude_categories: frozenset[str] = field(default_factory=frozenset)
-    diversity: float = 0.0  # MMR knob: 0 = the model's order
+    # MMR knob: 0 = the model's order; None = the fitted diversify stage's weight (0 without)
+    diversity: float | None = None
     explain: bool = False
     pool_factor: int = 5  # candidates per slot when filtering or diversifying
     request: str = ""  # free text for models that read it (the LM's prompt); others ignore it
@@ -60,7 +61,17 @@ class ListOptions:
     query_items: int = 0
 
     def pool(self) -> int:
-        return self.k * (self.pool_factor if self.diversity > 0 or self.exclude_categories else 1)
+        wide = bool(self.diversity) or bool(self.exclude_categories)
+        return self.k * (self.pool_factor if wide else 1)
+
+    def resolved(self, stages: Stages | None) -> ListOptions:
+        """These options with the knobs left to the fitted stages filled in."""
+        if self.diversity is not None:
+            return self
+        fitted = stages.diversify if stages is not None else None
+        if fitted is None:
+            return replace(self, diversity=0.0)
+        return replace(self, diversity=fitted.weight, pool_factor=fitted.pool_factor)
 
 
 @dataclass
@@ -167,6 +178,9 @@ def recommend(
     opts = [options] * len(histories) if isinstance(options, ListOptions) else list(options)
     if len(opts) != len(histories):
         raise ValueError("options: one per history row")
+    opts = [o.resolved(stages) for o in opts]
+    if any(o.diversity for o in opts) and (info is None or info.vectors is None):
+        raise ValueError("diversity re-ranks by the items' text embeddings (ItemInfo.vectors)")
     if any(o.k < 1 for o in opts):
         raise ValueError("k must be at least 1")
     if len(histories) == 0:
@@ -195,8 +209,8 @@ def recommend(
                 raise ValueError("category filters need item categories (ItemInfo)")
             keep = category_filter(it, info.categories, set(o.exclude_categories))
             it, sc = it[keep], sc[keep]
-        if o.diversity > 0 and info is not None and info.vectors is not None:
-            it, sc = mmr(it, sc, info.vectors, o.k, o.diversity)
+        if o.diversity:
+            it, sc = mmr(it, sc, info.vectors, o.k, o.diversity)  # type: ignore[union-attr]
         it, sc = it[: o.k], sc[: o.k]
         reasons = None
         if o.explain and info is not None and explains(model) and not fallback[r]:

@@ -8,6 +8,9 @@
   (`coldstart.fit_query_blend`).
 - `ColdGate`: items the generator never trained on (cold items) enter a semantic-ID
   model's lists through a gate learned on validation cases (`coldstart.fit_cold_gate`).
+- `Diversify`: MMR re-ranking of each list's candidates with the weight chosen on
+  validation cases: the largest that keeps a set share of the list's NDCG@10
+  (`fitting.fit_diversify`). A request's own `diversity` overrides it.
 
 A model's own decoding settings (beam width, the ID-head weight of the semantic-ID hybrid)
 are the model's config, chosen on validation while it is fit, not stages.
@@ -200,7 +203,39 @@ class ColdGate:
         return torch.full_like(sims, -torch.inf).scatter(1, keep, placed)
 
 
-STAGE_TYPES: dict[str, type] = {t.name: t for t in (PriorBlend, QueryBlend, ColdGate)}
+@dataclass(frozen=True)
+class Diversify:
+    """MMR over each row's best `pool_factor` × k candidates with weight `weight`
+    (generate/rerank.py: 0 keeps the model's order)."""
+
+    weight: float
+    pool_factor: int = 5
+    name: ClassVar[str] = "diversify"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight < 1.0:
+            raise ValueError(f"diversify: weight must lie in [0, 1), not {self.weight}")
+        if self.pool_factor < 1:
+            raise ValueError("diversify: pool_factor must be at least 1")
+
+    def rerank(self, scores: torch.Tensor, vectors: np.ndarray, k: int) -> None:
+        """In place on `scores` [B, n_items] (seen items already -inf): each row's MMR
+        list of `k` is lifted above every other item, in its MMR order, so a top-`k` of
+        the row reads it (what evaluation ranks; `recommend` runs MMR itself)."""
+        if self.weight <= 0.0:
+            return
+        from directrec.generate.rerank import lift, mmr
+
+        pool = min(k * self.pool_factor, scores.shape[1])
+        top = torch.topk(scores, pool, dim=1)
+        cand, vals = top.indices.numpy(), top.values.numpy()
+        for r in range(len(scores)):
+            ok = np.isfinite(vals[r])
+            items, _ = mmr(cand[r][ok], vals[r][ok], vectors, k, self.weight)
+            lift(scores, r, items)
+
+
+STAGE_TYPES: dict[str, type] = {t.name: t for t in (PriorBlend, QueryBlend, ColdGate, Diversify)}
 
 
 @dataclass(frozen=True)
@@ -210,6 +245,7 @@ class Stages:
     prior_blend: PriorBlend | None = None
     query_blend: QueryBlend | None = None
     cold_gate: ColdGate | None = None
+    diversify: Diversify | None = None
     fits: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def fitted(self) -> list[str]:
@@ -279,6 +315,18 @@ class Stages:
             self.prior_blend.apply(scores, histories.lengths() * ok, model.popularity)
         if self.query_blend is not None and query_rows is not None and len(query_rows):
             self.query_blend.apply(scores, query_rows, query_sims, model.popularity)  # type: ignore[arg-type]
+
+    def rerank(self, scores: torch.Tensor, vectors: np.ndarray | None, k: int) -> None:
+        """The fitted re-ranking (diversify) on masked `scores`, in place, for a top-`k`.
+        `vectors`: the items' L2-normalised text embeddings in the model's index."""
+        if self.diversify is None or self.diversify.weight <= 0.0:
+            return
+        if vectors is None:
+            raise ValueError(
+                "this model's diversify stage needs the items' text embeddings "
+                "(a catalogue with text)"
+            )
+        self.diversify.rerank(scores, vectors, k)
 
 
 def load_pipeline(path: str | Path) -> tuple[Recommender, Stages]:

@@ -211,6 +211,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         if k > cfg.max_k:
             raise HTTPException(422, f"k must be at most {cfg.max_k}")
 
+    def check_diversity(diversity: float | None) -> None:
+        if diversity and svc.text_vectors() is None:
+            raise HTTPException(422, "this catalogue has no text: `diversity` is unavailable")
+
     def unknown_items(ids: list[str]) -> list[str]:
         known = svc.catalogue.titles
         model_items = svc.loaded.items if svc.loaded is not None else None
@@ -322,11 +326,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         user_id: Annotated[str, PathParam(max_length=256)],
         k: Annotated[QueryInt, Query(ge=1)] = 10,
         exclude_seen: bool = True,
-        diversity: Annotated[float, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.0,
+        diversity: Annotated[float | None, Query(ge=0.0, le=1.0, allow_inf_nan=False)] = None,
         exclude_categories: Annotated[list[str] | None, Query(max_length=100)] = None,
         explain: bool = False,
     ) -> Response:
         check_k(k)
+        check_diversity(diversity)
         uid = path_text(user_id)
         got = svc.histories.peek(uid) if svc.histories.inline else None
         if not isinstance(got, History):  # not cached or stale: read off the event loop
@@ -356,6 +361,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/recommendations")
     async def adhoc(body: AdHocIn) -> Response:
         check_k(body.k)
+        check_diversity(body.diversity)
         bad = unknown_items(body.history + body.exclude_items)
         if bad:
             raise HTTPException(422, f"unknown item ids: {', '.join(map(repr, bad[:10]))}")

@@ -136,7 +136,8 @@ class AdHocIn(Strict):
     exclude_categories: list[Annotated[str, Field(max_length=256)]] = Field(
         default_factory=list, max_length=100
     )
-    diversity: float = Field(0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    # None: the model's fitted diversify stage decides (the model's order without one)
+    diversity: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
     explain: bool = False
 
     @field_validator("history", "exclude_items", "exclude_categories")

@@ -74,7 +74,7 @@ class Job:
     exclude_seen: bool
     exclude: set[str]
     categories: set[str]
-    diversity: float
+    diversity: float | None  # None: the fitted diversify stage's weight
     explain: bool = False
     request: str = ""  # free text the model reads itself (LM backend); others get none
     query_sims: np.ndarray | None = None  # sentence-only request: item cosines (model index)

@@ -233,8 +233,9 @@ def update_model(
     ndcg_new = ndcg_old = None
     if len(gate) >= max(min_gate_users, 1):
         # Both compared through the same stages; the cold gate needs the model's own
-        # cold-item view, which the served model seen through a grown index lacks.
-        same = dataclasses.replace(stages, cold_gate=None)
+        # cold-item view, which the served model seen through a grown index lacks, and
+        # the re-ranking (diversify) is the same list-building step for both.
+        same = dataclasses.replace(stages, cold_gate=None, diversify=None)
         ndcg_new = evaluate(new, fit, gate, (10,), stages=same).metrics["ndcg@10"]
         served = GrownIndex(model, ld.interactions.n_users, ld.interactions.n_items)
         ndcg_old = evaluate(served, fit, gate, (10,), stages=same).metrics["ndcg@10"]
