@@ -3,8 +3,6 @@ dead letters, idempotent writes, shared load, claimed pending entries and kill -
 
 from __future__ import annotations
 
-import itertools
-import os
 import signal
 import subprocess
 import sys
@@ -13,36 +11,11 @@ import time
 
 import pytest
 
-from directrec.data.redislocal import LocalRedis, installed
 from directrec.data.schema import DataError, RawData, make_interactions
 from directrec.data.store import ingest, open_store
 from directrec.data.stream import Consumer, StreamConfig
 from directrec.data.streamwrite import open_writer
 from tests.conftest import planted_frames
-
-_N = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def redis_server():
-    if not installed():  # `make setup` installs it; a bare machine says why it skipped
-        pytest.skip("redis-server is not installed (make setup installs Debian's redis-server)")
-    with LocalRedis() as r:
-        yield r
-
-
-@pytest.fixture()
-def r(redis_server):
-    import redis
-
-    client = redis.Redis(port=redis_server.port)
-    yield client
-    client.close()
-
-
-@pytest.fixture()
-def stream_name():
-    return f"ev{os.getpid()}-{next(_N)}"
 
 
 def make_store(db, n_users: int = 12) -> None:
