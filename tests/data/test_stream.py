@@ -59,6 +59,7 @@ def test_entries_land_validated_and_bad_ones_are_dead_lettered(
         {"user_id": "s1", "item_id": "i1", "rating": "inf"},
         {"user_id": "s1", "item_id": "i1", "event": "dislike"},
         {"user_id": b"\xff\xfe", "item_id": "i1"},
+        {"user_id": "s1", "item_id": "i\x001"},
     ]
     for fields in bad:
         r.xadd(stream_name, fields)
@@ -91,7 +92,7 @@ def test_entries_land_validated_and_bad_ones_are_dead_lettered(
     assert "expected a Unix time or an ISO-8601 date, got 'yesterday'" in reasons[2]
     assert "not a plausible Unix time" in reasons[3]
     assert "finite number" in reasons[4] and "/v1/feedback" in reasons[5]
-    assert "UTF-8" in reasons[6]
+    assert "UTF-8" in reasons[6] and reasons[7] == "field 'item_id': contains a NUL character"
     assert dead[0][1][b"item_id"] == b"i1" and dead[0][1][b"stream"] == stream_name.encode()
     assert r.xpending(stream_name, "directrec")["pending"] == 0  # everything acknowledged
 

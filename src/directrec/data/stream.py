@@ -126,6 +126,8 @@ def parse_entry(stream: str, entry_id: str, raw: dict[bytes, bytes], unit: str |
             fields[k.decode()] = v.decode()
         except UnicodeDecodeError:
             raise Invalid(f"field {k!r}: not valid UTF-8") from None
+        if "\x00" in fields[k.decode()]:  # PostgreSQL text cannot hold it: a poison batch
+            raise Invalid(f"field '{k.decode()}': contains a NUL character")
     for name in ("user_id", "item_id"):
         if name not in fields:
             have = ", ".join(sorted(fields)) or "none"
@@ -173,7 +175,6 @@ class Consumer:
         self.totals = Totals()
         self.stop = threading.Event()
         self._claim_at = 0.0
-        self._dirty = False  # rows committed since the fingerprint was last refreshed
         try:
             self.redis.xgroup_create(cfg.stream, cfg.group, id="0", mkstream=True)
         except redis.ResponseError as e:
@@ -184,12 +185,7 @@ class Consumer:
             raise DataError(f"cannot reach Redis ({e})", file=cfg.source) from e
 
     def close(self) -> None:
-        if self.writer is not None:
-            if self._dirty:
-                self.writer.refresh_fingerprint()
-                self._dirty = False
-            self.writer.close()
-            self.writer = None
+        self.pause_writes()
         self.redis.close()
 
     # ------------------------------------------------------------------ the loop
@@ -208,9 +204,8 @@ class Consumer:
             if n:
                 quiet_since = time.monotonic()
             else:
-                if self._dirty:  # the stream went quiet: bring the fingerprint up to date
-                    self.writer_open().refresh_fingerprint()
-                    self._dirty = False
+                if self.writer is not None and self.writer.stale:  # quiet: bring it up to date
+                    self.writer.refresh_fingerprint()
                 if idle_exit is not None and time.monotonic() - quiet_since >= idle_exit:
                     break
         return self.totals
@@ -265,9 +260,8 @@ class Consumer:
         """Let go of the store (DuckDB: so another reader in this process, such as an
         update, can open it); the next batch reopens it."""
         if self.writer is not None:
-            if self._dirty:
+            if self.writer.stale:
                 self.writer.refresh_fingerprint()
-                self._dirty = False
             self.writer.close()
             self.writer = None
 
@@ -286,8 +280,6 @@ class Consumer:
             except Invalid as e:
                 dead.append((entry_id, str(e)))
         applied = self.writer_open().append([r for _, r in rows], self.cfg.strict)
-        if applied.stored:
-            self._dirty = True
         refused = set(applied.unknown_items)
         dead += [
             (entry_id, f"field 'item_id': item {r.item_id!r} is not in the catalogue (--strict)")

@@ -82,6 +82,8 @@ def _split(rows: list[Row], known: set[str]) -> tuple[list[Row], list[str]]:
 class StreamWriter:
     """Appends batches to one store; holds its connection (DuckDB: the file's one writer)."""
 
+    stale = False  # the store's fingerprint is cleared (set by a commit, reset on refresh)
+
     def append(self, rows: list[Row], strict: bool = False) -> Applied:
         raise NotImplementedError
 
@@ -180,18 +182,22 @@ class DuckWriter(StreamWriter):
                     "WHERE user_id NOT IN (SELECT user_id FROM users)"
                 )
                 # A user streamed again is in the data again: no longer forgotten.
-                con.register("hashes_in", hashes_arrow(frame["user_id"].to_pylist()))
-                con.execute(
-                    "DELETE FROM forgotten WHERE user_hash IN (SELECT user_hash FROM hashes_in)"
-                )
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', '')")
-                for name in ("stream_in", "keys_in", "hashes_in"):
-                    con.unregister(name)
+                if self._all("SELECT count(*) FROM forgotten")[0][0]:
+                    con.register("hashes_in", hashes_arrow(frame["user_id"].to_pylist()))
+                    con.execute(
+                        "DELETE FROM forgotten WHERE user_hash IN (SELECT user_hash FROM hashes_in)"
+                    )
+                    con.unregister("hashes_in")
+                if not self.stale:
+                    con.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', '')")
+                con.unregister("stream_in")
+                con.unregister("keys_in")
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
+        self.stale = self.stale or bool(fresh)
         return Applied([r.key for r in fresh], dup, unknown)
 
     def refresh_fingerprint(self) -> None:
@@ -200,6 +206,7 @@ class DuckWriter(StreamWriter):
         fp = fingerprint_of(self.con.execute(FINGERPRINT_SQL).fetchnumpy())
         self.con.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", [fp])
         self.con.execute("CHECKPOINT")
+        self.stale = False
 
     def close(self) -> None:
         self.con.close()
@@ -273,12 +280,14 @@ class PgWriter(StreamWriter):
                         "DELETE FROM forgotten WHERE user_hash = ANY(%s)",
                         (hashes_arrow(users)["user_hash"].to_pylist(),),
                     )
+                    # Another consumer may have refreshed it since: cleared on every batch.
                     con.execute(
                         "INSERT INTO meta VALUES ('fingerprint', '') "
                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
                     )
         except psycopg.Error as e:
             raise DataError(f"stream batch not written ({e})", file=describe(self.url)) from e
+        self.stale = self.stale or bool(fresh)
         return Applied([r.key for r in fresh], dup, unknown)
 
     def refresh_fingerprint(self) -> None:
@@ -293,6 +302,7 @@ class PgWriter(StreamWriter):
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
                 (fp,),
             )
+        self.stale = False
 
     def close(self) -> None:
         self.con.close()
