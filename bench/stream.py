@@ -104,10 +104,15 @@ def throughput(args: argparse.Namespace) -> dict:
                 run = drain(rs.url, stream, db, args.events, batch)
                 with open_store(db) as s:
                     assert s.counts()["interactions"] == counts["interactions"] + args.events
-                run |= {"backend": backend, "repeat": rep, "store_rows_before": counts["interactions"]}
+                run |= {
+                    "backend": backend,
+                    "repeat": rep,
+                    "store_rows_before": counts["interactions"],
+                }
                 run["xadd_per_s"] = round(args.events / produce_s, 1)
                 results["runs"].append(run)
                 print(json.dumps(run), flush=True)
+        r.close()
     # The machine is shared: the median of the repeats is the figure quoted.
     results["median_events_per_s"] = {
         f"{backend}/batch={batch}": float(
@@ -122,7 +127,6 @@ def throughput(args: argparse.Namespace) -> dict:
         for backend in ("duckdb", "postgres")
         for batch in args.batches
     }
-        r.close()
     return results
 
 

@@ -34,7 +34,6 @@ from directrec.data.streamwrite import Applied, Row, StreamWriter, open_writer
 from directrec.data.times import ISO_START, LATEST, UNITS, check_unit, detect_unit
 
 log = logging.getLogger("directrec.stream")
-FIELDS = ("user_id", "item_id", "timestamp", "rating", "event", "key")
 NEGATIVE = ("dislike",)  # explicit negatives are feedback (POST /v1/feedback), not history
 
 
