@@ -16,8 +16,8 @@ setup: $(STAMP)
 # Idempotent: re-runs only when pyproject.toml changes. torch is installed first and pinned
 # so pip takes the CPU wheel on disk; recbole is installed without its dependencies because
 # we read only the MovieLens-100K files it ships. Chromium (for the web page's browser
-# test) and PostgreSQL (the store's second backend, tested against a real server) come
-# from Debian.
+# test), PostgreSQL (the store's second backend, tested against a real server) and Redis
+# (the event log `directrec stream` consumes, tested against a real server) come from Debian.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml
 	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium)
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends postgresql \
 	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends postgresql)
+	command -v redis-server >/dev/null 2>&1 || $(SUDO) apt-get install -y -q --no-install-recommends redis-server \
+	    || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server)
 	touch $(STAMP)
 
 # The generative ID head trains by its default recipe (`directrec recipes show sasrec-ce`):

@@ -147,3 +147,34 @@ def store_at(request, tmp_path):
     if request.param == "duckdb":
         return tmp_path / "s.duckdb"
     return request.getfixturevalue("pg_url")
+
+
+# --------------------------------------------------------------------------- Redis
+# One real server per test session (Debian's redis-server on a free loopback port, nothing
+# persisted); every test gets its own stream name.
+_STREAMS = iter(range(1_000_000))
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from directrec.data.redislocal import LocalRedis, installed
+
+    if not installed():  # `make setup` installs it; a bare machine says why it skipped
+        pytest.skip("redis-server is not installed (make setup installs Debian's redis-server)")
+    with LocalRedis() as r:
+        yield r
+
+
+@pytest.fixture()
+def r(redis_server):
+    """A client of the session's Redis server."""
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def stream_name():
+    return f"ev{os.getpid()}-{next(_STREAMS)}"

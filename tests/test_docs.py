@@ -34,6 +34,7 @@ SKIPS = [
     (r"directrec serve\b", "starts a long-running HTTP server (tests/serve cover the service)"),
     (r"^torchrun\b", "several processes (tests/models cover DDP training under torchrun)"),
     (r"postgresql://", "needs a PostgreSQL server at that address (tests/test_cli_postgres.py)"),
+    (r"redis://|^redis-cli\b", "needs a Redis server (tests/data/test_stream.py starts one)"),
     (r"device=cuda", "needs a GPU"),
     (r"\b(ml1m|beauty)\.duckdb\b|ml-1m/", "real benchmark data (bench/prepare.sh ingests it)"),
 ]

@@ -149,22 +149,46 @@ def test_point_reads_use_the_history_index(tmp_path):
         assert s.history("u3") == rows["item_id"].tolist()
 
 
-def test_unknown_ids_are_cached_until_the_store_changes(pg_url, tmp_path):
-    ingest(pg_url, _raw(n_users=10, extra=False))
+def test_unknown_ids_are_cached_until_the_store_changes(tmp_path):
+    db = tmp_path / "s.duckdb"
+    ingest(db, _raw(n_users=10, extra=False))
     log = FeedbackLog(tmp_path / "fb.sqlite")
-    cache = HistoryCache(pg_url, log, size=100)
+    cache = HistoryCache(db, log, size=100)
     try:
         for _ in range(3):
             assert cache.get("newbie") is None
         assert cache.reads == 1  # the store was asked once
         log.add([Event("newbie", "i3", "like", 2e9, key="f1")])  # feedback still counts
         assert cache.get("newbie").items == ("i3",)
-        cache.evict("newbie")
-        assert not cache.refresh()
-        more = make_interactions(pd.Series(["newbie"]), pd.Series(["i5"]))
+    finally:
+        cache.close()
+        log.close()
+
+
+def test_a_shared_store_shows_rows_another_process_appends_at_once(pg_url, tmp_path):
+    """PostgreSQL: other processes append while this one serves (`directrec stream`), so
+    each read compares the user's newest row (one indexed lookup, no history read for an
+    unknown id) instead of remembering unknown ids until the store's epoch moves."""
+    ingest(pg_url, _raw(n_users=10, extra=False))
+    log = FeedbackLog(tmp_path / "fb.sqlite")
+    cache = HistoryCache(pg_url, log, size=100)
+    try:
+        for _ in range(3):
+            assert cache.get("newbie") is None
+        assert cache.reads == 0  # its position said "no rows": no history was read
+        log.add([Event("newbie", "i3", "like", 2e9, key="f1")])  # feedback still counts
+        assert cache.get("newbie").items == ("i3",)
+        known = cache.get("u1")
+        more = make_interactions(
+            pd.Series(["newbie", "u1"]),
+            pd.Series(["i5", "i6"]),
+            timestamp=pd.Series([1, 2 * 10**9]),
+        )
         ingest(pg_url, RawData(more, None, "more"), append=True)  # another process appends
+        assert cache.get("newbie").items == ("i5", "i3")  # before any refresh
+        assert cache.get("u1").items == (*known.items, "i6")
+        assert cache.get("u1").key != known.key  # a cached list of the old history is stale
         assert cache.refresh()  # the store's fingerprint moved: every cache entry dropped
-        assert cache.get("newbie").items == ("i5", "i3")
     finally:
         cache.close()
         log.close()

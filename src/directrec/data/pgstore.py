@@ -155,7 +155,9 @@ def ingest_pg(
                 con.execute(stmt)
             if not append:
                 con.execute("DROP INDEX IF EXISTS interactions_user")  # rebuilt after COPY
-                con.execute("TRUNCATE interactions, items, users, meta, item_embeddings")
+                con.execute(
+                    "TRUNCATE interactions, items, users, meta, item_embeddings, stream_keys"
+                )
             start = con.execute("SELECT coalesce(max(seq) + 1, 0) FROM interactions").fetchone()[0]
             frame = interactions_arrow(inter, int(start))
             with con.cursor().copy(

@@ -242,6 +242,7 @@ def ingest(
                 "meta",
                 "user_histories",
                 "item_embeddings",
+                "stream_keys",  # replaced data: events applied to the old data are gone too
             ):
                 _run(con, f"DELETE FROM {t}")
         start = con.execute("SELECT coalesce(max(seq) + 1, 0) FROM interactions").fetchall()[0][0]

@@ -121,6 +121,9 @@ TABLES = (
         key=("user_id",),
         dialects=("duckdb",),
     ),
+    # Stream events already applied (data/stream.py): each event's idempotency key, written
+    # in the transaction that adds its interaction row, so a redelivery is not applied twice.
+    Table("stream_keys", (("key", "text", ""), ("seq", "int", NN)), key=("key",)),
     # The feedback log: a PostgreSQL store's own table, else the SQLite file's `events`.
     Table(
         "feedback_events",
@@ -338,6 +341,14 @@ class StoreBase:
         """The ingest position of the newest interaction (0 when empty): a watermark of
         what a model fit on this store has seen."""
         return int(self._rows("SELECT coalesce(max(seq), 0) FROM interactions")[0][0])
+
+    def user_seq(self, user_id: str) -> int:
+        """The ingest position of this user's newest interaction (0: none): what a service
+        compares to notice rows another process appended (indexed in PostgreSQL)."""
+        rows = self._rows(
+            "SELECT coalesce(max(seq), 0) FROM interactions WHERE user_id = ?", [user_id]
+        )
+        return int(rows[0][0])
 
     def counts(self) -> dict[str, int]:
         u, i, n = self._rows(

@@ -345,7 +345,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         loaded = svc.loaded
         options = (k, exclude_seen, diversity, categories, explain)
         if loaded is not None:
-            body = svc.lists.get((user_id, loaded.version, got.version, *options))
+            body = svc.lists.get((user_id, loaded.version, got.key, *options))
             if body is not None:
                 svc.metrics.list_cache.labels("hit").inc()
                 return json_bytes(body, loaded.version, "hit")
@@ -355,7 +355,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         job = Job(user_id, seq, k, exclude_seen, exclude, set(categories), diversity, explain)
         res = await generate(job)
         body = listing_body(res, user_id)
-        svc.lists.put((user_id, res["version"], got.version, *options), body)
+        svc.lists.put((user_id, res["version"], got.key, *options), body)
         return json_bytes(body, res["version"], "miss")
 
     @app.post("/v1/recommendations")

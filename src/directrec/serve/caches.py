@@ -38,6 +38,10 @@ class HistoryCache:
         self.reads = 0
         self.epoch = self._epoch()
         self.inline = not isinstance(feedback, PgFeedbackLog)  # peek() on the event loop
+        # Other processes may append to a PostgreSQL store while this one serves (`directrec
+        # stream`): each read then compares the user's newest stored row too (one indexed
+        # lookup). Nothing else can write a DuckDB file this process holds open.
+        self.live = not isinstance(self.store, DuckStore)
 
     def close(self) -> None:
         self.store.close()
@@ -55,12 +59,18 @@ class HistoryCache:
         got = peeked if peeked is not None else self.peek(user)
         if isinstance(got, History):
             return got
+        stored_seq = got[0].stored if got is not None else 0
         if got is not None and got[1] > got[0].version:  # feedback arrived since: apply it
             seq, dislikes = list(got[0].items), set(got[0].dislikes)
             events = self.feedback.events_of(user, got[0].version)
             version = max([got[1], *(n for n, _ in events)])
         else:  # not cached, or its events were forgotten: read everything
-            stored = self._stored(user)
+            # The position first: a row landing between the two reads is read again later.
+            stored_seq = self._store_seq(user) if self.live else 0
+            if not self.live:
+                stored = self._stored(user)
+            else:  # the position stands in for the negative cache: no rows, no read
+                stored = self._read_store(user) if stored_seq else None
             events = self.feedback.events_of(user)
             if stored is None and not events:
                 self.evict(user)
@@ -69,7 +79,7 @@ class HistoryCache:
             version = events[-1][0] if events else 0
         for _, e in events:
             _apply(seq, dislikes, e)
-        entry = History(tuple(seq), frozenset(dislikes), version)
+        entry = History(tuple(seq), frozenset(dislikes), version, stored_seq)
         with self.lock:
             self.cache[user] = entry
             self.cache.move_to_end(user)
@@ -83,15 +93,18 @@ class HistoryCache:
             if user in self.unknown:
                 self.unknown.move_to_end(user)
                 return None
-        with self.store_lock:
-            stored = self.store.history(user)
-            self.reads += 1
+        stored = self._read_store(user)
         if stored is None:
             with self.lock:
                 self.unknown[user] = None
                 while len(self.unknown) > self.size:
                     self.unknown.popitem(last=False)
         return stored
+
+    def _read_store(self, user: str) -> list[str] | None:
+        with self.store_lock:
+            self.reads += 1
+            return self.store.history(user)
 
     def peek(self, user: str) -> History | tuple[History, int] | None:
         """The cached entry if it is current (one indexed lookup in the log), else
@@ -102,8 +115,15 @@ class HistoryCache:
             if got is None:
                 return None
             self.cache.move_to_end(user)
+        if self.live and self._store_seq(user) != got.stored:  # rows appended: read anew
+            self.evict(user)
+            return None
         latest = self.feedback.user_seq(user)
         return got if latest == got.version else (got, latest)
+
+    def _store_seq(self, user: str) -> int:
+        with self.store_lock:
+            return self.store.user_seq(user)
 
     def evict(self, user: str | None = None) -> None:
         """Drop one user's entry (None: every entry)."""
@@ -156,6 +176,12 @@ class History:
     items: tuple[str, ...]  # oldest first
     dislikes: frozenset[str]
     version: int  # the newest feedback event included (0: none)
+    stored: int = 0  # the newest store row included (a live PostgreSQL store; else 0)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """What a finished list of this history is cached under."""
+        return (self.version, self.stored)
 
 
 class ListCache:
