@@ -25,6 +25,7 @@ from torch import nn
 from directrec.models import distributed
 from directrec.models.settings import setting
 from directrec.progress import terminal_bar
+from directrec.text.features import check as check_features
 
 
 # ----------------------------------------------------------------------------- settings
@@ -42,6 +43,11 @@ class RunSettings:
     checkpoint_dir: str = setting(
         "", "where an epoch-trained model saves progress and resumes from"
     )
+    # Chosen here, recorded in the fitted model's meta (`item_features`), so an update or
+    # a list with MMR reads the same kind of vectors the model was fit on.
+    item_features: str = setting(
+        "text", "item vectors (content, semantic IDs, MMR, cold items): text | image | both"
+    )
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -49,6 +55,7 @@ class RunSettings:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {dev!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), not {self.threads}")
+        check_features(self.item_features)
 
 
 RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunSettings))
