@@ -195,3 +195,28 @@ def test_the_setting_is_checked_and_recorded():
     with pytest.raises(ValueError, match="item_features must be one of"):
         create("content", {"item_features": "audio"})
     assert create("content", {"item_features": "image"}).run.item_features == "image"
+
+
+def test_a_model_fit_on_images_keeps_them_for_mmr(tmp_path):
+    """`train --set item_features=image` records the choice with the model; `recommend
+    --diversity` then re-ranks over the image vectors (the catalogue has no text at all)."""
+    from directrec.generate.context import ModelContext
+    from directrec.generate.stages import load_pipeline
+
+    db, _ = _ingested(tmp_path)
+    out = tmp_path / "m"
+    cli = CliRunner()
+    r = cli.invoke(
+        app,
+        ["train", "content", "--db", str(db), "--set", "item_features=image", "--out", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    model, _ = load_pipeline(out)
+    assert model.meta["item_features"] == "image"
+    ctx = ModelContext.build(model, db, vectors=True)
+    assert ctx.info.vectors.shape == (4, 1280) and ctx.info.vectors[0].any()
+    r = cli.invoke(
+        app, ["recommend", "--model", str(out), "--db", str(db), "--user", "u0", "--k", "3",
+              "--diversity", "0.5", "--json"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output

@@ -50,7 +50,12 @@ def recommend(
         ),
     ] = False,
     diversity: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="MMR re-ranking over text embeddings")
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="MMR re-ranking over the item vectors the model read (item_features)",
+        ),
     ] = 0.0,
 ) -> None:
     """Top-K recommendations for one known user (--user), a new user described in words
@@ -74,7 +79,11 @@ def recommend(
         model, stages = load_pipeline(resolve(model_dir)[0])
         reads = model.capabilities.reads_requests
         needs_text = diversity > 0 or (query is not None and not reads)
-        ctx = ModelContext.build(model, db, vectors=needs_text, stages=stages)
+        # a sentence is embedded as text, so only text vectors can answer it
+        text = query is not None and not reads
+        ctx = ModelContext.build(
+            model, db, vectors=needs_text, stages=stages, features="text" if text else None
+        )
         history, dislikes, request, sims = [], set(), "", None
         exclude_seen = not include_seen
         if user is not None:

@@ -103,6 +103,7 @@ def tune(
 
             features = str(base.settings.get("item_features", "text"))
             ds.catalog.embeddings = item_features(ds, db, features)
+            ds.catalog.features = features
         with _Progress(trials) as progress:
             return tuning.tune(
                 model_name,

@@ -60,6 +60,7 @@ class Catalog:
     categories: list[list[str]]
     embeddings: np.ndarray | None = None  # [n_items, d], L2-normalised, if computed
     images: list[str] | None = None  # absolute image paths ("" : no image); None: none at all
+    features: str = "text"  # what `embeddings` hold: text | image | both (item_features)
 
     @property
     def has_text(self) -> bool:

@@ -80,6 +80,7 @@ def load_for_benchmark(spec: BenchmarkSpec, need_text: bool, features: str = "te
         from directrec.text.features import item_features
 
         ds.catalog.embeddings = item_features(ds, spec.db, features, progress=spec.progress)
+        ds.catalog.features = features
     return ds
 
 

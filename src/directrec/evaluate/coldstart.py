@@ -109,7 +109,7 @@ def cold_items(
         if model.capabilities.needs_text or model.capabilities.cold_items:
             from directrec.text.features import for_model
 
-            ds.catalog.embeddings = for_model(model, ds, db)
+            for_model(model, ds, db)
         if model.capabilities.needs_text and ds.catalog.embeddings is None:
             raise ValueError(f"{name} needs item {model.run.item_features} features")
         if model.capabilities.early_stopping:

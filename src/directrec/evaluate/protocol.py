@@ -267,8 +267,9 @@ def fit_with_stages(
     if wants_text and "query_blend" in plan.stages and of_model(model) != "text":
         # a request's sentence is embedded as text: it is only comparable to text vectors
         raise ValueError("stage query_blend reads item text vectors: use item_features text")
-    if wants_text and ds.catalog.embeddings is None:
-        ds.catalog.embeddings = for_model(model, ds, db, progress=model.run.progress)
+    if wants_text:
+        for_model(model, ds, db, progress=model.run.progress)
+    model.meta["item_features"] = of_model(model)  # what MMR on its lists reads later
     data = plan.hold_out(ds.interactions, model)
     part = "all" if holdout == "none" else "test"
     # models that train by epochs show their own epoch bar; the others a spinner

@@ -38,9 +38,11 @@ class ModelContext:
         db: str | Path | None,
         vectors: bool = False,
         stages: Stages | None = None,
+        features: str | None = None,
     ) -> ModelContext:
-        """Align the store's catalogue with the model's items (`vectors`: text embeddings
-        too, from the store's cache or computed, for MMR diversity)."""
+        """Align the store's catalogue with the model's items (`vectors`: item vectors
+        too, from the store's cache or computed, for MMR diversity: of `features`, by
+        default those the model was fit on)."""
         items = model_items(model)
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         info = ItemInfo([""] * model.n_items, [[] for _ in range(model.n_items)])
@@ -56,7 +58,7 @@ class ModelContext:
             if vectors:
                 from directrec.text.features import of_model
 
-                vecs = item_vectors(db, items, of_model(model))
+                vecs = item_vectors(db, items, features or of_model(model))
                 info = dataclasses.replace(info, vectors=vecs)
         return cls(model, items, users, info, stages or Stages())
 

@@ -216,7 +216,8 @@ def update_model(
         from directrec.text.features import item_features, of_model
 
         ds = Dataset(ld.interactions, ld.users, ld.items, catalog)
-        catalog.embeddings = item_features(ds, None, of_model(model))  # as the parent read
+        catalog.features = of_model(model)  # what the parent read
+        catalog.embeddings = item_features(ds, None, catalog.features)
     split = leave_one_out(ld.interactions)
     fit = Interactions.concat(split.train, split.valid)  # all but each user's last
     t0 = time.perf_counter()

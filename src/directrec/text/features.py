@@ -33,10 +33,15 @@ def of_model(model: Any) -> str:
 def for_model(
     model: Any, dataset: Dataset, db: str | Path | None = None, progress: bool = False
 ) -> np.ndarray | None:
-    """`item_features` of the model's kind, recorded in its meta for whoever loads it."""
+    """Give `dataset.catalog` the item vectors of the model's `item_features` (kept if it
+    holds them already) and record the choice in the model's meta for whoever loads it."""
     features = of_model(model)
     model.meta["item_features"] = features
-    return item_features(dataset, db, features, progress=progress)
+    cat = dataset.catalog
+    if cat.embeddings is None or cat.features != features:
+        cat.embeddings = item_features(dataset, db, features, progress=progress)
+        cat.features = features
+    return cat.embeddings
 
 
 def item_features(
