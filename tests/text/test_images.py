@@ -220,3 +220,23 @@ def test_a_model_fit_on_images_keeps_them_for_mmr(tmp_path):
               "--diversity", "0.5", "--json"],
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+
+
+def test_images_on_postgres(pg_url, tmp_path, monkeypatch):
+    """The column, the upsert of a re-ingested row and the cache on a PostgreSQL store."""
+    names = _files(tmp_path)
+    path = _catalogue(tmp_path, [f"pics/{names[0]}", "", f"pics/{names[2]}", ""])
+    args = ["ingest", "--db", pg_url, "--interactions", str(tmp_path / "log.csv"), "--items",
+            str(path), "--item-columns", "image=pic"]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    ds = Dataset.from_store(pg_url)
+    assert ds.catalog.images[0].endswith(names[0]) and ds.catalog.images[1] == ""
+    vecs = images.item_image_embeddings(ds, pg_url)
+    monkeypatch.setattr(images, "encode_images", None)  # a second encoding would fail
+    assert np.array_equal(images.item_image_embeddings(ds, pg_url), vecs)
+    _catalogue(tmp_path, ["", f"pics/{names[1]}", f"pics/{names[2]}", ""])
+    assert CliRunner().invoke(app, [*args, "--append"]).exit_code == 0
+    ds = Dataset.from_store(pg_url)
+    assert ds.catalog.images[0] == "" and ds.catalog.images[1].endswith(names[1])
+    with open_store(pg_url) as s:
+        assert s.embeddings(images.MODEL_NAME, ["i0", "i1", "i2", "i3"]) is None
