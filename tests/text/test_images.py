@@ -240,3 +240,15 @@ def test_images_on_postgres(pg_url, tmp_path, monkeypatch):
     assert ds.catalog.images[0] == "" and ds.catalog.images[1].endswith(names[1])
     with open_store(pg_url) as s:
         assert s.embeddings(images.MODEL_NAME, ["i0", "i1", "i2", "i3"]) is None
+
+
+def test_an_oversized_image_is_refused_not_decoded(tmp_path, monkeypatch):
+    """Pillow's decompression-bomb guard (here lowered to 100 pixels) becomes a DataError."""
+    names = _files(tmp_path)
+    path = _catalogue(tmp_path, [f"pics/{names[0]}"])
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(DataError, match="not a readable image") as e:
+        read_catalogue(path, "image=pic")
+    assert e.value.line == 2
+    with pytest.raises(DataError, match="not a readable image"):
+        images.load_image(tmp_path / "pics" / names[0])

@@ -163,7 +163,7 @@ def image_paths(s: pd.Series, path: str, field: str, base: Path | None = None) -
         try:
             with Image.open(f) as im:
                 im.size  # noqa: B018 (the header parses: a readable image format)
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise DataError(
                 f"image file {str(f)!r} is not a readable image ({e})",
                 file=path,

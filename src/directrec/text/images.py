@@ -35,7 +35,7 @@ def load_image(path: str | Path, size: int = SIZE) -> np.ndarray:
             im = im.convert("RGB")
     except FileNotFoundError as e:
         raise DataError("image file not found (moved since ingest?)", file=str(path)) from e
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise DataError(f"not a readable image ({e})", file=str(path)) from e
     w, h = im.size
     scale = size / min(w, h)
