@@ -31,8 +31,9 @@ from directrec.text.features import check as check_features
 # ----------------------------------------------------------------------------- settings
 @dataclasses.dataclass
 class RunSettings:
-    """How a model runs here, never what it is: none of these is saved with a model or
-    compared when a checkpoint resumes, and a loaded model gets the defaults."""
+    """How a model runs here, never what it is: none of these is saved in a model's config
+    or compared when a checkpoint resumes, and a loaded model gets the defaults (the item
+    features it was fit on are kept in its meta, as data facts are)."""
 
     device: str = setting("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
     threads: int = setting(0, "torch intra-op threads (0 = torch's default)")
