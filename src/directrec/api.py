@@ -32,7 +32,7 @@ from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
 
 COLUMNS = ("user", "item", "time", "rating")
-ITEM_COLUMNS = ("id", "title", "text", "categories")
+ITEM_COLUMNS = ("id", "title", "text", "categories", "image")
 
 
 def _mapped(
@@ -67,9 +67,11 @@ def dataset(
 ) -> Dataset:
     """An indexed data set from DataFrames. `columns` maps user, item and optionally time
     (Unix times, their unit read from their magnitude, or ISO-8601) and rating to the
-    frame's columns; `item_columns` maps id, title, text and categories (a list or a
-    "|"-separated string) for the catalogue."""
+    frame's columns; `item_columns` maps id, title, text, categories (a list or a
+    "|"-separated string) and image (a local file path, relative to the working
+    directory or absolute) for the catalogue."""
     from directrec.data.loaders import to_number, to_timestamp
+    from directrec.data.parsing import image_paths
 
     cols = _mapped(interactions, columns or {}, COLUMNS, "interactions")
     for key in ("user", "item"):
@@ -106,6 +108,12 @@ def dataset(
                 "title": col("title").astype(str).to_numpy(),
                 "text": col("text").astype(str).to_numpy(),
                 "categories": cats.to_numpy(),
+                "image": image_paths(
+                    col("image").set_axis(np.arange(1, len(items) + 1)),
+                    "<items DataFrame>",
+                    icols.get("image", "image"),
+                    base=Path.cwd(),
+                ).to_numpy(),
             }
         )
     return Dataset.from_frames(inter, table, include_catalog_items=table is not None)

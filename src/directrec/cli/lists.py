@@ -54,8 +54,8 @@ def recommend(
         typer.Option(
             min=0.0,
             max=1.0,
-            help="MMR re-ranking over text embeddings (default: the model's fitted "
-            "diversify stage, else none)",
+            help="MMR re-ranking over the item vectors the model read (item_features); "
+            "default: the model's fitted diversify stage, else none",
         ),
     ] = None,
 ) -> None:
@@ -82,7 +82,11 @@ def recommend(
         fitted = stages.diversify is not None and stages.diversify.weight > 0
         needs_text = bool(diversity) or (diversity is None and fitted)
         needs_text = needs_text or (query is not None and not reads)
-        ctx = ModelContext.build(model, db, vectors=needs_text, stages=stages)
+        # a sentence is embedded as text, so only text vectors can answer it
+        text = query is not None and not reads
+        ctx = ModelContext.build(
+            model, db, vectors=needs_text, stages=stages, features="text" if text else None
+        )
         history, dislikes, request, sims = [], set(), "", None
         exclude_seen = not include_seen
         if user is not None:

@@ -98,10 +98,12 @@ def tune(
     def run() -> tuning.TuneResult:
         ds = Dataset.from_store(db)
         cls = MODELS[model_name]
-        if cls.capabilities.needs_text and ds.catalog.embeddings is None and ds.catalog.has_text:
-            from directrec.text.encoder import item_embeddings
+        if cls.capabilities.needs_text and ds.catalog.embeddings is None:
+            from directrec.text.features import item_features
 
-            ds.catalog.embeddings = item_embeddings(ds, db)
+            features = str(base.settings.get("item_features", "text"))
+            ds.catalog.embeddings = item_features(ds, db, features)
+            ds.catalog.features = features
         with _Progress(trials) as progress:
             return tuning.tune(
                 model_name,

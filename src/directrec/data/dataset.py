@@ -59,10 +59,24 @@ class Catalog:
     texts: list[str]
     categories: list[list[str]]
     embeddings: np.ndarray | None = None  # [n_items, d], L2-normalised, if computed
+    images: list[str] | None = None  # absolute image paths ("" : no image); None: none at all
+    features: str = "text"  # what `embeddings` hold: text | image | both (item_features)
 
     @property
     def has_text(self) -> bool:
         return any(t for t in self.titles) or any(t for t in self.texts)
+
+    @property
+    def has_images(self) -> bool:
+        return bool(self.images) and any(self.images)
+
+    def has_features(self, features: str = "text") -> bool:
+        """Has the catalogue what item features `features` ("text", "image", "both") read?"""
+        if features == "text":
+            return self.has_text
+        if features == "image":
+            return self.has_images
+        return self.has_text or self.has_images
 
     def document(self, i: int) -> str:
         """The text the encoder sees for item i: title, categories, then free text."""
@@ -235,7 +249,9 @@ def catalog_for(items: pd.DataFrame | None, item_ids: np.ndarray) -> Catalog:
         return Catalog([""] * n, [""] * n, [[] for _ in range(n)])
     table = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id")
     table = table.set_index("item_id").reindex(item_ids.astype(str))
+    images = table["image"].fillna("").astype(str).tolist() if "image" in table else None
     return Catalog(
+        images=images if images and any(images) else None,
         titles=table["title"].fillna("").astype(str).tolist(),
         texts=table["text"].fillna("").astype(str).tolist(),
         categories=[

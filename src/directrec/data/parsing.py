@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -125,3 +126,49 @@ def to_number(s: pd.Series, path: str, field: str, integer: bool = False) -> pd.
 def line_numbers(s: pd.Series) -> pd.Series:
     """Each row's line number (the frame's index) as a column."""
     return pd.Series(s.index.to_numpy(), index=s.index)
+
+
+# A scheme followed by "//" (http://, s3://, file://...) or a data: URI: not a local path.
+_URL = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://|data:)")
+
+
+def image_paths(s: pd.Series, path: str, field: str, base: Path | None = None) -> pd.Series:
+    """Image cells as absolute paths ("" where a cell is empty: the item has no image).
+    A relative path is taken from the folder of the file `path` that names it. A URL is
+    refused (nothing is downloaded), and so is a cell whose file is missing or is not an
+    image Pillow can read (only the header is read here), naming the line and field.
+    `base` overrides the folder relative paths start from."""
+    from PIL import Image, UnidentifiedImageError
+
+    base = base or Path(path).resolve().parent
+    out = []
+    for line, cell in s.items():
+        cell = str(cell).strip() if cell is not None else ""
+        if not cell:
+            out.append("")
+            continue
+        if _URL.match(cell):
+            raise DataError(
+                f"image {cell!r} is a URL: directrec works offline and downloads nothing; "
+                "fetch the images first and give local file paths",
+                file=path,
+                line=int(line),
+                field=field,
+            )
+        f = (base / cell).resolve()
+        if not f.is_file():
+            raise DataError(
+                f"image file {str(f)!r} not found", file=path, line=int(line), field=field
+            )
+        try:
+            with Image.open(f) as im:
+                im.size  # noqa: B018 (the header parses: a readable image format)
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+            raise DataError(
+                f"image file {str(f)!r} is not a readable image ({e})",
+                file=path,
+                line=int(line),
+                field=field,
+            ) from e
+        out.append(str(f))
+    return pd.Series(out, index=s.index, dtype=object)

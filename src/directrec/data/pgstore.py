@@ -20,11 +20,14 @@ import pyarrow.csv as pacsv
 
 from directrec.data.schema import DataError, RawData
 from directrec.data.storebase import (
+    ADD_IMAGE_COLUMN,
+    ITEM_INSERT,
     TABLE,
     StoreBase,
     describe,
     fingerprint_of,
     hashes_arrow,
+    image_column,
     interactions_arrow,
     schema,
 )
@@ -83,6 +86,12 @@ class PgStore(StoreBase):
 
     def _exec(self, sql: str, params: list | None = None) -> int:
         return self.con.execute(_sql(sql), params).rowcount
+
+    def _columns(self, table: str) -> set[str]:
+        rows = self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,)
+        ).fetchall()
+        return {str(r[0]) for r in rows}
 
     def _has(self, table: str) -> bool:
         found = self.con.execute("SELECT to_regclass(%s)", (table,)).fetchone()
@@ -153,6 +162,7 @@ def ingest_pg(
         with con.transaction():
             for stmt in SCHEMA:
                 con.execute(stmt)
+            con.execute(ADD_IMAGE_COLUMN.format(text="TEXT"))
             if not append:
                 con.execute("DROP INDEX IF EXISTS interactions_user")  # rebuilt after COPY
                 con.execute(
@@ -181,7 +191,7 @@ def ingest_pg(
             if items is not None and not items.empty:
                 con.execute(
                     "CREATE TEMP TABLE items_in (item_id TEXT, title TEXT, text TEXT, "
-                    "categories TEXT[]) ON COMMIT DROP"
+                    "categories TEXT[], image TEXT) ON COMMIT DROP"
                 )
                 with con.cursor().copy("COPY items_in FROM STDIN") as cp:
                     for row in zip(
@@ -189,20 +199,23 @@ def ingest_pg(
                         items["title"].fillna("").astype(str),
                         items["text"].fillna("").astype(str),
                         items["categories"],
+                        image_column(items),
                         strict=True,
                     ):
-                        cp.write_row((*row[:3], list(row[3]) if row[3] is not None else []))
+                        cats = list(row[3]) if row[3] is not None else []
+                        cp.write_row((*row[:3], cats, row[4]))
                 # Catalogue rows replace earlier rows of the same id (an update of the text).
                 con.execute(
-                    "INSERT INTO items SELECT * FROM items_in ON CONFLICT (item_id) DO UPDATE "
+                    f"{ITEM_INSERT} ON CONFLICT (item_id) DO UPDATE "
                     "SET title = EXCLUDED.title, text = EXCLUDED.text, "
-                    "categories = EXCLUDED.categories"
+                    "categories = EXCLUDED.categories, image = EXCLUDED.image"
                 )
                 con.execute(
                     "DELETE FROM item_embeddings WHERE item_id IN (SELECT item_id FROM items_in)"
                 )
             con.execute(
-                "INSERT INTO items SELECT DISTINCT item_id, '', '', '{}'::TEXT[] "
+                "INSERT INTO items (item_id, title, text, categories) "
+                "SELECT DISTINCT item_id, '', '', '{}'::TEXT[] "
                 "FROM interactions ON CONFLICT (item_id) DO NOTHING"
             )
             con.execute(

@@ -13,7 +13,7 @@ import pandas as pd
 # Interaction frames (see make_interactions): user_id, item_id (str), timestamp (Int64, may
 # be null), rating (Float64, may be null), event (str, may be null), line (source line/row).
 # Columns of the item frame: item_id, title, text (str), categories (list[str]).
-ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
+ITEM_COLUMNS = ["item_id", "title", "text", "categories", "image"]
 
 
 class DataError(ValueError):

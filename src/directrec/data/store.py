@@ -23,8 +23,10 @@ import pyarrow as pa
 from directrec.data.pgstore import PgStore, ingest_pg
 from directrec.data.schema import DataError, RawData
 from directrec.data.storebase import (
+    ADD_IMAGE_COLUMN,
     CHRONOLOGICAL,
     FINGERPRINT_SQL,
+    ITEM_INSERT,
     StoreBase,
     describe,
     fingerprint_of,
@@ -100,6 +102,12 @@ class DuckStore(StoreBase):
 
     def _has(self, table: str) -> bool:
         return table in self.tables
+
+    def _columns(self, table: str) -> set[str]:
+        rows = _run(
+            self.con, "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table]
+        )
+        return {str(r[0]) for r in rows}
 
     # Point reads go to `user_histories` (one row per user behind its primary-key index):
     # the cost of a read does not grow with the interactions, known user or not.
@@ -234,6 +242,7 @@ def ingest(
         _run(con, "BEGIN TRANSACTION")
         had = _run(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'user_histories'")
         _run(con, SCHEMA)
+        _run(con, ADD_IMAGE_COLUMN.format(text="VARCHAR"))
         if not append:
             for t in (
                 "interactions",
@@ -269,11 +278,12 @@ def ingest(
             con.register("items_in", items_arrow(items))
             # Catalogue rows replace earlier rows of the same id (an update of the text).
             _run(con, "DELETE FROM items WHERE item_id IN (SELECT item_id FROM items_in)")
-            _run(con, "INSERT INTO items SELECT * FROM items_in")
+            _run(con, ITEM_INSERT)
             _run(con, "DELETE FROM item_embeddings WHERE item_id IN (SELECT item_id FROM items_in)")
         _run(
             con,
-            "INSERT INTO items SELECT DISTINCT item_id, '', '', []::VARCHAR[] FROM interactions "
+            "INSERT INTO items (item_id, title, text, categories) "
+            "SELECT DISTINCT item_id, '', '', []::VARCHAR[] FROM interactions "
             "WHERE item_id NOT IN (SELECT item_id FROM items)",
         )
         _run(

@@ -89,6 +89,7 @@ TABLES = (
             ("title", "text", ""),
             ("text", "text", ""),
             ("categories", "text[]", ""),
+            ("image", "text", ""),  # a local image file's absolute path ("" or NULL: none)
         ),
         key=("item_id",),
     ),
@@ -238,8 +239,21 @@ def items_arrow(items: pd.DataFrame) -> pa.Table:
                 [list(c) if c is not None else [] for c in items["categories"]],
                 pa.list_(pa.string()),
             ),
+            "image": pa.array(image_column(items), pa.string()),
         }
     )
+
+
+def image_column(items: pd.DataFrame) -> list[str]:
+    if "image" not in items.columns:
+        return [""] * len(items)
+    return items["image"].fillna("").astype(str).tolist()
+
+
+# A store written before items had images lacks the column: writers add it (idempotent in
+# DuckDB and PostgreSQL alike), readers select "" in its place.
+ADD_IMAGE_COLUMN = "ALTER TABLE items ADD COLUMN IF NOT EXISTS image {text}"
+ITEM_INSERT = "INSERT INTO items (item_id, title, text, categories, image) SELECT * FROM items_in"
 
 
 def hashes_arrow(user_ids: object) -> pa.Table:
@@ -329,8 +343,15 @@ class StoreBase:
             sql += f" LIMIT {int(limit)}"
         return [str(r[0]) for r in self._rows(sql)]
 
+    def _columns(self, table: str) -> set[str]:
+        """The columns `table` has in this store (older stores may lack newer ones)."""
+        raise NotImplementedError
+
     def items(self) -> pd.DataFrame:
-        df = self._frame("SELECT item_id, title, text, categories FROM items ORDER BY item_id")
+        image = "coalesce(image, '')" if "image" in self._columns("items") else "''"
+        df = self._frame(
+            f"SELECT item_id, title, text, categories, {image} AS image FROM items ORDER BY item_id"
+        )
         df["categories"] = [list(c) if c is not None else [] for c in df["categories"]]
         return df
 

@@ -14,18 +14,26 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from directrec.data.parsing import line_numbers, read_delimited, read_text, require, to_number
+from directrec.data.parsing import (
+    image_paths,
+    line_numbers,
+    read_delimited,
+    read_text,
+    require,
+    to_number,
+)
 from directrec.data.schema import DataError, RawData, make_interactions
 from directrec.data.times import note_times, parse_times
 
 EVENT_KEYS = ("user", "item", "time", "rating", "event")
-ITEM_KEYS = ("id", "title", "text", "categories")
+ITEM_KEYS = ("id", "title", "text", "categories", "image")
 DEFAULT_COLUMNS = {"user": "user_id", "item": "item_id", "time": "timestamp"}
 DEFAULT_ITEM_COLUMNS = {
     "id": "item_id",
     "title": "title",
     "text": "text",
     "categories": "categories",
+    "image": "image",
 }
 # What each mapping key becomes in the canonical frames (schema.make_interactions).
 CANONICAL = {"user": "user_id", "item": "item_id", "time": "timestamp", "rating": "rating"}
@@ -184,7 +192,8 @@ def read_catalogue(
     sep_categories: str = "|",
 ) -> Catalogue:
     """An item catalogue through the `item_columns` mapping: id, title, text, categories
-    (a list, or one string split on `sep_categories`)."""
+    (a list, or one string split on `sep_categories`), image (a local file, absolute or
+    relative to the catalogue's folder; checked here, stored as an absolute path)."""
     cols = parse_mapping(item_columns, DEFAULT_ITEM_COLUMNS, ITEM_KEYS, "--item-columns")
     given = parse_mapping(item_columns, {}, ITEM_KEYS, "--item-columns")
     df, p = read_table(path, delimiter)
@@ -216,6 +225,7 @@ def read_catalogue(
             "title": col("title").astype(str).to_numpy(),
             "text": col("text").astype(str).to_numpy(),
             "categories": cats.to_numpy(),
+            "image": image_paths(col("image"), p, cols["image"]).to_numpy(),
         }
     )
     return Catalogue(items, {"item_id": cols["id"]}, notes)

@@ -72,12 +72,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def load_for_benchmark(spec: BenchmarkSpec, need_text: bool) -> Dataset:
+def load_for_benchmark(spec: BenchmarkSpec, need_text: bool, features: str = "text") -> Dataset:
+    """The store as a Dataset; with `need_text`, its item vectors of `features` (text,
+    image or both: the `item_features` setting) from the store's cache or computed."""
     ds = Dataset.from_store(spec.db)
-    if need_text and ds.catalog.has_text:
-        from directrec.text.encoder import item_embeddings
+    if need_text:
+        from directrec.text.features import item_features
 
-        ds.catalog.embeddings = item_embeddings(ds, spec.db, progress=spec.progress)
+        ds.catalog.embeddings = item_features(ds, spec.db, features, progress=spec.progress)
+        ds.catalog.features = features
     return ds
 
 
@@ -116,13 +119,15 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     """Fit and evaluate one model (runs inside the worker process)."""
     from directrec.models import create
 
-    ds = load_for_benchmark(spec, need_text=True)
-    split = make_split(ds.interactions, spec.split)
-    _, seen, targets = split.stage(spec.stage, spec.max_history)
     settings = _settings(spec, name)
     model = create(name, settings)
+    features = model.run.item_features
+    ds = load_for_benchmark(spec, need_text=True, features=features)
+    model.meta["item_features"] = features
+    split = make_split(ds.interactions, spec.split)
+    _, seen, targets = split.stage(spec.stage, spec.max_history)
     if model.capabilities.needs_text and ds.catalog.embeddings is None:
-        return {"model": name, "error": "needs item text; this store has none"}
+        return {"model": name, "error": f"needs item {features} features; this store has none"}
     plan = _stage_plan(spec, name)
     # the model trains without what its recipe's stages hold out for their own fit
     fit_split = (
@@ -326,6 +331,11 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODELS)}")
     ds = load_for_benchmark(spec, need_text=spec.task == "topn")  # fills the embedding cache
+    wanted = {str(spec.settings.get(m, {}).get("item_features", "text")) for m in spec.models}
+    if spec.task == "topn" and wanted - {"text"}:  # and the image cache, before the workers
+        from directrec.text.features import item_features
+
+        item_features(ds, spec.db, "both", progress=spec.progress)
     split_info: dict[str, Any] = {"kind": spec.split}
     if spec.task == "topn":
         split = make_split(ds.interactions, spec.split)

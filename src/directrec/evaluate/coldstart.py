@@ -55,9 +55,11 @@ def cold_items(
     seed: int = 42,
     min_warm: float = 0.95,
     valid_users: int | None = 2000,
+    db: Any = None,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """The cold-items protocol (module doc) for each of `models`."""
+    """The cold-items protocol (module doc) for each of `models`; each reads the item
+    vectors its `item_features` setting names (cached in the store `db` if given)."""
     from directrec.generate.coldstart import fit_cold_gate
 
     if not 0.0 < holdout < 0.5:
@@ -104,8 +106,12 @@ def cold_items(
     for name in models:
         t0 = time.perf_counter()
         model = factory(name)
+        if model.capabilities.needs_text or model.capabilities.cold_items:
+            from directrec.text.features import for_model
+
+            for_model(model, ds, db)
         if model.capabilities.needs_text and ds.catalog.embeddings is None:
-            raise ValueError(f"{name} needs item text embeddings")
+            raise ValueError(f"{name} needs item {model.run.item_features} features")
         if model.capabilities.early_stopping:
             check = validator(warm(v_fit), warm_valid, seen=warm(v_hist), max_users=valid_users)
             model.fit(warm(v_fit), ds.catalog, validator=check)
@@ -264,6 +270,7 @@ def run_protocol(
             factory,
             holdout=0.05 if holdout is None else holdout,
             max_history=max_history,
+            db=db,
             seed=seed,
             valid_users=valid_users,
             log=log,

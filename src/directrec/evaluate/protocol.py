@@ -264,6 +264,7 @@ def fit_with_stages(
     stages fitted. Returns the fitted `Stages`."""
     from directrec.data.split import leave_one_out
     from directrec.generate.fitting import StagePlan
+    from directrec.text.features import for_model, of_model
 
     if holdout not in ("none", "loo"):
         raise ValueError("holdout must be none or loo")
@@ -271,10 +272,12 @@ def fit_with_stages(
     wants_text = model.capabilities.needs_text or bool(
         {"query_blend", "diversify"} & set(plan.stages)
     )
-    if wants_text and ds.catalog.embeddings is None and ds.catalog.has_text:
-        from directrec.text.encoder import item_embeddings
-
-        ds.catalog.embeddings = item_embeddings(ds, db, progress=model.run.progress)
+    if wants_text and "query_blend" in plan.stages and of_model(model) != "text":
+        # a request's sentence is embedded as text: it is only comparable to text vectors
+        raise ValueError("stage query_blend reads item text vectors: use item_features text")
+    if wants_text:
+        for_model(model, ds, db, progress=model.run.progress)
+    model.meta["item_features"] = of_model(model)  # what MMR on its lists reads later
     data = plan.hold_out(ds.interactions, model)
     part = "all" if holdout == "none" else "test"
     # models that train by epochs show their own epoch bar; the others a spinner

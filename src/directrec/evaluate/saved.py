@@ -108,12 +108,14 @@ def evaluate_saved(
     seen = remap(seen, users, items, n_users, model.n_items)
     targets, dropped = _remap_targets(targets, users, items)
     vectors = None
-    if stages is not None and stages.diversify is not None and ds.catalog.has_text:
-        from directrec.text.encoder import item_embeddings
+    if stages is not None and stages.diversify is not None:
+        from directrec.text.features import item_features, of_model
 
-        text = item_embeddings(ds, db)  # the store's cache, else computed
-        vectors = np.zeros((model.n_items, text.shape[1]), dtype=np.float32)
-        vectors[items[items >= 0]] = text[items >= 0]
+        # the vectors the model read (the store's cache, else computed), in its own index
+        own = item_features(ds, db, of_model(model))
+        if own is not None:
+            vectors = np.zeros((model.n_items, own.shape[1]), dtype=np.float32)
+            vectors[items[items >= 0]] = own[items >= 0]
     t0 = time.perf_counter()
     result = evaluate(
         model,

@@ -38,9 +38,11 @@ class ModelContext:
         db: str | Path | None,
         vectors: bool = False,
         stages: Stages | None = None,
+        features: str | None = None,
     ) -> ModelContext:
-        """Align the store's catalogue with the model's items (`vectors`: text embeddings
-        too, from the store's cache or computed, for MMR diversity)."""
+        """Align the store's catalogue with the model's items (`vectors`: item vectors
+        too, from the store's cache or computed, for MMR diversity: of `features`, by
+        default those the model was fit on)."""
         items = model_items(model)
         users = IdMap(np.array(model.meta.get("user_ids", []), dtype=object))
         info = ItemInfo([""] * model.n_items, [[] for _ in range(model.n_items)])
@@ -54,7 +56,10 @@ class ModelContext:
                 table["categories"].tolist(),
             )
             if vectors:
-                info = dataclasses.replace(info, vectors=item_vectors(db, items))
+                from directrec.text.features import of_model
+
+                vecs = item_vectors(db, items, features or of_model(model))
+                info = dataclasses.replace(info, vectors=vecs)
         return cls(model, items, users, info, stages or Stages())
 
     @classmethod
@@ -136,12 +141,15 @@ def item_info(
     return ItemInfo(out_titles, out_cats, vecs)
 
 
-def item_vectors(db: str | Path, items: IdMap) -> np.ndarray:
-    """Text embeddings aligned with `items` (zero rows for items the store lacks)."""
+def item_vectors(db: str | Path, items: IdMap, features: str = "text") -> np.ndarray | None:
+    """Item vectors of `features` (text, image, both) aligned with `items` (zero rows for
+    items the store lacks); None when the catalogue has nothing of that kind."""
     from directrec.data.dataset import Dataset
-    from directrec.text.encoder import item_embeddings
+    from directrec.text.features import item_features
 
     ds = Dataset.from_store(db, include_catalog_items=True)
-    vec = item_embeddings(ds, db)
+    vec = item_features(ds, db, features)
+    if vec is None:
+        return None
     pos = ds.items.indices([str(x) for x in items.ids])
     return np.where((pos >= 0)[:, None], vec[np.maximum(pos, 0)], 0.0).astype(np.float32)

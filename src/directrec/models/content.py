@@ -1,5 +1,6 @@
-"""Content-based: items are their text embeddings (all-MiniLM-L6-v2); a user is the
-weighted mean of their history's embeddings; items are ranked by cosine to it.
+"""Content-based: items are their content vectors (the `item_features` setting: text by
+all-MiniLM-L6-v2, images by EfficientNet-Lite0, or both); a user is the weighted mean of
+their history's vectors; items are ranked by cosine to it.
 
 Weights: the rating when the data has ratings (else 1), times an optional recency decay
 0.5^(age / half_life), age counted in interactions from the most recent one.
@@ -21,7 +22,7 @@ from directrec.models.settings import setting
 
 class ContentBased(Recommender):
     name = "content"
-    summary = "items ranked by cosine of their text embedding to the user's history"
+    summary = "items ranked by cosine of their text/image embedding to the user's history"
     capabilities = Capabilities(needs_text=True)
 
     @dataclasses.dataclass
@@ -40,11 +41,11 @@ class ContentBased(Recommender):
     ) -> None:
         if catalog is None or catalog.embeddings is None:
             raise ValueError(
-                "the content model needs item text embeddings: ingest an item catalogue "
-                "with titles or text (--items)"
+                "the content model needs item vectors: ingest an item catalogue with titles "
+                "or text (--items), or images with --set item_features=image"
             )
         if not np.abs(catalog.embeddings).sum(1).any():
-            raise ValueError("the content model needs item text, but every item's text is empty")
+            raise ValueError("the content model needs item content, but every item's is empty")
         self.embeddings = torch.from_numpy(np.asarray(catalog.embeddings, dtype=np.float32))
 
     def profile_weights(self, histories: Histories) -> sp.csr_matrix:

@@ -25,13 +25,15 @@ from torch import nn
 from directrec.models import distributed
 from directrec.models.settings import setting
 from directrec.progress import terminal_bar
+from directrec.text.features import check as check_features
 
 
 # ----------------------------------------------------------------------------- settings
 @dataclasses.dataclass
 class RunSettings:
-    """How a model runs here, never what it is: none of these is saved with a model or
-    compared when a checkpoint resumes, and a loaded model gets the defaults."""
+    """How a model runs here, never what it is: none of these is saved in a model's config
+    or compared when a checkpoint resumes, and a loaded model gets the defaults (the item
+    features it was fit on are kept in its meta, as data facts are)."""
 
     device: str = setting("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
     threads: int = setting(0, "torch intra-op threads (0 = torch's default)")
@@ -42,6 +44,11 @@ class RunSettings:
     checkpoint_dir: str = setting(
         "", "where an epoch-trained model saves progress and resumes from"
     )
+    # Chosen here, recorded in the fitted model's meta (`item_features`), so an update or
+    # a list with MMR reads the same kind of vectors the model was fit on.
+    item_features: str = setting(
+        "text", "item vectors (content, semantic IDs, MMR, cold items): text | image | both"
+    )
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -49,6 +56,7 @@ class RunSettings:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {dev!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0 (0 = torch's default), not {self.threads}")
+        check_features(self.item_features)
 
 
 RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunSettings))

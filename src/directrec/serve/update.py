@@ -213,10 +213,11 @@ def update_model(
     catalog = ld.catalog
     if model.capabilities.needs_text or model.capabilities.cold_items:
         from directrec.data.dataset import Dataset
-        from directrec.text.encoder import item_embeddings
+        from directrec.text.features import item_features, of_model
 
         ds = Dataset(ld.interactions, ld.users, ld.items, catalog)
-        catalog.embeddings = item_embeddings(ds, None)
+        catalog.features = of_model(model)  # what the parent read
+        catalog.embeddings = item_features(ds, None, catalog.features)
     split = leave_one_out(ld.interactions)
     fit = Interactions.concat(split.train, split.valid)  # all but each user's last
     t0 = time.perf_counter()

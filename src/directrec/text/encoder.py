@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,16 +61,24 @@ def item_embeddings(
 ) -> np.ndarray:
     """Embeddings of every item's document (title, categories, text), from the store's
     cache when present; computed and cached otherwise (needs write access to `db`)."""
+    docs = lambda: [dataset.catalog.document(i) for i in range(len(dataset.items))]  # noqa: E731
+    return cached(dataset, db, MODEL_NAME, lambda: encode(docs(), progress=progress))
+
+
+def cached(
+    dataset: Dataset, db: str | Path | None, model: str, compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """Every item's vectors under `model` from the store `db`'s cache, else `compute()`d
+    and cached there (a store another process holds open just goes without the cache)."""
     from directrec.data.store import open_store
 
     ids = [str(x) for x in dataset.items.ids]
     if db is not None:
         with open_store(db) as store:
-            cached = store.embeddings(MODEL_NAME, ids)
-        if cached is not None:
-            return cached
-    docs = [dataset.catalog.document(i) for i in range(len(ids))]
-    vecs = encode(docs, progress=progress)
+            found = store.embeddings(model, ids)
+        if found is not None:
+            return found
+    vecs = compute()
     if db is not None:
         import duckdb
 
@@ -77,7 +86,7 @@ def item_embeddings(
 
         try:
             with open_store(db, read_only=False) as store:
-                store.put_embeddings(MODEL_NAME, ids, vecs)
+                store.put_embeddings(model, ids, vecs)
         except (duckdb.Error, DataError):
-            pass  # a store another process holds open just goes without the cache
+            pass
     return vecs
