@@ -76,11 +76,14 @@ def main() -> None:
             "--no-progress",
             *[x for s in sets for x in ("--set", s)],
         ]
+        dest.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        with open(dest / "stderr.log", "w") as log:  # the epoch lines, to follow a long run
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=log)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+            tail = (dest / "stderr.log").read_text()[-3000:]
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{tail}")
         result = json.loads((dest / "results.json").read_text())["results"][0]
         meta = json.loads((dest / "models" / "sasrec-ce" / "config.json").read_text())["meta"]
         dp = meta.get("dp")

@@ -226,6 +226,13 @@ def chunk_for(positions: int, n_items: int, n_params: int) -> int:
 
 def epsilon_text(dp: dict[str, Any]) -> str:
     """One line for people: the spent ε and δ of a private model's meta["dp"]."""
+    try:
+        return _epsilon_line(dp)
+    except (KeyError, TypeError, ValueError):  # a config.json edited by hand
+        return f"a record that cannot be read: {dp!r}"
+
+
+def _epsilon_line(dp: dict[str, Any]) -> str:
     return (
         f"DP-SGD (per user): ε = {dp['epsilon_spent']:g} spent of {dp['epsilon_target']:g}, "
         f"δ = {dp['delta']:.3g}, noise multiplier {dp['noise_multiplier']:g}, "
