@@ -209,6 +209,7 @@ class SASRec(Recommender):
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
         self.net = self._build().to(self.device)
+        self.meta.pop("dp", None)  # a fresh fit spends from nothing (an update continues)
         self._train(data, validator)
 
     def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
