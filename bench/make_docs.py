@@ -339,6 +339,12 @@ def privacy() -> list[str]:
                 ]
             row = [*dp, str(pt["epochs"]), f"{pt['hr@10']:.4f}", f"{pt['ndcg@10']:.4f}"]
             parts.append("| " + " | ".join([*row, f"{pt['wall_seconds']:.0f}"]) + " |")
+        ref = d.get("reference")
+        if ref:
+            parts.append(
+                f"| {ref['model']} (no training) | — | — | — | — | — "
+                f"| {ref['hr@10']:.4f} | {ref['ndcg@10']:.4f} | — |"
+            )
         parts.append(f"\n`{d['bench']}`\n")
     return parts
 

@@ -1,10 +1,12 @@
 """The privacy–utility curve of sasrec-ce: the product's `directrec benchmark` run once per
 privacy budget (`--set dp_epsilon=E`; ε = ∞ is the same run without DP), with the same
 settings, seed and protocol otherwise; each point's NDCG@10, HR@10, wall time and the ε the
-accountant recorded go to docs/results/privacy/curve.json (written after every point).
+accountant recorded go to docs/results/privacy/curve.json (written after every point;
+`--resume` keeps the points already there), beside popularity on the same split.
 
-    python bench/privacy.py --db out/bench/ml1m.duckdb --epsilons 1,4,8,inf \\
-        --set max_len=50 --set epochs=3 --set batch_size=256 --set lr=0.005
+    python bench/privacy.py --db out/bench/ml100k.duckdb --dataset MovieLens-100K \\
+        --epsilons 1,4,8,inf --set max_len=50 --set epochs=10 --set batch_size=128 \\
+        --set lr=0.005
 """
 
 from __future__ import annotations
@@ -34,7 +36,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--work", type=Path, default=ROOT / "out" / "privacy")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "privacy")
+    p.add_argument("--name", default="curve", help="the results file: OUT/NAME.json")
+    p.add_argument("--reference", default="pop", help="a baseline run once on the same split")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the points OUT/NAME.json already holds for these settings; run the rest",
+    )
     args = p.parse_args()
+    target = args.out / f"{args.name}.json"
     doc = {
         "bench": " ".join(["python", *sys.argv]),
         "dataset": args.dataset,
@@ -50,10 +60,34 @@ def main() -> None:
         },
         "points": [],
     }
+    done: dict[str, dict] = {}
+    if args.resume and target.exists():
+        old = json.loads(target.read_text())
+        if (old["db"], old["settings"], old["seed"]) == (args.db, args.settings, args.seed):
+            done = {str(pt["epsilon"]): pt for pt in old["points"]}
+            doc["reference"] = old.get("reference")
     args.out.mkdir(parents=True, exist_ok=True)
+    if not doc.get("reference") and args.reference:
+        dest = args.work / args.reference
+        cmd = [str(BIN / "directrec"), "benchmark", "--db", args.db, "--models", args.reference]
+        cmd += ["--split", "loo", "--k", "10", "--seed", str(args.seed), "--out", str(dest)]
+        subprocess.run([*cmd, "--no-progress"], check=True, capture_output=True)
+        result = json.loads((dest / "results.json").read_text())
+        m = result["results"][0]["metrics"]
+        doc["reference"] = {
+            "model": args.reference,
+            "command": " ".join(["directrec", *cmd[1:]]),
+            "fingerprint": result["dataset"]["fingerprint"],
+            "hr@10": round(m["hr@10"], 5),
+            "ndcg@10": round(m["ndcg@10"], 5),
+        }
     for raw in args.epsilons.split(","):
         eps = float(raw)
         name = "inf" if math.isinf(eps) else f"{eps:g}"
+        key = "inf" if math.isinf(eps) else str(eps)  # as a point records its ε
+        if key in done:
+            doc["points"].append(done[key])
+            continue
         dest = args.work / f"eps-{name}"
         sets = [*args.settings, *([] if math.isinf(eps) else [f"dp_epsilon={eps:g}"])]
         cmd = [
@@ -103,8 +137,9 @@ def main() -> None:
                 "steps": dp["steps"] if dp else None,
             }
         )
-        (args.out / "curve.json").write_text(json.dumps(doc, indent=1) + "\n")
+        target.write_text(json.dumps(doc, indent=1) + "\n")
         print(json.dumps(doc["points"][-1]), flush=True)
+    target.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

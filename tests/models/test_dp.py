@@ -127,3 +127,22 @@ def test_a_private_model_beats_popularity_at_a_large_epsilon(stage):
     model = create("sasrec-ce", cfg).fit(fit)
     hr = evaluate(model, fit, targets, (10,), seen=seen).metrics["hr@10"]
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
+
+
+def test_the_learning_rate_schedule_holds_under_dp(stage, monkeypatch):
+    """The private epochs run the same lr_decay as the others (the DP optimizer's groups)."""
+    from directrec.models import privacy
+    from tests.models.settings import cosine_rates
+
+    rates: list[float] = []
+    real = privacy.PrivateSteps.step
+
+    def spy(self, *args, **kwargs):
+        rates.append(self.opt.param_groups[0]["lr"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(privacy.PrivateSteps, "step", spy)
+    cfg = {**TINY, "epochs": 2, "lr_decay": "cosine", "dp_epsilon": 5.0}
+    create("sasrec-ce", cfg).fit(stage[0])
+    per_epoch = round(stage[0].n_users / 50)
+    assert rates == pytest.approx([r for r in cosine_rates(1e-2, 2) for _ in range(per_epoch)])

@@ -283,7 +283,7 @@ class SASRec(Recommender):
             return total / max(count, 1)
 
         try:
-            train_by_epochs(self, self.net, epoch_fn, validator)
+            train_by_epochs(self, self.net, epoch_fn, validator, opt=steps.opt)  # lr_decay
         finally:  # what was spent, also when a run is cut short
             self.meta["dp"] = steps.spent()
         self.meta["device"] = str(dev)
