@@ -160,21 +160,14 @@ class PrivateSteps:
         example's gradient, `chunk` examples at a time (each chunk passed through
         `prepare`, e.g. to trim its padding), clipped and summed by Opacus, then one noisy
         update. Returns the mean per-example loss (0 for an empty batch)."""
-        module = _PerExample(self.net, loss)
-        params = {f"net.{n}": p.detach() for n, p in self.net.named_parameters()}
-        per_example = vmap(
-            grad_and_value(lambda ps, x: functional_call(module, ps, (x,))),
-            in_dims=(None, 0),
-            randomness="different",  # each example draws its own dropout
-        )
         by_name = dict(self.net.named_parameters())
         parts = list(examples.split(chunk)) if len(examples) else []
         total = 0.0
         for i, part in enumerate(parts):
-            grads, values = per_example(params, prepare(part))
+            grads, values = per_example_grads(self.net, loss, prepare(part))
             total += float(values.sum())
             for n in self.names:
-                by_name[n].grad_sample = grads[f"net.{n}"]
+                by_name[n].grad_sample = grads[n]
             if i < len(parts) - 1:  # clip and accumulate only; the noisy step comes last
                 self.opt.signal_skip_step(True)
             self.opt.step()
@@ -207,6 +200,22 @@ class PrivateSteps:
             "unit": "user",
             "history": [list(h) for h in self.accountant.history],
         }
+
+
+def per_example_grads(
+    net: nn.Module, loss: ExampleLoss, examples: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Each example's gradient of `loss` over `net`'s parameters, by name ([B, *shape]
+    each), and each example's loss [B]: `vmap` over examples of the gradient of one."""
+    module = _PerExample(net, loss)
+    params = {f"net.{n}": p.detach() for n, p in net.named_parameters()}
+    per_example = vmap(
+        grad_and_value(lambda ps, x: functional_call(module, ps, (x,))),
+        in_dims=(None, 0),
+        randomness="different",  # each example draws its own dropout
+    )
+    grads, values = per_example(params, examples)
+    return {k.removeprefix("net."): g for k, g in grads.items()}, values
 
 
 def epsilon_of(accountant: Any, delta: float) -> float:
