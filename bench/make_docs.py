@@ -339,13 +339,57 @@ def overload() -> list[str]:
     return parts
 
 
+def privacy() -> list[str]:
+    """The privacy–utility curves of bench/privacy.py (one per data set run)."""
+    curves = [json.loads(f.read_text()) for f in sorted((RESULTS / "privacy").glob("*.json"))]
+    if not curves:
+        return []
+    parts = [
+        "## Privacy\n",
+        "`sasrec-ce` trained with DP-SGD per user (`--set dp_epsilon=E`, "
+        "[models.md](models.md#differential-privacy)) against the same run without it "
+        "(ε = ∞), by `directrec benchmark`; ε spent is the accountant's, δ = 1 / training "
+        "users. Source: `bench/privacy.py`.\n",
+    ]
+    for d in curves:
+        parts += [
+            f"### {d['dataset']}\n",
+            f"Settings for every point: `{' '.join(d['settings'])}`, seed {d['seed']}; "
+            f"{d['machine']['cpus']} CPU cores ({d['machine']['note']}).\n",
+            "| ε asked | ε spent | δ | noise multiplier | steps | epochs | HR@10 | NDCG@10 "
+            "| wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for pt in d["points"]:
+            if pt["epsilon_spent"] is None:
+                dp = ["∞ (no DP)", "—", "—", "—", "—"]
+            else:
+                dp = [
+                    f"{pt['epsilon']:g}",
+                    f"{pt['epsilon_spent']:.3f}",
+                    f"{pt['delta']:.2e}",
+                    f"{pt['noise_multiplier']:.3f}",
+                    str(pt["steps"]),
+                ]
+            row = [*dp, str(pt["epochs"]), f"{pt['hr@10']:.4f}", f"{pt['ndcg@10']:.4f}"]
+            parts.append("| " + " | ".join([*row, f"{pt['wall_seconds']:.0f}"]) + " |")
+        ref = d.get("reference")
+        if ref:
+            parts.append(
+                f"| {ref['model']} (no training) | — | — | — | — | — "
+                f"| {ref['hr@10']:.4f} | {ref['ndcg@10']:.4f} | — |"
+            )
+        parts.append(f"\n`{d['bench']}`\n")
+    return parts
+
+
 def render() -> str:
     runs = standard_runs()
     parts = [INTRO]
     for key, title in DATASETS:
         parts += headline(key, title, runs)
     parts.append(PUBLISHED)
-    parts += cold_start() + rating() + llm() + serving()
+    parts += cold_start() + rating() + privacy() + llm() + serving()
     parts.append(
         "Every other experiment (ablations, tuning grids, GPU sweeps, scale and fault tests) "
         "keeps its JSON under `docs/results/`; [CHANGELOG.md](CHANGELOG.md) says when and why.\n"

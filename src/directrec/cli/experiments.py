@@ -451,7 +451,8 @@ def recipes_show(
         typer.Option("--model", help="a model directory (or registry): the recipe it was made by"),
     ] = None,
 ) -> None:
-    """Print one recipe as TOML: a shipped one, a file, or the one a saved model stores."""
+    """Print one recipe as TOML: a shipped one, a file, or the one a saved model stores
+    (a model trained with dp_epsilon adds a comment line: the ε and δ it spent)."""
     from directrec.recipes import resolve, stored
 
     def run() -> str:
@@ -460,6 +461,12 @@ def recipes_show(
         if ref is not None:
             return resolve(ref).to_toml()
         path, config = saved_config(model_dir)
-        return stored(config.get("meta", {}), str(path)).to_toml()
+        meta = config.get("meta", {})
+        text = stored(meta, str(path)).to_toml()
+        if isinstance(meta.get("dp"), dict):  # what DP-SGD spent: a comment, so still a recipe
+            from directrec.models.privacy import epsilon_text
+
+            text += f"\n# differential privacy: {epsilon_text(meta['dp'])}\n"
+        return text
 
     sys.stdout.write(_run_guarded(run))

@@ -24,6 +24,7 @@ from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
+from directrec.models import privacy
 from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.settings import setting
 from directrec.models.training import (
@@ -199,12 +200,16 @@ class SASRec(Recommender):
                 },
                 self,
             )
+            if self.dp_epsilon > 0 and self.loss == "sampled":
+                # its candidates are the batch's targets: one user's loss reads the others'
+                raise ValueError("dp_epsilon needs loss=ce or loss=bce (not sampled)")
 
     # -------------------------------------------------------------- training
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
         self.net = self._build().to(self.device)
+        self.meta.pop("dp", None)  # a fresh fit spends from nothing (an update continues)
         self._train(data, validator)
 
     def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
@@ -227,6 +232,10 @@ class SASRec(Recommender):
         dev = self.device
         opt = make_optimizer(self.net, c)
         histories = Histories.from_interactions(data)
+        if c.dp_epsilon > 0:
+            self._train_private(histories, opt, validator, data)
+            return
+        self.meta.pop("dp", None)  # a private parent's record does not describe this run
         windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
         counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
@@ -234,6 +243,66 @@ class SASRec(Recommender):
         epoch_fn = lambda epoch, run: self._epoch(windows, opt, epoch, log_q, run)  # noqa: E731
         train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
         self.meta["device"] = str(dev)
+
+    def _train_private(
+        self,
+        histories: Histories,
+        opt: torch.optim.Optimizer,
+        validator: Validator | None,
+        data: Interactions,
+    ) -> None:
+        """DP-SGD (`privacy.PrivateSteps`): every step Poisson-samples users, one window
+        (their last max_len + 1 items) each; the spent ε and δ land in meta["dp"]."""
+        c, dev = self.config, self.device
+        windows = torch.from_numpy(histories.windows(c.max_len + 1))
+        windows = windows[(windows > 0).sum(1) >= 2]  # users with one input and one target
+        budget = privacy.budget_of(c, len(windows))
+        assert budget is not None
+        parent = self.meta.get("dp", {}).get("history")  # a warm start spends on top
+        steps = privacy.PrivateSteps(
+            self.net, opt, budget, len(windows), c.batch_size, c.epochs, parent
+        )
+        n_params = sum(p.numel() for p in self.net.parameters())
+        chunk = privacy.chunk_for(c.max_len, self.n_items, n_params)
+        lengths = (windows > 0).sum(1)
+        draws = torch.Generator()
+
+        def epoch_fn(epoch: int, run: EpochRun) -> float:
+            self.net.train()
+            torch.manual_seed(c.seed * 100_003 + epoch)  # dropout and negatives
+            draws.manual_seed(c.seed * 100_003 + epoch)  # the Poisson batches
+            total, count = 0.0, 0
+            for _ in range(steps.steps_per_epoch):
+                if run.stop():
+                    break
+                drawn = steps.draw(draws)
+                drawn = drawn[torch.argsort(lengths[drawn], stable=True)]  # chunks of like length
+                rows = windows[drawn].to(dev)
+                total += steps.step(rows, self._example_loss, chunk, trim_padding) * len(rows)
+                count += len(rows)
+            return total / max(count, 1)
+
+        try:
+            train_by_epochs(self, self.net, epoch_fn, validator, opt=steps.opt)  # lr_decay
+        finally:  # what was spent, also when a run is cut short
+            self.meta["dp"] = steps.spent()
+        self.meta["device"] = str(dev)
+
+    def _example_loss(self, w: torch.Tensor) -> torch.Tensor:
+        """One user's loss on one window `w` [1, n + 1], the mean over its real positions:
+        the per-example loss DP-SGD differentiates (no boolean indexing, so `vmap` runs it)."""
+        c = self.config
+        inp, tgt = w[:, :-1], w[:, 1:]
+        real = ((inp > 0) & (tgt > 0)).flatten().float()
+        q, emb = self.net.head(self.net(inp))
+        q, tgt = q.flatten(0, 1), tgt.flatten()
+        if c.loss == "ce":
+            each = F.cross_entropy(q @ emb[1:].T, (tgt - 1).clamp(min=0), reduction="none")
+        else:  # bce: one uniform negative per position, as `_loss`
+            neg = torch.randint(1, self.n_items + 1, tgt.shape, device=w.device)
+            pos_l, neg_l = (q * emb[tgt]).sum(-1), (q * emb[neg]).sum(-1)
+            each = (F.softplus(-pos_l) + F.softplus(neg_l)) / 2
+        return (each * real).sum() / real.sum().clamp(min=1.0)
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """This model's optimizer over its network (`training.make_optimizer`)."""

@@ -107,6 +107,17 @@ class TrainConfig:
     # when set, the batches stop at it, mid-epoch if need be, and the run validates
     max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
     seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+    # Differential privacy (DP-SGD through Opacus, `privacy.PrivateSteps`), the user being
+    # the unit: each step Poisson-samples users (batch_size of them expected), one window
+    # each, clips every user's gradient to dp_max_grad_norm and adds Gaussian noise
+    # calibrated so `epochs` epochs spend at most dp_epsilon at dp_delta
+    dp_epsilon: float = setting(
+        0.0, "differential privacy: the ε budget of DP-SGD per user (0 = off, no DP)"
+    )
+    dp_delta: float = setting(0.0, "with dp_epsilon: δ in (0, 1) (0 = 1 / training users)")
+    dp_max_grad_norm: float = setting(
+        1.0, "with dp_epsilon: each user's gradient is clipped to this L2 norm"
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -122,8 +133,20 @@ class TrainConfig:
             "eval_every": (self.eval_every >= 1, ">= 1"),
             "patience": (self.patience >= 1, ">= 1"),
             "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
+            "dp_epsilon": (
+                0 <= self.dp_epsilon < math.inf,
+                "a finite privacy budget > 0 (0 = no differential privacy)",
+            ),
+            "dp_delta": (0 <= self.dp_delta < 1, "in (0, 1) (0 = 1 / the training users)"),
+            "dp_max_grad_norm": (0 < self.dp_max_grad_norm < math.inf, "a finite norm > 0"),
         }
         check(checks, self)
+        if self.dp_epsilon > 0 and self.windows != "last":
+            # the privacy unit is a user: one example per user and step
+            raise ValueError(
+                "dp_epsilon needs windows=last: differential privacy here protects a user, "
+                "who must give at most one training window to a step"
+            )
 
 
 def check(checks: dict[str, tuple[bool, str]], config: Any) -> None:
@@ -398,6 +421,9 @@ def train_by_epochs(
     lands in `model.meta`."""
     c, run = model.config, model.run
     d = distributed.current()
+    if getattr(c, "dp_epsilon", 0.0) > 0 and (d.active or run.checkpoint_dir):
+        # the accountant's spending would have to be shared or checkpointed with the weights
+        raise ValueError(f"{model.name}: dp_epsilon trains in one process without checkpoint_dir")
     module = net
     if d.active:
         dev = next(net.parameters()).device

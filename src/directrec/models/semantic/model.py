@@ -122,6 +122,11 @@ class SemanticID(Decoding, ColdItems, Recommender):
         sample: bool = setting(False, "Gumbel top-k instead of top-k: diverse, stochastic lists")
 
         def __post_init__(self) -> None:
+            if self.dp_epsilon != 0:  # its codes are fit on all users' data, outside DP-SGD
+                raise ValueError(
+                    "dp_epsilon is not supported by semantic-id (its item codes are learned "
+                    "from every user's interactions outside DP-SGD); train sasrec-ce with it"
+                )
             super().__post_init__()
             proposals = self.id_candidates >= 0 and (self.id_candidates == 0 or self.id_loss > 0)
             check(
