@@ -86,7 +86,10 @@ class CFGAN(Recommender):
 
     @torch.no_grad()
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        return self.gen(torch.from_numpy(histories.matrix().toarray()).to(self.device))
+        # Rank by the generator's logits, not its sigmoid: a trained generator saturates
+        # many items to exactly 1.0 in float32, and those ties would rank arbitrarily.
+        x = torch.from_numpy(histories.matrix().toarray()).to(self.device)
+        return self.gen[:-1](x)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.gen.state_dict().items()}
