@@ -228,7 +228,9 @@ def rating() -> list[str]:
     parts = [
         "## Rating prediction (MovieLens-100K)\n",
         "Each seed draws its own split (random) and initialisation; with several seeds the "
-        "figure is their mean ± the 95 % interval's half-width.\n",
+        "figure is their mean ± the 95 % interval's half-width. The models of a split share "
+        "each seed's hold-out, so compare them seed by seed ([per-seed figures and why SVD++ "
+        "gains little over biased MF](results/classics/README.md)).\n",
         "| split | model | RMSE | MAE | seeds | global-mean RMSE (first seed) |",
         "|---|---|---:|---:|---:|---:|",
     ]
