@@ -37,7 +37,10 @@ class CFGAN(Recommender):
     @dataclasses.dataclass
     class Config:
         hidden: int = setting(256, "width of the generator's and discriminator's hidden layers")
-        epochs: int = setting(100, "passes over the users")
+        # 600: on MovieLens-100K's validation stage HR@10 is 0.0329 at 30 epochs, 0.0615 at
+        # 100 (below popularity's 0.0742), 0.0891 at 300 and 0.1082 at 600 (public
+        # implementations run ~1000)
+        epochs: int = setting(600, "passes over the users")
         batch_size: int = setting(128, "users per batch")
         lr_g: float = setting(1e-4, "generator learning rate (Adam)")
         lr_d: float = setting(1e-4, "discriminator learning rate (Adam)")
@@ -86,7 +89,10 @@ class CFGAN(Recommender):
 
     @torch.no_grad()
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        return self.gen(torch.from_numpy(histories.matrix().toarray()).to(self.device))
+        # Rank by the generator's logits, not its sigmoid: a trained generator saturates
+        # many items to exactly 1.0 in float32, and those ties would rank arbitrarily.
+        x = torch.from_numpy(histories.matrix().toarray()).to(self.device)
+        return self.gen[:-1](x)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {k: v.cpu().numpy() for k, v in self.gen.state_dict().items()}

@@ -24,7 +24,9 @@ class RatingConfig:
     epochs: int = setting(30, "passes over the ratings")
     batch_size: int = setting(1024, "ratings per batch")
     lr: float = setting(3e-3, "Adam learning rate")
-    reg: float = setting(0.05, "L2 on the parameters a batch touches")
+    # 0.1: the best of 0.05 / 0.075 / 0.1 / 0.15 on a validation hold-out of MovieLens-100K's
+    # training ratings for biasedmf and svdpp, within 0.0003 of nmf's best (0.075)
+    reg: float = setting(0.1, "L2 on the parameters a batch touches, per rating")
     seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
 
