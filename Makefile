@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(DR) ingest --dataset ml-100k --db $(DEMO)/ml100k.duckdb
 	$(DR) benchmark --recipe sasrec-ce --db $(DEMO)/ml100k.duckdb --out $(DEMO)/bench \
-	    --models pop,itemknn,userknn,content,ease,als,bpr,multvae,cfgan --save-models $(DEMO)/models
+	    --models pop,itemknn,userknn,content,ease,als,bpr,multvae --save-models $(DEMO)/models
 	$(DR) recommend --model $(DEMO)/models/sasrec-ce --db $(DEMO)/ml100k.duckdb --user 1 --k 10
 
 test: setup
