@@ -3,7 +3,8 @@
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
-#   bash bench/recipes.sh [ml100k|ml1m|beauty-id|beauty-sem|beauty-cold|ml1m-new-users|all] [SEED]
+#   bash bench/recipes.sh [ml100k|ml100k-seq|ml1m|beauty-id|beauty-sem|beauty-seq|beauty-cold|
+#                          ml1m-new-users|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -18,6 +19,13 @@ if run ml100k; then  # the sasrec-ce defaults on MovieLens-100K
   $DR benchmark --recipe sasrec-ce --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml100k-sasrec-ce-seed$SEED"
 fi
+if run ml100k-seq; then  # the gru4rec and bert4rec defaults on MovieLens-100K
+  [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
+  for m in gru4rec bert4rec; do
+    $DR benchmark --recipe "$m" --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
+      --out "$R/ml100k-$m-seed$SEED"
+  done
+fi
 if run ml1m; then  # the ML-1M AdamW recipe on whole histories
   $DR benchmark --recipe ml1m-sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml1m-sasrec-ce-seed$SEED"
@@ -29,6 +37,12 @@ fi
 if run beauty-sem; then  # the semantic-ID hybrid on Beauty (its ID weight chosen on validation)
   $DR benchmark --recipe beauty-semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" \
     --no-progress --out "$R/beauty-semantic-id-seed$SEED"
+fi
+if run beauty-seq; then  # the gru4rec and bert4rec defaults on Beauty
+  for m in gru4rec bert4rec; do
+    $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+      --out "$R/beauty-$m-seed$SEED"
+  done
 fi
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
