@@ -13,7 +13,6 @@ import dataclasses
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
@@ -37,21 +36,19 @@ class GRU4RecNet(nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """seq [B, n] left-padded tokens → hidden states [B, n, dim] at the same positions
-        (zeros at padding). The GRU runs over each row's real tokens only (a packed
-        sequence), so a state never depends on how much padding its batch carries."""
+        (zeros at padding). The GRU runs over each row with its real tokens moved to the
+        front, so a state depends on that row's items only, never on how much padding its
+        batch carries (the states past a row's end are dropped). A packed sequence would do
+        the same, but its backward pass on a CPU costs time quadratic in the length."""
         n = seq.shape[1]
-        lengths = (seq > 0).sum(1)
+        keep = seq > 0
         cols = torch.arange(n, device=seq.device)
-        shift = (n - lengths).unsqueeze(1)
+        shift = (n - keep.sum(1)).unsqueeze(1)
         first = seq.gather(1, (cols + shift) % n)  # the real tokens moved to the front
-        x = self.drop(self.item(first))
-        packed = pack_padded_sequence(
-            x, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=n)
+        h, _ = self.gru(self.drop(self.item(first)))
         h = self.out(self.drop(h))
         back = ((cols - shift) % n).unsqueeze(-1).expand(-1, -1, h.shape[-1])
-        return h.gather(1, back) * (seq > 0).unsqueeze(-1)  # back to the left-padded layout
+        return h.gather(1, back) * keep.unsqueeze(-1)  # back to the left-padded layout
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Scores over all items."""
