@@ -3,7 +3,7 @@
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
-#   bash bench/recipes.sh [ml100k|ml100k-seq|ml1m|beauty-id|beauty-sem|beauty-seq|beauty-cold|
+#   bash bench/recipes.sh [ml100k|ml100k-seq|ml1m|beauty-id|beauty-sem|beauty-cold|
 #                          ml1m-new-users|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,12 +37,6 @@ fi
 if run beauty-sem; then  # the semantic-ID hybrid on Beauty (its ID weight chosen on validation)
   $DR benchmark --recipe beauty-semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" \
     --no-progress --out "$R/beauty-semantic-id-seed$SEED"
-fi
-if run beauty-seq; then  # the gru4rec and bert4rec defaults on Beauty
-  for m in gru4rec bert4rec; do
-    $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
-      --out "$R/beauty-$m-seed$SEED"
-  done
 fi
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
