@@ -20,10 +20,12 @@ if run ml100k; then  # the sasrec-ce defaults on MovieLens-100K
     --out "$R/ml100k-sasrec-ce-seed$SEED"
 fi
 if run ml100k-seq; then  # the gru4rec and bert4rec defaults on MovieLens-100K
+  # threads=1 (a run setting, not part of the model): measured on a shared, busy 2-core
+  # machine, where two threads' per-step barriers stalled the GRU forty-fold
   [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
   for m in gru4rec bert4rec; do
     $DR benchmark --recipe "$m" --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
-      --out "$R/ml100k-$m-seed$SEED"
+      --set threads=1 --out "$R/ml100k-$m-seed$SEED"
   done
 fi
 if run ml1m; then  # the ML-1M AdamW recipe on whole histories
