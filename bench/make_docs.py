@@ -69,7 +69,7 @@ def _load(path: Path) -> dict | None:
 
 def _cmd(command: str) -> str:
     """The command as a user types it (the runs called the CLI by a venv or source path)."""
-    return re.sub(r"^\S*(directrec|cli\.py)(?=\s)", "directrec", command)
+    return re.sub(r"^\S*(directrec|cli\.py|directrec/__main__\.py)(?=\s)", "directrec", command)
 
 
 def _source(run: str, doc: dict) -> str:

@@ -3,8 +3,8 @@
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
-#   bash bench/recipes.sh [ml100k|ml1m|beauty-id|beauty-sem|beauty-cold|ml1m-new-users|
-#                         beauty-sem-default|ml1m-sem-default|all] [SEED]
+#   bash bench/recipes.sh [ml100k|ml100k-seq|ml1m|beauty-id|beauty-sem|beauty-cold|
+#                          ml1m-new-users|beauty-sem-default|ml1m-sem-default|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -18,6 +18,15 @@ if run ml100k; then  # the sasrec-ce defaults on MovieLens-100K
   [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
   $DR benchmark --recipe sasrec-ce --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml100k-sasrec-ce-seed$SEED"
+fi
+if run ml100k-seq; then  # the gru4rec and bert4rec defaults on MovieLens-100K
+  # threads=1 (a run setting, not part of the model): measured on a shared, busy 2-core
+  # machine, where two threads' per-step barriers stalled the GRU forty-fold
+  [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
+  for m in gru4rec bert4rec; do
+    $DR benchmark --recipe "$m" --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
+      --set threads=1 --out "$R/ml100k-$m-seed$SEED"
+  done
 fi
 if run ml1m; then  # the ML-1M AdamW recipe on whole histories
   $DR benchmark --recipe ml1m-sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \

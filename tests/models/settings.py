@@ -15,6 +15,8 @@ TEST_SETTINGS: dict[str, dict] = {
     "cfgan": {"hidden": 64, "epochs": 60, "batch_size": 32, "lr_g": 1e-3, "lr_d": 1e-3},
     "sasrec": {"max_len": 30, "dim": 32, "epochs": 40, "batch_size": 32, "lr": 3e-3},
     "sasrec-ce": {"max_len": 30, "dim": 32, "epochs": 20, "batch_size": 32, "lr": 3e-3},
+    "gru4rec": {"max_len": 30, "dim": 32, "epochs": 10, "batch_size": 32, "lr": 3e-3},
+    "bert4rec": {"max_len": 30, "dim": 32, "epochs": 10, "batch_size": 32, "lr": 3e-3},
     "semantic-id": {
         "codebook": 8,
         "rq_epochs": 40,

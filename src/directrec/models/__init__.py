@@ -7,11 +7,13 @@ from pathlib import Path
 from directrec.models.als import ALS
 from directrec.models.artifacts import read_config
 from directrec.models.base import Recommender
+from directrec.models.bert4rec import BERT4Rec
 from directrec.models.biasedmf import BiasedMF
 from directrec.models.bpr import BPR
 from directrec.models.cfgan import CFGAN
 from directrec.models.content import ContentBased
 from directrec.models.ease import EASE
+from directrec.models.gru4rec import GRU4Rec
 from directrec.models.itemknn import ItemKNN
 from directrec.models.llm import LLMRec
 from directrec.models.multvae import MultVAE
@@ -37,6 +39,8 @@ MODELS: dict[str, type[Recommender]] = {
         CFGAN,
         SASRec,
         SASRecCE,
+        GRU4Rec,
+        BERT4Rec,
         SemanticID,
         LLMRec,
         BiasedMF,
