@@ -174,7 +174,8 @@ class DuckWriter(StreamWriter):
                     f"WHERE user_id IN ({touched}) GROUP BY user_id"
                 )
                 con.execute(
-                    "INSERT INTO items SELECT DISTINCT item_id, '', '', []::VARCHAR[] "
+                    "INSERT INTO items (item_id, title, text, categories) "
+                    "SELECT DISTINCT item_id, '', '', []::VARCHAR[] "
                     "FROM stream_in WHERE item_id NOT IN (SELECT item_id FROM items)"
                 )
                 con.execute(
@@ -268,7 +269,8 @@ class PgWriter(StreamWriter):
                     items = sorted({r.item_id for r in fresh})
                     users = sorted({r.user_id for r in fresh})
                     con.execute(
-                        "INSERT INTO items SELECT unnest(%s::TEXT[]), '', '', '{}'::TEXT[] "
+                        "INSERT INTO items (item_id, title, text, categories) "
+                        "SELECT unnest(%s::TEXT[]), '', '', '{}'::TEXT[] "
                         "ON CONFLICT (item_id) DO NOTHING",
                         (items,),
                     )
