@@ -101,6 +101,9 @@ def test_bad_budgets_are_refused_when_the_config_is_built(settings, says):
 def test_unsupported_uses_are_refused(store, stage, tmp_path):  # noqa: F811
     with pytest.raises(ValueError, match="not supported by semantic-id"):
         create("semantic-id", {"dp_epsilon": 1.0})
+    for name in ("gru4rec", "bert4rec"):  # never trained without the privacy asked for
+        with pytest.raises(ValueError, match="not supported by gru4rec or bert4rec"):
+            create(name, {"dp_epsilon": 1.0})
     cfg = {**TINY, "epochs": 1, "dp_epsilon": 1.0, "checkpoint_dir": str(tmp_path / "c")}
     with pytest.raises(ValueError, match="without checkpoint_dir"):
         create("sasrec-ce", cfg).fit(stage[0])

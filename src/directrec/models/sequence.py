@@ -36,6 +36,11 @@ class SequenceConfig(TrainConfig):
     dropout: float = setting(0.2, "dropout on embeddings and hidden states")
 
     def __post_init__(self) -> None:
+        if self.dp_epsilon != 0:  # DP-SGD is implemented for the SASRec family only
+            raise ValueError(
+                "dp_epsilon is not supported by gru4rec or bert4rec yet; train sasrec-ce "
+                "(or sasrec) with it"
+            )
         super().__post_init__()
         check(
             {
