@@ -149,9 +149,15 @@ def headline(key: str, title: str, runs: list[tuple[str, dict]]) -> list[str]:
 
 
 def _repeat_of(run: str, names: set[str]) -> str | None:
-    """The run this one repeats (`X-seed7`, `X-rerun` beside `X`), if any."""
+    """The run this one repeats (`X-seed7`, `X-rerun` beside `X`; or beside `X-seed42`, the
+    first of its siblings, where there is no `X`), if any."""
     base = REPEAT.sub("", run)
-    return base if base != run and base in names else None
+    if base == run:
+        return None
+    if base in names:
+        return base
+    first = min(n for n in names if REPEAT.sub("", n) == base)
+    return first if first != run else None
 
 
 def _repeats(run: str, model: str, group: list[tuple[str, dict]]) -> str:
