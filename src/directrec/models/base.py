@@ -322,6 +322,25 @@ class Recommender:
         return model
 
 
+class NetworkModel(Recommender):
+    """A model whose learned weights are one torch module, `self.net`, built from its
+    config by `_build`: saved as `net.*` tensors and loaded strictly into a fresh build."""
+
+    net: torch.nn.Module
+
+    def _build(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
+
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.net = self._build()
+        self._load_module(self.net, state, "net.")
+        self._expect({k: v for k, v in state.items() if not k.startswith("net.")}, {})
+        self.net.to(self.device).eval()
+
+
 def beam_width(beam: int, k: int, n_items: int) -> int:
     """A generator's beam for a top-`k`: its configured width, widened to `k` (only the
     items written get a score), never past the catalogue."""

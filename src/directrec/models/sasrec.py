@@ -25,7 +25,7 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models import privacy
-from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.base import Capabilities, NetworkModel, Validator
 from directrec.models.settings import setting
 from directrec.models.training import (
     EpochRun,
@@ -138,7 +138,7 @@ def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Ten
 
 
 # ----------------------------------------------------------------------------- model
-class SASRec(Recommender):
+class SASRec(NetworkModel):
     name = "sasrec"
     summary = "SASRec: causal Transformer over item sequences (BCE, sampled or CE loss)"
     capabilities = Capabilities(early_stopping=True, warm_start=True)
@@ -400,16 +400,6 @@ class SASRec(Recommender):
         seq = trim_padding(torch.from_numpy(histories.windows(self.config.max_len)).to(dev))
         with autocast(dev, self.run.bf16 and dev.type == "cuda"):
             return self.net.logits(self.net(seq)[:, -1]).float()
-
-    # -------------------------------------------------------------- artefacts
-    def _state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
-
-    def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.net = self._build()
-        self._load_module(self.net, state, "net.")
-        self._expect({k: v for k, v in state.items() if not k.startswith("net.")}, {})
-        self.net.to(self.device).eval()
 
 
 class SASRecCE(SASRec):

@@ -13,13 +13,12 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
-from directrec.models.base import Capabilities, Recommender, Validator
+from directrec.models.base import Capabilities, NetworkModel, Validator
 from directrec.models.sasrec import batches
 from directrec.models.settings import setting
 from directrec.models.training import EpochRun, TrainConfig, check, make_optimizer, train_by_epochs
@@ -53,7 +52,7 @@ class SequenceConfig(TrainConfig):
         )
 
 
-class SequenceModel(Recommender):
+class SequenceModel(NetworkModel):
     """Base of the models that read a user's last `max_len` items through a network."""
 
     capabilities = Capabilities(early_stopping=True, warm_start=True)
@@ -151,16 +150,6 @@ class SequenceModel(Recommender):
         seq = self._score_inputs(histories).to(dev)
         with autocast(dev, self.run.bf16 and self.bf16_ok and dev.type == "cuda"):
             return self.net.logits(self.net(seq)[:, -1]).float()
-
-    # -------------------------------------------------------------- artefacts
-    def _state(self) -> dict[str, np.ndarray]:
-        return {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}
-
-    def _load_state(self, state: dict[str, np.ndarray]) -> None:
-        self.net = self._build()
-        self._load_module(self.net, state, "net.")
-        self._expect({k: v for k, v in state.items() if not k.startswith("net.")}, {})
-        self.net.to(self.device).eval()
 
 
 def last_windows(histories: Histories, length: int) -> torch.Tensor:
