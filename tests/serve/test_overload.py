@@ -229,6 +229,27 @@ def test_the_wait_bound_sheds_what_the_model_cannot_serve_in_time():
     assert not off.full(path)
 
 
+def test_the_wait_bound_also_sheds_from_the_parser():
+    """Under the wait bound the gate is full with slots to spare: the parse-time path must
+    shed then too, not leave every 503 to an ASGI task."""
+    for inflight, shed in ((1, False), (3, True)):  # × 10 ms against a 25 ms bound
+        proto, transport, gate, _, loop = _protocol(inflight)
+        try:
+            gate.max_inflight, gate.max_wait = 100, 0.025
+            gate.svc.batcher = _Paced(0.010)
+            proto.data_received(LIST)
+            if shed:
+                assert transport.written.startswith(b"HTTP/1.1 503") and not proto.tasks
+                assert gate.svc.metrics.shed._value.get() == 1
+            else:
+                assert transport.written == b"" and len(proto.tasks) == 1  # the app's
+        finally:
+            for t in proto.tasks:
+                t.cancel()
+            loop.run_until_complete(asyncio.sleep(0))
+            loop.close()
+
+
 def test_the_batcher_keeps_its_recent_wall_time_per_request():
     def run(jobs):
         time.sleep(0.04)

@@ -74,10 +74,8 @@ class Gate:
         self.shed_body = bytes(shed.body)
         self._counters: dict[tuple[str, str, str], Any] = {}
 
-    def full(self, path: str) -> bool:
-        """True when a request for `path` must be shed now."""
-        if not path.startswith(SHED_PATHS):
-            return False
+    def saturated(self) -> bool:
+        """True when either bound is reached: a request for a heavy path is shed now."""
         if self.inflight >= self.max_inflight:
             return True
         if self.max_wait > 0 and self.inflight:
@@ -85,6 +83,10 @@ class Gate:
             pace = batcher.seconds_per_item if batcher is not None else 0.0
             return self.inflight * pace > self.max_wait
         return False
+
+    def full(self, path: str) -> bool:
+        """True when a request for `path` must be shed now."""
+        return path.startswith(SHED_PATHS) and self.saturated()
 
     def take(self) -> None:
         self.inflight += 1

@@ -3,9 +3,9 @@ connection that opens and sends nothing, or sends its request line and headers a
 time, is answered 408 and closed once `header_timeout` seconds pass without the headers
 being complete. (The body's own deadline is enforced where the body is read, middleware.py.)
 
-It also sheds at parse time: when the app's admission gate (middleware.Gate) is full, a
-request for a heavy path gets the pre-built 503 written from the header callback itself,
-with no ASGI task, scope or middleware call. Under 10× overload most requests are shed,
+It also sheds at parse time: when the app's admission gate (middleware.Gate) is full, by
+its count or by its wait bound, a request for a heavy path gets the pre-built 503 written
+from the header callback itself, with no ASGI task, scope or middleware call. Under 10× overload most requests are shed,
 so that path is what the event loop spends its time on; the ASGI middleware still checks
 the gate for every request this fast path leaves to it.
 """
@@ -88,7 +88,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         which sheds it all the same). Only when no earlier response is still being written
         (pipelining) and not for HEAD, whose answer has no body."""
         gate = self._gate
-        if gate is None or gate.inflight < gate.max_inflight:
+        if gate is None or not gate.saturated():
             return False
         if self.cycle is not None and not self.cycle.response_complete:
             return False
