@@ -333,22 +333,28 @@ def overload() -> list[str]:
         "Server pinned to core 0, wrk to core 1; 60 s at the normal rate, then 60 s at ten "
         "times it. Targets: shed (503) p99 ≤ 5 ms, admitted p99 ≤ 2× the normal p99. "
         "`before-*` ran the code without parse-time shedding; the `after-N` and `bound12` runs "
-        "shared the cores with other work (load 11–13), the `idle` runs did not. "
+        "shared the cores with other work (load 11–13), the later runs did not. `wait` is "
+        "`serve --max-wait-ms` (0: the slot count alone), `nice` `--model-nice`; `cost` runs "
+        "price the wait by a batch's fixed and per-request time; `explore` runs set the nice "
+        "before the flag existed. "
         "[serve-overload/README.md](results/serve-overload/README.md) reads them.\n",
-        "| run | bound | normal p99 ms | admitted | admitted p99 ms | ratio | shed | shed p99 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | bound | wait ms | nice | normal p99 ms | normal shed | admitted "
+        "| admitted p99 ms | ratio | shed | shed p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for f in runs:
         d = json.loads(f.read_text())
         o, b = d["overload"], d["baseline"]
         shed = o.get("shed", {"count": 0, "p99_ms": float("nan")})
+        normal_shed = b.get("shed", {"count": 0})["count"]
         parts.append(
-            f"| {f.stem.removeprefix('overload-')} | {d['max_inflight']} | {b['ok']['p99_ms']:.1f} "
-            f"| {o['ok']['count']:,} | {o['ok']['p99_ms']:.1f} "
+            f"| {f.stem.removeprefix('overload-')} | {d['max_inflight']} "
+            f"| {d.get('max_wait_ms', 0):g} | {d.get('model_nice', 10)} | {b['ok']['p99_ms']:.1f} "
+            f"| {normal_shed:,} | {o['ok']['count']:,} | {o['ok']['p99_ms']:.1f} "
             f"| {d['admitted_p99_over_baseline']:.2f}× | {shed['count']:,} | {shed['p99_ms']:.1f} |"
         )
-    shown = [f for f in runs if "before" not in f.stem][-1]
-    command = json.loads(shown.read_text())["command"]
+    shown = [f for f in runs if "nice15" in f.stem and "explore" not in f.stem] or runs
+    command = json.loads(shown[-1].read_text())["command"]
     parts.append(f"\n`{command}` (each run's own command is in its JSON)\n")
     return parts
 

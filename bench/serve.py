@@ -77,6 +77,8 @@ class Server:
             str(args.max_inflight),
             "--max-wait-ms",
             str(args.max_wait_ms),
+            "--model-nice",
+            str(args.model_nice),
             "--workers",
             str(args.workers),
             *extra,
@@ -964,6 +966,7 @@ def main() -> None:
     p.add_argument("--connections-over", type=int, default=256, help="overload_wrk: connections")
     p.add_argument("--max-inflight", type=int, default=64, help="server admission bound")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="server wait bound (0: off)")
+    p.add_argument("--model-nice", type=int, default=10, help="server model thread's nice")
     args = p.parse_args()
     if args.client_core is not None:
         os.sched_setaffinity(0, {args.client_core})
@@ -981,6 +984,7 @@ def main() -> None:
         "workers": args.workers,
         "max_inflight": args.max_inflight,
         "max_wait_ms": args.max_wait_ms,
+        "model_nice": args.model_nice,
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)

@@ -16,7 +16,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from directrec.serve.app import create_app
-from directrec.serve.batcher import Batcher
+from directrec.serve.batcher import BatchCost, Batcher
 from directrec.serve.middleware import Admission, Gate
 from directrec.serve.protocol import HeaderTimeoutProtocol, protocol_with
 from directrec.serve.service import Metrics, ServeConfig
@@ -205,8 +205,13 @@ def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(wor
 
 
 class _Paced:
+    """A batcher whose model serves each request in `seconds_per_item`, nothing fixed."""
+
     def __init__(self, seconds_per_item: float) -> None:
         self.seconds_per_item = seconds_per_item
+
+    def expected_wait(self, n: int) -> float:
+        return n * self.seconds_per_item
 
 
 def test_the_wait_bound_sheds_what_the_model_cannot_serve_in_time():
@@ -263,6 +268,7 @@ def test_the_batcher_keeps_its_recent_wall_time_per_request():
         paces.append(b.seconds_per_item)
         await asyncio.gather(*(b.submit(i) for i in range(4)))  # one batch of four
         paces.append(b.seconds_per_item)
+        assert 0.03 <= b.expected_wait(4) <= 0.25  # the batches' times reach the cost fit
         await b.stop()
         return paces
 
@@ -272,3 +278,25 @@ def test_the_batcher_keeps_its_recent_wall_time_per_request():
     # the batch of four cost ~10 ms per request: the average moves a fifth of the way
     assert one - 0.2 * (one - 0.01) - 0.01 <= four <= one - 0.2 * (one - 0.04 / 4) + 0.01
     assert four < one
+
+
+def test_the_batch_cost_separates_the_fixed_part_from_the_part_per_request():
+    cost = BatchCost()
+    assert cost.seconds(5, 32) == 0.0  # nothing measured yet
+    for n in (1, 2, 8, 1, 4, 16, 2, 1, 8) * 5:  # 1 ms per call + 1.5 ms per request
+        cost.add(n, 0.001 + 0.0015 * n)
+    assert cost.fixed == pytest.approx(0.001, rel=1e-6)
+    assert cost.per_item == pytest.approx(0.0015, rel=1e-6)
+    # a burst of 12 is one batch: 19 ms, not 12 × the ~4.4 ms per request small batches cost
+    assert cost.seconds(12, 32) == pytest.approx(0.019)
+    assert cost.seconds(40, 32) == pytest.approx(0.002 + 0.060)  # two calls
+    same = BatchCost()
+    for _ in range(10):  # one batch size only: the parts cannot be told apart
+        same.add(4, 0.010)
+    assert same.fixed == 0.0 and same.per_item == pytest.approx(0.0025)
+    old = BatchCost()
+    for n in (1, 4) * 50:
+        old.add(n, 0.002 * n)
+    for n in (1, 4) * 50:  # the machine got twice as slow: the fit follows
+        old.add(n, 0.004 * n)
+    assert old.seconds(10, 32) == pytest.approx(0.040, rel=0.05)

@@ -164,9 +164,19 @@ def serve(
         typer.Option(
             min=0,
             help="also shed when the requests in flight would take the model longer than "
-            "this to serve, at its recent pace per request (0: only --max-inflight)",
+            "this to serve, at its recent pace (0: only --max-inflight)",
         ),
     ] = 0.0,
+    model_nice: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=19,
+            help="the model thread's OS priority below the event loop's (Linux nice "
+            "steps; 0: equal): higher answers sheds sooner under overload, at some cost to "
+            "normal-load latency",
+        ),
+    ] = 10,
     max_batch: Annotated[int, typer.Option(min=1, help="requests per model call")] = 32,
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="how long a request waits for others to batch with")
@@ -237,6 +247,7 @@ def serve(
         body_timeout=body_timeout,
         max_inflight=max_inflight,
         max_wait_ms=max_wait_ms,
+        model_nice=model_nice,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,

@@ -5,9 +5,12 @@ call, run on a single model thread. The queue is bounded: when it is full, `subm
 The loop is supervised: a failing model call fails only that batch's requests
 (`BatchFailed`), an unexpected error in the loop itself is logged and the loop restarts,
 and a request that waits longer than `timeout` gets `TimeoutError` instead of hanging.
-`alive` tells readiness probes whether the loop is running. `seconds_per_item` is the
-recent wall time of a model call per request it served (an exponential moving average),
-which the admission gate uses to estimate how long a new request would wait.
+`alive` tells readiness probes whether the loop is running. `cost` models the recent wall
+time of a model call as a fixed part plus a part per request (least squares over recent
+batches, older ones forgotten), and `expected_wait(n)` is what `n` requests ahead of a new
+one would take to serve in batches: the admission gate sheds on it. A per-request average
+alone would price a burst at the cost of the small batches that served the quiet time
+before it, though the burst is served in one larger, cheaper-per-request batch.
 
 The model thread runs at a lower OS priority (`nice`) than the event loop: on a busy core
 the scheduler then hands the CPU to the loop when a request arrives, so admitting,
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import threading
@@ -52,6 +56,39 @@ def lower_priority(nice: int) -> None:
         log.warning("could not lower the model thread's priority: %s", e)
 
 
+class BatchCost:
+    """Seconds per model call ≈ `fixed` + `per_item` × batch size, fitted by exponentially
+    weighted least squares: each batch weighs `1 - forget` times the one after it."""
+
+    def __init__(self, forget: float = 0.05) -> None:
+        self.forget = forget
+        self._w = self._n = self._t = self._nn = self._nt = 0.0
+        self.fixed = self.per_item = 0.0
+
+    def add(self, n: int, seconds: float) -> None:
+        keep = 1.0 - self.forget
+        self._w = keep * self._w + 1.0
+        self._n = keep * self._n + n
+        self._t = keep * self._t + seconds
+        self._nn = keep * self._nn + n * n
+        self._nt = keep * self._nt + n * seconds
+        mean_n, mean_t = self._n / self._w, self._t / self._w
+        var = self._nn / self._w - mean_n**2
+        slope = (self._nt / self._w - mean_n * mean_t) / var if var > 0.25 else 0.0
+        fixed = mean_t - slope * mean_n
+        if slope <= 0 or fixed < 0:
+            # Too little spread in batch sizes to separate the parts, or a fit with a
+            # negative part: the average per request, nothing fixed.
+            fixed, slope = 0.0, mean_t / max(mean_n, 1e-9)
+        self.fixed, self.per_item = fixed, slope
+
+    def seconds(self, n: int, max_batch: int) -> float:
+        """Wall time to serve `n` requests in batches of at most `max_batch`."""
+        if n <= 0:
+            return 0.0
+        return self.fixed * math.ceil(n / max_batch) + self.per_item * n
+
+
 class Batcher:
     def __init__(
         self,
@@ -74,6 +111,11 @@ class Batcher:
         self.items = 0
         self.failures = 0
         self.seconds_per_item = 0.0  # EWMA over recent batches (0 until the first)
+        self.cost = BatchCost()
+
+    def expected_wait(self, n: int) -> float:
+        """Seconds the model needs for `n` requests at its recent pace (0 before any batch)."""
+        return self.cost.seconds(n, self.max_batch)
 
     @property
     def alive(self) -> bool:
@@ -105,6 +147,7 @@ class Batcher:
         per = seconds / max(n, 1)
         old = self.seconds_per_item
         self.seconds_per_item = per if old == 0.0 else old + EWMA * (per - old)
+        self.cost.add(n, seconds)
 
     async def _supervise(self) -> None:
         while not self.stopping:

@@ -59,11 +59,11 @@ class Gate:
 
     Two bounds, both checked when a request arrives: `max_inflight` requests at most, and
     (when `max_wait` > 0 seconds) no more than the model serves within `max_wait` at its
-    recent pace: a request that would wait longer (those in flight × the model's recent
-    wall time per request) is shed at once. The second bound follows the machine: when
-    the core is shared, or a batch of long histories is slow, fewer are admitted, so an
-    admitted request's latency stays near `max_wait` plus its own batch, not
-    `max_inflight` ÷ whatever throughput is left."""
+    recent pace: a request that would wait longer (the model's recent wall time for a
+    batch of those in flight, Batcher.expected_wait) is shed at once. The second bound
+    follows the machine: when the core is shared, or a batch of long histories is slow,
+    fewer are admitted, so an admitted request's latency stays near `max_wait` plus its
+    own batch, not `max_inflight` ÷ whatever throughput is left."""
 
     def __init__(self, service: Any, max_inflight: int, max_wait: float = 0.0) -> None:
         self.svc, self.max_inflight, self.max_wait = service, max_inflight, max_wait
@@ -80,8 +80,7 @@ class Gate:
             return True
         if self.max_wait > 0 and self.inflight:
             batcher = getattr(self.svc, "batcher", None)
-            pace = batcher.seconds_per_item if batcher is not None else 0.0
-            return self.inflight * pace > self.max_wait
+            return batcher is not None and batcher.expected_wait(self.inflight) > self.max_wait
         return False
 
     def full(self, path: str) -> bool:
