@@ -252,3 +252,28 @@ def test_an_oversized_image_is_refused_not_decoded(tmp_path, monkeypatch):
     assert e.value.line == 2
     with pytest.raises(DataError, match="not a readable image"):
         images.load_image(tmp_path / "pics" / names[0])
+
+
+def test_the_service_reranks_by_the_vectors_the_model_was_fit_on(tmp_path):
+    """A model fit on images, served: MMR (and any cold item) uses the image vectors, as
+    `recommend` does, not the text ones (this catalogue has no text at all)."""
+    from fastapi.testclient import TestClient
+
+    from directrec.serve.app import create_app
+    from directrec.serve.service import ServeConfig
+
+    db, _ = _ingested(tmp_path)
+    out = tmp_path / "m"
+    r = CliRunner().invoke(
+        app,
+        ["train", "content", "--db", str(db), "--set", "item_features=image", "--out", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    with TestClient(create_app(ServeConfig(model=out, db=db, watch_seconds=0))) as c:
+        svc = c.app.state.service
+        assert svc.loaded.info.vectors.shape == (4, 1280)
+        assert np.array_equal(svc.loaded.info.vectors, svc.item_vectors("image"))
+        assert svc.text_vectors() is None  # sentence search still needs text
+        res = c.get("/v1/users/u0/recommendations", params={"k": 3, "diversity": 0.5})
+        assert res.status_code == 200, res.text
+        assert res.json()["items"]  # u0 has seen most of the four items

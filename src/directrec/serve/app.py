@@ -212,8 +212,12 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             raise HTTPException(422, f"k must be at most {cfg.max_k}")
 
     def check_diversity(diversity: float | None) -> None:
-        if diversity and svc.text_vectors() is None:
-            raise HTTPException(422, "this catalogue has no text: `diversity` is unavailable")
+        loaded = svc.loaded
+        if diversity and (loaded is None or loaded.info.vectors is None):
+            raise HTTPException(
+                422,
+                "this catalogue has no item vectors of the model's kind: `diversity` is unavailable",
+            )
 
     def unknown_items(ids: list[str]) -> list[str]:
         known = svc.catalogue.titles

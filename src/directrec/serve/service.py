@@ -22,10 +22,11 @@ import numpy as np
 from fastapi import HTTPException
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from directrec.data.dataset import IdMap
 from directrec.data.histories import Histories
 from directrec.data.store import open_store
 from directrec.generate.coldstart import CategoryIndex, sentence_history, sentence_inputs
-from directrec.generate.context import ModelContext
+from directrec.generate.context import ModelContext, item_vectors
 from directrec.generate.pipeline import ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
 from directrec.models.base import Recommender
@@ -34,6 +35,7 @@ from directrec.serve.batcher import Batcher
 from directrec.serve.caches import HistoryCache, ListCache
 from directrec.serve.canary import CanaryConfig, Refused, check_version, clean_paths
 from directrec.serve.feedback import open_feedback
+from directrec.text.features import of_model
 
 log = logging.getLogger("directrec.serve")
 
@@ -236,6 +238,7 @@ class Service:
         self.ready = False
         self.encoder_warm = False
         self.catalogue = self._read_catalogue()
+        self._feature_vectors: dict[str, np.ndarray | None] = {}  # image / both, per kind
         self.feedback = open_feedback(cfg.db, cfg.feedback)
         self.histories = HistoryCache(cfg.db, self.feedback, cfg.history_cache)
         self.lists = ListCache(cfg.list_cache)
@@ -281,6 +284,18 @@ class Service:
             self.encoder_warm = True
         return c.vectors
 
+    def item_vectors(self, features: str) -> np.ndarray | None:
+        """The catalogue's item vectors of `features` (text, image or both; the model's
+        `item_features`), in `catalogue.ids` order: what MMR re-ranks by and what a cold
+        item joins the model with, so they match what the model was fit on. Text also
+        serves sentence search, whatever the model reads."""
+        if features == "text":
+            return self.text_vectors()
+        if features not in self._feature_vectors:
+            ids = IdMap(np.array(self.catalogue.ids, dtype=object))
+            self._feature_vectors[features] = item_vectors(self.cfg.db, ids, features)
+        return self._feature_vectors[features]
+
     def load(self, version: str | None = None) -> ModelContext:
         """Verify, load and canary a version (serve/canary.py: real users' lists through the
         pipeline, checked), then swap it in. A refused version raises canary.Refused (its
@@ -320,12 +335,13 @@ class Service:
         except (OSError, ValueError) as e:  # unknown name, hash mismatch, missing file
             raise Refused("integrity", clean_paths(str(e), Path(self.cfg.model), "registry")) from e
         c = self.catalogue
-        text = self.text_vectors()
+        self.text_vectors()
         titles = [c.titles[x] for x in c.ids]
         cats = [c.categories[x] for x in c.ids]
 
         def context(model: Recommender) -> ModelContext:
-            return ModelContext.for_catalogue(model, c.ids, titles, cats, text, label)
+            vectors = self.item_vectors(of_model(model))
+            return ModelContext.for_catalogue(model, c.ids, titles, cats, vectors, label)
 
         cfg = CanaryConfig(users=self.cfg.canary_users, tolerance=self.cfg.canary_tolerance)
         ctx, report = check_version(path, self.cfg.db, cfg, label, context)
