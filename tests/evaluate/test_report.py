@@ -124,3 +124,12 @@ def test_one_seed_says_n_1_and_segments_reach_the_markdown():
     assert "| ease | — | 0.3000 | 0.1000 |" in md.split("**HR@10 by history length**")[1]
     # one model: no leader to mark
     assert "**" not in markdown_table(doc(result("ease", 0.09))).split("\n", 2)[2]
+
+
+def test_a_hybrid_is_shown_beside_its_codes_alone_with_the_beam_share():
+    sem = result("semantic-id", 0.05)
+    sem["metrics"] |= {"codes_only.hr@10": 0.06, "codes_only.ndcg@10": 0.03, "beam_share@10": 0.625}
+    md = markdown_table(doc(result("pop", 0.01), sem))
+    assert "**What the codes contribute**" in md
+    assert "| semantic-id | 0.1000 | 0.0500 | 0.0600 | 0.0300 | 62.5% |" in md
+    assert "codes contribute" not in markdown_table(doc(result("pop", 0.01)))

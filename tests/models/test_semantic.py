@@ -435,3 +435,43 @@ def test_a_checkpointed_run_resumes_exactly(planted_embedded, tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="another config"):
         create("semantic-id", {**cfg, "dropout": 0.3, "checkpoint_dir": ckpt}).fit(fit, ds.catalog)
+
+
+def test_the_codes_alone_and_the_beam_share_are_reported_beside_the_hybrid(
+    hybrid, planted_embedded
+):
+    """`codes_only()`: the same network and beam without the ID head. Evaluated beside the
+    hybrid, its own metrics match evaluating the view by itself, and `beam_share@k` is
+    the share of the hybrid's top-k slots that hold items of the trie beam (hand-counted
+    here from `generate` with and without the ID head's proposals)."""
+    model, _ = hybrid
+    fit, seen, targets = leave_one_out(planted_embedded.interactions).stage("valid")
+    chosen = model.config.id_weight
+    try:
+        model.config.id_candidates, model.config.id_weight = 0, 0.0
+        assert model.codes_only() is None  # it decodes by its codes already
+        model.config.id_weight = 2.0  # the ID head re-ranks the beam's own items only
+        view = model.codes_only()
+        assert view.net is model.net and view.config.id_weight == 0.0
+        res = evaluate(model, fit, targets, (5,), seen=seen, codes_only=view)
+        assert res.metrics["beam_share@5"] == 1.0
+        alone = evaluate(view, fit, targets, (5,), seen=seen).metrics
+        assert res.metrics["codes_only.ndcg@5"] == pytest.approx(alone["ndcg@5"])
+        assert res.metrics["codes_only.hr@5"] == pytest.approx(alone["hr@5"])
+
+        model.config.id_candidates = 40  # the ID head's proposals may take slots
+        res = evaluate(model, fit, targets, (5,), seen=seen, codes_only=model.codes_only())
+        assert res.metrics["codes_only.ndcg@5"] == pytest.approx(alone["ndcg@5"])
+        h = Histories.from_interactions(fit, res.users)
+        width = max(model.config.beam, 5)
+        listed = model.generate(h, width)[0][:, :5]
+        model.config.id_candidates = 0
+        beam = model.generate(h, width)[0]
+        want = np.mean(
+            [len(set(listed[r].tolist()) & set(beam[r].tolist())) / 5 for r in range(len(h))]
+        )
+        assert res.metrics["beam_share@5"] == pytest.approx(want)
+        assert want < 1.0  # here some proposals did take slots (0.998 when written)
+        assert model.config.id_candidates == 0  # the view left the model's config alone
+    finally:
+        model.config.id_weight, model.config.id_candidates = chosen, 0

@@ -159,6 +159,9 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
         feats = ds.catalog.category_matrix()
+    from directrec.models.semantic import SemanticID
+
+    codes_only = model.codes_only() if isinstance(model, SemanticID) else None
     result = evaluate(
         model,
         inputs,
@@ -171,6 +174,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         progress=spec.progress,
         stages=stages,
         item_vectors=ds.catalog.embeddings,
+        codes_only=codes_only,
     )
     extra = {
         k: model.meta[k]

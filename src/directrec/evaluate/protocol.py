@@ -79,6 +79,7 @@ def evaluate(
     progress: bool = False,
     stages: Stages | None = None,
     item_vectors: np.ndarray | None = None,
+    codes_only: Recommender | None = None,
 ) -> EvalResult:
     """Evaluate `model` (with its fitted `stages`, if any) on `targets`, scoring from
     `inputs` and excluding items in `seen` (default: the inputs) when `exclude_seen`.
@@ -86,6 +87,11 @@ def evaluate(
     `item_features` (dense embeddings or a sparse category matrix) enables intra-list
     diversity; coverage and novelty are always reported. `item_vectors` (text embeddings
     in the model's index) are what a fitted diversify stage re-ranks by.
+
+    `codes_only`: the semantic-ID hybrid's view without its ID head (its `codes_only()`),
+    scored on the same histories without stages: its own ranking metrics come out as
+    `codes_only.<metric>@k`, and `beam_share@k` is the share of `model`'s top-k slots
+    that the trie beam wrote (the items that view ranks at all) rather than the ID head.
     """
     start = time.perf_counter()
     seen = (seen if seen is not None else inputs).matrix("binary")
@@ -146,6 +152,16 @@ def evaluate(
                 per_user.setdefault(f"diversity@{k}", []).append(
                     intra_list_diversity(top[:, :k], feats)
                 )
+        if codes_only is not None:
+            own = masked_scores(codes_only, histories, max_k, exclude_seen=exclude_seen)
+            if exclude_seen:
+                mask_rows(own, seen[users])
+            own_ranks = target_ranks(own, padded)
+            for k in ks:
+                for name, vals in ranking_metrics(own_ranks, n_t, k).items():
+                    per_user.setdefault(f"codes_only.{name}@{k}", []).append(vals)
+                wrote = torch.isfinite(own.gather(1, top[:, :k])).float().mean(1)
+                per_user.setdefault(f"beam_share@{k}", []).append(wrote)
         users_done.append(users)
 
     bar.close()

@@ -180,6 +180,33 @@ def _lead_lines(doc: dict[str, Any], leads: dict[str, dict[str, Any]], cols: lis
     return lines
 
 
+def _codes_only_table(doc: dict[str, Any], ok: list[dict[str, Any]]) -> list[str]:
+    """The semantic-ID hybrids beside their codes alone (same network, no ID head), and
+    the share of the hybrid's list slots its trie beam wrote."""
+    k = doc["spec"]["ks"][0]
+    rows = [r for r in ok if f"codes_only.ndcg@{k}" in r["metrics"]]
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"**What the codes contribute** (the same network decoding by its semantic codes "
+        f"alone: no ID-head proposals, no ID weight, no stages; beam share: the hybrid's "
+        f"top-{k} slots its trie beam wrote)",
+        "",
+        f"| model | hybrid HR@{k} | hybrid NDCG@{k} | codes alone HR@{k} "
+        f"| codes alone NDCG@{k} | beam share@{k} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        m = r["metrics"]
+        lines.append(
+            f"| {r['model']} | {m[f'hr@{k}']:.4f} | {m[f'ndcg@{k}']:.4f} "
+            f"| {m[f'codes_only.hr@{k}']:.4f} | {m[f'codes_only.ndcg@{k}']:.4f} "
+            f"| {m[f'beam_share@{k}']:.1%} |"
+        )
+    return lines
+
+
 def markdown_table(doc: dict[str, Any]) -> str:
     """results.md: the main table (best per metric marked), the best-against-runner-up
     tests, the per-history-length tables and the warnings."""
@@ -216,6 +243,7 @@ def markdown_table(doc: dict[str, Any]) -> str:
             lines.append(f"| {r['model']} | skipped: {r['error']} |")
     if best:
         lines += _lead_lines(doc, leads, cols)
+    lines += _codes_only_table(doc, ok)
     lines += _segment_tables(doc, ok)
     warnings = doc["warnings"] if "warnings" in doc else generator_warnings(doc)
     if warnings:

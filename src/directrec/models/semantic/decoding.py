@@ -5,8 +5,11 @@ head and may add that head's own proposals."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterator
+from typing import Self
 
 import numpy as np
 import torch
@@ -81,6 +84,18 @@ class Decoding:
         With `id_candidates` N, the ID head's proposals widen it to [B, beam + N]."""
         items, score, _ = self._generate(histories, beam, exclude_seen)
         return items, score
+
+    def codes_only(self) -> Self | None:
+        """This model decoding by its semantic codes alone: the same network and beam, no
+        ID-head proposals and no ID weight in the beam's score (a view sharing the
+        network, for reporting what the codes contribute). None when it already does."""
+        c = self.config
+        if self.net.id_loss <= 0 or (c.id_candidates == 0 and c.id_weight == 0):
+            return None
+        view = copy.copy(self)
+        view.config = dataclasses.replace(c, id_candidates=0, id_weight=0.0)
+        view._candidate_cache = None
+        return view
 
     @torch.no_grad()  # every caller (`generate`, `_score`) is inference
     def _generate(
