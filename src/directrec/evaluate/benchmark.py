@@ -27,7 +27,7 @@ import numpy as np
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.split import make_split
-from directrec.evaluate.protocol import evaluate, fit_model
+from directrec.evaluate.protocol import codes_view, evaluate, fit_model
 from directrec.evaluate.saved import dataset_facts, stamp
 from directrec.evaluate.stats import compare_leaders, mean_interval, ranks_models, user_means
 from directrec.progress import stage
@@ -159,9 +159,6 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
     feats = ds.catalog.embeddings
     if feats is None and any(ds.catalog.categories):
         feats = ds.catalog.category_matrix()
-    from directrec.models.semantic import SemanticID
-
-    codes_only = model.codes_only() if isinstance(model, SemanticID) else None
     result = evaluate(
         model,
         inputs,
@@ -174,7 +171,7 @@ def run_topn(spec: BenchmarkSpec, name: str) -> dict[str, Any]:
         progress=spec.progress,
         stages=stages,
         item_vectors=ds.catalog.embeddings,
-        codes_only=codes_only,
+        codes_only=codes_view(model),
     )
     extra = {
         k: model.meta[k]

@@ -66,6 +66,14 @@ class EvalResult:
         }
 
 
+def codes_view(model: Recommender) -> Recommender | None:
+    """What `evaluate(codes_only=...)` reports beside a semantic-ID hybrid: the model
+    decoding by its codes alone; None for every other model."""
+    from directrec.models.semantic import SemanticID
+
+    return model.codes_only() if isinstance(model, SemanticID) else None
+
+
 def evaluate(
     model: Recommender,
     inputs: Interactions,

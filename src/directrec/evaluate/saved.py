@@ -19,7 +19,7 @@ import numpy as np
 from directrec.data.dataset import Dataset, IdMap, Interactions
 from directrec.data.split import Targets, make_split
 from directrec.data.store import describe
-from directrec.evaluate.protocol import evaluate
+from directrec.evaluate.protocol import codes_view, evaluate
 from directrec.evaluate.report import stopped_text
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
@@ -126,6 +126,7 @@ def evaluate_saved(
         batch_size=batch_size,
         stages=stages,
         item_vectors=vectors,
+        codes_only=codes_view(model),
     )
     notes = []
     if model.meta.get("holdout") == "none" and stage == "test":
