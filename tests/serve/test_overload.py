@@ -257,27 +257,28 @@ def test_the_wait_bound_also_sheds_from_the_parser():
 
 def test_the_batcher_keeps_its_recent_wall_time_per_request():
     def run(jobs):
-        time.sleep(0.04)
+        time.sleep(0.05 + 0.03 * len(jobs))  # 50 ms a call + 30 ms a request
         return jobs
 
     async def main() -> list[float]:
         b = Batcher(run, max_batch=4, max_wait=0.05)
         b.start()
-        paces = [b.seconds_per_item]
-        await b.submit(1)  # a batch of one: 40 ms per request
-        paces.append(b.seconds_per_item)
-        await asyncio.gather(*(b.submit(i) for i in range(4)))  # one batch of four
-        paces.append(b.seconds_per_item)
-        assert 0.03 <= b.expected_wait(4) <= 0.25  # the batches' times reach the cost fit
+        waits = [b.expected_wait(1)]
+        await b.submit(1)  # a batch of one: 80 ms
+        waits.append(b.expected_wait(1))
+        await asyncio.gather(*(b.submit(i) for i in range(4)))  # one batch of four: 170 ms
+        waits.append(b.expected_wait(8))  # two calls of four
+        parts = (b.cost.fixed, b.cost.per_item)
         await b.stop()
-        return paces
+        return [*waits, *parts]
 
-    first, one, four = asyncio.run(main())
-    assert first == 0.0
-    assert 0.035 <= one <= 0.2
-    # the batch of four cost ~10 ms per request: the average moves a fifth of the way
-    assert one - 0.2 * (one - 0.01) - 0.01 <= four <= one - 0.2 * (one - 0.04 / 4) + 0.01
-    assert four < one
+    first, one, eight, fixed, per_item = asyncio.run(main())
+    assert first == 0.0  # nothing timed yet
+    assert 0.075 <= one <= 0.3  # one size seen: its time per request
+    # two sizes seen: the two parts, and eight requests priced as two calls of four
+    assert 0.02 <= fixed <= 0.08 and 0.02 <= per_item <= 0.05
+    assert eight == pytest.approx(2 * fixed + 8 * per_item)
+    assert 0.25 <= eight <= 0.5  # 2 × 50 + 8 × 30 = 340 ms
 
 
 def test_the_batch_cost_separates_the_fixed_part_from_the_part_per_request():

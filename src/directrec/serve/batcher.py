@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 log = logging.getLogger("directrec.serve")
-EWMA = 0.2  # weight of the newest batch in `seconds_per_item`
 
 
 class Overloaded(Exception):
@@ -110,8 +109,7 @@ class Batcher:
         self.batches = 0
         self.items = 0
         self.failures = 0
-        self.seconds_per_item = 0.0  # EWMA over recent batches (0 until the first)
-        self.cost = BatchCost()
+        self.cost = BatchCost()  # recent batches' wall time (nothing until the first)
 
     def expected_wait(self, n: int) -> float:
         """Seconds the model needs for `n` requests at its recent pace (0 before any batch)."""
@@ -141,12 +139,8 @@ class Batcher:
         return await asyncio.wait_for(fut, self.timeout)
 
     def _timed(self, seconds: float, n: int) -> None:
-        """Fold one batch's wall time per request into the moving average (wall time, not
-        CPU time: a model thread that waits for the core serves more slowly, and the
-        estimate follows)."""
-        per = seconds / max(n, 1)
-        old = self.seconds_per_item
-        self.seconds_per_item = per if old == 0.0 else old + EWMA * (per - old)
+        """Fold one batch's wall time into the cost fit (wall time, not CPU time: a model
+        thread that waits for the core serves more slowly, and the estimate follows)."""
         self.cost.add(n, seconds)
 
     async def _supervise(self) -> None:

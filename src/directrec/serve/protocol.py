@@ -5,9 +5,9 @@ being complete. (The body's own deadline is enforced where the body is read, mid
 
 It also sheds at parse time: when the app's admission gate (middleware.Gate) is full, by
 its count or by its wait bound, a request for a heavy path gets the pre-built 503 written
-from the header callback itself, with no ASGI task, scope or middleware call. Under 10× overload most requests are shed,
-so that path is what the event loop spends its time on; the ASGI middleware still checks
-the gate for every request this fast path leaves to it.
+from the header callback itself, with no ASGI task, scope or middleware call. Under 10×
+overload most requests are shed, so that path is what the event loop spends its time on;
+the ASGI middleware still checks the gate for every request this fast path leaves to it.
 """
 
 from __future__ import annotations
