@@ -190,7 +190,7 @@ def test_no_time_budget_by_default():
 def test_length_batches_cover_every_window_once_and_cut_padding():
     """Padding-aware batching: each epoch still visits every window exactly once, in an
     order that changes with the seed, and the batches hold far less padding."""
-    from directrec.models.sasrec import batches
+    from directrec.models.training import batches
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, 101, (2000,), generator=g)

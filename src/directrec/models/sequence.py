@@ -19,9 +19,15 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, NetworkModel, Validator
-from directrec.models.sasrec import batches
 from directrec.models.settings import setting
-from directrec.models.training import EpochRun, TrainConfig, check, make_optimizer, train_by_epochs
+from directrec.models.training import (
+    EpochRun,
+    TrainConfig,
+    batches,
+    check,
+    make_optimizer,
+    train_by_epochs,
+)
 from directrec.models.transformer import autocast, trim_padding
 
 

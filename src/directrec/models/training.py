@@ -156,6 +156,27 @@ def check(checks: dict[str, tuple[bool, str]], config: Any) -> None:
             raise ValueError(f"{name} must be {takes}, not {getattr(config, name)!r}")
 
 
+def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Tensor]:
+    """Row indices of each batch of one epoch, drawn from torch's global generator. With
+    `by_length`, rows are shuffled, cut into pools of 50 batches, sorted by length within a
+    pool, cut into batches, and the batches shuffled: similar lengths share a batch (so
+    `trim_padding` removes most padding) while every epoch still mixes users at random."""
+    order = torch.randperm(len(windows))
+    if by_length:
+        lengths = (windows > 0).sum(1).cpu()[order]
+        pool = 50 * size
+        order = torch.cat(
+            [
+                order[i : i + pool][torch.argsort(lengths[i : i + pool], stable=True)]
+                for i in range(0, len(order), pool)
+            ]
+        )
+    cut = list(order.split(size))
+    if by_length:
+        cut = [cut[i] for i in torch.randperm(len(cut)).tolist()]
+    return [b.to(windows.device) for b in cut]
+
+
 def make_optimizer(net: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
     """Adam with L2 in the gradient, or AdamW decaying only the ≥ 2-D parameters."""
     params = [p for p in net.parameters() if p.requires_grad]

@@ -39,6 +39,7 @@ from directrec.models.settings import setting
 from directrec.models.training import (
     EpochRun,
     TrainConfig,
+    batches,
     check,
     make_optimizer,
     rank_zero,
@@ -91,6 +92,13 @@ class SemanticID(Decoding, ColdItems, Recommender):
         eval_every: int = 2
         patience: int = 3
         samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
+        # causal: each batch holds windows of similar length (shuffled within 50-batch pools,
+        # batches in random order), so trimming the padding columns leaves little padding;
+        # on short histories (Amazon 5-core) random batches padded to max_len spend most of
+        # their compute on padding (docs/results/epoch-cost/)
+        length_batches: bool = setting(
+            True, "causal: batch windows of similar length (else plain random batches)"
+        )
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
         # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
@@ -328,18 +336,17 @@ class SemanticID(Decoding, ColdItems, Recommender):
         epoch: int,
         run: EpochRun,
     ) -> float:
-        """One pass over the training windows (`windows`); every position's state is the context
-        for the next item, so one forward pass trains on the whole window (split over
-        ranks and stopped by the budget like `_epoch`)."""
+        """One pass over the training windows (`windows`, -1 = padding); every position's
+        state is the context for the next item, so one forward pass trains on the whole
+        window (split over ranks and stopped by the budget like `_epoch`); all-padding
+        columns are trimmed from each batch (`length_batches` makes them many)."""
         c, d = self.config, run.d
         torch.manual_seed(c.seed * 100_003 + epoch)
         self.net.train()
-        order = torch.randperm(len(windows))
         total, count = 0.0, 0
-        for b in range(0, len(windows), c.batch_size):
+        for batch in batches(windows >= 0, c.batch_size, by_length=c.length_batches):
             if run.stop():
                 break
-            batch = order[b : b + c.batch_size]
             if len(batch) < d.world:
                 continue
             w = windows[batch[d.rank :: d.world]]
