@@ -3,8 +3,8 @@
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
-#   bash bench/recipes.sh [ml100k|ml100k-seq|ml1m|beauty-id|beauty-sem|beauty-cold|
-#                          ml1m-new-users|beauty-sem-default|ml1m-sem-default|all] [SEED]
+#   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
+#                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -39,6 +39,11 @@ fi
 if run beauty-sem; then  # the semantic-ID hybrid on Beauty (its ID weight chosen on validation)
   $DR benchmark --recipe beauty-semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" \
     --no-progress --out "$R/beauty-semantic-id-seed$SEED"
+fi
+if run ml100k-sem-default; then  # semantic-id with no flags on MovieLens-100K
+  [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
+  $DR benchmark --recipe semantic-id --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/ml100k-semantic-id-defaults-seed$SEED"
 fi
 if run beauty-sem-default; then  # semantic-id with no flags (its packaged defaults) on Beauty
   $DR benchmark --recipe semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \

@@ -187,29 +187,6 @@ def test_no_time_budget_by_default():
         assert create(name).config.max_minutes == 0.0
 
 
-def test_length_batches_cover_every_window_once_and_cut_padding():
-    """Padding-aware batching: each epoch still visits every window exactly once, in an
-    order that changes with the seed, and the batches hold far less padding."""
-    from directrec.models.training import batches
-
-    g = torch.Generator().manual_seed(0)
-    lengths = torch.randint(1, 101, (2000,), generator=g)
-    windows = (torch.arange(100)[None, :] >= 100 - lengths[:, None]).long()  # left-padded
-    torch.manual_seed(1)
-    plain = batches(windows, 32, by_length=False)
-    torch.manual_seed(1)
-    bucketed = batches(windows, 32, by_length=True)
-    for cut in (plain, bucketed):
-        assert sorted(torch.cat(cut).tolist()) == list(range(2000))
-
-    def width(cut):  # columns kept after trimming all-padding columns, summed over batches
-        return sum(int(lengths[b].max()) * len(b) for b in cut)
-
-    assert width(bucketed) < 0.7 * width(plain)
-    torch.manual_seed(2)
-    assert torch.cat(batches(windows, 32, by_length=True)).tolist() != torch.cat(bucketed).tolist()
-
-
 def test_attention_dropout_can_be_switched_off_alone():
     """attn_dropout < 0 (the default) follows dropout; 0 turns off only the attention's."""
     for settings, attn in (({"attn_dropout": 0.0}, 0.0), ({}, 0.3)):

@@ -205,6 +205,34 @@ def test_all_windows_train_the_causal_head_on_every_interaction(planted_embedded
     assert hr >= max(2 * pop, pop + 0.2), f"HR@10 {hr:.3f} vs popularity {pop:.3f}"
 
 
+def test_length_batches_visit_every_window_once_with_little_padding(planted_embedded, monkeypatch):
+    """Causal head: with `length_batches` (the default) an epoch still visits every training
+    window exactly once, and the batches, trimmed of all-padding columns, compute far fewer
+    positions than plain random batches (`length_batches=false`, which keeps the old order)."""
+    import directrec.models.semantic.model as semantic_model
+
+    ds = planted_embedded
+    fit = leave_one_out(ds.interactions).stage("valid")[0]
+    seen: dict[bool, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+    real = semantic_model.batches
+
+    def spy(real_tokens, size, by_length):
+        cut = real(real_tokens, size, by_length)
+        seen[by_length] = (real_tokens, cut)
+        return cut
+
+    monkeypatch.setattr(semantic_model, "batches", spy)
+    cfg = {**TEST_SETTINGS["semantic-id"], "arch": "causal", "max_len": 30, "epochs": 1}
+    for on in (True, False):
+        create("semantic-id", {**cfg, "windows": "all", "length_batches": on}).fit(fit, ds.catalog)
+    width = {}
+    for on, (real_tokens, cut) in seen.items():
+        assert sorted(torch.cat(cut).tolist()) == list(range(len(real_tokens)))
+        lengths = real_tokens.sum(1)
+        width[on] = sum(int(lengths[b].max()) * len(b) for b in cut)
+    assert width[True] < 0.8 * width[False], width
+
+
 @pytest.mark.parametrize("id_loss", [0.0, 1.0])
 @pytest.mark.parametrize("item_embedding", [False, True])
 def test_new_items_become_generable_without_retraining(
