@@ -44,3 +44,13 @@ def test_rqvae_learns_and_uses_its_codebooks():
 
     codes = model.encode(torch.from_numpy(x)).numpy()
     assert code_report(codes, 16)["usage_per_level"][0] >= 0.5
+
+
+def test_a_large_catalogue_trains_fewer_epochs_at_about_the_step_budget():
+    """`epochs` passes while they fit in `max_steps`; past it, as many passes as the step
+    budget affords (never fewer than 2: the codebooks' k-means start needs the second)."""
+    x = np.random.default_rng(1).normal(size=(640, 8)).astype(np.float32)  # 10 batches of 64
+    small = dict(levels=1, codebook=4, latent=4, hidden=8, batch_size=64)
+    for max_steps, epochs in ((1000, 7), (35, 4), (5, 2)):
+        _, log = train_rqvae(x, RQVAEConfig(epochs=7, max_steps=max_steps, **small))
+        assert len(log) == epochs

@@ -69,7 +69,9 @@ class SemanticID(Decoding, ColdItems, Recommender):
         levels: int = setting(3, "semantic-ID code levels (+ one uniqueness token)")
         codebook: int = setting(256, "codes per level")
         rq_latent: int = setting(32, "RQ-VAE latent width")
-        rq_epochs: int = setting(200, "RQ-VAE training epochs")
+        rq_epochs: int = setting(
+            200, "RQ-VAE training epochs (fewer past about 30,000 steps: large catalogues)"
+        )
         # what the codes quantise: item text embeddings, the items' collaborative vectors
         # (truncated SVD of the training interactions: for catalogues without useful text),
         # or both side by side

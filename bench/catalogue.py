@@ -1,0 +1,275 @@
+"""Cost as the catalogue grows (issue 40 §3): for catalogues of 10^4, 10^5 and 10^6 items,
+what training, batch generation and one-user top-10 cost for each head. JSON in
+docs/results/scale/catalogue.json with the exact command, the machine and the data.
+
+    python bench/catalogue.py [--items 10000 100000 1000000] [--heads sasrec-ce,...]
+
+Data: synthetic sequences with Zipf item popularity (exponent 0.9, ranks shuffled over
+the ids) and sequential structure (each next item is, with probability 0.6, a fixed
+successor of the previous one, else a fresh Zipf draw), `--users` users of 5–40 items
+each; every catalogue item is in the index even if no one saw it. Item vectors for the
+semantic-ID codes are random 384-d unit vectors (the text encoder's width), the successor
+structure left for the network to learn: quality is not measured here, cost is.
+
+Each (catalogue, head) runs in child processes through the product's Python API
+(`directrec.models.create`, `fit`, `save`, `generate.pipeline.recommend`), one per job, so
+each peak RSS is that job's alone:
+- train: one epoch on `--train-users` users (all settings the head's recipe's, but
+  `epochs` 1 and no validation): seconds per 1,000 training targets, the epoch seconds
+  extrapolated to 10^7 interactions (linear in targets), peak RSS, the model on disk;
+- generate: top-10 lists for `--gen-users` users in batches of 1,024 (as `directrec
+  generate` streams them): users per second and peak RSS;
+- serve: one user per call, top-10 through the same pipeline, one thread pinned to one
+  core (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
+A job that fails (out of memory, a timeout) is recorded with its error: what breaks first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "results" / "scale"
+WORK = ROOT / "out" / "catalogue"
+
+# Each head: the recipe it starts from and the settings changed for the measurement.
+HEADS: dict[str, tuple[str, dict]] = {
+    "sasrec-ce": ("sasrec-ce", {}),  # full softmax over every item
+    "sasrec-sampled": ("sasrec-ce", {"loss": "sampled"}),  # logQ-corrected, 512 negatives
+    "semantic-id": ("semantic-id", {}),  # the hybrid: codes + an ID head over every item
+    # TIGER-style: the codes alone, no per-item vectors, no ID head
+    "semantic-codes": (
+        "semantic-id",
+        {"item_embedding": False, "id_loss": 0.0, "id_candidates": 0},
+    ),
+}
+
+
+def synthetic(n_items: int, n_users: int, seed: int):
+    """Interactions (user-major, chronological) over exactly `n_items` items."""
+    from directrec.data.dataset import Interactions
+
+    rng = np.random.default_rng(seed)
+    ranks = 1.0 / np.arange(1, n_items + 1) ** 0.9
+    cdf = np.cumsum(ranks / ranks.sum())
+    ids = rng.permutation(n_items)  # popularity rank → item id
+    successor = rng.permutation(n_items)
+    lengths = rng.integers(5, 41, n_users)
+    total = int(lengths.sum())
+    draws = ids[np.minimum(np.searchsorted(cdf, rng.random(total)), n_items - 1)]
+    follow = rng.random(total) < 0.6
+    items = np.empty(total, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    first = np.zeros(total, dtype=bool)
+    first[starts] = True
+    prev = -1
+    for j in range(total):  # a successor chain needs the previous item: sequential
+        prev = draws[j] if first[j] or not follow[j] else successor[prev]
+        items[j] = prev
+    users = np.repeat(np.arange(n_users), lengths)
+    return Interactions(users, items, n_users, n_items)
+
+
+def catalog(n_items: int, seed: int):
+    from directrec.data.dataset import Catalog
+
+    rng = np.random.default_rng(seed + 1)
+    vec = rng.standard_normal((n_items, 384)).astype(np.float32)
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    empty = [""] * n_items
+    return Catalog(
+        titles=empty, texts=empty, categories=[[] for _ in range(n_items)], embeddings=vec
+    )
+
+
+def settings_of(head: str, seed: int) -> dict:
+    from directrec.recipes import resolve
+
+    recipe, changed = HEADS[head]
+    base = dict(resolve(recipe).settings)
+    return {**base, **changed, "epochs": 1, "seed": seed, "threads": 0}
+
+
+def peak_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def job_train(args: argparse.Namespace) -> dict:
+    from directrec.models import create
+
+    data = synthetic(args.n, args.train_users, args.seed)
+    cat = catalog(args.n, args.seed)
+    from directrec.recipes import resolve
+
+    model = create(resolve(HEADS[args.head][0]).model, settings_of(args.head, args.seed))
+    t0 = time.perf_counter()
+    model.fit(data, cat)
+    fit = time.perf_counter() - t0
+    epoch = float(model.meta["train_log"][0]["seconds"])
+    targets = len(data) - data.n_users  # every interaction but a user's first
+    dest = WORK / f"{args.head}-{args.n}"
+    model.save(dest)
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    return {
+        "fit_seconds": round(fit, 1),
+        "epoch_seconds": round(epoch, 1),
+        "train_targets": targets,
+        "seconds_per_1k_targets": round(1000 * epoch / targets, 3),
+        "epoch_seconds_at_1e7_interactions": round(1e7 * epoch / targets),
+        "peak_rss_mb": peak_mb(),
+        "model_mb": round(size / 2**20, 1),
+    }
+
+
+def _load(args: argparse.Namespace):
+    from directrec.generate.stages import load_pipeline
+
+    return load_pipeline(WORK / f"{args.head}-{args.n}")
+
+
+def job_generate(args: argparse.Namespace) -> dict:
+    from directrec.data.histories import Histories
+    from directrec.generate.pipeline import ListOptions, recommend
+
+    model, stages = _load(args)
+    data = synthetic(args.n, args.gen_users, args.seed + 7)
+    t0 = time.perf_counter()
+    for lo in range(0, data.n_users, 1024):
+        users = np.arange(lo, min(lo + 1024, data.n_users))
+        recommend(model, Histories.from_interactions(data, users), ListOptions(k=10), stages=stages)
+    wall = time.perf_counter() - t0
+    return {
+        "users": data.n_users,
+        "users_per_second": round(data.n_users / wall, 1),
+        "peak_rss_mb": peak_mb(),
+    }
+
+
+def job_serve(args: argparse.Namespace) -> dict:
+    import torch
+
+    from directrec.data.histories import Histories
+    from directrec.generate.pipeline import ListOptions, recommend
+
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    torch.set_num_threads(1)
+    model, stages = _load(args)
+    data = synthetic(args.n, args.serve_calls + 20, args.seed + 9)
+    times = []
+    for u in range(data.n_users):
+        h = Histories.from_interactions(data, [u])
+        t0 = time.perf_counter()
+        recommend(model, h, ListOptions(k=10), stages=stages)
+        times.append(time.perf_counter() - t0)
+    ms = 1000 * np.array(times[20:])  # the first calls warm the allocator and caches
+    return {
+        "calls": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "peak_rss_mb": peak_mb(),
+    }
+
+
+JOBS = {"train": job_train, "generate": job_generate, "serve": job_serve}
+
+
+def run_job(job: str, n: int, head: str, args: argparse.Namespace) -> dict:
+    """One job in a child process (its own peak memory, its own failure)."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--job",
+        job,
+        "--n",
+        str(n),
+        "--head",
+        head,
+        "--seed",
+        str(args.seed),
+        "--train-users",
+        str(args.train_users),
+        "--gen-users",
+        str(args.gen_users),
+        "--serve-calls",
+        str(args.serve_calls),
+    ]
+    t0 = time.perf_counter()
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.timeout} s"}
+    wall = round(time.perf_counter() - t0, 1)
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {res.returncode}", "stderr_tail": tail, "wall_seconds": wall}
+    return {**json.loads(res.stdout.strip().splitlines()[-1]), "wall_seconds": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--items", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--heads", default=",".join(HEADS))
+    p.add_argument("--train-users", type=int, default=1000)
+    p.add_argument("--gen-users", type=int, default=4096)
+    p.add_argument("--serve-calls", type=int, default=200)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per job")
+    p.add_argument("--out", type=Path, default=OUT / "catalogue.json")
+    p.add_argument("--job", choices=list(JOBS), help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--head", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.job:
+        print(json.dumps(JOBS[args.job](args)))
+        return
+    heads = args.heads.split(",")
+    unknown = set(heads) - set(HEADS)
+    if unknown:
+        raise SystemExit(f"unknown heads {sorted(unknown)}; choose from {', '.join(HEADS)}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    doc: dict = {
+        "command": " ".join(["python", *sys.argv]),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": len(os.sched_getaffinity(0)),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        },
+        "data": {
+            "train_users": args.train_users,
+            "gen_users": args.gen_users,
+            "items_per_user": "uniform 5–40",
+            "popularity": "Zipf 0.9",
+            "successor_share": 0.6,
+            "item_vectors": "random 384-d unit vectors",
+            "seed": args.seed,
+        },
+        "heads": {h: {"recipe": HEADS[h][0], "changed": HEADS[h][1]} for h in heads},
+        "runs": [],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for n in args.items:
+        for head in heads:
+            row: dict = {"items": n, "head": head}
+            for job in JOBS:
+                row[job] = run_job(job, n, head, args)
+                print(json.dumps({"items": n, "head": head, job: row[job]}), flush=True)
+                if "error" in row[job]:
+                    break  # nothing to generate or serve from
+            doc["runs"].append(row)
+            args.out.write_text(json.dumps(doc, indent=1))  # what is done so far survives
+
+
+if __name__ == "__main__":
+    main()
