@@ -503,3 +503,42 @@ def test_the_codes_alone_and_the_beam_share_are_reported_beside_the_hybrid(
         assert model.config.id_candidates == 0  # the view left the model's config alone
     finally:
         model.config.id_weight, model.config.id_candidates = chosen, 0
+
+
+def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
+    """The ID head's loss (chunked, so 10^6 items never hold [targets, items] logits) equals
+    the cross-entropy of the dense logits with never-trained items masked out, and so do
+    its gradients."""
+    import torch.nn.functional as F
+
+    from directrec.models.semantic.network import SemanticNet
+
+    torch.manual_seed(0)
+    n = 50
+    codes = torch.cat([torch.randint(0, 8, (n, 3)), torch.zeros(n, 1, dtype=torch.long)], 1)
+    net = SemanticNet([8, 8, 8, 1], 10, 16, 2, 1, 1, 0.0, True, n, 1.0, codes)
+    with torch.no_grad():
+        net.item_emb.weight.normal_()
+    net.id_allowed = torch.rand(n) > 0.3
+    allowed = net.id_allowed.nonzero().squeeze(1)
+    hist = torch.cat([codes[:6], torch.arange(6)[:, None]], 1)[None]  # one window of 6
+    nxt = allowed[torch.randint(0, len(allowed), (1, 6))]
+    targets = codes[nxt]
+    pad = torch.zeros(1, 6, dtype=torch.bool)
+
+    def grads(loss):
+        net.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in (net.item_emb.weight, net.tok[0].weight)]
+
+    chunked = net(hist, pad, targets, nxt)
+    g_chunked = grads(chunked)
+    net.id_loss = 0.0
+    codes_only = net(hist, pad, targets, nxt)
+    state = net.encode(hist, pad)[0]
+    dense = (state @ net.id_table().T).masked_fill(~net.id_allowed, -torch.inf)
+    reference = codes_only + F.cross_entropy(dense, nxt[0])
+    g_reference = grads(reference)
+    assert torch.allclose(chunked, reference, atol=1e-5)
+    for a, b in zip(g_chunked, g_reference, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

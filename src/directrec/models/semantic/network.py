@@ -10,6 +10,7 @@ from torch import nn
 from directrec.models.transformer import (
     Block,
     causal_padding_mask,
+    full_softmax_ce,
     padding_mask,
 )
 
@@ -129,19 +130,27 @@ class SemanticNet(nn.Module):
             for j in range(len(self.sizes))
         )
         if self.id_loss > 0 and next_items is not None:
-            logits = self.id_logits(memory[:, -1])
-            if self.id_allowed is not None:
-                logits = logits.masked_fill(~self.id_allowed, -torch.inf)
-            loss = loss + self.id_loss * F.cross_entropy(logits, next_items)
+            # chunked: the [targets, n_items] logits never exist whole (10^6 items)
+            out = self.id_table()
+            if self.id_allowed is not None:  # items never trained on are no negatives
+                keep = self.id_allowed.nonzero().squeeze(1)
+                at = torch.full((len(out),), -1, dtype=torch.long, device=out.device)
+                at[keep] = torch.arange(len(keep), device=out.device)
+                out, next_items = out[keep], at[next_items]
+            loss = loss + self.id_loss * full_softmax_ce(memory[:, -1], out, next_items)
         return loss
 
-    def id_logits(self, state: torch.Tensor) -> torch.Tensor:
-        """[B, dim] encoder states → [B, n_items] ID-head logits: the dot product with each
-        item's input vector (its code embeddings + its own embedding, when it has one)."""
+    def id_table(self) -> torch.Tensor:
+        """[n_items, dim] the ID head's output vectors: each item's input vector (its code
+        embeddings + its own embedding, when it has one), tied as SASRec ties them."""
         out = self.item_vectors(self.all_codes)
         if self.item_emb is not None:
             out = out + self.item_emb.weight
-        return state @ out.T
+        return out
+
+    def id_logits(self, state: torch.Tensor) -> torch.Tensor:
+        """[B, dim] encoder states → [B, n_items] ID-head logits."""
+        return state @ self.id_table().T
 
     def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """[..., levels] codes → [..., dim]: the sum of the item's code-token embeddings."""
