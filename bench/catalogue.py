@@ -215,6 +215,39 @@ def run_job(job: str, n: int, head: str, args: argparse.Namespace) -> dict:
     return {**json.loads(res.stdout.strip().splitlines()[-1]), "wall_seconds": wall}
 
 
+PANELS = [
+    ("train", "seconds_per_1k_targets", "training s / 1k targets"),
+    ("train", "peak_rss_mb", "training peak RSS (MB)"),
+    ("generate", "users_per_second", "batch generation users / s"),
+    ("serve", "p99_ms", "one-user top-10 p99 (ms, one core)"),
+]
+
+
+def plot(doc: dict, dest: Path) -> None:
+    """Each cost against the catalogue size, log–log, one line per head."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    for ax, (job, key, title) in zip(axes, PANELS, strict=True):
+        for head in doc["heads"]:
+            pts = [
+                (r["items"], r[job][key])
+                for r in doc["runs"]
+                if r["head"] == head and job in r and "error" not in r[job]
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=head)
+        ax.set(xscale="log", yscale="log", title=title, xlabel="catalogue items")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,6 +302,7 @@ def main() -> None:
                     break  # nothing to generate or serve from
             doc["runs"].append(row)
             args.out.write_text(json.dumps(doc, indent=1))  # what is done so far survives
+    plot(doc, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

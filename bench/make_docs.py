@@ -403,13 +403,107 @@ def privacy() -> list[str]:
     return parts
 
 
+COSTS = [  # (label, job, key) of each cost bench/catalogue.py measures
+    ("train s / 1k targets", "train", "seconds_per_1k_targets"),
+    ("train peak MB", "train", "peak_rss_mb"),
+    ("model MB", "train", "model_mb"),
+    ("generate users/s", "generate", "users_per_second"),
+    ("generate peak MB", "generate", "peak_rss_mb"),
+    ("top-10 p50 ms", "serve", "p50_ms"),
+    ("top-10 p99 ms", "serve", "p99_ms"),
+]
+
+
+def slope(points: list[tuple[float, float]]) -> float | None:
+    """The least-squares slope of log(cost) on log(items): cost ∝ items^slope."""
+    import numpy as np
+
+    if len(points) < 2:
+        return None
+    x, y = np.log10([p[0] for p in points]), np.log10([p[1] for p in points])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def catalogue() -> list[str]:
+    """What each head costs as the catalogue grows (bench/catalogue.py)."""
+    d = _load(RESULTS / "scale" / "catalogue.json")
+    if not d:
+        return []
+    heads = list(d["heads"])
+    parts = [
+        "## Cost as the catalogue grows\n",
+        "Synthetic sequences (Zipf popularity, a fixed successor per item), every catalogue "
+        "item in the index; each job a child process of `bench/catalogue.py` through the "
+        "product's Python API, on "
+        f"{d['machine']['cpus']} CPU cores. Training: one epoch on "
+        f"{d['data']['train_users']:,} users, per 1,000 targets (an epoch is linear in "
+        f"them: ×10,000 for 10^7 interactions); generation: {d['data']['gen_users']:,} "
+        "users in batches of 1,024; top-10: one user per call, one thread on one core "
+        "(model time, no HTTP). A cell with ✗ is a job that failed; its error is in the "
+        "JSON. Heads: "
+        + "; ".join(
+            f"`{h}` = recipe `{v['recipe']}`"
+            + (
+                " with " + ", ".join(f"{k}={x}" for k, x in v["changed"].items())
+                if v["changed"]
+                else ""
+            )
+            for h, v in d["heads"].items()
+        )
+        + ".\n",
+        "| items | head | " + " | ".join(c[0] for c in COSTS) + " |",
+        "|---:|---|" + "---:|" * len(COSTS),
+    ]
+    for r in d["runs"]:
+        cells = []
+        for _, job, key in COSTS:
+            got = r.get(job)
+            if got is None:
+                cells.append("—")
+            elif "error" in got:
+                cells.append("✗")
+            else:
+                cells.append(f"{got[key]:,}")
+        parts.append(f"| {r['items']:,} | {r['head']} | " + " | ".join(cells) + " |")
+    parts += ["", "Slope of each cost against the catalogue size (log–log; cost ∝ items^slope):\n"]
+    parts += ["| head | " + " | ".join(c[0] for c in COSTS) + " |", "|---|" + "---:|" * len(COSTS)]
+    for h in heads:
+        cells = []
+        for _, job, key in COSTS:
+            pts = [
+                (r["items"], r[job][key])
+                for r in d["runs"]
+                if r["head"] == h and job in r and "error" not in r[job] and r[job][key] > 0
+            ]
+            s = slope(pts)
+            cells.append("—" if s is None else f"{s:.2f}")
+        parts.append(f"| {h} | " + " | ".join(cells) + " |")
+    errors = [
+        f"- {r['items']:,} items, `{r['head']}`, {job}: {r[job]['error']}"
+        + (
+            f" ({' '.join(r[job].get('stderr_tail', [])[-1:])})"
+            if r[job].get("stderr_tail")
+            else ""
+        )
+        for r in d["runs"]
+        for job in ("train", "generate", "serve")
+        if job in r and "error" in r[job]
+    ]
+    if errors:
+        parts += ["", "What broke:\n", *errors]
+    if (RESULTS / "scale" / "catalogue.png").exists():
+        parts.append("\n![cost against catalogue size](results/scale/catalogue.png)")
+    parts.append(f"\n`{d['command']}`\n")
+    return parts
+
+
 def render() -> str:
     runs = standard_runs()
     parts = [INTRO]
     for key, title in DATASETS:
         parts += headline(key, title, runs)
     parts.append(PUBLISHED)
-    parts += cold_start() + rating() + privacy() + llm() + serving()
+    parts += cold_start() + rating() + privacy() + llm() + serving() + catalogue()
     parts.append(
         "Every other experiment (ablations, tuning grids, GPU sweeps, scale and fault tests) "
         "keeps its JSON under `docs/results/`; [CHANGELOG.md](CHANGELOG.md) says when and why.\n"
