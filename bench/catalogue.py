@@ -17,8 +17,8 @@ each peak RSS is that job's alone:
 - train: one epoch on `--train-users` users (all settings the head's recipe's, but
   `epochs` 1 and no validation): seconds per 1,000 training targets, the epoch seconds
   extrapolated to 10^7 interactions (linear in targets), peak RSS, the model on disk;
-- generate: top-10 lists for `--gen-users` users in batches of 1,024 (as `directrec
-  generate` streams them): users per second and peak RSS;
+- generate: top-10 lists for `--gen-users` users in the batches `directrec generate`
+  streams (1,024 users, fewer on a large catalogue: `pipeline.rows_per_batch`): users per second and peak RSS;
 - serve: one user per call, top-10 through the same pipeline, one thread pinned to one
   core (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
 A job that fails (out of memory, a timeout) is recorded with its error: what breaks first.
@@ -139,17 +139,19 @@ def _load(args: argparse.Namespace):
 
 def job_generate(args: argparse.Namespace) -> dict:
     from directrec.data.histories import Histories
-    from directrec.generate.pipeline import ListOptions, recommend
+    from directrec.generate.pipeline import ListOptions, recommend, rows_per_batch
 
     model, stages = _load(args)
     data = synthetic(args.n, args.gen_users, args.seed + 7)
+    size = rows_per_batch(model.n_items, 1024)  # as `directrec generate` batches
     t0 = time.perf_counter()
-    for lo in range(0, data.n_users, 1024):
-        users = np.arange(lo, min(lo + 1024, data.n_users))
+    for lo in range(0, data.n_users, size):
+        users = np.arange(lo, min(lo + size, data.n_users))
         recommend(model, Histories.from_interactions(data, users), ListOptions(k=10), stages=stages)
     wall = time.perf_counter() - t0
     return {
         "users": data.n_users,
+        "users_per_call": size,
         "users_per_second": round(data.n_users / wall, 1),
         "peak_rss_mb": peak_mb(),
     }

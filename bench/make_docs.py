@@ -438,7 +438,7 @@ def catalogue() -> list[str]:
         f"{d['machine']['cpus']} CPU cores. Training: one epoch on "
         f"{d['data']['train_users']:,} users, per 1,000 targets (an epoch is linear in "
         f"them: ×10,000 for 10^7 interactions); generation: {d['data']['gen_users']:,} "
-        "users in batches of 1,024; top-10: one user per call, one thread on one core "
+        "users in the batches `directrec generate` uses (1,024 users, 134 at 10^6 items); top-10: one user per call, one thread on one core "
         "(model time, no HTTP). A cell with ✗ is a job that failed; its error is in the "
         "JSON. Heads: "
         + "; ".join(

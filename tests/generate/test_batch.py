@@ -57,6 +57,29 @@ def test_every_user_gets_k_unseen_items_with_provenance(world, tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # nothing left behind
 
 
+def test_a_large_catalogue_scores_fewer_users_per_call(world, tmp_path, monkeypatch):
+    """One call's dense [users, items] scores stay near SCORES_PER_BATCH floats: with room
+    for 3 rows of this catalogue, the 90 users go 3 per call, and the lists are the same."""
+    from directrec.generate import pipeline
+
+    db, model_dir = world
+    path, version = resolve(model_dir)
+    model = load_model(path)
+    assert (
+        pipeline.rows_per_batch(10**6, 1024) == 134 and pipeline.rows_per_batch(10**4, 1024) == 1024
+    )
+    batch.generate(model, version, db, tmp_path / "wide.parquet", 5, batch_size=64)
+    calls = []
+    real = batch.recommend
+    monkeypatch.setattr(pipeline, "SCORES_PER_BATCH", 3 * model.n_items + 1)
+    monkeypatch.setattr(
+        batch, "recommend", lambda m, h, *a, **kw: calls.append(len(h)) or real(m, h, *a, **kw)
+    )
+    batch.generate(model, version, db, tmp_path / "narrow.parquet", 5, batch_size=64)
+    assert calls == [3] * 30
+    assert read(tmp_path / "narrow.parquet").equals(read(tmp_path / "wide.parquet"))
+
+
 def test_listed_users_only_and_unknown_ones_fall_back(world, tmp_path):
     db, model_dir = world
     path, version = resolve(model_dir)

@@ -5,7 +5,8 @@ Evaluation: every user's targets are ranked against all items. The model scores 
 history, by default the inputs) are excluded. Targets that are excluded (an item the user
 had already consumed) cannot be ranked and are dropped; users left with no target are not
 evaluated. Scoring runs in user batches through the shared pipeline (generate/pipeline.py),
-so memory is bounded by `batch_size × n_items` scores.
+so memory is bounded by `batch_size × n_items` scores (fewer users per batch on a large
+catalogue: `pipeline.rows_per_batch`).
 
 Fit protocol (`fit_model`): models that stop early train on the training part, pick their
 epoch by validation NDCG@10, and then score with the validation item in their history (the
@@ -32,7 +33,7 @@ from directrec.evaluate.metrics import (
     ranking_metrics,
     target_ranks,
 )
-from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.generate.pipeline import mask_rows, masked_scores, rows_per_batch
 from directrec.generate.rerank import normalised
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
@@ -116,6 +117,7 @@ def evaluate(
     users_done: list[np.ndarray] = []
     covered = {k: torch.zeros(n_items, dtype=torch.bool) for k in ks}
     skipped = 0
+    batch_size = rows_per_batch(n_items, batch_size)
     batches = range(0, len(targets), batch_size)
     bar = Steps(f"evaluate {model.name}", len(targets), on=progress, unit="users")
     for b in batches:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from directrec.data.store import open_store
 from directrec.generate.context import ModelContext
-from directrec.generate.pipeline import ListOptions, recommend
+from directrec.generate.pipeline import ListOptions, recommend, rows_per_batch
 from directrec.generate.stages import Stages
 from directrec.models import distributed
 from directrec.models.base import Recommender
@@ -99,7 +99,7 @@ def write_lists(
         rows = 0
         bar = Steps(f"generate {model.name}", len(todo), on=progress, unit="users")
         with bar, atomic_parquet(out) as writer:
-            for batch in _batches(todo, batch_size):
+            for batch in _batches(todo, rows_per_batch(model.n_items, batch_size)):
                 h = ctx.histories(store, batch)
                 options = ListOptions(k=k, exclude_seen=exclude_seen)
                 lists = recommend(model, h, options, info=ctx.info, stages=ctx.stages)

@@ -93,6 +93,17 @@ def _exclusion_rows(exclude: Exclusions, n_rows: int) -> list[np.ndarray]:
     return [np.asarray(e, dtype=np.int64) for e in exclude]
 
 
+# One batch's dense scores stay near this many floats (512 MB a copy): at 10^6 items a
+# batch of 1,024 users would hold 4 GB in each of the few copies scoring makes.
+SCORES_PER_BATCH = 2**27
+
+
+def rows_per_batch(n_items: int, most: int) -> int:
+    """Users to score per model call: `most`, fewer on a catalogue large enough that one
+    batch's [users, n_items] scores would pass SCORES_PER_BATCH floats."""
+    return max(1, min(most, SCORES_PER_BATCH // max(n_items, 1)))
+
+
 def masked_scores(
     model: Recommender,
     histories: Histories,
