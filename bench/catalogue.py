@@ -18,7 +18,8 @@ each peak RSS is that job's alone:
   `epochs` 1 and no validation): seconds per 1,000 training targets, the epoch seconds
   extrapolated to 10^7 interactions (linear in targets), peak RSS, the model on disk;
 - generate: top-10 lists for `--gen-users` users in the batches `directrec generate`
-  streams (1,024 users, fewer on a large catalogue: `pipeline.rows_per_batch`): users per second and peak RSS;
+  streams (1,024 users, fewer on a large catalogue: `pipeline.rows_per_batch`): users per
+  second and peak RSS;
 - serve: one user per call, top-10 through the same pipeline, one thread pinned to one
   core (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
 A job that fails (out of memory, a timeout) is recorded with its error: what breaks first.
