@@ -16,12 +16,12 @@ Each (catalogue, head) runs in child processes through the product's Python API
 each peak RSS is that job's alone:
 - train: one epoch on `--train-users` users (all settings the head's recipe's, but
   `epochs` 1 and no validation): seconds per 1,000 training targets, the epoch seconds
-  extrapolated to 10^7 interactions (linear in targets), peak RSS, the model on disk;
+  extrapolated to 10^7 targets (linear in them), peak RSS, the model on disk;
 - generate: top-10 lists for `--gen-users` users in the batches `directrec generate`
   streams (1,024 users, fewer on a large catalogue: `pipeline.rows_per_batch`): users per
   second and peak RSS;
-- serve: one user per call, top-10 through the same pipeline, one thread pinned to one
-  core (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
+- serve: one user per call, top-10 through the same pipeline, one thread on the last
+  core (taskset) (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
 A job that fails (out of memory, a timeout) is recorded with its error: what breaks first.
 """
 
@@ -121,12 +121,18 @@ def job_train(args: argparse.Namespace) -> dict:
     dest = WORK / f"{args.head}-{args.n}"
     model.save(dest)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+    net = getattr(model, "net", None)
+    keep = getattr(net, "id_keep", None)
     return {
         "fit_seconds": round(fit, 1),
+        # the items the softmax spans: semantic-id's ID head skips items no one trained on
+        "softmax_items": None
+        if args.head == "semantic-codes"
+        else (len(keep) if keep is not None else args.n),
         "epoch_seconds": round(epoch, 1),
         "train_targets": targets,
         "seconds_per_1k_targets": round(1000 * epoch / targets, 3),
-        "epoch_seconds_at_1e7_interactions": round(1e7 * epoch / targets),
+        "epoch_seconds_at_1e7_targets": round(1e7 * epoch / targets),
         "peak_rss_mb": peak_mb(),
         "model_mb": round(size / 2**20, 1),
     }
@@ -164,8 +170,7 @@ def job_serve(args: argparse.Namespace) -> dict:
     from directrec.data.histories import Histories
     from directrec.generate.pipeline import ListOptions, recommend
 
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # the parent pinned this process to one core (taskset)
     model, stages = _load(args)
     data = synthetic(args.n, args.serve_calls + 20, args.seed + 9)
     times = []
@@ -206,9 +211,14 @@ def run_job(job: str, n: int, head: str, args: argparse.Namespace) -> dict:
         "--serve-calls",
         str(args.serve_calls),
     ]
+    env = dict(os.environ)
+    if job == "serve":  # one core, one thread for every library
+        core = max(os.sched_getaffinity(0))
+        cmd = ["taskset", "-c", str(core), *cmd]
+        env |= {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     t0 = time.perf_counter()
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout} s"}
     wall = round(time.perf_counter() - t0, 1)
@@ -301,7 +311,7 @@ def main() -> None:
             for job in JOBS:
                 row[job] = run_job(job, n, head, args)
                 print(json.dumps({"items": n, "head": head, job: row[job]}), flush=True)
-                if "error" in row[job]:
+                if job == "train" and "error" in row[job]:
                     break  # nothing to generate or serve from
             doc["runs"].append(row)
             args.out.write_text(json.dumps(doc, indent=1))  # what is done so far survives

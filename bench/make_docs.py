@@ -404,6 +404,7 @@ def privacy() -> list[str]:
 
 
 COSTS = [  # (label, job, key) of each cost bench/catalogue.py measures
+    ("fit s (codes included)", "train", "fit_seconds"),
     ("train s / 1k targets", "train", "seconds_per_1k_targets"),
     ("train peak MB", "train", "peak_rss_mb"),
     ("model MB", "train", "model_mb"),
@@ -437,10 +438,12 @@ def catalogue() -> list[str]:
         "product's Python API, on "
         f"{d['machine']['cpus']} CPU cores. Training: one epoch on "
         f"{d['data']['train_users']:,} users, per 1,000 targets (an epoch is linear in "
-        f"them: ×10,000 for 10^7 interactions); generation: {d['data']['gen_users']:,} "
-        "users in the batches `directrec generate` uses (1,024 users, 134 at 10^6 items); top-10: one user per call, one thread on one core "
-        "(model time, no HTTP). A cell with ✗ is a job that failed; its error is in the "
-        "JSON. Heads: "
+        "them: ×10,000 for 10^7 targets; `semantic-id`'s ID head spans only the items "
+        "someone trained on, `softmax_items` in the JSON); fit seconds include the codes "
+        f"(RQ-VAE); generation: {d['data']['gen_users']:,} users in the batches "
+        "`directrec generate` uses (`users_per_call` in the JSON); top-10: one user per "
+        "call, one thread on one core (model time, no HTTP). A cell with ✗ is a job that "
+        "failed; its error is in the JSON. Heads: "
         + "; ".join(
             f"`{h}` = recipe `{v['recipe']}`"
             + (

@@ -519,7 +519,7 @@ def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
     net = SemanticNet([8, 8, 8, 1], 10, 16, 2, 1, 1, 0.0, True, n, 1.0, codes)
     with torch.no_grad():
         net.item_emb.weight.normal_()
-    net.id_allowed = torch.rand(n) > 0.3
+    net.allow_ids(torch.rand(n) > 0.3)
     allowed = net.id_allowed.nonzero().squeeze(1)
     hist = torch.cat([codes[:6], torch.arange(6)[:, None]], 1)[None]  # one window of 6
     nxt = allowed[torch.randint(0, len(allowed), (1, 6))]
@@ -542,3 +542,7 @@ def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
     assert torch.allclose(chunked, reference, atol=1e-5)
     for a, b in zip(g_chunked, g_reference, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+    net.id_loss = 1.0
+    barred = (~net.id_allowed).nonzero()[0]
+    with pytest.raises(ValueError, match="may not train on"):  # not a silent wrong row
+        net(hist, pad, targets, torch.cat([nxt[:, :-1], barred[None]], 1))

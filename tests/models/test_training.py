@@ -284,3 +284,17 @@ def test_length_batches_cover_every_window_once_and_cut_padding():
     assert width(bucketed) < 0.7 * width(plain)
     torch.manual_seed(2)
     assert torch.cat(batches(windows, 32, by_length=True)).tolist() != torch.cat(bucketed).tolist()
+
+
+def test_plain_batches_are_one_permutation_cut_in_order_and_no_windows_is_no_work():
+    """Without `by_length` the batches are torch's one permutation of the rows cut in order
+    (what random batching always drew, so runs made before length batching repeat
+    exactly); no rows give no row to train on either way."""
+    torch.manual_seed(3)
+    cut = batches(torch.ones(10, 4), 3, by_length=False)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert [b.tolist() for b in cut] == [b.tolist() for b in torch.randperm(10).split(3)]
+    assert torch.equal(after, torch.rand(1))
+    for by_length in (True, False):
+        assert sum(len(b) for b in batches(torch.ones(0, 4), 3, by_length)) == 0

@@ -236,9 +236,16 @@ def read_dir(path: str | Path, model_name: str) -> tuple[dict, dict, dict[str, n
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """A config dataclass from saved values (unknown keys from other versions dropped)."""
+    """A config dataclass from saved values (unknown keys from other versions dropped; a
+    setting added since takes the value saved configs ran with: `saved_before`)."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in fields})
+    return cls(**{**saved_before(cls), **{k: v for k, v in values.items() if k in fields}})
+
+
+def saved_before(cls: type) -> dict[str, Any]:
+    """The settings a config class gained after configs were saved, with the value those
+    configs ran with where it is not the default (the class's `ADDED_SINCE`)."""
+    return dict(getattr(cls, "ADDED_SINCE", {}))
 
 
 def jsonable(o: Any) -> Any:

@@ -23,6 +23,7 @@ from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from directrec.models import distributed
+from directrec.models.artifacts import saved_before
 from directrec.models.settings import setting
 from directrec.progress import terminal_bar
 from directrec.text.features import check as check_features
@@ -162,7 +163,7 @@ def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Ten
     pool, cut into batches, and the batches shuffled: similar lengths share a batch (so
     `trim_padding` removes most padding) while every epoch still mixes users at random."""
     order = torch.randperm(len(windows))
-    if by_length:
+    if by_length and len(order):
         lengths = (windows > 0).sum(1).cpu()[order]
         pool = 50 * size
         order = torch.cat(
@@ -456,7 +457,7 @@ def train_by_epochs(
         if opt is None or data is None:
             raise ValueError(f"{model.name}: checkpoint_dir is not supported by this model")
         setting = checkpoint_config(dataclasses.asdict(c))
-        defaults = checkpoint_config(dataclasses.asdict(type(c)()))
+        defaults = checkpoint_config({**dataclasses.asdict(type(c)()), **saved_before(type(c))})
         ckpt, fingerprint = Path(run.checkpoint_dir), data.fingerprint()
         state = load_checkpoint(ckpt, net, opt, setting, fingerprint, defaults)
         if d.main:

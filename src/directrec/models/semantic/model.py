@@ -23,6 +23,7 @@ Items with text but no interactions get codes too and can be generated (cold sta
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -94,13 +95,17 @@ class SemanticID(Decoding, ColdItems, Recommender):
         eval_every: int = 2
         patience: int = 3
         samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
-        # causal: each batch holds windows of similar length (shuffled within 50-batch pools,
-        # batches in random order), so trimming the padding columns leaves little padding;
-        # on short histories (Amazon 5-core) random batches padded to max_len spend most of
-        # their compute on padding (docs/results/epoch-cost/)
+        # causal: each batch holds windows of similar length (sorted by length within
+        # 50-batch pools of shuffled windows, batches in random order), so trimming the
+        # padding columns leaves little padding; on short histories (Amazon 5-core) random
+        # batches padded to max_len spend most of their compute on padding
+        # (docs/results/epoch-cost/semantic-beauty.json)
         length_batches: bool = setting(
             True, "causal: batch windows of similar length (else plain random batches)"
         )
+        # Settings added after configs were saved, with the value those configs ran with
+        # (a saved model, a checkpoint or a result that lacks one ran this way)
+        ADDED_SINCE: ClassVar[dict[str, Any]] = {"length_batches": False}
         # cold items are scored against the items' own text vectors (kept as float16:
         # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
         # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
@@ -237,7 +242,7 @@ class SemanticID(Decoding, ColdItems, Recommender):
             # items without training interactions (cold) are no negatives of the ID head:
             # their item row stays zero and they keep what their codes say
             allowed = torch.from_numpy(self.popularity[: self.n_items] > 0)
-            self.net.id_allowed = None if bool(allowed.all()) else allowed.to(self.device)
+            self.net.allow_ids(None if bool(allowed.all()) else allowed.to(self.device))
         train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
         valid = rank_zero(validator)
         if c.id_loss > 0 and valid is not None:

@@ -82,9 +82,11 @@ class SemanticNet(nn.Module):
         self.id_loss = id_loss
         # every item's full code (levels + uniqueness), for the ID head's output vectors
         self.register_buffer("all_codes", codes if codes is not None else torch.zeros(0, 1), False)
-        # items the ID head may be trained on (None: all): items with no training
-        # interactions are never negatives, so cold items keep their codes' score
+        # items the ID head may be trained on (None: all; set by `allow_ids`): items with
+        # no training interactions are never negatives, so cold items keep their codes' score
         self.id_allowed: torch.Tensor | None = None
+        self.id_keep: torch.Tensor | None = None  # their indices
+        self.id_at: torch.Tensor | None = None  # item → its row among them (-1: not allowed)
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -132,13 +134,22 @@ class SemanticNet(nn.Module):
         if self.id_loss > 0 and next_items is not None:
             # chunked: the [targets, n_items] logits never exist whole (10^6 items)
             out = self.id_table()
-            if self.id_allowed is not None:  # items never trained on are no negatives
-                keep = self.id_allowed.nonzero().squeeze(1)
-                at = torch.full((len(out),), -1, dtype=torch.long, device=out.device)
-                at[keep] = torch.arange(len(keep), device=out.device)
-                out, next_items = out[keep], at[next_items]
+            if self.id_keep is not None and self.id_at is not None:  # no negatives: cold items
+                out, next_items = out[self.id_keep], self.id_at[next_items]
+                if bool((next_items < 0).any()):
+                    raise ValueError("an ID-head target is an item it may not train on")
             loss = loss + self.id_loss * full_softmax_ce(memory[:, -1], out, next_items)
         return loss
+
+    def allow_ids(self, allowed: torch.Tensor | None) -> None:
+        """The items the ID head trains on ([n_items] bool; None: all of them)."""
+        self.id_allowed = allowed
+        if allowed is None:
+            self.id_keep = self.id_at = None
+            return
+        self.id_keep = allowed.nonzero().squeeze(1)
+        self.id_at = torch.full(allowed.shape, -1, dtype=torch.long, device=allowed.device)
+        self.id_at[self.id_keep] = torch.arange(len(self.id_keep), device=allowed.device)
 
     def id_table(self) -> torch.Tensor:
         """[n_items, dim] the ID head's output vectors: each item's input vector (its code
