@@ -82,7 +82,7 @@ def main() -> None:
     for _ in range(args.repeats):  # the arms alternate, length batches first (a cold process)
         for arm in runs:
             got = one_epoch(ds, args.db, settings, arm == "length_batches")
-            seconds = runs[arm].get("epoch_seconds_each", []) + [got.pop("epoch_seconds")]
+            seconds = [*runs[arm].get("epoch_seconds_each", []), got.pop("epoch_seconds")]
             runs[arm] = {**got, "epoch_seconds_each": seconds, "epoch_seconds": min(seconds)}
     doc = {
         "command": " ".join(["python", *sys.argv]),
