@@ -246,7 +246,9 @@ def test_kill_9_of_a_duckdb_consumer_loses_and_repeats_nothing(
     group = lambda: r.xinfo_groups(stream_name)[0]  # noqa: E731
     _wait(
         lambda: (
-            r.exists(stream_name) and r.xinfo_groups(stream_name) and group()["entries-read"] >= 400
+            r.exists(stream_name)
+            and r.xinfo_groups(stream_name)
+            and (group()["entries-read"] or 0) >= 400
         )
     )
     a.send_signal(signal.SIGKILL)
