@@ -546,3 +546,31 @@ def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
     barred = (~net.id_allowed).nonzero()[0]
     with pytest.raises(ValueError, match="may not train on"):  # not a silent wrong row
         net(hist, pad, targets, torch.cat([nxt[:, :-1], barred[None]], 1))
+
+
+def test_the_id_heads_table_is_kept_while_scoring_and_rebuilt_when_the_weights_change():
+    """Scoring reuses the ID head's [n_items, dim] table; a training step, loaded weights
+    or new codes make the next call rebuild it, so scores never come from stale weights."""
+    from directrec.models.semantic.network import SemanticNet
+
+    torch.manual_seed(0)
+    n = 30
+    codes = torch.cat([torch.randint(0, 8, (n, 3)), torch.zeros(n, 1, dtype=torch.long)], 1)
+    net = SemanticNet([8, 8, 8, 1], 10, 16, 2, 1, 1, 0.0, True, n, 1.0, codes)
+
+    def fresh():
+        with torch.enable_grad():
+            return net.id_table().detach()
+
+    with torch.no_grad():
+        first = net.id_table()
+        assert net.id_table() is first  # kept
+    with torch.no_grad():
+        net.item_emb.weight.add_(1.0)  # an optimizer step is an in-place update like this
+        assert torch.allclose(net.id_table(), fresh()) and not torch.allclose(first, fresh())
+        state = {k: v + 0.5 for k, v in net.state_dict().items() if v.is_floating_point()}
+    net.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        assert torch.allclose(net.id_table(), fresh())
+        net.all_codes = codes.flip(0)
+        assert torch.allclose(net.id_table(), fresh())

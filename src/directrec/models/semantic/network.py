@@ -87,6 +87,7 @@ class SemanticNet(nn.Module):
         self.id_allowed: torch.Tensor | None = None
         self.id_keep: torch.Tensor | None = None  # their indices
         self.id_at: torch.Tensor | None = None  # item → its row among them (-1: not allowed)
+        self._id_cache: tuple | None = None  # (weights' key, id_table) while scoring
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -153,10 +154,21 @@ class SemanticNet(nn.Module):
 
     def id_table(self) -> torch.Tensor:
         """[n_items, dim] the ID head's output vectors: each item's input vector (its code
-        embeddings + its own embedding, when it has one), tied as SASRec ties them."""
+        embeddings + its own embedding, when it has one), tied as SASRec ties them. Without
+        gradients (scoring) it is built once and kept until the weights or codes change
+        (their storage or version counter): rebuilding it is O(n_items) per call, most of
+        a one-user call at 10^5 items and more."""
+        tables = [t.weight for t in self.tok]
+        if self.item_emb is not None:
+            tables.append(self.item_emb.weight)
+        key = (self.all_codes.data_ptr(), *((t.data_ptr(), t._version) for t in tables))
+        cache = self._id_cache
+        if not torch.is_grad_enabled() and cache is not None and cache[0] == key:
+            return cache[1]
         out = self.item_vectors(self.all_codes)
         if self.item_emb is not None:
             out = out + self.item_emb.weight
+        self._id_cache = None if torch.is_grad_enabled() else (key, out)
         return out
 
     def id_logits(self, state: torch.Tensor) -> torch.Tensor:
