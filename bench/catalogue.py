@@ -261,6 +261,22 @@ def plot(doc: dict, dest: Path) -> None:
     plt.close(fig)
 
 
+def rerun(args: argparse.Namespace, heads: list[str]) -> None:
+    """Run `args.rerun`'s jobs again for `heads` at `args.items` and replace them in `args.out`."""
+    jobs = args.rerun.split(",")
+    if set(jobs) - {"generate", "serve"}:
+        raise SystemExit("--rerun takes generate and serve (training makes the models they read)")
+    doc = json.loads(args.out.read_text())
+    for row in doc["runs"]:
+        if row["items"] in args.items and row["head"] in heads and "error" not in row["train"]:
+            for job in jobs:
+                row[job] = run_job(job, row["items"], row["head"], args)
+                print(json.dumps({"items": row["items"], "head": row["head"], job: row[job]}))
+    doc.setdefault("reruns", []).append(" ".join(["python", *sys.argv]))
+    args.out.write_text(json.dumps(doc, indent=1))
+    plot(doc, args.out.with_suffix(".png"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,6 +289,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--timeout", type=int, default=1800, help="seconds per job")
     p.add_argument("--out", type=Path, default=OUT / "catalogue.json")
+    p.add_argument(
+        "--rerun",
+        default="",
+        help="comma-separated jobs to run again for --heads at --items, replacing them in "
+        "--out (its trained models under out/catalogue/ are reused); the file lists reruns",
+    )
     p.add_argument("--job", choices=list(JOBS), help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, help=argparse.SUPPRESS)
     p.add_argument("--head", help=argparse.SUPPRESS)
@@ -285,6 +307,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown heads {sorted(unknown)}; choose from {', '.join(HEADS)}")
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.rerun:
+        rerun(args, heads)
+        return
     doc: dict = {
         "command": " ".join(["python", *sys.argv]),
         "machine": {

@@ -497,6 +497,8 @@ def catalogue() -> list[str]:
     if (RESULTS / "scale" / "catalogue.png").exists():
         parts.append("\n![cost against catalogue size](results/scale/catalogue.png)")
     parts.append(f"\n`{d['command']}`\n")
+    for again in d.get("reruns", []):
+        parts.append(f"then, replacing those jobs' cells: `{again}`\n")
     return parts
 
 
