@@ -496,9 +496,8 @@ def catalogue() -> list[str]:
         parts += ["", "What broke:\n", *errors]
     if (RESULTS / "scale" / "catalogue.png").exists():
         parts.append("\n![cost against catalogue size](results/scale/catalogue.png)")
-    parts.append(f"\n`{d['command']}`\n")
-    for again in d.get("reruns", []):
-        parts.append(f"then, replacing those jobs' cells: `{again}`\n")
+    again = "".join(f"; then, replacing those jobs' cells: `{c}`" for c in d.get("reruns", []))
+    parts.append(f"\n`{d['command']}`{again}\n")
     return parts
 
 
