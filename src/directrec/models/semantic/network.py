@@ -161,7 +161,7 @@ class SemanticNet(nn.Module):
         tables = [t.weight for t in self.tok]
         if self.item_emb is not None:
             tables.append(self.item_emb.weight)
-        key = (self.all_codes.data_ptr(), *((t.data_ptr(), t._version) for t in tables))
+        key = tuple((t.data_ptr(), t._version) for t in [self.all_codes, *tables])
         cache = self._id_cache
         if not torch.is_grad_enabled() and cache is not None and cache[0] == key:
             return cache[1]
