@@ -28,6 +28,7 @@ class CodeTrie:
         n, depth = codes.shape
         self.child: list[torch.Tensor] = []
         self.item_node: list[torch.Tensor] = []  # [j]: each item's node at depth j + 1
+        self.below: list[torch.Tensor] = []  # [j]: how many items each depth-(j+1) node holds
         parent = np.zeros(n, dtype=np.int64)  # every item starts at the root (node 0)
         n_nodes = 1
         for j in range(depth):
@@ -41,25 +42,39 @@ class CodeTrie:
             table[torch.from_numpy(parent), torch.from_numpy(codes[:, j])] = torch.from_numpy(nxt)
             self.child.append(table)
             self.item_node.append(torch.from_numpy(nxt))
+            self.below.append(torch.bincount(self.item_node[-1], minlength=n_next))
             parent, n_nodes = nxt, n_next
 
     def to(self, device: torch.device) -> CodeTrie:
         """The same trie with its tables on `device` (beam search runs where the net is)."""
         self.child = [t.to(device) for t in self.child]
         self.item_node = [t.to(device) for t in self.item_node]
+        self.below = [t.to(device) for t in self.below]
         return self
 
-    def open_nodes(self, seen: torch.Tensor) -> list[torch.Tensor]:
-        """Per user (rows of a [B, n_items] seen mask) and depth: which nodes still have an
-        unseen item below them. Beams through other nodes could only end on seen items."""
+    def closed_nodes(self, rows: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
+        """Per depth, the sorted keys `row * n_nodes + node` of the nodes all of whose items a
+        row has seen (`rows`, `items`: the distinct seen pairs). Beams through them could
+        only end on seen items. Only nodes above a seen item can close, so the cost follows
+        the histories' length, not the catalogue's size."""
         out = []
-        for j, nodes in enumerate(self.item_node):
-            n_nodes = len(self.child[j + 1]) if j + 1 < len(self.child) else len(nodes)
-            total = torch.bincount(nodes, minlength=n_nodes)
-            seen_below = torch.zeros(len(seen), n_nodes, device=seen.device)
-            seen_below.index_add_(1, nodes, seen.float())
-            out.append(seen_below < total)
+        for nodes, below in zip(self.item_node, self.below, strict=True):
+            key = rows * len(below) + nodes[items]
+            key, count = torch.unique(key, return_counts=True)  # sorted
+            out.append(key[count >= below[key % len(below)]])
         return out
+
+    def is_open(
+        self, j: int, closed: list[torch.Tensor], rows: torch.Tensor, nodes: torch.Tensor
+    ) -> torch.Tensor:
+        """Whether each depth-(j+1) node in `nodes` (-1: none; `rows` broadcasts to it) still
+        has an item below it that its row has not seen."""
+        keys = closed[j]
+        if not len(keys):
+            return torch.ones_like(nodes, dtype=torch.bool)
+        query = rows * len(self.below[j]) + nodes.clamp(min=0)
+        at = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
+        return keys[at] != query
 
 
 def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> torch.Tensor:
@@ -164,19 +179,19 @@ class Decoding:
         node = torch.zeros(b, 1, dtype=torch.long, device=dev)  # root
         score = torch.zeros(b, 1, device=dev)
         prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
-        open_nodes, seen = None, None
+        closed, seen = None, None
         if exclude_seen:
-            seen = torch.from_numpy(histories.matrix().toarray() > 0).to(dev)
-            open_nodes = trie.open_nodes(seen)
+            m = histories.matrix().tocoo()
+            seen = (torch.from_numpy(m.row).long().to(dev), torch.from_numpy(m.col).long().to(dev))
+            closed = trie.closed_nodes(*seen)
+        user = torch.arange(b, device=dev).view(b, 1, 1)
         for j, size in enumerate(self.sizes):
-            k = node.shape[1]
             h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
             logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1)
             nxt = trie.child[j][node]  # [b, k, size]
             allowed = nxt >= 0
-            if open_nodes is not None:  # only prefixes that can still end on an unseen item
-                ok = open_nodes[j].gather(1, nxt.clamp(min=0).view(b, -1)).view(b, k, size)
-                allowed &= ok
+            if closed is not None:  # only prefixes that can still end on an unseen item
+                allowed &= trie.is_open(j, closed, user, nxt)
             cand = torch.where(allowed, score.unsqueeze(-1) + logp, -torch.inf).view(b, -1)
             rank_by = cand
             if c.sample:
@@ -207,14 +222,16 @@ class Decoding:
         kvs: list,
         pad: torch.Tensor,
         n: int,
-        seen: torch.Tensor | None,
+        seen: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The beam's items [B, W] and code log-probs, widened by the ID head's best `n`
         unseen items that the beam did not write ([B, W + n]; -1 / -inf where a proposal
         duplicates a beam item). A proposal's code log-prob is what the beam would have
         given it: the sum of its code tokens' log-softmax, teacher-forced."""
         net, c = self.net, self.config
-        ranked = id_logp if seen is None else id_logp.masked_fill(seen, -torch.inf)
+        ranked = id_logp
+        if seen is not None:  # (rows, items) of the seen pairs
+            ranked = id_logp.index_put(seen, torch.tensor(-torch.inf, device=id_logp.device))
         top = torch.topk(ranked, min(n, ranked.shape[1]), dim=1)
         prop = top.indices
         dup = (prop.unsqueeze(-1) == items.unsqueeze(1)).any(-1) | ~torch.isfinite(top.values)
