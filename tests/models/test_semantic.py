@@ -86,8 +86,8 @@ def test_trie_maps_every_code_to_its_item():
 
 
 def test_trie_closes_exactly_the_nodes_whose_items_are_all_seen():
-    """`closed_nodes` + `is_open` against a brute force over every (user, node): a node is
-    closed for a user iff every item below it is in that user's history."""
+    """`open_nodes` against a brute force over every (user, node): a node is closed for a
+    user iff every item below it is in that user's history."""
     rng = np.random.default_rng(3)
     codes = make_unique(rng.integers(0, 3, size=(40, 2)))
     trie = CodeTrie(codes, [3, 3, int(codes[:, 2].max()) + 1])
@@ -95,13 +95,13 @@ def test_trie_closes_exactly_the_nodes_whose_items_are_all_seen():
     seen[1] = True  # one user has seen everything: every node is closed
     seen[2] = False  # one has seen nothing: none is
     rows, items = (torch.from_numpy(a) for a in np.nonzero(seen))
-    closed = trie.closed_nodes(rows, items)
+    open_nodes = trie.open_nodes(rows, items, 4)
     for j, nodes in enumerate(trie.item_node):
-        all_nodes = torch.arange(len(trie.below[j]))
         for u in range(4):
-            got = trie.is_open(j, closed, torch.tensor(u), all_nodes)
-            want = [not seen[u][nodes.numpy() == v].all() for v in range(len(all_nodes))]
+            got = open_nodes[j][u]
+            want = [not seen[u][nodes.numpy() == v].all() for v in range(len(trie.below[j]))]
             assert got.tolist() == want
+
 
 def test_cold_items_get_codes_and_can_be_generated(planted_embedded):
     """Hold some items out of training entirely (TIGER's cold-start protocol): they still

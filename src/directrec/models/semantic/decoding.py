@@ -52,29 +52,21 @@ class CodeTrie:
         self.below = [t.to(device) for t in self.below]
         return self
 
-    def closed_nodes(self, rows: torch.Tensor, items: torch.Tensor) -> list[torch.Tensor]:
-        """Per depth, the sorted keys `row * n_nodes + node` of the nodes all of whose items a
-        row has seen (`rows`, `items`: the distinct seen pairs). Beams through them could
-        only end on seen items. Only nodes above a seen item can close, so the cost follows
-        the histories' length, not the catalogue's size."""
+    def open_nodes(
+        self, rows: torch.Tensor, items: torch.Tensor, n_rows: int
+    ) -> list[torch.Tensor]:
+        """Per depth, [n_rows, n_nodes] bool: whether a node still has an item below it that
+        its row has not seen (`rows`, `items`: the distinct seen pairs). Beams through the
+        other nodes could only end on seen items. Only nodes above a seen item can close, so
+        counting costs what the histories hold; the masks are one byte per (row, node)."""
         out = []
         for nodes, below in zip(self.item_node, self.below, strict=True):
             key = rows * len(below) + nodes[items]
-            key, count = torch.unique(key, return_counts=True)  # sorted
-            out.append(key[count >= below[key % len(below)]])
+            key, count = torch.unique(key, return_counts=True)
+            mask = torch.ones(n_rows * len(below), dtype=torch.bool, device=below.device)
+            mask[key[count >= below[key % len(below)]]] = False
+            out.append(mask.view(n_rows, len(below)))
         return out
-
-    def is_open(
-        self, j: int, closed: list[torch.Tensor], rows: torch.Tensor, nodes: torch.Tensor
-    ) -> torch.Tensor:
-        """Whether each depth-(j+1) node in `nodes` (-1: none; `rows` broadcasts to it) still
-        has an item below it that its row has not seen."""
-        keys = closed[j]
-        if not len(keys):
-            return torch.ones_like(nodes, dtype=torch.bool)
-        query = rows * len(self.below[j]) + nodes.clamp(min=0)
-        at = torch.searchsorted(keys, query).clamp(max=len(keys) - 1)
-        return keys[at] != query
 
 
 def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> torch.Tensor:
@@ -179,19 +171,18 @@ class Decoding:
         node = torch.zeros(b, 1, dtype=torch.long, device=dev)  # root
         score = torch.zeros(b, 1, device=dev)
         prefix = torch.zeros(b, 1, 0, dtype=torch.long, device=dev)
-        closed, seen = None, None
+        open_nodes, seen = None, None
         if exclude_seen:
             m = histories.matrix().tocoo()
             seen = (torch.from_numpy(m.row).long().to(dev), torch.from_numpy(m.col).long().to(dev))
-            closed = trie.closed_nodes(*seen)
-        user = torch.arange(b, device=dev).view(b, 1, 1)
+            open_nodes = trie.open_nodes(*seen, b)
         for j, size in enumerate(self.sizes):
             h = net.decode(prefix, kvs, pad)[:, :, -1]  # [b, k, dim]
             logp = F.log_softmax(net.level_logits(h, j) / c.temperature, -1)
             nxt = trie.child[j][node]  # [b, k, size]
             allowed = nxt >= 0
-            if closed is not None:  # only prefixes that can still end on an unseen item
-                allowed &= trie.is_open(j, closed, user, nxt)
+            if open_nodes is not None:  # only prefixes that can still end on an unseen item
+                allowed &= open_nodes[j].gather(1, nxt.clamp(min=0).view(b, -1)).view_as(nxt)
             cand = torch.where(allowed, score.unsqueeze(-1) + logp, -torch.inf).view(b, -1)
             rank_by = cand
             if c.sample:
