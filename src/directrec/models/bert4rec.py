@@ -23,15 +23,14 @@ from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
 from directrec.models.settings import setting
 from directrec.models.training import check
-from directrec.models.transformer import Block, Dropout, full_softmax_ce, padding_mask
+from directrec.models.transformer import ItemTrunk, full_softmax_ce, padding_mask
 
 
-class BERT4RecNet(nn.Module):
-    """Item + position embeddings → bidirectional blocks → final norm; scores are dot
-    products with the item embeddings. Token 0 is padding, item i is token i + 1 and
-    n_items + 1 is [MASK], whose embedding is a parameter of its own (so new items can be
-    added after it). Sequences are left-padded, positions right-aligned: the newest token
-    is always position max_len - 1."""
+class BERT4RecNet(ItemTrunk):
+    """Item + position embeddings → bidirectional blocks → final norm (`ItemTrunk`); scores
+    are dot products with the item embeddings. n_items + 1 is [MASK], whose embedding is a
+    parameter of its own (so new items can be added after it). Sequences are left-padded,
+    positions right-aligned: the newest token is always position max_len - 1."""
 
     def __init__(
         self,
@@ -44,20 +43,9 @@ class BERT4RecNet(nn.Module):
         mlp_ratio: int = 4,
         drop_keys: bool = True,
     ) -> None:
-        super().__init__()
-        self.n_items, self.max_len, self.dim = n_items, max_len, dim
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.mask_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
-        self.pos = nn.Embedding(max_len, dim)
-        self.drop = Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            Block(dim, heads, dropout, None, mlp_ratio, drop_keys) for _ in range(layers)
+        super().__init__(
+            n_items, max_len, dim, heads, layers, dropout, None, mlp_ratio, drop_keys, True
         )
-        self.ln = nn.LayerNorm(dim)
-        nn.init.normal_(self.item.weight, std=dim**-0.5)
-        nn.init.normal_(self.pos.weight, std=dim**-0.5)
-        with torch.no_grad():
-            self.item.weight[0].zero_()
 
     @property
     def mask_id(self) -> int:
@@ -66,17 +54,13 @@ class BERT4RecNet(nn.Module):
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """seq [B, n] tokens (left-padded, [MASK] = `mask_id`) → hidden states [B, n, dim]."""
         n = seq.shape[1]
-        keep = seq > 0
         masked = seq == self.mask_id
         x = self.item(seq.masked_fill(masked, 0))
         x = torch.where(masked.unsqueeze(-1), self.mask_token.to(x.dtype), x)
         pos = torch.arange(self.max_len - n, self.max_len, device=seq.device)
-        x = x * math.sqrt(self.dim) + self.pos(pos)
-        x = self.drop(x) * keep.unsqueeze(-1)
-        mask = padding_mask(keep)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.ln(x)
+        return self.run_blocks(
+            x * math.sqrt(self.dim) + self.pos(pos), seq > 0, padding_mask(seq > 0)
+        )
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """Scores over all items."""

@@ -20,7 +20,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
@@ -36,8 +35,7 @@ from directrec.models.training import (
     train_by_epochs,
 )
 from directrec.models.transformer import (
-    Block,
-    Dropout,
+    ItemTrunk,
     autocast,
     causal_padding_mask,
     full_softmax_ce,
@@ -48,9 +46,9 @@ from directrec.models.transformer import (
 
 
 # ----------------------------------------------------------------------------- network
-class SASRecNet(nn.Module):
-    """Item + position embeddings → causal blocks → final norm. Token 0 is padding; item i
-    is token i + 1. Sequences are left-padded so the newest item is always last."""
+class SASRecNet(ItemTrunk):
+    """Item + position embeddings → causal blocks → final norm (`ItemTrunk`). Sequences are
+    left-padded so the newest item is always last."""
 
     def __init__(
         self,
@@ -65,19 +63,10 @@ class SASRecNet(nn.Module):
         drop_keys: bool = False,
         temperature: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.dim, self.max_len, self.temperature = dim, max_len, temperature
-        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
-        self.pos = nn.Embedding(max_len, dim)
-        self.drop = Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            Block(dim, heads, dropout, attn_dropout, mlp_ratio, drop_keys) for _ in range(layers)
+        super().__init__(
+            n_items, max_len, dim, heads, layers, dropout, attn_dropout, mlp_ratio, drop_keys
         )
-        self.ln = nn.LayerNorm(dim)
-        nn.init.normal_(self.item.weight, std=dim**-0.5)
-        nn.init.normal_(self.pos.weight, std=dim**-0.5)
-        with torch.no_grad():
-            self.item.weight[0].zero_()
+        self.temperature = temperature
 
     def forward(
         self, seq: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -96,11 +85,7 @@ class SASRecNet(nn.Module):
             segments, pos = packed
             keep = segments >= 0
             mask = segment_causal_mask(segments)
-        x = self.item(seq) * math.sqrt(self.dim) + self.pos(pos)
-        x = self.drop(x) * keep.unsqueeze(-1)
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.ln(x)
+        return self.run_blocks(self.item(seq) * math.sqrt(self.dim) + self.pos(pos), keep, mask)
 
     def head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(queries, item rows incl. padding row 0) whose dot products are the scores: tied

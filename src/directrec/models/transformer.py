@@ -193,6 +193,50 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+class ItemTrunk(nn.Module):
+    """What the item-ID Transformers share (SASRec, BERT4Rec): an item embedding (token 0 =
+    padding, item i = token i + 1), learned positions, `layers` blocks and a final norm.
+    Embeddings start at std dim^-½ (they are scaled by √dim on input); `mask_token` adds a
+    [MASK] embedding of its own. The subclass's `forward` chooses the attention pattern and
+    how the input tokens are embedded."""
+
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int,
+        dim: int,
+        heads: int,
+        layers: int,
+        dropout: float,
+        attn_dropout: float | None = None,
+        mlp_ratio: int = 4,
+        drop_keys: bool = False,
+        mask_token: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_items, self.dim, self.max_len = n_items, dim, max_len
+        self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        if mask_token:
+            self.mask_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
+        self.pos = nn.Embedding(max_len, dim)
+        self.drop = Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, dropout, attn_dropout, mlp_ratio, drop_keys) for _ in range(layers)
+        )
+        self.ln = nn.LayerNorm(dim)
+        nn.init.normal_(self.item.weight, std=dim**-0.5)
+        nn.init.normal_(self.pos.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.item.weight[0].zero_()
+
+    def run_blocks(self, x: torch.Tensor, keep: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Embedded tokens x [B, n, dim] (`keep`: the real ones) → hidden states."""
+        x = self.drop(x) * keep.unsqueeze(-1)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.ln(x)
+
+
 # ----------------------------------------------------------------------------- losses
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     """Mean cross-entropy of `h @ weight.T` against `target`, with both gradients computed
