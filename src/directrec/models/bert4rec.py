@@ -23,7 +23,7 @@ from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
 from directrec.models.settings import setting
 from directrec.models.training import check
-from directrec.models.transformer import ItemTrunk, full_softmax_ce, padding_mask
+from directrec.models.transformer import ItemTrunk, full_softmax_ce, padding_mask, trim_padding
 
 
 class BERT4RecNet(ItemTrunk):
@@ -112,7 +112,7 @@ class BERT4Rec(SequenceModel):
 
     def _batch_loss(self, module: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Cross-entropy of the masked positions' original items (the cloze task)."""
-        c = self.config
+        c, w = self.config, trim_padding(w)
         real = w > 0
         picked = (torch.rand(w.shape, device=w.device) < c.mask_prob) & real
         last = torch.zeros_like(real)

@@ -17,7 +17,7 @@ from torch import nn
 from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
 from directrec.models.settings import setting
-from directrec.models.transformer import Dropout, full_softmax_ce
+from directrec.models.transformer import Dropout, full_softmax_ce, trim_padding
 
 
 class GRU4RecNet(nn.Module):
@@ -74,6 +74,7 @@ class GRU4Rec(SequenceModel):
 
     def _batch_loss(self, module: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Next-item cross-entropy at every position that has a next item."""
+        w = trim_padding(w)
         inp, tgt = w[:, :-1], w[:, 1:]
         mask = (inp > 0) & (tgt > 0)
         h = module(inp)[mask]

@@ -15,28 +15,29 @@ scores over all items are the recommendation (seen items are masked by `recommen
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models import privacy
-from directrec.models.base import Capabilities, NetworkModel, Validator
+from directrec.models.base import Validator
+from directrec.models.sequence import BatchLoss, SequenceConfig, SequenceModel, last_windows
 from directrec.models.settings import setting
 from directrec.models.training import (
     EpochRun,
-    TrainConfig,
-    batches,
     check,
     make_optimizer,
     train_by_epochs,
 )
 from directrec.models.transformer import (
     ItemTrunk,
-    autocast,
     causal_padding_mask,
     full_softmax_ce,
     pack,
@@ -103,20 +104,21 @@ class SASRecNet(ItemTrunk):
 
 
 # ----------------------------------------------------------------------------- model
-class SASRec(NetworkModel):
+class SASRec(SequenceModel):
     name = "sasrec"
     summary = "SASRec: causal Transformer over item sequences (BCE, sampled or CE loss)"
-    capabilities = Capabilities(early_stopping=True, warm_start=True)
+    window_extra = 1  # each window holds max_len inputs and the item after them
 
     @dataclasses.dataclass
-    class Config(TrainConfig):
+    class Config(SequenceConfig):
         """The network's settings and the loss; training settings in `TrainConfig`."""
 
-        max_len: int = setting(200, "most recent items the model reads (context length)")
-        dim: int = setting(64, "embedding and hidden width")
-        heads: int = setting(2, "attention heads (must divide dim)")
+        private: ClassVar[bool] = True  # DP-SGD through `privacy.PrivateSteps`
+        shortest: ClassVar[int] = 1
+
         layers: int = setting(2, "Transformer blocks")
         dropout: float = setting(0.2, "dropout on embeddings and residual paths")
+        heads: int = setting(2, "attention heads (must divide dim)")
         attn_dropout: float = setting(
             -1.0, "dropout on attention weights; < 0 = the same as dropout"
         )
@@ -159,7 +161,6 @@ class SASRec(NetworkModel):
                         f"≥ 1 and divide dim ({self.dim})",
                     ),
                     "temperature": (self.temperature >= 0, ">= 0 (0 = dot product)"),
-                    "max_len": (self.max_len >= 1, ">= 1"),
                     "negatives": (self.negatives >= 1, ">= 1"),
                     "mlp_ratio": (self.mlp_ratio >= 1, ">= 1"),
                 },
@@ -173,41 +174,26 @@ class SASRec(NetworkModel):
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
-        self.net = self._build().to(self.device)
         self.meta.pop("dp", None)  # a fresh fit spends from nothing (an update continues)
-        self._train(data, validator)
-
-    def _grow(self, data: Interactions, catalog: Catalog | None) -> None:
-        """New items get fresh embedding rows; everything else keeps its weights."""
-        if data.n_items == self.n_items:
-            return
-        old = self.net.state_dict()
-        self.n_items = data.n_items
-        self.net = self._build().to(self.device)
-        with torch.no_grad():
-            for name, p in self.net.state_dict().items():
-                src = old[name].to(p.device)
-                if name == "item.weight":
-                    p[: len(src)] = src
-                else:
-                    p.copy_(src)
+        super()._fit(data, catalog, validator)
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
-        c = self.config
-        dev = self.device
-        opt = make_optimizer(self.net, c)
-        histories = Histories.from_interactions(data)
-        if c.dp_epsilon > 0:
-            self._train_private(histories, opt, validator, data)
+        if self.config.dp_epsilon > 0:
+            opt = make_optimizer(self.net, self.config)
+            self._train_private(Histories.from_interactions(data), opt, validator, data)
             return
         self.meta.pop("dp", None)  # a private parent's record does not describe this run
-        windows = torch.from_numpy(histories.training_windows(c.max_len + 1, c.windows))
-        windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # need one input and one target
+        super()._train(data, validator)
+
+    def _length_batches(self) -> bool:
+        return self.config.length_batches and not self.config.pack
+
+    def _loss_for(self, data: Interactions) -> BatchLoss:
+        """`_batch_loss` with the items' log-frequencies in `data` (the sampled softmax's
+        correction)."""
         counts = np.bincount(data.item, minlength=self.n_items).astype(np.float64)
-        log_q = torch.from_numpy(np.log(counts / counts.sum() + 1e-12)).float().to(dev)
-        epoch_fn = lambda epoch, run: self._epoch(windows, opt, epoch, log_q, run)  # noqa: E731
-        train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
-        self.meta["device"] = str(dev)
+        log_q = torch.from_numpy(np.log(counts / counts.sum() + 1e-12)).float().to(self.device)
+        return functools.partial(self._batch_loss, log_q=log_q)
 
     def _train_private(
         self,
@@ -269,10 +255,6 @@ class SASRec(NetworkModel):
             each = (F.softplus(-pos_l) + F.softplus(neg_l)) / 2
         return (each * real).sum() / real.sum().clamp(min=1.0)
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        """This model's optimizer over its network (`training.make_optimizer`)."""
-        return make_optimizer(self.net, self.config)
-
     def _build(self) -> SASRecNet:
         c = self.config
         attn = None if c.attn_dropout < 0 else c.attn_dropout
@@ -289,51 +271,22 @@ class SASRec(NetworkModel):
             c.temperature,
         )
 
-    def _epoch(
-        self,
-        windows: torch.Tensor,
-        opt: torch.optim.Optimizer,
-        epoch: int,
-        log_q: torch.Tensor,
-        run: EpochRun,
-    ) -> float:
-        """One pass over the training windows (`windows`); deterministic given (seed, epoch), so a
-        resumed run continues exactly where it stopped. With several ranks, each global
-        batch of `batch_size` windows is split over them and every rank's loss is scaled
-        so the averaged gradient is the global batch's mean (as in one process). The batches
-        stop when `run.stop()` says the time budget is spent."""
-        c, dev, d = self.config, windows.device, run.d
-        self.net.train()
-        torch.manual_seed(c.seed * 100_003 + epoch)
-        total = torch.zeros((), device=dev)
-        count = 0
-        for batch in batches(windows, c.batch_size, c.length_batches and not c.pack):
-            if run.stop():
-                break
-            if len(batch) < d.world:
-                continue  # too small to give every rank a share (all ranks skip it)
-            share = windows[batch[d.rank :: d.world]]
-            if c.pack:
-                w, seg, pos = pack(share)
-                mask = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
-                packed = (seg[:, :-1], pos[:, :-1])
-            else:
-                w, packed = trim_padding(share), None
-                mask = (w[:, :-1] > 0) & (w[:, 1:] > 0)
-            inp, tgt = w[:, :-1], w[:, 1:]
-            n = int(mask.sum())
-            n_global = d.total(n)
-            with autocast(dev, self.run.bf16):
-                h = run.module(inp, packed)[mask]
-                loss = self._loss(h.float(), tgt[mask], log_q)
-            opt.zero_grad(set_to_none=True)
-            (loss * (n * d.world / n_global)).backward()
-            opt.step()
-            total += loss.detach() * n
-            count += n
-        return d.total(float(total)) / max(d.total(count), 1)
+    def _batch_loss(
+        self, module: nn.Module, share: torch.Tensor, log_q: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """The loss at every real position of a batch of windows `share` [B, max_len + 1]:
+        packed side by side into rows (`pack`), or with their padding trimmed."""
+        if self.config.pack:
+            w, seg, pos = pack(share)
+            mask = (seg[:, :-1] == seg[:, 1:]) & (seg[:, 1:] >= 0)
+            packed = (seg[:, :-1], pos[:, :-1])
+        else:
+            w, packed = trim_padding(share), None
+            mask = (w[:, :-1] > 0) & (w[:, 1:] > 0)
+        h = module(w[:, :-1], packed)[mask]
+        return self._loss(h.float(), w[:, 1:][mask], log_q), int(mask.sum())
 
-    def _loss(self, h: torch.Tensor, tgt: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def _loss(self, h: torch.Tensor, tgt: torch.Tensor, log_q: torch.Tensor | None) -> torch.Tensor:
         """h: hidden states [N, d] at real positions; tgt: their next-item tokens [N]."""
         c, dev = self.config, h.device
         h, emb = self.net.head(h)
@@ -349,6 +302,7 @@ class SASRec(NetworkModel):
             )
         # sampled softmax: candidates = batch targets ∪ uniform negatives, logQ-corrected by
         # each candidate's expected count in the sample.
+        assert log_q is not None, "the sampled softmax needs the items' log-frequencies"
         uniform = torch.randint(0, self.n_items, (c.negatives,)).to(dev)
         cand = torch.unique(torch.cat([tgt - 1, uniform]))
         expected = len(tgt) * log_q[cand].exp() + c.negatives / self.n_items
@@ -357,14 +311,8 @@ class SASRec(NetworkModel):
         return F.cross_entropy(logits, labels)
 
     # -------------------------------------------------------------- inference
-    @torch.no_grad()
-    def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """One forward pass over each history's last `max_len` items; the last position's
-        scores over all items are the next-item distribution (logits)."""
-        dev = self.device
-        seq = trim_padding(torch.from_numpy(histories.windows(self.config.max_len)).to(dev))
-        with autocast(dev, self.run.bf16 and dev.type == "cuda"):
-            return self.net.logits(self.net(seq)[:, -1]).float()
+    def _score_inputs(self, histories: Histories) -> torch.Tensor:
+        return last_windows(histories, self.config.max_len)
 
 
 class SASRecCE(SASRec):

@@ -1,4 +1,4 @@
-"""What the item-sequence models trained on history windows share (GRU4Rec, BERT4Rec): the
+"""What the item-sequence models trained on history windows share (SASRec, GRU4Rec, BERT4Rec): the
 typed settings of a network over item IDs, training by epochs on each user's windows
 (`training.train_by_epochs`: early stopping, budget, checkpoints, DDP), warm starts that
 make room for new items, scoring by one forward pass, and the weights as safetensors.
@@ -11,6 +11,7 @@ is (`_batch_loss`) and what a scored history looks like (`_score_inputs`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -30,6 +31,9 @@ from directrec.models.training import (
 )
 from directrec.models.transformer import autocast, trim_padding
 
+# (network to call, a batch of windows) → (mean loss, how many targets it averages)
+BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, int]]
+
 
 @dataclasses.dataclass
 class SequenceConfig(TrainConfig):
@@ -40,8 +44,12 @@ class SequenceConfig(TrainConfig):
     layers: int = setting(1, "stacked layers")
     dropout: float = setting(0.2, "dropout on embeddings and hidden states")
 
+    # Whether the model trains with DP-SGD (`dp_epsilon`), and the shortest context it reads.
+    private: ClassVar[bool] = False
+    shortest: ClassVar[int] = 2
+
     def __post_init__(self) -> None:
-        if self.dp_epsilon != 0:  # DP-SGD is implemented for the SASRec family only
+        if self.dp_epsilon != 0 and not self.private:
             raise ValueError(
                 "dp_epsilon is not supported by gru4rec or bert4rec yet; train sasrec-ce "
                 "(or sasrec) with it"
@@ -49,7 +57,7 @@ class SequenceConfig(TrainConfig):
         super().__post_init__()
         check(
             {
-                "max_len": (self.max_len >= 2, ">= 2"),
+                "max_len": (self.max_len >= self.shortest, f">= {self.shortest}"),
                 "dim": (self.dim >= 1, ">= 1"),
                 "layers": (self.layers >= 1, ">= 1"),
                 "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
@@ -76,8 +84,8 @@ class SequenceModel(NetworkModel):
 
     def _batch_loss(self, module: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, int]:
         """(mean loss, how many targets it averages) of one batch of left-padded windows
-        `w` [B, n] (every row at least two real tokens), `module` being the network to call
-        (DDP-wrapped under torchrun)."""
+        `w` [B, n] (every row at least two real tokens; columns of padding not yet trimmed),
+        `module` being the network to call (DDP-wrapped under torchrun)."""
         raise NotImplementedError
 
     def _score_inputs(self, histories: Histories) -> torch.Tensor:
@@ -104,6 +112,15 @@ class SequenceModel(NetworkModel):
                 src = old[name].to(p.device)
                 p[: len(src)].copy_(src)  # per-item tensors grow along their first axis
 
+    def _length_batches(self) -> bool:
+        """Whether an epoch's batches group windows of similar length (`training.batches`)."""
+        return True
+
+    def _loss_for(self, data: Interactions) -> BatchLoss:
+        """The batch loss training on `data` minimises (`_batch_loss` unless a subclass
+        binds statistics of the training data to it)."""
+        return self._batch_loss
+
     def _train(self, data: Interactions, validator: Validator | None) -> None:
         c, dev = self.config, self.device
         opt = make_optimizer(self.net, c)
@@ -111,7 +128,8 @@ class SequenceModel(NetworkModel):
         length = c.max_len + self.window_extra
         windows = torch.from_numpy(histories.training_windows(length, c.windows))
         windows = windows[(windows > 0).sum(1) >= 2].to(dev)  # a context and a target
-        epoch_fn = lambda epoch, run: self._epoch(windows, opt, epoch, run)  # noqa: E731
+        loss = self._loss_for(data)
+        epoch_fn = lambda epoch, run: self._epoch(windows, opt, epoch, run, loss)  # noqa: E731
         train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
         self.meta["device"] = str(dev)
 
@@ -120,26 +138,31 @@ class SequenceModel(NetworkModel):
         return make_optimizer(self.net, self.config)
 
     def _epoch(
-        self, windows: torch.Tensor, opt: torch.optim.Optimizer, epoch: int, run: EpochRun
+        self,
+        windows: torch.Tensor,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        run: EpochRun,
+        batch_loss: BatchLoss,
     ) -> float:
-        """One pass over the training windows in batches of similar length (little padding
-        to trim); deterministic given (seed, epoch), so a resumed run continues exactly.
-        With several ranks each global batch is split over them and every rank's loss is
-        scaled so the averaged gradient is the global batch's mean. The batches stop when
-        `run.stop()` says the time budget is spent."""
+        """One pass over the training windows (in batches of similar length, little padding
+        to trim, unless `_length_batches` says otherwise); deterministic given (seed,
+        epoch), so a resumed run continues exactly. With several ranks each global batch is
+        split over them and every rank's loss is scaled so the averaged gradient is the
+        global batch's mean. The batches stop when `run.stop()` says the time budget is
+        spent."""
         c, dev, d = self.config, windows.device, run.d
         self.net.train()
         torch.manual_seed(c.seed * 100_003 + epoch)
         total = torch.zeros((), device=dev)
         count = 0
-        for batch in batches(windows, c.batch_size, by_length=True):
+        for batch in batches(windows, c.batch_size, self._length_batches()):
             if run.stop():
                 break
             if len(batch) < d.world:
                 continue  # too small to give every rank a share (all ranks skip it)
-            w = trim_padding(windows[batch[d.rank :: d.world]])
             with autocast(dev, self.run.bf16 and self.bf16_ok):
-                loss, n = self._batch_loss(run.module, w)
+                loss, n = batch_loss(run.module, windows[batch[d.rank :: d.world]])
             n_global = d.total(n)
             opt.zero_grad(set_to_none=True)
             (loss * (n * d.world / max(n_global, 1))).backward()
