@@ -4,7 +4,8 @@
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
-#                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|all] [SEED]
+#                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
+#                          beauty-seq|beauty-sem-random-batches|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -52,6 +53,16 @@ fi
 if run ml1m-sem-default; then  # semantic-id with no flags on MovieLens-1M
   $DR benchmark --recipe semantic-id --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml1m-semantic-id-defaults-seed$SEED"
+fi
+if run beauty-seq; then  # the gru4rec and bert4rec defaults on Amazon Beauty
+  for m in gru4rec bert4rec; do
+    $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+      --out "$R/beauty-$m-seed$SEED"
+  done
+fi
+if run beauty-sem-random-batches; then  # semantic-id's defaults with plain random batches
+  $DR benchmark --recipe semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
+    --set length_batches=false --out "$R/beauty-semantic-id-random-batches-seed$SEED"
 fi
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \

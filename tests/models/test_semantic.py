@@ -378,9 +378,9 @@ def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_pa
     model, fit = hybrid
     h = Histories.from_interactions(fit, range(40))
     w, n, beam = 2.0, 6, 5
-    chosen = model.config.id_weight
+    chosen = model.config.id_weight, model.config.id_candidates
     try:
-        model.config.id_weight = 0.0
+        model.config.id_weight, model.config.id_candidates = 0.0, 0  # the beam alone
         full_items, full_logp = model.generate(h, model.n_items)  # every unseen item, exact
         model.config.id_weight = w
         beam_items, beam_logp = model.generate(h, beam)
@@ -388,7 +388,7 @@ def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_pa
         items, logp = model.generate(h, beam)
         loaded = load_model(model.save(tmp_path / "m"))
     finally:
-        model.config.id_candidates, model.config.id_weight = 0, chosen
+        model.config.id_weight, model.config.id_candidates = chosen
     assert loaded.config.id_candidates == n
     torch.testing.assert_close(loaded.generate(h, beam)[1], logp)
     assert items.shape == (len(h), beam + n)

