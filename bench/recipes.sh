@@ -5,7 +5,7 @@
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
-#                          beauty-seq|beauty-sem-random-batches|all] [SEED]
+#                          beauty-seq|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -59,10 +59,6 @@ if run beauty-seq; then  # the gru4rec and bert4rec defaults on Amazon Beauty
     $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
       --out "$R/beauty-$m-seed$SEED"
   done
-fi
-if run beauty-sem-random-batches; then  # semantic-id's defaults with plain random batches
-  $DR benchmark --recipe semantic-id --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
-    --set length_batches=false --out "$R/beauty-semantic-id-random-batches-seed$SEED"
 fi
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \

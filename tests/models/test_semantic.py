@@ -224,9 +224,9 @@ def test_all_windows_train_the_causal_head_on_every_interaction(planted_embedded
 
 
 def test_length_batches_visit_every_window_once_with_little_padding(planted_embedded, monkeypatch):
-    """Causal head: with `length_batches` (the default) an epoch still visits every training
-    window exactly once, and the batches, trimmed of all-padding columns, compute far fewer
-    positions than plain random batches (`length_batches=false`, which keeps the old order)."""
+    """Causal head: with `length_batches` an epoch still visits every training window
+    exactly once, and the batches, trimmed of all-padding columns, compute far fewer
+    positions than plain random batches (`length_batches=false`, the default)."""
     import directrec.models.semantic.model as semantic_model
 
     ds = planted_embedded

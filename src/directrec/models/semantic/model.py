@@ -97,11 +97,12 @@ class SemanticID(Decoding, ColdItems, Recommender):
         samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
         # causal: each batch holds windows of similar length (sorted by length within
         # 50-batch pools of shuffled windows, batches in random order), so trimming the
-        # padding columns leaves little padding; on short histories (Amazon 5-core) random
-        # batches padded to max_len spend most of their compute on padding
-        # (docs/results/epoch-cost/semantic-beauty.json)
+        # padding columns leaves little padding: an epoch on Amazon Beauty costs 0.6× the
+        # random batches' (docs/results/epoch-cost/semantic-beauty.json), but the model
+        # it trains there is worse (NDCG@10 0.0435 against 0.0514: docs/results/
+        # beauty-semantic-id-length-batches and recipes/beauty-semantic-id-defaults-seed42)
         length_batches: bool = setting(
-            True, "causal: batch windows of similar length (else plain random batches)"
+            False, "causal: batch windows of similar length (cheaper epochs; else random batches)"
         )
         # Settings added after configs were saved, with the value those configs ran with
         # (a saved model, a checkpoint or a result that lacks one ran this way)
