@@ -1,7 +1,8 @@
-"""What the item-sequence models trained on history windows share (SASRec, GRU4Rec, BERT4Rec): the
-typed settings of a network over item IDs, training by epochs on each user's windows
-(`training.train_by_epochs`: early stopping, budget, checkpoints, DDP), warm starts that
-make room for new items, scoring by one forward pass, and the weights as safetensors.
+"""What the item-sequence models trained on history windows share (SASRec, GRU4Rec,
+BERT4Rec): the typed settings of a network over item IDs, training by epochs on each
+user's windows (`training.train_by_epochs`: early stopping, budget, checkpoints, DDP), warm
+starts that make room for new items, scoring by one forward pass, and the weights as
+safetensors.
 
 A subclass builds its network (`_build`: a module with an `item` embedding, token 0 =
 padding, item i = token i + 1, and `logits(h)` over all items), says what one batch's loss
