@@ -39,11 +39,10 @@ seen items excluded, seed 42, on 2 CPU cores unless a row says GPU. Per data set
 cap, each model's figure from `directrec benchmark --recipe` where one exists, else its
 best test figure among the runs kept; **runs** counts the configurations it was chosen
 from (more runs, more optimistic), and other seeds of the chosen configuration are averaged
-beside it. *recipe* rows come from `directrec benchmark --recipe`
-on the current code; *bench script* rows from older scripts (`bench/zoo.sh`,
-`bench/extras.sh`, `bench/gpu.sh`) on the code of their day. Times come from a shared
-machine: read [results/CAVEATS.md](results/CAVEATS.md) before quoting one. The history of
-these experiments is in [CHANGELOG.md](CHANGELOG.md).
+beside it. *recipe* rows come from `directrec benchmark --recipe` on the current code; *bench
+script* rows from older scripts (`bench/zoo.sh`, `bench/extras.sh`, `bench/gpu.sh`) on the
+code of their day. Times come from a shared machine: read
+[results/CAVEATS.md](results/CAVEATS.md) before quoting one. History: [CHANGELOG.md](CHANGELOG.md).
 """
 
 PUBLISHED = """## Published anchors
