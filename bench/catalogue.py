@@ -22,6 +22,9 @@ each peak RSS is that job's alone:
   second and peak RSS;
 - serve: one user per call, top-10 through the same pipeline, one thread on the last
   core (taskset) (model time; the HTTP layer adds its own ~1 ms, docs/serving.md): p50 / p99 ms.
+  `semantic-id-ivf` has `semantic-id`'s network (same seed; only its decoding differs): its
+  row's `agreement` says whether the weights are byte-identical and what share of each
+  served top-10 list the exact search's list holds (both heads in the same run).
 A job that fails (out of memory, a timeout) is recorded with its error: what breaks first.
 """
 
@@ -42,12 +45,17 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "results" / "scale"
 WORK = ROOT / "out" / "catalogue"
+LISTS = WORK / "lists"  # each head's served top-10 lists, for SAME_NETWORK's comparison
 
 # Each head: the recipe it starts from and the settings changed for the measurement.
 HEADS: dict[str, tuple[str, dict]] = {
     "sasrec-ce": ("sasrec-ce", {}),  # full softmax over every item
     "sasrec-sampled": ("sasrec-ce", {"loss": "sampled"}),  # logQ-corrected, 512 negatives
     "semantic-id": ("semantic-id", {}),  # the hybrid: codes + an ID head over every item
+    # the hybrid with its ID head searched through an IVF index (models/ann.py) instead of
+    # a scan of every item: the same network as "semantic-id" (same seed, the search is
+    # decoding only), so its lists are compared with that head's
+    "semantic-id-ivf": ("semantic-id", {"id_search": "ivf"}),
     # TIGER-style: the codes alone, no per-item vectors, no ID head
     "semantic-codes": (
         "semantic-id",
@@ -91,6 +99,10 @@ def catalog(n_items: int, seed: int):
     return Catalog(
         titles=empty, texts=empty, categories=[[] for _ in range(n_items)], embeddings=vec
     )
+
+
+# head → the head with the same network and exact decoding its served lists are compared with
+SAME_NETWORK = {"semantic-id-ivf": "semantic-id"}
 
 
 def settings_of(head: str, seed: int) -> dict:
@@ -173,13 +185,16 @@ def job_serve(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)  # the parent pinned this process to one core (taskset)
     model, stages = _load(args)
     data = synthetic(args.n, args.serve_calls + 20, args.seed + 9)
-    times = []
+    times, lists = [], []
     for u in range(data.n_users):
         h = Histories.from_interactions(data, [u])
         t0 = time.perf_counter()
-        recommend(model, h, ListOptions(k=10), stages=stages)
+        (out,) = recommend(model, h, ListOptions(k=10), stages=stages)
         times.append(time.perf_counter() - t0)
+        lists.append(np.pad(out.items, (0, 10 - len(out.items)), constant_values=-1))
     ms = 1000 * np.array(times[20:])  # the first calls warm the allocator and caches
+    LISTS.mkdir(parents=True, exist_ok=True)
+    np.save(LISTS / f"{args.head}-{args.n}.npy", np.stack(lists))
     return {
         "calls": len(ms),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
@@ -189,6 +204,29 @@ def job_serve(args: argparse.Namespace) -> dict:
 
 
 JOBS = {"train": job_train, "generate": job_generate, "serve": job_serve}
+
+
+def agreement(head: str, n: int) -> dict | None:
+    """For a head in SAME_NETWORK: whether its weights are its reference head's (byte for
+    byte) and the mean share of each served top-10 list that the reference's holds."""
+    ref = SAME_NETWORK.get(head)
+    mine, theirs = LISTS / f"{head}-{n}.npy", LISTS / f"{ref}-{n}.npy"
+    if ref is None or not (mine.exists() and theirs.exists()):
+        return None
+    a, b = np.load(mine), np.load(theirs)
+    shared = [
+        len(set(x[x >= 0]) & set(y[y >= 0])) / max(1, (y >= 0).sum())
+        for x, y in zip(a, b, strict=True)
+    ]
+    same = all(
+        (WORK / f"{head}-{n}" / f).read_bytes() == (WORK / f"{ref}-{n}" / f).read_bytes()
+        for f in ("weights.safetensors", "ids.json")
+    )
+    return {
+        "reference": ref,
+        "same_weights": same,
+        "top10_shared": round(float(np.mean(shared)), 4),
+    }
 
 
 def run_job(job: str, n: int, head: str, args: argparse.Namespace) -> dict:
@@ -272,6 +310,8 @@ def rerun(args: argparse.Namespace, heads: list[str]) -> None:
             for job in jobs:
                 row[job] = run_job(job, row["items"], row["head"], args)
                 print(json.dumps({"items": row["items"], "head": row["head"], job: row[job]}))
+            if (shared := agreement(row["head"], row["items"])) is not None:
+                row["agreement"] = shared
     doc.setdefault("reruns", []).append(" ".join(["python", *sys.argv]))
     args.out.write_text(json.dumps(doc, indent=1))
     plot(doc, args.out.with_suffix(".png"))
@@ -338,6 +378,8 @@ def main() -> None:
                 print(json.dumps({"items": n, "head": head, job: row[job]}), flush=True)
                 if job == "train" and "error" in row[job]:
                     break  # nothing to generate or serve from
+            if (shared := agreement(head, n)) is not None:
+                row["agreement"] = shared
             doc["runs"].append(row)
             args.out.write_text(json.dumps(doc, indent=1))  # what is done so far survives
     plot(doc, args.out.with_suffix(".png"))

@@ -496,8 +496,34 @@ def catalogue() -> list[str]:
     if (RESULTS / "scale" / "catalogue.png").exists():
         parts.append("\n![cost against catalogue size](results/scale/catalogue.png)")
     again = "".join(f"; then, replacing those jobs' cells: `{c}`" for c in d.get("reruns", []))
-    parts.append(f"\n`{d['command']}`{again}\n")
+    ivf = approximate_id_search()  # one paragraph with the command above it
+    parts.append(f"\n`{d['command']}`{again}" + ("." + " ".join(["", *ivf]) if ivf else "") + "\n")
     return parts
+
+
+def approximate_id_search() -> list[str]:
+    """The hybrid's ID head through its IVF index against the exact scan, same network
+    and run (bench/catalogue.py, heads semantic-id and semantic-id-ivf)."""
+    d = _load(RESULTS / "scale" / "catalogue-ivf.json")
+    if not d:
+        return []
+    out = []
+    for r in d["runs"]:
+        a = r.get("agreement")
+        ref = next((x for x in d["runs"] if a and x["head"] == a["reference"]), None)
+        if a is None or ref is None or not a["same_weights"]:
+            continue
+        out.append(
+            f"With **`id_search=ivf`**, `semantic-id`'s ID head searched through an "
+            f"inverted-file index ([models.md](models.md)), at {r['items']:,} items, the same "
+            f"weights as exact search in the same run: top-10 p50 / p99 "
+            f"{r['serve']['p50_ms']} / **{r['serve']['p99_ms']} ms** against "
+            f"{ref['serve']['p50_ms']} / {ref['serve']['p99_ms']} ms, generation "
+            f"{r['generate']['users_per_second']} against {ref['generate']['users_per_second']}"
+            f" users/s; each served top-10 list shares {a['top10_shared']:.1%} of its items "
+            f"with the exact search's (`{d['command']}`)."
+        )
+    return out
 
 
 def render() -> str:

@@ -412,6 +412,39 @@ def test_id_head_proposals_join_the_beam_scored_as_the_beam_would(hybrid, tmp_pa
         assert (logp[r][torch.isfinite(logp[r])].diff() <= 0).all()  # best first
 
 
+def test_an_ivf_search_of_every_list_is_the_exact_hybrid_and_of_few_lists_still_valid(
+    hybrid, tmp_path
+):
+    """`id_search = ivf`: probing every list of the index gives the exact search's lists
+    and scores (proposals and normaliser alike); probing one list still writes only real
+    unseen items, best first. The index is built once and kept while the weights are."""
+    model, fit = hybrid
+    h = Histories.from_interactions(fit, range(40))
+    chosen = model.config.id_weight, model.config.id_candidates
+    try:
+        model.config.id_weight, model.config.id_candidates = 2.0, 6
+        exact = model.generate(h, 5)
+        model.config.id_search, model.config.id_probe = "ivf", 1.0
+        every = model.generate(h, 5)
+        index = model.net.id_index(model.config.seed)
+        assert model.net.id_index(model.config.seed) is index
+        model.config.id_probe = 1e-9  # one list
+        few_items, few_logp = model.generate(h, 5)
+        loaded = load_model(model.save(tmp_path / "m"))
+    finally:
+        model.config.id_weight, model.config.id_candidates = chosen
+        model.config.id_search, model.config.id_probe = "exact", 0.05
+    assert (loaded.config.id_search, loaded.config.id_probe) == ("ivf", 1e-9)
+    torch.testing.assert_close(loaded.generate(h, 5)[1], few_logp)
+    assert torch.equal(exact[0], every[0])
+    torch.testing.assert_close(exact[1], every[1], atol=1e-4, rtol=1e-5)
+    for r in range(len(h)):
+        got = few_items[r][torch.isfinite(few_logp[r])].tolist()
+        assert got and not set(got) & set(h[r].tolist()) and -1 not in got
+        assert (few_logp[r][torch.isfinite(few_logp[r])].diff() <= 0).all()
+    assert not torch.equal(few_items, exact[0])  # one list misses some of the exact lists
+
+
 def test_codes_from_interactions_or_both(planted_embedded):
     """Collaborative codes: items that co-occur share code prefixes more than chance; a
     text-only item has no such vector (a clear error), while `both` codes it from its text
@@ -583,9 +616,14 @@ def test_the_id_heads_table_is_kept_while_scoring_and_rebuilt_when_the_weights_c
     with torch.no_grad():
         first = net.id_table()
         assert net.id_table() is first  # kept
+        index = net.id_index(0)  # and the IVF index over it (id_search = ivf)
+        assert net.id_index(0) is index
     with torch.no_grad():
         net.item_emb.weight.add_(1.0)  # an optimizer step is an in-place update like this
         assert torch.allclose(net.id_table(), fresh()) and not torch.allclose(first, fresh())
+        rebuilt = net.id_index(0)
+        assert rebuilt is not index
+        torch.testing.assert_close(rebuilt.vectors, fresh()[rebuilt.items])
         state = {k: v + 0.5 for k, v in net.state_dict().items() if v.is_floating_point()}
     net.load_state_dict(state, strict=False)
     with torch.no_grad():

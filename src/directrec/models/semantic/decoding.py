@@ -8,6 +8,7 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import math
 from collections.abc import Iterator
 from typing import Self
 
@@ -75,11 +76,6 @@ def blended(score: torch.Tensor, id_at: torch.Tensor | None, weight: float) -> t
     return score if weight <= 0 or id_at is None else score + weight * id_at
 
 
-def _id_at(items: torch.Tensor, id_logp: torch.Tensor | None) -> torch.Tensor | None:
-    """The ID log-softmax [B, n_items] at the candidate items [B, C] (-1: any), or None."""
-    return None if id_logp is None else id_logp.gather(1, items.clamp(min=0))
-
-
 class Decoding:
     """The semantic-ID model's generation methods (mixed into `SemanticID`)."""
 
@@ -89,8 +85,7 @@ class Decoding:
         """Beam search over the trie: items [B, beam] (-1 where fewer exist) and their
         log-probabilities, best first. Every item is a catalogue item, unseen if asked.
         With `id_candidates` N, the ID head's proposals widen it to [B, beam + N]."""
-        items, score, _ = self._generate(histories, beam, exclude_seen)
-        return items, score
+        return self._generate(histories, beam, exclude_seen)
 
     def codes_only(self) -> Self | None:
         """This model decoding by its semantic codes alone: the same network and beam, no
@@ -106,36 +101,24 @@ class Decoding:
 
     @torch.no_grad()  # every caller (`generate`, `_score`) is inference
     def _generate(
-        self,
-        histories: Histories,
-        beam: int | None = None,
-        exclude_seen: bool = True,
-        id_head: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """`generate`, plus the ID head's log-softmax over all items [B, n_items] from the
-        same encoder pass when the model has that head and it is used (the beam's rescoring,
-        its proposals, or `id_head`); else None."""
+        self, histories: Histories, beam: int | None = None, exclude_seen: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`generate`, on the model's device until the final sort."""
         blend = self.config.id_weight if self.net.id_loss > 0 else 0.0
         cache = getattr(self, "_candidate_cache", None)
-        if cache is not None and not id_head:  # a weight sweep: search each batch once
+        if cache is not None:  # a weight sweep: search each batch once
             c = self.config
             digest = hashlib.sha1(histories.indptr.tobytes() + histories.items.tobytes())
             key = (digest.digest(), beam, exclude_seen, blend > 0)
-            key += (c.id_candidates, c.temperature, c.sample)
+            key += (c.id_candidates, c.id_search, c.id_probe, c.temperature, c.sample)
             if key not in cache:
-                items, score, id_logp = self._candidates(histories, beam, exclude_seen, blend > 0)
-                cache[key] = (items, score, _id_at(items, id_logp))
+                cache[key] = self._candidates(histories, beam, exclude_seen, blend > 0)
             items, score, id_at = cache[key]
-            id_logp = None
         else:
-            items, score, id_logp = self._candidates(
-                histories, beam, exclude_seen, id_head or blend > 0
-            )
-            id_at = _id_at(items, id_logp)
+            items, score, id_at = self._candidates(histories, beam, exclude_seen, blend > 0)
         score = blended(score, id_at, blend)
         order = score.argsort(1, descending=True)
-        ids = None if id_logp is None else id_logp.cpu()
-        return items.gather(1, order).cpu(), score.gather(1, order).cpu(), ids
+        return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
     @contextlib.contextmanager
     def reusing_candidates(self) -> Iterator[dict]:
@@ -156,7 +139,7 @@ class Decoding:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The trie beam's items [B, W] (-1: none) and their code log-probs, unsorted and
         unblended, widened by the ID head's proposals (`id_candidates`); and the ID head's
-        log-softmax [B, n_items] when the model has that head and `id_head` or proposals
+        log-softmax at those items when the model has that head and `id_head` or proposals
         ask for it, else None."""
         c, net, trie = self.config, self.net, self.trie
         dev = self.device
@@ -198,35 +181,55 @@ class Decoding:
             )
         items = torch.where(torch.isfinite(score), node, torch.full_like(node, -1))
         extra = c.id_candidates if net.id_loss > 0 else 0
-        id_logp = None
-        if net.id_loss > 0 and (id_head or extra > 0):  # newest position
-            id_logp = F.log_softmax(net.id_logits(memory[:, -1]).float(), -1)
-        if extra > 0 and id_logp is not None:
-            items, score = self._add_id_candidates(items, score, id_logp, kvs, pad, extra, seen)
-        return items, score, id_logp
+        if net.id_loss <= 0 or not (id_head or extra > 0):
+            return items, score, None
+        state = memory[:, -1]  # the newest position
+        if c.id_search == "ivf":
+            index = net.id_index(c.seed)
+            probe = math.ceil(c.id_probe * index.n_lists)
+            none = np.zeros(0, np.int64)
+            exclude = [histories[r] if exclude_seen else none for r in range(b)]
+            prop, prop_logit, log_norm = index.search(state, extra, probe, exclude)
+            prop, prop_logit, log_norm = prop.to(dev), prop_logit.to(dev), log_norm.to(dev)
+            table = net.id_table()
+            beam_logit = (table[items.clamp(min=0)] * state.unsqueeze(1)).sum(-1).float()
+        else:
+            logits = net.id_logits(state).float()
+            log_norm = torch.logsumexp(logits, -1)
+            beam_logit = logits.gather(1, items.clamp(min=0))
+            if extra > 0:
+                ranked = logits
+                if seen is not None:  # (rows, items) of the seen pairs
+                    ranked = logits.index_put(seen, torch.tensor(-torch.inf, device=dev))
+                top = torch.topk(ranked, min(extra, ranked.shape[1]), dim=1)
+                prop, prop_logit = top.indices, top.values
+                prop = torch.where(torch.isfinite(prop_logit), prop, -1)
+        id_at = beam_logit - log_norm.unsqueeze(1)
+        if extra > 0:
+            prop_at = prop_logit - log_norm.unsqueeze(1)
+            items, score, id_at = self._add_id_candidates(
+                items, score, id_at, prop, prop_at, kvs, pad
+            )
+        return items, score, id_at
 
     def _add_id_candidates(
         self,
         items: torch.Tensor,
         score: torch.Tensor,
-        id_logp: torch.Tensor,
+        id_at: torch.Tensor,
+        prop: torch.Tensor,
+        prop_at: torch.Tensor,
         kvs: list,
         pad: torch.Tensor,
-        n: int,
-        seen: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The beam's items [B, W] and code log-probs, widened by the ID head's best `n`
-        unseen items that the beam did not write ([B, W + n]; -1 / -inf where a proposal
-        duplicates a beam item). A proposal's code log-prob is what the beam would have
-        given it: the sum of its code tokens' log-softmax, teacher-forced."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The beam's items [B, W], code log-probs and ID log-probs, widened by the ID
+        head's proposals `prop` [B, n] (its best unseen items, -1: none) and their ID
+        log-probs ([B, W + n]; -1 / -inf where a proposal duplicates a beam item). A
+        proposal's code log-prob is what the beam would have given it: the sum of its code
+        tokens' log-softmax, teacher-forced."""
         net, c = self.net, self.config
-        ranked = id_logp
-        if seen is not None:  # (rows, items) of the seen pairs
-            ranked = id_logp.index_put(seen, torch.tensor(-torch.inf, device=id_logp.device))
-        top = torch.topk(ranked, min(n, ranked.shape[1]), dim=1)
-        prop = top.indices
-        dup = (prop.unsqueeze(-1) == items.unsqueeze(1)).any(-1) | ~torch.isfinite(top.values)
-        codes = net.all_codes[prop]  # [B, n, levels + 1]
+        dup = (prop.unsqueeze(-1) == items.unsqueeze(1)).any(-1) | (prop < 0)
+        codes = net.all_codes[prop.clamp(min=0)]  # [B, n, levels + 1]
         h = net.decode(codes[..., :-1], kvs, pad)  # [B, n, levels + 1, dim]
         logp = sum(
             F.log_softmax(net.level_logits(h[:, :, j], j) / c.temperature, -1)
@@ -236,14 +239,18 @@ class Decoding:
         )
         logp = torch.where(dup, -torch.inf, logp)
         prop = torch.where(dup, -1, prop)
-        return torch.cat([items, prop], 1), torch.cat([score, logp], 1)
+        return (
+            torch.cat([items, prop], 1),
+            torch.cat([score, logp], 1),
+            torch.cat([id_at, prop_at], 1),
+        )
 
     def _score(self, histories: Histories, k: int) -> torch.Tensor:
         """Generated items carry their beam log-probability; everything else -inf. Cold
         items enter only what the beam writes; a fitted `ColdGate` stage
         (generate/stages.py) adds them from where the list points."""
         width = beam_width(self.config.beam, k, self.n_items)
-        items, logp, _ = self._generate(histories, width)
+        items, logp = self._generate(histories, width)
         out = torch.full((len(histories), self.n_items), -torch.inf)
         ok = items >= 0
         rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)

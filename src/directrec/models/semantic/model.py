@@ -134,6 +134,15 @@ class SemanticID(Decoding, ColdItems, Recommender):
         id_weight: float = setting(
             1.0, "the ID head's weight in the beam's score (chosen on validation when validating)"
         )
+        # How the ID head finds its proposals and scores the beam: `exact` scores every
+        # item; `ivf` searches an inverted-file index over its output vectors (models/ann.py),
+        # reading about `id_probe` of them per call (at 10^6 items the exact scan is most of
+        # a one-user call). ivf may miss some of the head's best items, and the head's
+        # log-softmax normaliser is estimated (a lower bound) rather than summed.
+        id_search: str = setting(
+            "exact", "the ID head's search: exact (every item) or ivf (an approximate index)"
+        )
+        id_probe: float = setting(0.05, "ivf: the share of the index's lists one query searches")
         temperature: float = setting(1.0, "sampling temperature of the code tokens")
         sample: bool = setting(False, "Gumbel top-k instead of top-k: diverse, stochastic lists")
 
@@ -157,6 +166,8 @@ class SemanticID(Decoding, ColdItems, Recommender):
                     "beam": (self.beam >= 1, ">= 1"),
                     "id_loss": (self.id_loss >= 0, ">= 0"),
                     "id_candidates": (proposals, ">= 0, and > 0 only with id_loss > 0"),
+                    "id_search": (self.id_search in ("exact", "ivf"), "exact or ivf"),
+                    "id_probe": (0 < self.id_probe <= 1, "in (0, 1]"),
                     "temperature": (self.temperature > 0, "> 0"),
                     "heads": (
                         self.heads >= 1 and self.dim % self.heads == 0,
@@ -426,3 +437,5 @@ class SemanticID(Decoding, ColdItems, Recommender):
         self.net = self._build()
         self._load_module(self.net, state, "net.")
         self.net.to(self.device).eval()
+        if c.id_search == "ivf" and self.net.id_loss > 0:  # build it now, not in a first request
+            self.net.id_index(c.seed)

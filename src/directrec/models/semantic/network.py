@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from directrec.models.ann import IVFIndex
 from directrec.models.transformer import (
     Block,
     causal_padding_mask,
@@ -88,6 +89,7 @@ class SemanticNet(nn.Module):
         self.id_keep: torch.Tensor | None = None  # their indices
         self.id_at: torch.Tensor | None = None  # item → its row among them (-1: not allowed)
         self._id_cache: tuple | None = None  # (weights' key, id_table) while scoring
+        self._ivf_cache: tuple | None = None  # (weights' key, seed, IVFIndex) while scoring
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -176,6 +178,19 @@ class SemanticNet(nn.Module):
         out = out.T.contiguous().T
         self._id_cache = (key, out)
         return out
+
+    @torch.no_grad()  # an index serves inference only
+    def id_index(self, seed: int) -> IVFIndex:
+        """An IVF index over `id_table()` (models/ann.py), built at the first call and kept
+        while the table is (the weights and codes unchanged)."""
+        table = self.id_table()
+        key = self._id_cache[0] if self._id_cache is not None else None
+        cache = self._ivf_cache
+        if key is not None and cache is not None and cache[:2] == (key, seed):
+            return cache[2]
+        index = IVFIndex.build(table, seed)
+        self._ivf_cache = (key, seed, index) if key is not None else None
+        return index
 
     def id_logits(self, state: torch.Tensor) -> torch.Tensor:
         """[B, dim] encoder states → [B, n_items] ID-head logits."""
