@@ -120,6 +120,12 @@ class Decoding:
         order = score.argsort(1, descending=True)
         return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
+    def _ready_id_index(self) -> None:
+        """With `id_search = ivf`, build the ID head's index now (the model was loaded or
+        its catalogue grew), so that no request waits for it (~30 s at 10^6 items)."""
+        if self.config.id_search == "ivf" and self.net.id_loss > 0:
+            self.net.id_index(self.config.seed)
+
     @contextlib.contextmanager
     def reusing_candidates(self) -> Iterator[dict]:
         """Within the block each batch's candidates (beam search and ID proposals) are

@@ -437,5 +437,4 @@ class SemanticID(Decoding, ColdItems, Recommender):
         self.net = self._build()
         self._load_module(self.net, state, "net.")
         self.net.to(self.device).eval()
-        if c.id_search == "ivf" and self.net.id_loss > 0:  # build it now, not in a first request
-            self.net.id_index(c.seed)
+        self._ready_id_index()
