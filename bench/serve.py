@@ -79,6 +79,7 @@ class Server:
             str(args.max_wait_ms),
             "--model-nice",
             str(args.model_nice),
+            "--model-idle" if args.model_idle else "--no-model-idle",
             "--workers",
             str(args.workers),
             *extra,
@@ -967,6 +968,7 @@ def main() -> None:
     p.add_argument("--max-inflight", type=int, default=64, help="server admission bound")
     p.add_argument("--max-wait-ms", type=float, default=0.0, help="server wait bound (0: off)")
     p.add_argument("--model-nice", type=int, default=10, help="server model thread's nice")
+    p.add_argument("--model-idle", action="store_true", help="server model thread: SCHED_IDLE")
     args = p.parse_args()
     if args.client_core is not None:
         os.sched_setaffinity(0, {args.client_core})
@@ -985,6 +987,7 @@ def main() -> None:
         "max_inflight": args.max_inflight,
         "max_wait_ms": args.max_wait_ms,
         "model_nice": args.model_nice,
+        "model_idle": args.model_idle,
     }
     res |= globals()[args.scenario](args)
     res["bench_seconds"] = round(time.time() - t, 1)

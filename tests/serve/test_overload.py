@@ -138,6 +138,22 @@ def test_the_model_thread_runs_below_the_event_loops_priority():
 
 
 @LINUX
+def test_with_idle_the_model_thread_runs_under_sched_idle_and_the_loop_does_not():
+    def run(jobs):
+        return [os.sched_getscheduler(threading.get_native_id()) for _ in jobs]
+
+    async def go():
+        b = Batcher(run, max_wait=0.0, nice=5, idle=True)
+        b.start()
+        try:
+            return await b.submit("job"), os.sched_getscheduler(threading.get_native_id())
+        finally:
+            await b.stop()
+
+    assert asyncio.run(go()) == (os.SCHED_IDLE, os.SCHED_OTHER)
+
+
+@LINUX
 def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(world, monkeypatch):
     """A real uvicorn serving the app with this protocol; the model call takes 2 s."""
     db, reg = world

@@ -177,6 +177,13 @@ def serve(
             "normal-load latency",
         ),
     ] = 10,
+    model_idle: Annotated[
+        bool,
+        typer.Option(
+            help="run the model thread under SCHED_IDLE (Linux) instead of --model-nice: it "
+            "gets the core only while the event loop waits, so sheds answer soonest",
+        ),
+    ] = False,
     max_batch: Annotated[int, typer.Option(min=1, help="requests per model call")] = 32,
     batch_wait_ms: Annotated[
         float, typer.Option(min=0, help="how long a request waits for others to batch with")
@@ -248,6 +255,7 @@ def serve(
         max_inflight=max_inflight,
         max_wait_ms=max_wait_ms,
         model_nice=model_nice,
+        model_idle=model_idle,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,
         watch_seconds=watch_seconds,

@@ -112,6 +112,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             max_queue=cfg.max_inflight * 4,
             timeout=cfg.request_timeout,
             nice=cfg.model_nice,
+            idle=cfg.model_idle,
         )
         svc.batcher.start()
         await asyncio.get_running_loop().run_in_executor(None, svc.load)

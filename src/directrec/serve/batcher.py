@@ -12,7 +12,8 @@ one would take to serve in batches: the admission gate sheds on it. A per-reques
 alone would price a burst at the cost of the small batches that served the quiet time
 before it, though the burst is served in one larger, cheaper-per-request batch.
 
-The model thread runs at a lower OS priority (`nice`) than the event loop: on a busy core
+The model thread runs at a lower OS priority (`nice`, or SCHED_IDLE with `idle`) than the
+event loop: on a busy core
 the scheduler then hands the CPU to the loop when a request arrives, so admitting,
 shedding and answering do not queue behind a batch for the CPU (torch releases the GIL in
 its kernels, and the GIL switch interval bounds the rest). Linux sets a nice value per
@@ -43,14 +44,21 @@ class BatchFailed(Exception):
     """The model call for this request's batch raised; other batches are unaffected."""
 
 
-def lower_priority(nice: int) -> None:
-    """Raise the calling thread's nice value by `nice` (Linux: this thread only; elsewhere a
-    nice value is per process, so nothing is changed)."""
-    if nice <= 0 or not sys.platform.startswith("linux"):
+def lower_priority(nice: int, idle: bool = False) -> None:
+    """Raise the calling thread's nice value by `nice`, or with `idle` put it under
+    SCHED_IDLE: it then runs only when no normal thread wants its core, and a waking event
+    loop takes the core from it at once, where a high nice value still leaves it a time
+    slice (Linux: this thread only; elsewhere a nice value is per process, so nothing is
+    changed)."""
+    if (nice <= 0 and not idle) or not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        if idle:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        else:
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + nice))
     except OSError as e:  # a sandbox may forbid it: serve anyway, at equal priority
         log.warning("could not lower the model thread's priority: %s", e)
 
@@ -97,12 +105,13 @@ class Batcher:
         max_queue: int = 256,
         timeout: float = 10.0,
         nice: int = 0,
+        idle: bool = False,
     ) -> None:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait
         self.timeout = timeout
         self.queue: asyncio.Queue[tuple[Any, asyncio.Future]] = asyncio.Queue(max_queue)
         self.pool = ThreadPoolExecutor(
-            1, thread_name_prefix="model", initializer=lower_priority, initargs=(nice,)
+            1, thread_name_prefix="model", initializer=lower_priority, initargs=(nice, idle)
         )
         self.task: asyncio.Task | None = None
         self.stopping = False

@@ -63,6 +63,7 @@ class ServeConfig:
     list_cache: int = 100_000  # finished lists kept (LRU; 0: off)
     gil_switch_ms: float = 0.5  # GIL switch interval: how long the event loop may wait
     model_nice: int = 10  # the model thread's OS priority below the event loop's (0: equal)
+    model_idle: bool = False  # the model thread under SCHED_IDLE instead (Linux)
     request_timeout: float = 10.0  # seconds a request waits for its batch before a 503
     canary_users: int = 100  # stored users whose lists a version must build before a swap
     canary_tolerance: float = 0.2  # share of its reference NDCG@10 a version may lose
