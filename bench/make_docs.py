@@ -524,7 +524,8 @@ def approximate_id_search() -> list[str]:
             f"{r['serve']['p50_ms']} / **{r['serve']['p99_ms']} ms** against "
             f"{ref['serve']['p50_ms']} / {ref['serve']['p99_ms']} ms, generation "
             f"{r['generate']['users_per_second']} against {ref['generate']['users_per_second']}"
-            f" users/s; each served top-10 list shares {a['top10_shared']:.1%} of its items "
+            f" users/s (load on the machine differed between the heads' jobs: compare with "
+            f"the table above); each served top-10 list shares {a['top10_shared']:.1%} of its items "
             f"with the exact search's (`{d['command']}`)."
         )
     return out

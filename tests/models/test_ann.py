@@ -85,3 +85,15 @@ def test_a_few_lists_find_most_of_the_best_items_on_clustered_vectors():
         [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(items, exact, strict=True)]
     )
     assert recall >= 0.9
+
+
+def test_lists_left_empty_are_never_probed():
+    table = clustered(60, 4, 3, 7)
+    index = IVFIndex.build(table, seed=7)
+    # make lists 0 and 1 empty, with centroids every query prefers
+    index.centroids[:2] = 100.0
+    index.offsets[1:3] = 0
+    q = torch.ones(4, 4)
+    items, _, log_norm = index.search(q, 5, 2, [np.zeros(0, np.int64)] * 4)
+    assert (items >= 0).all()  # two non-empty lists were searched instead
+    assert torch.isfinite(log_norm).all()

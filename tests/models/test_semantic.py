@@ -435,12 +435,13 @@ def test_an_ivf_search_of_every_list_is_the_exact_hybrid_and_of_few_lists_still_
         model.config.id_weight, model.config.id_candidates = chosen
         model.config.id_search, model.config.id_probe = "exact", 0.05
     assert (loaded.config.id_search, loaded.config.id_probe) == ("ivf", 1e-9)
-    built = loaded.net._ivf_cache  # built at load, not by the first request
-    assert built is not None and len(built[2].items) == loaded.n_items
+    assert loaded.net._ivf_cache is None  # built by the first call that searches
     torch.testing.assert_close(loaded.generate(h, 5)[1], few_logp)
+    built = loaded.net.id_index(loaded.config.seed)
+    assert len(built.items) == loaded.n_items
     new = loaded.add_items(torch.randn(3, int(loaded.rq.mean.shape[0])).numpy())
-    assert loaded.net._ivf_cache is not built  # the grown catalogue is indexed at once
-    assert sorted(loaded.net._ivf_cache[2].items.tolist()) == list(range(loaded.n_items))
+    rebuilt = loaded.net.id_index(loaded.config.seed)  # the grown catalogue is indexed
+    assert rebuilt is not built and sorted(rebuilt.items.tolist()) == list(range(loaded.n_items))
     assert len(new) == 3
     assert torch.equal(exact[0], every[0])
     torch.testing.assert_close(exact[1], every[1], atol=1e-4, rtol=1e-5)

@@ -154,6 +154,29 @@ def test_with_idle_the_model_thread_runs_under_sched_idle_and_the_loop_does_not(
 
 
 @LINUX
+def test_where_sched_idle_is_refused_the_nice_value_applies(monkeypatch):
+    from directrec.serve import batcher
+
+    def refuse(*args):
+        raise PermissionError("not here")
+
+    monkeypatch.setattr(batcher.os, "sched_setscheduler", refuse)
+    got = []
+
+    def run():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        batcher.lower_priority(3, idle=True)
+        got.append((before, os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    before, after, policy = got[0]
+    assert after == min(19, before + 3) and policy == os.SCHED_OTHER
+
+
+@LINUX
 def test_while_the_only_slot_computes_sheds_and_health_checks_answer_at_once(world, monkeypatch):
     """A real uvicorn serving the app with this protocol; the model call takes 2 s."""
     db, reg = world

@@ -77,12 +77,13 @@ class IVFIndex:
         where fewer were found, and their inner products, -inf there), and the estimated
         log Σ_i exp(q·x_i) over every item [B] (module doc)."""
         q = queries.detach().float().cpu()
-        probe = max(1, min(probe, self.n_lists))
         sizes = (self.offsets[1:] - self.offsets[:-1]).float()
+        probe = max(1, min(probe, int((sizes > 0).sum())))
         cent = q @ self.centroids.T  # [B, L]
         # the lists not probed, each bounded by log n_l + q·c_l (empty lists: -inf)
         bound = cent + sizes.log()
-        best = torch.topk(cent, probe, dim=1).indices
+        # lists k-means left empty are never probed (nor counted: their bound is -inf)
+        best = torch.topk(cent.masked_fill(sizes == 0, -torch.inf), probe, dim=1).indices
         out_items = torch.full((len(q), n), -1, dtype=torch.long)
         out_scores = torch.full((len(q), n), -torch.inf)
         log_norm = torch.empty(len(q))

@@ -48,17 +48,22 @@ def lower_priority(nice: int, idle: bool = False) -> None:
     """Raise the calling thread's nice value by `nice`, or with `idle` put it under
     SCHED_IDLE: it then runs only when no normal thread wants its core, and a waking event
     loop takes the core from it at once, where a high nice value still leaves it a time
-    slice (Linux: this thread only; elsewhere a nice value is per process, so nothing is
-    changed)."""
+    slice; where SCHED_IDLE is refused, `nice` applies (Linux: this thread only; elsewhere a
+    nice value is per process, so nothing is changed)."""
     if (nice <= 0 and not idle) or not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
-    try:
-        if idle:
+    if idle:
+        try:
             os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
-        else:
-            now = os.getpriority(os.PRIO_PROCESS, tid)
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + nice))
+            return
+        except OSError as e:  # a sandbox may forbid it: fall back to the nice value
+            log.warning("could not put the model thread under SCHED_IDLE: %s", e)
+    if nice <= 0:
+        return
+    try:
+        now = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + nice))
     except OSError as e:  # a sandbox may forbid it: serve anyway, at equal priority
         log.warning("could not lower the model thread's priority: %s", e)
 

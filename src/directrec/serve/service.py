@@ -31,7 +31,7 @@ from directrec.generate.pipeline import ListOptions, finite_or_none
 from directrec.generate.pipeline import recommend as build_lists
 from directrec.models.base import Recommender
 from directrec.serve import registry
-from directrec.serve.batcher import Batcher
+from directrec.serve.batcher import Batcher, lower_priority
 from directrec.serve.caches import HistoryCache, ListCache
 from directrec.serve.canary import CanaryConfig, Refused, check_version, clean_paths
 from directrec.serve.feedback import open_feedback
@@ -350,9 +350,12 @@ class Service:
         return ctx
 
     def watch(self) -> None:
-        """Poll the registry's CURRENT and swap when it names another version."""
+        """Poll the registry's CURRENT and swap when it names another version. Runs at the
+        model thread's priority: loading and canarying a version is model work, and must
+        not take the core from the event loop (nor, under SCHED_IDLE, from serving)."""
         if self.cfg.watch_seconds <= 0:
             return
+        lower_priority(self.cfg.model_nice, self.cfg.model_idle)
         watch_registry = registry.is_registry(self.cfg.model)
         while not self.watch_stop.wait(self.cfg.watch_seconds):
             try:

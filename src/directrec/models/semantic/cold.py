@@ -161,5 +161,4 @@ class ColdItems:
             grown.weight.zero_()
             grown.weight[: len(old)] = old
             self.net.item_emb = grown
-        self._ready_id_index()
         return np.arange(first, self.n_items)

@@ -120,12 +120,6 @@ class Decoding:
         order = score.argsort(1, descending=True)
         return items.gather(1, order).cpu(), score.gather(1, order).cpu()
 
-    def _ready_id_index(self) -> None:
-        """With `id_search = ivf`, build the ID head's index now (the model was loaded or
-        its catalogue grew), so that no request waits for it (~30 s at 10^6 items)."""
-        if self.config.id_search == "ivf" and self.net.id_loss > 0:
-            self.net.id_index(self.config.seed)
-
     @contextlib.contextmanager
     def reusing_candidates(self) -> Iterator[dict]:
         """Within the block each batch's candidates (beam search and ID proposals) are
@@ -199,6 +193,9 @@ class Decoding:
             prop, prop_logit, log_norm = prop.to(dev), prop_logit.to(dev), log_norm.to(dev)
             table = net.id_table()
             beam_logit = (table[items.clamp(min=0)] * state.unsqueeze(1)).sum(-1).float()
+            # the beam's own items are part of the sum too: a second lower bound of it
+            written = torch.where(items >= 0, beam_logit, -torch.inf)
+            log_norm = torch.maximum(log_norm, torch.logsumexp(written, 1))
         else:
             logits = net.id_logits(state).float()
             log_norm = torch.logsumexp(logits, -1)

@@ -437,4 +437,3 @@ class SemanticID(Decoding, ColdItems, Recommender):
         self.net = self._build()
         self._load_module(self.net, state, "net.")
         self.net.to(self.device).eval()
-        self._ready_id_index()

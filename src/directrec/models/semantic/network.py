@@ -182,9 +182,10 @@ class SemanticNet(nn.Module):
     @torch.no_grad()  # an index serves inference only
     def id_index(self, seed: int) -> IVFIndex:
         """An IVF index over `id_table()` (models/ann.py), built at the first call and kept
-        while the table is (the weights and codes unchanged)."""
+        while the table is (the weights and codes unchanged). A service builds it in the
+        canary that runs before a version is swapped in, not in a request."""
         table = self.id_table()
-        key = self._id_cache[0] if self._id_cache is not None else None
+        key = (self._id_cache[0], table.shape) if self._id_cache is not None else None
         cache = self._ivf_cache
         if key is not None and cache is not None and cache[:2] == (key, seed):
             return cache[2]
