@@ -183,30 +183,9 @@ class Decoding:
         extra = c.id_candidates if net.id_loss > 0 else 0
         if net.id_loss <= 0 or not (id_head or extra > 0):
             return items, score, None
-        state = memory[:, -1]  # the newest position
-        if c.id_search == "ivf":
-            index = net.id_index(c.seed)
-            probe = math.ceil(c.id_probe * index.n_lists)
-            none = np.zeros(0, np.int64)
-            exclude = [histories[r] if exclude_seen else none for r in range(b)]
-            prop, prop_logit, log_norm = index.search(state, extra, probe, exclude)
-            prop, prop_logit, log_norm = prop.to(dev), prop_logit.to(dev), log_norm.to(dev)
-            table = net.id_table()
-            beam_logit = (table[items.clamp(min=0)] * state.unsqueeze(1)).sum(-1).float()
-            # the beam's own items are part of the sum too: a second lower bound of it
-            written = torch.where(items >= 0, beam_logit, -torch.inf)
-            log_norm = torch.maximum(log_norm, torch.logsumexp(written, 1))
-        else:
-            logits = net.id_logits(state).float()
-            log_norm = torch.logsumexp(logits, -1)
-            beam_logit = logits.gather(1, items.clamp(min=0))
-            if extra > 0:
-                ranked = logits
-                if seen is not None:  # (rows, items) of the seen pairs
-                    ranked = logits.index_put(seen, torch.tensor(-torch.inf, device=dev))
-                top = torch.topk(ranked, min(extra, ranked.shape[1]), dim=1)
-                prop, prop_logit = top.indices, top.values
-                prop = torch.where(torch.isfinite(prop_logit), prop, -1)
+        beam_logit, prop, prop_logit, log_norm = self._id_head(
+            memory[:, -1], items, extra, histories, seen
+        )
         id_at = beam_logit - log_norm.unsqueeze(1)
         if extra > 0:
             prop_at = prop_logit - log_norm.unsqueeze(1)
@@ -214,6 +193,42 @@ class Decoding:
                 items, score, id_at, prop, prop_at, kvs, pad
             )
         return items, score, id_at
+
+    def _id_head(
+        self,
+        state: torch.Tensor,
+        items: torch.Tensor,
+        n: int,
+        histories: Histories,
+        seen: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """The ID head after the newest position's `state` [B, dim]: its logits at the
+        beam's `items` [B, W]; its best `n` items not `seen` ((rows, items) pairs; None:
+        any) and their logits ([B, n], -1 / -inf where none; None when `n` is 0); and the
+        log of its softmax's normaliser [B] (exact, or with `id_search = ivf` estimated
+        from the probed lists: models/ann.py)."""
+        c, net, dev = self.config, self.net, state.device
+        prop = prop_logit = None
+        if c.id_search == "ivf":
+            index = net.id_index(c.seed)
+            none = np.zeros(0, np.int64)
+            exclude = [histories[r] if seen is not None else none for r in range(len(state))]
+            probe = math.ceil(c.id_probe * index.n_lists)
+            prop, prop_logit, log_norm = (t.to(dev) for t in index.search(state, n, probe, exclude))
+            table = net.id_table()
+            beam_logit = (table[items.clamp(min=0)] * state.unsqueeze(1)).sum(-1).float()
+            # the beam's own items are part of the sum too: a second lower bound of it
+            written = torch.where(items >= 0, beam_logit, -torch.inf)
+            return beam_logit, prop, prop_logit, torch.maximum(log_norm, written.logsumexp(1))
+        logits = net.id_logits(state).float()
+        if n > 0:
+            ranked = logits
+            if seen is not None:
+                ranked = logits.index_put(seen, torch.tensor(-torch.inf, device=dev))
+            top = torch.topk(ranked, min(n, ranked.shape[1]), dim=1)
+            prop_logit = top.values
+            prop = torch.where(torch.isfinite(prop_logit), top.indices, -1)
+        return logits.gather(1, items.clamp(min=0)), prop, prop_logit, logits.logsumexp(-1)
 
     def _add_id_candidates(
         self,
