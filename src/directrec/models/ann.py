@@ -80,10 +80,10 @@ class IVFIndex:
         sizes = (self.offsets[1:] - self.offsets[:-1]).float()
         probe = max(1, min(probe, int((sizes > 0).sum())))
         cent = q @ self.centroids.T  # [B, L]
-        # the lists not probed, each bounded by log n_l + q·c_l (empty lists: -inf)
-        bound = cent + sizes.log()
         # lists k-means left empty are never probed (nor counted: their bound is -inf)
         best = torch.topk(cent.masked_fill(sizes == 0, -torch.inf), probe, dim=1).indices
+        # the lists not probed, each bounded by log n_l + q·c_l
+        rest = (cent + sizes.log()).scatter(1, best, -torch.inf)
         out_items = torch.full((len(q), n), -1, dtype=torch.long)
         out_scores = torch.full((len(q), n), -torch.inf)
         log_norm = torch.empty(len(q))
@@ -93,9 +93,7 @@ class IVFIndex:
             ids = torch.cat([self.items[offsets[i] : offsets[i + 1]] for i in lists])
             # a product per list reads each slice in place (a gathered copy costs more)
             scores = torch.cat([self.vectors[offsets[i] : offsets[i + 1]] @ q[r] for i in lists])
-            rest = bound[r].clone()
-            rest[best[r]] = -torch.inf
-            log_norm[r] = torch.logsumexp(torch.cat([scores, rest]), 0)
+            log_norm[r] = torch.logsumexp(torch.cat([scores, rest[r]]), 0)
             if len(exclude[r]):
                 scores = scores.masked_fill(
                     torch.isin(ids, torch.from_numpy(exclude[r])), -torch.inf

@@ -13,8 +13,8 @@ alone would price a burst at the cost of the small batches that served the quiet
 before it, though the burst is served in one larger, cheaper-per-request batch.
 
 The model thread runs at a lower OS priority (`nice`, or SCHED_IDLE with `idle`) than the
-event loop: on a busy core
-the scheduler then hands the CPU to the loop when a request arrives, so admitting,
+event loop: on a busy core the scheduler then hands the CPU to the loop when a request
+arrives, so admitting,
 shedding and answering do not queue behind a batch for the CPU (torch releases the GIL in
 its kernels, and the GIL switch interval bounds the rest). Linux sets a nice value per
 thread; the torch threads the model thread starts inherit it.
@@ -50,7 +50,7 @@ def lower_priority(nice: int, idle: bool = False) -> None:
     loop takes the core from it at once, where a high nice value still leaves it a time
     slice; where SCHED_IDLE is refused, `nice` applies (Linux: this thread only; elsewhere a
     nice value is per process, so nothing is changed)."""
-    if (nice <= 0 and not idle) or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
     tid = threading.get_native_id()
     if idle:

@@ -89,7 +89,7 @@ class SemanticNet(nn.Module):
         self.id_keep: torch.Tensor | None = None  # their indices
         self.id_at: torch.Tensor | None = None  # item → its row among them (-1: not allowed)
         self._id_cache: tuple | None = None  # (weights' key, id_table) while scoring
-        self._ivf_cache: tuple | None = None  # (weights' key, seed, IVFIndex) while scoring
+        self._ivf_cache: tuple | None = None  # ((weights' key, shape, seed), IVFIndex)
         self.tok = nn.ModuleList(nn.Embedding(v, dim) for v in sizes)  # one table per level
         # ID + semantic hybrid: a per-item input embedding added to the code embeddings
         # (zero at start, so an item the model never trained on reads as its codes alone)
@@ -184,14 +184,11 @@ class SemanticNet(nn.Module):
         """An IVF index over `id_table()` (models/ann.py), built at the first call and kept
         while the table is (the weights and codes unchanged). A service builds it in the
         canary that runs before a version is swapped in, not in a request."""
-        table = self.id_table()
-        key = (self._id_cache[0], table.shape) if self._id_cache is not None else None
-        cache = self._ivf_cache
-        if key is not None and cache is not None and cache[:2] == (key, seed):
-            return cache[2]
-        index = IVFIndex.build(table, seed)
-        self._ivf_cache = (key, seed, index) if key is not None else None
-        return index
+        table = self.id_table()  # without gradients: kept, with its weights' key
+        key = (self._id_cache[0], table.shape, seed)  # type: ignore[index]
+        if self._ivf_cache is None or self._ivf_cache[0] != key:
+            self._ivf_cache = (key, IVFIndex.build(table, seed))
+        return self._ivf_cache[1]
 
     def id_logits(self, state: torch.Tensor) -> torch.Tensor:
         """[B, dim] encoder states → [B, n_items] ID-head logits."""
