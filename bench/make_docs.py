@@ -53,10 +53,15 @@ ranking). Preprocessing differs in details, so compare with care.
 | data set | model | HR@10 | NDCG@10 | source |
 |---|---|---:|---:|---|
 | ML-1M | HSTU-large | 0.3294 | 0.1893 | HSTU paper, arXiv 2402.17152 (its preprocessing reorders same-timestamp interactions; our split keeps file order for ties) |
+| ML-1M | HSTU-large, ties in file order | 0.3037 | 0.1719 | eSASRec authors' re-run on a split that keeps same-timestamp order, as quoted in the project's issues |
 | ML-1M | SASRec+ (full cross-entropy) | 0.3152 | 0.1821 | as quoted in the project's issues |
 | Beauty | EnsRec | 0.0980 | 0.0565 | arXiv 2512.17820 |
 | Beauty | eSASRec | 0.0928 | 0.0523 | as quoted in the project's issues |
+| Beauty | BARGE (2026) | 0.0927 | 0.0547 | as quoted in the project's issues |
+| Beauty | LIGER-Dense | 0.0919 | 0.0473 | as quoted in the project's issues |
 | Sports | EnsRec | 0.0613 | 0.0343 | arXiv 2512.17820 |
+| Sports | SASRec-SS | 0.0569 | 0.0314 | as quoted in the project's issues |
+| Sports | eSASRec | 0.0560 | 0.0323 | as quoted in the project's issues |
 | ML-1M | popularity; EASE λ = 500 | 0.0392; 0.1108 | 0.0193; 0.0551 | `../shared/data/README.md` (reproduced exactly by our evaluator) |
 | Beauty | popularity; EASE λ = 200 | 0.0141; 0.0764 | 0.0063; 0.0418 | `../shared/data/README.md` (popularity reproduced exactly without the history cap) |
 """
