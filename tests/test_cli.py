@@ -552,6 +552,26 @@ def test_train_a_model_records_its_own_recipe(store):
     assert shown["recipe"]["model"] == "ease" and shown["settings"] == {"l2": 20.0, "seed": 42}
 
 
+def test_train_without_a_recipe_takes_the_one_fitting_the_data(store, monkeypatch):
+    """With no --recipe, `train MODEL` takes the shipped recipe whose `fits` the store's
+    shape matches (here every shape matches), says so, and stores it; --recipe MODEL
+    keeps the defaults."""
+    from directrec import recipes as R
+
+    d, db = store
+    monkeypatch.setattr(R.Fits, "matches", lambda self, shape: True)
+    res = run("train", "sasrec-ce", "--db", db, "--out", d / "fit", "--set", "epochs=1")
+    assert res.exit_code == 0, res.output
+    assert "recipe ml1m-sasrec-ce (chosen for" in res.output
+    assert "--recipe sasrec-ce for the defaults" in res.output
+    shown = tomllib.loads(run("recipes", "show", "--model", d / "fit").output)
+    assert shown["recipe"]["name"] == "ml1m-sasrec-ce" and shown["settings"]["layers"] == 4
+    res = run("train", "--recipe", "sasrec-ce", "--db", db, "--out", d / "own", "--set", "epochs=1")
+    assert res.exit_code == 0 and "chosen for" not in res.output
+    shown = tomllib.loads(run("recipes", "show", "--model", d / "own").output)
+    assert shown["recipe"]["name"] == "sasrec-ce"
+
+
 def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     d, db = store
     recipe = tmp_path / "tiny.toml"

@@ -223,3 +223,36 @@ def test_a_model_without_a_stored_recipe_says_so():
     stored = R.stored({"recipe": R.resolve("coldstart").to_dict()}, "models/y")
     assert stored.stages == {"cold_gate": {"holdout": 0.05, "min_warm": 0.95}}
 
+
+def test_train_without_a_recipe_takes_the_one_that_fits_the_data():
+    """`train sasrec-ce` with no --recipe: MovieLens-1M's shape (long histories, a million
+    interactions) takes ml1m-sasrec-ce; MovieLens-100K and Amazon 5-core keep the defaults."""
+    ml1m = R.DataShape(interactions=1_000_209, users=6_040)
+    assert R.default_for("sasrec-ce", ml1m).name == "ml1m-sasrec-ce"
+    for small in (R.DataShape(100_000, 943), R.DataShape(198_502, 22_363)):
+        assert R.default_for("sasrec-ce", small) == R.resolve("sasrec-ce")
+    sparse = R.DataShape(2_000_000, 200_000)  # many interactions, 10 a user
+    assert R.default_for("sasrec-ce", sparse).name == "sasrec-ce"
+    assert R.default_for("semantic-id", ml1m).name == "semantic-id"  # none fits: its own
+    assert R.default_for("ease", ml1m) == R.Recipe.plain("ease")
+    assert R.default_for("sasrec-ce") == R.resolve("sasrec-ce")  # shape unknown
+
+
+def test_fits_round_trips_and_is_checked(tmp_path):
+    text = BASE.replace(
+        'description = "a test recipe"',
+        'description = "a test recipe"\n\n[recipe.fits]\nmin_interactions = 10\nmin_mean_history = 3',
+    )
+    r = R.resolve(write(tmp_path, text))
+    assert r.fits == R.Fits(min_interactions=10, min_mean_history=3.0)
+    assert R.Recipe.from_dict(tomllib.loads(r.to_toml()), "again").fits == r.fits
+    assert r.fits.matches(R.DataShape(30, 10)) and not r.fits.matches(R.DataShape(30, 11))
+    assert not r.fits.matches(R.DataShape(9, 1))
+    for old, bad, key in (
+        ("min_interactions = 10", "min_interactons = 10", "min_interactions"),
+        ("min_mean_history = 3", 'min_mean_history = "3"', "min_mean_history"),
+        ("min_interactions = 10", "min_interactions = -1", "≥ 0"),
+    ):
+        p = write(tmp_path, text.replace(old, bad), "bad.toml")
+        with pytest.raises(R.RecipeError, match=re.escape(key)):
+            R.resolve(p)

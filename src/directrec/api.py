@@ -211,7 +211,7 @@ def train(
     valid_users: int | None = None,
 ) -> Trained:
     """Fit a model as `directrec train` does: the recipe (default: the model's shipped
-    one), `settings` over it, its stages fitted after it. `holdout="loo"` keeps each
+    one for data of this size), `settings` over it, its stages fitted after it. `holdout="loo"` keeps each
     user's last item out, so `evaluate` gives an honest test figure."""
     from directrec import recipes as rcp
     from directrec.evaluate.protocol import fit_with_stages
@@ -221,8 +221,9 @@ def train(
         chosen = rcp.resolve(str(recipe))
         if model is not None and model != chosen.model:
             raise ValueError(f"recipe {chosen.name!r} trains {chosen.model}, not {model}")
-    elif model is not None:
-        chosen = rcp.default_for(model)
+    elif model is not None:  # the shipped recipe that fits the data's size, as the CLI picks
+        shape = rcp.DataShape(len(data.interactions), data.interactions.n_users)
+        chosen = rcp.default_for(model, shape)
     else:
         raise ValueError("give a model name or a recipe")
     chosen = chosen.with_settings({**dict(settings or {}), "seed": seed})

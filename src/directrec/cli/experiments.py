@@ -241,8 +241,9 @@ def train(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="a recipe (shipped name or .toml file); default: the shipped recipe named "
-            "like MODEL, if any, else MODEL's defaults"
+            help="a recipe (shipped name or .toml file); default: the shipped recipe for "
+            "MODEL that fits the data's size, else the one named like MODEL, else MODEL's "
+            "defaults"
         ),
     ] = None,
     settings: Annotated[
@@ -277,10 +278,19 @@ def train(
         chosen = _run_guarded(rcp.resolve, recipe)
         if model_name is not None and model_name != chosen.model:
             fail(f"recipe {chosen.name!r} trains {chosen.model}, not {model_name}")
-    elif model_name is not None:
-        chosen = _run_guarded(rcp.default_for, model_name)
-    else:
+    elif model_name is None:
         fail("give MODEL or --recipe NAME|PATH")
+    ds = _run_guarded(Dataset.from_store, db)
+    if recipe is None:
+        shape = rcp.DataShape(len(ds.interactions), ds.interactions.n_users)
+        chosen = _run_guarded(rcp.default_for, model_name, shape)
+        if chosen.fits is not None:
+            out.print(
+                f"recipe {chosen.name} (chosen for {shape.interactions:,} interactions, "
+                f"{shape.mean_history:.0f} a user; --recipe {model_name} for the defaults)",
+                highlight=False,
+                markup=False,
+            )
     model_name = chosen.model
     # the recipe's settings, then --seed, then --set: what the model is built with
     over = {"seed": seed, **parse_settings(settings, [model_name])[model_name]}
@@ -291,7 +301,6 @@ def train(
     def run() -> Path:
         if holdout not in ("none", "loo"):
             raise ValueError("--holdout must be none or loo")
-        ds = Dataset.from_store(db)
         over = dict(chosen.settings)
         # epoch, loss, validation NDCG and ETA: a bar on a terminal, else a line per epoch
         over.setdefault("progress", True)

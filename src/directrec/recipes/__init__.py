@@ -163,6 +163,34 @@ class Measured:
 
 
 @dataclass(frozen=True)
+class DataShape:
+    """How big a data set is, as far as choosing a recipe goes."""
+
+    interactions: int
+    users: int
+
+    @property
+    def mean_history(self) -> float:
+        return self.interactions / max(self.users, 1)
+
+
+@dataclass(frozen=True)
+class Fits:
+    """The data a recipe is chosen for when `train MODEL` names no recipe: at least this
+    many interactions, and this many per user on average (the shape it was measured to
+    beat the model's defaults on)."""
+
+    min_interactions: int = 0
+    min_mean_history: float = 0.0
+
+    def matches(self, shape: DataShape) -> bool:
+        return (
+            shape.interactions >= self.min_interactions
+            and shape.mean_history >= self.min_mean_history
+        )
+
+
+@dataclass(frozen=True)
 class Protocol:
     """How `directrec benchmark --recipe` runs the recipe (and `evaluate --recipe` scores)."""
 
@@ -183,6 +211,7 @@ class Recipe:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     benchmark: Protocol | None = None
     measured: Measured | None = None
+    fits: Fits | None = None  # the data `train MODEL` picks it for, without --recipe
     version: int = VERSION
     source: str = ""  # the file it came from (not part of the recipe itself)
 
@@ -215,7 +244,11 @@ class Recipe:
         """Validate a parsed recipe document (the TOML's structure, as `to_dict` gives)."""
         _keys(doc, ("recipe", "settings", "stages", "benchmark"), where)
         head = _table(doc, "recipe", where, required=True)
-        _keys(head, ("version", "name", "model", "description", "measured"), f"{where}: [recipe]")
+        _keys(
+            head,
+            ("version", "name", "model", "description", "measured", "fits"),
+            f"{where}: [recipe]",
+        )
         version = _get(head, "version", int, f"{where}: [recipe]", required=True)
         if version != VERSION:
             raise RecipeError(
@@ -251,6 +284,18 @@ class Recipe:
                 command=_get(m, "command", str, w, required=True),
                 results=_get(m, "results", str, w) or "",
             )
+        fits = None
+        if "fits" in head:
+            f = _table(head, "fits", f"{where}: [recipe]")
+            w = f"{where}: [recipe.fits]"
+            _keys(f, ("min_interactions", "min_mean_history"), w)
+            least = _get(f, "min_interactions", int, w) or 0
+            mean = f.get("min_mean_history", 0.0)
+            if not isinstance(mean, int | float) or isinstance(mean, bool):
+                raise RecipeError(f"{w}: 'min_mean_history' takes a number, not {mean!r}")
+            if least < 0 or mean < 0:
+                raise RecipeError(f"{w}: the least interactions and mean history are ≥ 0")
+            fits = Fits(min_interactions=least, min_mean_history=float(mean))
         bench = None
         if "benchmark" in doc:
             bench = _protocol(_table(doc, "benchmark", where), model, f"{where}: [benchmark]")
@@ -262,6 +307,7 @@ class Recipe:
             stages=stages,
             benchmark=bench,
             measured=measured,
+            fits=fits,
             version=version,
             source=where,
         )
@@ -309,6 +355,8 @@ class Recipe:
         if self.measured is not None:
             m = dataclasses.asdict(self.measured)
             head["measured"] = {k: v for k, v in m.items() if v}
+        if self.fits is not None:
+            head["fits"] = dataclasses.asdict(self.fits)
         doc: dict[str, Any] = {"recipe": head, "settings": dict(self.settings)}
         if self.stages:
             doc["stages"] = {k: dict(v) for k, v in self.stages.items()}
@@ -439,9 +487,21 @@ def resolve(name_or_path: str | Path) -> Recipe:
     return recipe
 
 
-def default_for(model: str) -> Recipe:
-    """What `train MODEL` runs without --recipe: the shipped recipe named like the model
-    if there is one, else the model's own defaults."""
+def default_for(model: str, shape: DataShape | None = None) -> Recipe:
+    """What `train MODEL` runs without --recipe: given the data's `shape`, the shipped
+    recipe for MODEL whose `fits` it matches (the most demanding of them); else the shipped
+    recipe named like the model if there is one, else the model's own defaults."""
+    if shape is not None:
+        fitting = [
+            r
+            for r in (resolve(n) for n in shipped())
+            if r.model == model and r.fits is not None and r.fits.matches(shape)
+        ]
+        if fitting:
+            return max(
+                fitting,
+                key=lambda r: (r.fits.min_interactions, r.fits.min_mean_history, r.name),  # type: ignore[union-attr]
+            )
     return resolve(model) if model in _shipped_files() else Recipe.plain(model)
 
 
