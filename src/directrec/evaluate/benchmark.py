@@ -14,9 +14,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import multiprocessing as mp
+import os
 import platform
 import resource
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -321,6 +323,18 @@ def combine_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In an isolated worker: end it once the benchmark that spawned it is gone (killed by
+    a signal it could not pass on), instead of training on, orphaned, for hours."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[str, Any]:
     """Run every model of `spec` (once per seed); returns the results document (see
     report.py)."""
@@ -356,7 +370,12 @@ def run_benchmark(spec: BenchmarkSpec, isolate: bool = True, log=print) -> dict[
             of = f" (seed {rspec.seed}, {i + 1} of {spec.seeds})" if spec.seeds > 1 else ""
             log(f"[{name}] fitting and evaluating{of} …")
             if isolate:
-                with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                with ProcessPoolExecutor(
+                    1,
+                    mp_context=mp.get_context("spawn"),
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                ) as pool:
                     res = pool.submit(_run, rspec, name).result()
             else:
                 res = _run(rspec, name)
