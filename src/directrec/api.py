@@ -211,8 +211,9 @@ def train(
     valid_users: int | None = None,
 ) -> Trained:
     """Fit a model as `directrec train` does: the recipe (default: the model's shipped
-    one for data of this size), `settings` over it, its stages fitted after it. `holdout="loo"` keeps each
-    user's last item out, so `evaluate` gives an honest test figure."""
+    one for data of this size), `settings` over it, its stages fitted after it.
+    `holdout="loo"` keeps each user's last item out, so `evaluate` gives an honest test
+    figure."""
     from directrec import recipes as rcp
     from directrec.evaluate.protocol import fit_with_stages
     from directrec.models import create
