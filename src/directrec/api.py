@@ -223,7 +223,7 @@ def train(
         if model is not None and model != chosen.model:
             raise ValueError(f"recipe {chosen.name!r} trains {chosen.model}, not {model}")
     elif model is not None:  # the shipped recipe that fits the data's size, as the CLI picks
-        shape = rcp.DataShape(len(data.interactions), data.interactions.n_users)
+        shape = rcp.DataShape.of(data.interactions)
         chosen = rcp.default_for(model, shape)
     else:
         raise ValueError("give a model name or a recipe")

@@ -282,7 +282,7 @@ def train(
         fail("give MODEL or --recipe NAME|PATH")
     ds = _run_guarded(Dataset.from_store, db)
     if recipe is None:
-        shape = rcp.DataShape(len(ds.interactions), ds.interactions.n_users)
+        shape = rcp.DataShape.of(ds.interactions)
         chosen = _run_guarded(rcp.default_for, model_name, shape)
         if chosen.fits is not None:
             out.print(

@@ -45,9 +45,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from directrec.generate.fitting import check_stage_params
+
+if TYPE_CHECKING:
+    from directrec.data.dataset import Interactions
 
 VERSION = 1
 SPLITS = ("loo", "temporal")
@@ -168,6 +171,10 @@ class DataShape:
 
     interactions: int
     users: int
+
+    @classmethod
+    def of(cls, interactions: Interactions) -> DataShape:
+        return cls(len(interactions), interactions.n_users)
 
     @property
     def mean_history(self) -> float:
