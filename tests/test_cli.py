@@ -657,4 +657,5 @@ def test_benchmark_runs_the_cold_start_protocols(store):
         0.34 * 120
     )
     assert set(doc["curve"]) == {"0", "1", "2", "5"} and "sentence" in doc
-    assert "| a sentence |" in (d / "new" / "results.md").read_text()
+    md = (d / "new" / "results.md").read_text()
+    assert "| a sentence |" in md and "Training: epochs exhausted (6)." in md

@@ -39,6 +39,10 @@ def test_cold_items_protocol_gates_held_out_items_in(planted_embedded):
     assert sem["cold_targets"]["recall@10"] > sem["without_gate"]["cold_targets"]["recall@10"]
     assert sem["cold_targets"]["recall@10"] > 10 / 120  # well above a random cold pick
     assert "cold_gate" not in content  # no cold-item path of its own: reported as is
+    # how each fit ended: the generator after its 20 epochs or by early stopping; content
+    # does not train by epochs
+    assert sem["stopped"] in ("epochs exhausted (20)", f"converged at epoch {sem['best_epoch']}")
+    assert content["stopped"] == "—"
 
 
 def test_new_users_protocol_reports_the_curve_and_the_sentence(planted_embedded):
@@ -62,3 +66,4 @@ def test_new_users_protocol_reports_the_curve_and_the_sentence(planted_embedded)
     s = res["sentence"]
     assert s["generator_with_stages_recall@10"] >= s["popularity_recall@10"]
     assert len(s["examples"]) == 5
+    assert res["stopped"].startswith(("epochs exhausted", "converged at epoch"))

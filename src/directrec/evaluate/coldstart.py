@@ -28,6 +28,7 @@ from directrec.data.dataset import Dataset, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import Targets, leave_one_out
 from directrec.evaluate.protocol import evaluate, validator
+from directrec.evaluate.report import stopped_text
 from directrec.generate.fitting import MIN_ITEMS
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.generate.stages import Stages
@@ -117,7 +118,11 @@ def cold_items(
             model.fit(warm(v_fit), ds.catalog, validator=check)
         else:
             model.fit(warm(fit), ds.catalog)
-        row: dict[str, Any] = {"fit_seconds": round(time.perf_counter() - t0, 1)}
+        row: dict[str, Any] = {
+            "fit_seconds": round(time.perf_counter() - t0, 1),
+            "stopped": stopped_text(model.meta),
+            "best_epoch": model.meta.get("best_epoch"),
+        }
         row |= measure(model, None)
         if model.capabilities.cold_items:
             h = Histories.from_interactions(warm(v_hist), v_targets.users[has_valid])
@@ -170,6 +175,7 @@ def new_users(
         "tune_users": len(tune),
         "test_users": len(test),
         "fit_seconds": round(time.perf_counter() - t0, 1),
+        "stopped": stopped_text(model.meta),
         "best_epoch": model.meta.get("best_epoch"),
         "prior_blend": table,
         "curve": {},
@@ -313,27 +319,28 @@ def protocol_markdown(doc: dict[str, Any]) -> str:
             f"{doc['cold_items']} items held out of training ({doc['holdout']:.0%}); "
             f"{doc['cold_test_cases']} of {doc['test_cases']} test cases have one as the target.",
             "",
-            "| model | cold Recall@10 | cold NDCG@10 | warm NDCG@10 | all NDCG@10 | gate |",
-            "|---|---|---|---|---|---|",
+            "| model | cold Recall@10 | cold NDCG@10 | warm NDCG@10 | all NDCG@10 | gate | stopped |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name, r in doc["models"].items():
             gate = "fitted" if "without_gate" in r else ("none kept" if "cold_gate" in r else "—")
             c, w, a = r["cold_targets"], r["warm_targets"], r["all_targets"]
             lines.append(
                 f"| {name} | {c['recall@10']:.4f} | {c['ndcg@10']:.4f} | {w['ndcg@10']:.4f} "
-                f"| {a['ndcg@10']:.4f} | {gate} |"
+                f"| {a['ndcg@10']:.4f} | {gate} | {r.get('stopped', '—')} |"
             )
             if "without_gate" in r:
                 b = r["without_gate"]
                 lines.append(
                     f"| {name} without its gate | {b['cold_targets']['recall@10']:.4f} "
                     f"| {b['cold_targets']['ndcg@10']:.4f} | {b['warm_targets']['ndcg@10']:.4f} "
-                    "| | |"
+                    "| | | |"
                 )
     else:
         lines += [
             f"{doc['model']}: {doc['test_users']} held-out users measured, "
-            f"{doc['tune_users']} tuned the stages. Recall@10 of their next 10 items.",
+            f"{doc['tune_users']} tuned the stages. Recall@10 of their next 10 items. "
+            f"Training: {doc.get('stopped', '—')}.",
             "",
             "| shown | generator | with stages | popularity |",
             "|---|---|---|---|",
