@@ -6,15 +6,12 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import click
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
-
-if TYPE_CHECKING:
-    from directrec.recipes import Recipe
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -78,18 +75,6 @@ def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict
         except RecipeError as e:
             fail(str(e))
     return result
-
-
-def stage_note(recipe: Recipe) -> None:
-    """Say which of a recipe's learned stages this command leaves unfitted."""
-    if recipe.stages:
-        err.print(
-            f"note: recipe {recipe.name!r} names stages {', '.join(recipe.stages)}: `train` "
-            "fits them, `benchmark` reports the model without them (--protocol cold-items and "
-            "new-users measure them)",
-            highlight=False,
-            markup=False,
-        )
 
 
 _DEBUG = {"on": False}

@@ -23,7 +23,6 @@ from directrec.cli.common import (
     out,
     parse_settings,
     saved_config,
-    stage_note,
 )
 from directrec.cli.discover import with_examples
 
@@ -178,8 +177,6 @@ def benchmark(
         (out_dir / "results.md").write_text(protocol_markdown(doc))
         sys.stdout.write(protocol_markdown(doc))
         return
-    if r:
-        stage_note(r)
     spec = BenchmarkSpec(
         db=str(db),
         models=names,
