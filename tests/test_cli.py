@@ -505,6 +505,8 @@ def test_recipes_list_and_show():
     assert res.exit_code == 0, res.output
     assert all(name in res.output for name in shipped())
     assert "0.1890" in res.output  # the ML-1M recipe's measured NDCG@10
+    # and the command that reproduces it, on one line
+    assert f"ml1m-sasrec-ce: {resolve('ml1m-sasrec-ce').measured.command}\n" in res.output
     assert run("recipes", "list").output == res.output
     res = run("recipes", "show", "amazon-5core")
     assert res.exit_code == 0, res.output

@@ -440,11 +440,16 @@ def recipes_list() -> None:
     table.add_column("model", no_wrap=True)
     table.add_column("what", overflow="fold")
     table.add_column("measured", overflow="fold")
+    commands = []
     for name in shipped():
         r = _run_guarded(resolve, name)
         measured = f"{r.measured.figure} — {r.measured.data.split(',')[0]}" if r.measured else "—"
         table.add_row(r.name, r.model, r.summary(), measured)
+        if r.measured:
+            commands.append(f"  {r.name}: {r.measured.command}")
     out.print(table)
+    if commands:  # unwrapped, so a command can be copied as it is
+        out.print("The commands behind the measured figures:", *commands, sep="\n", soft_wrap=True)
 
 
 @recipes_app.command("show")
