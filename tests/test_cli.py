@@ -554,6 +554,21 @@ def test_train_a_model_records_its_own_recipe(store):
     assert shown["recipe"]["model"] == "ease" and shown["settings"] == {"l2": 20.0, "seed": 42}
 
 
+def test_recipes_show_model_says_what_the_fit_chose(store):
+    """The semantic-ID hybrid picks its ID weight on validation while fitting: the recipe a
+    saved model shows says which weight, beside the settings it was asked for."""
+    d, db = store
+    tiny = "codebook=8,rq_epochs=5,max_len=10,dim=16,heads=1,enc_layers=1,dec_layers=1"
+    sets = [x for kv in [*tiny.split(","), "epochs=2", "id_loss=1.0"] for x in ("--set", kv)]
+    res = run("train", "semantic-id", "--db", db, "--out", d / "hyb", "--holdout", "loo", *sets)
+    assert res.exit_code == 0, res.output
+    config = json.loads((d / "hyb" / "config.json").read_text())
+    chosen = config["config"]["id_weight"]
+    shown = run("recipes", "show", "--model", d / "hyb").output
+    assert f"# chosen on validation by the fit: id_weight = {chosen} (" in shown
+    assert tomllib.loads(shown)["settings"]["id_loss"] == 1.0  # still a recipe
+
+
 def test_train_without_a_recipe_takes_the_one_fitting_the_data(store, monkeypatch):
     """With no --recipe, `train MODEL` takes the shipped recipe whose `fits` the store's
     shape matches (here every shape matches), says so, and stores it; --recipe MODEL

@@ -463,7 +463,8 @@ def recipes_show(
     ] = None,
 ) -> None:
     """Print one recipe as TOML: a shipped one, a file, or the one a saved model stores
-    (a model trained with dp_epsilon adds a comment line: the ε and δ it spent)."""
+    (comment lines add what the fit decided: the ε and δ DP-SGD spent, the hybrid's ID
+    weight chosen on validation)."""
     from directrec.recipes import resolve, stored
 
     def run() -> str:
@@ -478,6 +479,12 @@ def recipes_show(
             from directrec.models.privacy import epsilon_text
 
             text += f"\n# differential privacy: {epsilon_text(meta['dp'])}\n"
+        if isinstance(meta.get("id_weight_valid"), dict):  # the hybrid's weight, fitted
+            by_weight = ", ".join(f"{w}: {v}" for w, v in meta["id_weight_valid"].items())
+            text += (
+                f"\n# chosen on validation by the fit: id_weight = "
+                f"{config['config']['id_weight']} (validation NDCG@10 by weight: {by_weight})\n"
+            )
         return text
 
     sys.stdout.write(_run_guarded(run))
