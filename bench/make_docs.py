@@ -206,27 +206,27 @@ def cold_start() -> list[str]:
                 f"| {without} |"
             )
         parts.append(f"\n`{_cmd(cold['command'])}`\n")
-    users = _load(RESULTS / "coldstart" / "users-ml1m.json")
+    users = _load(RESULTS / "recipes" / "ml1m-new-users-seed42" / "results.json")
     if users:
         parts += [
             "## Cold start: new users (MovieLens-1M)\n",
-            f"{users['test_users']} held-out users shown n items; Recall@10 of their next item. "
-            "Source: bench script.\n",
-            "| items shown | generator | generator + learned prior | popularity |",
+            f"{users['held_out_users']:,} users held out of training; {users['test_users']:,} of "
+            f"them are shown n items (or a sentence), {users['tune_users']:,} fit the stages. "
+            f"Recall@10 of their next 10 items. The generator: {users.get('stopped', '—')}. "
+            "Source: recipe.\n",
+            "| items shown | generator | generator + fitted stages | popularity |",
             "|---:|---:|---:|---:|",
         ]
-        for n, c in users["curve"].items():
+        rows = [(n, c) for n, c in users["curve"].items()]
+        if "sentence" in users:
+            rows.append(("a sentence", users["sentence"]))
+        for n, c in rows:
             parts.append(
-                f"| {n} | {c['generator_recall@10']:.4f} | {c['generator_blended_recall@10']:.4f}"
-                f" | {c['popularity_recall@10']:.4f} |"
+                f"| {n} | {c['generator_recall@10']:.4f} "
+                f"| {c['generator_with_stages_recall@10']:.4f} "
+                f"| {c['popularity_recall@10']:.4f} |"
             )
-        q = users.get("query_blend_text")
-        if q:
-            parts.append(
-                f"| a sentence | {q['recall_model']:.4f} | {q['recall_blend']:.4f} "
-                f"| {q['recall_popularity']:.4f} |"
-            )
-        parts.append(f"\n`{users['command']}`\n")
+        parts.append(f"\n`{_cmd(users['command'])}`\n")
     return parts
 
 
