@@ -50,10 +50,16 @@ def test_every_model_is_covered():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_save_load_round_trip(name, fitted, fit_data, tmp_path):
     model = fitted(name)
-    model.meta = {"user_ids": ["x"], "note": "kept"}
+    # what the fit wrote into meta stays (a key that changed scoring would have to survive
+    # the trip too); an id map and a note are added for the trip
+    learned = model.meta
+    model.meta = learned | {"user_ids": ["x"], "note": "kept"}
     h = Histories.from_interactions(fit_data, np.arange(1, 30))
     items, scores = lists(model, h)
-    path = model.save(tmp_path / name)
+    try:
+        path = model.save(tmp_path / name)
+    finally:
+        model.meta = learned
     assert sorted(p.name for p in path.iterdir()) == [
         "config.json",
         "ids.json",
@@ -61,6 +67,7 @@ def test_save_load_round_trip(name, fitted, fit_data, tmp_path):
     ]
     loaded = load_model(path)
     assert type(loaded) is type(model) and loaded.meta["note"] == "kept"
+    assert set(learned) <= set(loaded.meta)
     items2, scores2 = lists(loaded, h)
     assert np.array_equal(items, items2)
     np.testing.assert_allclose(scores, scores2, rtol=1e-5, atol=1e-6)
