@@ -452,7 +452,7 @@ def test_an_ivf_search_of_every_list_is_the_exact_hybrid_and_of_few_lists_still_
     assert not torch.equal(few_items, exact[0])  # one list misses some of the exact lists
 
 
-def test_codes_from_interactions_or_both(planted_embedded):
+def test_codes_from_interactions_or_both(planted_embedded, tmp_path):
     """Collaborative codes: items that co-occur share code prefixes more than chance; a
     text-only item has no such vector (a clear error), while `both` codes it from its text
     with a zero collaborative part."""
@@ -469,8 +469,12 @@ def test_codes_from_interactions_or_both(planted_embedded):
     with pytest.raises(ValueError, match="codes_from=interactions"):
         m.add_items(ds.catalog.embeddings[:2])
     b = create("semantic-id", settings | {"codes_from": "both"}).fit(ds.interactions, ds.catalog)
+    # the reloaded model knows the width of its interaction part from its learned weights
+    b = load_model(b.save(tmp_path / "both"))
     new = b.add_items(ds.catalog.embeddings[:2])
     assert len(new) == 2 and b.codes.shape[0] == ds.interactions.n_items + 2
+    with pytest.raises(ValueError, match="the codes read"):
+        b.add_items(np.ones((1, 1000), dtype=np.float32))
 
 
 def test_placed_cold_items_take_the_gate_rank_or_follow_a_short_list():

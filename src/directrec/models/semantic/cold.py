@@ -123,8 +123,15 @@ class ColdItems:
                 "refit with the new items' interactions, or use codes_from=text or both"
             )
         if self.config.codes_from == "both":  # text now, no interactions yet: a zero part
+            # as wide as the interaction factors the RQ-VAE was trained with beside the text
+            collab = int(self.rq.mean.shape[0]) - emb.shape[1]
+            if collab < 0:
+                raise ValueError(
+                    f"the codes read {int(self.rq.mean.shape[0])} dimensions (text and "
+                    f"interaction factors); these embeddings have {emb.shape[1]}"
+                )
             emb = F.normalize(emb, dim=1)
-            emb = torch.cat([emb, torch.zeros(len(emb), int(self.meta["svd_dim"]))], 1) / 2**0.5
+            emb = torch.cat([emb, torch.zeros(len(emb), collab)], 1) / 2**0.5
         if getattr(self, "text_vectors", None) is not None:
             text = F.normalize(torch.as_tensor(np.asarray(embeddings)).float(), dim=1)
             self.text_vectors = torch.cat([self.text_vectors, text.half()])

@@ -222,7 +222,6 @@ class SemanticID(Decoding, ColdItems, Recommender):
         collab = (u * np.sqrt(sv)).astype(np.float32)
         norms = np.linalg.norm(collab, axis=1, keepdims=True)
         collab = np.divide(collab, norms, out=np.zeros_like(collab), where=norms > 0)
-        self.meta["svd_dim"] = k
         if text is None:
             return collab
         text = text / np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
