@@ -48,6 +48,20 @@ def test_every_model_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_bad_setting_is_refused_when_the_config_is_built(name):
+    """Every numeric setting whose default is positive (sizes, rates, counts) refuses -1
+    when the model is created, naming itself, not later in a fit."""
+    numeric = [
+        f.name
+        for f in dataclasses.fields(MODELS[name].Config)
+        if f.name != "seed" and type(f.default) in (int, float) and f.default > 0
+    ]
+    for field in numeric:
+        with pytest.raises(ValueError, match=f"^{field} must be"):
+            create(name, {field: -1})
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_save_load_round_trip(name, fitted, fit_data, tmp_path):
     model = fitted(name)
     # what the fit wrote into meta stays (a key that changed scoring would have to survive

@@ -239,8 +239,8 @@ def test_a_bfloat16_checkpoint_computes_in_float32_on_a_cpu_unless_asked(
     again = load_model(tiny.save(tmp_path / "tiny-bf16"))
     assert again.lm.dtype == torch.bfloat16
     assert np.array_equal(again.generate_for([hist], 4)[0], tiny.generate_for([hist], 4)[0])
-    with pytest.raises(ValueError, match="dtype must be auto, float32"):
-        create("llm", settings | {"dtype": "float64"}).fit(fit_data, planted.catalog)
+    with pytest.raises(ValueError, match="dtype must be one of auto, float32"):
+        create("llm", settings | {"dtype": "float64"})  # refused when built, not at fit
 
 
 def test_the_loss_reads_title_logits_only_and_equals_the_full_causal_lm_loss(lora_model, fit_data):

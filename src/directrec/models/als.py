@@ -14,6 +14,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 class ALS(FactorModel):
@@ -27,6 +28,17 @@ class ALS(FactorModel):
         alpha: float = setting(2.0, "confidence scale: an interaction counts as 1 + alpha")
         iterations: int = setting(15, "alternating least-squares sweeps")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "factors": (self.factors >= 1, ">= 1"),
+                    "regularization": (self.regularization >= 0, ">= 0"),
+                    "alpha": (self.alpha >= 0, ">= 0"),
+                    "iterations": (self.iterations >= 1, ">= 1"),
+                },
+                self,
+            )
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -11,6 +11,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 class BPR(FactorModel):
@@ -25,6 +26,17 @@ class BPR(FactorModel):
         regularization: float = setting(0.001, "L2 weight on the factors")
         iterations: int = setting(100, "passes over the interactions")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "factors": (self.factors >= 1, ">= 1"),
+                    "learning_rate": (self.learning_rate > 0, "> 0"),
+                    "regularization": (self.regularization >= 0, ">= 0"),
+                    "iterations": (self.iterations >= 1, ">= 1"),
+                },
+                self,
+            )
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -21,6 +21,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -48,6 +49,21 @@ class CFGAN(Recommender):
         zr_ratio: float = setting(0.3, "share of negatives pushed to zero (zero reconstruction)")
         zr_weight: float = setting(0.1, "weight of the zero-reconstruction loss")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "hidden": (self.hidden >= 1, ">= 1"),
+                    "epochs": (self.epochs >= 0, ">= 0"),
+                    "batch_size": (self.batch_size >= 1, ">= 1"),
+                    "lr_g": (self.lr_g > 0, "> 0"),
+                    "lr_d": (self.lr_d > 0, "> 0"),
+                    "pm_ratio": (0 <= self.pm_ratio <= 1, "a share in [0, 1]"),
+                    "zr_ratio": (0 <= self.zr_ratio <= 1, "a share in [0, 1]"),
+                    "zr_weight": (self.zr_weight >= 0, ">= 0"),
+                },
+                self,
+            )
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

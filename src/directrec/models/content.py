@@ -18,6 +18,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, torch_csr
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 class ContentBased(Recommender):
@@ -35,6 +36,9 @@ class ContentBased(Recommender):
             True, "weigh history items by their rating when the data has ratings"
         )
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check({"half_life": (self.half_life >= 0, ">= 0 (0 = no decay)")}, self)
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

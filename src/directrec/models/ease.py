@@ -15,6 +15,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator, torch_csr
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 class EASE(Recommender):
@@ -25,6 +26,11 @@ class EASE(Recommender):
     class Config:
         l2: float = setting(500.0, "λ, the L2 weight of the closed form: larger for denser data")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check(
+                {"l2": (self.l2 > 0, "> 0 (the closed form inverts the Gram matrix plus it)")}, self
+            )
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

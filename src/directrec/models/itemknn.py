@@ -16,6 +16,7 @@ from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -49,6 +50,15 @@ class ItemKNN(Recommender):
             10.0, "shrinkage added to the cosine's denominator: damps pairs seen together rarely"
         )
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "neighbours": (self.neighbours >= 1, ">= 1"),
+                    "shrink": (self.shrink >= 0, ">= 0"),
+                },
+                self,
+            )
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

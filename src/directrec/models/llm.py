@@ -33,7 +33,7 @@ from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.hf import load_base, tiny_lm
 from directrec.models.settings import setting
-from directrec.models.training import EpochRun, RunSettings, train_by_epochs
+from directrec.models.training import EpochRun, RunSettings, check, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -98,6 +98,9 @@ def item_texts(
 
 
 # ----------------------------------------------------------------------------- model
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
 class LLMRec(Recommender):
     name = "llm"
     summary = "a causal language model fine-tuned to write the next item's title"
@@ -146,6 +149,32 @@ class LLMRec(Recommender):
         # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there
         # without AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
         dtype: str = setting("auto", "weights' float type: auto | float32 | bfloat16 | float16")
+
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "tiny_dim": (self.tiny_dim >= 1, ">= 1"),
+                    "tiny_layers": (self.tiny_layers >= 1, ">= 1"),
+                    "tiny_heads": (self.tiny_heads >= 1, ">= 1"),
+                    "tiny_dropout": (0 <= self.tiny_dropout < 1, "in [0, 1)"),
+                    "lora_r": (self.lora_r >= 1, ">= 1"),
+                    "lora_alpha": (self.lora_alpha >= 1, ">= 1"),
+                    "lora_dropout": (0 <= self.lora_dropout < 1, "in [0, 1)"),
+                    "prompt_items": (self.prompt_items >= 1, ">= 1"),
+                    "epochs": (self.epochs >= 0, ">= 0 (0 = zero-shot)"),
+                    "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
+                    "batch_size": (self.batch_size >= 1, ">= 1"),
+                    "lr": (self.lr > 0, "> 0"),
+                    "weight_decay": (self.weight_decay >= 0, ">= 0"),
+                    "eval_every": (self.eval_every >= 1, ">= 1"),
+                    "patience": (self.patience >= 1, ">= 1"),
+                    "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
+                    "beam": (self.beam >= 1, ">= 1"),
+                    "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
+                    "dtype": (self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+                },
+                self,
+            )
 
     def __init__(
         self, config: LLMRec.Config | None = None, run: RunSettings | None = None, **overrides
@@ -205,8 +234,6 @@ class LLMRec(Recommender):
         (a torch dtype, or "auto" = the checkpoint's own)."""
         types = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         name = self.config.dtype
-        if name != "auto" and name not in types:
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {name!r}")
         if name == "auto":
             return torch.float32 if self.device.type == "cpu" else "auto"
         return types[name]

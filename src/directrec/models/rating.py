@@ -16,6 +16,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 @dataclasses.dataclass
@@ -28,6 +29,18 @@ class RatingConfig:
     # training ratings for biasedmf and svdpp, within 0.0003 of nmf's best (0.075)
     reg: float = setting(0.1, "L2 on the parameters a batch touches, per rating")
     seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+    def __post_init__(self) -> None:
+        check(
+            {
+                "factors": (self.factors >= 1, ">= 1"),
+                "epochs": (self.epochs >= 0, ">= 0"),
+                "batch_size": (self.batch_size >= 1, ">= 1"),
+                "lr": (self.lr > 0, "> 0"),
+                "reg": (self.reg >= 0, ">= 0"),
+            },
+            self,
+        )
 
 
 class RatingModel(Recommender):

@@ -19,6 +19,7 @@ from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
 from directrec.models.settings import setting
+from directrec.models.training import check
 
 
 class UserKNN(Recommender):
@@ -32,11 +33,19 @@ class UserKNN(Recommender):
         similarity: str = setting("cosine", "cosine | pearson")
         seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
+        def __post_init__(self) -> None:
+            check(
+                {
+                    "neighbours": (self.neighbours >= 1, ">= 1"),
+                    "shrink": (self.shrink >= 0, ">= 0"),
+                    "similarity": (self.similarity in ("cosine", "pearson"), "cosine or pearson"),
+                },
+                self,
+            )
+
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None
     ) -> None:
-        if self.config.similarity not in ("cosine", "pearson"):
-            raise ValueError("similarity must be 'cosine' or 'pearson'")
         self._set_pool(data.matrix("binary"))
 
     def _set_pool(self, pool: sp.csr_matrix) -> None:
