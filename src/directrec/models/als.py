@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -22,12 +22,11 @@ class ALS(FactorModel):
     summary = "ALS matrix factorisation for implicit feedback (implicit library)"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         factors: int = setting(64, "latent factors per user and item")
         regularization: float = setting(0.05, "L2 weight on the factors")
         alpha: float = setting(2.0, "confidence scale: an interaction counts as 1 + alpha")
         iterations: int = setting(15, "alternating least-squares sweeps")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -24,7 +24,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
-from directrec.models.settings import setting_help
+from directrec.models.settings import ModelConfig, setting_help
 from directrec.models.training import RUN_FIELDS, RunSettings, TrainConfig
 from directrec.models.transformer import resolve_device
 
@@ -51,15 +51,14 @@ class Capabilities:
 
 class Recommender:
     """Base class. Subclasses set `name`, `capabilities` and a `Config` dataclass, and
-    implement `_fit`, `_score`, and `_state`/`_load_state` for what they learned."""
+    implement `_fit`, `_score`, and `_state`/`_load_state` for what they learned. A
+    `Config` extends `ModelConfig` (the seed) or `TrainConfig` (models trained by epochs)."""
 
     name: ClassVar[str] = "base"
     summary: ClassVar[str] = ""  # one line: what the model is (`directrec models` lists it)
     capabilities: ClassVar[Capabilities] = Capabilities()
 
-    @dataclasses.dataclass
-    class Config:
-        seed: int = 42
+    Config: ClassVar[type] = ModelConfig
 
     @classmethod
     def setting_help(cls) -> dict[str, str]:

@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -19,13 +19,12 @@ class BPR(FactorModel):
     summary = "BPR-MF: matrix factorisation with a pairwise ranking loss (implicit library)"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         factors: int = setting(64, "latent factors per user and item")
         # Chosen on ML-1M leave-one-out *validation* (bench/tune.py), never on test.
         learning_rate: float = setting(0.01, "SGD step size")
         regularization: float = setting(0.001, "L2 weight on the factors")
         iterations: int = setting(100, "passes over the interactions")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -36,7 +36,7 @@ class CFGAN(Recommender):
     summary = "CFGAN: conditional GAN whose generator writes a user's whole item vector"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         hidden: int = setting(256, "width of the generator's and discriminator's hidden layers")
         # 600: on MovieLens-100K's validation stage HR@10 is 0.0329 at 30 epochs, 0.0615 at
         # 100 (below popularity's 0.0742), 0.0891 at 300 and 0.1082 at 600 (public
@@ -48,7 +48,6 @@ class CFGAN(Recommender):
         pm_ratio: float = setting(0.3, "share of a user's negatives shown to D (partial masking)")
         zr_ratio: float = setting(0.3, "share of negatives pushed to zero (zero reconstruction)")
         zr_weight: float = setting(0.1, "weight of the zero-reconstruction loss")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -17,7 +17,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, torch_csr
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -27,7 +27,7 @@ class ContentBased(Recommender):
     capabilities = Capabilities(needs_text=True)
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         half_life: float = setting(
             0.0,
             "recency decay: a history item's weight halves every this many interactions back (0 = no decay)",
@@ -35,7 +35,6 @@ class ContentBased(Recommender):
         use_ratings: bool = setting(
             True, "weigh history items by their rating when the data has ratings"
         )
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check({"half_life": (self.half_life >= 0, ">= 0 (0 = no decay)")}, self)

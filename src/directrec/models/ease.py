@@ -14,7 +14,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator, torch_csr
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -23,9 +23,8 @@ class EASE(Recommender):
     summary = "EASE: closed-form item-item linear autoencoder (dense, up to ~30k items)"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         l2: float = setting(500.0, "λ, the L2 weight of the closed form: larger for denser data")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -15,7 +15,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -44,12 +44,11 @@ class ItemKNN(Recommender):
     summary = "item-item cosine similarity with shrinkage, k nearest neighbours per item"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         neighbours: int = setting(100, "most similar items kept per item (k)")
         shrink: float = setting(
             10.0, "shrinkage added to the cosine's denominator: damps pairs seen together rarely"
         )
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -32,7 +32,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.hf import load_base, tiny_lm
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import EpochRun, RunSettings, check, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -109,7 +109,7 @@ class LLMRec(Recommender):
     )
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         # architecture
         base_model: str = setting(
             "", 'HF causal-LM directory or hub id; "" = the tiny built-in GPT-2'
@@ -142,7 +142,6 @@ class LLMRec(Recommender):
         eval_every: int = setting(1, "epochs between validations (early stopping)")
         patience: int = setting(2, "validations without improvement before stopping")
         max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
         # generation and precision
         beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
         max_title_tokens: int = setting(32, "most tokens a generated title may take")

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -42,7 +42,7 @@ class MultVAE(Recommender):
     capabilities = Capabilities(warm_start=True)
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         hidden: int = setting(600, "encoder and decoder hidden width")
         latent: int = setting(200, "latent dimensions")
         dropout: float = setting(0.5, "dropout on the input history")
@@ -51,7 +51,6 @@ class MultVAE(Recommender):
         epochs: int = setting(100, "passes over the users")
         batch_size: int = setting(500, "users per batch")
         lr: float = setting(1e-3, "Adam learning rate")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import setting
 
 
 class MostPopular(Recommender):
@@ -17,10 +14,6 @@ class MostPopular(Recommender):
 
     name = "pop"
     summary = "most popular items among training users (the floor every model must beat)"
-
-    @dataclasses.dataclass
-    class Config:
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

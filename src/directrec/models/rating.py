@@ -15,12 +15,12 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
 @dataclasses.dataclass
-class RatingConfig:
+class RatingConfig(ModelConfig):
     factors: int = setting(64, "latent factors per user and item")
     epochs: int = setting(30, "passes over the ratings")
     batch_size: int = setting(1024, "ratings per batch")
@@ -28,7 +28,6 @@ class RatingConfig:
     # 0.1: the best of 0.05 / 0.075 / 0.1 / 0.15 on a validation hold-out of MovieLens-100K's
     # training ratings for biasedmf and svdpp, within 0.0003 of nmf's best (0.075)
     reg: float = setting(0.1, "L2 on the parameters a batch touches, per rating")
-    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
     def __post_init__(self) -> None:
         check(

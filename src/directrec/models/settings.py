@@ -22,6 +22,13 @@ def setting(default: T, help: str) -> T:
     return field
 
 
+@dataclasses.dataclass
+class ModelConfig:
+    """What every model's config holds; each model's `Config` extends it with its own."""
+
+    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+
+
 def setting_help(*config_classes: type) -> dict[str, str]:
     """Every field of the dataclasses `config_classes` → its meaning ("" where none is
     declared), the nearest declaration along each class's MRO winning."""

@@ -24,7 +24,7 @@ from torch import nn
 
 from directrec.models import distributed
 from directrec.models.artifacts import saved_before
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.progress import terminal_bar
 from directrec.text.features import check as check_features
 
@@ -66,7 +66,7 @@ OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(ModelConfig):
     """The training settings the epoch-trained generators share; each model's Config
     inherits them and overrides the defaults it needs. Checked when the config is built,
     so a bad value fails at `create`, not at fit time."""
@@ -107,7 +107,6 @@ class TrainConfig:
     # Wall-clock budget for training (0 = none: epochs and early stopping end the run);
     # when set, the batches stop at it, mid-epoch if need be, and the run validates
     max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
-    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
     # Differential privacy (DP-SGD through Opacus, `privacy.PrivateSteps`), the user being
     # the unit: each step Poisson-samples users (batch_size of them expected), one window
     # each, clips every user's gradient to dp_max_grad_norm and adds Gaussian noise

@@ -18,7 +18,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import setting
+from directrec.models.settings import ModelConfig, setting
 from directrec.models.training import check
 
 
@@ -27,11 +27,10 @@ class UserKNN(Recommender):
     summary = "the k most similar training users vote for their items"
 
     @dataclasses.dataclass
-    class Config:
+    class Config(ModelConfig):
         neighbours: int = setting(50, "most similar training users that vote (k)")
         shrink: float = setting(10.0, "shrinkage added to the similarity's denominator")
         similarity: str = setting("cosine", "cosine | pearson")
-        seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
 
         def __post_init__(self) -> None:
             check(
