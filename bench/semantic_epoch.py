@@ -42,7 +42,7 @@ def one_epoch(ds: Dataset, db: str, settings: dict, length_batches: bool) -> dic
         out["real_tokens"] = int((windows >= 0).sum())
         return loss
 
-    import directrec.models.semantic.model as semantic_model
+    import directrec.models.semantic.train as semantic_model
 
     real_batches = semantic_model.batches
 

@@ -227,7 +227,7 @@ def test_length_batches_visit_every_window_once_with_little_padding(planted_embe
     """Causal head: with `length_batches` an epoch still visits every training window
     exactly once, and the batches, trimmed of all-padding columns, compute far fewer
     positions than plain random batches (`length_batches=false`, the default)."""
-    import directrec.models.semantic.model as semantic_model
+    import directrec.models.semantic.train as semantic_model
 
     ds = planted_embedded
     fit = leave_one_out(ds.interactions).stage("valid")[0]
