@@ -629,6 +629,37 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     assert res.exit_code == 0 and "| epochs exhausted (1) |" in res.output  # how it stopped
 
 
+def test_cold_items_takes_the_recipes_gate_parameters(store, tmp_path):
+    """--protocol cold-items holds out the share of items the recipe's cold gate names and
+    keeps its min_warm, when --holdout is not given; the run says how the fit stopped."""
+    d, db = store
+    recipe = tmp_path / "gate.toml"
+    recipe.write_text(
+        '[recipe]\nversion = 1\nname = "gate"\nmodel = "semantic-id"\n\n[settings]\n'
+        "codebook = 8\nrq_epochs = 5\nmax_len = 10\ndim = 16\nheads = 1\nenc_layers = 1\n"
+        "dec_layers = 1\nepochs = 2\n\n[stages.cold_gate]\nholdout = 0.1\nmin_warm = 0.9\n"
+    )
+    out = d / "gate"
+    res = run(
+        "benchmark",
+        "--recipe",
+        recipe,
+        "--db",
+        db,
+        "--models",
+        "pop",
+        "--protocol",
+        "cold-items",
+        "--out",
+        out,
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["holdout"] == 0.1 and doc["min_warm"] == 0.9 and doc["cold_items"] == 12
+    assert doc["models"]["semantic-id"]["stopped"] == "epochs exhausted (2)"
+    assert doc["models"]["pop"]["stopped"] == "—"
+
+
 def test_benchmark_runs_the_cold_start_protocols(store):
     """--protocol cold-items and new-users write their tables from real fits."""
     d, db = store

@@ -94,7 +94,10 @@ def benchmark(
     ] = "standard",
     holdout: Annotated[
         float | None,
-        typer.Option(help="cold-items: share of items held out (0.05); new-users: of users (0.1)"),
+        typer.Option(
+            help="cold-items: share of items held out (the recipe's cold_gate holdout, else "
+            "0.05); new-users: of users (0.1)"
+        ),
     ] = None,
 ) -> None:
     """Fit and evaluate models on one split; write results.json, results.md, comparison.png.
@@ -157,9 +160,15 @@ def benchmark(
         recipes[m] = _run_guarded(base.with_settings, {"seed": seed, **over.get(m, {})})
     if protocol != "standard":
         from directrec.evaluate.coldstart import protocol_markdown, run_protocol
+        from directrec.generate.fitting import STAGE_PARAMS
 
         if r is not None:  # the generator last: new-users measures it
             names = [m for m in names if m != r.model] + [r.model]
+        # cold-items holds items out and fits the cold gate as the recipe's stage says
+        gate = r.stages.get("cold_gate") if r is not None else None
+        gate = None if gate is None else STAGE_PARAMS["cold_gate"] | gate
+        if gate is not None and holdout is None and protocol == "cold-items":
+            holdout = float(gate["holdout"])
         doc = _run_guarded(
             run_protocol,
             protocol,
@@ -168,6 +177,7 @@ def benchmark(
             {m: dict(rec.settings) for m, rec in recipes.items()},
             seed=seed,
             holdout=holdout,
+            min_warm=0.95 if gate is None else float(gate["min_warm"]),
             max_history=max_history,
             valid_users=valid_users,
             log=lambda m: err.print(m, markup=False, highlight=False),

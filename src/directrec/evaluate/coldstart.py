@@ -85,6 +85,7 @@ def cold_items(
     inputs = warm(hist)  # every user's warm history (train + validation) as the input
     out: dict[str, Any] = {
         "holdout": holdout,
+        "min_warm": min_warm,
         "cold_items": len(cold),
         "test_cases": int(has_test.sum()),
         "cold_test_cases": int(cold_cases.sum()),
@@ -241,6 +242,7 @@ def run_protocol(
     *,
     seed: int = 42,
     holdout: float | None = None,
+    min_warm: float = 0.95,
     max_history: int | None = None,
     valid_users: int | None = 2000,
     noun: str = "",
@@ -275,6 +277,7 @@ def run_protocol(
             models,
             factory,
             holdout=0.05 if holdout is None else holdout,
+            min_warm=min_warm,
             max_history=max_history,
             db=db,
             seed=seed,
