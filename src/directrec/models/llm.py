@@ -32,8 +32,8 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.hf import load_base, tiny_lm
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import EpochRun, RunSettings, check, train_by_epochs
+from directrec.models.settings import setting
+from directrec.models.training import EpochRun, LoopConfig, RunSettings, check, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
@@ -109,7 +109,7 @@ class LLMRec(Recommender):
     )
 
     @dataclasses.dataclass
-    class Config(ModelConfig):
+    class Config(LoopConfig):
         # architecture
         base_model: str = setting(
             "", 'HF causal-LM directory or hub id; "" = the tiny built-in GPT-2'
@@ -133,15 +133,14 @@ class LLMRec(Recommender):
             False, "recompute activations in the backward pass: less memory, more time"
         )
         prompt_items: int = setting(10, "history titles in the prompt (most recent)")
-        # training
+        # training (the epoch loop's other settings in `LoopConfig`)
         epochs: int = setting(3, "fine-tuning epochs (0 = zero-shot)")
         samples_per_user: int = setting(4, "training prompts drawn per user per epoch")
         batch_size: int = setting(16, "prompts per batch")
         lr: float = setting(5e-4, "AdamW learning rate")
         weight_decay: float = setting(0.01, "AdamW weight decay on the trained weights")
-        eval_every: int = setting(1, "epochs between validations (early stopping)")
-        patience: int = setting(2, "validations without improvement before stopping")
-        max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
+        eval_every: int = 1
+        patience: int = 2
         # generation and precision
         beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
         max_title_tokens: int = setting(32, "most tokens a generated title may take")
@@ -151,7 +150,8 @@ class LLMRec(Recommender):
 
         def __post_init__(self) -> None:
             check(
-                {
+                self.loop_checks()
+                | {
                     "tiny_dim": (self.tiny_dim >= 1, ">= 1"),
                     "tiny_layers": (self.tiny_layers >= 1, ">= 1"),
                     "tiny_heads": (self.tiny_heads >= 1, ">= 1"),
@@ -160,14 +160,7 @@ class LLMRec(Recommender):
                     "lora_alpha": (self.lora_alpha >= 1, ">= 1"),
                     "lora_dropout": (0 <= self.lora_dropout < 1, "in [0, 1)"),
                     "prompt_items": (self.prompt_items >= 1, ">= 1"),
-                    "epochs": (self.epochs >= 0, ">= 0 (0 = zero-shot)"),
                     "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
-                    "batch_size": (self.batch_size >= 1, ">= 1"),
-                    "lr": (self.lr > 0, "> 0"),
-                    "weight_decay": (self.weight_decay >= 0, ">= 0"),
-                    "eval_every": (self.eval_every >= 1, ">= 1"),
-                    "patience": (self.patience >= 1, ">= 1"),
-                    "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
                     "beam": (self.beam >= 1, ">= 1"),
                     "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
                     "dtype": (self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),

@@ -66,14 +66,42 @@ OPTIMIZERS = ("adam", "adamw")
 
 
 @dataclasses.dataclass
-class TrainConfig(ModelConfig):
-    """The training settings the epoch-trained generators share; each model's Config
-    inherits them and overrides the defaults it needs. Checked when the config is built,
-    so a bad value fails at `create`, not at fit time."""
+class LoopConfig(ModelConfig):
+    """What every model trained by `train_by_epochs` sets: epochs, batches, the learning
+    rate and weight decay, and when to stop (early stopping, an optional budget)."""
 
     epochs: int = setting(200, "most epochs to train (early stopping may end sooner)")
     batch_size: int = setting(128, "training sequences per batch")
     lr: float = setting(1e-3, "peak learning rate")
+    weight_decay: float = setting(0.0, "L2 (adam) or decoupled weight decay (adamw)")
+    eval_every: int = setting(5, "epochs between validations (early stopping)")
+    patience: int = setting(4, "validations without improvement before stopping")
+    # Wall-clock budget for training (0 = none: epochs and early stopping end the run);
+    # when set, the batches stop at it, mid-epoch if need be, and the run validates
+    max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
+
+    def loop_checks(self) -> dict[str, tuple[bool, str]]:
+        """These fields' checks, for a subclass's `check` (see `check`)."""
+        return {
+            "epochs": (self.epochs >= 0, ">= 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "weight_decay": (self.weight_decay >= 0, ">= 0"),
+            "eval_every": (self.eval_every >= 1, ">= 1"),
+            "patience": (self.patience >= 1, ">= 1"),
+            "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
+        }
+
+    def __post_init__(self) -> None:
+        check(self.loop_checks(), self)
+
+
+@dataclasses.dataclass
+class TrainConfig(LoopConfig):
+    """The training settings the epoch-trained sequence generators share; each model's
+    Config inherits them and overrides the defaults it needs. Checked when the config is
+    built, so a bad value fails at `create`, not at fit time."""
+
     # none | cosine: a half cosine from `lr` towards 0 over `epochs` | cooldown: `lr`
     # until the last `cooldown` share of `epochs`, then linear steps towards 0 (set
     # `epochs` to what a time budget affords; validation still picks the best epoch)
@@ -82,7 +110,6 @@ class TrainConfig(ModelConfig):
         "none | cosine (half cosine to 0 over epochs) | cooldown (linear to 0 over the last `cooldown` share)",
     )
     cooldown: float = setting(0.2, "share of epochs the cooldown schedule decays over")
-    weight_decay: float = setting(0.0, "L2 (adam) or decoupled weight decay (adamw)")
     # adam: Adam, `weight_decay` added to the gradient as an L2 term (the original
     # recipe) | adamw: decoupled decay (AdamW, Loshchilov & Hutter 2019) on the weight
     # matrices and embeddings only, never on biases or norms (as GPT is trained)
@@ -102,11 +129,6 @@ class TrainConfig(ModelConfig):
         "last",
         "last: each user's last max_len + 1 items | all: the whole history, tiled into windows",
     )
-    eval_every: int = setting(5, "epochs between validations (early stopping)")
-    patience: int = setting(4, "validations without improvement before stopping")
-    # Wall-clock budget for training (0 = none: epochs and early stopping end the run);
-    # when set, the batches stop at it, mid-epoch if need be, and the run validates
-    max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
     # Differential privacy (DP-SGD through Opacus, `privacy.PrivateSteps`), the user being
     # the unit: each step Poisson-samples users (batch_size of them expected), one window
     # each, clips every user's gradient to dp_max_grad_norm and adds Gaussian noise
@@ -120,19 +142,12 @@ class TrainConfig(ModelConfig):
     )
 
     def __post_init__(self) -> None:
-        checks = {
+        checks = self.loop_checks() | {
             "lr_decay": (self.lr_decay in LR_DECAYS, f"one of {', '.join(LR_DECAYS)}"),
             "cooldown": (0.0 < self.cooldown <= 1.0, "a share of the epochs in (0, 1]"),
             "optimizer": (self.optimizer in OPTIMIZERS, "adam or adamw"),
             "windows": (self.windows in ("last", "all"), "last or all"),
             "average": (0.0 <= self.average < 1.0, "a weight average's factor in [0, 1)"),
-            "epochs": (self.epochs >= 0, ">= 0"),
-            "batch_size": (self.batch_size >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
-            "weight_decay": (self.weight_decay >= 0, ">= 0"),
-            "eval_every": (self.eval_every >= 1, ">= 1"),
-            "patience": (self.patience >= 1, ">= 1"),
-            "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
             "dp_epsilon": (
                 0 <= self.dp_epsilon < math.inf,
                 "a finite privacy budget > 0 (0 = no differential privacy)",
