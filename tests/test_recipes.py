@@ -14,7 +14,7 @@ from directrec import recipes as R
 from directrec.generate.fitting import STAGE_PARAMS
 from directrec.models import MODELS
 from directrec.models.artifacts import saved_before
-from directrec.models.training import RUN_FIELDS
+from directrec.models.settings import RUN_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

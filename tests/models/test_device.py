@@ -14,7 +14,7 @@ import torch
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.models import MODELS, create, load_model
-from directrec.models.training import RUN_FIELDS, RunSettings
+from directrec.models.settings import RUN_FIELDS, RunSettings
 from directrec.models.transformer import resolve_device
 from tests.models.settings import TEST_SETTINGS
 

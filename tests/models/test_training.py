@@ -221,7 +221,7 @@ def test_progress_on_a_terminal_is_a_rich_bar(monkeypatch):
     ],
 )
 def test_training_settings_are_checked_when_built(bad, name):
-    from directrec.models.training import TrainConfig
+    from directrec.models.settings import TrainConfig
 
     with pytest.raises(ValueError, match=f"^{name} must be"):
         TrainConfig(**bad)
@@ -233,7 +233,7 @@ def test_run_settings_split_from_the_config_and_every_model_takes_them():
     import dataclasses
 
     from directrec.models import MODELS, create
-    from directrec.models.training import RUN_FIELDS, RunSettings
+    from directrec.models.settings import RUN_FIELDS, RunSettings
 
     model = create("sasrec-ce", {"device": "cpu", "lr": 2e-3, "bf16": True})
     assert model.run == RunSettings(device="cpu", bf16=True) and model.config.lr == 2e-3
@@ -250,7 +250,8 @@ def test_a_checkpoint_dir_a_model_cannot_resume_from_is_an_error(tmp_path):
     backend) refuses `checkpoint_dir` instead of ignoring it."""
     from types import SimpleNamespace
 
-    from directrec.models.training import RunSettings, TrainConfig, train_by_epochs
+    from directrec.models.settings import RunSettings, TrainConfig
+    from directrec.models.training import train_by_epochs
 
     model = SimpleNamespace(
         name="m",

@@ -84,7 +84,7 @@ def settings_rows(recipe: Recipe) -> list[tuple[str, str, str, str]]:
     default being what training by `recipe` uses: its settings over the model's own
     defaults. Run settings (device, threads…) come last."""
     from directrec.models import MODELS
-    from directrec.models.training import RUN_FIELDS
+    from directrec.models.settings import RUN_FIELDS
     from directrec.recipes import setting_defaults
 
     meaning = MODELS[recipe.model].setting_help()

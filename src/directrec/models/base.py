@@ -24,8 +24,13 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
-from directrec.models.settings import ModelConfig, setting_help
-from directrec.models.training import RUN_FIELDS, RunSettings, TrainConfig
+from directrec.models.settings import (
+    RUN_FIELDS,
+    ModelConfig,
+    RunSettings,
+    TrainConfig,
+    setting_help,
+)
 from directrec.models.transformer import resolve_device
 
 Validator = Callable[["Recommender"], float]

@@ -21,8 +21,7 @@ from torch import nn
 
 from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
-from directrec.models.settings import setting
-from directrec.models.training import check
+from directrec.models.settings import check, setting
 from directrec.models.transformer import ItemTrunk, full_softmax_ce, padding_mask, trim_padding
 
 

@@ -10,8 +10,7 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import check
+from directrec.models.settings import ModelConfig, check, setting
 
 
 class BPR(FactorModel):

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import check
+from directrec.models.settings import ModelConfig, check, setting
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:

@@ -14,8 +14,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator, torch_csr
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import check
+from directrec.models.settings import ModelConfig, check, setting
 
 
 class EASE(Recommender):

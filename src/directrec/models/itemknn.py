@@ -15,8 +15,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import check
+from directrec.models.settings import ModelConfig, check, setting
 
 
 def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:

@@ -32,8 +32,8 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
 from directrec.models.hf import load_base, tiny_lm
-from directrec.models.settings import setting
-from directrec.models.training import EpochRun, LoopConfig, RunSettings, check, train_by_epochs
+from directrec.models.settings import LoopConfig, RunSettings, check, setting
+from directrec.models.training import EpochRun, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "

@@ -15,8 +15,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import ModelConfig, setting
-from directrec.models.training import check
+from directrec.models.settings import ModelConfig, check, setting
 
 
 @dataclasses.dataclass

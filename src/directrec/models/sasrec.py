@@ -29,13 +29,8 @@ from directrec.data.histories import Histories
 from directrec.models import privacy
 from directrec.models.base import Validator
 from directrec.models.sequence import BatchLoss, SequenceConfig, SequenceModel, last_windows
-from directrec.models.settings import setting
-from directrec.models.training import (
-    EpochRun,
-    check,
-    make_optimizer,
-    train_by_epochs,
-)
+from directrec.models.settings import check, setting
+from directrec.models.training import EpochRun, make_optimizer, train_by_epochs
 from directrec.models.transformer import (
     ItemTrunk,
     causal_padding_mask,

@@ -21,15 +21,8 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, NetworkModel, Validator
-from directrec.models.settings import setting
-from directrec.models.training import (
-    EpochRun,
-    TrainConfig,
-    batches,
-    check,
-    make_optimizer,
-    train_by_epochs,
-)
+from directrec.models.settings import TrainConfig, check, setting
+from directrec.models.training import EpochRun, batches, make_optimizer, train_by_epochs
 from directrec.models.transformer import autocast, trim_padding
 
 # (network to call, a batch of windows) → (mean loss, how many targets it averages)

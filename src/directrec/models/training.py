@@ -1,7 +1,8 @@
-"""What the trained-by-epochs generators share: how a run is run (`RunSettings`), the
-training settings (`TrainConfig`), the epoch loop (validation every few epochs, early
-stopping with patience, a wall-clock budget honoured within an epoch, the best weights
-kept, a per-epoch log and progress), DDP under torchrun, and checkpoints to resume from."""
+"""What the trained-by-epochs generators share: the epoch loop (validation every few
+epochs, early stopping with patience, a wall-clock budget honoured within an epoch, the
+best weights kept, a per-epoch log and progress), DDP under torchrun, and checkpoints to
+resume from. Their settings (`RunSettings`, `LoopConfig`, `TrainConfig`) are in
+`settings.py`."""
 
 from __future__ import annotations
 
@@ -24,151 +25,8 @@ from torch import nn
 
 from directrec.models import distributed
 from directrec.models.artifacts import saved_before
-from directrec.models.settings import ModelConfig, setting
+from directrec.models.settings import LR_DECAYS, TrainConfig
 from directrec.progress import terminal_bar
-from directrec.text.features import check as check_features
-
-
-# ----------------------------------------------------------------------------- settings
-@dataclasses.dataclass
-class RunSettings:
-    """How a model runs here, never what it is: none of these is saved in a model's config
-    or compared when a checkpoint resumes, and a loaded model gets the defaults (the item
-    features it was fit on are kept in its meta, as data facts are)."""
-
-    device: str = setting("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
-    threads: int = setting(0, "torch intra-op threads (0 = torch's default)")
-    bf16: bool = setting(
-        False, "bfloat16 autocast where the model supports it (training; CUDA scoring)"
-    )
-    progress: bool = setting(False, "an epoch bar on a terminal, else one stderr line per epoch")
-    checkpoint_dir: str = setting(
-        "", "where an epoch-trained model saves progress and resumes from"
-    )
-    # Chosen here, recorded in the fitted model's meta (`item_features`), so an update or
-    # a list with MMR reads the same kind of vectors the model was fit on.
-    item_features: str = setting(
-        "text", "item vectors (content, semantic IDs, MMR, cold items): text | image | both"
-    )
-
-    def __post_init__(self) -> None:
-        dev = self.device
-        if not (dev in ("", "auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {dev!r}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0 (0 = torch's default), not {self.threads}")
-        check_features(self.item_features)
-
-
-RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunSettings))
-LR_DECAYS = ("none", "cosine", "cooldown")
-OPTIMIZERS = ("adam", "adamw")
-
-
-@dataclasses.dataclass
-class LoopConfig(ModelConfig):
-    """What every model trained by `train_by_epochs` sets: epochs, batches, the learning
-    rate and weight decay, and when to stop (early stopping, an optional budget)."""
-
-    epochs: int = setting(200, "most epochs to train (early stopping may end sooner)")
-    batch_size: int = setting(128, "training sequences per batch")
-    lr: float = setting(1e-3, "peak learning rate")
-    weight_decay: float = setting(0.0, "L2 (adam) or decoupled weight decay (adamw)")
-    eval_every: int = setting(5, "epochs between validations (early stopping)")
-    patience: int = setting(4, "validations without improvement before stopping")
-    # Wall-clock budget for training (0 = none: epochs and early stopping end the run);
-    # when set, the batches stop at it, mid-epoch if need be, and the run validates
-    max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
-
-    def loop_checks(self) -> dict[str, tuple[bool, str]]:
-        """These fields' checks, for a subclass's `check` (see `check`)."""
-        return {
-            "epochs": (self.epochs >= 0, ">= 0"),
-            "batch_size": (self.batch_size >= 1, ">= 1"),
-            "lr": (self.lr > 0, "> 0"),
-            "weight_decay": (self.weight_decay >= 0, ">= 0"),
-            "eval_every": (self.eval_every >= 1, ">= 1"),
-            "patience": (self.patience >= 1, ">= 1"),
-            "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
-        }
-
-    def __post_init__(self) -> None:
-        check(self.loop_checks(), self)
-
-
-@dataclasses.dataclass
-class TrainConfig(LoopConfig):
-    """The training settings the epoch-trained sequence generators share; each model's
-    Config inherits them and overrides the defaults it needs. Checked when the config is
-    built, so a bad value fails at `create`, not at fit time."""
-
-    # none | cosine: a half cosine from `lr` towards 0 over `epochs` | cooldown: `lr`
-    # until the last `cooldown` share of `epochs`, then linear steps towards 0 (set
-    # `epochs` to what a time budget affords; validation still picks the best epoch)
-    lr_decay: str = setting(
-        "none",
-        "none | cosine (half cosine to 0 over epochs) | cooldown (linear to 0 over the last `cooldown` share)",
-    )
-    cooldown: float = setting(0.2, "share of epochs the cooldown schedule decays over")
-    # adam: Adam, `weight_decay` added to the gradient as an L2 term (the original
-    # recipe) | adamw: decoupled decay (AdamW, Loshchilov & Hutter 2019) on the weight
-    # matrices and embeddings only, never on biases or norms (as GPT is trained)
-    optimizer: str = setting(
-        "adam", "adam (decay as an L2 term) | adamw (decoupled decay, weights and embeddings only)"
-    )
-    # Validate and keep a moving average of the epochs' end weights (this factor × the
-    # previous average + the rest × this epoch's; 0 = off, 0.8 ≈ the last 5 epochs)
-    average: float = setting(
-        0.0, "moving average of the epochs' end weights (0 = off, 0.8 ≈ the last 5 epochs)"
-    )
-    # Which interactions train: last = each user's last max_len + 1 items (the original
-    # SASRec's windows) | all = the whole history, tiled into windows of max_len + 1 from
-    # the newest back, so every interaction is a target once (`Histories.tiles`); the
-    # context still never exceeds max_len
-    windows: str = setting(
-        "last",
-        "last: each user's last max_len + 1 items | all: the whole history, tiled into windows",
-    )
-    # Differential privacy (DP-SGD through Opacus, `privacy.PrivateSteps`), the user being
-    # the unit: each step Poisson-samples users (batch_size of them expected), one window
-    # each, clips every user's gradient to dp_max_grad_norm and adds Gaussian noise
-    # calibrated so `epochs` epochs spend at most dp_epsilon at dp_delta
-    dp_epsilon: float = setting(
-        0.0, "differential privacy: the ε budget of DP-SGD per user (0 = off, no DP)"
-    )
-    dp_delta: float = setting(0.0, "with dp_epsilon: δ in (0, 1) (0 = 1 / training users)")
-    dp_max_grad_norm: float = setting(
-        1.0, "with dp_epsilon: each user's gradient is clipped to this L2 norm"
-    )
-
-    def __post_init__(self) -> None:
-        checks = self.loop_checks() | {
-            "lr_decay": (self.lr_decay in LR_DECAYS, f"one of {', '.join(LR_DECAYS)}"),
-            "cooldown": (0.0 < self.cooldown <= 1.0, "a share of the epochs in (0, 1]"),
-            "optimizer": (self.optimizer in OPTIMIZERS, "adam or adamw"),
-            "windows": (self.windows in ("last", "all"), "last or all"),
-            "average": (0.0 <= self.average < 1.0, "a weight average's factor in [0, 1)"),
-            "dp_epsilon": (
-                0 <= self.dp_epsilon < math.inf,
-                "a finite privacy budget > 0 (0 = no differential privacy)",
-            ),
-            "dp_delta": (0 <= self.dp_delta < 1, "in (0, 1) (0 = 1 / the training users)"),
-            "dp_max_grad_norm": (0 < self.dp_max_grad_norm < math.inf, "a finite norm > 0"),
-        }
-        check(checks, self)
-        if self.dp_epsilon > 0 and self.windows != "last":
-            # the privacy unit is a user: one example per user and step
-            raise ValueError(
-                "dp_epsilon needs windows=last: differential privacy here protects a user, "
-                "who must give at most one training window to a step"
-            )
-
-
-def check(checks: dict[str, tuple[bool, str]], config: Any) -> None:
-    """Raise a ValueError naming the first failing setting, its value and what it takes."""
-    for name, (ok, takes) in checks.items():
-        if not ok:
-            raise ValueError(f"{name} must be {takes}, not {getattr(config, name)!r}")
 
 
 def batches(windows: torch.Tensor, size: int, by_length: bool) -> list[torch.Tensor]:

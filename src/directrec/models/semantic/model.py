@@ -35,11 +35,7 @@ from directrec.models.semantic.cold import ColdItems
 from directrec.models.semantic.decoding import Decoding
 from directrec.models.semantic.network import SemanticNet
 from directrec.models.semantic.train import Training
-from directrec.models.settings import setting
-from directrec.models.training import (
-    TrainConfig,
-    check,
-)
+from directrec.models.settings import TrainConfig, check, setting
 from directrec.text.semantic_ids import RQVAE
 
 
