@@ -177,7 +177,7 @@ def benchmark(
             {m: dict(rec.settings) for m, rec in recipes.items()},
             seed=seed,
             holdout=holdout,
-            min_warm=0.95 if gate is None else float(gate["min_warm"]),
+            min_warm=float((gate or STAGE_PARAMS["cold_gate"])["min_warm"]),
             max_history=max_history,
             valid_users=valid_users,
             log=lambda m: err.print(m, markup=False, highlight=False),
