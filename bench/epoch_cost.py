@@ -23,7 +23,7 @@ from directrec.data.dataset import Dataset
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.models import transformer
-from directrec.models.sasrec import SASRecNet, batches
+from directrec.models.sasrec import SASRecNet, SASRecNetConfig, batches
 from directrec.models.transformer import (
     causal_padding_mask,
     full_softmax_ce,
@@ -82,12 +82,14 @@ def main() -> None:
     seq = torch.randint(1, n_items, (b, n))
     step: dict = {}
     for attn in (0.2, 0.0):
-        net = SASRecNet(n_items, n, d, 2, 2, 0.2, attn).train()
+        net = SASRecNet(n_items, SASRecNetConfig(max_len=n, dim=d, attn_dropout=attn)).train()
         step[f"blocks_fwd_bwd_attn_dropout_{attn}"] = timed(
             lambda net=net: net(seq).sum().backward()
         )
     # the same dropout rate as DropKey (`drop_keys`): pairs masked before the fused kernel
-    net = SASRecNet(n_items, n, d, 2, 2, 0.2, 0.2, drop_keys=True).train()
+    net = SASRecNet(
+        n_items, SASRecNetConfig(max_len=n, dim=d, attn_dropout=0.2, drop_keys=True)
+    ).train()
     step["blocks_fwd_bwd_drop_keys_0.2"] = timed(lambda: net(seq).sum().backward())
     h = torch.randn(b * n, d, requires_grad=True)
     emb = torch.randn(n_items, d, requires_grad=True)
@@ -107,7 +109,12 @@ def main() -> None:
             lambda chunk=chunk: full_softmax_ce(h, emb, y, chunk).backward()
         )
     for heads, ratio in ((1, 1), (2, 4)):  # SASRec+'s block (1 head, narrow MLP) vs ours
-        net = SASRecNet(n_items, n, d, heads, 2, 0.1, 0.1, ratio).train()
+        net = SASRecNet(
+            n_items,
+            SASRecNetConfig(
+                max_len=n, dim=d, heads=heads, dropout=0.1, attn_dropout=0.1, mlp_ratio=ratio
+            ),
+        ).train()
         step[f"blocks_fwd_bwd_heads_{heads}_mlp_{ratio}_dropout_0.1"] = timed(
             lambda net=net: net(seq).sum().backward()
         )
@@ -142,7 +149,10 @@ def main() -> None:
 
     def steps(blocks: int) -> float:
         torch.manual_seed(args.seed)
-        net = SASRecNet(n_items, n, d, 2, blocks, 0.2, 0.2, drop_keys=True).train()
+        net = SASRecNet(
+            n_items,
+            SASRecNetConfig(max_len=n, dim=d, layers=blocks, attn_dropout=0.2, drop_keys=True),
+        ).train()
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
 
         packed_step(net, opt, real[cut[0]])

@@ -33,7 +33,7 @@ def measure(db: Path, blocks: list[int], steps: int, seed: int) -> list[dict]:
     from directrec.data.dataset import Dataset
     from directrec.data.histories import Histories
     from directrec.data.split import leave_one_out
-    from directrec.models.sasrec import SASRecNet, batches
+    from directrec.models.sasrec import SASRecNet, SASRecNetConfig, batches
     from epoch_cost import packed_step  # this script's folder is on sys.path
 
     ds = Dataset.from_store(db)
@@ -45,7 +45,10 @@ def measure(db: Path, blocks: list[int], steps: int, seed: int) -> list[dict]:
     rounds = []
     for n in blocks:
         torch.manual_seed(seed)
-        net = SASRecNet(ds.interactions.n_items, 200, 64, 2, n, 0.2, 0.2, drop_keys=True).train()
+        net = SASRecNet(
+            ds.interactions.n_items,
+            SASRecNetConfig(max_len=200, layers=n, attn_dropout=0.2, drop_keys=True),
+        ).train()
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
         packed_step(net, opt, real[cut[0]])  # warm-up
         r0, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()

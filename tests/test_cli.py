@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from directrec.cli import app
+from directrec.recipes import Recipe
 from tests.conftest import planted_frames
 
 runner = CliRunner()
@@ -482,9 +483,11 @@ name = "tiny"
 model = "sasrec-ce"
 description = "a small ID head for tests"
 
-[settings]
+[network]
 max_len = 20
 dim = 16
+
+[training]
 epochs = 2
 eval_every = 2
 
@@ -498,7 +501,7 @@ valid_users = 40
 """
 
 
-def test_recipes_list_and_show():
+def test_recipes_list_and_show(tmp_path):
     from directrec.recipes import resolve, shipped
 
     res = run("recipes")
@@ -510,7 +513,13 @@ def test_recipes_list_and_show():
     assert run("recipes", "list").output == res.output
     res = run("recipes", "show", "amazon-5core")
     assert res.exit_code == 0, res.output
-    assert tomllib.loads(res.output) == resolve("amazon-5core").to_dict()
+    assert tomllib.loads(res.output) == resolve("amazon-5core").to_dict(by_part=True)
+    # a setting under another part's table: the error names both tables
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_RECIPE.replace("dim = 16", "dim = 16\nlr = 0.1"))
+    res = run("recipes", "show", bad)
+    assert res.exit_code == 2
+    assert "[network]: 'lr' is a training setting" in res.output and "[training]" in res.output
     res = run("recipes", "show", "amazon-5cor")
     assert res.exit_code == 2 and "'amazon-5core'" in res.output
     assert run("recipes", "show").exit_code == 2  # a name or --model, one of them
@@ -532,7 +541,9 @@ def test_train_with_a_recipe_stores_the_resolved_recipe(store, tmp_path):
     assert res.exit_code == 0, res.output
     shown = tomllib.loads(res.output)
     assert shown["recipe"]["name"] == "tiny" and shown["recipe"]["model"] == "sasrec-ce"
-    assert shown["settings"] == {"max_len": 20, "dim": 16, "epochs": 1, "eval_every": 2, "seed": 42}
+    # the file groups its settings by part
+    assert shown["network"] == {"max_len": 20, "dim": 16}
+    assert shown["training"] == {"epochs": 1, "eval_every": 2, "seed": 42}
     assert shown["stages"] == {"prior_blend": {"users": 30}}
     # a MODEL that contradicts the recipe, an unknown key, nothing to train: refused
     res = run("train", "ease", "--recipe", recipe, "--db", db, "--out", d / "x")
@@ -551,7 +562,8 @@ def test_train_a_model_records_its_own_recipe(store):
     res = run("train", "ease", "--db", db, "--out", d / "e", "--set", "l2=20")
     assert res.exit_code == 0, res.output
     shown = tomllib.loads(run("recipes", "show", "--model", d / "e").output)
-    assert shown["recipe"]["model"] == "ease" and shown["settings"] == {"l2": 20.0, "seed": 42}
+    assert shown["recipe"]["model"] == "ease" and shown["model"] == {"l2": 20.0}
+    assert shown["training"] == {"seed": 42}
 
 
 def test_recipes_show_model_says_what_the_fit_chose(store):
@@ -566,7 +578,7 @@ def test_recipes_show_model_says_what_the_fit_chose(store):
     chosen = config["config"]["id_weight"]
     shown = run("recipes", "show", "--model", d / "hyb").output
     assert f"# chosen on validation by the fit: id_weight = {chosen} (" in shown
-    assert tomllib.loads(shown)["settings"]["id_loss"] == 1.0  # still a recipe
+    assert tomllib.loads(shown)["training"]["id_loss"] == 1.0  # still a recipe
 
 
 def test_train_without_a_recipe_takes_the_one_fitting_the_data(store, monkeypatch):
@@ -582,7 +594,7 @@ def test_train_without_a_recipe_takes_the_one_fitting_the_data(store, monkeypatc
     assert "recipe ml1m-sasrec-ce (chosen for" in res.output
     assert "--recipe sasrec-ce for the defaults" in res.output
     shown = tomllib.loads(run("recipes", "show", "--model", d / "fit").output)
-    assert shown["recipe"]["name"] == "ml1m-sasrec-ce" and shown["settings"]["layers"] == 4
+    assert shown["recipe"]["name"] == "ml1m-sasrec-ce" and shown["network"]["layers"] == 4
     res = run("train", "--recipe", "sasrec-ce", "--db", db, "--out", d / "own", "--set", "epochs=1")
     assert res.exit_code == 0 and "chosen for" not in res.output
     shown = tomllib.loads(run("recipes", "show", "--model", d / "own").output)
@@ -594,7 +606,7 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     recipe = tmp_path / "tiny.toml"
     diverse = "[stages.diversify]\nusers = 40\nkeep = 0.5\n\n[benchmark]"
     recipe.write_text(
-        TINY_RECIPE.replace("dim = 16", "dim = 16\nlr = 1e-7").replace("[benchmark]", diverse)
+        TINY_RECIPE.replace("epochs = 2", "epochs = 2\nlr = 1e-7").replace("[benchmark]", diverse)
     )
     res = run(
         "benchmark", "--db", db, "--recipe", recipe, "--out", d / "rb", "--no-isolate",
@@ -620,7 +632,7 @@ def test_benchmark_and_evaluate_take_a_recipe(store, tmp_path):
     assert gen["stopped"] == "epochs exhausted (1)"
     assert any(w.startswith("generator sasrec-ce scores below") for w in doc["warnings"])
     saved = tomllib.loads(run("recipes", "show", "--model", d / "rbm" / "sasrec-ce").output)
-    assert saved == gen["recipe"]
+    assert Recipe.from_dict(saved, "shown").to_dict() == gen["recipe"]  # the same recipe
     # evaluate: the recipe's protocol gives the cut-offs
     res = run("evaluate", "--model", d / "rbm" / "itemknn", "--db", db, "--recipe", recipe)
     assert res.exit_code == 0, res.output

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from directrec.cli import app
 from directrec.models import MODELS
+from directrec.recipes import Recipe
 from tests.conftest import planted_frames
 
 runner = CliRunner()
@@ -19,6 +20,11 @@ runner = CliRunner()
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def settings_of(text: str) -> dict:
+    """Every setting of a recipe file's text, whichever part's table holds it."""
+    return Recipe.from_text(text, "recipe").settings
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +69,14 @@ def test_train_model_help_lists_its_settings_with_defaults_and_meaning():
     assert "itemknn settings" in text
     for name, default in (("neighbours", "100"), ("shrink", "10")):
         row = next(line for line in res.output.splitlines() if f" {name} " in line)
-        assert default in row.split("│")[3], row
-    assert "shrinkage added to the cosine" in text
+        assert row.split("│")[1].strip() == "model" and default in row.split("│")[4], row
+    assert "shrinkage" in text
+    # a generator's settings come grouped by part, the network's first
+    res = run("models", "sasrec-ce")
+    parts = [line.split("│")[1].strip() for line in res.output.splitlines() if "│" in line]
+    parts = [p for p in parts if p]
+    assert parts[0] == "network" and {"network", "training", "run"} <= set(parts), parts
+    assert parts == sorted(parts, key=["network", "training", "run"].index), parts
     # the default shown is what `train MODEL` runs: the shipped recipe's, over the model's
     res = run("models", "sasrec-ce")
     assert res.exit_code == 0, res.output
@@ -108,7 +120,8 @@ def test_tune_writes_a_recipe_that_train_and_recipes_show_take(store):
     assert res.output.count("trial ") >= 3  # a line per trial off a terminal
     doc = tomllib.loads(best.read_text())
     assert doc["recipe"]["model"] == "itemknn" and doc["recipe"]["name"] == "best"
-    assert set(doc["settings"]) == {"neighbours", "shrink", "seed"}
+    assert set(doc["model"]) == {"neighbours", "shrink"} and set(doc["training"]) == {"seed"}
+    doc["settings"] = settings_of(best.read_text())
     assert doc["settings"]["seed"] == 7  # the trials' seed: train reproduces the best trial
     assert 10 <= doc["settings"]["neighbours"] <= 1000
     described = doc["recipe"]["description"]
@@ -118,7 +131,7 @@ def test_tune_writes_a_recipe_that_train_and_recipes_show_take(store):
 
     shown = run("recipes", "show", best)
     assert shown.exit_code == 0, shown.output
-    assert tomllib.loads(shown.output)["settings"] == doc["settings"]
+    assert settings_of(shown.output) == doc["settings"]
     res = run("train", "--recipe", best, "--db", db, "--out", d / "m")
     assert res.exit_code == 0, res.output
     saved = json.loads((d / "m" / "config.json").read_text())
@@ -129,7 +142,7 @@ def test_tune_writes_a_recipe_that_train_and_recipes_show_take(store):
     again = d / "again.toml"
     res = run("tune", "itemknn", "--db", db, "--trials", 3, "--out", again, "--seed", 7)
     assert res.exit_code == 0, res.output
-    assert tomllib.loads(again.read_text())["settings"] == doc["settings"]
+    assert settings_of(again.read_text()) == doc["settings"]
 
 
 def test_tune_takes_a_search_space_file_and_fixed_settings(store):
@@ -139,7 +152,7 @@ def test_tune_takes_a_search_space_file_and_fixed_settings(store):
     out = d / "ease.toml"
     res = run("tune", "ease", "--db", db, "--trials", 3, "--space", space, "--out", out)
     assert res.exit_code == 0, res.output
-    assert tomllib.loads(out.read_text())["settings"]["l2"] in (10.0, 100.0, 1000.0)
+    assert settings_of(out.read_text())["l2"] in (10.0, 100.0, 1000.0)
 
     space.write_text("[space]\nneighbours = {low = 10, high = 1000}\n")
     res = run("tune", "ease", "--db", db, "--trials", 3, "--space", space, "--out", d / "x.toml")
@@ -158,7 +171,7 @@ def test_tune_takes_a_search_space_file_and_fixed_settings(store):
     )
     assert res.exit_code == 0, res.output
     assert "shrink:" not in res.output  # not among the searched settings printed first
-    settings = tomllib.loads((d / "k.toml").read_text())["settings"]
+    settings = settings_of((d / "k.toml").read_text())
     assert settings["shrink"] == 3.0 and "neighbours" in settings
 
 

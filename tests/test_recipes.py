@@ -3,6 +3,7 @@ key and the closest valid names; --set wins over a recipe; figures stay with the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -14,7 +15,7 @@ from directrec import recipes as R
 from directrec.generate.fitting import STAGE_PARAMS
 from directrec.models import MODELS
 from directrec.models.artifacts import saved_before
-from directrec.models.settings import RUN_FIELDS
+from directrec.models.settings import PARTS, RUN_FIELDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,6 +149,57 @@ def test_file_recipe_loads_and_overrides_win(tmp_path):
     o = r.with_overrides(["lr=0.01", "sasrec-ce.dim=32"])
     assert o.settings == {"layers": 3, "lr": 0.01, "dim": 32}
     assert r.settings["lr"] == 0.002  # frozen: the original is untouched
+
+
+def test_settings_by_part_read_the_same_and_each_part_holds_only_its_own(tmp_path):
+    """A recipe file groups its settings by part ([network], [training], …); the parts are
+    the model's, a key under another part's table is refused with the part it belongs to,
+    and a setting given twice is refused."""
+    parts = BASE.replace(
+        "[settings]\nlayers = 3\nlr = 0.002\n", "[network]\nlayers = 3\n\n[training]\nlr = 0.002\n"
+    )
+    r = R.resolve(write(tmp_path, parts))
+    assert r.settings == R.resolve(write(tmp_path, BASE, "flat.toml")).settings
+    assert tomllib.loads(r.to_toml())["network"] == {"layers": 3}
+    assert "settings" not in tomllib.loads(r.to_toml()) and r.to_dict()["settings"]
+    wrong = parts.replace("[network]\nlayers = 3", "[network]\nlayers = 3\nlr = 0.1")
+    p = write(tmp_path, wrong, "wrong.toml")
+    with pytest.raises(
+        R.RecipeError, match=r"\[network\]: 'lr' is a training setting.*\[training\]"
+    ):
+        R.resolve(p)
+    twice = parts + "\n[settings]\nlayers = 2\n"
+    with pytest.raises(R.RecipeError, match="'layers' is set twice"):
+        R.resolve(write(tmp_path, twice, "twice.toml"))
+    # every model's every setting has a part, and the network's come first in its listing
+    for name, model in MODELS.items():
+        got = model.setting_parts()
+        assert set(got) == set(R.setting_defaults(name)) and set(got.values()) <= set(PARTS)
+
+
+def test_a_network_is_built_from_its_own_small_config():
+    """The generators' networks take their own config, a handful of fields, never the
+    model's whole one; the model's Config combines it with training and decoding."""
+    from directrec.models.bert4rec import BERT4RecNetConfig
+    from directrec.models.gru4rec import GRU4RecNetConfig
+    from directrec.models.hf import LMConfig
+    from directrec.models.sasrec import SASRecNetConfig
+    from directrec.models.semantic.network import SemanticNetConfig
+
+    nets = {
+        "sasrec-ce": SASRecNetConfig,
+        "gru4rec": GRU4RecNetConfig,
+        "bert4rec": BERT4RecNetConfig,
+        "semantic-id": SemanticNetConfig,
+        "llm": LMConfig,
+    }
+    for name, net in nets.items():
+        parts = MODELS[name].setting_parts()
+        own = {f.name for f in dataclasses.fields(net)}
+        assert own == {k for k, p in parts.items() if p == "network"}, name
+        assert len(own) <= 11, name
+        built = net.of(MODELS[name].Config())
+        assert dataclasses.asdict(built) == {k: getattr(MODELS[name].Config(), k) for k in own}
 
 
 def test_unknown_setting_names_the_file_key_and_closest(tmp_path):

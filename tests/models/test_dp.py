@@ -5,7 +5,6 @@ budgets are refused, and a private model still learns."""
 from __future__ import annotations
 
 import json
-import tomllib
 
 import pytest
 from opacus.accountants import RDPAccountant
@@ -13,6 +12,7 @@ from opacus.accountants import RDPAccountant
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
 from directrec.models import create, load_model
+from directrec.recipes import Recipe
 from tests.test_cli import run, store  # noqa: F401 (the CLI's tiny store fixture)
 
 TINY = {"max_len": 10, "dim": 8, "heads": 1, "layers": 1, "batch_size": 50, "lr": 1e-2}
@@ -78,7 +78,7 @@ def test_recipes_show_prints_epsilon_and_delta(store, tmp_path):  # noqa: F811
     assert res.exit_code == 0, res.output
     assert f"ε = {spent['epsilon_spent']:g} spent of 4" in res.output
     assert f"δ = {spent['delta']:.3g}" in res.output
-    assert tomllib.loads(res.output)["settings"]["dp_epsilon"] == 4.0  # still a recipe
+    assert Recipe.from_text(res.output, "shown").settings["dp_epsilon"] == 4.0  # still a recipe
 
 
 @pytest.mark.parametrize(

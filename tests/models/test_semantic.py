@@ -573,12 +573,13 @@ def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
     its gradients."""
     import torch.nn.functional as F
 
-    from directrec.models.semantic.network import SemanticNet
+    from directrec.models.semantic.network import SemanticNet, SemanticNetConfig
 
     torch.manual_seed(0)
     n = 50
     codes = torch.cat([torch.randint(0, 8, (n, 3)), torch.zeros(n, 1, dtype=torch.long)], 1)
-    net = SemanticNet([8, 8, 8, 1], 10, 16, 2, 1, 1, 0.0, True, n, 1.0, codes)
+    cfg = SemanticNetConfig(max_len=10, dim=16, heads=2, enc_layers=1, dec_layers=1, dropout=0.0)
+    net = SemanticNet([8, 8, 8, 1], cfg, n, 1.0, codes)
     with torch.no_grad():
         net.item_emb.weight.normal_()
     net.allow_ids(torch.rand(n) > 0.3)
@@ -613,12 +614,13 @@ def test_the_id_head_loss_is_the_masked_full_softmax_without_its_logits():
 def test_the_id_heads_table_is_kept_while_scoring_and_rebuilt_when_the_weights_change():
     """Scoring reuses the ID head's [n_items, dim] table; a training step, loaded weights
     or new codes make the next call rebuild it, so scores never come from stale weights."""
-    from directrec.models.semantic.network import SemanticNet
+    from directrec.models.semantic.network import SemanticNet, SemanticNetConfig
 
     torch.manual_seed(0)
     n = 30
     codes = torch.cat([torch.randint(0, 8, (n, 3)), torch.zeros(n, 1, dtype=torch.long)], 1)
-    net = SemanticNet([8, 8, 8, 1], 10, 16, 2, 1, 1, 0.0, True, n, 1.0, codes)
+    cfg = SemanticNetConfig(max_len=10, dim=16, heads=2, enc_layers=1, dec_layers=1, dropout=0.0)
+    net = SemanticNet([8, 8, 8, 1], cfg, n, 1.0, codes)
 
     def fresh():
         with torch.enable_grad():

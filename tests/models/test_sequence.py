@@ -94,7 +94,8 @@ def test_cloze_masking_hides_the_targets_and_always_masks_something(fitted):
         ("bert4rec", {"dim": 30, "heads": 4}, "heads"),
         ("gru4rec", {"layers": 0}, "layers"),
         ("gru4rec", {"dropout": 1.0}, "dropout"),
-        ("gru4rec", {"max_len": 1}, "max_len"),
+        ("gru4rec", {"max_len": 0}, "max_len"),
+        ("bert4rec", {"max_len": 1}, "max_len"),  # one item and the [MASK] after it
     ],
 )
 def test_settings_are_checked_at_create(name, bad, field):

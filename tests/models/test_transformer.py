@@ -81,7 +81,7 @@ def test_pack_lays_each_window_once_and_a_packed_row_computes_each_window_as_alo
     """Packed rows hold every window's real tokens exactly once, in order, with the
     positions the window has on its own; in eval mode the network's outputs at each
     window's tokens equal those of the window run alone (attention never crosses)."""
-    from directrec.models.sasrec import SASRecNet
+    from directrec.models.sasrec import SASRecNet, SASRecNetConfig
     from directrec.models.transformer import pack, trim_padding
 
     g = torch.Generator().manual_seed(5)
@@ -92,7 +92,7 @@ def test_pack_lays_each_window_once_and_a_packed_row_computes_each_window_as_alo
     tokens, segments, positions = pack(windows)
     assert len(tokens) < len(lengths) and tokens.shape[1] == n
     torch.manual_seed(0)
-    net = SASRecNet(50, n - 1, 16, 2, 2, 0.1).eval()
+    net = SASRecNet(50, SASRecNetConfig(max_len=n - 1, dim=16, dropout=0.1)).eval()
     with torch.no_grad():
         packed = net(tokens[:, :-1], (segments[:, :-1], positions[:, :-1]))
         alone = net(trim_padding(windows)[:, :-1])

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +41,8 @@ out = Console(soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # escaped: messages name recipe tables ("[network]") that rich would take for markup
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 

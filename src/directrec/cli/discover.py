@@ -79,21 +79,22 @@ def _named_recipe(args: list[str]) -> Recipe | None:
 
 
 # --------------------------------------------------------------------------- settings
-def settings_rows(recipe: Recipe) -> list[tuple[str, str, str, str]]:
-    """(setting, type, default, meaning) for every setting of the recipe's model, the
+def settings_rows(recipe: Recipe) -> list[tuple[str, str, str, str, str]]:
+    """(part, setting, type, default, meaning) for every setting of the recipe's model, the
     default being what training by `recipe` uses: its settings over the model's own
-    defaults. Run settings (device, threads…) come last."""
+    defaults; grouped by part (network, codes, training, decoding, model, run)."""
     from directrec.models import MODELS
-    from directrec.models.settings import RUN_FIELDS
+    from directrec.models.settings import PARTS
     from directrec.recipes import setting_defaults
 
     meaning = MODELS[recipe.model].setting_help()
+    parts = MODELS[recipe.model].setting_parts()
     rows = []
     for name, default in setting_defaults(recipe.model).items():
         value = recipe.settings.get(name, default)
         typ = type(value).__name__ if value is not None else "any"
-        rows.append((name, typ, _show(value), meaning.get(name, "")))
-    return sorted(rows, key=lambda r: r[0] in RUN_FIELDS)  # stable: config order first
+        rows.append((parts[name], name, typ, _show(value), meaning.get(name, "")))
+    return sorted(rows, key=lambda r: PARTS.index(r[0]))  # stable: config order within
 
 
 def _show(value: Any) -> str:
@@ -116,6 +117,7 @@ def settings_table(recipe: Recipe) -> Table:
         caption=MODELS[model].summary,
         caption_justify="left",
     )
+    table.add_column("part", no_wrap=True)
     table.add_column("setting", no_wrap=True)
     table.add_column("type", no_wrap=True)
     table.add_column("default", overflow="fold")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from directrec.recipes import Recipe
@@ -217,7 +218,7 @@ def benchmark(
 
     sys.stdout.write(markdown_table(doc))
     for warning in doc.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     out.print(f"results written to {out_dir}/results.json, results.md, comparison.png")
 
 
@@ -413,7 +414,7 @@ def evaluate_cmd(
 
     doc = _run_guarded(run)
     for note in doc["notes"]:
-        err.print(f"[yellow]note:[/] {note}", highlight=False)
+        err.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / "results.json.tmp"

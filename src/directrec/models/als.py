@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class ALS(FactorModel):
@@ -27,16 +27,13 @@ class ALS(FactorModel):
         alpha: float = setting(2.0, "confidence scale: an interaction counts as 1 + alpha")
         iterations: int = setting(15, "alternating least-squares sweeps")
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "factors": (self.factors >= 1, ">= 1"),
-                    "regularization": (self.regularization >= 0, ">= 0"),
-                    "alpha": (self.alpha >= 0, ">= 0"),
-                    "iterations": (self.iterations >= 1, ">= 1"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "factors": (self.factors >= 1, ">= 1"),
+                "regularization": (self.regularization >= 0, ">= 0"),
+                "alpha": (self.alpha >= 0, ">= 0"),
+                "iterations": (self.iterations >= 1, ">= 1"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

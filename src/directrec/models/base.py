@@ -30,6 +30,7 @@ from directrec.models.settings import (
     RunSettings,
     TrainConfig,
     setting_help,
+    setting_parts,
 )
 from directrec.models.transformer import resolve_device
 
@@ -69,6 +70,11 @@ class Recommender:
     def setting_help(cls) -> dict[str, str]:
         """Every setting's one-line meaning, by name (declared with `settings.setting`)."""
         return setting_help(cls.Config, RunSettings)
+
+    @classmethod
+    def setting_parts(cls) -> dict[str, str]:
+        """Every setting's part (network, training, decoding, model, run…), by name."""
+        return setting_parts(cls.Config) | {f: "run" for f in RUN_FIELDS}
 
     @classmethod
     def setting_fields(cls) -> dict[str, dataclasses.Field]:

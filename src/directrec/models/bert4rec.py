@@ -15,14 +15,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
-from directrec.models.settings import check, setting
-from directrec.models.transformer import ItemTrunk, full_softmax_ce, padding_mask, trim_padding
+from directrec.models.settings import Checks, setting
+from directrec.models.transformer import (
+    ItemTrunk,
+    TrunkConfig,
+    full_softmax_ce,
+    padding_mask,
+    trim_padding,
+)
+
+
+@dataclasses.dataclass
+class BERT4RecNetConfig(TrunkConfig):
+    """The bidirectional trunk's shape (`TrunkConfig`, BERT4Rec's own defaults)."""
+
+    dropout: float = setting(0.1, "dropout on embeddings, attention and residual paths")
+    # DropKey (query-key pairs masked before the softmax) lets the fused attention kernel
+    # run the attention dropout: half the cost of a block on a CPU (see transformer.Block)
+    drop_keys: bool = setting(
+        True, "apply the attention dropout as DropKey (masked before the softmax): cheaper"
+    )
+
+    def checks(self) -> Checks:
+        # the last position is always [MASK]: at least one item before it
+        return {"max_len": (self.max_len >= 2, ">= 2 (one item and the [MASK] after it)")}
 
 
 class BERT4RecNet(ItemTrunk):
@@ -31,20 +54,8 @@ class BERT4RecNet(ItemTrunk):
     parameter of its own (so new items can be added after it). Sequences are left-padded,
     positions right-aligned: the newest token is always position max_len - 1."""
 
-    def __init__(
-        self,
-        n_items: int,
-        max_len: int,
-        dim: int,
-        heads: int,
-        layers: int,
-        dropout: float,
-        mlp_ratio: int = 4,
-        drop_keys: bool = True,
-    ) -> None:
-        super().__init__(
-            n_items, max_len, dim, heads, layers, dropout, None, mlp_ratio, drop_keys, True
-        )
+    def __init__(self, n_items: int, cfg: BERT4RecNetConfig) -> None:
+        super().__init__(n_items, cfg, mask_token=True)
 
     @property
     def mask_id(self) -> int:
@@ -71,43 +82,25 @@ class BERT4Rec(SequenceModel):
     summary = "BERT4Rec: bidirectional Transformer trained to fill in masked items (cloze)"
 
     @dataclasses.dataclass
-    class Config(SequenceConfig):
-        """The network's and the masking's settings; training settings in `TrainConfig`."""
+    class Config(BERT4RecNetConfig, SequenceConfig):
+        """The network (`BERT4RecNetConfig`) and how it trains: the masking here, the
+        rest in `SequenceConfig`."""
 
-        heads: int = setting(2, "attention heads (must divide dim)")
-        layers: int = setting(2, "Transformer blocks")
-        dropout: float = setting(0.1, "dropout on embeddings, attention and residual paths")
-        mlp_ratio: int = setting(4, "MLP width / dim")
-        # DropKey (query-key pairs masked before the softmax) lets the fused attention kernel
-        # run the attention dropout: half the cost of a block on a CPU (see transformer.Block)
-        drop_keys: bool = setting(
-            True, "apply the attention dropout as DropKey (masked before the softmax): cheaper"
-        )
+        part: ClassVar[str] = "training"  # of the settings declared here
+
         mask_prob: float = setting(0.2, "chance that each item of a training window is masked")
         mask_last: float = setting(
             0.1, "share of training windows with only their last item masked (as inference)"
         )
 
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            check(
-                {
-                    "heads": (
-                        self.heads >= 1 and self.dim % self.heads == 0,
-                        f"≥ 1 and divide dim ({self.dim})",
-                    ),
-                    "mlp_ratio": (self.mlp_ratio >= 1, ">= 1"),
-                    "mask_prob": (0.0 < self.mask_prob <= 1.0, "in (0, 1]"),
-                    "mask_last": (0.0 <= self.mask_last <= 1.0, "in [0, 1]"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "mask_prob": (0.0 < self.mask_prob <= 1.0, "in (0, 1]"),
+                "mask_last": (0.0 <= self.mask_last <= 1.0, "in [0, 1]"),
+            }
 
     def _build(self) -> BERT4RecNet:
-        c = self.config
-        return BERT4RecNet(
-            self.n_items, c.max_len, c.dim, c.heads, c.layers, c.dropout, c.mlp_ratio, c.drop_keys
-        )
+        return BERT4RecNet(self.n_items, BERT4RecNetConfig.of(self.config))
 
     def _batch_loss(self, module: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Cross-entropy of the masked positions' original items (the cloze task)."""

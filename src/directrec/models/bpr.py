@@ -10,7 +10,7 @@ from threadpoolctl import threadpool_limits
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Validator
 from directrec.models.factors import FactorModel
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class BPR(FactorModel):
@@ -25,16 +25,13 @@ class BPR(FactorModel):
         regularization: float = setting(0.001, "L2 weight on the factors")
         iterations: int = setting(100, "passes over the interactions")
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "factors": (self.factors >= 1, ">= 1"),
-                    "learning_rate": (self.learning_rate > 0, "> 0"),
-                    "regularization": (self.regularization >= 0, ">= 0"),
-                    "iterations": (self.iterations >= 1, ">= 1"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "factors": (self.factors >= 1, ">= 1"),
+                "learning_rate": (self.learning_rate > 0, "> 0"),
+                "regularization": (self.regularization >= 0, ">= 0"),
+                "iterations": (self.iterations >= 1, ">= 1"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

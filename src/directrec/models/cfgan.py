@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -48,20 +48,17 @@ class CFGAN(Recommender):
         zr_ratio: float = setting(0.3, "share of negatives pushed to zero (zero reconstruction)")
         zr_weight: float = setting(0.1, "weight of the zero-reconstruction loss")
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "hidden": (self.hidden >= 1, ">= 1"),
-                    "epochs": (self.epochs >= 0, ">= 0"),
-                    "batch_size": (self.batch_size >= 1, ">= 1"),
-                    "lr_g": (self.lr_g > 0, "> 0"),
-                    "lr_d": (self.lr_d > 0, "> 0"),
-                    "pm_ratio": (0 <= self.pm_ratio <= 1, "a share in [0, 1]"),
-                    "zr_ratio": (0 <= self.zr_ratio <= 1, "a share in [0, 1]"),
-                    "zr_weight": (self.zr_weight >= 0, ">= 0"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "hidden": (self.hidden >= 1, ">= 1"),
+                "epochs": (self.epochs >= 0, ">= 0"),
+                "batch_size": (self.batch_size >= 1, ">= 1"),
+                "lr_g": (self.lr_g > 0, "> 0"),
+                "lr_d": (self.lr_d > 0, "> 0"),
+                "pm_ratio": (0 <= self.pm_ratio <= 1, "a share in [0, 1]"),
+                "zr_ratio": (0 <= self.zr_ratio <= 1, "a share in [0, 1]"),
+                "zr_weight": (self.zr_weight >= 0, ">= 0"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

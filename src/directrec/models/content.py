@@ -17,7 +17,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, torch_csr
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class ContentBased(Recommender):
@@ -35,8 +35,8 @@ class ContentBased(Recommender):
             True, "weigh history items by their rating when the data has ratings"
         )
 
-        def __post_init__(self) -> None:
-            check({"half_life": (self.half_life >= 0, ">= 0 (0 = no decay)")}, self)
+        def checks(self) -> Checks:
+            return {"half_life": (self.half_life >= 0, ">= 0 (0 = no decay)")}
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -14,7 +14,7 @@ import torch
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender, Validator, torch_csr
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class EASE(Recommender):
@@ -25,10 +25,8 @@ class EASE(Recommender):
     class Config(ModelConfig):
         l2: float = setting(500.0, "λ, the L2 weight of the closed form: larger for denser data")
 
-        def __post_init__(self) -> None:
-            check(
-                {"l2": (self.l2 > 0, "> 0 (the closed form inverts the Gram matrix plus it)")}, self
-            )
+        def checks(self) -> Checks:
+            return {"l2": (self.l2 > 0, "> 0 (the closed form inverts the Gram matrix plus it)")}
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -16,16 +16,35 @@ from torch import nn
 
 from directrec.data.histories import Histories
 from directrec.models.sequence import SequenceConfig, SequenceModel, last_windows
-from directrec.models.settings import setting
+from directrec.models.settings import Checks, NetworkConfig, setting
 from directrec.models.transformer import Dropout, full_softmax_ce, trim_padding
+
+
+@dataclasses.dataclass
+class GRU4RecNetConfig(NetworkConfig):
+    """The GRU's shape."""
+
+    max_len: int = setting(200, "most recent items the model reads (context length)")
+    dim: int = setting(64, "embedding and hidden width")
+    layers: int = setting(1, "stacked GRU layers")
+    dropout: float = setting(0.2, "dropout on the item embeddings and the GRU's states")
+
+    def checks(self) -> Checks:
+        return {
+            "max_len": (self.max_len >= 1, ">= 1"),
+            "dim": (self.dim >= 1, ">= 1"),
+            "layers": (self.layers >= 1, ">= 1"),
+            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+        }
 
 
 class GRU4RecNet(nn.Module):
     """Item embeddings → GRU → a linear map back to the embedding space; scores are dot
     products with the item embeddings. Token 0 is padding; item i is token i + 1."""
 
-    def __init__(self, n_items: int, dim: int, layers: int, dropout: float) -> None:
+    def __init__(self, n_items: int, cfg: GRU4RecNetConfig) -> None:
         super().__init__()
+        dim, layers, dropout = cfg.dim, cfg.layers, cfg.dropout
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.drop = Dropout(dropout)
         self.gru = nn.GRU(dim, dim, layers, batch_first=True, dropout=dropout if layers > 1 else 0)
@@ -62,15 +81,11 @@ class GRU4Rec(SequenceModel):
     bf16_ok = False  # the recurrent kernels stay in float32
 
     @dataclasses.dataclass
-    class Config(SequenceConfig):
-        """The network's settings; training settings in `TrainConfig`."""
-
-        layers: int = setting(1, "stacked GRU layers")
-        dropout: float = setting(0.2, "dropout on the item embeddings and the GRU's states")
+    class Config(GRU4RecNetConfig, SequenceConfig):
+        """The network (`GRU4RecNetConfig`) and how it trains (`SequenceConfig`)."""
 
     def _build(self) -> GRU4RecNet:
-        c = self.config
-        return GRU4RecNet(self.n_items, c.dim, c.layers, c.dropout)
+        return GRU4RecNet(self.n_items, GRU4RecNetConfig.of(self.config))
 
     def _batch_loss(self, module: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Next-item cross-entropy at every position that has a next item."""

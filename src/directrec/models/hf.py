@@ -4,9 +4,47 @@ experiments. Nothing here is pickled: weights come as safetensors, tokenizers as
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
+
+from directrec.models.settings import Checks, NetworkConfig, setting
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass
+class LMConfig(NetworkConfig):
+    """Which language model, or the shape of the tiny built-in one, and its adapters."""
+
+    base_model: str = setting("", 'HF causal-LM directory or hub id; "" = the tiny built-in GPT-2')
+    tiny_dim: int = setting(64, "built-in model: hidden width")
+    tiny_layers: int = setting(2, "built-in model: Transformer blocks")
+    tiny_heads: int = setting(2, "built-in model: attention heads")
+    tiny_dropout: float = setting(0.1, "built-in model: residual, embedding and attention dropout")
+    lora: bool = setting(True, "train LoRA adapters (else all weights)")
+    lora_r: int = setting(8, "LoRA rank")
+    lora_alpha: int = setting(16, "LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = setting(0.05, "dropout on the LoRA path")
+    lora_targets: str = setting(
+        "all-linear", 'modules that get adapters ("all-linear" or comma-separated names)'
+    )
+    # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there without
+    # AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
+    dtype: str = setting("auto", "weights' float type: auto | float32 | bfloat16 | float16")
+
+    def checks(self) -> Checks:
+        return {
+            "tiny_dim": (self.tiny_dim >= 1, ">= 1"),
+            "tiny_layers": (self.tiny_layers >= 1, ">= 1"),
+            "tiny_heads": (self.tiny_heads >= 1, ">= 1"),
+            "tiny_dropout": (0 <= self.tiny_dropout < 1, "in [0, 1)"),
+            "lora_r": (self.lora_r >= 1, ">= 1"),
+            "lora_alpha": (self.lora_alpha >= 1, ">= 1"),
+            "lora_dropout": (0 <= self.lora_dropout < 1, "in [0, 1)"),
+            "dtype": (self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
+        }
 
 
 def load_base(

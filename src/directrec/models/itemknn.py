@@ -15,7 +15,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 def top_k_per_row(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -49,14 +49,11 @@ class ItemKNN(Recommender):
             10.0, "shrinkage added to the cosine's denominator: damps pairs seen together rarely"
         )
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "neighbours": (self.neighbours >= 1, ">= 1"),
-                    "shrink": (self.shrink >= 0, ">= 0"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "neighbours": (self.neighbours >= 1, ">= 1"),
+                "shrink": (self.shrink >= 0, ">= 0"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

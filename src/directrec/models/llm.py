@@ -23,6 +23,7 @@ import dataclasses
 import json
 import threading
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -31,8 +32,8 @@ import torch.nn.functional as F
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
-from directrec.models.hf import load_base, tiny_lm
-from directrec.models.settings import LoopConfig, RunSettings, check, setting
+from directrec.models.hf import LMConfig, load_base, tiny_lm
+from directrec.models.settings import Checks, DecodingConfig, LoopConfig, RunSettings, setting
 from directrec.models.training import EpochRun, train_by_epochs
 
 PROMPT = "History: {history}. {request}Next:"
@@ -98,7 +99,18 @@ def item_texts(
 
 
 # ----------------------------------------------------------------------------- model
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+@dataclasses.dataclass
+class LMDecoding(DecodingConfig):
+    """How the LM writes titles: a beam over the catalogue's title trie."""
+
+    beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
+    max_title_tokens: int = setting(32, "most tokens a generated title may take")
+
+    def checks(self) -> Checks:
+        return {
+            "beam": (self.beam >= 1, ">= 1"),
+            "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
+        }
 
 
 class LLMRec(Recommender):
@@ -109,31 +121,18 @@ class LLMRec(Recommender):
     )
 
     @dataclasses.dataclass
-    class Config(LoopConfig):
-        # architecture
-        base_model: str = setting(
-            "", 'HF causal-LM directory or hub id; "" = the tiny built-in GPT-2'
-        )
-        tiny_dim: int = setting(64, "built-in model: hidden width")
-        tiny_layers: int = setting(2, "built-in model: Transformer blocks")
-        tiny_heads: int = setting(2, "built-in model: attention heads")
-        tiny_dropout: float = setting(
-            0.1, "built-in model: residual, embedding and attention dropout"
-        )
-        lora: bool = setting(True, "train LoRA adapters (else all weights)")
-        lora_r: int = setting(8, "LoRA rank")
-        lora_alpha: int = setting(16, "LoRA scaling numerator (scale = alpha / r)")
-        lora_dropout: float = setting(0.05, "dropout on the LoRA path")
-        lora_targets: str = setting(
-            "all-linear", 'modules that get adapters ("all-linear" or comma-separated names)'
-        )
+    class Config(LMConfig, LMDecoding, LoopConfig):
+        """The language model (`LMConfig`), decoding (`LMDecoding`) and how it is
+        fine-tuned: the prompts here, the epoch loop's settings in `LoopConfig`."""
+
+        part: ClassVar[str] = "training"  # of the settings declared here
+
         # recompute each block's activations in the backward pass instead of keeping them:
         # a 0.5B model's batch-32 step took about half the memory, 20 % more time (CPU)
         checkpointing: bool = setting(
             False, "recompute activations in the backward pass: less memory, more time"
         )
         prompt_items: int = setting(10, "history titles in the prompt (most recent)")
-        # training (the epoch loop's other settings in `LoopConfig`)
         epochs: int = setting(3, "fine-tuning epochs (0 = zero-shot)")
         samples_per_user: int = setting(4, "training prompts drawn per user per epoch")
         batch_size: int = setting(16, "prompts per batch")
@@ -141,32 +140,12 @@ class LLMRec(Recommender):
         weight_decay: float = setting(0.01, "AdamW weight decay on the trained weights")
         eval_every: int = 1
         patience: int = 2
-        # generation and precision
-        beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
-        max_title_tokens: int = setting(32, "most tokens a generated title may take")
-        # weights' float type: auto = float32 on a CPU (bfloat16 is ~70x slower there
-        # without AVX-512), the checkpoint's own on CUDA | float32 | bfloat16 | float16
-        dtype: str = setting("auto", "weights' float type: auto | float32 | bfloat16 | float16")
 
-        def __post_init__(self) -> None:
-            check(
-                self.loop_checks()
-                | {
-                    "tiny_dim": (self.tiny_dim >= 1, ">= 1"),
-                    "tiny_layers": (self.tiny_layers >= 1, ">= 1"),
-                    "tiny_heads": (self.tiny_heads >= 1, ">= 1"),
-                    "tiny_dropout": (0 <= self.tiny_dropout < 1, "in [0, 1)"),
-                    "lora_r": (self.lora_r >= 1, ">= 1"),
-                    "lora_alpha": (self.lora_alpha >= 1, ">= 1"),
-                    "lora_dropout": (0 <= self.lora_dropout < 1, "in [0, 1)"),
-                    "prompt_items": (self.prompt_items >= 1, ">= 1"),
-                    "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
-                    "beam": (self.beam >= 1, ">= 1"),
-                    "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
-                    "dtype": (self.dtype in DTYPES, f"one of {', '.join(DTYPES)}"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "prompt_items": (self.prompt_items >= 1, ">= 1"),
+                "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
+            }
 
     def __init__(
         self, config: LLMRec.Config | None = None, run: RunSettings | None = None, **overrides

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class VAE(nn.Module):
@@ -51,20 +51,17 @@ class MultVAE(Recommender):
         batch_size: int = setting(500, "users per batch")
         lr: float = setting(1e-3, "Adam learning rate")
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "hidden": (self.hidden >= 1, ">= 1"),
-                    "latent": (self.latent >= 1, ">= 1"),
-                    "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
-                    "beta_max": (self.beta_max >= 0, ">= 0"),
-                    "anneal_steps": (self.anneal_steps >= 1, ">= 1"),
-                    "epochs": (self.epochs >= 0, ">= 0"),
-                    "batch_size": (self.batch_size >= 1, ">= 1"),
-                    "lr": (self.lr > 0, "> 0"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "hidden": (self.hidden >= 1, ">= 1"),
+                "latent": (self.latent >= 1, ">= 1"),
+                "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
+                "beta_max": (self.beta_max >= 0, ">= 0"),
+                "anneal_steps": (self.anneal_steps >= 1, ">= 1"),
+                "epochs": (self.epochs >= 0, ">= 0"),
+                "batch_size": (self.batch_size >= 1, ">= 1"),
+                "lr": (self.lr > 0, "> 0"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 @dataclasses.dataclass
@@ -28,17 +28,14 @@ class RatingConfig(ModelConfig):
     # training ratings for biasedmf and svdpp, within 0.0003 of nmf's best (0.075)
     reg: float = setting(0.1, "L2 on the parameters a batch touches, per rating")
 
-    def __post_init__(self) -> None:
-        check(
-            {
-                "factors": (self.factors >= 1, ">= 1"),
-                "epochs": (self.epochs >= 0, ">= 0"),
-                "batch_size": (self.batch_size >= 1, ">= 1"),
-                "lr": (self.lr > 0, "> 0"),
-                "reg": (self.reg >= 0, ">= 0"),
-            },
-            self,
-        )
+    def checks(self) -> Checks:
+        return {
+            "factors": (self.factors >= 1, ">= 1"),
+            "epochs": (self.epochs >= 0, ">= 0"),
+            "batch_size": (self.batch_size >= 1, ">= 1"),
+            "lr": (self.lr > 0, "> 0"),
+            "reg": (self.reg >= 0, ">= 0"),
+        }
 
 
 class RatingModel(Recommender):

@@ -29,10 +29,11 @@ from directrec.data.histories import Histories
 from directrec.models import privacy
 from directrec.models.base import Validator
 from directrec.models.sequence import BatchLoss, SequenceConfig, SequenceModel, last_windows
-from directrec.models.settings import check, setting
+from directrec.models.settings import Checks, setting
 from directrec.models.training import EpochRun, make_optimizer, train_by_epochs
 from directrec.models.transformer import (
     ItemTrunk,
+    TrunkConfig,
     causal_padding_mask,
     full_softmax_ce,
     pack,
@@ -42,27 +43,27 @@ from directrec.models.transformer import (
 
 
 # ----------------------------------------------------------------------------- network
+@dataclasses.dataclass
+class SASRecNetConfig(TrunkConfig):
+    """The causal trunk's shape (`TrunkConfig`) and how its output scores items."""
+
+    # Score items by cosine / temperature instead of the dot product (0 = dot product);
+    # HSTU's ML-1M recipe scores this way at 0.05
+    temperature: float = setting(
+        0.0, "score by cosine / temperature instead of the dot product (0 = dot product)"
+    )
+
+    def checks(self) -> Checks:
+        return {"temperature": (self.temperature >= 0, ">= 0 (0 = dot product)")}
+
+
 class SASRecNet(ItemTrunk):
     """Item + position embeddings → causal blocks → final norm (`ItemTrunk`). Sequences are
     left-padded so the newest item is always last."""
 
-    def __init__(
-        self,
-        n_items: int,
-        max_len: int,
-        dim: int,
-        heads: int,
-        layers: int,
-        dropout: float,
-        attn_dropout: float | None = None,
-        mlp_ratio: int = 4,
-        drop_keys: bool = False,
-        temperature: float = 0.0,
-    ) -> None:
-        super().__init__(
-            n_items, max_len, dim, heads, layers, dropout, attn_dropout, mlp_ratio, drop_keys
-        )
-        self.temperature = temperature
+    def __init__(self, n_items: int, cfg: SASRecNetConfig) -> None:
+        super().__init__(n_items, cfg)
+        self.temperature = cfg.temperature
 
     def forward(
         self, seq: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -105,30 +106,13 @@ class SASRec(SequenceModel):
     window_extra = 1  # each window holds max_len inputs and the item after them
 
     @dataclasses.dataclass
-    class Config(SequenceConfig):
-        """The network's settings and the loss; training settings in `TrainConfig`."""
+    class Config(SASRecNetConfig, SequenceConfig):
+        """The network (`SASRecNetConfig`) and how it trains: the loss and its batches
+        here, the rest in `SequenceConfig`."""
 
+        part: ClassVar[str] = "training"  # of the settings declared here
         private: ClassVar[bool] = True  # DP-SGD through `privacy.PrivateSteps`
-        shortest: ClassVar[int] = 1
 
-        layers: int = setting(2, "Transformer blocks")
-        dropout: float = setting(0.2, "dropout on embeddings and residual paths")
-        heads: int = setting(2, "attention heads (must divide dim)")
-        attn_dropout: float = setting(
-            -1.0, "dropout on attention weights; < 0 = the same as dropout"
-        )
-        # Apply attn_dropout as DropKey (query-key pairs masked before the softmax) instead
-        # of dropping weights after it: the fused attention kernel then runs it, 2.4× cheaper
-        # for the attention on a CPU (bench/epoch_cost.py; transformer.Block)
-        drop_keys: bool = setting(
-            False, "apply attn_dropout as DropKey (masked before the softmax): cheaper on a CPU"
-        )
-        mlp_ratio: int = setting(4, "MLP width / dim (1 = the original SASRec's feed-forward)")
-        # Score items by cosine / temperature instead of the dot product (0 = dot product);
-        # HSTU's ML-1M recipe scores this way at 0.05
-        temperature: float = setting(
-            0.0, "score by cosine / temperature instead of the dot product (0 = dot product)"
-        )
         loss: str = setting(
             "bce",
             "bce (one negative per position) | ce (full softmax) | sampled (logQ-corrected sampled softmax)",
@@ -146,21 +130,14 @@ class SASRec(SequenceModel):
             True, "with pack=false: batch windows of similar length (else plain random batches)"
         )
 
+        def checks(self) -> Checks:
+            return {
+                "loss": (self.loss in ("bce", "ce", "sampled"), "bce, ce or sampled"),
+                "negatives": (self.negatives >= 1, ">= 1"),
+            }
+
         def __post_init__(self) -> None:
             super().__post_init__()
-            check(
-                {
-                    "loss": (self.loss in ("bce", "ce", "sampled"), "bce, ce or sampled"),
-                    "heads": (
-                        self.heads >= 1 and self.dim % self.heads == 0,
-                        f"≥ 1 and divide dim ({self.dim})",
-                    ),
-                    "temperature": (self.temperature >= 0, ">= 0 (0 = dot product)"),
-                    "negatives": (self.negatives >= 1, ">= 1"),
-                    "mlp_ratio": (self.mlp_ratio >= 1, ">= 1"),
-                },
-                self,
-            )
             if self.dp_epsilon > 0 and self.loss == "sampled":
                 # its candidates are the batch's targets: one user's loss reads the others'
                 raise ValueError("dp_epsilon needs loss=ce or loss=bce (not sampled)")
@@ -251,20 +228,7 @@ class SASRec(SequenceModel):
         return (each * real).sum() / real.sum().clamp(min=1.0)
 
     def _build(self) -> SASRecNet:
-        c = self.config
-        attn = None if c.attn_dropout < 0 else c.attn_dropout
-        return SASRecNet(
-            self.n_items,
-            c.max_len,
-            c.dim,
-            c.heads,
-            c.layers,
-            c.dropout,
-            attn,
-            c.mlp_ratio,
-            c.drop_keys,
-            c.temperature,
-        )
+        return SASRecNet(self.n_items, SASRecNetConfig.of(self.config))
 
     def _batch_loss(
         self, module: nn.Module, share: torch.Tensor, log_q: torch.Tensor | None = None

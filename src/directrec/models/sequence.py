@@ -21,7 +21,7 @@ from torch import nn
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, NetworkModel, Validator
-from directrec.models.settings import TrainConfig, check, setting
+from directrec.models.settings import TrainConfig
 from directrec.models.training import EpochRun, batches, make_optimizer, train_by_epochs
 from directrec.models.transformer import autocast, trim_padding
 
@@ -31,16 +31,10 @@ BatchLoss = Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, int]]
 
 @dataclasses.dataclass
 class SequenceConfig(TrainConfig):
-    """The settings every item-sequence network has; training settings in `TrainConfig`."""
+    """The training settings every item-sequence model shares (`TrainConfig`); its Config
+    combines them with its network's own config, which holds `max_len`, the context read."""
 
-    max_len: int = setting(200, "most recent items the model reads (context length)")
-    dim: int = setting(64, "embedding and hidden width")
-    layers: int = setting(1, "stacked layers")
-    dropout: float = setting(0.2, "dropout on embeddings and hidden states")
-
-    # Whether the model trains with DP-SGD (`dp_epsilon`), and the shortest context it reads.
-    private: ClassVar[bool] = False
-    shortest: ClassVar[int] = 2
+    private: ClassVar[bool] = False  # whether the model trains with DP-SGD (`dp_epsilon`)
 
     def __post_init__(self) -> None:
         if self.dp_epsilon != 0 and not self.private:
@@ -49,15 +43,6 @@ class SequenceConfig(TrainConfig):
                 "(or sasrec) with it"
             )
         super().__post_init__()
-        check(
-            {
-                "max_len": (self.max_len >= self.shortest, f">= {self.shortest}"),
-                "dim": (self.dim >= 1, ">= 1"),
-                "layers": (self.layers >= 1, ">= 1"),
-                "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
-            },
-            self,
-        )
 
 
 class SequenceModel(NetworkModel):

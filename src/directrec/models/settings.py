@@ -5,31 +5,99 @@ source's comments) so it survives packaging and is checked by a test for every m
 
 A subclass that only changes a default (`epochs: int = 60` over `TrainConfig`'s) keeps the
 meaning its base class declared: `setting_help` looks the name up along the MRO.
+
+Settings come in parts, each a small type of its own with one job: a network's shape
+(`NetworkConfig`: what the network module is built from, and nothing else), training
+(`LoopConfig`, `TrainConfig`), decoding, a model's own settings (`ModelConfig`) and how it
+runs here (`RunSettings`, never saved). A model's `Config` combines its parts by
+inheritance, so `--set` and a recipe name every setting by its plain name, and the recipe
+file groups them by part (`setting_parts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from directrec.text.features import check as check_features
 
 T = TypeVar("T")
+Checks = dict[str, tuple[bool, str]]  # setting → (whether its value is valid, what it takes)
+# The parts a model's settings fall into, in the order a recipe and `directrec models` list them
+PARTS = ("network", "codes", "training", "decoding", "model", "run")
 
 
-def setting(default: T, help: str) -> T:
-    """A config field with default `default` and a one-line meaning `help`."""
+def setting(default: T, help: str, part: str | None = None) -> T:
+    """A config field with default `default` and a one-line meaning `help`; `part` names
+    its part where it is not its class's (see `setting_parts`)."""
     # typed as T so that `neighbours: int = setting(100, "...")` checks like a plain default
-    field: Any = dataclasses.field(default=default, metadata={"help": help})
+    meta = {"help": help} | ({"part": part} if part else {})
+    field: Any = dataclasses.field(default=default, metadata=meta)
     return field
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class Part:
+    """A group of settings with one job. Each class checks the fields it declares in a
+    `checks` method of its own; building any config runs every class's `checks` along its
+    MRO, base classes first, so a bad value fails when the config is built, never at fit."""
+
+    part: ClassVar[str] = "model"  # which part the fields this class declares belong to
+
+    def __post_init__(self) -> None:
+        for klass in reversed(type(self).__mro__):
+            own = vars(klass).get("checks")
+            if own is not None:
+                check(own(self), self)
+
+    @classmethod
+    def of(cls, config: Any) -> Self:
+        """This part's settings, taken from a config that combines it with others."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass
+class ModelConfig(Part):
     """What every model's config holds; each model's `Config` extends it with its own."""
 
-    seed: int = setting(42, "random seed: initialisation, sampling and shuffling")
+    seed: int = setting(42, "random seed: initialisation, sampling and shuffling", part="training")
+
+
+@dataclasses.dataclass
+class NetworkConfig(Part):
+    """Base of a network's own config: the settings that fix its shape (the weights depend
+    on them), and that its module is built from alone."""
+
+    part: ClassVar[str] = "network"
+
+
+@dataclasses.dataclass
+class DecodingConfig(Part):
+    """Base of how a generator writes its lists (beams, sampling): changeable on a trained
+    model without touching its weights."""
+
+    part: ClassVar[str] = "decoding"
+
+
+def setting_parts(config_class: type) -> dict[str, str]:
+    """Every field of `config_class` → the part it belongs to: the field's own (`setting`'s
+    `part`), else that of the most basic class along the MRO that declares it (so
+    overriding a default keeps the part). A class says its fields' part with `part`; one
+    that combines parts and declares fields of its own without saying so has them in
+    "model"."""
+    out: dict[str, str] = {}
+    for klass in reversed(config_class.__mro__):
+        if "__dataclass_fields__" not in vars(klass):
+            continue
+        part = vars(klass).get("part")
+        if part is None:
+            bases = {getattr(b, "part", None) for b in klass.__bases__} - {None}
+            part = bases.pop() if len(bases) == 1 else "model"
+        for name in vars(klass)["__dataclass_fields__"]:
+            out.setdefault(name, part)
+    fields = dataclasses.fields(config_class)
+    return {f.name: f.metadata.get("part") or out[f.name] for f in fields}
 
 
 def setting_help(*config_classes: type) -> dict[str, str]:
@@ -54,6 +122,8 @@ class RunSettings:
     """How a model runs here, never what it is: none of these is saved in a model's config
     or compared when a checkpoint resumes, and a loaded model gets the defaults (the item
     features it was fit on are kept in its meta, as data facts are)."""
+
+    part: ClassVar[str] = "run"
 
     device: str = setting("auto", "auto (CUDA when there is one) | cpu | cuda | cuda:N")
     threads: int = setting(0, "torch intra-op threads (0 = torch's default)")
@@ -89,6 +159,8 @@ class LoopConfig(ModelConfig):
     """What every model trained by `train_by_epochs` sets: epochs, batches, the learning
     rate and weight decay, and when to stop (early stopping, an optional budget)."""
 
+    part: ClassVar[str] = "training"
+
     epochs: int = setting(200, "most epochs to train (early stopping may end sooner)")
     batch_size: int = setting(128, "training sequences per batch")
     lr: float = setting(1e-3, "peak learning rate")
@@ -99,8 +171,7 @@ class LoopConfig(ModelConfig):
     # when set, the batches stop at it, mid-epoch if need be, and the run validates
     max_minutes: float = setting(0.0, "wall-clock training budget in minutes (0 = none)")
 
-    def loop_checks(self) -> dict[str, tuple[bool, str]]:
-        """These fields' checks, for a subclass's `check` (see `check`)."""
+    def checks(self) -> Checks:
         return {
             "epochs": (self.epochs >= 0, ">= 0"),
             "batch_size": (self.batch_size >= 1, ">= 1"),
@@ -110,9 +181,6 @@ class LoopConfig(ModelConfig):
             "patience": (self.patience >= 1, ">= 1"),
             "max_minutes": (self.max_minutes >= 0, ">= 0 (0 = no budget)"),
         }
-
-    def __post_init__(self) -> None:
-        check(self.loop_checks(), self)
 
 
 @dataclasses.dataclass
@@ -160,8 +228,8 @@ class TrainConfig(LoopConfig):
         1.0, "with dp_epsilon: each user's gradient is clipped to this L2 norm"
     )
 
-    def __post_init__(self) -> None:
-        checks = self.loop_checks() | {
+    def checks(self) -> Checks:
+        return {
             "lr_decay": (self.lr_decay in LR_DECAYS, f"one of {', '.join(LR_DECAYS)}"),
             "cooldown": (0.0 < self.cooldown <= 1.0, "a share of the epochs in (0, 1]"),
             "optimizer": (self.optimizer in OPTIMIZERS, "adam or adamw"),
@@ -174,7 +242,9 @@ class TrainConfig(LoopConfig):
             "dp_delta": (0 <= self.dp_delta < 1, "in (0, 1) (0 = 1 / the training users)"),
             "dp_max_grad_norm": (0 < self.dp_max_grad_norm < math.inf, "a finite norm > 0"),
         }
-        check(checks, self)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.dp_epsilon > 0 and self.windows != "last":
             # the privacy unit is a user: one example per user and step
             raise ValueError(
@@ -183,7 +253,7 @@ class TrainConfig(LoopConfig):
             )
 
 
-def check(checks: dict[str, tuple[bool, str]], config: Any) -> None:
+def check(checks: Checks, config: Any) -> None:
     """Raise a ValueError naming the first failing setting, its value and what it takes."""
     for name, (ok, takes) in checks.items():
         if not ok:

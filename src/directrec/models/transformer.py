@@ -8,12 +8,15 @@ item is always the last position whatever the batch's padding.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from directrec.models.settings import Checks, NetworkConfig, setting
 
 
 # ----------------------------------------------------------------------------- devices
@@ -193,6 +196,39 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
+@dataclasses.dataclass
+class TrunkConfig(NetworkConfig):
+    """The shape of an item-ID Transformer trunk (`ItemTrunk`)."""
+
+    max_len: int = setting(200, "most recent items the model reads (context length)")
+    dim: int = setting(64, "embedding and hidden width")
+    heads: int = setting(2, "attention heads (must divide dim)")
+    layers: int = setting(2, "Transformer blocks")
+    dropout: float = setting(0.2, "dropout on embeddings and residual paths")
+    attn_dropout: float = setting(-1.0, "dropout on attention weights; < 0 = the same as dropout")
+    mlp_ratio: int = setting(4, "MLP width / dim (4 = GPT's and BERT's; 1 = the original SASRec's)")
+    # Apply attn_dropout as DropKey (query-key pairs masked before the softmax) instead of
+    # dropping weights after it: the fused attention kernel then runs it, 2.4× cheaper for
+    # the attention on a CPU (bench/epoch_cost.py; `Block`)
+    drop_keys: bool = setting(
+        False, "apply attn_dropout as DropKey (masked before the softmax): cheaper on a CPU"
+    )
+
+    def checks(self) -> Checks:
+        return {
+            "max_len": (self.max_len >= 1, ">= 1"),
+            "dim": (self.dim >= 1, ">= 1"),
+            "heads": (
+                self.heads >= 1 and self.dim % self.heads == 0,
+                f"≥ 1 and divide dim ({self.dim})",
+            ),
+            "layers": (self.layers >= 1, ">= 1"),
+            "dropout": (0.0 <= self.dropout < 1.0, "in [0, 1)"),
+            "attn_dropout": (self.attn_dropout < 1.0, "< 1 (< 0 = the same as dropout)"),
+            "mlp_ratio": (self.mlp_ratio >= 1, ">= 1"),
+        }
+
+
 class ItemTrunk(nn.Module):
     """What the item-ID Transformers share (SASRec, BERT4Rec): an item embedding (token 0 =
     padding, item i = token i + 1), learned positions, `layers` blocks and a final norm.
@@ -200,28 +236,19 @@ class ItemTrunk(nn.Module):
     [MASK] embedding of its own. The subclass's `forward` chooses the attention pattern and
     how the input tokens are embedded."""
 
-    def __init__(
-        self,
-        n_items: int,
-        max_len: int,
-        dim: int,
-        heads: int,
-        layers: int,
-        dropout: float,
-        attn_dropout: float | None = None,
-        mlp_ratio: int = 4,
-        drop_keys: bool = False,
-        mask_token: bool = False,
-    ) -> None:
+    def __init__(self, n_items: int, cfg: TrunkConfig, mask_token: bool = False) -> None:
         super().__init__()
-        self.n_items, self.dim, self.max_len = n_items, dim, max_len
+        dim = cfg.dim
+        self.n_items, self.dim, self.max_len = n_items, dim, cfg.max_len
         self.item = nn.Embedding(n_items + 1, dim, padding_idx=0)
         if mask_token:
             self.mask_token = nn.Parameter(torch.randn(dim) * dim**-0.5)
-        self.pos = nn.Embedding(max_len, dim)
-        self.drop = Dropout(dropout)
+        self.pos = nn.Embedding(cfg.max_len, dim)
+        self.drop = Dropout(cfg.dropout)
+        attn = None if cfg.attn_dropout < 0 else cfg.attn_dropout
         self.blocks = nn.ModuleList(
-            Block(dim, heads, dropout, attn_dropout, mlp_ratio, drop_keys) for _ in range(layers)
+            Block(dim, cfg.heads, cfg.dropout, attn, cfg.mlp_ratio, cfg.drop_keys)
+            for _ in range(cfg.layers)
         )
         self.ln = nn.LayerNorm(dim)
         nn.init.normal_(self.item.weight, std=dim**-0.5)

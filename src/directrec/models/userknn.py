@@ -18,7 +18,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import csr_from_state, csr_spec, csr_to_state
 from directrec.models.base import Recommender, Validator
-from directrec.models.settings import ModelConfig, check, setting
+from directrec.models.settings import Checks, ModelConfig, setting
 
 
 class UserKNN(Recommender):
@@ -31,15 +31,12 @@ class UserKNN(Recommender):
         shrink: float = setting(10.0, "shrinkage added to the similarity's denominator")
         similarity: str = setting("cosine", "cosine | pearson")
 
-        def __post_init__(self) -> None:
-            check(
-                {
-                    "neighbours": (self.neighbours >= 1, ">= 1"),
-                    "shrink": (self.shrink >= 0, ">= 0"),
-                    "similarity": (self.similarity in ("cosine", "pearson"), "cosine or pearson"),
-                },
-                self,
-            )
+        def checks(self) -> Checks:
+            return {
+                "neighbours": (self.neighbours >= 1, ">= 1"),
+                "shrink": (self.shrink >= 0, ">= 0"),
+                "similarity": (self.similarity in ("cosine", "pearson"), "cosine or pearson"),
+            }
 
     def _fit(
         self, data: Interactions, catalog: Catalog | None, validator: Validator | None

@@ -1,8 +1,10 @@
 """Recipes: how a model is made, as a typed, versioned TOML file.
 
 A recipe names a model, its settings (exactly the names `Recommender.setting_fields()`
-gives), the learned stages to fit after training, and optionally the protocol
-`directrec benchmark --recipe` runs it under and what it was measured to give there:
+gives) grouped by part (`models.settings.PARTS`: the network's shape, training, decoding,
+the model's own, run settings), the learned stages to fit after training, and optionally
+the protocol `directrec benchmark --recipe` runs it under and what it was measured to give
+there:
 
     [recipe]
     version = 1
@@ -15,8 +17,10 @@ gives), the learned stages to fit after training, and optionally the protocol
     figure = "HR@10 0.3255, NDCG@10 0.1890"
     command = "directrec benchmark --recipe ml1m --db ml1m.duckdb --out results/ml1m"
 
-    [settings]
+    [network]                    # each setting under its part's table
     layers = 4
+    [training]
+    lr = 0.002
 
     [stages.prior_blend]         # prior_blend | query_blend | cold_gate (generate/fitting.py)
     users = 500
@@ -28,7 +32,8 @@ gives), the learned stages to fit after training, and optionally the protocol
     [benchmark.settings.ease]
     l2 = 300.0
 
-Shipped recipes live beside this file (`directrec recipes` lists them). A model trained
+A flat `[settings]` table, with the settings of any part, is read too (and is what the
+JSON form, `to_dict`, holds). Shipped recipes live beside this file (`directrec recipes` lists them). A model trained
 from one stores the resolved recipe (after `--set`) in its meta, so `directrec recipes show
 --model DIR` says how it was made. Every error names the file, the key and the closest
 valid names.
@@ -48,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from directrec.generate.fitting import check_stage_params
+from directrec.models.settings import PARTS
 
 if TYPE_CHECKING:
     from directrec.data.dataset import Interactions
@@ -83,6 +89,11 @@ def setting_defaults(model: str) -> dict[str, Any]:
         else:
             out[name] = None
     return out
+
+
+def setting_parts(model: str) -> dict[str, str]:
+    """Every setting `model` takes → its part (network, training, decoding, …)."""
+    return _model_class(model).setting_parts()
 
 
 def _model_class(model: str):
@@ -249,7 +260,7 @@ class Recipe:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], where: str) -> Recipe:
         """Validate a parsed recipe document (the TOML's structure, as `to_dict` gives)."""
-        _keys(doc, ("recipe", "settings", "stages", "benchmark"), where)
+        _keys(doc, ("recipe", "settings", *PARTS, "stages", "benchmark"), where)
         head = _table(doc, "recipe", where, required=True)
         _keys(
             head,
@@ -267,10 +278,7 @@ class Recipe:
             _model_class(model)
         except RecipeError as e:
             raise RecipeError(f"{where}: [recipe] model: {e}") from None
-        settings = {
-            k: check_setting(model, k, v, f"{where}: [settings]")
-            for k, v in _table(doc, "settings", where).items()
-        }
+        settings = _settings(doc, model, where)
         stages: dict[str, dict[str, Any]] = {}
         for stage, params in _table(doc, "stages", where).items():
             if not isinstance(params, dict):
@@ -351,8 +359,9 @@ class Recipe:
         return self.with_settings(typed)
 
     # ------------------------------------------------------------------ writing
-    def to_dict(self) -> dict[str, Any]:
-        """The recipe as its TOML document's structure (JSON-able; `from_dict` reads it)."""
+    def to_dict(self, by_part: bool = False) -> dict[str, Any]:
+        """The recipe as a document (JSON-able; `from_dict` reads it): its settings in one
+        `settings` table, or with `by_part` in one table per part, as a recipe file has."""
         head: dict[str, Any] = {
             "version": self.version,
             "name": self.name,
@@ -365,6 +374,13 @@ class Recipe:
         if self.fits is not None:
             head["fits"] = dataclasses.asdict(self.fits)
         doc: dict[str, Any] = {"recipe": head, "settings": dict(self.settings)}
+        if by_part:
+            parts = setting_parts(self.model)
+            doc.pop("settings")
+            for part in PARTS:
+                mine = {k: v for k, v in self.settings.items() if parts[k] == part}
+                if mine:
+                    doc[part] = mine
         if self.stages:
             doc["stages"] = {k: dict(v) for k, v in self.stages.items()}
         if self.benchmark is not None:
@@ -380,11 +396,32 @@ class Recipe:
         return doc
 
     def to_toml(self) -> str:
-        return dumps(self.to_dict())
+        """The recipe as a recipe file: settings grouped by part."""
+        return dumps(self.to_dict(by_part=True))
 
     def summary(self) -> str:
         """The description's first line."""
         return self.description.strip().splitlines()[0] if self.description.strip() else ""
+
+
+def _settings(doc: Mapping[str, Any], model: str, where: str) -> dict[str, Any]:
+    """The settings of a recipe document, typed: from a flat [settings] table (any part)
+    and the part tables ([network], [training], …, each holding only its part's)."""
+    parts = setting_parts(model)
+    out: dict[str, Any] = {}
+    for table in ("settings", *PARTS):
+        w = f"{where}: [{table}]"
+        for key, value in _table(doc, table, where).items():
+            typed = check_setting(model, key, value, w)
+            if table != "settings" and parts[key] != table:
+                raise RecipeError(
+                    f"{w}: {key!r} is a {parts[key]} setting of {model}: "
+                    f"put it under [{parts[key]}]"
+                )
+            if key in out:
+                raise RecipeError(f"{w}: {key!r} is set twice in this recipe")
+            out[key] = typed
+    return out
 
 
 def _keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:

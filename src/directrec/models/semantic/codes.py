@@ -3,7 +3,8 @@ collaborative vectors, or both), the RQ-VAE fit, the unique codes and their trie
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -12,7 +13,49 @@ import torch.nn.functional as F
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models import distributed
 from directrec.models.semantic.decoding import CodeTrie
+from directrec.models.settings import Checks, Part, setting
 from directrec.text.semantic_ids import RQVAEConfig, code_report, make_unique, train_rqvae
+
+
+@dataclasses.dataclass
+class CodesConfig(Part):
+    """How items become codes: what the RQ-VAE quantises, its shape and training, and
+    which item vectors the model keeps beside the codes."""
+
+    part: ClassVar[str] = "codes"
+
+    levels: int = setting(3, "semantic-ID code levels (+ one uniqueness token)")
+    codebook: int = setting(256, "codes per level")
+    rq_latent: int = setting(32, "RQ-VAE latent width")
+    rq_epochs: int = setting(
+        200, "RQ-VAE training epochs (fewer past about 30,000 steps: large catalogues)"
+    )
+    # what the codes quantise: item text embeddings, the items' collaborative vectors
+    # (truncated SVD of the training interactions: for catalogues without useful text),
+    # or both side by side
+    codes_from: str = setting(
+        "text", "what the codes quantise: text | interactions (collaborative vectors) | both"
+    )
+    svd_dim: int = setting(
+        64, "collaborative vectors' width (truncated SVD) for codes_from interactions or both"
+    )
+    # cold items are scored against the items' own text vectors (kept as float16:
+    # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
+    # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
+    cold_text: bool = setting(True, "score cold items against their own text vectors (float16)")
+
+    def checks(self) -> Checks:
+        return {
+            "levels": (self.levels >= 1, ">= 1"),
+            "codebook": (self.codebook >= 2, ">= 2"),
+            "rq_latent": (self.rq_latent >= 1, ">= 1"),
+            "rq_epochs": (self.rq_epochs >= 1, ">= 1"),
+            "codes_from": (
+                self.codes_from in ("text", "interactions", "both"),
+                "text, interactions or both",
+            ),
+            "svd_dim": (self.svd_dim >= 1, ">= 1"),
+        }
 
 
 class Codes:

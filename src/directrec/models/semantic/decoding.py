@@ -18,6 +18,47 @@ import torch.nn.functional as F
 
 from directrec.data.histories import Histories
 from directrec.models.base import beam_width
+from directrec.models.settings import Checks, DecodingConfig, setting
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclasses.dataclass
+class SemanticDecoding(DecodingConfig):
+    """How the beam search writes a list, and how the ID + semantic hybrid rescores it."""
+
+    beam: int = setting(50, "beams kept per step (≥ the k you evaluate)")
+    # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
+    # each scored like a beam item (its code log-prob, teacher-forced through the same
+    # decoder, + w · the ID head's); 0 = the beam's items alone
+    id_candidates: int = setting(
+        100, "the ID head's best unseen items that join the beam's candidates (0 = none)"
+    )
+    # w above: the ID head's weight in the beam's score (models with an ID head). Chosen
+    # on validation after training from ID_WEIGHTS when the fit has a validator.
+    id_weight: float = setting(
+        1.0, "the ID head's weight in the beam's score (chosen on validation when validating)"
+    )
+    # How the ID head finds its proposals and scores the beam: `exact` scores every item;
+    # `ivf` searches an inverted-file index over its output vectors (models/ann.py),
+    # reading about `id_probe` of them per call (at 10^6 items the exact scan is most of a
+    # one-user call). ivf may miss some of the head's best items, and the head's
+    # log-softmax normaliser is estimated (a lower bound) rather than summed.
+    id_search: str = setting(
+        "exact", "the ID head's search: exact (every item) or ivf (an approximate index)"
+    )
+    id_probe: float = setting(0.05, "ivf: the share of the index's lists one query searches")
+    temperature: float = setting(1.0, "sampling temperature of the code tokens")
+    sample: bool = setting(False, "Gumbel top-k instead of top-k: diverse, stochastic lists")
+
+    def checks(self) -> Checks:
+        return {
+            "beam": (self.beam >= 1, ">= 1"),
+            "id_candidates": (self.id_candidates >= 0, ">= 0"),
+            "id_weight": (self.id_weight >= 0, ">= 0"),
+            "id_search": (self.id_search in ("exact", "ivf"), "exact or ivf"),
+            "id_probe": (0 < self.id_probe <= 1, "in (0, 1]"),
+            "temperature": (self.temperature > 0, "> 0"),
+        }
 
 
 # ----------------------------------------------------------------------------- trie

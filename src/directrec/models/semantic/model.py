@@ -30,12 +30,12 @@ import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.semantic.codes import Codes
+from directrec.models.semantic.codes import Codes, CodesConfig
 from directrec.models.semantic.cold import ColdItems
-from directrec.models.semantic.decoding import Decoding
-from directrec.models.semantic.network import SemanticNet
+from directrec.models.semantic.decoding import Decoding, SemanticDecoding
+from directrec.models.semantic.network import SemanticNet, SemanticNetConfig
 from directrec.models.semantic.train import Training
-from directrec.models.settings import TrainConfig, check, setting
+from directrec.models.settings import Checks, TrainConfig, setting
 from directrec.text.semantic_ids import RQVAE
 
 
@@ -48,38 +48,27 @@ class SemanticID(Codes, Training, Decoding, ColdItems, Recommender):
     )
 
     @dataclasses.dataclass
-    class Config(TrainConfig):
-        """The codes, the network and generation; training settings in `TrainConfig`
-        (`windows` there applies to `causal`: encdec's random cuts cover every history)."""
+    class Config(CodesConfig, SemanticNetConfig, SemanticDecoding, TrainConfig):
+        """The codes (`CodesConfig`), the network (`SemanticNetConfig`), decoding
+        (`SemanticDecoding`) and how it trains: the ID head's loss and the batches here, the
+        rest in `TrainConfig` (`windows` there applies to `causal`: encdec's random cuts
+        cover every history)."""
 
-        arch: str = setting("causal", "causal (decoder-only) | encdec (TIGER)")
-        levels: int = setting(3, "semantic-ID code levels (+ one uniqueness token)")
-        codebook: int = setting(256, "codes per level")
-        rq_latent: int = setting(32, "RQ-VAE latent width")
-        rq_epochs: int = setting(
-            200, "RQ-VAE training epochs (fewer past about 30,000 steps: large catalogues)"
-        )
-        # what the codes quantise: item text embeddings, the items' collaborative vectors
-        # (truncated SVD of the training interactions: for catalogues without useful text),
-        # or both side by side
-        codes_from: str = setting(
-            "text", "what the codes quantise: text | interactions (collaborative vectors) | both"
-        )
-        svd_dim: int = setting(
-            64, "collaborative vectors' width (truncated SVD) for codes_from interactions or both"
-        )
-        max_len: int = setting(50, "most recent items the model reads (context length)")
-        dim: int = setting(128, "embedding and hidden width")
-        heads: int = setting(4, "attention heads (must divide dim)")
-        enc_layers: int = setting(2, "encoder (or decoder-only) Transformer blocks")
-        dec_layers: int = setting(2, "decoder Transformer blocks (encdec)")
-        dropout: float = setting(0.1, "dropout on embeddings, attention and residual paths")
+        part: ClassVar[str] = "training"  # of the settings declared here
+
         epochs: int = 60
         batch_size: int = 128
         lr: float = 2e-3
         windows: str = "all"
         eval_every: int = 2
         patience: int = 3
+        # ID + semantic hybrid, output side: the encoder state also scores every item
+        # (full softmax over the items' input vectors, as SASRec ties them), trained with
+        # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
+        # that log-softmax, w chosen on validation after training (0 = no ID head)
+        id_loss: float = setting(
+            1.0, "weight of the ID head's full-softmax loss beside the code loss (0 = no ID head)"
+        )
         samples_per_user: int = setting(4, "encdec: random history cuts per user per epoch")
         # causal: each batch holds windows of similar length (sorted by length within
         # 50-batch pools of shuffled windows, batches in random order), so trimming the
@@ -93,44 +82,17 @@ class SemanticID(Codes, Training, Decoding, ColdItems, Recommender):
         # Settings added after configs were saved, with the value those configs ran with
         # (a saved model, a checkpoint or a result that lacks one ran this way)
         ADDED_SINCE: ClassVar[dict[str, Any]] = {"length_batches": False}
-        # cold items are scored against the items' own text vectors (kept as float16:
-        # n_items × 384 × 2 bytes); the 32-d RQ-VAE latent alone loses the near-duplicate
-        # detail that finds a new shade of what the user just bought (docs/results/coldstart/)
-        cold_text: bool = setting(True, "score cold items against their own text vectors (float16)")
-        item_embedding: bool = setting(
-            True, "ID + semantic hybrid: a learned input vector per item beside its codes"
-        )
-        # ID + semantic hybrid, output side: the encoder state also scores every item
-        # (full softmax over the items' input vectors, as SASRec ties them), trained with
-        # this weight beside the code loss; the beam is rescored by beam log-prob + w ·
-        # that log-softmax, w chosen on validation after training (0 = no ID head)
-        id_loss: float = setting(
-            1.0, "weight of the ID head's full-softmax loss beside the code loss (0 = no ID head)"
-        )
-        # generation
-        beam: int = setting(50, "beams kept per step (≥ the k you evaluate)")
-        # ID + semantic hybrid: the ID head's best N unseen items join the beam's candidates,
-        # each scored like a beam item (its code log-prob, teacher-forced through the same
-        # decoder, + w · the ID head's); 0 = the beam's items alone
-        id_candidates: int = setting(
-            100, "the ID head's best unseen items that join the beam's candidates (0 = none)"
-        )
-        # w above: the ID head's weight in the beam's score (models with an ID head). Chosen
-        # on validation after training from ID_WEIGHTS when the fit has a validator.
-        id_weight: float = setting(
-            1.0, "the ID head's weight in the beam's score (chosen on validation when validating)"
-        )
-        # How the ID head finds its proposals and scores the beam: `exact` scores every
-        # item; `ivf` searches an inverted-file index over its output vectors (models/ann.py),
-        # reading about `id_probe` of them per call (at 10^6 items the exact scan is most of
-        # a one-user call). ivf may miss some of the head's best items, and the head's
-        # log-softmax normaliser is estimated (a lower bound) rather than summed.
-        id_search: str = setting(
-            "exact", "the ID head's search: exact (every item) or ivf (an approximate index)"
-        )
-        id_probe: float = setting(0.05, "ivf: the share of the index's lists one query searches")
-        temperature: float = setting(1.0, "sampling temperature of the code tokens")
-        sample: bool = setting(False, "Gumbel top-k instead of top-k: diverse, stochastic lists")
+
+        def checks(self) -> Checks:
+            return {
+                "id_loss": (self.id_loss >= 0, ">= 0"),
+                # the ID head proposes candidates only where there is one
+                "id_candidates": (
+                    self.id_candidates == 0 or self.id_loss > 0,
+                    "0 without an ID head (id_loss = 0)",
+                ),
+                "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
+            }
 
         def __post_init__(self) -> None:
             if self.dp_epsilon != 0:  # its codes are fit on all users' data, outside DP-SGD
@@ -139,39 +101,6 @@ class SemanticID(Codes, Training, Decoding, ColdItems, Recommender):
                     "from every user's interactions outside DP-SGD); train sasrec-ce with it"
                 )
             super().__post_init__()
-            proposals = self.id_candidates >= 0 and (self.id_candidates == 0 or self.id_loss > 0)
-            check(
-                {
-                    "arch": (self.arch in ("causal", "encdec"), "causal or encdec"),
-                    "codes_from": (
-                        self.codes_from in ("text", "interactions", "both"),
-                        "text, interactions or both",
-                    ),
-                    "levels": (self.levels >= 1, ">= 1"),
-                    "codebook": (self.codebook >= 2, ">= 2"),
-                    "rq_latent": (self.rq_latent >= 1, ">= 1"),
-                    "rq_epochs": (self.rq_epochs >= 1, ">= 1"),
-                    "svd_dim": (self.svd_dim >= 1, ">= 1"),
-                    "enc_layers": (self.enc_layers >= 1, ">= 1"),
-                    "dec_layers": (self.dec_layers >= 1, ">= 1"),
-                    "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
-                    "id_weight": (self.id_weight >= 0, ">= 0"),
-                    "beam": (self.beam >= 1, ">= 1"),
-                    "id_loss": (self.id_loss >= 0, ">= 0"),
-                    "id_candidates": (proposals, ">= 0, and > 0 only with id_loss > 0"),
-                    "id_search": (self.id_search in ("exact", "ivf"), "exact or ivf"),
-                    "id_probe": (0 < self.id_probe <= 1, "in (0, 1]"),
-                    "temperature": (self.temperature > 0, "> 0"),
-                    "dim": (self.dim >= 1, ">= 1"),
-                    "heads": (
-                        self.heads >= 1 and self.dim % self.heads == 0,
-                        f"≥ 1 and divide dim ({self.dim})",
-                    ),
-                    "max_len": (self.max_len >= 1, ">= 1"),
-                    "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
-                },
-                self,
-            )
 
     # -------------------------------------------------------------- training
     def _fit(
@@ -190,19 +119,7 @@ class SemanticID(Codes, Training, Decoding, ColdItems, Recommender):
 
     def _build(self) -> SemanticNet:
         c = self.config
-        return SemanticNet(
-            self.sizes,
-            c.max_len,
-            c.dim,
-            c.heads,
-            c.enc_layers,
-            c.dec_layers,
-            c.dropout,
-            c.arch == "causal",
-            self.n_items if c.item_embedding else 0,
-            c.id_loss,
-            self.codes,
-        )
+        return SemanticNet(self.sizes, SemanticNetConfig.of(c), self.n_items, c.id_loss, self.codes)
 
     def _state(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v.cpu().numpy() for k, v in self.net.state_dict().items()}

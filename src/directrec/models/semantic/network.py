@@ -3,11 +3,14 @@ a code decoder that writes the next item's code token by token."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from directrec.models.ann import IVFIndex
+from directrec.models.settings import Checks, NetworkConfig, setting
 from directrec.models.transformer import (
     Block,
     causal_padding_mask,
@@ -17,6 +20,36 @@ from directrec.models.transformer import (
 
 
 # ----------------------------------------------------------------------------- network
+@dataclasses.dataclass
+class SemanticNetConfig(NetworkConfig):
+    """The shape of the history encoder and the code decoder."""
+
+    arch: str = setting("causal", "causal (decoder-only) | encdec (TIGER)")
+    max_len: int = setting(50, "most recent items the model reads (context length)")
+    dim: int = setting(128, "embedding and hidden width")
+    heads: int = setting(4, "attention heads (must divide dim)")
+    enc_layers: int = setting(2, "encoder (or decoder-only) Transformer blocks")
+    dec_layers: int = setting(2, "decoder Transformer blocks (encdec)")
+    dropout: float = setting(0.1, "dropout on embeddings, attention and residual paths")
+    item_embedding: bool = setting(
+        True, "ID + semantic hybrid: a learned input vector per item beside its codes"
+    )
+
+    def checks(self) -> Checks:
+        return {
+            "arch": (self.arch in ("causal", "encdec"), "causal or encdec"),
+            "max_len": (self.max_len >= 1, ">= 1"),
+            "dim": (self.dim >= 1, ">= 1"),
+            "heads": (
+                self.heads >= 1 and self.dim % self.heads == 0,
+                f"≥ 1 and divide dim ({self.dim})",
+            ),
+            "enc_layers": (self.enc_layers >= 1, ">= 1"),
+            "dec_layers": (self.dec_layers >= 1, ">= 1"),
+            "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
+        }
+
+
 class DecoderBlock(nn.Module):
     """Pre-norm decoder block: causal self-attention within each beam, cross-attention to
     the user's history, MLP. Cross-attention keys/values are computed once per user and
@@ -67,19 +100,18 @@ class SemanticNet(nn.Module):
     def __init__(
         self,
         sizes: list[int],
-        max_len: int,
-        dim: int,
-        heads: int,
-        enc_layers: int,
-        dec_layers: int,
-        dropout: float,
-        causal: bool,
+        cfg: SemanticNetConfig,
         n_items: int = 0,
         id_loss: float = 0.0,
         codes: torch.Tensor | None = None,
     ) -> None:
+        """`sizes`: each code level's vocabulary; `n_items`: the catalogue (the hybrid's
+        per-item input vectors, with `cfg.item_embedding`); `id_loss` > 0: the ID head's
+        weight in the loss, `codes` every item's full code (its output vectors)."""
         super().__init__()
-        self.sizes, self.max_len, self.causal = sizes, max_len, causal
+        dim, heads, dropout = cfg.dim, cfg.heads, cfg.dropout
+        self.sizes, self.max_len, self.causal = sizes, cfg.max_len, cfg.arch == "causal"
+        n_items = n_items if cfg.item_embedding else 0
         self.id_loss = id_loss
         # every item's full code (levels + uniqueness), for the ID head's output vectors
         self.register_buffer("all_codes", codes if codes is not None else torch.zeros(0, 1), False)
@@ -96,12 +128,12 @@ class SemanticNet(nn.Module):
         self.item_emb = nn.Embedding(n_items, dim) if n_items > 0 else None
         if self.item_emb is not None:
             nn.init.zeros_(self.item_emb.weight)
-        self.pos = nn.Embedding(max_len, dim)
+        self.pos = nn.Embedding(cfg.max_len, dim)
         self.level = nn.Embedding(len(sizes) + 1, dim)  # decoder: BOS + one per level
         self.drop = nn.Dropout(dropout)
-        self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(enc_layers))
+        self.enc = nn.ModuleList(Block(dim, heads, dropout) for _ in range(cfg.enc_layers))
         self.enc_ln = nn.LayerNorm(dim)
-        self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(dec_layers))
+        self.dec = nn.ModuleList(DecoderBlock(dim, heads, dropout) for _ in range(cfg.dec_layers))
         self.ln = nn.LayerNorm(dim)
         for e in self.tok:
             nn.init.normal_(e.weight, std=dim**-0.5)
