@@ -719,3 +719,25 @@ def test_benchmark_runs_the_cold_start_protocols(store):
     assert set(doc["curve"]) == {"0", "1", "2", "5"} and "sentence" in doc
     md = (d / "new" / "results.md").read_text()
     assert "| a sentence |" in md and "Training: epochs exhausted (6)." in md
+
+
+def test_max_minutes_is_an_opt_in_budget_that_stops_mid_epoch(store):
+    """`--max-minutes N` is `--set max_minutes=N` for the models trained by epochs: without
+    it they train to their epochs or early stopping; with it the batches stop at the
+    budget and the model is still validated and saved. Models without epochs refuse it."""
+    d, db = store
+    tiny = ["--set", "dim=16", "--set", "max_len=20", "--set", "epochs=500"]
+    res = run("train", "sasrec-ce", "--db", db, "--out", d / "bud", "--max-minutes", 0.0002, *tiny)
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((d / "bud" / "config.json").read_text())
+    assert cfg["config"]["max_minutes"] == 0.0002
+    log = cfg["meta"]["train_log"]
+    assert cfg["meta"]["stopped_by"] == "time budget" and len(log) < 500
+    assert "valid_ndcg@10" in log[-1]  # validated where it stopped (mid-epoch: test_sasrec)
+    res = run("train", "ease", "--db", db, "--out", d / "e2", "--max-minutes", 1)
+    assert res.exit_code == 2 and "none of ease trains by epochs" in res.output
+    assert not (d / "e2").exists()
+    res = run(
+        "benchmark", "--db", db, "--out", d / "b2", "--models", "pop,ease", "--max-minutes", 1
+    )
+    assert res.exit_code == 2 and "--max-minutes" in res.output

@@ -46,6 +46,20 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def with_budget(pairs: list[str] | None, max_minutes: float | None, models: list[str]) -> list[str]:
+    """`--max-minutes N` as the `--set max_minutes=N` it stands for (for those of `models`
+    trained by epochs), before the other `--set` pairs, so an explicit one still wins."""
+    from directrec.recipes import setting_defaults
+
+    if max_minutes is None:
+        return list(pairs or [])
+    if max_minutes < 0:
+        fail(f"--max-minutes must be >= 0 (0 = no budget), not {max_minutes:g}")
+    if not any("max_minutes" in setting_defaults(m) for m in models):
+        fail(f"--max-minutes: none of {', '.join(models)} trains by epochs, so none takes a budget")
+    return [f"max_minutes={max_minutes!r}", *(pairs or [])]
+
+
 def parse_settings(pairs: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
     """`--set key=value` (all models that have the field) or `--set model.key=value`,
     converted to the type of the model's setting; an unknown model or key is refused with

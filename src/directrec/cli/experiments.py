@@ -24,6 +24,7 @@ from directrec.cli.common import (
     out,
     parse_settings,
     saved_config,
+    with_budget,
 )
 from directrec.cli.discover import with_examples
 
@@ -67,6 +68,15 @@ def benchmark(
     ] = 1,
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="key=value or model.key=value")
+    ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="a wall-clock training budget in minutes for the models trained by epochs "
+            "(default: none, they train to early stopping); the batches stop at it, mid-epoch "
+            "if need be, and the model validates and is kept. What is learned then depends on "
+            "how busy the machine is"
+        ),
     ] = None,
     include_seen: Annotated[bool, typer.Option(help="do not exclude seen items")] = False,
     valid_users: Annotated[
@@ -146,7 +156,7 @@ def benchmark(
         fail(f"--diversity-sweep {diversity_sweep!r}: expected numbers like 0,0.5,0.9")
     if any(not 0 <= x <= 1 for x in knobs):
         fail("--diversity-sweep values must lie in [0, 1]")
-    over = parse_settings(settings, names)
+    over = parse_settings(with_budget(settings, max_minutes, names), names)
     # Each model's settings: the recipe's (its model; the protocol's for anchors), then --set.
     recipes: dict[str, Recipe] = {}
     for m in names:
@@ -257,6 +267,15 @@ def train(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="setting overrides key=value")
     ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            help="a wall-clock training budget in minutes for the models trained by epochs "
+            "(default: none, they train to early stopping); the batches stop at it, mid-epoch "
+            "if need be, and the model validates and is kept. What is learned then depends on "
+            "how busy the machine is"
+        ),
+    ] = None,
     holdout: Annotated[
         str, typer.Option(help="none: fit on all data | loo: leave each user's last item out")
     ] = "none",
@@ -301,7 +320,8 @@ def train(
             )
     model_name = chosen.model
     # the recipe's settings, then --seed, then --set: what the model is built with
-    over = {"seed": seed, **parse_settings(settings, [model_name])[model_name]}
+    sets = with_budget(settings, max_minutes, [model_name])
+    over = {"seed": seed, **parse_settings(sets, [model_name])[model_name]}
     chosen = _run_guarded(chosen.with_settings, over)
     if valid_users is None and chosen.benchmark is not None:
         valid_users = chosen.benchmark.valid_users
