@@ -147,6 +147,16 @@ def _disk_full(e: BaseException) -> str | None:
 StoreOpt = Annotated[
     str, typer.Option(help="store: a DuckDB file or postgresql://user@host:port/db")
 ]
+BudgetOpt = Annotated[  # `with_budget` turns it into the setting
+    float | None,
+    typer.Option(
+        "--max-minutes",
+        help="a wall-clock training budget in minutes for the models trained by epochs "
+        "(default: none, they train to early stopping); the batches stop at it, mid-epoch if "
+        "need be, and the model validates and is kept. What is learned then depends on how "
+        "busy the machine is",
+    ),
+]
 
 
 def saved_config(model_dir: Path) -> tuple[Path, dict]:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from directrec.recipes import Recipe
 
 from directrec.cli.common import (
+    BudgetOpt,
     StoreOpt,
     _run_guarded,
     app,
@@ -69,15 +70,7 @@ def benchmark(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="key=value or model.key=value")
     ] = None,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(
-            help="a wall-clock training budget in minutes for the models trained by epochs "
-            "(default: none, they train to early stopping); the batches stop at it, mid-epoch "
-            "if need be, and the model validates and is kept. What is learned then depends on "
-            "how busy the machine is"
-        ),
-    ] = None,
+    max_minutes: BudgetOpt = None,
     include_seen: Annotated[bool, typer.Option(help="do not exclude seen items")] = False,
     valid_users: Annotated[
         int | None, typer.Option(help="early stopping: sample this many validation users")
@@ -267,15 +260,7 @@ def train(
     settings: Annotated[
         list[str] | None, typer.Option("--set", help="setting overrides key=value")
     ] = None,
-    max_minutes: Annotated[
-        float | None,
-        typer.Option(
-            help="a wall-clock training budget in minutes for the models trained by epochs "
-            "(default: none, they train to early stopping); the batches stop at it, mid-epoch "
-            "if need be, and the model validates and is kept. What is learned then depends on "
-            "how busy the machine is"
-        ),
-    ] = None,
+    max_minutes: BudgetOpt = None,
     holdout: Annotated[
         str, typer.Option(help="none: fit on all data | loo: leave each user's last item out")
     ] = "none",
