@@ -5,7 +5,7 @@
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
-#                          ml1m-default|beauty-seq|all] [SEED]
+#                          ml1m-default|beauty-seq|ml100k-llm|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -53,6 +53,11 @@ fi
 if run ml1m-sem-default; then  # semantic-id with no flags on MovieLens-1M
   $DR benchmark --recipe semantic-id --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml1m-semantic-id-defaults-seed$SEED"
+fi
+if run ml100k-llm; then  # the built-in LM on MovieLens-100K, fixed epochs, no budget
+  [ -f "$OUT/ml100k.duckdb" ] || $DR ingest --dataset ml-100k --db "$OUT/ml100k.duckdb"
+  $DR benchmark --recipe ml100k-llm --db "$OUT/ml100k.duckdb" --seed "$SEED" --no-progress \
+    --out "$R/ml100k-llm-seed$SEED"
 fi
 if run ml1m-default; then  # sasrec-ce with no flags on MovieLens-1M (the ID head semantic-id is held to)
   $DR benchmark --recipe sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \

@@ -120,9 +120,8 @@ def check_protocol_figure(name: str, r: R.Recipe, doc: dict) -> None:
     assert f"warm NDCG@10 {m['warm_targets']['ndcg@10']:.4f}" in r.measured.figure
 
 
-# Recipes whose point is a wall-clock budget: a quick first model on a CPU, and the LM
-# recipe (unmeasured through `directrec benchmark`) whose epochs are set by a budget.
-BUDGETED = {"fast-cpu", "ml100k-llm"}
+# Recipes whose point is a wall-clock budget: a quick first model on a CPU.
+BUDGETED = {"fast-cpu"}
 
 
 @pytest.mark.parametrize("name", sorted(set(R.shipped()) - BUDGETED))
