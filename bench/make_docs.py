@@ -260,24 +260,43 @@ def rating() -> list[str]:
 
 
 def llm() -> list[str]:
-    runs = sorted((RESULTS / "llm").glob("cpu-*.json"))
-    if not runs:
-        return []
-    parts = [
-        "## Language-model backend (MovieLens-100K, CPU)\n",
-        "The built-in GPT-2 against popularity on the same sampled test users. "
-        "Source: bench script.\n",
-        "| run | test users | HR@10 | NDCG@10 | popularity HR@10 / NDCG@10 | fit s | command |",
-        "|---|---:|---:|---:|---|---:|---|",
-    ]
-    for f in runs:
-        d = json.loads(f.read_text())
-        m, p = d["llm"], d["popularity_same_users"]
-        parts.append(
-            f"| {f.stem} | {d['test_users']} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} "
-            f"| {p['hr@10']:.4f} / {p['ndcg@10']:.4f} | {d['fit_seconds']:.0f} "
-            f"| `{d['command']}` |"
-        )
+    """The LM recipe through `directrec benchmark`, beside its anchors; without that run, the
+    older sampled runs of bench/llm.py (300 test users), labelled as a bench script's."""
+    run = _load(RESULTS / "recipes" / "ml100k-llm-seed42" / "results.json")
+    parts = ["## Language-model backend (MovieLens-100K, CPU)\n"]
+    if run:
+        parts += [
+            "The built-in GPT-2 (recipe `ml100k-llm`: at most 24 epochs, early stopping, no "
+            "time budget) beside the recipe's anchors, every test user, full ranking. "
+            "Source: recipe.\n",
+            "| model | HR@10 | NDCG@10 | fit s | stopped |",
+            "|---|---:|---:|---:|---|",
+        ]
+        for r in run["results"]:
+            m = r["metrics"]
+            parts.append(
+                f"| {r['model']} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} "
+                f"| {r['fit_seconds']:.0f} | {r.get('stopped', '—')} |"
+            )
+        parts.append(f"\n`{_cmd(run['command'])}`")
+    else:
+        runs = sorted((RESULTS / "llm").glob("cpu-*.json"))
+        if not runs:
+            return []
+        parts += [
+            "The built-in GPT-2 against popularity on the same sampled test users. "
+            "Source: bench script.\n",
+            "| run | test users | HR@10 | NDCG@10 | popularity HR@10 / NDCG@10 | fit s | command |",
+            "|---|---:|---:|---:|---|---:|---|",
+        ]
+        for f in runs:
+            d = json.loads(f.read_text())
+            m, p = d["llm"], d["popularity_same_users"]
+            parts.append(
+                f"| {f.stem} | {d['test_users']} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} "
+                f"| {p['hr@10']:.4f} / {p['ndcg@10']:.4f} | {d['fit_seconds']:.0f} "
+                f"| `{d['command']}` |"
+            )
     full = _load(RESULTS / "llm" / "full-size-cpu.json")
     if full:
         parts.append(f"\nQwen2.5-0.5B's architecture at full size on the CPU: `{full['command']}`.")
