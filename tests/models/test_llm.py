@@ -52,6 +52,25 @@ def test_constrained_beams_are_real_unseen_distinct_and_deterministic(lora_model
         assert np.all(np.diff(sc[: len(got)]) <= 1e-6)
 
 
+def test_beam_search_in_user_chunks_writes_the_same_lists(lora_model, monkeypatch):
+    """Generation runs a bounded number of users per beam-search call (its kept step scores
+    grow with users × beams × vocabulary × steps); the lists do not depend on the chunking."""
+    import directrec.models.llm as llm
+
+    m = lora_model
+    rng = np.random.default_rng(1)
+    hists = [rng.choice(m.n_items, size=n, replace=False) for n in (1, 2, 3, 5, 8)]
+    whole, whole_scores = m.generate_for(hists, beam=8)
+    calls = []
+    search = m._beam_search
+    monkeypatch.setattr(m, "_beam_search", lambda h, *a: calls.append(len(h)) or search(h, *a))
+    monkeypatch.setattr(llm, "SCORES_PER_CALL", 1)  # one user a call
+    items, scores = m.generate_for(hists, beam=8)
+    assert calls == [1] * len(hists)
+    assert np.array_equal(items, whole)
+    np.testing.assert_allclose(scores, whole_scores, rtol=1e-4, atol=1e-4)
+
+
 def test_trie_only_allows_continuations_towards_unseen_items():
     trie = TitleTrie([[5, 6, 1], [5, 7, 1], [8, 1]])
     assert sorted(trie.allowed([], set())) == [5, 8]

@@ -36,6 +36,8 @@ from directrec.models.hf import LMConfig, load_base, tiny_lm
 from directrec.models.settings import Checks, DecodingConfig, LoopConfig, RunSettings, setting
 from directrec.models.training import EpochRun, train_by_epochs
 
+# The beam search's kept step scores per generate call, in floats (512 MB; `generate_for`)
+SCORES_PER_CALL = 2**27
 PROMPT = "History: {history}. {request}Next:"
 SEP = " ; "
 
@@ -374,11 +376,17 @@ class LLMRec(Recommender):
                 items[b, : len(top)], vals[b, : len(top)] = left[top], lp[top]
             else:
                 search.append(b)
-        if search:
+        # HF's beam search keeps every step's scores over the vocabulary for every beam
+        # (2 × beam of them a user): a call takes as many users as keeps those near
+        # SCORES_PER_CALL floats (943 users at once took 24 GB on MovieLens-100K)
+        steps = max(map(len, self.title_tokens))
+        per = max(1, SCORES_PER_CALL // (2 * beam * len(self.tok) * steps))
+        for lo in range(0, len(search), per):
+            rows = search[lo : lo + per]
             found, scores = self._beam_search(
-                [histories[b] for b in search], beam, [exclude[b] for b in search], request
+                [histories[b] for b in rows], beam, [exclude[b] for b in rows], request
             )
-            items[search], vals[search] = found, scores
+            items[rows], vals[rows] = found, scores
         return items, vals
 
     def _beam_search(
