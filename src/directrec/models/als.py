@@ -25,7 +25,7 @@ class ALS(FactorModel):
         factors: int = setting(64, "latent factors per user and item")
         regularization: float = setting(0.05, "L2 weight on the factors")
         alpha: float = setting(2.0, "confidence scale: an interaction counts as 1 + alpha")
-        iterations: int = setting(15, "alternating least-squares sweeps")
+        iterations: int = setting(15, "alternating least-squares sweeps", part="training")
 
         def checks(self) -> Checks:
             return {

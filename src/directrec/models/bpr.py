@@ -21,9 +21,9 @@ class BPR(FactorModel):
     class Config(ModelConfig):
         factors: int = setting(64, "latent factors per user and item")
         # Chosen on ML-1M leave-one-out *validation* (bench/tune.py), never on test.
-        learning_rate: float = setting(0.01, "SGD step size")
+        learning_rate: float = setting(0.01, "SGD step size", part="training")
         regularization: float = setting(0.001, "L2 weight on the factors")
-        iterations: int = setting(100, "passes over the interactions")
+        iterations: int = setting(100, "passes over the interactions", part="training")
 
         def checks(self) -> Checks:
             return {

@@ -40,10 +40,10 @@ class CFGAN(Recommender):
         # 600: on MovieLens-100K's validation stage HR@10 is 0.0329 at 30 epochs, 0.0615 at
         # 100 (below popularity's 0.0742), 0.0891 at 300 and 0.1082 at 600 (public
         # implementations run ~1000)
-        epochs: int = setting(600, "passes over the users")
-        batch_size: int = setting(128, "users per batch")
-        lr_g: float = setting(1e-4, "generator learning rate (Adam)")
-        lr_d: float = setting(1e-4, "discriminator learning rate (Adam)")
+        epochs: int = setting(600, "passes over the users", part="training")
+        batch_size: int = setting(128, "users per batch", part="training")
+        lr_g: float = setting(1e-4, "generator learning rate (Adam)", part="training")
+        lr_d: float = setting(1e-4, "discriminator learning rate (Adam)", part="training")
         pm_ratio: float = setting(0.3, "share of a user's negatives shown to D (partial masking)")
         zr_ratio: float = setting(0.3, "share of negatives pushed to zero (zero reconstruction)")
         zr_weight: float = setting(0.1, "weight of the zero-reconstruction loss")

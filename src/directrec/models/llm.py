@@ -106,13 +106,9 @@ class LMDecoding(DecodingConfig):
     """How the LM writes titles: a beam over the catalogue's title trie."""
 
     beam: int = setting(20, "beams kept while writing titles (≥ the k you evaluate)")
-    max_title_tokens: int = setting(32, "most tokens a generated title may take")
 
     def checks(self) -> Checks:
-        return {
-            "beam": (self.beam >= 1, ">= 1"),
-            "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
-        }
+        return {"beam": (self.beam >= 1, ">= 1")}
 
 
 class LLMRec(Recommender):
@@ -134,7 +130,11 @@ class LLMRec(Recommender):
         checkpointing: bool = setting(
             False, "recompute activations in the backward pass: less memory, more time"
         )
-        prompt_items: int = setting(10, "history titles in the prompt (most recent)")
+        # the prompt and the titles are the model's own: training and generation share them
+        prompt_items: int = setting(10, "history titles in the prompt (most recent)", part="model")
+        max_title_tokens: int = setting(
+            32, "most tokens a title may take (trained and generated)", part="model"
+        )
         epochs: int = setting(3, "fine-tuning epochs (0 = zero-shot)")
         samples_per_user: int = setting(4, "training prompts drawn per user per epoch")
         batch_size: int = setting(16, "prompts per batch")
@@ -146,6 +146,7 @@ class LLMRec(Recommender):
         def checks(self) -> Checks:
             return {
                 "prompt_items": (self.prompt_items >= 1, ">= 1"),
+                "max_title_tokens": (self.max_title_tokens >= 1, ">= 1"),
                 "samples_per_user": (self.samples_per_user >= 1, ">= 1"),
             }
 

@@ -46,10 +46,12 @@ class MultVAE(Recommender):
         latent: int = setting(200, "latent dimensions")
         dropout: float = setting(0.5, "dropout on the input history")
         beta_max: float = setting(0.2, "largest KL weight reached by annealing")
-        anneal_steps: int = setting(20000, "batches over which the KL weight rises to beta_max")
-        epochs: int = setting(100, "passes over the users")
-        batch_size: int = setting(500, "users per batch")
-        lr: float = setting(1e-3, "Adam learning rate")
+        anneal_steps: int = setting(
+            20000, "batches over which the KL weight rises to beta_max", part="training"
+        )
+        epochs: int = setting(100, "passes over the users", part="training")
+        batch_size: int = setting(500, "users per batch", part="training")
+        lr: float = setting(1e-3, "Adam learning rate", part="training")
 
         def checks(self) -> Checks:
             return {

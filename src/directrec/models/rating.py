@@ -21,9 +21,9 @@ from directrec.models.settings import Checks, ModelConfig, setting
 @dataclasses.dataclass
 class RatingConfig(ModelConfig):
     factors: int = setting(64, "latent factors per user and item")
-    epochs: int = setting(30, "passes over the ratings")
-    batch_size: int = setting(1024, "ratings per batch")
-    lr: float = setting(3e-3, "Adam learning rate")
+    epochs: int = setting(30, "passes over the ratings", part="training")
+    batch_size: int = setting(1024, "ratings per batch", part="training")
+    lr: float = setting(3e-3, "Adam learning rate", part="training")
     # 0.1: the best of 0.05 / 0.075 / 0.1 / 0.15 on a validation hold-out of MovieLens-100K's
     # training ratings for biasedmf and svdpp, within 0.0003 of nmf's best (0.075)
     reg: float = setting(0.1, "L2 on the parameters a batch touches, per rating")

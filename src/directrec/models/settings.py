@@ -96,8 +96,14 @@ def setting_parts(config_class: type) -> dict[str, str]:
             part = bases.pop() if len(bases) == 1 else "model"
         for name in vars(klass)["__dataclass_fields__"]:
             out.setdefault(name, part)
-    fields = dataclasses.fields(config_class)
-    return {f.name: f.metadata.get("part") or out[f.name] for f in fields}
+    tagged = {}  # a field's own tag, from its nearest declaration that has one
+    for f in dataclasses.fields(config_class):
+        for klass in config_class.__mro__:
+            declared = vars(klass).get("__dataclass_fields__", {}).get(f.name)
+            if declared is not None and declared.metadata.get("part"):
+                tagged[f.name] = declared.metadata["part"]
+                break
+    return {f.name: tagged.get(f.name) or out[f.name] for f in dataclasses.fields(config_class)}
 
 
 def setting_help(*config_classes: type) -> dict[str, str]:
