@@ -96,14 +96,18 @@ def setting_parts(config_class: type) -> dict[str, str]:
             part = bases.pop() if len(bases) == 1 else "model"
         for name in vars(klass)["__dataclass_fields__"]:
             out.setdefault(name, part)
-    tagged = {}  # a field's own tag, from its nearest declaration that has one
-    for f in dataclasses.fields(config_class):
-        for klass in config_class.__mro__:
-            declared = vars(klass).get("__dataclass_fields__", {}).get(f.name)
-            if declared is not None and declared.metadata.get("part"):
-                tagged[f.name] = declared.metadata["part"]
-                break
-    return {f.name: tagged.get(f.name) or out[f.name] for f in dataclasses.fields(config_class)}
+    fields = dataclasses.fields(config_class)
+    return {f.name: _declared(config_class, f.name, "part") or out[f.name] for f in fields}
+
+
+def _declared(cls: type, name: str, key: str) -> str:
+    """Field `name`'s metadata `key` from its nearest declaration along `cls`'s MRO that
+    has one ("" where none does): a subclass that only changes a default keeps it."""
+    for klass in cls.__mro__:
+        declared = vars(klass).get("__dataclass_fields__", {}).get(name)
+        if declared is not None and declared.metadata.get(key):
+            return declared.metadata[key]
+    return ""
 
 
 def setting_help(*config_classes: type) -> dict[str, str]:
@@ -112,13 +116,7 @@ def setting_help(*config_classes: type) -> dict[str, str]:
     out: dict[str, str] = {}
     for cls in config_classes:
         for f in dataclasses.fields(cls):
-            text = ""
-            for klass in cls.__mro__:
-                declared = getattr(klass, "__dataclass_fields__", {}).get(f.name)
-                if declared is not None and declared.metadata.get("help"):
-                    text = declared.metadata["help"]
-                    break
-            out.setdefault(f.name, text)
+            out.setdefault(f.name, _declared(cls, f.name, "help"))
     return out
 
 
