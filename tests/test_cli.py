@@ -380,14 +380,15 @@ def test_train_learns_the_new_user_blend_on_held_out_users(store):
     import torch
 
     from directrec.data.histories import Histories
-    from directrec.generate.pipeline import masked_scores
+    from directrec.generate.pipeline import ranked
     from directrec.generate.stages import load_pipeline
 
     model, fitted = load_pipeline(d / "blend")
     assert fitted.prior_blend is not None and fitted.query_blend is not None
     h = Histories.from_lists([np.array([3])], model.n_items)
-    own = masked_scores(model, h, 10)
-    piped = masked_scores(model, h, 10, stages=fitted)
+    n = model.n_items
+    own = ranked(model, h, n).dense(n)
+    piped = ranked(model, h, n, stages=fitted).dense(n)
     a = fitted.prior_blend.alpha[0]
     pop = torch.from_numpy(model.popularity / model.popularity.sum()).float()
     want = torch.log((1 - a) * torch.softmax(model.score(h)[0], 0) + a * pop + 1e-30)

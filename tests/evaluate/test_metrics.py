@@ -13,6 +13,13 @@ from directrec.evaluate.metrics import (
     ranking_metrics,
     target_ranks,
 )
+from directrec.models.candidates import Candidates
+
+
+def ranks_of(scores: torch.Tensor, targets: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Target ranks among each row's top-`k` (default: every item), ties kept."""
+    c = Candidates.from_scores(scores, k or scores.shape[1], ties=True)
+    return target_ranks(c.items, c.scores, targets)
 
 
 def test_hand_computed_single_and_multi_target():
@@ -20,7 +27,7 @@ def test_hand_computed_single_and_multi_target():
     # User 1: targets 0 and 5; item 0 ranks 0, item 5 ranks 4.
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.1, 0.2, 0.3], [0.9, 0.1, 0.2, 0.3, 0.8, 0.4]])
     targets = torch.tensor([[2, -1], [0, 5]])
-    ranks = target_ranks(scores, targets)
+    ranks = ranks_of(scores, targets)
     assert ranks.tolist() == [[2.0, math.inf], [0.0, 2.0]]
     m = ranking_metrics(ranks, torch.tensor([1, 2]), k=2)
     assert m["hr"].tolist() == [0.0, 1.0]
@@ -38,19 +45,32 @@ def test_hand_computed_single_and_multi_target():
 
 def test_ties_count_in_the_targets_favour_and_excluded_never_rank():
     scores = torch.tensor([[0.5, 0.5, 0.5, -math.inf]])
-    ranks = target_ranks(scores, torch.tensor([[2, 3]]))
+    ranks = ranks_of(scores, torch.tensor([[2, 3]]))
     assert ranks.tolist() == [[0.0, math.inf]]
 
 
-def test_many_targets_path_agrees_with_direct_comparison():
+@pytest.mark.parametrize("k", [None, 5])
+def test_ranks_among_candidates_agree_with_counting_over_every_item(k):
+    """Within the top k (ties kept), a target's rank is the number of items of the whole
+    catalogue scored strictly higher; outside it, a miss at every cut-off up to k."""
     g = torch.Generator().manual_seed(0)
-    scores = torch.randn(8, 50, generator=g)
+    scores = torch.randint(0, 12, (8, 50), generator=g).float()  # many ties
+    scores[0, :3] = -math.inf
     targets = torch.randint(0, 50, (8, 7), generator=g)
-    fast = target_ranks(scores, targets)
+    targets[1, 3:] = -1
+    fast = ranks_of(scores, targets, k)
     slow = torch.stack(
-        [(scores > scores.gather(1, targets[:, j : j + 1])).sum(1) for j in range(7)], 1
+        [(scores > scores.gather(1, targets[:, j : j + 1].clamp(min=0))).sum(1) for j in range(7)],
+        1,
     ).float()
-    assert torch.equal(fast, slow)
+    slow = torch.where(
+        (targets >= 0) & torch.isfinite(scores.gather(1, targets.clamp(min=0))), slow, math.inf
+    )
+    cut = math.inf if k is None else k
+    assert torch.equal(
+        torch.where(slow < cut, slow, math.inf), torch.where(fast < cut, fast, math.inf)
+    )
+    assert bool((fast[slow < cut] == slow[slow < cut]).all())
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -66,7 +86,7 @@ def test_cross_check_with_torchmetrics(seed):
     for u in range(n_users):
         idx = rel[u].nonzero().ravel()
         targets[u, : len(idx)] = idx
-    ours = ranking_metrics(target_ranks(scores, targets), n_t, k)
+    ours = ranking_metrics(ranks_of(scores, targets), n_t, k)
     indexes = torch.arange(n_users).repeat_interleave(n_items)
     preds, labels = scores.reshape(-1), rel.reshape(-1)
     refs = {
@@ -89,3 +109,11 @@ def test_diversity_and_novelty_by_hand():
     pop = torch.tensor([4.0, 2.0, 1.0])  # of 4 users
     nov = novelty(torch.tensor([[0, 1]]), pop, 4)
     assert nov.item() == pytest.approx((0.0 + 1.0) / 2)
+
+
+def test_a_shorter_list_counts_only_its_items():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    ild = intra_list_diversity(torch.tensor([[0, 1, -1], [2, -1, -1]]), feats)
+    assert ild.tolist() == pytest.approx([1.0, 0.0])  # one pair; one item: no pair
+    pop = torch.tensor([4.0, 2.0, 1.0])
+    assert novelty(torch.tensor([[0, 1, -1]]), pop, 4).item() == pytest.approx(0.5)

@@ -8,7 +8,7 @@ import torch
 
 from directrec.data.histories import Histories
 from directrec.generate.coldstart import fit_prior_blend
-from directrec.generate.pipeline import masked_scores
+from directrec.generate.pipeline import ranked
 from directrec.generate.stages import ColdGate, PriorBlend, Stages, load_pipeline, prior_weights
 from directrec.models import create
 from tests.models.settings import TEST_SETTINGS
@@ -36,7 +36,8 @@ def test_blend_is_learned_on_held_out_users_and_applied_as_stated(planted, tmp_p
     # rows only; the model's own scores stay raw.
     h = Histories.from_lists([seqs[1][:1], seqs[1][:2], seqs[1][:8]], model.n_items)
     stages = Stages(prior_blend=blend)
-    got = masked_scores(model, h, 10, exclude_seen=False, stages=stages)
+    n = model.n_items
+    got = ranked(model, h, n, exclude_seen=False, stages=stages).dense(n)
     raw = model.score(h)
     pop = torch.from_numpy(model.popularity / model.popularity.sum()).float()
     for row, a in zip(
@@ -47,7 +48,7 @@ def test_blend_is_learned_on_held_out_users_and_applied_as_stated(planted, tmp_p
     # the stage travels with the artefact (stages.json, in the model's atomic save)
     loaded, loaded_stages = load_pipeline(model.save(tmp_path / "m", extra=stages.files()))
     assert loaded_stages == stages
-    again = masked_scores(loaded, h, 10, exclude_seen=False, stages=loaded_stages)
+    again = ranked(loaded, h, n, exclude_seen=False, stages=loaded_stages).dense(n)
     torch.testing.assert_close(again, got, rtol=1e-4, atol=1e-5)
 
 
@@ -83,8 +84,7 @@ def test_cold_gate_generates_held_out_items_for_the_right_users(planted_embedded
     # topic (the gate may add more below it: with 12 cold items that pays on recall).
     model, stages = load_pipeline(model.save(tmp_path / "m", extra=Stages(cold_gate=gate).files()))
     assert stages.cold_gate == gate
-    scores = masked_scores(model, hist, 10, stages=stages)
-    top = torch.topk(scores, 10, dim=1).indices.numpy()
+    top = ranked(model, hist, 10, stages=stages).head(10).items.numpy()
     in_cold = np.isin(top, cold)
     assert in_cold.any(1).mean() > 0.3  # cold items are written, for many users
     assert in_cold.sum(1).max() <= gate.slots  # never more than the gate allows
@@ -144,7 +144,8 @@ def test_query_prior_is_learned_on_sentences_and_applied_by_the_pipeline(planted
     prior = recall(recommend(model, h, opts, stages=stages))
     assert prior > 2 * plain, (prior, plain, table)
     # Exactly the learned mixture, seen (pseudo-history) items masked afterwards.
-    got = masked_scores(model, h.take([0]), 10, query_sims=[sims[0]], stages=stages)
+    n = model.n_items
+    got = ranked(model, h.take([0]), n, query_sims=[sims[0]], stages=stages).dense(n)
     want = mix_log(
         torch.log_softmax(model.score(h.take([0])), 1),
         query_log_prior(torch.from_numpy(sims[:1]), model.popularity, blend.t),

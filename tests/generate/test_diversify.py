@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.evaluate.protocol import evaluate
 from directrec.generate.fitting import StagePlan, fit_diversify
-from directrec.generate.pipeline import ItemInfo, ListOptions, masked_scores, recommend
-from directrec.generate.rerank import lift, mmr, normalised
+from directrec.generate.pipeline import ItemInfo, ListOptions, ranked, recommend
+from directrec.generate.rerank import mmr, normalised
 from directrec.generate.stages import Diversify, Stages
 from directrec.models import create
 
@@ -30,13 +29,6 @@ def cases(ds):
     return Histories.from_interactions(before, targets.users[has]), targets.items[
         targets.indptr[:-1]
     ][has]
-
-
-def test_lift_puts_the_given_items_first_in_their_order():
-    scores = torch.tensor([[0.5, 3.0, -torch.inf, 1.0, 2.0]])
-    lift(scores, 0, np.array([3, 0]))
-    assert torch.topk(scores, 3).indices[0].tolist() == [3, 0, 1]
-    assert scores[0, 2] == -torch.inf  # a masked item stays masked
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.95])
@@ -89,16 +81,16 @@ def test_evaluation_ranks_the_lists_the_pipeline_builds(ease):
     # the evaluated top-10 is exactly the MMR list recommend() builds
     users = targets.users[:5]
     h = Histories.from_interactions(inputs, users)
-    scores = masked_scores(model, h, 50)
-    top = torch.topk(scores, 50, dim=1)
+    top = ranked(model, h, 50)
     info = ItemInfo([""] * model.n_items, [[]] * model.n_items, normalised(vectors))
     lists = recommend(model, h, ListOptions(k=10), info=info, stages=stages)
-    lifted = masked_scores(model, h, 50)
-    stages.rerank(lifted, vectors, 10)  # what evaluate() ranks targets in
+    reranked = stages.rerank(ranked(model, h, 50), vectors, 10)  # what evaluate() ranks in
     for r in range(len(users)):
-        want, _ = mmr(top.indices[r].numpy(), top.values[r].numpy(), normalised(vectors), 10, 0.8)
+        want, _ = mmr(top.items[r].numpy(), top.scores[r].numpy(), normalised(vectors), 10, 0.8)
         assert lists[r].items.tolist() == want.tolist()
-        assert torch.topk(lifted[r], 10).indices.tolist() == want.tolist()
+        assert reranked.items[r, :10].tolist() == want.tolist()
+        rest = [i for i in top.items[r].tolist() if i not in want]
+        assert reranked.items[r, 10:].tolist() == rest  # the rest keep the model's order
     with pytest.raises(ValueError, match="text embeddings"):
         evaluate(model, inputs, targets, (10,), stages=stages)
 

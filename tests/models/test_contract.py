@@ -11,12 +11,15 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
+import torch
 
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
 from directrec.generate.pipeline import ListOptions, recommend
 from directrec.models import MODELS, create, load_model
+from directrec.models.candidates import mask_rows
 from tests.models.settings import TEST_SETTINGS
 
 
@@ -180,6 +183,32 @@ def test_ad_hoc_histories_exclusions_and_bad_items(name, fitted, fit_data):
         Histories.from_lists([[model.n_items]], model.n_items)
     with pytest.raises(ValueError):
         model.score(Histories.from_lists([[0]], model.n_items + 1))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_top_candidates_are_the_best_of_the_scores(name, fitted, fit_data):
+    """`top` (what lists are built from) and `score` (what stages and explanations read)
+    agree: a row's candidates are its best-scored items less its exclusions, with their
+    scores, best first; a generator searches wider for the exclusions it must skip."""
+    model = fitted(name)
+    h = Histories.from_interactions(fit_data, [0, 3, 7, 11])  # user 0: the fallback
+    rng = np.random.default_rng(0)
+    banned = [rng.choice(model.n_items, 4, replace=False) for _ in range(len(h))]
+    rows = np.repeat(np.arange(len(h)), 4)
+    ex = sp.csr_matrix(
+        (np.ones(len(rows)), (rows, np.concatenate(banned))), (len(h), model.n_items)
+    )
+    k = 5
+    found = model.top(h, k, exclude=ex)
+    dense = model.score(h, k=model.width(h, k, ex))
+    mask_rows(dense, ex)
+    for r in range(len(h)):
+        items = found.items[r][found.items[r] >= 0]
+        assert len(items) >= min(k, int(torch.isfinite(dense[r]).sum()))
+        assert not set(items.tolist()) & set(banned[r].tolist())
+        torch.testing.assert_close(found.scores[r, : len(items)], dense[r, items])
+        best = torch.topk(dense[r], k).values
+        torch.testing.assert_close(found.scores[r, :k], best)  # the best k, ties aside
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -12,22 +12,32 @@ import torch
 METRICS = ("recall", "hr", "ndcg", "mrr", "precision", "f1")
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Ranks [B, T] of `targets` (item indices [B, T], -1 = padding) in `scores` [B, N].
+def target_ranks(items: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Ranks [B, T] of `targets` (item indices [B, T], -1 = padding) among each row's
+    candidates: `items` [B, m] (-1 = padding) with their `scores`, sorted best first.
 
-    Excluded items must already carry -inf; a target that is itself -inf gets rank +inf.
+    A target's rank is the number of candidates scored strictly higher; one that is not a
+    candidate (or scores -inf) ranks +inf. So the candidates must hold every item that
+    can rank within the cut-offs, ties included (`Candidates.from_scores(..., ties=True)`).
     """
-    valid = targets >= 0
-    t_scores = scores.gather(1, targets.clamp(min=0))
-    if targets.shape[1] <= 4:  # few targets (leave-one-out): compare directly, O(B·N) each
-        ranks = torch.stack(
-            [(scores > t_scores[:, j : j + 1]).sum(1) for j in range(targets.shape[1])], 1
-        ).to(torch.float32)
-    else:  # many targets: sort once and binary-search
-        asc = scores.sort(1).values
-        above = asc.shape[1] - torch.searchsorted(asc, t_scores.contiguous(), right=True)
-        ranks = above.to(torch.float32)
-    return torch.where(valid & torch.isfinite(t_scores), ranks, torch.full_like(ranks, torch.inf))
+    b, m = items.shape
+    width = int(max(int(items.max()) if items.numel() else 0, int(targets.max()))) + 1
+    rows = torch.arange(b)[:, None]
+    ok = items >= 0
+    keys = (rows * width + items.clamp(min=0))[ok]
+    order = keys.argsort()
+    keys, where = keys[order], torch.arange(b * m).view(b, m)[ok][order]
+    t_keys = rows * width + targets.clamp(min=0)
+    at = torch.searchsorted(keys, t_keys).clamp(max=max(len(keys) - 1, 0))
+    found = (targets >= 0) & (len(keys) > 0)
+    if len(keys):
+        found &= keys[at] == t_keys
+    t_scores = torch.where(found, scores.reshape(-1)[where[at]] if len(keys) else 0.0, -torch.inf)
+    # scores fall along each row, so those strictly above a target come first
+    ranks = torch.searchsorted((-scores).contiguous(), (-t_scores).contiguous(), side="left")
+    return torch.where(
+        found & torch.isfinite(t_scores), ranks.to(torch.float32), torch.tensor(torch.inf)
+    )
 
 
 def ranking_metrics(
@@ -67,19 +77,21 @@ def ranking_metrics(
 
 
 def intra_list_diversity(topk: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Mean pairwise cosine distance (1 − cos) among each user's top-K items [B, K], using
-    L2-normalised item `features` [N, d]. Lists of one item have diversity 0."""
-    f = torch.nn.functional.normalize(features, dim=1)[topk]  # [B, K, d]
-    k = topk.shape[1]
-    if k < 2:
-        return torch.zeros(topk.shape[0])
+    """Mean pairwise cosine distance (1 − cos) among each user's top-K items [B, K] (-1:
+    a shorter list), using L2-normalised item `features` [N, d]. Lists of one item have
+    diversity 0."""
+    ok = (topk >= 0).to(torch.float32)
+    f = torch.nn.functional.normalize(features, dim=1)[topk.clamp(min=0)] * ok[..., None]
+    k = ok.sum(1)
     sim = f @ f.transpose(1, 2)
     off_diag = sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(1)
-    return 1.0 - off_diag / (k * (k - 1))
+    pairs = k * (k - 1)
+    return torch.where(pairs > 0, 1.0 - off_diag / pairs.clamp(min=1), torch.zeros_like(k))
 
 
 def novelty(topk: torch.Tensor, popularity: torch.Tensor, n_users: int) -> torch.Tensor:
-    """Mean self-information −log2(p(i)) of recommended items, p(i) = share of users who
-    interacted with i (unseen items get p = 1/n_users)."""
-    p = (popularity.to(torch.float32).clamp(min=1.0) / max(n_users, 1))[topk]
-    return (-torch.log2(p)).mean(1)
+    """Mean self-information −log2(p(i)) of recommended items [B, K] (-1: a shorter list),
+    p(i) = share of users who interacted with i (unseen items get p = 1/n_users)."""
+    ok = (topk >= 0).to(torch.float32)
+    p = (popularity.to(torch.float32).clamp(min=1.0) / max(n_users, 1))[topk.clamp(min=0)]
+    return (-torch.log2(p) * ok).sum(1) / ok.sum(1).clamp(min=1)

@@ -33,7 +33,7 @@ from directrec.evaluate.metrics import (
     ranking_metrics,
     target_ranks,
 )
-from directrec.generate.pipeline import mask_rows, masked_scores, rows_per_batch
+from directrec.generate.pipeline import ranked, rows_per_batch
 from directrec.generate.rerank import normalised
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
@@ -142,19 +142,31 @@ def evaluate(
         padded[torch.from_numpy(rows), torch.from_numpy(col)] = torch.from_numpy(items)
 
         histories = Histories.from_interactions(inputs, users)
-        scores = masked_scores(model, histories, max_k, exclude_seen=exclude_seen, stages=stages)
-        if exclude_seen:  # the whole history, also what a context cap left out of the inputs
-            mask_rows(scores, seen[users])
+        # the whole history, also what a context cap left out of the inputs
+        hidden = seen[users] if exclude_seen else None
+        pool = stages.pool(max_k) if stages is not None else max_k
+        found = ranked(
+            model,
+            histories,
+            pool,
+            exclude_seen=exclude_seen,
+            hidden=hidden,
+            stages=stages,
+            ties=True,
+        )
         if stages is not None:  # the fitted re-ranking, as recommend() applies it
-            stages.rerank(scores, vectors, max_k)
-        ranks = target_ranks(scores, padded)
+            found = stages.rerank(found, vectors, max_k)
+        ranks = target_ranks(found.items, found.scores, padded)
         n_t = torch.from_numpy(counts)
         for k in ks:
             for name, vals in ranking_metrics(ranks, n_t, k).items():
                 per_user.setdefault(f"{name}@{k}", []).append(vals)
-        top = torch.topk(scores, min(max_k, n_items), dim=1).indices
+        top = found.head(max_k).items
+        if top.shape[1] < max_k:  # rows shorter than max_k: pad
+            top = torch.nn.functional.pad(top, (0, max_k - top.shape[1]), value=-1)
         for k in ks:
-            covered[k][top[:, :k].reshape(-1)] = True
+            listed = top[:, :k].reshape(-1)
+            covered[k][listed[listed >= 0]] = True
             per_user.setdefault(f"novelty@{k}", []).append(
                 novelty(top[:, :k], popularity, seen.shape[0])
             )
@@ -163,15 +175,16 @@ def evaluate(
                     intra_list_diversity(top[:, :k], feats)
                 )
         if codes_only is not None:
-            own = masked_scores(codes_only, histories, max_k, exclude_seen=exclude_seen)
-            if exclude_seen:
-                mask_rows(own, seen[users])
-            own_ranks = target_ranks(own, padded)
+            own = ranked(
+                codes_only, histories, max_k, exclude_seen=exclude_seen, hidden=hidden, ties=True
+            )
+            own_ranks = target_ranks(own.items, own.scores, padded)
             for k in ks:
                 for name, vals in ranking_metrics(own_ranks, n_t, k).items():
                     per_user.setdefault(f"codes_only.{name}@{k}", []).append(vals)
-                wrote = torch.isfinite(own.gather(1, top[:, :k])).float().mean(1)
-                per_user.setdefault(f"beam_share@{k}", []).append(wrote)
+                # a slot counts as the beam's when the codes-only view wrote its item
+                wrote = (top[:, :k, None] == own.items[:, None, :]).any(-1) & (top[:, :k] >= 0)
+                per_user.setdefault(f"beam_share@{k}", []).append(wrote.float().mean(1))
         users_done.append(users)
 
     bar.close()

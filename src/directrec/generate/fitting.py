@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
-from directrec.generate.pipeline import mask_rows, masked_scores
+from directrec.generate.pipeline import ranked
 from directrec.generate.rerank import mmr, normalised
 from directrec.generate.stages import Diversify, Stages
 from directrec.models.base import Recommender
@@ -264,11 +263,8 @@ def mmr_sweep(
     for b in range(0, len(histories), batch_size):
         rows = np.arange(b, min(b + batch_size, len(histories)))
         h = histories.take(rows)
-        scores = masked_scores(model, h, pool, stages=stages)
-        if seen is not None:
-            mask_rows(scores, seen[rows])
-        top = torch.topk(scores, min(pool, model.n_items), dim=1)
-        cand, vals = top.indices.numpy(), top.values.numpy()
+        found = ranked(model, h, pool, hidden=None if seen is None else seen[rows], stages=stages)
+        cand, vals = found.items.numpy(), found.scores.numpy()
         for n, row in enumerate(rows):
             truth = truths[row]
             if not truth:

@@ -1,6 +1,7 @@
-"""The one recommendation pipeline: model scores → popularity fallback → fitted stages
-(cold-item gate, prior by history length, query prior; generate/stages.py) → masking (seen
-items, explicit exclusions) → top-K pool → category filter → MMR diversity → explanations.
+"""The one recommendation pipeline: the model's candidates (popularity for rows it cannot
+personalise), never a seen or excluded item → where fitted stages change scores (cold-item
+gate, prior by history length, query prior; generate/stages.py), the model's scores through
+them → top-K pool → category filter → MMR diversity → explanations.
 
 The CLI, the benchmark's evaluator, batch generation and the service all call these
 functions, so a list is built the same way wherever it is asked for.
@@ -15,13 +16,13 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from directrec.data.histories import Histories
 from directrec.generate.explain import Reason, Request, category_shares, explain
 from directrec.generate.rerank import category_filter, mmr
 from directrec.generate.stages import Stages
 from directrec.models.base import Recommender
+from directrec.models.candidates import Candidates, mask_rows
 
 Exclusions = Sequence[np.ndarray] | sp.csr_matrix | None
 
@@ -104,74 +105,63 @@ def rows_per_batch(n_items: int, most: int) -> int:
     return max(1, min(most, SCORES_PER_BATCH // max(n_items, 1)))
 
 
-def masked_scores(
+def exclusions(
+    histories: Histories,
+    n_items: int,
+    exclude_seen: bool | np.ndarray = True,
+    exclude: Exclusions = None,
+) -> sp.csr_matrix:
+    """The items each row may not list, [len(histories), n_items]: its history (where
+    `exclude_seen`, a flag or a per-row mask) and its `exclude` items."""
+    b = len(histories)
+    seen_rows = np.broadcast_to(np.asarray(exclude_seen, dtype=bool), (b,))
+    extra_rows = _exclusion_rows(exclude, b)
+    r = histories.row_of_items()
+    keep = seen_rows[r]
+    lengths = np.array([len(e) for e in extra_rows], dtype=np.int64)
+    rows = np.concatenate([r[keep], np.repeat(np.arange(b), lengths)])
+    cols = np.concatenate([histories.items[keep], *extra_rows]).astype(np.int64)
+    ok = (cols >= 0) & (cols < n_items)
+    m = sp.csr_matrix(
+        (np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], cols[ok])), shape=(b, n_items)
+    )
+    m.sum_duplicates()
+    return m
+
+
+def ranked(
     model: Recommender,
     histories: Histories,
     k: int,
     *,
     exclude_seen: bool | np.ndarray = True,
     exclude: Exclusions = None,
+    hidden: sp.csr_matrix | None = None,
     requests: Sequence[str] | None = None,
     query_sims: Sequence[np.ndarray | None] | None = None,
     stages: Stages | None = None,
-) -> torch.Tensor:
-    """Scores [B, n_items] good for a top-`k`, with -inf on each row's history (where
-    `exclude_seen`, a flag or a per-row mask) and on its `exclude` items. Generators widen
-    their search by the exclusions their history does not already cover. The fitted
-    `stages` apply before masking (rows with `query_sims` get the query prior)."""
-    b = len(histories)
-    seen_rows = np.broadcast_to(np.asarray(exclude_seen, dtype=bool), (b,))
-    extra_rows = _exclusion_rows(exclude, b)
-    widen = 0
-    if model.capabilities.generator and exclude is not None:
-        widen = max(
-            (
-                len(np.setdiff1d(e, histories[r])) if seen_rows[r] else len(e)
-                for r, e in enumerate(extra_rows)
-            ),
-            default=0,
-        )
-    scores = model.score(histories, k=min(k + widen, model.n_items), requests=requests)
-    if stages is not None:
-        q_rows = np.array([r for r, q in enumerate(query_sims or []) if q is not None])
-        q_sims = np.stack([query_sims[r] for r in q_rows]) if len(q_rows) else None  # type: ignore[index]
-        stages.apply_scores(model, histories, scores, q_rows, q_sims)
-    rows, cols = [], []
-    if seen_rows.any():
-        r = histories.row_of_items()
-        keep = seen_rows[r]
-        rows.append(r[keep])
-        cols.append(histories.items[keep])
-    lengths = np.array([len(e) for e in extra_rows])
-    if lengths.sum():
-        rows.append(np.repeat(np.arange(b), lengths))
-        cols.append(np.concatenate(extra_rows))
-    if rows:
-        rr, cc = np.concatenate(rows), np.concatenate(cols)
-        ok = (cc >= 0) & (cc < scores.shape[1])
-        scores[torch.from_numpy(rr[ok]), torch.from_numpy(cc[ok])] = -torch.inf
-    return scores
-
-
-def mask_rows(scores: torch.Tensor, items: sp.csr_matrix) -> None:
-    """Set scores[r, i] = -inf for every stored (r, i) of `items` [B, n_items], in place."""
-    items = items.tocsr()
-    r = np.repeat(np.arange(items.shape[0]), np.diff(items.indptr))
-    scores[torch.from_numpy(r), torch.from_numpy(items.indices.astype(np.int64))] = -torch.inf
-
-
-def top_k(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-`k` item indices and scores per row, padded with -1 / -inf where fewer than `k`
-    items have a finite score (k larger than what is left of the catalogue)."""
-    kk = min(k, scores.shape[1])
-    top = torch.topk(scores, kk, dim=1)
-    items = top.indices.numpy().astype(np.int64)
-    vals = top.values.numpy().astype(np.float32)
-    items[~np.isfinite(vals)] = -1
-    if kk < k:
-        items = np.pad(items, ((0, 0), (0, k - kk)), constant_values=-1)
-        vals = np.pad(vals, ((0, 0), (0, k - kk)), constant_values=-np.inf)
-    return items, vals
+    ties: bool = False,
+) -> Candidates:
+    """Each row's best `k` candidates, none of them in its history (where `exclude_seen`,
+    a flag or a per-row mask) or its `exclude` items: the model's own (`Recommender.top`),
+    or, where a fitted stage changes scores (rows with `query_sims` get the query prior),
+    the model's scores through those stages. `hidden` [B, n_items]: more items masked
+    like seen ones, for which a generator does not search wider (the rest of a history
+    that `histories` holds only the latest part of). `ties`: see `Candidates.from_scores`."""
+    excl = exclusions(histories, model.n_items, exclude_seen, exclude)
+    q_rows = np.array([r for r, q in enumerate(query_sims or []) if q is not None], dtype=np.int64)
+    if stages is None or not stages.changes_scores(model, len(q_rows) > 0):
+        if model.capabilities.generator:
+            found = model.top(histories, k, requests=requests, exclude=excl, ties=ties)
+            return found.without(hidden)
+        masked = excl if hidden is None else excl + hidden
+        return model.top(histories, k, requests=requests, exclude=masked, ties=ties)
+    scores = model.score(histories, k=model.width(histories, k, excl), requests=requests)
+    q_sims = np.stack([query_sims[r] for r in q_rows]) if len(q_rows) else None  # type: ignore[index]
+    stages.apply_scores(model, histories, scores, q_rows, q_sims)
+    mask_rows(scores, excl)
+    mask_rows(scores, hidden)
+    return Candidates.from_scores(scores, k, ties)
 
 
 def recommend(
@@ -197,7 +187,7 @@ def recommend(
     if len(histories) == 0:
         return []
     pool = min(max(o.pool() for o in opts), model.n_items)
-    scores = masked_scores(
+    found = ranked(
         model,
         histories,
         pool,
@@ -207,7 +197,7 @@ def recommend(
         query_sims=[o.query_sims for o in opts],
         stages=stages,
     )
-    items, vals = top_k(scores, pool)
+    items, vals = found.items.numpy(), found.scores.numpy()
     fallback = model.fallback(histories, [o.request for o in opts])
     exclusions = _exclusion_rows(exclude, len(histories))
     out = []

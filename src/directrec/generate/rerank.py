@@ -4,7 +4,6 @@ business filters. Works on any model's candidates, so the generators stay untouc
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def mmr(
@@ -37,17 +36,6 @@ def mmr(
         max_sim = np.maximum(max_sim, sim[j])
     idx = np.array(picked, dtype=np.int64)
     return items[idx], scores[idx]
-
-
-def lift(scores: torch.Tensor, row: int, items: np.ndarray) -> None:
-    """Give `items` (best first) scores above every other item of `scores[row]`, in their
-    order, in place: a top-k of the row then reads exactly `items` first."""
-    if not len(items):
-        return
-    finite = scores[row][torch.isfinite(scores[row])]
-    top = float(finite.max()) if len(finite) else 0.0
-    ladder = top + 1.0 + torch.arange(len(items), 0, -1, dtype=scores.dtype)
-    scores[row, torch.from_numpy(np.asarray(items, dtype=np.int64))] = ladder
 
 
 def normalised(vectors: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch
 
 from directrec.data.histories import Histories
 from directrec.models.base import Recommender
+from directrec.models.candidates import Candidates
 
 STAGES_FILE = "stages.json"
 
@@ -218,21 +219,24 @@ class Diversify:
         if self.pool_factor < 1:
             raise ValueError("diversify: pool_factor must be at least 1")
 
-    def rerank(self, scores: torch.Tensor, vectors: np.ndarray, k: int) -> None:
-        """In place on `scores` [B, n_items] (seen items already -inf): each row's MMR
-        list of `k` is lifted above every other item, in its MMR order, so a top-`k` of
-        the row reads it (what evaluation ranks; `recommend` runs MMR itself)."""
+    def rerank(self, found: Candidates, vectors: np.ndarray, k: int) -> Candidates:
+        """Each row's MMR list of `k` from its candidates (best `pool_factor` × k), then
+        the rest of them in their order: what evaluation ranks (`recommend` runs MMR on
+        its own pool)."""
         if self.weight <= 0.0:
-            return
-        from directrec.generate.rerank import lift, mmr
+            return found
+        from directrec.generate.rerank import mmr
 
-        pool = min(k * self.pool_factor, scores.shape[1])
-        top = torch.topk(scores, pool, dim=1)
-        cand, vals = top.indices.numpy(), top.values.numpy()
-        for r in range(len(scores)):
-            ok = np.isfinite(vals[r])
-            items, _ = mmr(cand[r][ok], vals[r][ok], vectors, k, self.weight)
-            lift(scores, r, items)
+        items = torch.full_like(found.items, -1)
+        for r in range(len(found)):
+            cand = found.items[r].numpy()
+            ok = cand >= 0
+            picked, _ = mmr(cand[ok], found.scores[r].numpy()[ok], vectors, k, self.weight)
+            rest = cand[ok][~np.isin(cand[ok], picked)]
+            order = np.concatenate([picked, rest]).astype(np.int64)
+            items[r, : len(order)] = torch.from_numpy(order)
+        ladder = torch.arange(found.width, 0, -1, dtype=torch.float32).expand(len(found), -1)
+        return Candidates(items, torch.where(items >= 0, ladder, -torch.inf))
 
 
 STAGE_TYPES: dict[str, type] = {t.name: t for t in (PriorBlend, QueryBlend, ColdGate, Diversify)}
@@ -316,17 +320,34 @@ class Stages:
         if self.query_blend is not None and query_rows is not None and len(query_rows):
             self.query_blend.apply(scores, query_rows, query_sims, model.popularity)  # type: ignore[arg-type]
 
-    def rerank(self, scores: torch.Tensor, vectors: np.ndarray | None, k: int) -> None:
-        """The fitted re-ranking (diversify) on masked `scores`, in place, for a top-`k`.
+    def changes_scores(self, model: Recommender, queries: bool = False) -> bool:
+        """Whether a fitted stage changes `model`'s scores (`queries`: some rows are
+        sentence-only requests), so lists come from its scores through `apply_scores`
+        rather than from its own candidates."""
+        return (
+            (self.cold_gate is not None and model.capabilities.cold_items)
+            or self.prior_blend is not None
+            or (self.query_blend is not None and queries)
+        )
+
+    def pool(self, k: int) -> int:
+        """Candidates a top-`k` re-ranking reads from."""
+        return k * self.diversify.pool_factor if self.reranks() else k  # type: ignore[union-attr]
+
+    def reranks(self) -> bool:
+        return self.diversify is not None and self.diversify.weight > 0.0
+
+    def rerank(self, found: Candidates, vectors: np.ndarray | None, k: int) -> Candidates:
+        """The fitted re-ranking (diversify) of each row's candidates for a top-`k`.
         `vectors`: the items' L2-normalised text embeddings in the model's index."""
-        if self.diversify is None or self.diversify.weight <= 0.0:
-            return
+        if not self.reranks():
+            return found
         if vectors is None:
             raise ValueError(
                 "this model's diversify stage needs the items' text embeddings "
                 "(a catalogue with text)"
             )
-        self.diversify.rerank(scores, vectors, k)
+        return self.diversify.rerank(found, vectors, k)  # type: ignore[union-attr]
 
 
 def load_pipeline(path: str | Path) -> tuple[Recommender, Stages]:

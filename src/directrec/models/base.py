@@ -2,10 +2,12 @@
 
 A fitted model holds what it learned (weights, item statistics) and nothing per user. To
 score, the caller passes the users' `Histories` (see data/histories.py); the model returns
-a score for every item. Rows it cannot personalise (an empty history, or for models with
+its best items for each row (`top`: `Candidates`, what a generator writes) or a score for
+every item (`score`). Rows it cannot personalise (an empty history, or for models with
 per-user factors a user it was not fit on) get the popularity ranking, a documented
-fallback (`fallback`). Masking seen items, top-K, filters, diversity and explanations are
-not the model's business: generate/pipeline.py does them, for every caller alike.
+fallback (`fallback`). Which items a caller excludes is an argument of `top`; fitted
+stages, filters, diversity and explanations are not the model's business:
+generate/pipeline.py does them, for every caller alike.
 
 Nothing here mutates the model after `fit`, so one model object may serve many threads.
 """
@@ -19,11 +21,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.artifacts import check_state, config_from_dict, read_dir, write_dir
+from directrec.models.candidates import Candidates, mask_rows
 from directrec.models.settings import (
     RUN_FIELDS,
     ModelConfig,
@@ -212,6 +216,53 @@ class Recommender:
             return empty | ~((histories.users >= 0) & (histories.users < self.n_users))
         return empty
 
+    def top(
+        self,
+        histories: Histories,
+        k: int,
+        requests: Sequence[str] | None = None,
+        exclude: sp.csr_matrix | None = None,
+        ties: bool = False,
+    ) -> Candidates:
+        """Each row's best `k` items (at least; fewer only where fewer are left), never
+        one of its `exclude` items ([len(histories), n_items]; stored entries are
+        excluded). Fallback rows get popularity. A generator returns what its search
+        wrote (widened by the exclusions its history does not hold; it never writes a
+        history item); a model scoring every item returns its top `k`, and with `ties`
+        every item tied with the k-th too."""
+        if not self.capabilities.generator:
+            scores = self.score(histories, requests=requests)
+            mask_rows(scores, exclude)
+            return Candidates.from_scores(scores, k, ties)
+        self._check_index(histories)
+        reqs = self._requests(requests, len(histories))
+        ok = ~self.fallback(histories, reqs)
+        rows, rest = np.flatnonzero(ok), np.flatnonzero(~ok)
+        parts = []
+        if len(rest):
+            pop = torch.from_numpy(self.popularity).float().expand(len(rest), -1).clone()
+            mask_rows(pop, None if exclude is None else exclude[rest])
+            parts.append((rest, Candidates.from_scores(pop, k, ties)))
+        if len(rows):
+            h = histories if len(rows) == len(histories) else histories.take(rows)
+            width = self.width(histories, k, exclude)
+            if reqs is None:
+                found = self._top(h, width)
+            else:
+                found = self._top(h, width, requests=[reqs[r] for r in rows])
+            parts.append((rows, found.without(None if exclude is None else exclude[rows])))
+        return Candidates.stack(parts, len(histories))
+
+    def width(self, histories: Histories, k: int, exclude: sp.csr_matrix | None = None) -> int:
+        """How many items a search must write so that `k` are left after `exclude`: `k`,
+        for a generator plus the most exclusions a row's history does not already hold."""
+        if not self.capabilities.generator or exclude is None or not exclude.nnz:
+            return min(k, self.n_items)
+        ones = np.ones(len(histories.items), dtype=np.float32)
+        h = sp.csr_matrix((ones, (histories.row_of_items(), histories.items)), shape=exclude.shape)
+        outside = (exclude.astype(bool).astype(np.float32) - h.astype(bool).astype(np.float32)) > 0
+        return min(k + int(np.asarray(outside.sum(1)).max()), self.n_items)
+
     def score(
         self,
         histories: Histories,
@@ -219,11 +270,11 @@ class Recommender:
         requests: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """Scores [len(histories), n_items] (float32, CPU; higher = better); fallback rows
-        get popularity. Generators write only their best `k` (default: their beam) and
-        give every other item -inf. Seen items are not masked here. `requests`: a free-text
-        request per row, read by models that can (`reads_requests`), ignored by others."""
-        if histories.n_items != self.n_items:
-            raise ValueError(f"histories index {histories.n_items} items, the model {self.n_items}")
+        get popularity. A generator has a score only for what it writes for a top-`k`
+        (default: its beam; `top`'s candidates as a dense row), -inf for every other
+        item. Nothing is masked here. `requests`: a free-text request per row, read by
+        models that can (`reads_requests`), ignored by others."""
+        self._check_index(histories)
         reqs = self._requests(requests, len(histories))
         ok = ~self.fallback(histories, reqs)
 
@@ -244,6 +295,10 @@ class Recommender:
                 out[torch.from_numpy(ok)] = part(np.flatnonzero(ok)).detach().float().cpu()
         return out
 
+    def _check_index(self, histories: Histories) -> None:
+        if histories.n_items != self.n_items:
+            raise ValueError(f"histories index {histories.n_items} items, the model {self.n_items}")
+
     def _requests(self, requests: Sequence[str] | None, n: int) -> list[str] | None:
         """The per-row requests this model reads (None: it reads none, or none were given)."""
         if requests is None or not self.capabilities.reads_requests or not any(requests):
@@ -252,8 +307,16 @@ class Recommender:
             raise ValueError("requests: one per history row")
         return [str(r or "") for r in requests]
 
-    def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """Scores for rows that can be personalised; `k` > 0: only the top `k` matter."""
+    def _score(self, histories: Histories, k: int, **request: Any) -> torch.Tensor:
+        """Scores for rows that can be personalised; `k` > 0: only the top `k` matter. A
+        generator's are its `_top` as a dense row."""
+        if self.capabilities.generator:
+            return self._top(histories, k, **request).dense(self.n_items)
+        raise NotImplementedError
+
+    def _top(self, histories: Histories, k: int, **request: Any) -> Candidates:
+        """A generator's search for rows it can personalise: what it writes for a top-`k`
+        (its beam, at least `k`), never a history item."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ artefacts

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator, beam_width
+from directrec.models.candidates import Candidates
 from directrec.models.hf import LMConfig, load_base, tiny_lm
 from directrec.models.settings import Checks, DecodingConfig, LoopConfig, RunSettings, setting
 from directrec.models.training import EpochRun, train_by_epochs
@@ -450,26 +451,24 @@ class LLMRec(Recommender):
                 items[b, j], vals[b, j] = item, score
         return items, vals
 
-    def _score(
+    def _top(
         self, histories: Histories, k: int, requests: Sequence[str] | None = None
-    ) -> torch.Tensor:
-        """Generated items carry their title log-probability; everything else -inf. Rows
-        with a request get it in their prompt (rows sharing a request decode together)."""
+    ) -> Candidates:
+        """The generated items with their title log-probabilities. Rows with a request get
+        it in their prompt (rows sharing a request decode together)."""
         hists = [histories[r] for r in range(len(histories))]
         seen = [set(h.tolist()) for h in hists]
         beam = beam_width(self.config.beam, k, self.n_items)
         reqs = list(requests) if requests is not None else [""] * len(hists)
-        out = torch.full((len(histories), self.n_items), -torch.inf)
+        items = np.full((len(hists), beam), -1, dtype=np.int64)
+        logp = np.full((len(hists), beam), -np.inf, dtype=np.float32)
         for request in dict.fromkeys(reqs):
             rows = [b for b, r in enumerate(reqs) if r == request]
             with self._lock:  # HF tokenizers are not safe to call from two threads at once
-                items, logp = self.generate_for(
+                items[rows], logp[rows] = self.generate_for(
                     [hists[b] for b in rows], beam, [seen[b] for b in rows], request
                 )
-            for n, b in enumerate(rows):
-                ok = items[n] >= 0
-                out[b, torch.from_numpy(items[n][ok])] = torch.from_numpy(logp[n][ok])
-        return out
+        return Candidates.of(torch.from_numpy(items), torch.from_numpy(logp))
 
     @torch.no_grad()
     def rerank(

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from directrec.data.dataset import Catalog, IdMap, Interactions, catalog_for
@@ -35,6 +36,7 @@ from directrec.data.store import open_store
 from directrec.evaluate.protocol import evaluate
 from directrec.generate.stages import load_pipeline
 from directrec.models.base import Recommender
+from directrec.models.candidates import Candidates
 from directrec.recipes import Recipe, RecipeError
 from directrec.serve import registry
 from directrec.serve.canary import CanaryConfig, Refused
@@ -163,6 +165,17 @@ class GrownIndex(Recommender):
         out = torch.full((len(histories), self.n_items), -torch.inf)
         out[:, : self.inner.n_items] = inner
         return out
+
+    def top(
+        self,
+        histories: Histories,
+        k: int,
+        requests: Sequence[str] | None = None,
+        exclude: sp.csr_matrix | None = None,
+        ties: bool = False,
+    ) -> Candidates:
+        inner = None if exclude is None else exclude[:, : self.inner.n_items]
+        return self.inner.top(self._inner_view(histories), k, requests, inner, ties)
 
 
 def check_update_recipe(recipe: Recipe, model: str, fitted: Sequence[str]) -> None:

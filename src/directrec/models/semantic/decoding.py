@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from directrec.data.histories import Histories
 from directrec.models.base import beam_width
+from directrec.models.candidates import Candidates
 from directrec.models.settings import Checks, DecodingConfig, setting
 
 
@@ -304,14 +305,9 @@ class Decoding:
             torch.cat([id_at, prop_at], 1),
         )
 
-    def _score(self, histories: Histories, k: int) -> torch.Tensor:
-        """Generated items carry their beam log-probability; everything else -inf. Cold
-        items enter only what the beam writes; a fitted `ColdGate` stage
-        (generate/stages.py) adds them from where the list points."""
-        width = beam_width(self.config.beam, k, self.n_items)
-        items, logp = self._generate(histories, width)
-        out = torch.full((len(histories), self.n_items), -torch.inf)
-        ok = items >= 0
-        rows = torch.arange(len(histories)).unsqueeze(1).expand_as(items)
-        out[rows[ok], items[ok]] = logp[ok]
-        return out
+    def _top(self, histories: Histories, k: int) -> Candidates:
+        """The generated items with their beam log-probabilities. Cold items enter only
+        what the beam writes; a fitted `ColdGate` stage (generate/stages.py) adds them from
+        where the list points."""
+        items, logp = self._generate(histories, beam_width(self.config.beam, k, self.n_items))
+        return Candidates.of(items, logp)
