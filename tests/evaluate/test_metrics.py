@@ -17,8 +17,8 @@ from directrec.models.candidates import Candidates
 
 
 def ranks_of(scores: torch.Tensor, targets: torch.Tensor, k: int | None = None) -> torch.Tensor:
-    """Target ranks among each row's top-`k` (default: every item), ties kept."""
-    c = Candidates.from_scores(scores, k or scores.shape[1], ties=True)
+    """Target ranks among each row's top-`k` (default: every item), the targets kept."""
+    c = Candidates.from_scores(scores, k or scores.shape[1], keep=targets)
     return target_ranks(c.items, c.scores, targets)
 
 
@@ -51,8 +51,9 @@ def test_ties_count_in_the_targets_favour_and_excluded_never_rank():
 
 @pytest.mark.parametrize("k", [None, 5])
 def test_ranks_among_candidates_agree_with_counting_over_every_item(k):
-    """Within the top k (ties kept), a target's rank is the number of items of the whole
-    catalogue scored strictly higher; outside it, a miss at every cut-off up to k."""
+    """Among the top k with the targets kept, a target's rank is the number of items of
+    the whole catalogue scored strictly higher whenever that is below k (ties count in
+    its favour), and at least k otherwise."""
     g = torch.Generator().manual_seed(0)
     scores = torch.randint(0, 12, (8, 50), generator=g).float()  # many ties
     scores[0, :3] = -math.inf

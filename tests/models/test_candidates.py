@@ -19,14 +19,17 @@ def test_of_sorts_rows_best_first_and_moves_pads_last():
     assert c.scores.tolist() == [[2.0, 0.5, -INF, -INF]]
 
 
-def test_from_scores_keeps_the_items_tied_with_the_kth_only_when_asked():
+def test_from_scores_lists_the_kept_items_after_the_top_k_they_tie_with():
     scores = torch.tensor([[3.0, 1.0, 2.0, 1.0, 1.0, 0.0], [5.0, 4.0, -INF, -INF, -INF, -INF]])
     plain = Candidates.from_scores(scores, 2)
     assert plain.width == 2 and plain.items[0].tolist() == [0, 2]
-    tied = Candidates.from_scores(scores, 3, ties=True)
-    assert sorted(tied.items[0, 2:].tolist()) == [1, 3, 4]  # all three tie with the 3rd
-    # the second row has two items: no ties at -inf, pads after them
-    assert tied.items[1].tolist()[:2] == [0, 1] and set(tied.items[1, 2:].tolist()) == {-1}
+    keep = torch.tensor([[5, 0], [2, -1]])
+    kept = Candidates.from_scores(scores, 3, keep=keep)
+    top3 = kept.items[0, :3].tolist()
+    assert top3[:2] == [0, 2] and top3[2] in (1, 3, 4)  # item 0 is listed once
+    assert kept.items[0, 3:].tolist() == [5, -1] and kept.scores[0, 3] == 0.0
+    # the second row: two items, then a kept item at -inf is no candidate
+    assert kept.items[1].tolist() == [0, 1, -1, -1, -1]
 
 
 def test_without_drops_a_rows_items_and_keeps_the_rest_in_order():

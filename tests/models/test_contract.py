@@ -17,7 +17,7 @@ import torch
 from directrec.data.dataset import Dataset, Interactions
 from directrec.data.histories import Histories
 from directrec.data.split import leave_one_out
-from directrec.generate.pipeline import ListOptions, recommend
+from directrec.generate.pipeline import ListOptions, ranked, recommend
 from directrec.models import MODELS, create, load_model
 from directrec.models.candidates import mask_rows
 from tests.models.settings import TEST_SETTINGS
@@ -209,6 +209,16 @@ def test_top_candidates_are_the_best_of_the_scores(name, fitted, fit_data):
         torch.testing.assert_close(found.scores[r, : len(items)], dense[r, items])
         best = torch.topk(dense[r], k).values
         torch.testing.assert_close(found.scores[r, :k], best)  # the best k, ties aside
+    # Items hidden from the lists (a history past the context cap) are never listed, and
+    # the popularity rows still fill k slots
+    hidden = sp.csr_matrix(
+        (np.ones(3), ([0, 0, 1], np.argsort(-model.popularity, kind="stable")[[0, 1, 0]])),
+        (len(h), model.n_items),
+    )
+    lists = ranked(model, h, k, hidden=hidden)
+    assert (lists.items[0, :k] >= 0).all()
+    for r in range(len(h)):
+        assert not set(lists.items[r].tolist()) & set(hidden[r].indices.tolist())
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

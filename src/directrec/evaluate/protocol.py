@@ -152,7 +152,7 @@ def evaluate(
             exclude_seen=exclude_seen,
             hidden=hidden,
             stages=stages,
-            ties=True,
+            keep=padded,
         )
         if stages is not None:  # the fitted re-ranking, as recommend() applies it
             found = stages.rerank(found, vectors, max_k)
@@ -176,7 +176,7 @@ def evaluate(
                 )
         if codes_only is not None:
             own = ranked(
-                codes_only, histories, max_k, exclude_seen=exclude_seen, hidden=hidden, ties=True
+                codes_only, histories, max_k, exclude_seen=exclude_seen, hidden=hidden, keep=padded
             )
             own_ranks = target_ranks(own.items, own.scores, padded)
             for k in ks:

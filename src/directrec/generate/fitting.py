@@ -263,7 +263,8 @@ def mmr_sweep(
     for b in range(0, len(histories), batch_size):
         rows = np.arange(b, min(b + batch_size, len(histories)))
         h = histories.take(rows)
-        found = ranked(model, h, pool, hidden=None if seen is None else seen[rows], stages=stages)
+        hidden = None if seen is None else seen[rows]
+        found = ranked(model, h, pool, hidden=hidden, stages=stages).head(pool)
         cand, vals = found.items.numpy(), found.scores.numpy()
         for n, row in enumerate(rows):
             truth = truths[row]

@@ -16,6 +16,7 @@ from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from directrec.data.histories import Histories
 from directrec.generate.explain import Reason, Request, category_shares, explain
@@ -140,28 +141,33 @@ def ranked(
     requests: Sequence[str] | None = None,
     query_sims: Sequence[np.ndarray | None] | None = None,
     stages: Stages | None = None,
-    ties: bool = False,
+    keep: torch.Tensor | None = None,
 ) -> Candidates:
     """Each row's best `k` candidates, none of them in its history (where `exclude_seen`,
     a flag or a per-row mask) or its `exclude` items: the model's own (`Recommender.top`),
     or, where a fitted stage changes scores (rows with `query_sims` get the query prior),
     the model's scores through those stages. `hidden` [B, n_items]: more items masked
     like seen ones, for which a generator does not search wider (the rest of a history
-    that `histories` holds only the latest part of). `ties`: see `Candidates.from_scores`."""
+    that `histories` holds only the latest part of). `keep`: items [B, T] listed with
+    their scores wherever they rank (evaluation's targets; `Candidates.from_scores`)."""
     excl = exclusions(histories, model.n_items, exclude_seen, exclude)
     q_rows = np.array([r for r, q in enumerate(query_sims or []) if q is not None], dtype=np.int64)
     if stages is None or not stages.changes_scores(model, len(q_rows) > 0):
-        if model.capabilities.generator:
-            found = model.top(histories, k, requests=requests, exclude=excl, ties=ties)
-            return found.without(hidden)
-        masked = excl if hidden is None else excl + hidden
-        return model.top(histories, k, requests=requests, exclude=masked, ties=ties)
+        if hidden is None:
+            return model.top(histories, k, requests=requests, exclude=excl, keep=keep)
+        if not model.capabilities.generator:
+            return model.top(histories, k, requests=requests, exclude=excl + hidden, keep=keep)
+        # the popularity rows (nothing searched) rank the hidden items out like seen ones
+        fallback = model.fallback(histories, requests).astype(np.float32)
+        excl = excl + sp.diags(fallback) @ hidden
+        found = model.top(histories, k, requests=requests, exclude=excl, keep=keep)
+        return found.without(hidden)
     scores = model.score(histories, k=model.width(histories, k, excl), requests=requests)
     q_sims = np.stack([query_sims[r] for r in q_rows]) if len(q_rows) else None  # type: ignore[index]
     stages.apply_scores(model, histories, scores, q_rows, q_sims)
     mask_rows(scores, excl)
     mask_rows(scores, hidden)
-    return Candidates.from_scores(scores, k, ties)
+    return Candidates.from_scores(scores, k, keep)
 
 
 def recommend(
@@ -197,9 +203,10 @@ def recommend(
         query_sims=[o.query_sims for o in opts],
         stages=stages,
     )
+    found = found.head(pool)  # a generator may have written more
     items, vals = found.items.numpy(), found.scores.numpy()
     fallback = model.fallback(histories, [o.request for o in opts])
-    exclusions = _exclusion_rows(exclude, len(histories))
+    excluded = _exclusion_rows(exclude, len(histories))
     out = []
     for r, o in enumerate(opts):
         it, sc = items[r], vals[r]
@@ -224,7 +231,7 @@ def recommend(
                 info.categories,
                 stages=stages,
                 shares=info.category_shares,
-                masked=np.concatenate([*hidden, exclusions[r]]),
+                masked=np.concatenate([*hidden, excluded[r]]),
                 request=Request(o.query, o.query_items, o.query_sims),
             )
         out.append(RecList(it, sc, bool(fallback[r]), reasons))

@@ -220,19 +220,21 @@ class Diversify:
             raise ValueError("diversify: pool_factor must be at least 1")
 
     def rerank(self, found: Candidates, vectors: np.ndarray, k: int) -> Candidates:
-        """Each row's MMR list of `k` from its candidates (best `pool_factor` × k), then
-        the rest of them in their order: what evaluation ranks (`recommend` runs MMR on
-        its own pool)."""
+        """Each row's MMR list of `k` from its best `pool_factor` × k candidates, then the
+        rest of its candidates in their order: what evaluation ranks (`recommend` runs MMR
+        on the same pool itself)."""
         if self.weight <= 0.0:
             return found
         from directrec.generate.rerank import mmr
 
+        pool = k * self.pool_factor
         items = torch.full_like(found.items, -1)
         for r in range(len(found)):
             cand = found.items[r].numpy()
-            ok = cand >= 0
-            picked, _ = mmr(cand[ok], found.scores[r].numpy()[ok], vectors, k, self.weight)
-            rest = cand[ok][~np.isin(cand[ok], picked)]
+            head, vals = cand[:pool], found.scores[r, :pool].numpy()
+            ok = head >= 0
+            picked, _ = mmr(head[ok], vals[ok], vectors, k, self.weight)
+            rest = cand[(cand >= 0) & ~np.isin(cand, picked)]
             order = np.concatenate([picked, rest]).astype(np.int64)
             items[r, : len(order)] = torch.from_numpy(order)
         ladder = torch.arange(found.width, 0, -1, dtype=torch.float32).expand(len(found), -1)

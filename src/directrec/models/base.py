@@ -222,18 +222,18 @@ class Recommender:
         k: int,
         requests: Sequence[str] | None = None,
         exclude: sp.csr_matrix | None = None,
-        ties: bool = False,
+        keep: torch.Tensor | None = None,
     ) -> Candidates:
         """Each row's best `k` items (at least; fewer only where fewer are left), never
         one of its `exclude` items ([len(histories), n_items]; stored entries are
         excluded). Fallback rows get popularity. A generator returns what its search
         wrote (widened by the exclusions its history does not hold; it never writes a
-        history item); a model scoring every item returns its top `k`, and with `ties`
-        every item tied with the k-th too."""
+        history item); a model scoring every item returns its top `k`, and the items of
+        `keep` [len(histories), T] with their scores (`Candidates.from_scores`)."""
         if not self.capabilities.generator:
             scores = self.score(histories, requests=requests)
             mask_rows(scores, exclude)
-            return Candidates.from_scores(scores, k, ties)
+            return Candidates.from_scores(scores, k, keep)
         self._check_index(histories)
         reqs = self._requests(requests, len(histories))
         ok = ~self.fallback(histories, reqs)
@@ -242,15 +242,17 @@ class Recommender:
         if len(rest):
             pop = torch.from_numpy(self.popularity).float().expand(len(rest), -1).clone()
             mask_rows(pop, None if exclude is None else exclude[rest])
-            parts.append((rest, Candidates.from_scores(pop, k, ties)))
+            kept = None if keep is None else keep[torch.from_numpy(rest)]
+            parts.append((rest, Candidates.from_scores(pop, k, kept)))
         if len(rows):
             h = histories if len(rows) == len(histories) else histories.take(rows)
-            width = self.width(histories, k, exclude)
+            mine = None if exclude is None else exclude[rows]
+            width = self.width(h, k, mine)
             if reqs is None:
                 found = self._top(h, width)
             else:
                 found = self._top(h, width, requests=[reqs[r] for r in rows])
-            parts.append((rows, found.without(None if exclude is None else exclude[rows])))
+            parts.append((rows, found.without(mine)))
         return Candidates.stack(parts, len(histories))
 
     def width(self, histories: Histories, k: int, exclude: sp.csr_matrix | None = None) -> int:
@@ -260,7 +262,9 @@ class Recommender:
             return min(k, self.n_items)
         ones = np.ones(len(histories.items), dtype=np.float32)
         h = sp.csr_matrix((ones, (histories.row_of_items(), histories.items)), shape=exclude.shape)
-        outside = (exclude.astype(bool).astype(np.float32) - h.astype(bool).astype(np.float32)) > 0
+        stored = exclude.tocsr().astype(np.float32)  # every stored entry, also an explicit 0
+        stored.data = np.ones_like(stored.data)
+        outside = (stored - h.astype(bool).astype(np.float32)) > 0
         return min(k + int(np.asarray(outside.sum(1)).max()), self.n_items)
 
     def score(

@@ -3,9 +3,11 @@ scores, best first (`Candidates`), rather than a score for every item of the cat
 
 A generator writes a few items per row (its beam) and has nothing to say of the rest, so
 its candidates are exactly what it wrote. A model that scores every item gives its top `k`
-(`Candidates.from_scores`); with `ties`, also every item tied with the k-th, so that the
-rank of any item in the list is the number of items of the catalogue scored strictly
-higher (the convention evaluate/metrics.py counts ties by).
+(`Candidates.from_scores`). Evaluation asks for its targets to be `keep`t in the list with
+their scores wherever they rank: a target's rank among the candidates (the number scored
+strictly higher) is then its rank over the whole catalogue whenever that is below `k`, and
+at least `k` otherwise, which is all a metric at a cut-off ≤ k reads (ties count in the
+target's favour, as evaluate/metrics.py defines).
 """
 
 from __future__ import annotations
@@ -46,26 +48,23 @@ class Candidates:
         return cls(items, scores.gather(1, order))
 
     @classmethod
-    def from_scores(cls, scores: torch.Tensor, k: int, ties: bool = False) -> Candidates:
-        """The top `k` of dense `scores` [B, n_items] (-inf: not a candidate). `ties`: rows
-        whose k-th score is shared by items past the k-th keep those items too."""
+    def from_scores(
+        cls, scores: torch.Tensor, k: int, keep: torch.Tensor | None = None
+    ) -> Candidates:
+        """The top `k` of dense `scores` [B, n_items] (-inf: not a candidate), and the
+        items of `keep` [B, T] (-1: none) with their scores wherever they rank, after the
+        top `k` items they tie with."""
         kk = max(0, min(k, scores.shape[1]))
-        if kk == 0:
-            return cls.empty(len(scores))
-        top = torch.topk(scores, kk, dim=1)
-        if ties:
-            kth = top.values[:, -1:]
-            extra = (scores == kth).sum(1) - (top.values == kth).sum(1)
-            extra = torch.where(torch.isfinite(kth[:, 0]), extra, 0)
-            wide = min(kk + int(extra.max()), scores.shape[1])
-            if wide > kk:
-                top = torch.topk(scores, wide, dim=1)
-                past = torch.arange(wide) >= kk
-                keep = ~past | (top.values == kth)
-                return cls.of(
-                    torch.where(keep, top.indices, -1), torch.where(keep, top.values, -torch.inf)
-                )
-        return cls.of(top.indices, top.values)
+        top = torch.topk(scores, kk, dim=1) if kk else None
+        items = top.indices if top is not None else torch.zeros(len(scores), 0, dtype=torch.long)
+        vals = top.values if top is not None else torch.zeros(len(scores), 0)
+        if keep is not None and keep.numel():
+            kept = keep.to(torch.long)
+            listed = (kept[:, :, None] == items[:, None, :]).any(-1)
+            kept = torch.where(listed, -1, kept)
+            items = torch.cat([items, kept], 1)
+            vals = torch.cat([vals, scores.gather(1, kept.clamp(min=0))], 1)
+        return cls.of(items, vals)
 
     @classmethod
     def empty(cls, rows: int) -> Candidates:
