@@ -17,8 +17,9 @@ def target_ranks(items: torch.Tensor, scores: torch.Tensor, targets: torch.Tenso
     candidates: `items` [B, m] (-1 = padding) with their `scores`, sorted best first.
 
     A target's rank is the number of candidates scored strictly higher; one that is not a
-    candidate (or scores -inf) ranks +inf. So the candidates must hold every item that
-    can rank within the cut-offs, ties included (`Candidates.from_scores(..., ties=True)`).
+    candidate (or scores -inf) ranks +inf. With the targets among the candidates
+    (`Candidates.from_scores(..., keep=targets)`), a rank below the top k's size is the
+    target's rank over the whole catalogue.
     """
     b, m = items.shape
     width = int(max(int(items.max()) if items.numel() else 0, int(targets.max()))) + 1

@@ -172,10 +172,12 @@ class GrownIndex(Recommender):
         k: int,
         requests: Sequence[str] | None = None,
         exclude: sp.csr_matrix | None = None,
-        ties: bool = False,
+        keep: torch.Tensor | None = None,
     ) -> Candidates:
         inner = None if exclude is None else exclude[:, : self.inner.n_items]
-        return self.inner.top(self._inner_view(histories), k, requests, inner, ties)
+        # items new to the grown index are no candidates of the inner model
+        known = None if keep is None else torch.where(keep < self.inner.n_items, keep, -1)
+        return self.inner.top(self._inner_view(histories), k, requests, inner, known)
 
 
 def check_update_recipe(recipe: Recipe, model: str, fitted: Sequence[str]) -> None:
