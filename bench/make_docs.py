@@ -153,14 +153,16 @@ def headline(key: str, title: str, runs: list[tuple[str, dict]]) -> list[str]:
 
 
 def _repeat_of(run: str, names: set[str]) -> str | None:
-    """The run this one repeats (`X-seed7`, `X-rerun` beside `X`; or beside `X-seed42`, the
-    first of its siblings, where there is no `X`), if any."""
+    """The run this one repeats (`X-seed7`, `X-rerun` beside `X`; where there is no `X`,
+    beside `X-seed42`, the seed every recipe run starts with, else the first of its
+    siblings by name), if any."""
     base = REPEAT.sub("", run)
     if base == run:
         return None
     if base in names:
         return base
-    first = min(n for n in names if REPEAT.sub("", n) == base)
+    siblings = sorted(n for n in names if REPEAT.sub("", n) == base)
+    first = f"{base}-seed42" if f"{base}-seed42" in siblings else siblings[0]
     return first if first != run else None
 
 
