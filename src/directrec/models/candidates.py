@@ -67,10 +67,6 @@ class Candidates:
         return cls.of(items, vals)
 
     @classmethod
-    def empty(cls, rows: int) -> Candidates:
-        return cls(torch.full((rows, 0), -1, dtype=torch.long), torch.zeros(rows, 0))
-
-    @classmethod
     def stack(cls, parts: Sequence[tuple[np.ndarray, Candidates]], rows: int) -> Candidates:
         """One set of candidates for `rows` rows from parts holding some of them (each
         with its row indices), padded to the widest part."""
