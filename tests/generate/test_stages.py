@@ -153,3 +153,23 @@ def test_a_model_saved_before_stages_json_keeps_its_learned_stages(semantic, tmp
     assert stages.query_blend == QueryBlend(alpha=0.5, t=10.0, w=0.0)
     assert stages.cold_gate == ColdGate("score", "text", 0.0, 2, scale=2.0, bias=-4.0)
     assert loaded.config.id_weight == 4.0
+
+
+def test_a_generators_lists_build_no_row_over_the_catalogue(semantic, monkeypatch):
+    """Without a stage that changes scores, a generator's lists come from what its beam
+    wrote: no dense score row is built (the cold gate, which needs one, is not fitted)."""
+    from directrec.models.candidates import Candidates
+
+    model, data = semantic
+    h = Histories.from_interactions(data, np.arange(6))
+    want = recommend(model, h, ListOptions(k=5), exclude=[np.array([0, 1])] * 6)
+
+    def dense(*args, **kwargs):
+        raise AssertionError("a row over the whole catalogue was built")
+
+    monkeypatch.setattr(Candidates, "dense", dense)
+    monkeypatch.setattr(type(model), "score", dense)
+    got = recommend(model, h, ListOptions(k=5), exclude=[np.array([0, 1])] * 6)
+    for a, b in zip(want, got, strict=True):
+        assert len(b.items) == 5 and not {0, 1} & set(b.items.tolist())
+        assert a.items.tolist() == b.items.tolist()
