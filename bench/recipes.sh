@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Every figure a shipped recipe quotes, reproduced through the product alone: `directrec
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
-# `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. Needs
+# `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. CKPT=DIR keeps
+# per-epoch checkpoints of the long ML-1M sequence runs there, so a rerun resumes. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
-#                          ml1m-default|beauty-seq|ml100k-llm|all] [SEED]
+#                          ml1m-default|beauty-seq|ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|all]
+#                         [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -69,6 +71,14 @@ if run beauty-seq; then  # the gru4rec and bert4rec defaults on Amazon Beauty
       --out "$R/beauty-$m-seed$SEED"
   done
 fi
+for m in gru4rec bert4rec; do
+  if run "ml1m-$m"; then  # the gru4rec / bert4rec defaults on MovieLens-1M, one thread each
+    # (the two run side by side on a 2-core machine)
+    $DR benchmark --recipe "$m" --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
+      --set threads=1 ${CKPT:+--set "$m.checkpoint_dir=$CKPT/ml1m-$m-seed$SEED"} \
+      --out "$R/ml1m-$m-seed$SEED"
+  fi
+done
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
   $DR benchmark --recipe coldstart --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
     --protocol cold-items --out "$R/beauty-cold-items-seed$SEED"
