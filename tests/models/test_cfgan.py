@@ -1,10 +1,12 @@
-"""CFGAN ranks by the generator's logits, so a saturated sigmoid cannot tie items."""
+"""CFGAN ranks by the generator's logits, so a saturated sigmoid cannot tie items; its two
+players share one optimizer at their own rates."""
 
 from __future__ import annotations
 
 import torch
 
 from directrec.data.histories import Histories
+from directrec.data.split import leave_one_out
 from directrec.models import create
 
 
@@ -20,3 +22,25 @@ def test_scores_keep_the_order_a_saturated_sigmoid_loses(planted):
     assert torch.sigmoid(last.bias).eq(1.0).all()  # the ties the logits avoid
     scores = model.score(histories)
     assert (scores.diff(dim=1) > 0).all()
+
+
+def test_the_players_step_at_their_own_rates(planted, monkeypatch):
+    """One Adam holds both players; each group keeps its rate through the loop, and a
+    discriminator step leaves the generator alone (it has no gradient there)."""
+    seen: list[list[float]] = []
+    moved: list[tuple[bool, bool]] = []  # (generator has gradients, discriminator has)
+    step = torch.optim.Adam.step
+
+    def spy(self, *a, **kw):
+        seen.append([g["lr"] for g in self.param_groups])
+        gen, disc = (any(p.grad is not None for p in g["params"]) for g in self.param_groups)
+        moved.append((gen, disc))
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    train = leave_one_out(planted.interactions).stage("valid")[0]
+    model = create("cfgan", {"hidden": 16, "batch_size": 32, "lr": 1e-3, "lr_d": 5e-4, "epochs": 2})
+    model.fit(train)
+    assert seen and all(rates == [1e-3, 5e-4] for rates in seen)
+    assert moved[:4] == [(False, True), (True, False)] * 2  # D's step, then G's
+    assert set(moved) == {(False, True), (True, False)}

@@ -1,5 +1,6 @@
 """The shared epoch loop: the moving average of the weights, by hand; the time budget on
-a fake clock (between epochs and within one); progress; the shared settings' checks."""
+a fake clock (between epochs and within one); progress; the shared settings' checks; the
+classic networks (Mult-VAE, CFGAN) on the loop."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from directrec.data.split import leave_one_out
+from directrec.models import create
 from directrec.models.training import batches, run_epochs
 
 
@@ -299,3 +302,38 @@ def test_plain_batches_are_one_permutation_cut_in_order_and_no_windows_is_no_wor
     assert torch.equal(after, torch.rand(1))
     for by_length in (True, False):
         assert sum(len(b) for b in batches(torch.ones(0, 4), 3, by_length)) == 0
+
+
+CLASSIC = {  # the networks of the classic baselines, small
+    "multvae": {"hidden": 16, "latent": 8, "batch_size": 32, "anneal_steps": 50},
+    "cfgan": {"hidden": 16, "batch_size": 32, "lr": 1e-3, "lr_d": 5e-4},
+}
+
+
+def classic_weights(model):
+    return (model.net if model.name == "multvae" else model.gen).state_dict()
+
+
+@pytest.mark.parametrize("name", ["multvae", "cfgan"])
+def test_classic_networks_validation_keeps_the_best_epoch_and_stops_on_patience(name, planted):
+    train = leave_one_out(planted.interactions).stage("valid")[0]
+    calls = iter([0.3, 0.5, 0.4, 0.2, 0.1, 0.05])
+    model = create(name, {**CLASSIC[name], "epochs": 50, "eval_every": 1, "patience": 3})
+    model.fit(train, validator=lambda m: next(calls))
+    assert model.meta["best_epoch"] == 2 and len(model.meta["train_log"]) == 5
+    assert model.meta["stopped_by"] == "patience"
+    assert model.capabilities.early_stopping
+
+
+@pytest.mark.parametrize("name", ["multvae", "cfgan"])
+def test_classic_networks_resume_exactly(name, planted, tmp_path):
+    train = leave_one_out(planted.interactions).stage("valid")[0]
+    straight = create(name, {**CLASSIC[name], "epochs": 3}).fit(train)
+    ckpt = str(tmp_path / "ckpt")
+    create(name, {**CLASSIC[name], "epochs": 1, "checkpoint_dir": ckpt}).fit(train)
+    resumed = create(name, {**CLASSIC[name], "epochs": 3, "checkpoint_dir": ckpt}).fit(train)
+    assert len(resumed.meta["train_log"]) == 3
+    for (k, a), b in zip(
+        classic_weights(straight).items(), classic_weights(resumed).values(), strict=True
+    ):
+        assert torch.equal(a, b), k

@@ -105,7 +105,7 @@ SPACES: dict[str, dict[str, Param]] = {
     },
     "cfgan": {
         "hidden": _r(64, 512, log=True),
-        "lr_g": _r(1e-5, 1e-3, log=True),
+        "lr": _r(1e-5, 1e-3, log=True),
         "lr_d": _r(1e-5, 1e-3, log=True),
         "pm_ratio": _r(0.0, 0.9),
         "zr_ratio": _r(0.0, 0.9),

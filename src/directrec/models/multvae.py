@@ -1,20 +1,24 @@
 """Mult-VAE (Liang et al., WWW 2018): a variational autoencoder over each user's item
-vector with a multinomial likelihood; β is annealed from 0 to `beta_max`."""
+vector with a multinomial likelihood; β is annealed from 0 to `beta_max`. Trained by the
+shared epoch loop (`training.train_by_epochs`): validation picks the best epoch, as the
+paper does, and the loop brings early stopping, a budget, checkpoints and DDP."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
-from directrec.models.settings import Checks, ModelConfig, setting
+from directrec.models.settings import Checks, LoopConfig, setting
+from directrec.models.training import EpochRun, train_by_epochs
 
 
 class VAE(nn.Module):
@@ -38,10 +42,12 @@ class VAE(nn.Module):
 class MultVAE(Recommender):
     name = "multvae"
     summary = "Mult-VAE: variational autoencoder over each user's item set"
-    capabilities = Capabilities(warm_start=True)
+    capabilities = Capabilities(early_stopping=True, warm_start=True)
 
     @dataclasses.dataclass
-    class Config(ModelConfig):
+    class Config(LoopConfig):
+        part: ClassVar[str] = "model"  # of the settings declared here
+
         hidden: int = setting(600, "encoder and decoder hidden width")
         latent: int = setting(200, "latent dimensions")
         dropout: float = setting(0.5, "dropout on the input history")
@@ -49,9 +55,8 @@ class MultVAE(Recommender):
         anneal_steps: int = setting(
             20000, "batches over which the KL weight rises to beta_max", part="training"
         )
-        epochs: int = setting(100, "passes over the users", part="training")
-        batch_size: int = setting(500, "users per batch", part="training")
-        lr: float = setting(1e-3, "Adam learning rate", part="training")
+        epochs: int = 200  # the paper's; validation keeps the best epoch
+        batch_size: int = 500  # users per batch
 
         def checks(self) -> Checks:
             return {
@@ -60,9 +65,6 @@ class MultVAE(Recommender):
                 "dropout": (0 <= self.dropout < 1, "in [0, 1)"),
                 "beta_max": (self.beta_max >= 0, ">= 0"),
                 "anneal_steps": (self.anneal_steps >= 1, ">= 1"),
-                "epochs": (self.epochs >= 0, ">= 0"),
-                "batch_size": (self.batch_size >= 1, ">= 1"),
-                "lr": (self.lr > 0, "> 0"),
             }
 
     def _fit(
@@ -92,26 +94,55 @@ class MultVAE(Recommender):
         self.net = grown
 
     def _train(self, data: Interactions, validator: Validator | None) -> None:
-        c, step = self.config, self.step
-        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
+        c = self.config
+        opt = torch.optim.Adam(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         x_all = data.matrix("binary")
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
-        gen = np.random.default_rng(c.seed)
+        per_epoch = -(-len(users) // c.batch_size)
+        start = self.step  # β's annealing goes on from where the weights left it
+
+        def epoch_fn(epoch: int, run: EpochRun) -> float:
+            return self._epoch(x_all, users, opt, start + epoch * per_epoch, epoch, run)
+
+        state = train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
+        self.step = start + state.epoch * per_epoch
+
+    def _epoch(
+        self,
+        x_all: sp.csr_matrix,
+        users: np.ndarray,
+        opt: torch.optim.Optimizer,
+        step: int,
+        epoch: int,
+        run: EpochRun,
+    ) -> float:
+        """One pass over the users in a random order that depends on (seed, epoch) alone,
+        so a resumed run continues exactly. With several ranks each batch of users is split
+        over them, every rank's loss scaled so the averaged gradient is the batch's mean."""
+        c, d = self.config, run.d
         self.net.train()
-        for _ in tqdm(range(c.epochs), desc="multvae", disable=not self.run.progress):
-            gen.shuffle(users)
-            for b in range(0, len(users), c.batch_size):
-                x = torch.from_numpy(x_all[users[b : b + c.batch_size]].toarray()).to(self.device)
-                logits, kl = self.net(x)
-                nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
-                beta = min(c.beta_max, c.beta_max * step / max(c.anneal_steps, 1))
-                loss = nll + beta * kl
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
-        self.step = step
-        self.net.eval()
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        order = np.random.default_rng([c.seed, epoch]).permutation(users)
+        total, count = 0.0, 0
+        for b in range(0, len(order), c.batch_size):
+            if run.stop():
+                break
+            rows = order[b : b + c.batch_size]
+            if len(rows) < d.world:
+                continue  # too small to give every rank a share (all ranks skip it)
+            mine = rows[d.rank :: d.world]
+            x = torch.from_numpy(x_all[mine].toarray()).to(self.device)
+            logits, kl = run.module(x)
+            nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
+            beta = min(c.beta_max, c.beta_max * step / c.anneal_steps)
+            loss = nll + beta * kl
+            opt.zero_grad(set_to_none=True)
+            (loss * (len(mine) * d.world / len(rows))).backward()
+            opt.step()
+            step += 1
+            total += loss.item() * len(mine)
+            count += len(mine)
+        return d.total(total) / max(d.total(count), 1)
 
     @torch.no_grad()
     def _score(self, histories: Histories, k: int) -> torch.Tensor:

@@ -306,7 +306,8 @@ def train_by_epochs(
     """Train `net` by `epoch_fn(epoch, EpochRun) -> mean loss` with the schedule of
     `model.config` (epochs, eval_every, patience, max_minutes, and `average` where the
     config has it; with `opt`, also the learning rate `lr` under `lr_decay` and
-    `cooldown`) and the run settings of `model.run` (progress, checkpoint_dir).
+    `cooldown`, from a param group's own `peak_lr` where it has one) and the run settings
+    of `model.run` (progress, checkpoint_dir).
 
     Under torchrun every rank trains a DDP-wrapped `net`, rank 0 validates and checkpoints,
     and all ranks follow its decisions, so they stop together with the same weights. With
@@ -338,8 +339,9 @@ def train_by_epochs(
 
     def one(epoch: int, stop: Callable[[], bool]) -> float:
         if opt is not None:
-            for group in opt.param_groups:
-                group["lr"] = epoch_lr(c.lr, epoch, c.epochs, decay, cooldown)
+            for group in opt.param_groups:  # a group may carry a peak rate of its own
+                peak = group.get("peak_lr", c.lr)
+                group["lr"] = epoch_lr(peak, epoch, c.epochs, decay, cooldown)
         return epoch_fn(epoch, EpochRun(module, d, stop))
 
     state = run_epochs(
