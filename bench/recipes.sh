@@ -6,8 +6,8 @@
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
-#                          ml1m-default|beauty-seq|ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|all]
-#                         [SEED]
+#                          ml1m-default|beauty-seq|ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|
+#                          ml100k-classic|ml1m-classic|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -77,6 +77,15 @@ for m in gru4rec bert4rec; do
     $DR benchmark --recipe "$m" --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
       --set threads=1 ${CKPT:+--set "$m.checkpoint_dir=$CKPT/ml1m-$m-seed$SEED"} \
       --out "$R/ml1m-$m-seed$SEED"
+  fi
+done
+for d in ml100k ml1m; do
+  if run "$d-classic"; then  # the multvae and cfgan defaults (the shared epoch loop), one thread
+    [ -f "$OUT/$d.duckdb" ] || [ "$d" != ml100k ] || $DR ingest --dataset ml-100k --db "$OUT/$d.duckdb"
+    for m in multvae cfgan; do
+      $DR benchmark --recipe "$m" --db "$OUT/$d.duckdb" --seed "$SEED" --no-progress \
+        --set threads=1 --out "$R/$d-$m-seed$SEED"
+    done
   fi
 done
 if run beauty-cold; then  # TIGER's cold-items protocol on Beauty: the hybrid and its gate
