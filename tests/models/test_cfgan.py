@@ -44,3 +44,25 @@ def test_the_players_step_at_their_own_rates(planted, monkeypatch):
     assert seen and all(rates == [1e-3, 5e-4] for rates in seen)
     assert moved[:4] == [(False, True), (True, False)] * 2  # D's step, then G's
     assert set(moved) == {(False, True), (True, False)}
+
+
+def test_a_model_saved_with_lr_g_keeps_its_generator_rate(planted, tmp_path):
+    """`lr_g` became `lr`: a model saved with the old name loads at its own rate, and the
+    recipe it carries still says how it was made."""
+    import json
+
+    from directrec.models import load_model
+    from directrec.recipes import resolve, stored
+
+    model = create("cfgan", {"hidden": 8, "epochs": 1, "lr": 1e-3})
+    model.fit(planted.interactions)
+    recipe = resolve("cfgan").with_overrides(["lr=0.001", "epochs=1"]).to_dict()
+    recipe["settings"]["lr_g"] = recipe["settings"].pop("lr")
+    model.meta["recipe"] = recipe
+    model.save(tmp_path / "m")
+    doc = json.loads((tmp_path / "m" / "config.json").read_text())
+    doc["config"]["lr_g"] = doc["config"].pop("lr")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(doc))
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config.lr == 1e-3
+    assert stored(loaded.meta, "m").settings["lr"] == 1e-3

@@ -337,3 +337,31 @@ def test_classic_networks_resume_exactly(name, planted, tmp_path):
         classic_weights(straight).items(), classic_weights(resumed).values(), strict=True
     ):
         assert torch.equal(a, b), k
+
+
+def test_a_refitting_update_trains_anew_and_leaves_the_checkpoint_alone(planted, tmp_path):
+    """A model without warm starts refits on update: its parent's checkpoint_dir belongs to
+    the parent's run and is neither resumed nor refused."""
+    train = leave_one_out(planted.interactions).stage("valid")[0]
+    ckpt = str(tmp_path / "ckpt")
+    model = create("cfgan", {**CLASSIC["cfgan"], "epochs": 2, "checkpoint_dir": ckpt})
+    model.fit(train)
+    new = model.update(planted.interactions)
+    assert len(new.meta["train_log"]) == 2 and new.run.checkpoint_dir == ""
+
+
+def test_multvae_anneals_on_from_the_epoch_it_kept(planted, tmp_path):
+    """β's annealing step is that of the weights kept, saved with the model, and an update
+    goes on from it."""
+    from directrec.models import load_model
+
+    train = leave_one_out(planted.interactions).stage("valid")[0]
+    c = {**CLASSIC["multvae"], "epochs": 3, "eval_every": 1, "patience": 5}
+    calls = iter([0.1, 0.3, 0.2])
+    model = create("multvae", c).fit(train, validator=lambda m: next(calls))
+    per_epoch = -(-int((train.matrix("binary").getnnz(1) > 0).sum()) // c["batch_size"])
+    assert model.meta["best_epoch"] == 2 and model.step == 2 * per_epoch
+    model.save(tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.step == 2 * per_epoch
+    assert loaded.update(train, epochs=1).step == 3 * per_epoch

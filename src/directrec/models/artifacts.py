@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -236,10 +237,19 @@ def read_dir(path: str | Path, model_name: str) -> tuple[dict, dict, dict[str, n
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """A config dataclass from saved values (unknown keys from other versions dropped; a
-    setting added since takes the value saved configs ran with: `saved_before`)."""
+    """A config dataclass from saved values (a setting renamed since read under its new
+    name, `renamed`; unknown keys from other versions dropped; a setting added since takes
+    the value saved configs ran with: `saved_before`)."""
     fields = {f.name for f in dataclasses.fields(cls)}
+    values = renamed(cls, values)
     return cls(**{**saved_before(cls), **{k: v for k, v in values.items() if k in fields}})
+
+
+def renamed(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved settings with the names a config class has renamed since (its `RENAMED`, old
+    name → new) under their new names."""
+    names = getattr(cls, "RENAMED", {})
+    return {names.get(k, k): v for k, v in values.items()}
 
 
 def saved_before(cls: type) -> dict[str, Any]:

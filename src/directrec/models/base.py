@@ -146,7 +146,8 @@ class Recommender:
         refit, only training settings for a warm start (the weights fix the network)."""
         settings = dict(settings or {})
         if not self.capabilities.warm_start:
-            fresh = type(self)(dataclasses.replace(self.config, **settings), self.run)
+            run = dataclasses.replace(self.run, checkpoint_dir="")  # a checkpoint is per run
+            fresh = type(self)(dataclasses.replace(self.config, **settings), run)
             fresh.meta = {k: v for k, v in self.meta.items() if k != "train_log"}
             return fresh.fit(data, catalog, validator)
         fields = {f.name for f in dataclasses.fields(self.config)}

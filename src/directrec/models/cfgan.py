@@ -45,6 +45,7 @@ class CFGAN(Recommender):
     @dataclasses.dataclass
     class Config(LoopConfig):
         part: ClassVar[str] = "model"  # of the settings declared here
+        RENAMED: ClassVar[dict[str, str]] = {"lr_g": "lr"}  # saved configs' old names
 
         hidden: int = setting(256, "width of the generator's and discriminator's hidden layers")
         # 600: on MovieLens-100K's validation stage HR@10 is 0.0329 at 30 epochs, 0.0615 at
@@ -53,6 +54,7 @@ class CFGAN(Recommender):
         # epochs (NDCG@10 0.025 at 10, 0.038 at 100, 0.026 at 110), so patience never ends
         # the run: it is read every 10 epochs and the best epoch is kept
         epochs: int = 600
+        batch_size: int = setting(128, "users per batch")
         eval_every: int = 10
         patience: int = 60
         lr: float = setting(1e-4, "generator learning rate (Adam)")
@@ -85,7 +87,8 @@ class CFGAN(Recommender):
             [
                 {"params": self.gen.parameters(), "lr": c.lr},
                 {"params": disc.parameters(), "lr": c.lr_d, "peak_lr": c.lr_d},
-            ]
+            ],
+            weight_decay=c.weight_decay,
         )
         x_all = data.matrix("binary")
         users = np.flatnonzero(np.diff(x_all.indptr) > 0)
@@ -131,14 +134,16 @@ class CFGAN(Recommender):
             opt.step()  # the generator has no gradient here: only D moves
             # Generator: fool D, and reconstruct zeros on the ZR sample (D frozen).
             disc.requires_grad_(False)
-            out = self.gen(x)
-            g_adv = bce(disc(torch.cat([out * (x + pm), x], 1)), ones)
-            g_zr = ((out * zr) ** 2).sum(1).mean()
-            g_loss = g_adv + c.zr_weight * g_zr
-            opt.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt.step()
-            disc.requires_grad_(True)
+            try:
+                out = self.gen(x)
+                g_adv = bce(disc(torch.cat([out * (x + pm), x], 1)), ones)
+                g_zr = ((out * zr) ** 2).sum(1).mean()
+                g_loss = g_adv + c.zr_weight * g_zr
+                opt.zero_grad(set_to_none=True)
+                g_loss.backward()
+                opt.step()
+            finally:
+                disc.requires_grad_(True)
             total += g_loss.item() * len(x)
             count += len(x)
         return total / max(count, 1)

@@ -56,7 +56,7 @@ class MultVAE(Recommender):
             20000, "batches over which the KL weight rises to beta_max", part="training"
         )
         epochs: int = 200  # the paper's; validation keeps the best epoch
-        batch_size: int = 500  # users per batch
+        batch_size: int = setting(500, "users per batch")
 
         def checks(self) -> Checks:
             return {
@@ -105,7 +105,10 @@ class MultVAE(Recommender):
             return self._epoch(x_all, users, opt, start + epoch * per_epoch, epoch, run)
 
         state = train_by_epochs(self, self.net, epoch_fn, validator, opt=opt, data=data)
-        self.step = start + state.epoch * per_epoch
+        # the steps behind the weights kept (the best validated epoch's), saved in the meta
+        # so an update anneals on from there
+        self.step = start + (state.best_epoch or state.epoch) * per_epoch
+        self.meta["anneal_step"] = self.step
 
     def _epoch(
         self,
@@ -156,4 +159,5 @@ class MultVAE(Recommender):
         self.net = VAE(self.n_items, c.hidden, c.latent, c.dropout)
         self._load_module(self.net, state)
         self.net.to(self.device).eval()
-        self.step = c.anneal_steps  # a trained model is past β's annealing
+        # where β's annealing stood (models saved before it was recorded: past it)
+        self.step = int(self.meta.get("anneal_step", c.anneal_steps))

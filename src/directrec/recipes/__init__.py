@@ -553,4 +553,22 @@ def stored(meta: Mapping[str, Any], where: str) -> Recipe:
     """The resolved recipe a saved model carries in its meta."""
     if "recipe" not in meta:
         raise RecipeError(f"{where}: this model carries no recipe (saved without one)")
-    return Recipe.from_dict(meta["recipe"], f"{where} (stored recipe)")
+    return Recipe.from_dict(_renamed(meta["recipe"]), f"{where} (stored recipe)")
+
+
+def _renamed(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored recipe with the settings its model renamed since under their new names
+    (`artifacts.renamed`): a model saved before a rename still says how it was made."""
+    from directrec.models import MODELS
+    from directrec.models.artifacts import renamed
+
+    model = doc.get("recipe", {}).get("model") if isinstance(doc.get("recipe"), dict) else None
+    if model not in MODELS:
+        return dict(doc)  # from_dict names what is wrong
+    config = MODELS[model].Config
+    return {
+        t: renamed(config, table)
+        if t in ("settings", *PARTS) and isinstance(table, dict)
+        else table
+        for t, table in doc.items()
+    }
