@@ -35,7 +35,7 @@ from directrec.models.base import Capabilities, Recommender, Validator, beam_wid
 from directrec.models.candidates import Candidates
 from directrec.models.hf import LMConfig, load_base, tiny_lm
 from directrec.models.settings import Checks, DecodingConfig, LoopConfig, RunSettings, setting
-from directrec.models.training import EpochRun, train_by_epochs
+from directrec.models.training import EpochRun, rank_shares, train_by_epochs
 
 # The beam search's kept step scores per generate call, in floats (512 MB; `generate_for`)
 SCORES_PER_CALL = 2**27
@@ -331,13 +331,8 @@ class LLMRec(Recommender):
         self.lm.train()
         pairs = self._pairs(data, epoch)
         total, count = 0.0, 0
-        for b in range(0, len(pairs), c.batch_size):
-            if run.stop():
-                break
-            batch = pairs[b : b + c.batch_size]
-            if len(batch) < d.world:
-                continue  # too small to give every rank a share (all ranks skip it)
-            rows = self._batch(batch[d.rank :: d.world])
+        for _, share in rank_shares(pairs, c.batch_size, run):
+            rows = self._batch(share)
             n = int((rows[-1] != -100).sum())  # the tokens this rank's loss averages over
             loss = self._loss(run.module, rows)
             opt.zero_grad(set_to_none=True)

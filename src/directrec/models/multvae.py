@@ -18,7 +18,7 @@ from directrec.data.dataset import Catalog, Interactions
 from directrec.data.histories import Histories
 from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.settings import Checks, LoopConfig, setting
-from directrec.models.training import EpochRun, train_by_epochs
+from directrec.models.training import EpochRun, rank_shares, train_by_epochs
 
 
 class VAE(nn.Module):
@@ -132,20 +132,14 @@ class MultVAE(Recommender):
         torch.manual_seed(c.seed * 100_003 + epoch)
         order = np.random.default_rng([c.seed, epoch]).permutation(users)
         total, count = 0.0, 0
-        for b in range(0, len(order), c.batch_size):
-            if run.stop():
-                break
-            rows = order[b : b + c.batch_size]
-            if len(rows) < d.world:
-                continue  # too small to give every rank a share (all ranks skip it)
-            mine = rows[d.rank :: d.world]
+        for size, mine in rank_shares(order, c.batch_size, run):
             x = torch.from_numpy(x_all[mine].toarray()).to(self.device)
             logits, kl = run.module(x)
             nll = -(F.log_softmax(logits, 1) * x).sum(1).mean()
             beta = min(c.beta_max, c.beta_max * step / c.anneal_steps)
             loss = nll + beta * kl
             opt.zero_grad(set_to_none=True)
-            (loss * (len(mine) * d.world / len(rows))).backward()
+            (loss * (len(mine) * d.world / size)).backward()
             opt.step()
             step += 1
             total += loss.item() * len(mine)

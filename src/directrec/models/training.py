@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,22 @@ class EpochRun:
     def alone(net: nn.Module) -> EpochRun:
         """One process, no budget: for calling an epoch function directly."""
         return EpochRun(net, distributed.Dist(), lambda: False)
+
+
+def rank_shares(
+    items: Sequence[Any] | np.ndarray, size: int, run: EpochRun
+) -> Iterator[tuple[int, Any]]:
+    """One epoch's batches of `items` (in their order, `size` each) as (the whole batch's
+    length, this rank's share of it: every `world`-th item from its rank), until `run.stop()`
+    says the budget is spent. A batch too small to give every rank a share is skipped by
+    all ranks alike."""
+    d = run.d
+    for b in range(0, len(items), size):
+        if run.stop():
+            return
+        batch = items[b : b + size]
+        if len(batch) >= d.world:
+            yield len(batch), batch[d.rank :: d.world]
 
 
 def rank_zero(validator: Callable[[Any], float] | None) -> Callable[[Any], float] | None:
