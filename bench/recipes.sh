@@ -2,11 +2,12 @@
 # Every figure a shipped recipe quotes, reproduced through the product alone: `directrec
 # benchmark --recipe NAME` (the recipe's model beside its anchors, under its protocol) and
 # `--protocol cold-items | new-users`. Nothing here fits or rewrites a model. CKPT=DIR keeps
-# per-epoch checkpoints of the long ML-1M sequence runs there, so a rerun resumes. Needs
+# per-epoch checkpoints of the long sequence-baseline runs there, so a rerun resumes. Needs
 # bench/prepare.sh first (and `make setup`); results land in docs/results/recipes/.
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
-#                          ml1m-default|beauty-seq|ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|
+#                          ml1m-default|beauty-seq|beauty-gru4rec|beauty-bert4rec|
+#                          ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|
 #                          ml100k-classic|ml1m-classic|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,12 +66,12 @@ if run ml1m-default; then  # sasrec-ce with no flags on MovieLens-1M (the ID hea
   $DR benchmark --recipe sasrec-ce --db "$OUT/ml1m.duckdb" --seed "$SEED" --no-progress \
     --out "$R/ml1m-sasrec-ce-defaults-seed$SEED"
 fi
-if run beauty-seq; then  # the gru4rec and bert4rec defaults on Amazon Beauty
-  for m in gru4rec bert4rec; do
+for m in gru4rec bert4rec; do
+  if run beauty-seq || run "beauty-$m"; then  # the gru4rec and bert4rec defaults on Beauty
     $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
-      --out "$R/beauty-$m-seed$SEED"
-  done
-fi
+      ${CKPT:+--set "$m.checkpoint_dir=$CKPT/beauty-$m-seed$SEED"} --out "$R/beauty-$m-seed$SEED"
+  fi
+done
 for m in gru4rec bert4rec; do
   if run "ml1m-$m"; then  # the gru4rec / bert4rec defaults on MovieLens-1M, one thread each
     # (the two run side by side on a 2-core machine)
