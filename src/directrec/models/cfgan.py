@@ -27,7 +27,7 @@ from directrec.data.histories import Histories
 from directrec.models import distributed
 from directrec.models.base import Capabilities, Recommender, Validator
 from directrec.models.settings import Checks, LoopConfig, setting
-from directrec.models.training import EpochRun, train_by_epochs
+from directrec.models.training import EpochRun, rank_shares, train_by_epochs
 
 
 def mlp(sizes: list[int], out: nn.Module) -> nn.Sequential:
@@ -116,10 +116,8 @@ class CFGAN(Recommender):
         order = np.random.default_rng([c.seed, epoch]).permutation(users)
         bce = nn.BCELoss()
         total, count = 0.0, 0
-        for b in range(0, len(order), c.batch_size):
-            if run.stop():
-                break
-            x = torch.from_numpy(x_all[order[b : b + c.batch_size]].toarray()).to(dev)
+        for _, rows in rank_shares(order, c.batch_size, run):  # one rank: the whole batch
+            x = torch.from_numpy(x_all[rows].toarray()).to(dev)
             neg = x == 0
             pm = (torch.rand_like(x) < c.pm_ratio) & neg
             zr = (torch.rand_like(x) < c.zr_ratio) & neg
