@@ -1,8 +1,9 @@
 """The privacy–utility curve of sasrec-ce: the product's `directrec benchmark` run once per
 privacy budget (`--set dp_epsilon=E`; ε = ∞ is the same run without DP), with the same
 settings, seed and protocol otherwise; each point's NDCG@10, HR@10, wall time and the ε the
-accountant recorded go to docs/results/privacy/curve.json (written after every point;
-`--resume` keeps the points already there), beside popularity on the same split.
+accountant recorded go to docs/results/privacy/NAME.json (written after every point;
+`--resume` keeps the points already there), beside popularity on the same split. `--jobs 2`
+runs two points at a time (give each `--set threads=1` on a 2-core machine).
 
     python bench/privacy.py --db out/bench/ml100k.duckdb --dataset MovieLens-100K \\
         --epsilons 1,4,8,inf --set max_len=50 --set epochs=10 --set batch_size=128 \\
@@ -18,7 +19,9 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +41,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "privacy")
     p.add_argument("--name", default="curve", help="the results file: OUT/NAME.json")
     p.add_argument("--reference", default="pop", help="a baseline run once on the same split")
+    p.add_argument("--jobs", type=int, default=1, help="points run at the same time")
     p.add_argument(
         "--resume",
         action="store_true",
@@ -56,7 +60,7 @@ def main() -> None:
             "cpus": len(os.sched_getaffinity(0)),
             "processor": platform.machine(),
             "python": platform.python_version(),
-            "note": "a 2-core machine shared with other jobs: wall times are upper bounds",
+            "note": f"{args.jobs} point(s) at a time; wall times are upper bounds on a shared machine",
         },
         "points": [],
     }
@@ -81,13 +85,21 @@ def main() -> None:
             "hr@10": round(m["hr@10"], 5),
             "ndcg@10": round(m["ndcg@10"], 5),
         }
-    for raw in args.epsilons.split(","):
-        eps = float(raw)
+    order = [float(raw) for raw in args.epsilons.split(",")]
+    lock = threading.Lock()
+
+    def key(eps: float) -> str:
+        return "inf" if math.isinf(eps) else str(eps)  # as a point records its ε
+
+    def record(point: dict) -> None:
+        with lock:  # points in the order asked, whichever finished first
+            doc["points"].append(point)
+            doc["points"].sort(key=lambda pt: order.index(float(pt["epsilon"])))
+            target.write_text(json.dumps(doc, indent=1) + "\n")
+            print(json.dumps(point), flush=True)
+
+    def run(eps: float) -> None:
         name = "inf" if math.isinf(eps) else f"{eps:g}"
-        key = "inf" if math.isinf(eps) else str(eps)  # as a point records its ε
-        if key in done:
-            doc["points"].append(done[key])
-            continue
         dest = args.work / f"eps-{name}"
         sets = [*args.settings, *([] if math.isinf(eps) else [f"dp_epsilon={eps:g}"])]
         cmd = [
@@ -121,7 +133,7 @@ def main() -> None:
         result = json.loads((dest / "results.json").read_text())["results"][0]
         meta = json.loads((dest / "models" / "sasrec-ce" / "config.json").read_text())["meta"]
         dp = meta.get("dp")
-        doc["points"].append(
+        record(
             {
                 "epsilon": "inf" if math.isinf(eps) else eps,
                 "command": " ".join(["directrec", *cmd[1:]]),
@@ -135,10 +147,16 @@ def main() -> None:
                 "delta": dp["delta"] if dp else None,
                 "noise_multiplier": dp["noise_multiplier"] if dp else None,
                 "steps": dp["steps"] if dp else None,
+                "run_beside": args.jobs - 1,
             }
         )
-        target.write_text(json.dumps(doc, indent=1) + "\n")
-        print(json.dumps(doc["points"][-1]), flush=True)
+
+    for eps in order:
+        if key(eps) in done:
+            record(done[key(eps)])
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for f in [pool.submit(run, eps) for eps in order if key(eps) not in done]:
+            f.result()
     target.write_text(json.dumps(doc, indent=1) + "\n")
 
 
