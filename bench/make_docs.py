@@ -55,6 +55,7 @@ ranking). Preprocessing differs in details, so compare with care.
 | ML-1M | HSTU-large | 0.3294 | 0.1893 | HSTU paper, arXiv 2402.17152 (its preprocessing reorders same-timestamp interactions; our split keeps file order for ties) |
 | ML-1M | HSTU-large, ties in file order | 0.3037 | 0.1719 | eSASRec authors' re-run on a split that keeps same-timestamp order, as quoted in the project's issues |
 | ML-1M | SASRec+ (full cross-entropy) | 0.3152 | 0.1821 | as quoted in the project's issues |
+| ML-1M | BERT4Rec | 0.2843 | 0.1537 | Papers with Code's full-corpus entry for the BERT4Rec paper (arXiv 1904.06690) |
 | Beauty | EnsRec | 0.0980 | 0.0565 | arXiv 2512.17820 |
 | Beauty | eSASRec | 0.0928 | 0.0523 | as quoted in the project's issues |
 | Beauty | BARGE (2026) | 0.0927 | 0.0547 | as quoted in the project's issues |

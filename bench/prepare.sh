@@ -35,7 +35,7 @@ import csv, json, sys
 attrs = json.load(open(sys.argv[1]))
 with open(sys.argv[2], "w", newline="") as f:
     w = csv.writer(f)
-    w.writerow(["item_id", "text", "attributes"])
+    w.writerow(["item_id", "title", "attributes"])
     for item in sorted(attrs, key=int):
         w.writerow([item, "Sports and Outdoors product", "|".join(f"a{a}" for a in attrs[item])])
 PY

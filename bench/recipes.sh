@@ -7,8 +7,8 @@
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
 #                          ml1m-default|beauty-seq|beauty-gru4rec|beauty-bert4rec|
-#                          ml1m-gru4rec|ml1m-bert4rec|ml100k-llm|
-#                          ml100k-classic|ml1m-classic|all] [SEED]
+#                          sports-gru4rec|sports-bert4rec|ml1m-gru4rec|ml1m-bert4rec|
+#                          ml100k-llm|ml100k-classic|ml1m-classic|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-out/bench}
@@ -70,6 +70,11 @@ for m in gru4rec bert4rec; do
   if run beauty-seq || run "beauty-$m"; then  # the gru4rec and bert4rec defaults on Beauty
     $DR benchmark --recipe "$m" --db "$OUT/beauty.duckdb" --seed "$SEED" --no-progress \
       ${CKPT:+--set "$m.checkpoint_dir=$CKPT/beauty-$m-seed$SEED"} --out "$R/beauty-$m-seed$SEED"
+  fi
+  if run "sports-$m"; then  # the same on Sports, one thread each (the two run side by side)
+    $DR benchmark --recipe "$m" --db "$OUT/sports.duckdb" --seed "$SEED" --no-progress \
+      --set threads=1 ${CKPT:+--set "$m.checkpoint_dir=$CKPT/sports-$m-seed$SEED"} \
+      --out "$R/sports-$m-seed$SEED"
   fi
 done
 for m in gru4rec bert4rec; do
