@@ -133,6 +133,7 @@ def main() -> None:
         result = json.loads((dest / "results.json").read_text())["results"][0]
         meta = json.loads((dest / "models" / "sasrec-ce" / "config.json").read_text())["meta"]
         dp = meta.get("dp")
+        valid = [e["valid_ndcg@10"] for e in meta.get("train_log", []) if "valid_ndcg@10" in e]
         record(
             {
                 "epsilon": "inf" if math.isinf(eps) else eps,
@@ -143,6 +144,7 @@ def main() -> None:
                 "fit_seconds": round(result["fit_seconds"], 1),
                 "epochs": len(meta.get("train_log", [])),
                 "best_epoch": meta.get("best_epoch"),
+                "valid_ndcg@10": max(valid) if valid else None,  # what settings are chosen by
                 "epsilon_spent": dp["epsilon_spent"] if dp else None,
                 "delta": dp["delta"] if dp else None,
                 "noise_multiplier": dp["noise_multiplier"] if dp else None,
