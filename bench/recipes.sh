@@ -7,7 +7,8 @@
 #   bash bench/recipes.sh [ml100k|ml100k-seq|ml100k-sem-default|ml1m|beauty-id|beauty-sem|
 #                          beauty-cold|ml1m-new-users|beauty-sem-default|ml1m-sem-default|
 #                          ml1m-default|beauty-seq|beauty-gru4rec|beauty-bert4rec|
-#                          sports-gru4rec|sports-bert4rec|ml1m-gru4rec|ml1m-bert4rec|
+#                          sports-gru4rec|sports-bert4rec|beauty-bert4rec-amazon|
+#                          sports-bert4rec-amazon|ml1m-gru4rec|ml1m-bert4rec|
 #                          ml100k-llm|ml100k-classic|ml1m-classic|all] [SEED]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,6 +76,13 @@ for m in gru4rec bert4rec; do
     $DR benchmark --recipe "$m" --db "$OUT/sports.duckdb" --seed "$SEED" --no-progress \
       --set threads=1 ${CKPT:+--set "$m.checkpoint_dir=$CKPT/sports-$m-seed$SEED"} \
       --out "$R/sports-$m-seed$SEED"
+  fi
+done
+for d in beauty sports; do
+  if run "$d-bert4rec-amazon"; then  # BERT4Rec's Amazon recipe, one thread (Beauty and Sports side by side)
+    $DR benchmark --recipe bert4rec-amazon --db "$OUT/$d.duckdb" --seed "$SEED" --no-progress \
+      --set threads=1 ${CKPT:+--set "bert4rec.checkpoint_dir=$CKPT/$d-bert4rec-amazon-seed$SEED"} \
+      --out "$R/$d-bert4rec-amazon-seed$SEED"
   fi
 done
 for m in gru4rec bert4rec; do
